@@ -108,7 +108,14 @@ impl GgmlDType {
     /// Elements per block (1 for plain scalar types).
     pub fn block_size(self) -> usize {
         match self {
-            Self::F32 | Self::F16 | Self::BF16 | Self::I8 | Self::I16 | Self::I32 | Self::I64 | Self::F64 => 1,
+            Self::F32
+            | Self::F16
+            | Self::BF16
+            | Self::I8
+            | Self::I16
+            | Self::I32
+            | Self::I64
+            | Self::F64 => 1,
             Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 | Self::Q8_1 => 32,
             Self::Q2K | Self::Q3K | Self::Q4K | Self::Q5K | Self::Q6K | Self::Q8K => 256,
         }

@@ -85,6 +85,17 @@ impl MetaValue {
         }
     }
 
+    /// The value as a signed integer, if it is an integer of any width that fits.
+    pub fn as_i64(&self) -> Option<i64> {
+        match *self {
+            Self::I8(v) => Some(v as i64),
+            Self::I16(v) => Some(v as i64),
+            Self::I32(v) => Some(v as i64),
+            Self::I64(v) => Some(v),
+            _ => self.as_u64().and_then(|v| i64::try_from(v).ok()),
+        }
+    }
+
     /// The value as a float, if it is any numeric type.
     pub fn as_f64(&self) -> Option<f64> {
         match *self {
