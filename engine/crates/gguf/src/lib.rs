@@ -11,6 +11,7 @@ mod meta;
 mod parse;
 mod reader;
 mod split;
+mod split_writer;
 mod tensor;
 mod value;
 mod writer;
@@ -23,6 +24,7 @@ pub use parse::{
 };
 pub use reader::GgufFile;
 pub use split::{split_keys, split_path, KEY_SPLIT_COUNT, KEY_SPLIT_NO, KEY_SPLIT_TENSORS};
+pub use split_writer::SplitWriter;
 pub use tensor::{TensorInfo, MAX_DIMS};
 pub use value::MetaValue;
 pub use writer::{GgufWriter, TensorDesc, WRITE_VERSION};
