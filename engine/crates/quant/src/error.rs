@@ -1,5 +1,6 @@
 //! Errors of the quantisation and kernel entry points.
 
+use crate::act::ActFormat;
 use hmoe_gguf::GgmlDType;
 
 /// Why a (de)quantisation or dot-product call was refused.
@@ -43,4 +44,17 @@ pub enum QuantError {
     /// A size computation overflowed `usize`.
     #[error("size overflow for {0} elements")]
     Overflow(usize),
+    /// The CPU (or OS) cannot run the requested instruction-set level.
+    #[error("instruction set {0} is not available on this CPU")]
+    IsaUnavailable(&'static str),
+    /// The activation row is not in the format the weight type's kernel consumes.
+    #[error("{dtype} weights take {expected:?} activations, got {got:?}")]
+    ActFormat {
+        /// Weight type.
+        dtype: GgmlDType,
+        /// Format the kernel needs.
+        expected: ActFormat,
+        /// Format given.
+        got: ActFormat,
+    },
 }

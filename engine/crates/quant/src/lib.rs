@@ -6,6 +6,8 @@
 //! quantisers follow ggml's reference search (`make_qkx2_quants`, `make_qx_quants`).
 #![deny(missing_docs)]
 
+mod act;
+mod dot;
 mod error;
 mod float;
 mod kquant_search;
@@ -17,6 +19,8 @@ mod reference;
 #[cfg(test)]
 mod testutil;
 
+pub use act::{ActBuf, ActFormat, ActRow, ActWriter};
+pub use dot::{DotKernel, Isa};
 pub use error::QuantError;
 pub use hmoe_gguf::GgmlDType;
 pub use reference::{dequantize, is_supported, quantize, row_bytes};
