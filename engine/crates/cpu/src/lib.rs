@@ -1,0 +1,22 @@
+//! CPU backend of the engine: a persistent thread pool sized to the physical cores
+//! and the fused, quantised MoE expert executor ([`run_experts`]) with its plain
+//! reference ([`reference_experts`]) and a calibration of its cost
+//! ([`calibrate_cpu`]) for the scheduler's cost model.
+#![deny(missing_docs)]
+
+mod calib;
+mod error;
+mod experts;
+mod pool;
+mod reference;
+mod shared;
+#[cfg(test)]
+mod tests;
+pub mod topology;
+
+pub use calib::{calibrate_cpu, random_expert, CpuTiming, RandomExpert};
+pub use error::CpuError;
+pub use experts::{run_experts, ExpertScratch, ExpertTask, MatView};
+pub use hmoe_quant::Isa;
+pub use pool::{CpuPool, PoolConfig};
+pub use reference::{reference_experts, RefActivations};
