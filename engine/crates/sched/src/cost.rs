@@ -1,0 +1,363 @@
+//! The cost model: T_cpu, T_gpu, T_pcie per expert and token count, refined online.
+//!
+//! Per device and storage type `d`, one expert matrix of `mb` megabytes serving `n` tokens
+//! costs `mb · (s_d + c_d · n)`; an expert adds a fixed per-expert cost `f` (launches,
+//! fork/join). A copy costs `f_link + bytes / bw`. Everything is linear in the
+//! parameters, so measured samples refine them by least squares (see [`crate::fit`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::fit::PriorLeastSquares;
+use crate::profile::{DeviceCosts, KernelCoeffs, LinkCosts, MachineProfile};
+use crate::shape::{ExpertWork, QuantType};
+
+/// Forgetting factor per sample: the last ~2000 samples dominate the fit.
+const FIT_DECAY: f64 = 0.9995;
+/// The prior weighs a tenth of a sample: a handful of measurements override it.
+const FIT_RIDGE: f64 = 0.1;
+/// Layer-error samples kept for the median.
+const ERROR_WINDOW: usize = 4096;
+
+/// Cost of one expert (of a given model) as a linear function of its token count.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ExpertCosts {
+    /// CPU: seconds at zero tokens (fixed + streaming).
+    pub cpu_base_s: f64,
+    /// CPU: seconds per token.
+    pub cpu_per_token_s: f64,
+    /// GPU: seconds at zero tokens (`INFINITY` without a GPU).
+    pub gpu_base_s: f64,
+    /// GPU: seconds per token.
+    pub gpu_per_token_s: f64,
+    /// Host→device copy of the whole expert (`INFINITY` without a link).
+    pub fetch_s: f64,
+    /// Bytes of the expert.
+    pub bytes: u64,
+}
+
+impl ExpertCosts {
+    /// CPU time for `n` tokens.
+    #[inline]
+    pub fn cpu(&self, n: u32) -> f64 {
+        self.cpu_base_s + self.cpu_per_token_s * n as f64
+    }
+    /// GPU compute time for `n` tokens (expert resident).
+    #[inline]
+    pub fn gpu(&self, n: u32) -> f64 {
+        self.gpu_base_s + self.gpu_per_token_s * n as f64
+    }
+    /// Whether a GPU exists at all.
+    pub fn has_gpu(&self) -> bool {
+        self.gpu_base_s.is_finite() && self.fetch_s.is_finite()
+    }
+    /// Time a resident copy saves against the best alternative for a miss.
+    pub fn hit_saving(&self, n: u32) -> f64 {
+        if !self.has_gpu() {
+            return 0.0;
+        }
+        (self.cpu(n).min(self.fetch_s + self.gpu(n)) - self.gpu(n)).max(0.0)
+    }
+}
+
+/// Median relative error of predicted vs measured times.
+#[derive(Debug, Clone, Default)]
+pub struct ErrorTracker {
+    rel: Vec<f64>,
+    next: usize,
+    total: u64,
+}
+
+/// Summary of prediction errors.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ErrorReport {
+    /// Samples seen in total.
+    pub samples: u64,
+    /// Median of |pred − meas| / meas over the window.
+    pub median_rel: f64,
+    /// 90th percentile of the same.
+    pub p90_rel: f64,
+    /// Median of (pred − meas) / meas: > 0 means the model is pessimistic.
+    pub median_bias: f64,
+}
+
+impl ErrorTracker {
+    /// Records one pair (ignored unless both are positive and finite).
+    pub fn record(&mut self, predicted_s: f64, measured_s: f64) {
+        if !(predicted_s.is_finite() && measured_s.is_finite() && measured_s > 0.0) {
+            return;
+        }
+        let e = (predicted_s - measured_s) / measured_s;
+        if self.rel.len() < ERROR_WINDOW {
+            self.rel.push(e);
+        } else {
+            self.rel[self.next] = e;
+        }
+        self.next = (self.next + 1) % ERROR_WINDOW;
+        self.total += 1;
+    }
+
+    /// Median absolute/90th percentile/median signed relative error (`None`: no samples).
+    pub fn report(&self) -> Option<ErrorReport> {
+        if self.rel.is_empty() {
+            return None;
+        }
+        let mut abs: Vec<f64> = self.rel.iter().map(|e| e.abs()).collect();
+        let mut signed = self.rel.clone();
+        abs.sort_by(f64::total_cmp);
+        signed.sort_by(f64::total_cmp);
+        let q = |v: &[f64], p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+        Some(ErrorReport {
+            samples: self.total,
+            median_rel: q(&abs, 0.5),
+            p90_rel: q(&abs, 0.9),
+            median_bias: q(&signed, 0.5),
+        })
+    }
+}
+
+/// Online-refined cost model of one machine.
+#[derive(Debug, Clone)]
+pub struct CostModel {
+    profile: MachineProfile,
+    cpu_fit: PriorLeastSquares,
+    gpu_fit: Option<PriorLeastSquares>,
+    link_fit: Option<PriorLeastSquares>,
+    layer_err: ErrorTracker,
+    dirty: bool,
+}
+
+/// Parameter vector of a device: `[fixed, s_d for d in ALL, c_d for d in ALL]`.
+fn device_params(d: &DeviceCosts) -> Vec<f64> {
+    let mut v = vec![d.fixed_per_expert_s];
+    v.extend(QuantType::ALL.iter().map(|&q| d.coeff(q).per_mb_s));
+    v.extend(QuantType::ALL.iter().map(|&q| d.coeff(q).per_mb_token_s));
+    // A zero prior could never move (parameters are relative to it).
+    v.iter().map(|&x| x.max(1e-12)).collect()
+}
+
+fn device_from_params(p: &[f64]) -> DeviceCosts {
+    let k = QuantType::ALL.len();
+    DeviceCosts {
+        fixed_per_expert_s: p[0],
+        coeffs: QuantType::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| (q, KernelCoeffs { per_mb_s: p[1 + i], per_mb_token_s: p[1 + k + i] }))
+            .collect(),
+    }
+}
+
+/// Features of one expert (or matrix) run: `[1, mb_d…, mb_d·n…]`.
+fn device_features(work: &[(QuantType, u64)], n_tokens: u32, fixed: f64) -> Vec<f64> {
+    let k = QuantType::ALL.len();
+    let mut x = vec![0.0; 1 + 2 * k];
+    x[0] = fixed;
+    for &(q, bytes) in work {
+        let mb = bytes as f64 / 1e6;
+        x[1 + q.index()] += mb;
+        x[1 + k + q.index()] += mb * n_tokens as f64;
+    }
+    x
+}
+
+fn device_time(d: &DeviceCosts, work: &[(QuantType, u64)], n_tokens: u32, fixed: f64) -> f64 {
+    fixed * d.fixed_per_expert_s
+        + work
+            .iter()
+            .map(|&(q, b)| {
+                let c = d.coeff(q);
+                b as f64 / 1e6 * (c.per_mb_s + c.per_mb_token_s * n_tokens as f64)
+            })
+            .sum::<f64>()
+}
+
+impl CostModel {
+    /// A model starting from `profile`.
+    pub fn new(profile: MachineProfile) -> Self {
+        let cpu_fit = PriorLeastSquares::new(device_params(&profile.cpu), FIT_DECAY, FIT_RIDGE);
+        let gpu_fit = profile
+            .gpu
+            .as_ref()
+            .map(|g| PriorLeastSquares::new(device_params(g), FIT_DECAY, FIT_RIDGE));
+        let link_fit = profile.pcie.map(|l| {
+            PriorLeastSquares::new(vec![l.fixed_s.max(1e-12), 1e6 / l.bytes_per_s], FIT_DECAY, FIT_RIDGE)
+        });
+        Self { profile, cpu_fit, gpu_fit, link_fit, layer_err: ErrorTracker::default(), dirty: false }
+    }
+
+    /// The current (refitted) profile, ready to be saved for the next start.
+    pub fn profile(&mut self) -> &MachineProfile {
+        self.refit();
+        &self.profile
+    }
+
+    /// Applies the samples seen so far to the profile (cheap; called lazily).
+    pub fn refit(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        if self.cpu_fit.samples() > 0.0 {
+            self.profile.cpu = device_from_params(&self.cpu_fit.solve());
+        }
+        if let (Some(f), Some(_)) = (&self.gpu_fit, &self.profile.gpu) {
+            if f.samples() > 0.0 {
+                self.profile.gpu = Some(device_from_params(&f.solve()));
+            }
+        }
+        if let Some(f) = &self.link_fit {
+            if f.samples() > 0.0 {
+                let p = f.solve();
+                self.profile.pcie = Some(LinkCosts { fixed_s: p[0], bytes_per_s: 1e6 / p[1].max(1e-15) });
+            }
+        }
+        self.dirty = false;
+    }
+
+    /// Predicted CPU time of one expert's work for `n_tokens`.
+    pub fn t_cpu(&self, work: &ExpertWork, n_tokens: u32) -> f64 {
+        device_time(&self.profile.cpu, &work.parts, n_tokens, 1.0)
+    }
+
+    /// Predicted GPU compute time (`INFINITY` without a GPU).
+    pub fn t_gpu(&self, work: &ExpertWork, n_tokens: u32) -> f64 {
+        self.profile
+            .gpu
+            .as_ref()
+            .map_or(f64::INFINITY, |g| device_time(g, &work.parts, n_tokens, 1.0))
+    }
+
+    /// Predicted host→device copy time (`INFINITY` without a link).
+    pub fn t_pcie(&self, bytes: u64) -> f64 {
+        self.profile
+            .pcie
+            .map_or(f64::INFINITY, |l| l.fixed_s + bytes as f64 / l.bytes_per_s)
+    }
+
+    /// The per-expert linear costs the scheduler uses (refits first).
+    pub fn expert_costs(&mut self, work: &ExpertWork) -> ExpertCosts {
+        self.refit();
+        let cpu0 = self.t_cpu(work, 0);
+        let gpu0 = self.t_gpu(work, 0);
+        ExpertCosts {
+            cpu_base_s: cpu0,
+            cpu_per_token_s: self.t_cpu(work, 1) - cpu0,
+            gpu_base_s: gpu0,
+            gpu_per_token_s: if gpu0.is_finite() { self.t_gpu(work, 1) - gpu0 } else { 0.0 },
+            fetch_s: self.t_pcie(work.bytes()),
+            bytes: work.bytes(),
+        }
+    }
+
+    /// A measured CPU run of one matrix of type `dtype` and `bytes` bytes (a
+    /// micro-benchmark sample; no per-expert fixed cost).
+    pub fn observe_cpu(&mut self, dtype: QuantType, bytes: u64, n_tokens: u32, seconds: f64) {
+        self.cpu_fit.observe(&device_features(&[(dtype, bytes)], n_tokens, 0.0), seconds);
+        self.dirty = true;
+    }
+
+    /// A measured CPU run of a whole expert.
+    pub fn observe_cpu_expert(&mut self, work: &ExpertWork, n_tokens: u32, seconds: f64) {
+        self.cpu_fit.observe(&device_features(&work.parts, n_tokens, 1.0), seconds);
+        self.dirty = true;
+    }
+
+    /// A measured GPU run of one matrix (ignored without a GPU).
+    pub fn observe_gpu(&mut self, dtype: QuantType, bytes: u64, n_tokens: u32, seconds: f64) {
+        if let Some(f) = &mut self.gpu_fit {
+            f.observe(&device_features(&[(dtype, bytes)], n_tokens, 0.0), seconds);
+            self.dirty = true;
+        }
+    }
+
+    /// A measured GPU run of a whole expert (ignored without a GPU).
+    pub fn observe_gpu_expert(&mut self, work: &ExpertWork, n_tokens: u32, seconds: f64) {
+        if let Some(f) = &mut self.gpu_fit {
+            f.observe(&device_features(&work.parts, n_tokens, 1.0), seconds);
+            self.dirty = true;
+        }
+    }
+
+    /// A measured host→device copy (ignored without a link).
+    pub fn observe_pcie(&mut self, bytes: u64, seconds: f64) {
+        if let Some(f) = &mut self.link_fit {
+            f.observe(&[1.0, bytes as f64 / 1e6], seconds);
+            self.dirty = true;
+        }
+    }
+
+    /// A layer's predicted vs measured MoE time, for the error report.
+    pub fn observe_layer(&mut self, predicted_s: f64, measured_s: f64) {
+        self.layer_err.record(predicted_s, measured_s);
+    }
+
+    /// Prediction error so far (`None` before any layer was observed).
+    pub fn error_report(&self) -> Option<ErrorReport> {
+        self.layer_err.report()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shape::ModelShape;
+
+    /// Calibration with exact synthetic timings must land within 2% (ridge bias only).
+    const CALIB_TOL: f64 = 0.02;
+
+    #[test]
+    fn calibration_pulls_a_wrong_prior_to_the_truth() {
+        let shape = ModelShape::preset("qwen3-30b-a3b:q4_k_m").unwrap();
+        let work = shape.expert_work();
+        let truth = MachineProfile::build_box();
+        let mut prior = truth.clone();
+        prior.cpu = DeviceCosts::from_rates(1e-6, 40e9, 1e-12);
+        let mut m = CostModel::new(prior);
+        let t = CostModel::new(truth);
+        for &q in &[QuantType::Q4_K, QuantType::Q6_K] {
+            for n in [1u32, 2, 8, 32, 128, 512] {
+                for bytes in [500_000u64, 1_000_000, 4_000_000] {
+                    let w = ExpertWork { parts: vec![(q, bytes)] };
+                    let s = device_time(&t.profile.cpu, &w.parts, n, 0.0);
+                    m.observe_cpu(q, bytes, n, s);
+                }
+            }
+        }
+        for n in [1u32, 512] {
+            m.observe_cpu_expert(&work, n, t.t_cpu(&work, n));
+        }
+        m.refit();
+        for n in [1u32, 16, 512] {
+            let (got, want) = (m.t_cpu(&work, n), t.t_cpu(&work, n));
+            assert!(((got - want) / want).abs() < CALIB_TOL, "n={n}: {got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn link_fit_and_error_report() {
+        let mut m = CostModel::new(MachineProfile::h100_box());
+        for mb in [1u64, 2, 5, 10] {
+            m.observe_pcie(mb * 1_000_000, 10e-6 + mb as f64 * 1e6 / 25e9);
+        }
+        let t = m.t_pcie(5_000_000);
+        m.refit();
+        let t2 = m.t_pcie(5_000_000);
+        assert!(t2 > t * 1.5, "slower link must be learned: {t} -> {t2}");
+        assert!(m.error_report().is_none());
+        for (p, me) in [(1.0, 1.0), (1.1, 1.0), (0.8, 1.0)] {
+            m.observe_layer(p, me);
+        }
+        let r = m.error_report().unwrap();
+        assert!((r.median_rel - 0.1).abs() < 1e-9);
+        assert_eq!(r.samples, 3);
+    }
+
+    #[test]
+    fn no_gpu_means_infinite_gpu_costs() {
+        let mut m = CostModel::new(MachineProfile::build_box());
+        let shape = ModelShape::preset("qwen3-30b-a3b:q8_0").unwrap();
+        let c = m.expert_costs(&shape.expert_work());
+        assert!(!c.has_gpu());
+        assert!(c.cpu(1) > 0.0 && c.cpu(512) > c.cpu(1));
+        assert_eq!(c.hit_saving(1), 0.0);
+    }
+}

@@ -1,0 +1,347 @@
+//! The per-layer scheduler: routed experts + cache + cost model → a [`LayerPlan`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{ExpertCache, SlotLoad};
+use crate::cost::{CostModel, ExpertCosts};
+use crate::profile::MachineProfile;
+use crate::shape::{ExpertKey, ModelShape};
+use crate::solve::{evaluate, solve_exact, Greedy, Job, PlanTiming, Solution};
+
+/// One routed expert of a layer in this step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RoutedExpert {
+    /// Expert index.
+    pub expert: u16,
+    /// Tokens of this step routed to it.
+    pub n_tokens: u32,
+    /// Router weight (summed over its tokens for prefill).
+    pub weight: f32,
+}
+
+/// The next layer's router applied to the current hidden state: an expert and the
+/// probability that it will be selected.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PredictedExpert {
+    /// Expert index in the next layer.
+    pub expert: u16,
+    /// Probability of selection (0..1).
+    pub prob: f32,
+}
+
+/// Where an expert runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Placement {
+    /// On the GPU from the cache.
+    GpuHit,
+    /// Copied, then on the GPU.
+    GpuFetch,
+    /// On the CPU.
+    Cpu,
+}
+
+/// A placed expert.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PlacedExpert {
+    /// Expert index.
+    pub expert: u16,
+    /// Tokens it serves.
+    pub n_tokens: u32,
+    /// Router weight.
+    pub weight: f32,
+    /// VRAM slot (GPU placements).
+    pub slot: Option<u32>,
+}
+
+/// What to do for one layer. The engine executes evictions (slot reuse) implicitly by
+/// copying into `slot`; fetches in `gpu_fetch` order on the copy stream, GPU compute of a
+/// fetched expert after its copy's event; `prefetch` after the demand fetches.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct LayerPlan {
+    /// Layer index.
+    pub layer: u16,
+    /// Resident experts run on the GPU.
+    pub gpu_hit: Vec<PlacedExpert>,
+    /// Experts copied then run on the GPU, in copy order.
+    pub gpu_fetch: Vec<PlacedExpert>,
+    /// Experts run on the CPU.
+    pub cpu: Vec<PlacedExpert>,
+    /// Residents evicted (by demand fetches and by background loads).
+    pub evict: Vec<ExpertKey>,
+    /// Background loads after the demand fetches: next-layer prefetches and admissions of
+    /// this layer's CPU-run experts, each into its slot.
+    pub prefetch: Vec<SlotLoad>,
+    /// Predicted times of the MoE part of this layer.
+    pub predicted: PlanTiming,
+    /// Routed experts that were resident thanks to an earlier background load.
+    pub prefetch_hits: u32,
+}
+
+impl LayerPlan {
+    /// Placement of a routed expert.
+    pub fn placement_of(&self, expert: u16) -> Option<Placement> {
+        let has = |v: &[PlacedExpert]| v.iter().any(|p| p.expert == expert);
+        if has(&self.gpu_hit) {
+            Some(Placement::GpuHit)
+        } else if has(&self.gpu_fetch) {
+            Some(Placement::GpuFetch)
+        } else if has(&self.cpu) {
+            Some(Placement::Cpu)
+        } else {
+            None
+        }
+    }
+}
+
+/// Which solver places experts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SolverKind {
+    /// The greedy (production).
+    Greedy,
+    /// Enumeration (≤ 20 experts, else greedy): for checks.
+    Exact,
+}
+
+/// Scheduler options.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SchedConfig {
+    /// Solver.
+    pub solver: SolverKind,
+    /// Prefetch predicted next-layer experts while the link is idle.
+    pub prefetch: bool,
+    /// Copy this layer's CPU-run experts into the cache while the link is idle (if the
+    /// policy admits them).
+    pub background_admit: bool,
+    /// Smallest probability worth a prefetch.
+    pub prefetch_min_prob: f32,
+    /// Probability that a just-used expert is used again soon (brief: 45% repeat at the
+    /// next token), used to rank admissions against prefetches.
+    pub reuse_prob: f32,
+}
+
+impl Default for SchedConfig {
+    fn default() -> Self {
+        Self { solver: SolverKind::Greedy, prefetch: false, background_admit: true, prefetch_min_prob: 0.3, reuse_prob: 0.45 }
+    }
+}
+
+/// The scheduler: holds the per-expert costs and reusable buffers.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    shape: ModelShape,
+    costs: ExpertCosts,
+    sync_s: f64,
+    dense_s: f64,
+    dense_per_token_s: f64,
+    config: SchedConfig,
+    greedy: Greedy,
+    jobs: Vec<Job>,
+    keys: Vec<ExpertKey>,
+    carried: Vec<ExpertKey>,
+    cand: Vec<(f64, ExpertKey)>,
+}
+
+impl Scheduler {
+    /// A scheduler for `shape` with costs from `cost`.
+    pub fn new(shape: &ModelShape, cost: &mut CostModel, config: SchedConfig) -> Self {
+        let costs = cost.expert_costs(&shape.expert_work());
+        let p: &MachineProfile = cost.profile();
+        Self {
+            shape: shape.clone(),
+            costs,
+            sync_s: p.sync_s,
+            dense_s: p.dense_layer_s,
+            dense_per_token_s: p.dense_layer_per_token_s,
+            config,
+            greedy: Greedy::default(),
+            jobs: Vec::new(),
+            keys: Vec::new(),
+            carried: Vec::new(),
+            cand: Vec::new(),
+        }
+    }
+
+    /// Re-reads the costs after the model was refined.
+    pub fn update_costs(&mut self, cost: &mut CostModel) {
+        self.costs = cost.expert_costs(&self.shape.expert_work());
+        let p = cost.profile();
+        self.sync_s = p.sync_s;
+        self.dense_s = p.dense_layer_s;
+        self.dense_per_token_s = p.dense_layer_per_token_s;
+    }
+
+    /// The per-expert costs in use.
+    pub fn costs(&self) -> &ExpertCosts {
+        &self.costs
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SchedConfig {
+        &self.config
+    }
+
+    /// Predicted dense (non-MoE) time of a layer for `n_tokens`.
+    pub fn dense_time(&self, n_tokens: u32) -> f64 {
+        self.dense_s + self.dense_per_token_s * n_tokens as f64
+    }
+
+    /// Plans one layer. `routed`: this layer's experts (each once); `next_pred`: the next
+    /// layer's predicted experts (may be empty); `link_ready_s`: when the copy stream
+    /// frees up, relative to the start of this layer's MoE part. Pins the experts it
+    /// places on the GPU: call [`Scheduler::finish_layer`] when the layer is done.
+    pub fn plan_layer(
+        &mut self,
+        step: u64,
+        layer: u16,
+        routed: &[RoutedExpert],
+        next_pred: &[PredictedExpert],
+        cache: &mut ExpertCache,
+        link_ready_s: f64,
+    ) -> LayerPlan {
+        let tick = step as f64 + layer as f64 / self.shape.n_layers.max(1) as f64;
+        let has_gpu = self.costs.has_gpu() && cache.n_slots() > 0;
+        let c = self.costs;
+
+        cache.clear_protection();
+        for k in self.carried.drain(..) {
+            cache.protect(k);
+        }
+        let next_layer = layer + 1;
+        if cache.policy().protects_predicted() && next_layer < self.shape.n_layers {
+            for p in next_pred.iter().filter(|p| p.prob >= self.config.prefetch_min_prob) {
+                cache.protect(ExpertKey::new(next_layer, p.expert));
+            }
+        }
+
+        self.jobs.clear();
+        self.keys.clear();
+        let mut prefetch_hits = 0;
+        for r in routed {
+            let key = ExpertKey::new(layer, r.expert);
+            let resident = cache.is_resident(key);
+            if resident {
+                cache.pin(key);
+                if cache.take_background_flag(key) {
+                    prefetch_hits += 1;
+                }
+            }
+            self.keys.push(key);
+            self.jobs.push(Job {
+                cpu_s: c.cpu(r.n_tokens),
+                gpu_s: c.gpu(r.n_tokens),
+                fetch_s: c.fetch_s,
+                resident,
+            });
+        }
+        let cap = if has_gpu { cache.loadable_slots() } else { 0 };
+        let mut sol: Solution = match self.config.solver {
+            SolverKind::Greedy => self.greedy.solve(&self.jobs, link_ready_s, cap, has_gpu),
+            SolverKind::Exact => solve_exact(&self.jobs, link_ready_s, cap, has_gpu)
+                .unwrap_or_else(|| self.greedy.solve(&self.jobs, link_ready_s, cap, has_gpu)),
+        };
+
+        let mut plan = LayerPlan { layer, prefetch_hits, ..Default::default() };
+        let mut slots = vec![None; routed.len()];
+        let mut refused = false;
+        for &i in &sol.fetch_order {
+            match cache.load(self.keys[i]) {
+                Some(l) => {
+                    cache.pin(self.keys[i]);
+                    slots[i] = Some(l.slot);
+                    plan.evict.extend(l.evicted);
+                }
+                None => {
+                    // Cannot happen while `cap` is honest; fall back to the CPU.
+                    sol.on_gpu[i] = false;
+                    refused = true;
+                }
+            }
+        }
+        if refused {
+            let mut order = Vec::new();
+            sol.timing = evaluate(&self.jobs, &sol.on_gpu, link_ready_s, &mut order);
+            sol.fetch_order = order;
+        }
+        for (i, r) in routed.iter().enumerate() {
+            let key = self.keys[i];
+            if !sol.on_gpu[i] && self.jobs[i].resident {
+                cache.unpin(key);
+            }
+            cache.access(key, r.weight, tick);
+            let placed = |slot| PlacedExpert { expert: r.expert, n_tokens: r.n_tokens, weight: r.weight, slot };
+            if !sol.on_gpu[i] {
+                plan.cpu.push(placed(None));
+            } else if self.jobs[i].resident {
+                plan.gpu_hit.push(placed(cache.slot_of(key)));
+            }
+        }
+        for &i in &sol.fetch_order {
+            let r = routed[i];
+            plan.gpu_fetch.push(PlacedExpert { expert: r.expert, n_tokens: r.n_tokens, weight: r.weight, slot: slots[i] });
+        }
+        plan.predicted = sol.timing;
+        plan.predicted.finish_s += self.sync_s;
+
+        if has_gpu {
+            let n_tok = routed.iter().map(|r| r.n_tokens).max().unwrap_or(1);
+            let idle = (plan.predicted.finish_s - link_ready_s - plan.predicted.pcie_s).max(0.0)
+                + self.dense_time(n_tok);
+            self.background_loads(layer, &plan.cpu.clone(), next_pred, cache, idle, &mut plan);
+        }
+        plan
+    }
+
+    /// Fills the idle link window with the loads of highest expected saving; each must
+    /// finish inside the window, so no demand fetch of the next layer waits for it.
+    fn background_loads(
+        &mut self,
+        layer: u16,
+        cpu_run: &[PlacedExpert],
+        next_pred: &[PredictedExpert],
+        cache: &mut ExpertCache,
+        idle_s: f64,
+        plan: &mut LayerPlan,
+    ) {
+        let c = self.costs;
+        self.cand.clear();
+        if self.config.prefetch && layer + 1 < self.shape.n_layers {
+            for p in next_pred.iter().filter(|p| p.prob >= self.config.prefetch_min_prob) {
+                let key = ExpertKey::new(layer + 1, p.expert);
+                if !cache.is_resident(key) {
+                    self.cand.push((p.prob as f64 * c.hit_saving(1), key));
+                }
+            }
+        }
+        if self.config.background_admit {
+            for e in cpu_run {
+                let key = ExpertKey::new(layer, e.expert);
+                self.cand.push((self.config.reuse_prob as f64 * c.hit_saving(1), key));
+            }
+        }
+        if self.cand.is_empty() {
+            return;
+        }
+        self.cand.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut left = idle_s;
+        for i in 0..self.cand.len() {
+            let (gain, key) = self.cand[i];
+            if gain <= 0.0 || c.fetch_s > left {
+                break;
+            }
+            if let Some(l) = cache.try_admit(key) {
+                left -= c.fetch_s;
+                plan.evict.extend(l.evicted);
+                plan.prefetch.push(l);
+                if key.layer != layer {
+                    self.carried.push(key);
+                    cache.protect(key);
+                }
+            }
+        }
+    }
+
+    /// Releases the layer's pins.
+    pub fn finish_layer(&mut self, cache: &mut ExpertCache) {
+        cache.unpin_all();
+    }
+}

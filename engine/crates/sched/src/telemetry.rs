@@ -1,0 +1,175 @@
+//! Telemetry: what every layer of every step did, and running totals. Plain serde types,
+//! cheap to build; the engine owns the channel that carries them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::sched::{LayerPlan, Placement};
+use crate::solve::PlanTiming;
+
+/// One routed expert and where it ran.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ExpertEvent {
+    /// Expert index.
+    pub expert: u16,
+    /// Placement.
+    pub placement: Placement,
+    /// Tokens served.
+    pub n_tokens: u32,
+}
+
+/// One layer of one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerTelemetry {
+    /// Layer index.
+    pub layer: u16,
+    /// Routed experts with placement.
+    pub experts: Vec<ExpertEvent>,
+    /// Predicted times.
+    pub predicted: PlanTiming,
+    /// Measured MoE time of the layer, if the engine timed it.
+    pub measured_s: Option<f64>,
+    /// Demand-fetch bytes.
+    pub bytes_fetched: u64,
+    /// Background (prefetch/admission) bytes.
+    pub bytes_prefetched: u64,
+    /// Residents evicted.
+    pub evictions: u32,
+    /// Background loads issued.
+    pub prefetches: u32,
+    /// Routed experts found resident thanks to a background load.
+    pub prefetch_hits: u32,
+}
+
+impl LayerTelemetry {
+    /// From a plan (`expert_bytes`: bytes per expert copy).
+    pub fn from_plan(plan: &LayerPlan, expert_bytes: u64) -> Self {
+        let mut experts = Vec::with_capacity(plan.gpu_hit.len() + plan.gpu_fetch.len() + plan.cpu.len());
+        for (v, p) in [(&plan.gpu_hit, Placement::GpuHit), (&plan.gpu_fetch, Placement::GpuFetch), (&plan.cpu, Placement::Cpu)] {
+            experts.extend(v.iter().map(|e| ExpertEvent { expert: e.expert, placement: p, n_tokens: e.n_tokens }));
+        }
+        Self {
+            layer: plan.layer,
+            experts,
+            predicted: plan.predicted,
+            measured_s: None,
+            bytes_fetched: plan.gpu_fetch.len() as u64 * expert_bytes,
+            bytes_prefetched: plan.prefetch.len() as u64 * expert_bytes,
+            evictions: plan.evict.len() as u32,
+            prefetches: plan.prefetch.len() as u32,
+            prefetch_hits: plan.prefetch_hits,
+        }
+    }
+}
+
+/// One step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepTelemetry {
+    /// Step index.
+    pub step: u64,
+    /// Tokens in the step.
+    pub n_tokens: u32,
+    /// Per layer.
+    pub layers: Vec<LayerTelemetry>,
+    /// Predicted step time (dense + MoE + fixed).
+    pub predicted_s: f64,
+    /// Measured step time, if timed.
+    pub measured_s: Option<f64>,
+}
+
+/// Running totals.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct TelemetryTotals {
+    /// Steps.
+    pub steps: u64,
+    /// Tokens.
+    pub tokens: u64,
+    /// Routed (layer, expert) uses.
+    pub accesses: u64,
+    /// Of which resident (GPU hits).
+    pub hits: u64,
+    /// Of which copied then run on the GPU.
+    pub fetches: u64,
+    /// Of which run on the CPU.
+    pub cpu_runs: u64,
+    /// Bytes over PCIe (demand + background).
+    pub pcie_bytes: u64,
+    /// Evictions.
+    pub evictions: u64,
+    /// Background loads.
+    pub prefetches: u64,
+    /// Hits on background-loaded experts.
+    pub prefetch_hits: u64,
+    /// CPU busy seconds (measured where available, else predicted).
+    pub cpu_busy_s: f64,
+    /// GPU busy seconds (predicted: compute and copy waits).
+    pub gpu_busy_s: f64,
+    /// Copy-stream busy seconds (demand fetches).
+    pub pcie_busy_s: f64,
+    /// Step seconds (measured where available, else predicted).
+    pub wall_s: f64,
+}
+
+impl TelemetryTotals {
+    /// Hits ÷ routed uses.
+    pub fn hit_rate(&self) -> f64 {
+        self.hits as f64 / self.accesses.max(1) as f64
+    }
+    /// PCIe GB/s over the wall time.
+    pub fn pcie_gbps(&self) -> f64 {
+        if self.wall_s > 0.0 {
+            self.pcie_bytes as f64 / self.wall_s / 1e9
+        } else {
+            0.0
+        }
+    }
+    /// Tokens per second.
+    pub fn tok_per_s(&self) -> f64 {
+        if self.wall_s > 0.0 {
+            self.tokens as f64 / self.wall_s
+        } else {
+            0.0
+        }
+    }
+    /// Seconds per step.
+    pub fn time_per_step(&self) -> f64 {
+        self.wall_s / self.steps.max(1) as f64
+    }
+}
+
+/// Aggregates steps into totals.
+#[derive(Debug, Clone, Default)]
+pub struct Telemetry {
+    totals: TelemetryTotals,
+}
+
+impl Telemetry {
+    /// Adds one step.
+    pub fn record(&mut self, s: &StepTelemetry) {
+        let t = &mut self.totals;
+        t.steps += 1;
+        t.tokens += s.n_tokens as u64;
+        t.wall_s += s.measured_s.unwrap_or(s.predicted_s);
+        for l in &s.layers {
+            for e in &l.experts {
+                t.accesses += 1;
+                match e.placement {
+                    Placement::GpuHit => t.hits += 1,
+                    Placement::GpuFetch => t.fetches += 1,
+                    Placement::Cpu => t.cpu_runs += 1,
+                }
+            }
+            t.pcie_bytes += l.bytes_fetched + l.bytes_prefetched;
+            t.evictions += l.evictions as u64;
+            t.prefetches += l.prefetches as u64;
+            t.prefetch_hits += l.prefetch_hits as u64;
+            t.cpu_busy_s += l.predicted.cpu_s;
+            t.gpu_busy_s += l.predicted.gpu_s;
+            t.pcie_busy_s += l.predicted.pcie_s;
+        }
+    }
+
+    /// Totals so far.
+    pub fn totals(&self) -> &TelemetryTotals {
+        &self.totals
+    }
+}
