@@ -21,7 +21,7 @@
 use crate::shared::SharedMut;
 use crate::{CpuError, CpuPool};
 use hmoe_gguf::GgmlDType;
-use hmoe_quant::{row_bytes, ActBuf, ActFormat, DotKernel, Isa};
+use hmoe_quant::{row_bytes, ActBuf, ActFormat, ActRow, DotKernel, Isa, MAX_ROWS_PER_CALL};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -64,6 +64,11 @@ const DOWN_TILE: usize = 16;
 /// Below this many x rows (or intermediate rows), quantisation runs on the caller
 /// alone: waking the pool costs more than quantising a few thousand values.
 const PARALLEL_QUANT_MIN_ROWS: usize = 16;
+
+/// Tokens per register-blocked kernel call.
+const G: usize = MAX_ROWS_PER_CALL;
+/// Placeholder for unused slots of a token group.
+const EMPTY_ROW: ActRow<'static> = ActRow::F32(&[]);
 
 const FORMATS: [ActFormat; 4] = [
     ActFormat::F32,
@@ -331,29 +336,47 @@ pub fn run_experts(
                 &x_q[fidx(p.up.act_format())],
             );
             let (grb, urb) = (t.gate.data.len() / ffn, t.up.data.len() / ffn);
-            for (k, &row) in t.token_rows.iter().enumerate() {
-                let (Some(ga), Some(ua)) = (gx.row(row as usize), ux.row(row as usize)) else {
-                    fail(CpuError::TokenRow {
-                        task: ti,
-                        row,
-                        n_tokens: gx.rows(),
-                    });
-                    return;
-                };
-                let base = (p.inter_row + k) * ffn;
+            // Tokens in groups of G: each weight row is decoded once per group and
+            // the tile's rows stay in L1/L2 across groups.
+            for (gi, group) in t.token_rows.chunks(G).enumerate() {
+                let mut ga = [EMPTY_ROW; G];
+                let mut ua = [EMPTY_ROW; G];
+                for (k, &row) in group.iter().enumerate() {
+                    let (Some(g), Some(u)) = (gx.row(row as usize), ux.row(row as usize)) else {
+                        fail(CpuError::TokenRow {
+                            task: ti,
+                            row,
+                            n_tokens: gx.rows(),
+                        });
+                        return;
+                    };
+                    ga[k] = g;
+                    ua[k] = u;
+                }
+                let n = group.len();
+                let (mut gv, mut uv) = ([0f32; G], [0f32; G]);
                 for r in r0..r1 {
-                    let g = p.gate.dot(&t.gate.data[r * grb..(r + 1) * grb], &ga);
-                    let u = p.up.dot(&t.up.data[r * urb..(r + 1) * urb], &ua);
-                    match (g, u) {
+                    // SAFETY: `validate` checked every matrix is rows × row_bytes(cols)
+                    // with cols = hidden, and `ga`/`ua` hold hidden-wide rows of the
+                    // ActBufs of exactly these kernels' formats.
+                    unsafe {
+                        p.gate.dot_rows_unchecked(
+                            &t.gate.data[r * grb..(r + 1) * grb],
+                            &ga[..n],
+                            &mut gv[..n],
+                        );
+                        p.up.dot_rows_unchecked(
+                            &t.up.data[r * urb..(r + 1) * urb],
+                            &ua[..n],
+                            &mut uv[..n],
+                        );
+                    }
+                    for k in 0..n {
                         // SAFETY: (task, token, row) is written by this item only.
-                        (Ok(g), Ok(u)) => {
-                            if let Some(o) = unsafe { inter.get_mut(base + r) } {
-                                *o = silu(g) * u;
-                            }
-                        }
-                        (Err(e), _) | (_, Err(e)) => {
-                            fail(e.into());
-                            return;
+                        if let Some(o) =
+                            unsafe { inter.get_mut((p.inter_row + gi * G + k) * ffn + r) }
+                        {
+                            *o = silu(gv[k]) * uv[k];
                         }
                     }
                 }
@@ -407,27 +430,37 @@ pub fn run_experts(
             for (ti, (t, p)) in tasks.iter().zip(plans).enumerate() {
                 let q = &inter_q[fidx(p.down.act_format())];
                 let drb = t.down.data.len() / hidden;
-                for (k, (&row, &w)) in t.token_rows.iter().zip(t.weights).enumerate() {
-                    let Some(a) = q.row(p.inter_row + k) else {
-                        fail(CpuError::TokenRow {
-                            task: ti,
-                            row,
-                            n_tokens: q.rows(),
-                        });
-                        return;
-                    };
-                    let obase = row as usize * hidden;
+                for (gi, (rows, ws)) in t.token_rows.chunks(G).zip(t.weights.chunks(G)).enumerate()
+                {
+                    let mut acts = [EMPTY_ROW; G];
+                    for k in 0..rows.len() {
+                        let Some(a) = q.row(p.inter_row + gi * G + k) else {
+                            fail(CpuError::TokenRow {
+                                task: ti,
+                                row: rows[k],
+                                n_tokens: q.rows(),
+                            });
+                            return;
+                        };
+                        acts[k] = a;
+                    }
+                    let n = rows.len();
+                    let mut v = [0f32; G];
                     for c in c0..c1 {
-                        match p.down.dot(&t.down.data[c * drb..(c + 1) * drb], &a) {
+                        // SAFETY: down is hidden × row_bytes(ffn) (validated) and `acts`
+                        // hold ffn-wide rows of the ActBuf of this kernel's format.
+                        unsafe {
+                            p.down.dot_rows_unchecked(
+                                &t.down.data[c * drb..(c + 1) * drb],
+                                &acts[..n],
+                                &mut v[..n],
+                            )
+                        };
+                        for k in 0..n {
                             // SAFETY: column c of every out row belongs to this item only.
-                            Ok(v) => {
-                                if let Some(o) = unsafe { out_s.get_mut(obase + c) } {
-                                    *o += w * v;
-                                }
-                            }
-                            Err(e) => {
-                                fail(e.into());
-                                return;
+                            if let Some(o) = unsafe { out_s.get_mut(rows[k] as usize * hidden + c) }
+                            {
+                                *o += ws[k] * v[k];
                             }
                         }
                     }

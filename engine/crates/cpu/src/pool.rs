@@ -23,14 +23,14 @@ pub struct PoolConfig {
     /// Pin worker `i` to the `i`-th physical core (the caller is never pinned: it
     /// may be an async runtime thread).
     pub pin: bool,
-    /// Busy-wait iterations before parking after a job (and the caller before
-    /// sleeping on completion); `None` = automatic (off when threads > cores).
+    /// Busy-wait time in microseconds before parking after a job (and the caller
+    /// before sleeping on completion); `None` = automatic (off when threads > cores).
     pub spin: Option<u32>,
 }
 
-/// Default spin before parking: ~20–50 µs, shorter than a decode layer, so back-to-back
-/// jobs skip the wake-up latency while an idle pool costs nothing.
-const DEFAULT_SPIN: u32 = 20_000;
+/// Default spin before parking, in µs: about one decode layer's gap, so back-to-back
+/// jobs skip the futex wake-up latency while an idle pool costs nothing.
+const DEFAULT_SPIN_US: u32 = 50;
 
 type Job = *const (dyn Fn(usize, usize) + Sync + 'static);
 
@@ -99,9 +99,11 @@ impl CpuPool {
         let logical = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
-        let spin = cfg
-            .spin
-            .unwrap_or(if n_threads > logical { 0 } else { DEFAULT_SPIN });
+        let spin = cfg.spin.unwrap_or(if n_threads > logical {
+            0
+        } else {
+            DEFAULT_SPIN_US
+        });
         let shared = Arc::new(Shared {
             generation: AtomicU64::new(0),
             lock: Mutex::new(()),
@@ -172,11 +174,7 @@ impl CpuPool {
         s.start.notify_all();
         let mine = catch_unwind(AssertUnwindSafe(|| f(0, n)));
         // Wait for the workers: spin briefly, then sleep.
-        let mut spins = 0;
-        while s.pending.load(Ordering::Acquire) != 0 && spins < s.spin {
-            std::hint::spin_loop();
-            spins += 1;
-        }
+        spin_while(s.spin, || s.pending.load(Ordering::Acquire) != 0);
         if s.pending.load(Ordering::Acquire) != 0 {
             let mut g = lock(&s.done_lock);
             while s.pending.load(Ordering::Acquire) != 0 {
@@ -192,15 +190,32 @@ impl CpuPool {
     }
 }
 
+/// Busy-waits while `cond` holds, for at most `us` microseconds.
+#[inline]
+fn spin_while(us: u32, cond: impl Fn() -> bool) {
+    if us == 0 || !cond() {
+        return;
+    }
+    let start = std::time::Instant::now();
+    let limit = std::time::Duration::from_micros(us as u64);
+    loop {
+        for _ in 0..32 {
+            if !cond() {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= limit {
+            return;
+        }
+    }
+}
+
 fn worker_loop(s: &Shared, index: usize) {
     let mut seen = 0u64;
     loop {
         // Wait for a new generation: spin a little, then park on the condvar.
-        let mut spins = 0;
-        while s.generation.load(Ordering::Acquire) == seen && spins < s.spin {
-            std::hint::spin_loop();
-            spins += 1;
-        }
+        spin_while(s.spin, || s.generation.load(Ordering::Acquire) == seen);
         if s.generation.load(Ordering::Acquire) == seen {
             let mut g = lock(&s.lock);
             while s.generation.load(Ordering::Acquire) == seen {

@@ -3,16 +3,10 @@
 //! (i16 × scale → i32); one f32 FMA per block.
 
 use super::act;
+use super::avx512q::{f16c, mins_term, unpack_k4};
 use crate::act::ActRow;
-use crate::q4k::scale_min_k4;
 use crate::GgmlDType;
 use core::arch::x86_64::*;
-use half::f16;
-
-#[inline(always)]
-fn h(b: &[u8], off: usize) -> f32 {
-    f16::from_bits(u16::from_le_bytes([b[off], b[off + 1]])).to_f32()
-}
 
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -34,10 +28,10 @@ pub(super) fn select(dtype: GgmlDType) -> Option<super::RawDot> {
         GgmlDType::F32 => f32_,
         GgmlDType::F16 => f16_,
         GgmlDType::BF16 => bf16_,
-        GgmlDType::Q8_0 => q8_0_,
-        GgmlDType::Q4K => q4k_,
-        GgmlDType::Q5K => q5k_,
-        GgmlDType::Q6K => q6k_,
+        GgmlDType::Q8_0 => q8_0_1,
+        GgmlDType::Q4K => q4k_1,
+        GgmlDType::Q5K => q5k_1,
+        GgmlDType::Q6K => q6k_1,
         _ => return None,
     })
 }
@@ -119,175 +113,232 @@ pub(super) fn dot_i8x32(w: __m256i, a: __m256i) -> __m256i {
     _mm256_madd_epi16(p, _mm256_set1_epi16(1))
 }
 
-#[target_feature(enable = "avx2,fma")]
-unsafe fn q8_0_(w: &[u8], a: &ActRow<'_>) -> f32 {
-    let (qs, d) = act!(a, Q8_0);
-    let mut acc = _mm256_setzero_ps();
-    for (i, &da) in d.iter().enumerate() {
-        let b = &w[34 * i..34 * i + 34];
-        // SAFETY: block i has 32 value bytes at offset 2; `qs` has 32 per block.
-        let (wv, av) = unsafe {
-            (
-                load(b.as_ptr().add(2)),
-                load(qs.as_ptr().add(32 * i) as *const u8),
-            )
+#[inline]
+#[target_feature(enable = "sse3")]
+fn hsum128(v: __m128) -> f32 {
+    let s = _mm_add_ps(v, _mm_movehl_ps(v, v));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+/// Extracts the Q8_K arrays of each row (`None` on a format mismatch).
+#[inline(always)]
+fn q8k_rows<const N: usize>(
+    acts: &[ActRow<'_>],
+) -> Option<([*const i8; N], [*const f32; N], [*const i16; N])> {
+    let mut q = [core::ptr::null(); N];
+    let mut d = [core::ptr::null(); N];
+    let mut b = [core::ptr::null(); N];
+    for t in 0..N {
+        let ActRow::Q8K { qs, d: ds, bsums } = acts.get(t)? else {
+            return None;
         };
-        let s = _mm256_cvtepi32_ps(dot_i8x32(wv, av));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(h(b, 0) * da), s, acc);
+        q[t] = qs.as_ptr();
+        d[t] = ds.as_ptr();
+        b[t] = bsums.as_ptr();
     }
-    hsum_ps(acc)
+    Some((q, d, b))
 }
 
-/// Σ over the 8 sub-blocks of the min term `m_j · Σa` of an affine k-quant block.
-#[inline(always)]
-pub(super) fn mins_dot(scales: &[u8], bsums: &[i16]) -> (i32, [u8; 8]) {
-    let mut sc = [0u8; 8];
-    let mut msum = 0i32;
-    for j in 0..8 {
-        let (s, m) = scale_min_k4(j, scales);
-        sc[j] = s;
-        msum += m as i32 * (bsums[2 * j] as i32 + bsums[2 * j + 1] as i32);
-    }
-    (msum, sc)
-}
-
-#[target_feature(enable = "avx2,fma")]
-unsafe fn q4k_(w: &[u8], a: &ActRow<'_>) -> f32 {
-    let (qs, d, bsums) = act!(a, Q8K);
-    let m4 = _mm256_set1_epi8(0xF);
-    let mut accf = _mm256_setzero_ps();
-    let mut mins = 0f32;
-    for (i, &da) in d.iter().enumerate() {
-        let b = &w[144 * i..144 * i + 144];
-        let (msum, sc) = mins_dot(&b[4..16], &bsums[16 * i..16 * i + 16]);
-        mins += da * h(b, 2) * msum as f32;
-        let mut acc = _mm256_setzero_si256();
-        for c in 0..4 {
-            // SAFETY: 32 nibble bytes per chunk at 16 + 32c; 64 activations per chunk.
-            let (q, a0, a1) = unsafe {
-                let qa = qs.as_ptr().add(256 * i + 64 * c) as *const u8;
-                (
-                    load(b.as_ptr().add(16 + 32 * c)),
-                    load(qa),
-                    load(qa.add(32)),
-                )
-            };
-            let lo = _mm256_and_si256(q, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            let p0 = _mm256_madd_epi16(
-                _mm256_maddubs_epi16(lo, a0),
-                _mm256_set1_epi16(sc[2 * c] as i16),
-            );
-            let p1 = _mm256_madd_epi16(
-                _mm256_maddubs_epi16(hi, a1),
-                _mm256_set1_epi16(sc[2 * c + 1] as i16),
-            );
-            acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
+macro_rules! single {
+    ($name:ident, $multi:ident) => {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name(w: &[u8], a: &ActRow<'_>) -> f32 {
+            let mut o = [0f32];
+            unsafe { $multi::<1>(w, core::slice::from_ref(a), &mut o) };
+            o[0]
         }
-        accf = _mm256_fmadd_ps(_mm256_set1_ps(da * h(b, 0)), _mm256_cvtepi32_ps(acc), accf);
-    }
-    hsum_ps(accf) - mins
+    };
 }
+single!(q4k_1, q4k_n);
+single!(q5k_1, q5k_n);
+single!(q6k_1, q6k_n);
+single!(q8_0_1, q8_0_n);
 
-#[target_feature(enable = "avx2,fma")]
-unsafe fn q5k_(w: &[u8], a: &ActRow<'_>) -> f32 {
-    let (qs, d, bsums) = act!(a, Q8K);
-    let m4 = _mm256_set1_epi8(0xF);
-    let b16 = _mm256_set1_epi8(0x10);
-    let mut accf = _mm256_setzero_ps();
-    let mut mins = 0f32;
-    for (i, &da) in d.iter().enumerate() {
-        let b = &w[176 * i..176 * i + 176];
-        let (msum, sc) = mins_dot(&b[4..16], &bsums[16 * i..16 * i + 16]);
-        mins += da * h(b, 2) * msum as f32;
-        // SAFETY: the 32 high-bit bytes sit at offset 16.
-        let qh = unsafe { load(b.as_ptr().add(16)) };
-        let mut acc = _mm256_setzero_si256();
-        for c in 0..4 {
-            // SAFETY: 32 nibble bytes per chunk at 48 + 32c; 64 activations per chunk.
-            let (q, a0, a1) = unsafe {
-                let qa = qs.as_ptr().add(256 * i + 64 * c) as *const u8;
-                (
-                    load(b.as_ptr().add(48 + 32 * c)),
-                    load(qa),
-                    load(qa.add(32)),
-                )
-            };
-            let m0 = _mm256_set1_epi8(1 << (2 * c));
-            let m1 = _mm256_set1_epi8(1 << (2 * c + 1));
-            let h0 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, m0), m0), b16);
-            let h1 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, m1), m1), b16);
-            let lo = _mm256_or_si256(_mm256_and_si256(q, m4), h0);
-            let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1);
-            let p0 = _mm256_madd_epi16(
-                _mm256_maddubs_epi16(lo, a0),
-                _mm256_set1_epi16(sc[2 * c] as i16),
-            );
-            let p1 = _mm256_madd_epi16(
-                _mm256_maddubs_epi16(hi, a1),
-                _mm256_set1_epi16(sc[2 * c + 1] as i16),
-            );
-            acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
-        }
-        accf = _mm256_fmadd_ps(_mm256_set1_ps(da * h(b, 0)), _mm256_cvtepi32_ps(acc), accf);
-    }
-    hsum_ps(accf) - mins
-}
-
-/// Σ_j scale_j · bsum_j over the 16 sub-blocks: the `-32` offset of Q6_K values.
-#[inline(always)]
-pub(super) fn q6k_offset(scales: &[u8], bsums: &[i16]) -> i32 {
-    scales
-        .iter()
-        .zip(bsums)
-        .map(|(&s, &b)| (s as i8) as i32 * b as i32)
-        .sum::<i32>()
-        * 32
-}
-
-#[target_feature(enable = "avx2,fma")]
-unsafe fn q6k_(w: &[u8], a: &ActRow<'_>) -> f32 {
-    let (qs, d, bsums) = act!(a, Q8K);
-    let m4 = _mm256_set1_epi8(0xF);
-    let m3 = _mm256_set1_epi8(3);
-    let mut accf = _mm256_setzero_ps();
-    for (i, &da) in d.iter().enumerate() {
-        let b = &w[210 * i..210 * i + 210];
-        let offset = q6k_offset(&b[192..208], &bsums[16 * i..16 * i + 16]);
-        let mut acc = _mm256_setzero_si256();
-        for hf in 0..2 {
-            // SAFETY: ql (64 bytes) at 64h, qh (32 bytes) at 128 + 32h; 128 activations.
-            let (ql0, ql1, qh) = unsafe {
-                (
-                    load(b.as_ptr().add(64 * hf)),
-                    load(b.as_ptr().add(64 * hf + 32)),
-                    load(b.as_ptr().add(128 + 32 * hf)),
-                )
-            };
-            for k in 0..4 {
-                let ql = if k & 1 == 0 { ql0 } else { ql1 };
-                let nib = if k < 2 {
-                    _mm256_and_si256(ql, m4)
-                } else {
-                    _mm256_and_si256(_mm256_srli_epi16(ql, 4), m4)
-                };
-                let hb =
-                    _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k as i32)), m3);
-                let q = _mm256_or_si256(nib, _mm256_slli_epi16(hb, 4));
-                // SAFETY: activation elements 128h + 32k .. +32 are inside block i.
-                let av = unsafe { load(qs.as_ptr().add(256 * i + 128 * hf + 32 * k) as *const u8) };
-                let sa = b[192 + 8 * hf + 2 * k] as i8 as i16;
-                let sb = b[192 + 8 * hf + 2 * k + 1] as i8 as i16;
-                let s = _mm256_set_m128i(_mm_set1_epi16(sb), _mm_set1_epi16(sa));
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(q, av), s));
+/// Affine k-quant body shared by Q4_K (`HIGH = false`) and Q5_K (`HIGH = true`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn affine_k<const N: usize, const HIGH: bool>(
+    w: &[u8],
+    acts: &[ActRow<'_>],
+    out: &mut [f32],
+) {
+    let Some((qs, ds, bs)) = q8k_rows::<N>(acts) else {
+        return;
+    };
+    let bsz = if HIGH { 176 } else { 144 };
+    let qoff = if HIGH { 48 } else { 16 };
+    let nb = w.len() / bsz;
+    unsafe {
+        let m4 = _mm256_set1_epi8(0xF);
+        let b16 = _mm256_set1_epi8(0x10);
+        let mut accf = [_mm256_setzero_ps(); N];
+        let mut minf = [_mm_setzero_ps(); N];
+        for i in 0..nb {
+            let b = w.as_ptr().add(bsz * i);
+            let (d, dmin) = (f16c(b), f16c(b.add(2)));
+            let (sc8, m8) = unpack_k4(b.add(4));
+            let m16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(m8 as i64));
+            let qh = if HIGH { load(b.add(16)) } else { m4 };
+            let mut acc = [_mm256_setzero_si256(); N];
+            for c in 0..4 {
+                let q = load(b.add(qoff + 32 * c));
+                let mut lo = _mm256_and_si256(q, m4);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                if HIGH {
+                    let m0 = _mm256_set1_epi8(1 << (2 * c));
+                    let m1 = _mm256_set1_epi8((1u8 << (2 * c + 1)) as i8);
+                    lo = _mm256_or_si256(
+                        lo,
+                        _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, m0), m0), b16),
+                    );
+                    hi = _mm256_or_si256(
+                        hi,
+                        _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, m1), m1), b16),
+                    );
+                }
+                let s0 = _mm256_set1_epi16(((sc8 >> (16 * c)) & 0xFF) as i16);
+                let s1 = _mm256_set1_epi16(((sc8 >> (16 * c + 8)) & 0xFF) as i16);
+                for t in 0..N {
+                    let qa = qs[t].add(256 * i + 64 * c) as *const u8;
+                    let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load(qa)), s0);
+                    let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load(qa.add(32))), s1);
+                    acc[t] = _mm256_add_epi32(acc[t], _mm256_add_epi32(p0, p1));
+                }
+            }
+            for t in 0..N {
+                let da = *ds[t].add(i);
+                accf[t] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(d * da), _mm256_cvtepi32_ps(acc[t]), accf[t]);
+                let mt = mins_term(m16, bs[t].add(16 * i));
+                minf[t] = _mm_fmadd_ps(_mm_set1_ps(dmin * da), _mm_cvtepi32_ps(mt), minf[t]);
             }
         }
-        let acc = _mm256_sub_epi32(acc, _mm256_setr_epi32(offset, 0, 0, 0, 0, 0, 0, 0));
-        accf = _mm256_fmadd_ps(
-            _mm256_set1_ps(da * h(b, 208)),
-            _mm256_cvtepi32_ps(acc),
-            accf,
-        );
+        for t in 0..N {
+            out[t] = hsum_ps(accf[t]) - hsum128(minf[t]);
+        }
     }
-    hsum_ps(accf)
+}
+
+/// Q4_K weights × N Q8_K rows.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4k_n<const N: usize>(w: &[u8], acts: &[ActRow<'_>], out: &mut [f32]) {
+    unsafe { affine_k::<N, false>(w, acts, out) }
+}
+
+/// Q5_K weights × N Q8_K rows.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5k_n<const N: usize>(w: &[u8], acts: &[ActRow<'_>], out: &mut [f32]) {
+    unsafe { affine_k::<N, true>(w, acts, out) }
+}
+
+/// Q6_K weights × N Q8_K rows.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6k_n<const N: usize>(w: &[u8], acts: &[ActRow<'_>], out: &mut [f32]) {
+    let Some((qs, ds, bs)) = q8k_rows::<N>(acts) else {
+        return;
+    };
+    let nb = w.len() / 210;
+    unsafe {
+        let m4 = _mm256_set1_epi8(0xF);
+        let m3 = _mm256_set1_epi8(3);
+        let mut accf = [_mm256_setzero_ps(); N];
+        for i in 0..nb {
+            let b = w.as_ptr().add(210 * i);
+            let d = f16c(b.add(208));
+            let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(192) as *const __m128i));
+            let mut acc = [_mm256_setzero_si256(); N];
+            for hf in 0..2 {
+                let (ql0, ql1, qh) = (
+                    load(b.add(64 * hf)),
+                    load(b.add(64 * hf + 32)),
+                    load(b.add(128 + 32 * hf)),
+                );
+                for k in 0..4 {
+                    let ql = if k & 1 == 0 { ql0 } else { ql1 };
+                    let nib = if k < 2 {
+                        _mm256_and_si256(ql, m4)
+                    } else {
+                        _mm256_and_si256(_mm256_srli_epi16(ql, 4), m4)
+                    };
+                    let hb =
+                        _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k as i32)), m3);
+                    let q = _mm256_or_si256(nib, _mm256_slli_epi16(hb, 4));
+                    let sa = *b.add(192 + 8 * hf + 2 * k) as i8 as i16;
+                    let sb = *b.add(192 + 8 * hf + 2 * k + 1) as i8 as i16;
+                    let s = _mm256_set_m128i(_mm_set1_epi16(sb), _mm_set1_epi16(sa));
+                    for t in 0..N {
+                        let av = load(qs[t].add(256 * i + 128 * hf + 32 * k) as *const u8);
+                        acc[t] = _mm256_add_epi32(
+                            acc[t],
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(q, av), s),
+                        );
+                    }
+                }
+            }
+            for t in 0..N {
+                // Values are stored +32: subtract 32 · Σ_j scale_j · bsum_j.
+                let off = _mm256_madd_epi16(
+                    sc16,
+                    _mm256_loadu_si256(bs[t].add(16 * i) as *const __m256i),
+                );
+                let a = _mm256_sub_epi32(acc[t], _mm256_slli_epi32(off, 5));
+                accf[t] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(d * *ds[t].add(i)),
+                    _mm256_cvtepi32_ps(a),
+                    accf[t],
+                );
+            }
+        }
+        for t in 0..N {
+            out[t] = hsum_ps(accf[t]);
+        }
+    }
+}
+
+/// Q8_0 weights × N Q8_0 rows.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0_n<const N: usize>(w: &[u8], acts: &[ActRow<'_>], out: &mut [f32]) {
+    let mut qs = [core::ptr::null::<i8>(); N];
+    let mut ds = [core::ptr::null::<f32>(); N];
+    for t in 0..N {
+        let Some(ActRow::Q8_0 { qs: q, d }) = acts.get(t) else {
+            return;
+        };
+        qs[t] = q.as_ptr();
+        ds[t] = d.as_ptr();
+    }
+    let nb = w.len() / 34;
+    unsafe {
+        let ones = _mm256_set1_epi16(1);
+        let mut accf = [_mm256_setzero_ps(); N];
+        for i in 0..nb {
+            let b = w.as_ptr().add(34 * i);
+            let wv = load(b.add(2));
+            let aw = _mm256_sign_epi8(wv, wv);
+            let dw = f16c(b);
+            for t in 0..N {
+                let av = load(qs[t].add(32 * i) as *const u8);
+                let s = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(av, wv)), ones);
+                accf[t] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(dw * *ds[t].add(i)),
+                    _mm256_cvtepi32_ps(s),
+                    accf[t],
+                );
+            }
+        }
+        for t in 0..N {
+            out[t] = hsum_ps(accf[t]);
+        }
+    }
+}
+
+/// The N-row kernels for `dtype` (index `n - 1`).
+pub(super) fn select_multi(dtype: GgmlDType) -> Option<[super::RawDotN; 4]> {
+    Some(match dtype {
+        GgmlDType::Q8_0 => [q8_0_n::<1>, q8_0_n::<2>, q8_0_n::<3>, q8_0_n::<4>],
+        GgmlDType::Q4K => [q4k_n::<1>, q4k_n::<2>, q4k_n::<3>, q4k_n::<4>],
+        GgmlDType::Q5K => [q5k_n::<1>, q5k_n::<2>, q5k_n::<3>, q5k_n::<4>],
+        GgmlDType::Q6K => [q6k_n::<1>, q6k_n::<2>, q6k_n::<3>, q6k_n::<4>],
+        _ => return None,
+    })
 }

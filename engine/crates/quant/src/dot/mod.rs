@@ -6,6 +6,8 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avx512q;
 mod scalar;
 #[cfg(test)]
 mod tests;
@@ -75,6 +77,11 @@ impl Isa {
 }
 
 type RawDot = unsafe fn(&[u8], &ActRow<'_>) -> f32;
+/// `out[t] = w · acts[t]` for exactly N rows (N = table index + 1).
+type RawDotN = unsafe fn(&[u8], &[ActRow<'_>], &mut [f32]);
+
+/// Most activation rows one register-blocked kernel call multiplies with a weight row.
+pub const MAX_ROWS_PER_CALL: usize = 4;
 
 /// A dot-product kernel for one weight type at one instruction-set level.
 #[derive(Clone, Copy)]
@@ -83,6 +90,7 @@ pub struct DotKernel {
     isa: Isa,
     act: ActFormat,
     f: RawDot,
+    multi: Option<[RawDotN; MAX_ROWS_PER_CALL]>,
 }
 
 impl std::fmt::Debug for DotKernel {
@@ -100,7 +108,13 @@ impl DotKernel {
         }
         let act = ActFormat::for_weights(dtype)?;
         let f = select(dtype, isa).ok_or(QuantError::Unsupported(dtype))?;
-        Ok(DotKernel { dtype, isa, act, f })
+        Ok(DotKernel {
+            dtype,
+            isa,
+            act,
+            f,
+            multi: select_multi(dtype, isa),
+        })
     }
 
     /// The kernel for `dtype` at the best level this CPU has.
@@ -148,6 +162,110 @@ impl DotKernel {
         // scale arrays match its value count by construction in `ActBuf`.
         Ok(unsafe { (self.f)(w, a) })
     }
+
+    /// Whether this kernel has register-blocked multi-row variants (otherwise
+    /// [`DotKernel::dot_rows`] loops over single dots).
+    pub fn is_blocked(&self) -> bool {
+        self.multi.is_some()
+    }
+
+    /// `out[t] = w · acts[t]` for every row, reading each weight block once per
+    /// [`MAX_ROWS_PER_CALL`] rows.
+    pub fn dot_rows(
+        &self,
+        w: &[u8],
+        acts: &[ActRow<'_>],
+        out: &mut [f32],
+    ) -> Result<(), QuantError> {
+        if out.len() != acts.len() {
+            return Err(QuantError::Length {
+                what: "dot_rows output",
+                expected: acts.len(),
+                got: out.len(),
+            });
+        }
+        let n = acts.first().map(|a| a.len()).unwrap_or(0);
+        for a in acts {
+            if a.format() != self.act {
+                return Err(QuantError::ActFormat {
+                    dtype: self.dtype,
+                    expected: self.act,
+                    got: a.format(),
+                });
+            }
+            if a.len() != n {
+                return Err(QuantError::Length {
+                    what: "activation rows of one dot_rows call",
+                    expected: n,
+                    got: a.len(),
+                });
+            }
+        }
+        let expected = row_bytes(self.dtype, n)?;
+        if w.len() != expected {
+            return Err(QuantError::ByteLength {
+                dtype: self.dtype,
+                n,
+                expected,
+                got: w.len(),
+            });
+        }
+        // SAFETY: all checked above.
+        unsafe { self.dot_rows_unchecked(w, acts, out) };
+        Ok(())
+    }
+
+    /// [`DotKernel::dot_rows`] without the checks.
+    ///
+    /// # Safety
+    /// As for [`DotKernel::dot_unchecked`], for every row; `out.len() == acts.len()`.
+    #[inline]
+    pub unsafe fn dot_rows_unchecked(&self, w: &[u8], acts: &[ActRow<'_>], out: &mut [f32]) {
+        match &self.multi {
+            Some(table) => {
+                for (a, o) in acts
+                    .chunks(MAX_ROWS_PER_CALL)
+                    .zip(out.chunks_mut(MAX_ROWS_PER_CALL))
+                {
+                    // SAFETY: the table entry for a.len() rows takes exactly a.len() rows.
+                    unsafe { table[a.len() - 1](w, a, o) };
+                }
+            }
+            None => {
+                for (a, o) in acts.iter().zip(out.iter_mut()) {
+                    // SAFETY: forwarded from the caller.
+                    *o = unsafe { (self.f)(w, a) };
+                }
+            }
+        }
+    }
+
+    /// [`DotKernel::dot`] without the per-call checks, for hot loops that validated
+    /// the shapes once.
+    ///
+    /// # Safety
+    /// `a` must have the kernel's [`ActFormat`] and `w.len()` must equal
+    /// `row_bytes(dtype, a.len())`; `a` must come from an [`crate::ActBuf`].
+    #[inline]
+    pub unsafe fn dot_unchecked(&self, w: &[u8], a: &ActRow<'_>) -> f32 {
+        debug_assert!(self.dot(w, a).is_ok());
+        // SAFETY: the caller upholds what `dot` would have checked.
+        unsafe { (self.f)(w, a) }
+    }
+}
+
+fn select_multi(dtype: GgmlDType, isa: Isa) -> Option<[RawDotN; MAX_ROWS_PER_CALL]> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if matches!(isa, Isa::Avx512 | Isa::Avx512Bf16) {
+            return avx512q::select_multi(dtype);
+        }
+        if isa == Isa::Avx2 {
+            return avx2::select_multi(dtype);
+        }
+    }
+    let _ = (dtype, isa);
+    None
 }
 
 fn select(dtype: GgmlDType, isa: Isa) -> Option<RawDot> {

@@ -202,3 +202,53 @@ fn float_kernels_handle_ragged_lengths() {
         }
     }
 }
+
+#[test]
+fn blocked_multi_row_kernels_match_single_dots() {
+    let mut rng = Rng::new(2024);
+    let isas = available();
+    for dtype in TYPES {
+        let n = 768;
+        let w = random_blocks(dtype, n, &mut rng);
+        let mut acts = ActBuf::new(ActFormat::for_weights(dtype).unwrap());
+        acts.quantize(&gaussian(9 * n, rng.next_u64(), 1.0), n)
+            .unwrap();
+        let rows: Vec<ActRow<'_>> = (0..9).map(|r| acts.row(r).unwrap()).collect();
+        let scalar = DotKernel::new(dtype, Isa::Scalar).unwrap();
+        for &isa in &isas {
+            let k = DotKernel::new(dtype, isa).unwrap();
+            // 1..=9 rows: every remainder of the 4-row blocking.
+            for count in 1..=rows.len() {
+                let mut out = vec![f32::NAN; count];
+                k.dot_rows(&w, &rows[..count], &mut out).unwrap();
+                for (r, &got) in out.iter().enumerate() {
+                    let want = scalar.dot(&w, &rows[r]).unwrap() as f64;
+                    let scale = abs_sum(&w, dtype, &dequant_act(&rows[r]));
+                    let rel = (got as f64 - want).abs() / scale;
+                    assert!(
+                        rel <= SIMD_VS_SCALAR_REL,
+                        "{dtype} {} {count} rows, row {r}: {got} vs {want}",
+                        isa.name()
+                    );
+                }
+            }
+        }
+    }
+    // Mismatched rows are errors, not garbage.
+    let k = DotKernel::new(GgmlDType::Q8_0, Isa::best()).unwrap();
+    let mut a = ActBuf::new(ActFormat::Q8_0);
+    a.quantize(&[0.25; 64], 32).unwrap();
+    let mut b = ActBuf::new(ActFormat::Q8_0);
+    b.quantize(&[0.25; 64], 64).unwrap();
+    let mut out = [0f32; 2];
+    assert!(k
+        .dot_rows(
+            &[0u8; 34],
+            &[a.row(0).unwrap(), b.row(0).unwrap()],
+            &mut out
+        )
+        .is_err());
+    assert!(k
+        .dot_rows(&[0u8; 34], &[a.row(0).unwrap()], &mut out)
+        .is_err());
+}

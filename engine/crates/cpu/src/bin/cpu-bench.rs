@@ -1,0 +1,340 @@
+//! CPU expert-kernel benchmark: this machine's memory read bandwidth, then for the
+//! Qwen3-30B-A3B expert shape (hidden 2048, FFN 768, 8 experts per token) the weight
+//! bandwidth of decode (1 token) and the throughput of prefill (512 tokens) per type
+//! and thread count, and the per-expert timings that calibrate the cost model.
+//!
+//! `cargo run --release -p hmoe-cpu --bin cpu-bench -- [--threads 1,2,4] [--types q8_0,q4_k]
+//!  [--set-mb 1536] [--bw-mb 2048] [--layers 24] [--prefill-tokens 512] [--isa avx2] [--pin]`
+
+use anyhow::{anyhow, bail, Context, Result};
+use hmoe_cpu::{
+    calibrate_cpu, random_expert, run_experts, topology, CpuPool, ExpertScratch, Isa, PoolConfig,
+    RandomExpert,
+};
+use hmoe_gguf::GgmlDType;
+use std::time::Instant;
+
+const HIDDEN: usize = 2048;
+const FFN: usize = 768;
+const TOP_K: usize = 8;
+const N_EXPERTS: usize = 128;
+
+struct Args {
+    threads: Vec<usize>,
+    types: Vec<GgmlDType>,
+    set_mb: usize,
+    bw_mb: usize,
+    layers: usize,
+    prefill_tokens: usize,
+    isa: Isa,
+    pin: bool,
+    skip_prefill: bool,
+}
+
+fn parse_type(s: &str) -> Result<GgmlDType> {
+    Ok(match s.to_ascii_lowercase().as_str() {
+        "q8_0" => GgmlDType::Q8_0,
+        "q4_k" => GgmlDType::Q4K,
+        "q5_k" => GgmlDType::Q5K,
+        "q6_k" => GgmlDType::Q6K,
+        "bf16" => GgmlDType::BF16,
+        "f16" => GgmlDType::F16,
+        "f32" => GgmlDType::F32,
+        other => bail!("unknown type {other:?} (q8_0, q4_k, q5_k, q6_k, bf16, f16, f32)"),
+    })
+}
+
+fn parse_args() -> Result<Args> {
+    let cores = topology::physical_cores();
+    let mut a = Args {
+        threads: (1..=cores).collect(),
+        types: vec![
+            GgmlDType::Q8_0,
+            GgmlDType::Q4K,
+            GgmlDType::Q5K,
+            GgmlDType::Q6K,
+            GgmlDType::BF16,
+        ],
+        set_mb: 1536,
+        bw_mb: 2048,
+        layers: 24,
+        prefill_tokens: 512,
+        isa: Isa::best(),
+        pin: false,
+        skip_prefill: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().ok_or_else(|| anyhow!("{flag} needs a value"));
+        match flag.as_str() {
+            "--threads" => {
+                a.threads = val()?
+                    .split(',')
+                    .map(|s| s.trim().parse().context("--threads"))
+                    .collect::<Result<_>>()?
+            }
+            "--types" => a.types = val()?.split(',').map(parse_type).collect::<Result<_>>()?,
+            "--set-mb" => a.set_mb = val()?.parse().context("--set-mb")?,
+            "--bw-mb" => a.bw_mb = val()?.parse().context("--bw-mb")?,
+            "--layers" => a.layers = val()?.parse().context("--layers")?,
+            "--prefill-tokens" => a.prefill_tokens = val()?.parse().context("--prefill-tokens")?,
+            "--isa" => {
+                let v = val()?;
+                a.isa = Isa::ALL
+                    .into_iter()
+                    .find(|i| i.name() == v || format!("{i:?}").eq_ignore_ascii_case(&v))
+                    .ok_or_else(|| anyhow!("unknown --isa {v}"))?;
+            }
+            "--pin" => a.pin = true,
+            "--no-prefill" => a.skip_prefill = true,
+            "-h" | "--help" => {
+                println!(
+                    "{}",
+                    include_str!("cpu-bench.rs")
+                        .lines()
+                        .take(8)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    if a.threads.is_empty() || a.threads.contains(&0) {
+        bail!("--threads needs positive counts");
+    }
+    if !a.isa.is_available() {
+        bail!("--isa {} is not available on this CPU", a.isa.name());
+    }
+    Ok(a)
+}
+
+fn pool(threads: usize, pin: bool) -> Result<CpuPool> {
+    Ok(CpuPool::new(PoolConfig {
+        threads,
+        pin,
+        spin: None,
+    })?)
+}
+
+/// Best-of-5 multi-threaded streaming read of `buf`, in GB/s.
+fn read_bandwidth(pool: &CpuPool, buf: &[u64]) -> Result<f64> {
+    let mut best = 0f64;
+    let sink = std::sync::atomic::AtomicU64::new(0);
+    for _ in 0..5 {
+        let t = Instant::now();
+        pool.broadcast(|i, n| {
+            let chunk = &buf[i * buf.len() / n..(i + 1) * buf.len() / n];
+            // Four independent sums keep several loads in flight.
+            let mut s = [0u64; 4];
+            for c in chunk.chunks_exact(4) {
+                for k in 0..4 {
+                    s[k] = s[k].wrapping_add(c[k]);
+                }
+            }
+            sink.fetch_add(
+                s.iter().fold(0, |a: u64, &b| a.wrapping_add(b)),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        })?;
+        best = best.max((buf.len() * 8) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    std::hint::black_box(sink.into_inner());
+    Ok(best)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Decode: `layers` layers of 8 experts × 1 token, each layer touching other
+/// experts of the set; returns seconds per layer.
+fn decode_layer_time(
+    pool: &CpuPool,
+    set: &[RandomExpert],
+    layers: usize,
+    scratch: &mut ExpertScratch,
+) -> Result<f64> {
+    let x: Vec<f32> = (0..HIDDEN)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+        .collect();
+    let mut y = vec![0f32; HIDDEN];
+    let rows = [0u32];
+    let w = [0.125f32];
+    let mut run = |layer: usize, scratch: &mut ExpertScratch| -> Result<()> {
+        let tasks: Vec<_> = (0..TOP_K)
+            .map(|k| set[(layer * TOP_K + k) % set.len()].task(&rows, &w))
+            .collect();
+        run_experts(pool, &x, HIDDEN, &tasks, &mut y, scratch)?;
+        Ok(())
+    };
+    for l in 0..layers.min(4) {
+        run(l, scratch)?;
+    }
+    let t = Instant::now();
+    let mut n = 0;
+    while n < layers || t.elapsed().as_secs_f64() < 0.3 {
+        run(n + 4, scratch)?;
+        n += 1;
+    }
+    Ok(t.elapsed().as_secs_f64() / n as f64)
+}
+
+/// Prefill: `tokens` tokens × 8 experts routed uniformly over 128 experts (like a
+/// random-weight model); returns seconds per layer.
+fn prefill_layer_time(
+    pool: &CpuPool,
+    set: &[RandomExpert],
+    tokens: usize,
+    scratch: &mut ExpertScratch,
+) -> Result<f64> {
+    let x: Vec<f32> = (0..tokens * HIDDEN)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+        .collect();
+    let mut y = vec![0f32; tokens * HIDDEN];
+    let mut rows = vec![Vec::new(); N_EXPERTS];
+    let mut weights = vec![Vec::new(); N_EXPERTS];
+    let mut state = 12345u64;
+    for t in 0..tokens {
+        let mut chosen = Vec::with_capacity(TOP_K);
+        while chosen.len() < TOP_K {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let e = ((state >> 33) % N_EXPERTS as u64) as usize;
+            if !chosen.contains(&e) {
+                chosen.push(e);
+            }
+        }
+        for e in chosen {
+            rows[e].push(t as u32);
+            weights[e].push(0.125f32);
+        }
+    }
+    let tasks: Vec<_> = (0..N_EXPERTS)
+        .map(|e| set[e % set.len()].task(&rows[e], &weights[e]))
+        .collect();
+    run_experts(pool, &x, HIDDEN, &tasks, &mut y, scratch)?;
+    let t = Instant::now();
+    let mut n = 0;
+    while n < 2 || t.elapsed().as_secs_f64() < 1.0 {
+        run_experts(pool, &x, HIDDEN, &tasks, &mut y, scratch)?;
+        n += 1;
+    }
+    Ok(t.elapsed().as_secs_f64() / n as f64)
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let max_threads = *args.threads.iter().max().unwrap_or(&1);
+    println!("# hmoe-cpu bench");
+    println!(
+        "cpu: {} | physical cores: {} | logical: {} | kernels: {} | pinned: {}",
+        cpu_model(),
+        topology::physical_cores(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        args.isa.name(),
+        args.pin
+    );
+    println!("shape: hidden {HIDDEN}, expert FFN {FFN}, top-{TOP_K} of {N_EXPERTS}; expert working set {} MB per type\n", args.set_mb);
+
+    // Memory read bandwidth, same thread counts.
+    let words = args.bw_mb * (1 << 20) / 8;
+    let buf: Vec<u64> = (0..words as u64).collect();
+    let mut bw = Vec::new();
+    println!(
+        "## memory read bandwidth ({} MB buffer, best of 5)",
+        args.bw_mb
+    );
+    println!("| threads | GB/s |\n|---|---|");
+    for &t in &args.threads {
+        let g = read_bandwidth(&pool(t, args.pin)?, &buf)?;
+        println!("| {t} | {g:.1} |");
+        bw.push((t, g));
+    }
+    drop(buf);
+    let peak_bw = bw.iter().map(|b| b.1).fold(0.0, f64::max);
+
+    println!("\n## decode: 1 token, 8 experts per layer (weights from DRAM)");
+    println!("| type | threads | µs/layer | weight GB/s | % of same-threads read BW | % of peak read BW |");
+    println!("|---|---|---|---|---|---|");
+    let mut prefill_rows = Vec::new();
+    for &dtype in &args.types {
+        let base = random_expert(dtype, HIDDEN, FFN, 7)?;
+        let n_set = (args.set_mb * (1 << 20) / base.bytes())
+            .max(2 * TOP_K)
+            .max(N_EXPERTS);
+        let set: Vec<RandomExpert> = (0..n_set).map(|_| base.clone()).collect();
+        let layer_bytes = (TOP_K * base.bytes()) as f64;
+        for (&t, &(_, tbw)) in args.threads.iter().zip(&bw) {
+            let p = pool(t, args.pin)?;
+            let mut scratch = ExpertScratch::with_isa(args.isa);
+            let s = decode_layer_time(&p, &set, args.layers, &mut scratch)?;
+            let g = layer_bytes / s / 1e9;
+            println!(
+                "| {dtype} | {t} | {:.0} | {g:.1} | {:.0}% | {:.0}% |",
+                s * 1e6,
+                100.0 * g / tbw,
+                100.0 * g / peak_bw
+            );
+            if !args.skip_prefill && (t == max_threads || t == 1) {
+                let s = prefill_layer_time(&p, &set, args.prefill_tokens, &mut scratch)?;
+                prefill_rows.push((dtype, t, s));
+            }
+        }
+    }
+    if !args.skip_prefill {
+        println!(
+            "\n## prefill: {} tokens × 8 experts over 128 experts (one MoE layer)",
+            args.prefill_tokens
+        );
+        println!("| type | threads | ms/layer | tokens/s per layer | tokens/s, 4 layers (experts only) | GMAC/s |");
+        println!("|---|---|---|---|---|---|");
+        let macs = (args.prefill_tokens * TOP_K * 3 * HIDDEN * FFN) as f64;
+        for (dtype, t, s) in prefill_rows {
+            let tps = args.prefill_tokens as f64 / s;
+            println!(
+                "| {dtype} | {t} | {:.1} | {tps:.0} | {:.0} | {:.1} |",
+                s * 1e3,
+                tps / 4.0,
+                macs / s / 1e9
+            );
+        }
+    }
+
+    println!("\n## calibration: one expert on {max_threads} threads (cost-model CPU term)");
+    println!("| type | tokens | µs/expert | weight GB/s |\n|---|---|---|---|");
+    let p = pool(max_threads, args.pin)?;
+    let mut scratch = ExpertScratch::with_isa(args.isa);
+    let counts = [1usize, 2, 4, 8, 16, 32, 64, 128, 256, 512];
+    let timings = calibrate_cpu(
+        &p,
+        &mut scratch,
+        &args.types,
+        &counts,
+        HIDDEN,
+        FFN,
+        args.set_mb.min(512) << 20,
+        0.1,
+    )?;
+    for t in timings {
+        println!(
+            "| {} | {} | {:.0} | {:.1} |",
+            t.dtype,
+            t.n_tokens,
+            t.seconds * 1e6,
+            t.weight_gbps()
+        );
+    }
+    Ok(())
+}
