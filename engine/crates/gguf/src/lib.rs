@@ -1,6 +1,23 @@
 //! GGUF files: a bounds-checked, memory-mapped reader (single and split files) and a
 //! streaming writer. GGUF is untrusted input: every length and offset is checked
 //! against the bytes that remain before anything is allocated or sliced.
+//!
+//! ```
+//! use hmoe_gguf::{parse, GgmlDType, GgufWriter, MetaValue, TensorDesc};
+//!
+//! let meta = vec![("general.architecture".to_owned(), MetaValue::String("qwen3moe".into()))];
+//! let tensors = vec![TensorDesc::new("w", &[32, 2], GgmlDType::Q8_0)];
+//! let mut w = GgufWriter::new(Vec::new(), meta, tensors)?;
+//! w.write_chunk(&[0u8; 34])?; // data may arrive in chunks
+//! w.write_chunk(&[1u8; 34])?;
+//! let bytes = w.finish()?;
+//!
+//! let header = parse(&bytes)?; // `GgufFile::open` does the same over a memory map
+//! let t = &header.tensors[0];
+//! assert_eq!((t.dims.as_slice(), t.n_bytes), (&[32, 2][..], 68));
+//! assert_eq!(bytes[t.offset as usize + 34], 1);
+//! # Ok::<(), hmoe_gguf::GgufError>(())
+//! ```
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 

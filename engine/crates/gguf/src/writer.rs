@@ -164,7 +164,8 @@ impl<W: Write> GgufWriter<W> {
             current: 0,
             written: 0,
         };
-        let pad = align_up(header.len() as u64, alignment).unwrap_or(0) - header.len() as u64;
+        let len = header.len() as u64;
+        let pad = align_up(len, alignment).unwrap_or(len) - len;
         w.put(&header)?;
         w.pad(pad)?;
         w.skip_empty()?;
