@@ -20,8 +20,11 @@ use std::thread::JoinHandle;
 pub struct PoolConfig {
     /// Threads including the caller; 0 = one per physical core.
     pub threads: usize,
-    /// Pin worker `i` to the `i`-th physical core (the caller is never pinned: it
-    /// may be an async runtime thread).
+    /// Pin worker `i` (1 ≤ i < threads) to the `i`-th physical core. The caller
+    /// (thread 0) is never pinned here, as it may be an async runtime thread; a
+    /// dedicated inference thread should pin itself to the first core
+    /// ([`crate::topology::pin_current_thread`]). On the GPU machine's VM pinning
+    /// raised 16-thread decode from ~25 to ~57 GB/s (Q8_0), see docs/notes/bench-cpu.md.
     pub pin: bool,
     /// Busy-wait time in microseconds before parking after a job (and the caller
     /// before sleeping on completion); `None` = automatic (off when threads > cores).

@@ -57,7 +57,7 @@ pub enum ActRow<'a> {
         /// One scale per 32 values.
         d: &'a [f32],
     },
-    /// Q8_K: `qs.len() == 256 * d.len() == 16 * bsums.len()`.
+    /// Q8_K: `qs.len() == 256 * d.len() == 16 * bsums.len() == 32 * bsums32.len()`.
     Q8K {
         /// Quantised values.
         qs: &'a [i8],
@@ -65,6 +65,9 @@ pub enum ActRow<'a> {
         d: &'a [f32],
         /// Sum of each 16 consecutive values.
         bsums: &'a [i16],
+        /// Sum of each 32 consecutive values (the min terms of Q4_K/Q5_K, precomputed
+        /// once per activation instead of once per weight row).
+        bsums32: &'a [i16],
     },
 }
 
@@ -106,6 +109,7 @@ pub struct ActBuf {
     qs: Vec<i8>,
     d: Vec<f32>,
     bsums: Vec<i16>,
+    bsums32: Vec<i16>,
 }
 
 impl ActBuf {
@@ -120,6 +124,7 @@ impl ActBuf {
             qs: Vec::new(),
             d: Vec::new(),
             bsums: Vec::new(),
+            bsums32: Vec::new(),
         }
     }
 
@@ -162,6 +167,7 @@ impl ActBuf {
                 self.qs.resize(n, 0);
                 self.d.resize(n / QK_K, 0.0);
                 self.bsums.resize(n / 16, 0);
+                self.bsums32.resize(n / 32, 0);
             }
         }
         Ok(())
@@ -202,6 +208,7 @@ impl ActBuf {
                 qs: &self.qs[o..o + c],
                 d: &self.d[o / QK_K..(o + c) / QK_K],
                 bsums: &self.bsums[o / 16..(o + c) / 16],
+                bsums32: &self.bsums32[o / 32..(o + c) / 32],
             },
         })
     }
@@ -217,6 +224,7 @@ impl ActBuf {
             qs: self.qs.as_mut_ptr(),
             d: self.d.as_mut_ptr(),
             bsums: self.bsums.as_mut_ptr(),
+            bsums32: self.bsums32.as_mut_ptr(),
             _buf: PhantomData,
         }
     }
@@ -232,6 +240,7 @@ pub struct ActWriter<'a> {
     qs: *mut i8,
     d: *mut f32,
     bsums: *mut i16,
+    bsums32: *mut i16,
     _buf: PhantomData<&'a mut ActBuf>,
 }
 
@@ -289,6 +298,7 @@ impl ActWriter<'_> {
                     std::slice::from_raw_parts_mut(self.qs.add(o), c),
                     std::slice::from_raw_parts_mut(self.d.add(o / QK_K), c / QK_K),
                     std::slice::from_raw_parts_mut(self.bsums.add(o / 16), c / 16),
+                    std::slice::from_raw_parts_mut(self.bsums32.add(o / 32), c / 32),
                 ),
             }
         }
@@ -317,12 +327,13 @@ fn quantize_q8_0(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
 /// Q8_K blocks as ggml's `quantize_row_q8_K_ref`: the element of largest magnitude
 /// maps to ∓127, so every value fits -127..=127 (which keeps the unsigned×signed
 /// SIMD products of the k-quant dots in range).
-fn quantize_q8k(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]) {
-    for (((xb, qb), db), sb) in x
+fn quantize_q8k(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16], bsums32: &mut [i16]) {
+    for ((((xb, qb), db), sb), s32) in x
         .chunks_exact(QK_K)
         .zip(qs.chunks_exact_mut(QK_K))
         .zip(d.iter_mut())
         .zip(bsums.chunks_exact_mut(16))
+        .zip(bsums32.chunks_exact_mut(8))
     {
         let (mut max, mut amax) = (0f32, 0f32);
         for &v in xb {
@@ -335,6 +346,7 @@ fn quantize_q8k(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]) {
             *db = 0.0;
             qb.fill(0);
             sb.fill(0);
+            s32.fill(0);
             continue;
         }
         let iscale = -127.0 / max;
@@ -343,6 +355,9 @@ fn quantize_q8k(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]) {
         }
         for (s, q16) in sb.iter_mut().zip(qb.chunks_exact(16)) {
             *s = q16.iter().map(|&q| q as i16).sum();
+        }
+        for (s, pair) in s32.iter_mut().zip(sb.chunks_exact(2)) {
+            *s = pair[0] + pair[1];
         }
         *db = 1.0 / iscale;
     }
@@ -368,7 +383,16 @@ mod tests {
                 .enumerate()
                 .map(|(i, &q)| q as f32 * d[i / 32])
                 .collect(),
-            ActRow::Q8K { qs, d, bsums } => {
+            ActRow::Q8K {
+                qs,
+                d,
+                bsums,
+                bsums32,
+            } => {
+                for (j, s) in bsums32.iter().enumerate() {
+                    let want: i16 = qs[32 * j..32 * j + 32].iter().map(|&q| q as i16).sum();
+                    assert_eq!(*s, want);
+                }
                 for (j, s) in bsums.iter().enumerate() {
                     assert_eq!(
                         *s,

@@ -4,7 +4,8 @@
 //! and thread count, and the per-expert timings that calibrate the cost model.
 //!
 //! `cargo run --release -p hmoe-cpu --bin cpu-bench -- [--threads 1,2,4] [--types q8_0,q4_k]
-//!  [--set-mb 1536] [--bw-mb 2048] [--layers 24] [--prefill-tokens 512] [--isa avx2] [--pin]`
+//!  [--set-mb 1536] [--bw-mb 2048] [--layers 24] [--prefill-tokens 512] [--isa avx2] [--no-pin]
+//!  [--no-prefill] [--kernels-only]`
 
 use anyhow::{anyhow, bail, Context, Result};
 use hmoe_cpu::{
@@ -29,6 +30,7 @@ struct Args {
     isa: Isa,
     pin: bool,
     skip_prefill: bool,
+    kernels_only: bool,
 }
 
 fn parse_type(s: &str) -> Result<GgmlDType> {
@@ -60,8 +62,9 @@ fn parse_args() -> Result<Args> {
         layers: 24,
         prefill_tokens: 512,
         isa: Isa::best(),
-        pin: false,
+        pin: true,
         skip_prefill: false,
+        kernels_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -86,7 +89,9 @@ fn parse_args() -> Result<Args> {
                     .ok_or_else(|| anyhow!("unknown --isa {v}"))?;
             }
             "--pin" => a.pin = true,
+            "--no-pin" => a.pin = false,
             "--no-prefill" => a.skip_prefill = true,
+            "--kernels-only" => a.kernels_only = true,
             "-h" | "--help" => {
                 println!(
                     "{}",
@@ -232,9 +237,61 @@ fn prefill_layer_time(
     Ok(t.elapsed().as_secs_f64() / n as f64)
 }
 
+/// Single-thread kernel throughput with the weights in cache (one 768 × 2048
+/// matrix, L2-sized): separates compute speed from memory speed.
+fn kernel_section(types: &[GgmlDType]) -> Result<()> {
+    use hmoe_quant::{ActBuf, ActFormat, ActRow, DotKernel};
+    println!("## kernels: one thread, weights in cache (GMAC/s per core)");
+    println!("| type | isa | 1 row | 4 rows |\n|---|---|---|---|");
+    for &dtype in types {
+        let e = random_expert(dtype, HIDDEN, FFN, 3)?;
+        let mut acts = ActBuf::new(ActFormat::for_weights(dtype)?);
+        let x: Vec<f32> = (0..4 * HIDDEN)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect();
+        acts.quantize(&x, HIDDEN)?;
+        let rows: Vec<ActRow<'_>> = (0..4)
+            .map(|r| acts.row(r).ok_or_else(|| anyhow!("row")))
+            .collect::<Result<_>>()?;
+        let rb = e.gate.len() / FFN;
+        for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
+            let k = DotKernel::new(dtype, isa)?;
+            let mut rates = Vec::new();
+            for n in [1usize, 4] {
+                let mut out = [0f32; 4];
+                let mut best = f64::MAX;
+                for _ in 0..7 {
+                    let t = Instant::now();
+                    for r in 0..FFN {
+                        k.dot_rows(&e.gate[r * rb..(r + 1) * rb], &rows[..n], &mut out[..n])?;
+                    }
+                    best = best.min(t.elapsed().as_secs_f64());
+                }
+                std::hint::black_box(out);
+                rates.push((FFN * HIDDEN * n) as f64 / best / 1e9);
+            }
+            println!(
+                "| {dtype} | {} | {:.1} | {:.1} |",
+                isa.name(),
+                rates[0],
+                rates[1]
+            );
+        }
+    }
+    println!();
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = parse_args()?;
     let max_threads = *args.threads.iter().max().unwrap_or(&1);
+    if args.pin {
+        // Workers take cores 1.. (see PoolConfig::pin); the caller, thread 0, takes
+        // the first core so that no two pool threads share one.
+        if let Some(&c) = topology::physical_core_cpus().first() {
+            topology::pin_current_thread(c);
+        }
+    }
     println!("# hmoe-cpu bench");
     println!(
         "cpu: {} | physical cores: {} | logical: {} | kernels: {} | pinned: {}",
@@ -247,6 +304,10 @@ fn main() -> Result<()> {
         args.pin
     );
     println!("shape: hidden {HIDDEN}, expert FFN {FFN}, top-{TOP_K} of {N_EXPERTS}; expert working set {} MB per type\n", args.set_mb);
+    kernel_section(&args.types)?;
+    if args.kernels_only {
+        return Ok(());
+    }
 
     // Memory read bandwidth, same thread counts.
     let words = args.bw_mb * (1 << 20) / 8;

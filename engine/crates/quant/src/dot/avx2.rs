@@ -3,7 +3,7 @@
 //! (i16 × scale → i32); one f32 FMA per block.
 
 use super::act;
-use super::avx512q::{f16c, mins_term, unpack_k4};
+use super::avx512q::{f16c, unpack_k4};
 use crate::act::ActRow;
 use crate::GgmlDType;
 use core::arch::x86_64::*;
@@ -122,21 +122,35 @@ fn hsum128(v: __m128) -> f32 {
 
 /// Extracts the Q8_K arrays of each row (`None` on a format mismatch).
 #[inline(always)]
+#[allow(clippy::type_complexity)]
 fn q8k_rows<const N: usize>(
     acts: &[ActRow<'_>],
-) -> Option<([*const i8; N], [*const f32; N], [*const i16; N])> {
+) -> Option<(
+    [*const i8; N],
+    [*const f32; N],
+    [*const i16; N],
+    [*const i16; N],
+)> {
     let mut q = [core::ptr::null(); N];
     let mut d = [core::ptr::null(); N];
     let mut b = [core::ptr::null(); N];
+    let mut b32 = [core::ptr::null(); N];
     for t in 0..N {
-        let ActRow::Q8K { qs, d: ds, bsums } = acts.get(t)? else {
+        let ActRow::Q8K {
+            qs,
+            d: ds,
+            bsums,
+            bsums32,
+        } = acts.get(t)?
+        else {
             return None;
         };
         q[t] = qs.as_ptr();
         d[t] = ds.as_ptr();
         b[t] = bsums.as_ptr();
+        b32[t] = bsums32.as_ptr();
     }
-    Some((q, d, b))
+    Some((q, d, b, b32))
 }
 
 macro_rules! single {
@@ -162,7 +176,7 @@ unsafe fn affine_k<const N: usize, const HIGH: bool>(
     acts: &[ActRow<'_>],
     out: &mut [f32],
 ) {
-    let Some((qs, ds, bs)) = q8k_rows::<N>(acts) else {
+    let Some((qs, ds, _, bs32)) = q8k_rows::<N>(acts) else {
         return;
     };
     let bsz = if HIGH { 176 } else { 144 };
@@ -209,7 +223,7 @@ unsafe fn affine_k<const N: usize, const HIGH: bool>(
                 let da = *ds[t].add(i);
                 accf[t] =
                     _mm256_fmadd_ps(_mm256_set1_ps(d * da), _mm256_cvtepi32_ps(acc[t]), accf[t]);
-                let mt = mins_term(m16, bs[t].add(16 * i));
+                let mt = _mm_madd_epi16(m16, _mm_loadu_si128(bs32[t].add(8 * i) as *const __m128i));
                 minf[t] = _mm_fmadd_ps(_mm_set1_ps(dmin * da), _mm_cvtepi32_ps(mt), minf[t]);
             }
         }
@@ -234,7 +248,7 @@ unsafe fn q5k_n<const N: usize>(w: &[u8], acts: &[ActRow<'_>], out: &mut [f32]) 
 /// Q6_K weights × N Q8_K rows.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6k_n<const N: usize>(w: &[u8], acts: &[ActRow<'_>], out: &mut [f32]) {
-    let Some((qs, ds, bs)) = q8k_rows::<N>(acts) else {
+    let Some((qs, ds, bs, _)) = q8k_rows::<N>(acts) else {
         return;
     };
     let nb = w.len() / 210;

@@ -90,32 +90,35 @@ fn hsum128(v: __m128) -> f32 {
 
 /// Extracts the Q8_K arrays of each row (`None` on a format mismatch).
 #[inline(always)]
+#[allow(clippy::type_complexity)]
 fn q8k_rows<const N: usize>(
     acts: &[ActRow<'_>],
-) -> Option<([*const i8; N], [*const f32; N], [*const i16; N])> {
+) -> Option<(
+    [*const i8; N],
+    [*const f32; N],
+    [*const i16; N],
+    [*const i16; N],
+)> {
     let mut q = [core::ptr::null(); N];
     let mut d = [core::ptr::null(); N];
     let mut b = [core::ptr::null(); N];
+    let mut b32 = [core::ptr::null(); N];
     for t in 0..N {
-        let ActRow::Q8K { qs, d: ds, bsums } = acts.get(t)? else {
+        let ActRow::Q8K {
+            qs,
+            d: ds,
+            bsums,
+            bsums32,
+        } = acts.get(t)?
+        else {
             return None;
         };
         q[t] = qs.as_ptr();
         d[t] = ds.as_ptr();
         b[t] = bsums.as_ptr();
+        b32[t] = bsums32.as_ptr();
     }
-    Some((q, d, b))
-}
-
-/// Σ_j m_j · (bsum_{2j} + bsum_{2j+1}) as 4 i32 (the min term of an affine block).
-#[inline]
-#[target_feature(enable = "avx2")]
-pub(super) unsafe fn mins_term(m16: __m128i, bsums: *const i16) -> __m128i {
-    unsafe {
-        let b = _mm256_loadu_si256(bsums as *const __m256i);
-        let pairs = _mm_hadd_epi16(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
-        _mm_madd_epi16(m16, pairs)
-    }
+    Some((q, d, b, b32))
 }
 
 macro_rules! single {
@@ -141,7 +144,7 @@ unsafe fn affine_k<const N: usize, const HIGH: bool>(
     acts: &[ActRow<'_>],
     out: &mut [f32],
 ) {
-    let Some((qs, ds, bs)) = q8k_rows::<N>(acts) else {
+    let Some((qs, ds, _, bs32)) = q8k_rows::<N>(acts) else {
         return;
     };
     let bsz = if HIGH { 176 } else { 144 };
@@ -211,7 +214,7 @@ unsafe fn affine_k<const N: usize, const HIGH: bool>(
                 let da = *ds[t].add(i);
                 accf[t] =
                     _mm512_fmadd_ps(_mm512_set1_ps(d * da), _mm512_cvtepi32_ps(acc[t]), accf[t]);
-                let mt = mins_term(m16, bs[t].add(16 * i));
+                let mt = _mm_madd_epi16(m16, _mm_loadu_si128(bs32[t].add(8 * i) as *const __m128i));
                 minf[t] = _mm_fmadd_ps(_mm_set1_ps(dmin * da), _mm_cvtepi32_ps(mt), minf[t]);
             }
         }
@@ -236,7 +239,7 @@ pub(super) unsafe fn q5k_n<const N: usize>(w: &[u8], acts: &[ActRow<'_>], out: &
 /// Q6_K weights × N Q8_K rows.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(super) unsafe fn q6k_n<const N: usize>(w: &[u8], acts: &[ActRow<'_>], out: &mut [f32]) {
-    let Some((qs, ds, bs)) = q8k_rows::<N>(acts) else {
+    let Some((qs, ds, bs, _)) = q8k_rows::<N>(acts) else {
         return;
     };
     let nb = w.len() / 210;
@@ -295,7 +298,10 @@ pub(super) unsafe fn q6k_n<const N: usize>(w: &[u8], acts: &[ActRow<'_>], out: &
     }
 }
 
-/// Q8_0 weights × N Q8_0 rows, two blocks per step.
+/// Q8_0 weights × N Q8_0 rows, two blocks per 512-bit step. Block scales are
+/// staged 16 at a time (plain loads into a stack array, one `vcvtph2ps`, one
+/// multiply per row) so that each step needs only one permute for its scales:
+/// per-block scalar conversions and broadcasts would saturate the shuffle port.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(super) unsafe fn q8_0_n<const N: usize>(w: &[u8], acts: &[ActRow<'_>], out: &mut [f32]) {
     let mut qs = [core::ptr::null::<i8>(); N];
@@ -310,39 +316,53 @@ pub(super) unsafe fn q8_0_n<const N: usize>(w: &[u8], acts: &[ActRow<'_>], out: 
     let nb = w.len() / 34;
     unsafe {
         let zero = _mm512_setzero_si512();
-        let idx2 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi32(1), 1);
+        // Lane indices selecting scales 2p (lanes 0-7) and 2p+1 (lanes 8-15).
+        let idx: [__m512i; 8] = core::array::from_fn(|p| {
+            _mm512_inserti64x4(
+                _mm512_set1_epi32(2 * p as i32),
+                _mm256_set1_epi32(2 * p as i32 + 1),
+                1,
+            )
+        });
         let mut accf = [_mm512_setzero_ps(); N];
         let mut i = 0;
-        while i + 2 <= nb {
-            let b = w.as_ptr().add(34 * i);
-            let wv = load2x256(b.add(2), b.add(36));
-            // |w| as u8 times a with w's sign: vpdpbusd needs an unsigned operand.
-            let neg = _mm512_movepi8_mask(wv);
-            let aw = _mm512_abs_epi8(wv);
-            let dw = _mm512_permutexvar_ps(
-                idx2,
-                _mm512_castps128_ps512(_mm_setr_ps(f16c(b), f16c(b.add(34)), 0.0, 0.0)),
-            );
-            for t in 0..N {
-                let av = load(qs[t].add(32 * i) as *const u8);
-                let dot = _mm512_dpbusd_epi32(zero, aw, _mm512_mask_sub_epi8(av, neg, zero, av));
-                let da2 = _mm_castsi128_ps(_mm_loadl_epi64(ds[t].add(i) as *const __m128i));
-                let sc =
-                    _mm512_mul_ps(dw, _mm512_permutexvar_ps(idx2, _mm512_castps128_ps512(da2)));
-                accf[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), sc, accf[t]);
+        while i + 16 <= nb {
+            let mut h = [0u16; 16];
+            for (k, v) in h.iter_mut().enumerate() {
+                *v = (w.as_ptr().add(34 * (i + k)) as *const u16).read_unaligned();
             }
-            i += 2;
+            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(h.as_ptr() as *const __m256i));
+            let sc: [__m512; N] =
+                core::array::from_fn(|t| _mm512_mul_ps(dw, _mm512_loadu_ps(ds[t].add(i))));
+            for (p, ix) in idx.iter().enumerate() {
+                let b = w.as_ptr().add(34 * (i + 2 * p));
+                let wv = load2x256(b.add(2), b.add(36));
+                // |w| as u8 times a with w's sign: vpdpbusd needs an unsigned operand.
+                let neg = _mm512_movepi8_mask(wv);
+                let aw = _mm512_abs_epi8(wv);
+                for t in 0..N {
+                    let av = load(qs[t].add(32 * (i + 2 * p)) as *const u8);
+                    let dot =
+                        _mm512_dpbusd_epi32(zero, aw, _mm512_mask_sub_epi8(av, neg, zero, av));
+                    accf[t] = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(dot),
+                        _mm512_permutexvar_ps(*ix, sc[t]),
+                        accf[t],
+                    );
+                }
+            }
+            i += 16;
         }
         for t in 0..N {
-            let mut total = _mm512_reduce_add_ps(accf[t]);
-            if i < nb {
-                let b = w.as_ptr().add(34 * i);
+            let mut tail = _mm256_setzero_ps();
+            for j in i..nb {
+                let b = w.as_ptr().add(34 * j);
                 let wv = _mm256_loadu_si256(b.add(2) as *const __m256i);
-                let av = _mm256_loadu_si256(qs[t].add(32 * i) as *const __m256i);
+                let av = _mm256_loadu_si256(qs[t].add(32 * j) as *const __m256i);
                 let s = _mm256_cvtepi32_ps(super::avx2::dot_i8x32(wv, av));
-                total += super::avx2::hsum_ps(s) * (f16c(b) * *ds[t].add(i));
+                tail = _mm256_fmadd_ps(_mm256_set1_ps(f16c(b) * *ds[t].add(j)), s, tail);
             }
-            out[t] = total;
+            out[t] = _mm512_reduce_add_ps(accf[t]) + super::avx2::hsum_ps(tail);
         }
     }
 }

@@ -312,7 +312,7 @@ macro_rules! act {
     };
     ($a:expr, Q8K) => {
         match $a {
-            ActRow::Q8K { qs, d, bsums } => (*qs, *d, *bsums),
+            ActRow::Q8K { qs, d, bsums, .. } => (*qs, *d, *bsums),
             _ => return 0.0,
         }
     };
