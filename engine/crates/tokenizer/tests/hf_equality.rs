@@ -381,3 +381,21 @@ fn decode_stream_equals_decode_on_arbitrary_ids() {
         check_stream(tok, &ids, true);
     }
 }
+
+#[test]
+fn tokenizer_survives_a_gguf_file_round_trip() {
+    // Written by hmoe-gguf's writer and parsed back, as `hmoe synth` models will be.
+    let pairs = gguf_metadata_from_tokenizer_json(tokenizer_json(), config_json()).unwrap();
+    let bytes = hmoe_gguf::GgufWriter::new(Vec::new(), pairs, Vec::new())
+        .and_then(|w| w.finish())
+        .unwrap();
+    let header = hmoe_gguf::parse(&bytes).unwrap();
+    assert_eq!(&header.metadata, gguf_meta());
+    let tok = Tokenizer::from_gguf_metadata(|k| header.metadata.get(k)).unwrap();
+    for entry in items("corpus") {
+        assert_eq!(
+            tok.encode(&string(&entry, "text"), true).unwrap(),
+            ids(&entry, "ids")
+        );
+    }
+}
