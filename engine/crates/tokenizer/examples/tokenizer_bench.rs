@@ -33,7 +33,7 @@ fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (f64, T) {
         out = Some(v);
     }
     print!("[cpu {:.1} ms] ", best.1 * 1e3);
-    (best.0, out.unwrap_or_else(|| f()))
+    (best.0, out.unwrap_or_else(f))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
