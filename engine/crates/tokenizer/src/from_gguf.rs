@@ -114,13 +114,22 @@ impl Tokenizer {
             Some(a) => a
                 .iter()
                 .enumerate()
-                .map(|(i, v)| match v {
-                    MetaValue::I32(t) => Ok(TokenType::from_gguf(*t)),
-                    other => Err(TokenizerError::WrongType {
-                        key: format!("tokenizer.ggml.token_type[{i}]"),
-                        expected: "i32",
-                        found: other.type_name(),
-                    }),
+                .map(|(i, v)| {
+                    // gguf-py writes i32; accept any integer width that fits.
+                    let t = match *v {
+                        MetaValue::I8(t) => Some(t as i64),
+                        MetaValue::I16(t) => Some(t as i64),
+                        MetaValue::I32(t) => Some(t as i64),
+                        MetaValue::I64(t) => Some(t),
+                        _ => v.as_u64().and_then(|t| i64::try_from(t).ok()),
+                    };
+                    t.and_then(|t| i32::try_from(t).ok())
+                        .map(TokenType::from_gguf)
+                        .ok_or(TokenizerError::WrongType {
+                            key: format!("tokenizer.ggml.token_type[{i}]"),
+                            expected: "i32",
+                            found: v.type_name(),
+                        })
                 })
                 .collect::<Result<_, _>>()?,
         };
@@ -318,6 +327,44 @@ mod tests {
         m.insert("tokenizer.ggml.tokens".into(), s("oops"));
         let e = Tokenizer::from_gguf_map(&m).unwrap_err().to_string();
         assert!(e.contains("should be array"), "{e}");
+    }
+
+    #[test]
+    fn odd_but_valid_metadata_does_not_panic() {
+        // Empty and duplicated token strings, u8 token types, an eos given as u64.
+        let mut m = tiny();
+        m.insert(
+            "tokenizer.ggml.tokens".into(),
+            MetaValue::Array(
+                ["a", "b", "ab", "Ġ", "Ġab", "", "a"]
+                    .iter()
+                    .map(|t| s(t))
+                    .collect(),
+            ),
+        );
+        m.insert(
+            "tokenizer.ggml.token_type".into(),
+            MetaValue::Array(
+                [1u8, 1, 1, 1, 1, 4, 1]
+                    .iter()
+                    .map(|&t| MetaValue::U8(t))
+                    .collect(),
+            ),
+        );
+        m.insert("tokenizer.ggml.eos_token_id".into(), MetaValue::U64(4));
+        let t = Tokenizer::from_gguf_map(&m).unwrap();
+        assert_eq!(t.encode("ab a", false).unwrap(), vec![2, 3, 0]);
+        assert_eq!(t.decode(&[0, 5, 0], false).unwrap(), "aa");
+        // A repeated string keeps its first id; the later id has no text of its own.
+        assert_eq!(t.token_to_id("a"), Some(0));
+        assert_eq!(t.decode(&[6], false).unwrap(), "");
+        let mut m = tiny();
+        m.insert(
+            "tokenizer.ggml.token_type".into(),
+            MetaValue::Array((0..7).map(|_| s("x")).collect()),
+        );
+        let e = Tokenizer::from_gguf_map(&m).unwrap_err().to_string();
+        assert!(e.contains("token_type[0]"), "{e}");
     }
 
     #[test]
