@@ -1,5 +1,7 @@
 //! The VRAM expert cache: fixed slots of the largest expert size, residency per
-//! (layer, expert), pins, and a lazy min-heap over the policy's eviction priorities.
+//! (layer, expert), pins, and lazy per-layer min-heaps over the policy's eviction
+//! priorities. Optionally partitioned: each layer owns an equal share of the slots and
+//! evicts only its own experts (per-layer caches, as llama.cpp's LRU PR and HybriMoE).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -69,9 +71,16 @@ pub struct ExpertCache {
     version: Vec<u32>,
     background: Vec<bool>,
     free: Vec<u32>,
-    heap: BinaryHeap<Entry>,
+    staging_free: Vec<u32>,
+    staged: Vec<u32>,
+    heaps: Vec<BinaryHeap<Entry>>,
     skipped: Vec<Entry>,
     resident: usize,
+    res_layer: Vec<u32>,
+    layer_res: Vec<Vec<u32>>,
+    pos: Vec<u32>,
+    quota: Option<Vec<u32>>,
+    now: Tick,
     policy: Box<dyn CachePolicy>,
     counters: CacheCounters,
 }
@@ -93,11 +102,22 @@ impl ExpertCache {
         ((budget_bytes / slot) as usize).min(shape.total_experts())
     }
 
-    /// A cache of `n_slots` slots (0 if the policy uses no VRAM), preloaded with the
-    /// policy's initial residents.
+    /// A global cache of `n_slots` slots (0 if the policy uses no VRAM), preloaded with
+    /// the policy's initial residents.
     pub fn new(shape: &ModelShape, n_slots: usize, policy: Box<dyn CachePolicy>) -> Self {
+        Self::with_partition(shape, n_slots, policy, false)
+    }
+
+    /// Like [`ExpertCache::new`]; `partitioned`: every layer gets an equal share of the
+    /// slots and a load evicts only experts of its own layer (dynamic policies only).
+    pub fn with_partition(shape: &ModelShape, n_slots: usize, policy: Box<dyn CachePolicy>, partitioned: bool) -> Self {
         let n_slots = if policy.uses_vram() { n_slots.min(shape.total_experts()) } else { 0 };
         let total = shape.total_experts();
+        // Bypassing policies keep top_k slots for experts used once and dropped; only
+        // worth it when the cache is several layers' worth of experts.
+        let top_k = shape.top_k as usize;
+        let n_staging = if policy.stages() && n_slots >= 4 * top_k { top_k } else { 0 };
+        let n_main = n_slots - n_staging;
         let mut c = Self {
             n_experts: shape.n_experts as usize,
             slot_bytes: shape.expert_bytes(),
@@ -109,19 +129,39 @@ impl ExpertCache {
             pinned_list: Vec::new(),
             version: vec![0; total],
             background: vec![false; total],
-            free: (0..n_slots as u32).rev().collect(),
-            heap: BinaryHeap::with_capacity(n_slots * 2 + 16),
+            free: (0..n_main as u32).rev().collect(),
+            staging_free: (n_main as u32..n_slots as u32).rev().collect(),
+            staged: Vec::new(),
+            heaps: (0..shape.n_layers).map(|_| BinaryHeap::new()).collect(),
             skipped: Vec::new(),
             resident: 0,
+            res_layer: vec![0; shape.n_layers as usize],
+            layer_res: vec![Vec::new(); shape.n_layers as usize],
+            pos: vec![NONE; total],
+            quota: None,
+            now: 0.0,
             policy,
             counters: CacheCounters::default(),
         };
-        for key in c.policy.initial_residents(shape, n_slots) {
+        if partitioned && c.policy.dynamic() {
+            let l = shape.n_layers.max(1) as usize;
+            c.quota = Some((0..l).map(|i| (n_main / l + usize::from(i < n_main % l)) as u32).collect());
+        }
+        for key in c.policy.initial_residents(shape, n_main) {
             if let Some(slot) = c.free.pop() {
                 c.place(c.flat(key), slot);
             }
         }
         c
+    }
+
+    fn layer_of(&self, f: usize) -> usize {
+        f / self.n_experts
+    }
+
+    /// Whether layer `l` may take a free slot without evicting.
+    fn has_room(&self, l: usize) -> bool {
+        !self.free.is_empty() && self.quota.as_ref().is_none_or(|q| self.res_layer[l] < q[l])
     }
 
     fn flat(&self, key: ExpertKey) -> usize {
@@ -182,6 +222,7 @@ impl ExpertCache {
     /// Tells the policy about an access and re-keys the expert in the heap.
     pub fn access(&mut self, key: ExpertKey, weight: f32, tick: Tick) {
         let f = self.flat(key);
+        self.now = tick;
         self.policy.on_access(f, weight, tick);
         if self.slot_of[f] != NONE {
             self.push(f);
@@ -208,11 +249,17 @@ impl ExpertCache {
         self.pins[f] = self.pins[f].saturating_sub(1);
     }
 
-    /// Releases every pin.
+    /// Releases every pin and every staging slot (end of a layer).
     pub fn unpin_all(&mut self) {
         for f in self.pinned_list.drain(..) {
             self.pins[f as usize] = 0;
         }
+        self.staging_free.append(&mut self.staged);
+    }
+
+    /// Staging slots (bypass buffers).
+    pub fn n_staging(&self) -> usize {
+        self.staging_free.len() + self.staged.len()
     }
 
     /// Protects `key` from eviction until [`ExpertCache::clear_protection`] (predicted use).
@@ -231,53 +278,68 @@ impl ExpertCache {
         }
     }
 
-    /// Slots a demand load could use now: free ones, plus residents the policy may
-    /// replace (neither pinned nor protected).
-    pub fn loadable_slots(&self) -> usize {
+    /// Slots a demand load for `layer` could use now: free ones (within the layer's
+    /// share if partitioned), plus residents the policy may replace (neither pinned nor
+    /// protected; of that layer if partitioned).
+    pub fn loadable_slots(&self, layer: u16) -> usize {
+        let l = layer as usize;
+        let free = match &self.quota {
+            Some(q) => (q.get(l).copied().unwrap_or(0).saturating_sub(self.res_layer.get(l).copied().unwrap_or(0)) as usize)
+                .min(self.free.len()),
+            None => self.free.len(),
+        };
         if !self.policy.dynamic() {
-            return self.free.len();
+            return free;
         }
-        let resident = |f: u32| self.slot_of[f as usize] != NONE;
-        let pinned = self.pinned_list.iter().filter(|&&f| resident(f)).count();
-        let protected = self
-            .protected_list
-            .iter()
-            .filter(|&&f| resident(f) && self.pins[f as usize] == 0)
-            .count();
-        self.free.len() + self.resident - pinned - protected
+        let part = self.quota.is_some();
+        let counts = |f: u32| self.slot_of[f as usize] != NONE && (!part || self.layer_of(f as usize) == l);
+        let pinned = self.pinned_list.iter().filter(|&&f| counts(f)).count();
+        let protected = self.protected_list.iter().filter(|&&f| counts(f) && self.pins[f as usize] == 0).count();
+        let resident = if part { self.res_layer.get(l).copied().unwrap_or(0) as usize } else { self.resident };
+        free + resident - pinned - protected
     }
 
     fn push(&mut self, f: usize) {
         self.version[f] = self.version[f].wrapping_add(1);
-        self.heap.push(Entry { prio: self.policy.priority(f), flat: f as u32, version: self.version[f] });
-        if self.heap.len() > 4 * self.owner.len() + 64 {
-            self.compact();
+        let l = self.layer_of(f);
+        self.heaps[l].push(Entry { prio: self.policy.priority(f), flat: f as u32, version: self.version[f] });
+        if self.heaps[l].len() > 4 * self.res_layer[l] as usize + 64 {
+            self.compact(l);
         }
     }
 
-    fn compact(&mut self) {
-        let mut v: Vec<Entry> = Vec::with_capacity(self.owner.len());
-        for &f in &self.owner {
-            if f != NONE {
-                let f = f as usize;
-                v.push(Entry { prio: self.policy.priority(f), flat: f as u32, version: self.version[f] });
-            }
-        }
-        self.heap = BinaryHeap::from(v);
+    /// Rebuilds layer `l`'s heap from its residents (drops stale entries).
+    fn compact(&mut self, l: usize) {
+        let base = l * self.n_experts;
+        let v: Vec<Entry> = (base..base + self.n_experts)
+            .filter(|&f| self.slot_of[f] != NONE)
+            .map(|f| Entry { prio: self.policy.priority(f), flat: f as u32, version: self.version[f] })
+            .collect();
+        self.heaps[l] = BinaryHeap::from(v);
     }
 
     fn place(&mut self, f: usize, slot: u32) {
         self.slot_of[f] = slot;
         self.owner[slot as usize] = f as u32;
         self.resident += 1;
+        let l = self.layer_of(f);
+        self.res_layer[l] += 1;
+        self.pos[f] = self.layer_res[l].len() as u32;
+        self.layer_res[l].push(f as u32);
         self.counters.loads += 1;
         self.push(f);
     }
 
-    /// The resident a load would evict now (lowest priority, not pinned or protected).
-    fn find_victim(&mut self) -> Option<Entry> {
+    /// Lowest-priority evictable resident of layer `l` (not pinned or protected).
+    fn layer_victim(&mut self, l: usize) -> Option<Entry> {
+        if self.quota.is_some() {
+            if let Some(e) = self.scan_victim(l) {
+                return e;
+            }
+        }
         let mut found = None;
-        while let Some(e) = self.heap.pop() {
+        let heap = &mut self.heaps[l];
+        while let Some(e) = heap.pop() {
             let f = e.flat as usize;
             if self.slot_of[f] == NONE || self.version[f] != e.version {
                 continue; // stale
@@ -290,18 +352,62 @@ impl ExpertCache {
             break;
         }
         for e in self.skipped.drain(..) {
-            self.heap.push(e);
+            heap.push(e);
         }
         if let Some(e) = found {
-            self.heap.push(e);
+            heap.push(e);
         }
         found
+    }
+
+    /// For policies with a time-varying value: the layer's evictable resident of lowest
+    /// value (`None`: the policy has no such value).
+    fn scan_victim(&self, l: usize) -> Option<Option<Entry>> {
+        let base = l * self.n_experts;
+        self.policy.value_now(base, self.now)?;
+        let mut best: Option<Entry> = None;
+        for &f in &self.layer_res[l] {
+            let f = f as usize;
+            if self.pins[f] > 0 || self.protected[f] {
+                continue;
+            }
+            let v = self.policy.value_now(f, self.now).unwrap_or(0.0);
+            if best.is_none_or(|b| v < b.prio) {
+                best = Some(Entry { prio: v, flat: f as u32, version: self.version[f] });
+            }
+        }
+        Some(best)
+    }
+
+    /// The resident a load for layer `l` would evict now: from layer `l` if
+    /// partitioned, else the lowest over all layers.
+    fn find_victim(&mut self, l: usize) -> Option<Entry> {
+        if self.quota.is_some() {
+            return self.layer_victim(l);
+        }
+        let mut best: Option<Entry> = None;
+        for i in 0..self.heaps.len() {
+            if let Some(e) = self.layer_victim(i) {
+                if best.is_none_or(|b| e.prio < b.prio) {
+                    best = Some(e);
+                }
+            }
+        }
+        best
     }
 
     fn evict_into(&mut self, victim: Entry, f: usize) -> SlotLoad {
         let v = victim.flat as usize;
         let slot = self.slot_of[v];
         self.slot_of[v] = NONE;
+        let lv = self.layer_of(v);
+        self.res_layer[lv] -= 1;
+        let p = self.pos[v] as usize;
+        self.layer_res[lv].swap_remove(p);
+        if let Some(&moved) = self.layer_res[lv].get(p) {
+            self.pos[moved as usize] = p as u32;
+        }
+        self.pos[v] = NONE;
         self.background[v] = false;
         self.version[v] = self.version[v].wrapping_add(1);
         self.resident -= 1;
@@ -318,15 +424,27 @@ impl ExpertCache {
         if self.slot_of[f] != NONE {
             return Some(SlotLoad { key, slot: self.slot_of[f], evicted: None });
         }
-        if let Some(slot) = self.free.pop() {
-            self.place(f, slot);
-            return Some(SlotLoad { key, slot, evicted: None });
+        let l = self.layer_of(f);
+        if self.has_room(l) {
+            if let Some(slot) = self.free.pop() {
+                self.place(f, slot);
+                return Some(SlotLoad { key, slot, evicted: None });
+            }
         }
         if !self.policy.dynamic() {
             return None;
         }
-        let victim = self.find_victim()?;
-        Some(self.evict_into(victim, f))
+        let victim = self.find_victim(l);
+        if let Some(v) = victim {
+            if !self.policy.stages() || self.policy.admit(f, v.flat as usize, self.now) {
+                return Some(self.evict_into(v, f));
+            }
+        }
+        // Bypass: run from a staging slot, keep the residents.
+        let slot = self.staging_free.pop()?;
+        self.staged.push(slot);
+        self.counters.loads += 1;
+        Some(SlotLoad { key, slot, evicted: None })
     }
 
     /// Background load (prefetch, admission of a CPU-run miss): like [`ExpertCache::load`]
@@ -336,16 +454,19 @@ impl ExpertCache {
         if self.slot_of[f] != NONE {
             return None;
         }
-        if let Some(slot) = self.free.pop() {
-            self.place(f, slot);
-            self.background[f] = true;
-            return Some(SlotLoad { key, slot, evicted: None });
+        let l = self.layer_of(f);
+        if self.has_room(l) {
+            if let Some(slot) = self.free.pop() {
+                self.place(f, slot);
+                self.background[f] = true;
+                return Some(SlotLoad { key, slot, evicted: None });
+            }
         }
         if !self.policy.dynamic() {
             return None;
         }
-        let victim = self.find_victim()?;
-        if !self.policy.admit(f, victim.prio) {
+        let victim = self.find_victim(l)?;
+        if !self.policy.admit(f, victim.flat as usize, self.now) {
             return None;
         }
         let l = self.evict_into(victim, f);
@@ -362,7 +483,11 @@ impl ExpertCache {
     /// Checks internal invariants (tests): slot/owner agreement and counts.
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut resident = 0;
+        let n_main = self.owner.len() - self.n_staging();
         for (slot, &f) in self.owner.iter().enumerate() {
+            if slot >= n_main && f != NONE {
+                return Err(format!("staging slot {slot} holds a resident"));
+            }
             if f != NONE {
                 resident += 1;
                 if self.slot_of[f as usize] != slot as u32 {
@@ -370,8 +495,25 @@ impl ExpertCache {
                 }
             }
         }
-        if resident != self.resident || resident + self.free.len() != self.owner.len() {
+        if resident != self.resident || resident + self.free.len() != n_main {
             return Err(format!("resident {resident} vs {} free {}", self.resident, self.free.len()));
+        }
+        for (l, list) in self.layer_res.iter().enumerate() {
+            if list.len() != self.res_layer[l] as usize {
+                return Err(format!("layer {l} list {} vs count {}", list.len(), self.res_layer[l]));
+            }
+            for (i, &f) in list.iter().enumerate() {
+                if self.pos[f as usize] != i as u32 || self.slot_of[f as usize] == NONE {
+                    return Err(format!("layer {l} list entry {f} inconsistent"));
+                }
+            }
+        }
+        if let Some(q) = &self.quota {
+            for (l, (&r, &q)) in self.res_layer.iter().zip(q).enumerate() {
+                if r > q {
+                    return Err(format!("layer {l} holds {r} experts over its share {q}"));
+                }
+            }
         }
         Ok(())
     }

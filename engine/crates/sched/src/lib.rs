@@ -34,3 +34,6 @@ pub use sim::{simulate, SimReport, SimulateArgs};
 pub use solve::PlanTiming;
 pub use telemetry::{LayerTelemetry, StepTelemetry, Telemetry, TelemetryTotals};
 pub use trace::{Trace, TraceHeader, TraceLayer, TraceStep, TraceWriter};
+
+#[cfg(test)]
+mod proptests;

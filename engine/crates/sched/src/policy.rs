@@ -30,9 +30,21 @@ pub trait CachePolicy: Send {
     fn dynamic(&self) -> bool {
         true
     }
-    /// Whether a background load of `incoming` may evict a resident of priority `victim`.
-    fn admit(&self, _incoming: usize, _victim: f64) -> bool {
+    /// Whether a load of `incoming` (already told about its access) may evict the
+    /// resident `victim` at time `now`; refused background loads are dropped, refused
+    /// demand loads run from a staging slot for this layer only (if [`CachePolicy::stages`]).
+    fn admit(&self, _incoming: usize, _victim: usize, _now: Tick) -> bool {
         true
+    }
+    /// A value that may change with time (evict the lowest). `Some` makes a partitioned
+    /// cache scan the layer's residents instead of using the priority heap.
+    fn value_now(&self, _flat: usize, _now: Tick) -> Option<f64> {
+        None
+    }
+    /// Whether demand loads that `admit` refuses run from staging slots (bypass) instead
+    /// of evicting: the cache then keeps `top_k` of its slots for staging.
+    fn stages(&self) -> bool {
+        false
     }
     /// Whether the scheduler should protect predicted next-layer experts from eviction.
     fn protects_predicted(&self) -> bool {
@@ -228,33 +240,49 @@ impl CachePolicy for Mrs {
 /// Parameters of the `value` policy (see docs/notes/sched.md for the tuning).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ValueParams {
-    /// Per-step decay of the use-rate estimate.
+    /// Steps ahead over which the probability of use is taken.
+    pub horizon: usize,
+    /// Per-step decay of the fallback priority (global caches, which cannot scan).
     pub decay: f64,
-    /// How much the router weight shapes an access's increment: `(1-β) + β·w·top_k`.
-    pub router_mix: f64,
-    /// Whether background loads must beat the victim's value.
+    /// Whether loads must beat the victim's value (bypass through staging slots).
     pub admission: bool,
-    /// Protect predicted next-layer experts from eviction.
+    /// Protect predicted next-layer experts from eviction (global caches).
     pub protect_predicted: bool,
 }
 
 impl Default for ValueParams {
     fn default() -> Self {
-        Self { decay: 0.7, router_mix: 0.0, admission: true, protect_predicted: true }
+        Self { horizon: 1, decay: 0.5, admission: false, protect_predicted: true }
     }
 }
 
-/// Ours: value = P(use soon) × time a hit saves ÷ bytes. P(use soon) comes from a
-/// recency-decayed use rate (recency and frequency in one number, router weights
-/// optionally shaping each access); the per-layer factor `ln(saving/bytes)` enters
-/// the log key additively, so layers with costlier experts keep more of them.
+/// Largest age (steps since last use) the hazard table distinguishes.
+const MAX_AGE: usize = 24;
+/// Frequency classes: long-run use rate vs the uniform rate, <½, <1, <2, <4, ≥4.
+const FREQ_CLASSES: usize = 5;
+
+/// Ours: value = P(use within the horizon) × time a hit saves ÷ bytes.
+///
+/// P(use) is learned online as a hazard table `h(age, freq)`: the probability that an
+/// expert is used again exactly `age` steps after its last use, given its long-run
+/// frequency class. Every access of an expert last used `a` steps ago adds one
+/// exposure to ages 1..a and one use to age a. Then
+/// `P(use within H | age a) = 1 − Π_{j=1..H} (1 − h(a + j, f))`. Recency, frequency and
+/// their interaction come from the machine's own routing instead of a fixed formula.
 #[derive(Debug)]
 pub struct Value {
     score: DecayedScore,
+    last: Vec<f64>,
+    uses: Vec<u32>,
+    used: Vec<f64>,
+    exposed: Vec<f64>,
     params: ValueParams,
-    top_k: f64,
+    uniform_rate: f64,
     n_experts: usize,
     layer_factor: Vec<f64>,
+    /// P(use within the horizon) per (age, class), refreshed once per step.
+    p_table: Vec<f64>,
+    table_step: f64,
 }
 
 impl Value {
@@ -262,18 +290,63 @@ impl Value {
     /// (empty: uniform).
     pub fn new(shape: &ModelShape, params: ValueParams, saving_per_byte: &[f64]) -> Self {
         let layer_factor = if saving_per_byte.is_empty() {
-            vec![0.0; shape.n_layers as usize]
+            vec![1.0; shape.n_layers as usize]
         } else {
             let mean = saving_per_byte.iter().sum::<f64>() / saving_per_byte.len() as f64;
-            saving_per_byte.iter().map(|s| (s / mean).max(1e-9).ln()).collect()
+            saving_per_byte.iter().map(|s| (s / mean.max(1e-300)).max(1e-9)).collect()
         };
+        let n = shape.total_experts();
         Self {
-            score: DecayedScore::new(shape.total_experts(), params.decay),
+            score: DecayedScore::new(n, params.decay),
+            last: vec![f64::NEG_INFINITY; n],
+            uses: vec![0; n],
+            used: vec![0.0; (MAX_AGE + 1) * FREQ_CLASSES],
+            exposed: vec![0.0; (MAX_AGE + 1) * FREQ_CLASSES],
             params,
-            top_k: shape.top_k as f64,
+            uniform_rate: shape.top_k as f64 / shape.n_experts.max(1) as f64,
             n_experts: shape.n_experts as usize,
             layer_factor,
+            p_table: vec![0.0; (MAX_AGE + 1) * FREQ_CLASSES],
+            table_step: f64::NEG_INFINITY,
         }
+    }
+
+    fn refresh_table(&mut self) {
+        for a in 0..=MAX_AGE {
+            for f in 0..FREQ_CLASSES {
+                let mut miss = 1.0;
+                for j in 1..=self.params.horizon.max(1) {
+                    miss *= 1.0 - self.hazard(a + j, f);
+                }
+                self.p_table[a * FREQ_CLASSES + f] = 1.0 - miss;
+            }
+        }
+    }
+
+    fn freq_class(&self, flat: usize, now: Tick) -> usize {
+        let r = self.uses[flat] as f64 / ((now.floor() + 1.0) * self.uniform_rate);
+        match r {
+            r if r < 0.5 => 0,
+            r if r < 1.0 => 1,
+            r if r < 2.0 => 2,
+            r if r < 4.0 => 3,
+            _ => 4,
+        }
+    }
+
+    /// Learned probability of use exactly `age` steps after the last use.
+    pub fn hazard(&self, age: usize, class: usize) -> f64 {
+        let i = age.clamp(1, MAX_AGE) * FREQ_CLASSES + class;
+        // One pseudo-observation at the uniform rate keeps empty cells sensible.
+        (self.used[i] + self.uniform_rate) / (self.exposed[i] + 1.0)
+    }
+
+    fn p_use(&self, flat: usize, now: Tick) -> f64 {
+        if self.last[flat] == f64::NEG_INFINITY {
+            return self.uniform_rate * 0.5;
+        }
+        let a = ((now.floor() - self.last[flat]).max(0.0) as usize).min(MAX_AGE);
+        self.p_table[a * FREQ_CLASSES + self.freq_class(flat, now)]
     }
 }
 
@@ -281,19 +354,45 @@ impl CachePolicy for Value {
     fn name(&self) -> &'static str {
         "value"
     }
-    fn on_access(&mut self, flat: usize, weight: f32, tick: Tick) {
-        let b = self.params.router_mix;
-        let inc = (1.0 - b) + b * weight as f64 * self.top_k;
-        self.score.add(flat, inc.max(1e-6), tick);
+    fn on_access(&mut self, flat: usize, _weight: f32, tick: Tick) {
+        let step = tick.floor();
+        if step != self.table_step {
+            self.table_step = step;
+            self.refresh_table();
+        }
+        if self.last[flat] > f64::NEG_INFINITY {
+            let age = (step - self.last[flat]).max(1.0) as usize;
+            let f = self.freq_class(flat, tick);
+            for k in 1..=age.min(MAX_AGE) {
+                self.exposed[k * FREQ_CLASSES + f] += 1.0;
+            }
+            if age > MAX_AGE {
+                self.exposed[MAX_AGE * FREQ_CLASSES + f] += (age - MAX_AGE) as f64;
+            }
+            self.used[age.min(MAX_AGE) * FREQ_CLASSES + f] += 1.0;
+        }
+        self.score.add(flat, 1.0, tick);
+        self.uses[flat] = self.uses[flat].saturating_add(1);
+        self.last[flat] = step;
     }
     fn priority(&self, flat: usize) -> f64 {
-        self.score.key(flat) + self.layer_factor.get(flat / self.n_experts).copied().unwrap_or(0.0)
+        self.score.key(flat) + self.layer_factor.get(flat / self.n_experts).copied().unwrap_or(1.0).ln()
     }
-    fn admit(&self, incoming: usize, victim: f64) -> bool {
-        !self.params.admission || self.priority(incoming) > victim
+    fn value_now(&self, flat: usize, now: Tick) -> Option<f64> {
+        Some(self.p_use(flat, now) * self.layer_factor.get(flat / self.n_experts).copied().unwrap_or(1.0))
+    }
+    fn admit(&self, incoming: usize, victim: usize, now: Tick) -> bool {
+        if !self.params.admission {
+            return true;
+        }
+        let v = |f| self.value_now(f, now).unwrap_or(0.0);
+        v(incoming) > v(victim)
     }
     fn protects_predicted(&self) -> bool {
         self.params.protect_predicted
+    }
+    fn stages(&self) -> bool {
+        self.params.admission
     }
 }
 

@@ -73,6 +73,10 @@ pub struct LayerPlan {
     pub prefetch: Vec<SlotLoad>,
     /// Predicted times of the MoE part of this layer.
     pub predicted: PlanTiming,
+    /// Routed experts resident at planning time (cache hits, whichever side runs them).
+    pub hits: u32,
+    /// Copies the cache could take for this layer when planned (free + evictable slots).
+    pub fetch_capacity: u32,
     /// Routed experts that were resident thanks to an earlier background load.
     pub prefetch_hits: u32,
 }
@@ -139,6 +143,7 @@ pub struct Scheduler {
     keys: Vec<ExpertKey>,
     carried: Vec<ExpertKey>,
     cand: Vec<(f64, ExpertKey)>,
+    slots: Vec<Option<u32>>,
 }
 
 impl Scheduler {
@@ -158,6 +163,7 @@ impl Scheduler {
             keys: Vec::new(),
             carried: Vec::new(),
             cand: Vec::new(),
+            slots: Vec::new(),
         }
     }
 
@@ -216,10 +222,12 @@ impl Scheduler {
         self.jobs.clear();
         self.keys.clear();
         let mut prefetch_hits = 0;
+        let mut hits = 0;
         for r in routed {
             let key = ExpertKey::new(layer, r.expert);
             let resident = cache.is_resident(key);
             if resident {
+                hits += 1;
                 cache.pin(key);
                 if cache.take_background_flag(key) {
                     prefetch_hits += 1;
@@ -233,15 +241,21 @@ impl Scheduler {
                 resident,
             });
         }
-        let cap = if has_gpu { cache.loadable_slots() } else { 0 };
+        let cap = if has_gpu { cache.loadable_slots(layer) } else { 0 };
         let mut sol: Solution = match self.config.solver {
             SolverKind::Greedy => self.greedy.solve(&self.jobs, link_ready_s, cap, has_gpu),
             SolverKind::Exact => solve_exact(&self.jobs, link_ready_s, cap, has_gpu)
                 .unwrap_or_else(|| self.greedy.solve(&self.jobs, link_ready_s, cap, has_gpu)),
         };
 
-        let mut plan = LayerPlan { layer, prefetch_hits, ..Default::default() };
-        let mut slots = vec![None; routed.len()];
+        // The policy learns of every access before loads, so admission sees it.
+        for (i, r) in routed.iter().enumerate() {
+            cache.access(self.keys[i], r.weight, tick);
+        }
+        let mut plan = LayerPlan { layer, hits, prefetch_hits, fetch_capacity: cap as u32, ..Default::default() };
+        let mut slots = std::mem::take(&mut self.slots);
+        slots.clear();
+        slots.resize(routed.len(), None);
         let mut refused = false;
         for &i in &sol.fetch_order {
             match cache.load(self.keys[i]) {
@@ -267,12 +281,11 @@ impl Scheduler {
             if !sol.on_gpu[i] && self.jobs[i].resident {
                 cache.unpin(key);
             }
-            cache.access(key, r.weight, tick);
             let placed = |slot| PlacedExpert { expert: r.expert, n_tokens: r.n_tokens, weight: r.weight, slot };
             if !sol.on_gpu[i] {
                 plan.cpu.push(placed(None));
             } else if self.jobs[i].resident {
-                plan.gpu_hit.push(placed(cache.slot_of(key)));
+                plan.gpu_hit.push(placed(cache.slot_of(key).or(slots[i])));
             }
         }
         for &i in &sol.fetch_order {
@@ -286,8 +299,9 @@ impl Scheduler {
             let n_tok = routed.iter().map(|r| r.n_tokens).max().unwrap_or(1);
             let idle = (plan.predicted.finish_s - link_ready_s - plan.predicted.pcie_s).max(0.0)
                 + self.dense_time(n_tok);
-            self.background_loads(layer, &plan.cpu.clone(), next_pred, cache, idle, &mut plan);
+            self.background_loads(layer, next_pred, cache, idle, &mut plan);
         }
+        self.slots = slots;
         plan
     }
 
@@ -296,7 +310,6 @@ impl Scheduler {
     fn background_loads(
         &mut self,
         layer: u16,
-        cpu_run: &[PlacedExpert],
         next_pred: &[PredictedExpert],
         cache: &mut ExpertCache,
         idle_s: f64,
@@ -313,7 +326,7 @@ impl Scheduler {
             }
         }
         if self.config.background_admit {
-            for e in cpu_run {
+            for e in &plan.cpu {
                 let key = ExpertKey::new(layer, e.expert);
                 self.cand.push((self.config.reuse_prob as f64 * c.hit_saving(1), key));
             }

@@ -82,6 +82,8 @@ pub struct SimOptions {
     pub value: ValueParams,
     /// Replay at most this many steps.
     pub max_steps: Option<usize>,
+    /// Per-layer partitioned caches (every dynamic policy) instead of one global pool.
+    pub partitioned: bool,
 }
 
 impl Default for SimOptions {
@@ -94,6 +96,7 @@ impl Default for SimOptions {
             sched: SchedConfig::default(),
             value: ValueParams::default(),
             max_steps: None,
+            partitioned: true,
         }
     }
 }
@@ -187,7 +190,7 @@ pub fn run_policy(
     let mut sched = Scheduler::new(shape, &mut cost, sched_cfg);
     let saving = vec![sched.costs().hit_saving(1) / shape.expert_bytes().max(1) as f64; shape.n_layers as usize];
     let pol = make_policy(policy, shape, Some(&counts), opts.value, &saving)?;
-    let mut cache = ExpertCache::new(shape, n_slots, pol);
+    let mut cache = ExpertCache::with_partition(shape, n_slots, pol, opts.partitioned);
     let mut tel = Telemetry::default();
     let mut routed: Vec<RoutedExpert> = Vec::new();
     let mut pred: Vec<PredictedExpert> = Vec::new();

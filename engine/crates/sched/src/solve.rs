@@ -50,7 +50,7 @@ pub struct Solution {
 }
 
 /// Finish-time comparisons ignore differences below this (float noise, 1 ns).
-const TIME_EPS: f64 = 1e-9;
+pub const TIME_EPS: f64 = 1e-9;
 
 /// Johnson's rule: copy-shorter-than-compute jobs first by increasing copy time, then the
 /// rest by decreasing compute time.

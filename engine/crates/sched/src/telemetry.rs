@@ -36,6 +36,8 @@ pub struct LayerTelemetry {
     pub evictions: u32,
     /// Background loads issued.
     pub prefetches: u32,
+    /// Routed experts found resident (cache hits).
+    pub hits: u32,
     /// Routed experts found resident thanks to a background load.
     pub prefetch_hits: u32,
 }
@@ -56,6 +58,7 @@ impl LayerTelemetry {
             bytes_prefetched: plan.prefetch.len() as u64 * expert_bytes,
             evictions: plan.evict.len() as u32,
             prefetches: plan.prefetch.len() as u32,
+            hits: plan.hits,
             prefetch_hits: plan.prefetch_hits,
         }
     }
@@ -85,8 +88,10 @@ pub struct TelemetryTotals {
     pub tokens: u64,
     /// Routed (layer, expert) uses.
     pub accesses: u64,
-    /// Of which resident (GPU hits).
+    /// Of which resident in VRAM when planned (cache hits).
     pub hits: u64,
+    /// Of which run on the GPU from the cache.
+    pub gpu_hits: u64,
     /// Of which copied then run on the GPU.
     pub fetches: u64,
     /// Of which run on the CPU.
@@ -153,11 +158,12 @@ impl Telemetry {
             for e in &l.experts {
                 t.accesses += 1;
                 match e.placement {
-                    Placement::GpuHit => t.hits += 1,
+                    Placement::GpuHit => t.gpu_hits += 1,
                     Placement::GpuFetch => t.fetches += 1,
                     Placement::Cpu => t.cpu_runs += 1,
                 }
             }
+            t.hits += l.hits as u64;
             t.pcie_bytes += l.bytes_fetched + l.bytes_prefetched;
             t.evictions += l.evictions as u64;
             t.prefetches += l.prefetches as u64;
