@@ -12,6 +12,7 @@ mod error;
 mod from_gguf;
 mod pyjson;
 mod stream;
+mod strftime;
 mod template;
 mod to_gguf;
 mod tokenizer;

@@ -151,6 +151,7 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_filter("tojson", tojson);
         env.add_function("raise_exception", raise_exception);
+        env.add_function("strftime_now", crate::strftime::strftime_now);
         env.set_fuel(Some(limits.fuel));
         env.set_recursion_limit(limits.recursion_limit);
         env.add_template_owned(TEMPLATE_NAME, source.to_string())
