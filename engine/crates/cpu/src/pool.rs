@@ -135,9 +135,12 @@ impl CpuPool {
             let handle = std::thread::Builder::new()
                 .name(format!("hmoe-cpu-{index}"))
                 .spawn(move || {
-                    if let Some(cpu) = pin_cpu {
-                        topology::pin_current_thread(cpu);
-                    }
+                    // Threads inherit the creator's affinity: a pinned caller would
+                    // otherwise put every unpinned worker on its own core.
+                    match pin_cpu {
+                        Some(cpu) => topology::pin_current_thread(cpu),
+                        None => topology::unpin_current_thread(),
+                    };
                     worker_loop(&s, index)
                 })
                 .map_err(|source| CpuError::Spawn { index, source })?;

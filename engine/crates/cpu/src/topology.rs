@@ -1,15 +1,30 @@
 //! Which logical CPUs are distinct physical cores (Linux sysfs), and pinning.
 
 use std::collections::BTreeSet;
+use std::sync::OnceLock;
+
+/// The logical CPUs this process may run on, read once (at the first call) so that
+/// pinning a thread later does not shrink what the pool sees: threads inherit
+/// their creator's affinity, and a pinned caller would otherwise confine every
+/// new worker to its one core.
+pub fn allowed_cpus() -> &'static [usize] {
+    static ALLOWED: OnceLock<Vec<usize>> = OnceLock::new();
+    ALLOWED.get_or_init(read_allowed_cpus)
+}
 
 /// The logical CPUs this process may run on, one per physical core (the first
-/// hyper-thread sibling of each core). Falls back to `0..available_parallelism`
-/// when sysfs or the affinity mask cannot be read.
+/// hyper-thread sibling of each core), read once like [`allowed_cpus`]. Falls back
+/// to `0..available_parallelism` when sysfs or the affinity mask cannot be read.
 pub fn physical_core_cpus() -> Vec<usize> {
+    static CORES: OnceLock<Vec<usize>> = OnceLock::new();
+    CORES.get_or_init(read_physical_core_cpus).clone()
+}
+
+fn read_physical_core_cpus() -> Vec<usize> {
     let allowed = allowed_cpus();
     let mut seen = BTreeSet::new();
     let mut cpus = Vec::new();
-    for &cpu in &allowed {
+    for &cpu in allowed {
         let base = format!("/sys/devices/system/cpu/cpu{cpu}/topology");
         let read = |f: &str| {
             std::fs::read_to_string(format!("{base}/{f}"))
@@ -40,7 +55,7 @@ pub fn physical_cores() -> usize {
 }
 
 #[cfg(target_os = "linux")]
-fn allowed_cpus() -> Vec<usize> {
+fn read_allowed_cpus() -> Vec<usize> {
     // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most its size.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -54,33 +69,57 @@ fn allowed_cpus() -> Vec<usize> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn allowed_cpus() -> Vec<usize> {
+fn read_allowed_cpus() -> Vec<usize> {
     Vec::new()
 }
 
 /// Pins the calling thread to logical CPU `cpu`; false when the OS refuses.
-#[cfg(target_os = "linux")]
 pub fn pin_current_thread(cpu: usize) -> bool {
-    if cpu >= libc::CPU_SETSIZE as usize {
+    set_affinity(&[cpu])
+}
+
+/// Lets the calling thread run on every CPU of [`allowed_cpus`] again (undoes an
+/// affinity inherited from a pinned creator).
+pub fn unpin_current_thread() -> bool {
+    set_affinity(allowed_cpus())
+}
+
+#[cfg(target_os = "linux")]
+fn set_affinity(cpus: &[usize]) -> bool {
+    if cpus.is_empty() || cpus.iter().any(|&c| c >= libc::CPU_SETSIZE as usize) {
         return false;
     }
-    // SAFETY: as above; the set names one CPU of the allowed range.
+    // SAFETY: cpu_set_t is plain data and every index is below CPU_SETSIZE.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
     }
 }
 
-/// Pinning is a no-op outside Linux.
+/// Affinity is left alone outside Linux.
 #[cfg(not(target_os = "linux"))]
-pub fn pin_current_thread(_cpu: usize) -> bool {
+fn set_affinity(_cpus: &[usize]) -> bool {
     false
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pinning_does_not_shrink_the_core_list() {
+        let before = physical_core_cpus();
+        let t = std::thread::spawn(move || {
+            if pin_current_thread(before[0]) {
+                assert_eq!(physical_core_cpus(), before);
+                assert!(unpin_current_thread());
+            }
+        });
+        assert!(t.join().is_ok());
+    }
 
     #[test]
     fn core_list_is_nonempty_and_distinct() {

@@ -285,10 +285,12 @@ fn kernel_section(types: &[GgmlDType]) -> Result<()> {
 fn main() -> Result<()> {
     let args = parse_args()?;
     let max_threads = *args.threads.iter().max().unwrap_or(&1);
+    // Read the core list before pinning anything (it is cached from the first call).
+    let cores = topology::physical_core_cpus();
     if args.pin {
         // Workers take cores 1.. (see PoolConfig::pin); the caller, thread 0, takes
         // the first core so that no two pool threads share one.
-        if let Some(&c) = topology::physical_core_cpus().first() {
+        if let Some(&c) = cores.first() {
             topology::pin_current_thread(c);
         }
     }
