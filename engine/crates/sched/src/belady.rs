@@ -109,7 +109,11 @@ mod tests {
                 .map(|(s, e)| TraceStep {
                     step: s as u64,
                     tokens: 1,
-                    layers: vec![TraceLayer { e: e.to_vec(), w: vec![0.5; e.len()], ..Default::default() }],
+                    layers: vec![TraceLayer {
+                        e: e.to_vec(),
+                        w: vec![0.5; e.len()],
+                        ..Default::default()
+                    }],
                 })
                 .collect(),
         }

@@ -110,13 +110,26 @@ impl ExpertCache {
 
     /// Like [`ExpertCache::new`]; `partitioned`: every layer gets an equal share of the
     /// slots and a load evicts only experts of its own layer (dynamic policies only).
-    pub fn with_partition(shape: &ModelShape, n_slots: usize, policy: Box<dyn CachePolicy>, partitioned: bool) -> Self {
-        let n_slots = if policy.uses_vram() { n_slots.min(shape.total_experts()) } else { 0 };
+    pub fn with_partition(
+        shape: &ModelShape,
+        n_slots: usize,
+        policy: Box<dyn CachePolicy>,
+        partitioned: bool,
+    ) -> Self {
+        let n_slots = if policy.uses_vram() {
+            n_slots.min(shape.total_experts())
+        } else {
+            0
+        };
         let total = shape.total_experts();
         // Bypassing policies keep top_k slots for experts used once and dropped; only
         // worth it when the cache is several layers' worth of experts.
         let top_k = shape.top_k as usize;
-        let n_staging = if policy.stages() && n_slots >= 4 * top_k { top_k } else { 0 };
+        let n_staging = if policy.stages() && n_slots >= 4 * top_k {
+            top_k
+        } else {
+            0
+        };
         let n_main = n_slots - n_staging;
         let mut c = Self {
             n_experts: shape.n_experts as usize,
@@ -145,7 +158,11 @@ impl ExpertCache {
         };
         if partitioned && c.policy.dynamic() {
             let l = shape.n_layers.max(1) as usize;
-            c.quota = Some((0..l).map(|i| (n_main / l + usize::from(i < n_main % l)) as u32).collect());
+            c.quota = Some(
+                (0..l)
+                    .map(|i| (n_main / l + usize::from(i < n_main % l)) as u32)
+                    .collect(),
+            );
         }
         for key in c.policy.initial_residents(shape, n_main) {
             if let Some(slot) = c.free.pop() {
@@ -169,7 +186,10 @@ impl ExpertCache {
     }
 
     fn key(&self, flat: usize) -> ExpertKey {
-        ExpertKey::new((flat / self.n_experts) as u16, (flat % self.n_experts) as u16)
+        ExpertKey::new(
+            (flat / self.n_experts) as u16,
+            (flat % self.n_experts) as u16,
+        )
     }
 
     /// The policy.
@@ -284,7 +304,12 @@ impl ExpertCache {
     pub fn loadable_slots(&self, layer: u16) -> usize {
         let l = layer as usize;
         let free = match &self.quota {
-            Some(q) => (q.get(l).copied().unwrap_or(0).saturating_sub(self.res_layer.get(l).copied().unwrap_or(0)) as usize)
+            Some(q) => (q
+                .get(l)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(self.res_layer.get(l).copied().unwrap_or(0))
+                as usize)
                 .min(self.free.len()),
             None => self.free.len(),
         };
@@ -292,17 +317,30 @@ impl ExpertCache {
             return free;
         }
         let part = self.quota.is_some();
-        let counts = |f: u32| self.slot_of[f as usize] != NONE && (!part || self.layer_of(f as usize) == l);
+        let counts =
+            |f: u32| self.slot_of[f as usize] != NONE && (!part || self.layer_of(f as usize) == l);
         let pinned = self.pinned_list.iter().filter(|&&f| counts(f)).count();
-        let protected = self.protected_list.iter().filter(|&&f| counts(f) && self.pins[f as usize] == 0).count();
-        let resident = if part { self.res_layer.get(l).copied().unwrap_or(0) as usize } else { self.resident };
+        let protected = self
+            .protected_list
+            .iter()
+            .filter(|&&f| counts(f) && self.pins[f as usize] == 0)
+            .count();
+        let resident = if part {
+            self.res_layer.get(l).copied().unwrap_or(0) as usize
+        } else {
+            self.resident
+        };
         free + resident - pinned - protected
     }
 
     fn push(&mut self, f: usize) {
         self.version[f] = self.version[f].wrapping_add(1);
         let l = self.layer_of(f);
-        self.heaps[l].push(Entry { prio: self.policy.priority(f), flat: f as u32, version: self.version[f] });
+        self.heaps[l].push(Entry {
+            prio: self.policy.priority(f),
+            flat: f as u32,
+            version: self.version[f],
+        });
         if self.heaps[l].len() > 4 * self.res_layer[l] as usize + 64 {
             self.compact(l);
         }
@@ -313,7 +351,11 @@ impl ExpertCache {
         let base = l * self.n_experts;
         let v: Vec<Entry> = (base..base + self.n_experts)
             .filter(|&f| self.slot_of[f] != NONE)
-            .map(|f| Entry { prio: self.policy.priority(f), flat: f as u32, version: self.version[f] })
+            .map(|f| Entry {
+                prio: self.policy.priority(f),
+                flat: f as u32,
+                version: self.version[f],
+            })
             .collect();
         self.heaps[l] = BinaryHeap::from(v);
     }
@@ -373,7 +415,11 @@ impl ExpertCache {
             }
             let v = self.policy.value_now(f, self.now).unwrap_or(0.0);
             if best.is_none_or(|b| v < b.prio) {
-                best = Some(Entry { prio: v, flat: f as u32, version: self.version[f] });
+                best = Some(Entry {
+                    prio: v,
+                    flat: f as u32,
+                    version: self.version[f],
+                });
             }
         }
         Some(best)
@@ -413,7 +459,11 @@ impl ExpertCache {
         self.resident -= 1;
         self.counters.evictions += 1;
         self.place(f, slot);
-        SlotLoad { key: self.key(f), slot, evicted: Some(self.key(v)) }
+        SlotLoad {
+            key: self.key(f),
+            slot,
+            evicted: Some(self.key(v)),
+        }
     }
 
     /// Demand load of `key` (the scheduler decided to copy it): a free slot, else the
@@ -422,13 +472,21 @@ impl ExpertCache {
     pub fn load(&mut self, key: ExpertKey) -> Option<SlotLoad> {
         let f = self.flat(key);
         if self.slot_of[f] != NONE {
-            return Some(SlotLoad { key, slot: self.slot_of[f], evicted: None });
+            return Some(SlotLoad {
+                key,
+                slot: self.slot_of[f],
+                evicted: None,
+            });
         }
         let l = self.layer_of(f);
         if self.has_room(l) {
             if let Some(slot) = self.free.pop() {
                 self.place(f, slot);
-                return Some(SlotLoad { key, slot, evicted: None });
+                return Some(SlotLoad {
+                    key,
+                    slot,
+                    evicted: None,
+                });
             }
         }
         if !self.policy.dynamic() {
@@ -444,7 +502,11 @@ impl ExpertCache {
         let slot = self.staging_free.pop()?;
         self.staged.push(slot);
         self.counters.loads += 1;
-        Some(SlotLoad { key, slot, evicted: None })
+        Some(SlotLoad {
+            key,
+            slot,
+            evicted: None,
+        })
     }
 
     /// Background load (prefetch, admission of a CPU-run miss): like [`ExpertCache::load`]
@@ -459,7 +521,11 @@ impl ExpertCache {
             if let Some(slot) = self.free.pop() {
                 self.place(f, slot);
                 self.background[f] = true;
-                return Some(SlotLoad { key, slot, evicted: None });
+                return Some(SlotLoad {
+                    key,
+                    slot,
+                    evicted: None,
+                });
             }
         }
         if !self.policy.dynamic() {
@@ -496,11 +562,19 @@ impl ExpertCache {
             }
         }
         if resident != self.resident || resident + self.free.len() != n_main {
-            return Err(format!("resident {resident} vs {} free {}", self.resident, self.free.len()));
+            return Err(format!(
+                "resident {resident} vs {} free {}",
+                self.resident,
+                self.free.len()
+            ));
         }
         for (l, list) in self.layer_res.iter().enumerate() {
             if list.len() != self.res_layer[l] as usize {
-                return Err(format!("layer {l} list {} vs count {}", list.len(), self.res_layer[l]));
+                return Err(format!(
+                    "layer {l} list {} vs count {}",
+                    list.len(),
+                    self.res_layer[l]
+                ));
             }
             for (i, &f) in list.iter().enumerate() {
                 if self.pos[f as usize] != i as u32 || self.slot_of[f as usize] == NONE {
@@ -516,5 +590,89 @@ impl ExpertCache {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{make_policy, Lru, ValueParams};
+
+    fn shape() -> ModelShape {
+        ModelShape::tiny(2, 8, 2)
+    }
+
+    #[test]
+    fn lru_evicts_least_recent_and_never_a_pinned_expert() {
+        let s = shape();
+        let mut c = ExpertCache::new(&s, 2, Box::new(Lru::new(s.total_experts())));
+        let (a, b, d) = (
+            ExpertKey::new(0, 1),
+            ExpertKey::new(0, 2),
+            ExpertKey::new(1, 3),
+        );
+        c.access(a, 0.5, 0.0);
+        c.load(a).unwrap();
+        c.access(b, 0.5, 1.0);
+        c.load(b).unwrap();
+        c.pin(a);
+        c.access(d, 0.5, 2.0);
+        let l = c.load(d).unwrap();
+        assert_eq!(l.evicted, Some(b), "a is older but pinned");
+        c.pin(d);
+        assert_eq!(c.loadable_slots(0), 0);
+        assert!(c.load(ExpertKey::new(1, 4)).is_none(), "all pinned");
+        c.unpin_all();
+        assert_eq!(c.loadable_slots(0), 2);
+        c.check_invariants().unwrap();
+        assert_eq!(c.counters().evictions, 1);
+    }
+
+    #[test]
+    fn partitioned_layers_keep_their_share() {
+        let s = shape();
+        let mut c = ExpertCache::with_partition(&s, 4, Box::new(Lru::new(s.total_experts())), true);
+        for e in 0..4 {
+            let k = ExpertKey::new(0, e);
+            c.access(k, 0.5, e as f64);
+            let l = c.load(k).unwrap();
+            // Layer 0's share is 2 slots: from the third load on, it evicts its own.
+            assert_eq!(l.evicted.is_some(), e >= 2);
+        }
+        c.check_invariants().unwrap();
+        assert_eq!(c.loadable_slots(1), 2);
+        let k = ExpertKey::new(1, 0);
+        c.access(k, 0.5, 9.0);
+        assert_eq!(c.load(k).unwrap().evicted, None);
+    }
+
+    #[test]
+    fn refused_demand_loads_run_from_staging_and_leave_residents() {
+        let s = ModelShape::tiny(1, 64, 2);
+        let v = ValueParams {
+            admission: true,
+            ..ValueParams::default()
+        };
+        let pol = make_policy("value", &s, None, v, &[]).unwrap();
+        let mut c = ExpertCache::with_partition(&s, 10, pol, true);
+        assert_eq!(c.n_staging(), 2);
+        // Experts 0..8 used every step for 20 steps: a high learned value.
+        for step in 0..20 {
+            for e in 0..8 {
+                let k = ExpertKey::new(0, e);
+                c.access(k, 0.1, step as f64);
+                c.load(k);
+            }
+        }
+        // A never-seen expert: its value is the prior, below the regulars'.
+        let k = ExpertKey::new(0, 40);
+        c.access(k, 0.1, 20.0);
+        let l = c.load(k).unwrap();
+        assert_eq!(l.evicted, None);
+        assert!(l.slot >= 8, "staging slot");
+        assert!(!c.is_resident(k));
+        c.unpin_all();
+        assert_eq!(c.n_staging(), 2);
+        c.check_invariants().unwrap();
     }
 }

@@ -142,7 +142,15 @@ fn device_from_params(p: &[f64]) -> DeviceCosts {
         coeffs: QuantType::ALL
             .iter()
             .enumerate()
-            .map(|(i, &q)| (q, KernelCoeffs { per_mb_s: p[1 + i], per_mb_token_s: p[1 + k + i] }))
+            .map(|(i, &q)| {
+                (
+                    q,
+                    KernelCoeffs {
+                        per_mb_s: p[1 + i],
+                        per_mb_token_s: p[1 + k + i],
+                    },
+                )
+            })
             .collect(),
     }
 }
@@ -180,9 +188,20 @@ impl CostModel {
             .as_ref()
             .map(|g| PriorLeastSquares::new(device_params(g), FIT_DECAY, FIT_RIDGE));
         let link_fit = profile.pcie.map(|l| {
-            PriorLeastSquares::new(vec![l.fixed_s.max(1e-12), 1e6 / l.bytes_per_s], FIT_DECAY, FIT_RIDGE)
+            PriorLeastSquares::new(
+                vec![l.fixed_s.max(1e-12), 1e6 / l.bytes_per_s],
+                FIT_DECAY,
+                FIT_RIDGE,
+            )
         });
-        Self { profile, cpu_fit, gpu_fit, link_fit, layer_err: ErrorTracker::default(), dirty: false }
+        Self {
+            profile,
+            cpu_fit,
+            gpu_fit,
+            link_fit,
+            layer_err: ErrorTracker::default(),
+            dirty: false,
+        }
     }
 
     /// The current (refitted) profile, ready to be saved for the next start.
@@ -207,7 +226,10 @@ impl CostModel {
         if let Some(f) = &self.link_fit {
             if f.samples() > 0.0 {
                 let p = f.solve();
-                self.profile.pcie = Some(LinkCosts { fixed_s: p[0], bytes_per_s: 1e6 / p[1].max(1e-15) });
+                self.profile.pcie = Some(LinkCosts {
+                    fixed_s: p[0],
+                    bytes_per_s: 1e6 / p[1].max(1e-15),
+                });
             }
         }
         self.dirty = false;
@@ -220,10 +242,9 @@ impl CostModel {
 
     /// Predicted GPU compute time (`INFINITY` without a GPU).
     pub fn t_gpu(&self, work: &ExpertWork, n_tokens: u32) -> f64 {
-        self.profile
-            .gpu
-            .as_ref()
-            .map_or(f64::INFINITY, |g| device_time(g, &work.parts, n_tokens, 1.0))
+        self.profile.gpu.as_ref().map_or(f64::INFINITY, |g| {
+            device_time(g, &work.parts, n_tokens, 1.0)
+        })
     }
 
     /// Predicted host→device copy time (`INFINITY` without a link).
@@ -242,7 +263,11 @@ impl CostModel {
             cpu_base_s: cpu0,
             cpu_per_token_s: self.t_cpu(work, 1) - cpu0,
             gpu_base_s: gpu0,
-            gpu_per_token_s: if gpu0.is_finite() { self.t_gpu(work, 1) - gpu0 } else { 0.0 },
+            gpu_per_token_s: if gpu0.is_finite() {
+                self.t_gpu(work, 1) - gpu0
+            } else {
+                0.0
+            },
             fetch_s: self.t_pcie(work.bytes()),
             bytes: work.bytes(),
         }
@@ -251,13 +276,15 @@ impl CostModel {
     /// A measured CPU run of one matrix of type `dtype` and `bytes` bytes (a
     /// micro-benchmark sample; no per-expert fixed cost).
     pub fn observe_cpu(&mut self, dtype: QuantType, bytes: u64, n_tokens: u32, seconds: f64) {
-        self.cpu_fit.observe(&device_features(&[(dtype, bytes)], n_tokens, 0.0), seconds);
+        self.cpu_fit
+            .observe(&device_features(&[(dtype, bytes)], n_tokens, 0.0), seconds);
         self.dirty = true;
     }
 
     /// A measured CPU run of a whole expert.
     pub fn observe_cpu_expert(&mut self, work: &ExpertWork, n_tokens: u32, seconds: f64) {
-        self.cpu_fit.observe(&device_features(&work.parts, n_tokens, 1.0), seconds);
+        self.cpu_fit
+            .observe(&device_features(&work.parts, n_tokens, 1.0), seconds);
         self.dirty = true;
     }
 
@@ -316,7 +343,9 @@ mod tests {
         for &q in &[QuantType::Q4_K, QuantType::Q6_K] {
             for n in [1u32, 2, 8, 32, 128, 512] {
                 for bytes in [500_000u64, 1_000_000, 4_000_000] {
-                    let w = ExpertWork { parts: vec![(q, bytes)] };
+                    let w = ExpertWork {
+                        parts: vec![(q, bytes)],
+                    };
                     let s = device_time(&t.profile.cpu, &w.parts, n, 0.0);
                     m.observe_cpu(q, bytes, n, s);
                 }
@@ -328,7 +357,10 @@ mod tests {
         m.refit();
         for n in [1u32, 16, 512] {
             let (got, want) = (m.t_cpu(&work, n), t.t_cpu(&work, n));
-            assert!(((got - want) / want).abs() < CALIB_TOL, "n={n}: {got} vs {want}");
+            assert!(
+                ((got - want) / want).abs() < CALIB_TOL,
+                "n={n}: {got} vs {want}"
+            );
         }
     }
 

@@ -9,7 +9,9 @@ pub enum SchedError {
     #[error("unknown model shape preset `{0}` (known: qwen3-30b-a3b:q4_k_m, qwen3-30b-a3b:q8_0, qwen3-30b-a3b:bf16)")]
     UnknownPreset(String),
     /// An unknown cache policy name.
-    #[error("unknown cache policy `{0}` (known: cpu-only, static, static-hot, lru, lfu, mrs, value)")]
+    #[error(
+        "unknown cache policy `{0}` (known: cpu-only, static, static-hot, lru, lfu, mrs, value)"
+    )]
     UnknownPolicy(String),
     /// A size string such as `16GiB` could not be parsed.
     #[error("cannot parse size `{0}` (examples: 8GiB, 512MiB, 20%)")]

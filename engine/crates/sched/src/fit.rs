@@ -21,7 +21,14 @@ impl PriorLeastSquares {
     /// `ridge` is how many samples' worth of weight the prior keeps.
     pub fn new(prior: Vec<f64>, decay: f64, ridge: f64) -> Self {
         let n = prior.len();
-        Self { prior, ata: vec![0.0; n * n], atb: vec![0.0; n], samples: 0.0, decay, ridge }
+        Self {
+            prior,
+            ata: vec![0.0; n * n],
+            atb: vec![0.0; n],
+            samples: 0.0,
+            decay,
+            ridge,
+        }
     }
 
     /// Effective number of samples (after decay).
@@ -151,7 +158,10 @@ mod tests {
             }
         }
         for (got, want) in f.solve().iter().zip(truth) {
-            assert!(((got - want) / want).abs() < EXACT_FIT_TOL, "{got} vs {want}");
+            assert!(
+                ((got - want) / want).abs() < EXACT_FIT_TOL,
+                "{got} vs {want}"
+            );
         }
     }
 

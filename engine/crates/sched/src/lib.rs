@@ -28,7 +28,10 @@ pub use cost::{CostModel, ErrorReport, ExpertCosts};
 pub use error::{Result, SchedError};
 pub use policy::{make_policy, CachePolicy, ValueParams, POLICY_NAMES};
 pub use profile::MachineProfile;
-pub use sched::{LayerPlan, PlacedExpert, Placement, PredictedExpert, RoutedExpert, SchedConfig, Scheduler, SolverKind};
+pub use sched::{
+    LayerPlan, PlacedExpert, Placement, PredictedExpert, RoutedExpert, SchedConfig, Scheduler,
+    SolverKind,
+};
 pub use shape::{ExpertKey, ModelShape, QuantType};
 pub use sim::{simulate, SimReport, SimulateArgs};
 pub use solve::PlanTiming;

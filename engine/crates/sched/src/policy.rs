@@ -93,7 +93,9 @@ impl CachePolicy for StaticLayers {
     }
     fn initial_residents(&self, shape: &ModelShape, n_slots: usize) -> Vec<ExpertKey> {
         let layers = (n_slots / shape.n_experts.max(1) as usize).min(shape.n_layers as usize);
-        (0..layers * shape.n_experts as usize).map(|f| shape.key_of(f)).collect()
+        (0..layers * shape.n_experts as usize)
+            .map(|f| shape.key_of(f))
+            .collect()
     }
 }
 
@@ -138,7 +140,9 @@ pub struct Lru {
 impl Lru {
     /// For `n` experts.
     pub fn new(n: usize) -> Self {
-        Self { last: vec![f64::NEG_INFINITY; n] }
+        Self {
+            last: vec![f64::NEG_INFINITY; n],
+        }
     }
 }
 
@@ -164,7 +168,10 @@ pub struct Lfu {
 impl Lfu {
     /// For `n` experts.
     pub fn new(n: usize) -> Self {
-        Self { count: vec![0; n], last: vec![0.0; n] }
+        Self {
+            count: vec![0; n],
+            last: vec![0.0; n],
+        }
     }
 }
 
@@ -192,7 +199,10 @@ pub struct DecayedScore {
 impl DecayedScore {
     /// Scores of `n` experts decaying by `decay` per step.
     pub fn new(n: usize, decay: f64) -> Self {
-        Self { k: vec![f64::NEG_INFINITY; n], ln_decay: decay.clamp(1e-6, 1.0 - 1e-9).ln() }
+        Self {
+            k: vec![f64::NEG_INFINITY; n],
+            ln_decay: decay.clamp(1e-6, 1.0 - 1e-9).ln(),
+        }
     }
     /// Adds `amount` at time `t`.
     pub fn add(&mut self, flat: usize, amount: f64, t: Tick) {
@@ -221,7 +231,9 @@ pub const MRS_ALPHA: f64 = 0.9;
 impl Mrs {
     /// For `n` experts with decay `alpha`.
     pub fn new(n: usize, alpha: f64) -> Self {
-        Self { score: DecayedScore::new(n, alpha) }
+        Self {
+            score: DecayedScore::new(n, alpha),
+        }
     }
 }
 
@@ -252,7 +264,12 @@ pub struct ValueParams {
 
 impl Default for ValueParams {
     fn default() -> Self {
-        Self { horizon: 1, decay: 0.5, admission: false, protect_predicted: true }
+        Self {
+            horizon: 1,
+            decay: 0.5,
+            admission: false,
+            protect_predicted: true,
+        }
     }
 }
 
@@ -293,7 +310,10 @@ impl Value {
             vec![1.0; shape.n_layers as usize]
         } else {
             let mean = saving_per_byte.iter().sum::<f64>() / saving_per_byte.len() as f64;
-            saving_per_byte.iter().map(|s| (s / mean.max(1e-300)).max(1e-9)).collect()
+            saving_per_byte
+                .iter()
+                .map(|s| (s / mean.max(1e-300)).max(1e-9))
+                .collect()
         };
         let n = shape.total_experts();
         Self {
@@ -376,10 +396,23 @@ impl CachePolicy for Value {
         self.last[flat] = step;
     }
     fn priority(&self, flat: usize) -> f64 {
-        self.score.key(flat) + self.layer_factor.get(flat / self.n_experts).copied().unwrap_or(1.0).ln()
+        self.score.key(flat)
+            + self
+                .layer_factor
+                .get(flat / self.n_experts)
+                .copied()
+                .unwrap_or(1.0)
+                .ln()
     }
     fn value_now(&self, flat: usize, now: Tick) -> Option<f64> {
-        Some(self.p_use(flat, now) * self.layer_factor.get(flat / self.n_experts).copied().unwrap_or(1.0))
+        Some(
+            self.p_use(flat, now)
+                * self
+                    .layer_factor
+                    .get(flat / self.n_experts)
+                    .copied()
+                    .unwrap_or(1.0),
+        )
     }
     fn admit(&self, incoming: usize, victim: usize, now: Tick) -> bool {
         if !self.params.admission {
@@ -397,7 +430,15 @@ impl CachePolicy for Value {
 }
 
 /// Policy names accepted by [`make_policy`].
-pub const POLICY_NAMES: [&str; 7] = ["cpu-only", "static", "static-hot", "lru", "lfu", "mrs", "value"];
+pub const POLICY_NAMES: [&str; 7] = [
+    "cpu-only",
+    "static",
+    "static-hot",
+    "lru",
+    "lfu",
+    "mrs",
+    "value",
+];
 
 /// Builds a policy by name. `hot_counts` feeds `static-hot` (flat-indexed use counts).
 pub fn make_policy(

@@ -31,7 +31,11 @@ impl DeviceCosts {
     /// computing one token) and a compute time per weight per token: the token term is
     /// `t_weight_token × weights per MB`, the streaming term is what is left of `1/bw`
     /// at one token (at least 10% of it, so that streaming never becomes free).
-    pub fn from_rates(fixed_per_expert_s: f64, decode_bytes_per_s: f64, s_per_weight_token: f64) -> Self {
+    pub fn from_rates(
+        fixed_per_expert_s: f64,
+        decode_bytes_per_s: f64,
+        s_per_weight_token: f64,
+    ) -> Self {
         let coeffs = QuantType::ALL
             .iter()
             .map(|&q| {
@@ -40,10 +44,19 @@ impl DeviceCosts {
                 let per_mb_token_s = s_per_weight_token * weights_per_mb;
                 let stream = 1e6 / decode_bytes_per_s;
                 let per_mb_s = (stream - per_mb_token_s).max(0.1 * stream);
-                (q, KernelCoeffs { per_mb_s, per_mb_token_s })
+                (
+                    q,
+                    KernelCoeffs {
+                        per_mb_s,
+                        per_mb_token_s,
+                    },
+                )
             })
             .collect();
-        Self { fixed_per_expert_s, coeffs }
+        Self {
+            fixed_per_expert_s,
+            coeffs,
+        }
     }
 
     /// Coefficients of `q` (zero cost if the profile lacks the type: callers validate).
@@ -52,7 +65,10 @@ impl DeviceCosts {
             .iter()
             .find(|(t, _)| *t == q)
             .map(|(_, c)| *c)
-            .unwrap_or(KernelCoeffs { per_mb_s: 0.0, per_mb_token_s: 0.0 })
+            .unwrap_or(KernelCoeffs {
+                per_mb_s: 0.0,
+                per_mb_token_s: 0.0,
+            })
     }
 }
 
@@ -189,7 +205,13 @@ impl MachineProfile {
     pub fn cache_file_name(machine_id: &str, shape_name: &str) -> String {
         let clean = |s: &str| {
             s.chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
                 .collect::<String>()
         };
         format!("profile-{}-{}.json", clean(machine_id), clean(shape_name))

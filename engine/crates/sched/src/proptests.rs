@@ -17,7 +17,11 @@ use crate::synth::{generate, SynthParams};
 
 fn random_routed(rng: &mut StdRng, shape: &ModelShape, prefill: bool) -> Vec<RoutedExpert> {
     let n = shape.n_experts as usize;
-    let k = if prefill { rng.random_range(1..=n) } else { shape.top_k as usize };
+    let k = if prefill {
+        rng.random_range(1..=n)
+    } else {
+        shape.top_k as usize
+    };
     let mut ids: Vec<u16> = (0..n as u16).collect();
     for i in (1..n).rev() {
         ids.swap(i, rng.random_range(0..=i));
@@ -39,7 +43,11 @@ fn plans_respect_cache_and_placement_invariants() {
     let mut rng = StdRng::seed_from_u64(42);
     let profile = MachineProfile::h100_box();
     for case in 0..120 {
-        let shape = ModelShape::tiny(rng.random_range(2..6), rng.random_range(8..24), rng.random_range(2..6));
+        let shape = ModelShape::tiny(
+            rng.random_range(2..6),
+            rng.random_range(8..24),
+            rng.random_range(2..6),
+        );
         let mut profile = profile.clone();
         // Tiny experts: scale costs so CPU and GPU both win sometimes.
         profile.pcie = profile.pcie.map(|mut l| {
@@ -47,12 +55,26 @@ fn plans_respect_cache_and_placement_invariants() {
             l
         });
         let mut cost = CostModel::new(profile);
-        let solver = if case % 2 == 0 { SolverKind::Greedy } else { SolverKind::Exact };
-        let cfg = SchedConfig { solver, prefetch: rng.random_bool(0.5), background_admit: rng.random_bool(0.5), ..SchedConfig::default() };
+        let solver = if case % 2 == 0 {
+            SolverKind::Greedy
+        } else {
+            SolverKind::Exact
+        };
+        let cfg = SchedConfig {
+            solver,
+            prefetch: rng.random_bool(0.5),
+            background_admit: rng.random_bool(0.5),
+            ..SchedConfig::default()
+        };
         let mut sched = Scheduler::new(&shape, &mut cost, cfg);
         let policy = POLICY_NAMES[rng.random_range(0..POLICY_NAMES.len())];
-        let counts: Vec<u64> = (0..shape.total_experts()).map(|_| rng.random_range(0..50)).collect();
-        let value = ValueParams { admission: rng.random_bool(0.5), ..ValueParams::default() };
+        let counts: Vec<u64> = (0..shape.total_experts())
+            .map(|_| rng.random_range(0..50))
+            .collect();
+        let value = ValueParams {
+            admission: rng.random_bool(0.5),
+            ..ValueParams::default()
+        };
         let pol = make_policy(policy, &shape, Some(&counts), value, &[]).unwrap();
         let n_slots = rng.random_range(0..shape.total_experts());
         let mut cache = ExpertCache::with_partition(&shape, n_slots, pol, rng.random_bool(0.5));
@@ -61,7 +83,10 @@ fn plans_respect_cache_and_placement_invariants() {
                 let prefill = rng.random_bool(0.2);
                 let routed = random_routed(&mut rng, &shape, prefill);
                 let pred: Vec<PredictedExpert> = (0..3)
-                    .map(|_| PredictedExpert { expert: rng.random_range(0..shape.n_experts), prob: rng.random_range(0.0..1.0) })
+                    .map(|_| PredictedExpert {
+                        expert: rng.random_range(0..shape.n_experts),
+                        prob: rng.random_range(0.0..1.0),
+                    })
                     .collect::<Vec<_>>();
                 let mut pred = pred;
                 pred.sort_by_key(|p| p.expert);
@@ -74,10 +99,19 @@ fn plans_respect_cache_and_placement_invariants() {
                 for &k in &held {
                     cache.pin(k);
                 }
-                let before_resident: Vec<bool> = routed.iter().map(|r| cache.is_resident(ExpertKey::new(layer, r.expert))).collect();
+                let before_resident: Vec<bool> = routed
+                    .iter()
+                    .map(|r| cache.is_resident(ExpertKey::new(layer, r.expert)))
+                    .collect();
                 let plan = sched.plan_layer(step, layer, &routed, &pred, &mut cache, 0.0);
                 // Every routed expert placed exactly once.
-                let mut placed: Vec<u16> = plan.gpu_hit.iter().chain(&plan.gpu_fetch).chain(&plan.cpu).map(|p| p.expert).collect();
+                let mut placed: Vec<u16> = plan
+                    .gpu_hit
+                    .iter()
+                    .chain(&plan.gpu_fetch)
+                    .chain(&plan.cpu)
+                    .map(|p| p.expert)
+                    .collect();
                 placed.sort_unstable();
                 let mut want: Vec<u16> = routed.iter().map(|r| r.expert).collect();
                 want.sort_unstable();
@@ -90,18 +124,29 @@ fn plans_respect_cache_and_placement_invariants() {
                         _ => {}
                     }
                 }
-                assert_eq!(plan.hits as usize, before_resident.iter().filter(|&&r| r).count());
+                assert_eq!(
+                    plan.hits as usize,
+                    before_resident.iter().filter(|&&r| r).count()
+                );
                 // Pinned residents survive; GPU experts have distinct slots.
                 for k in &held {
                     assert!(!plan.evict.contains(k), "case {case}: pinned {k:?} evicted");
                     assert!(cache.is_resident(*k));
                 }
-                let mut slots: Vec<u32> = plan.gpu_hit.iter().chain(&plan.gpu_fetch).filter_map(|p| p.slot).collect();
+                let mut slots: Vec<u32> = plan
+                    .gpu_hit
+                    .iter()
+                    .chain(&plan.gpu_fetch)
+                    .filter_map(|p| p.slot)
+                    .collect();
                 assert_eq!(slots.len(), plan.gpu_hit.len() + plan.gpu_fetch.len());
                 slots.sort_unstable();
                 slots.dedup();
                 assert_eq!(slots.len(), plan.gpu_hit.len() + plan.gpu_fetch.len());
-                assert!(cache.resident_count() + cache.n_staging() <= cache.n_slots().max(cache.resident_count()));
+                assert!(
+                    cache.resident_count() + cache.n_staging()
+                        <= cache.n_slots().max(cache.resident_count())
+                );
                 assert!(cache.bytes() <= shape.expert_bytes() * n_slots as u64);
                 cache.check_invariants().unwrap();
                 // Greedy ≥ exact on the same inputs (re-solved from the plan's view).
@@ -110,12 +155,25 @@ fn plans_respect_cache_and_placement_invariants() {
                     let jobs: Vec<crate::solve::Job> = routed
                         .iter()
                         .enumerate()
-                        .map(|(i, r)| crate::solve::Job { cpu_s: c.cpu(r.n_tokens), gpu_s: c.gpu(r.n_tokens), fetch_s: c.fetch_s, resident: before_resident[i] })
+                        .map(|(i, r)| crate::solve::Job {
+                            cpu_s: c.cpu(r.n_tokens),
+                            gpu_s: c.gpu(r.n_tokens),
+                            fetch_s: c.fetch_s,
+                            resident: before_resident[i],
+                        })
                         .collect();
                     let cap = plan.fetch_capacity as usize;
-                    if let Some(e) = solve_exact(&jobs, 0.0, cap, c.has_gpu() && cache.n_slots() > 0) {
+                    if let Some(e) =
+                        solve_exact(&jobs, 0.0, cap, c.has_gpu() && cache.n_slots() > 0)
+                    {
                         let opt = e.timing.finish_s + profile_sync(&sched);
-                        assert!(plan.predicted.finish_s >= opt - crate::solve::TIME_EPS, "case {case}: greedy {:?} < exact {:?} {:?} {jobs:?}", plan.predicted, e.timing, plan);
+                        assert!(
+                            plan.predicted.finish_s >= opt - crate::solve::TIME_EPS,
+                            "case {case}: greedy {:?} < exact {:?} {:?} {jobs:?}",
+                            plan.predicted,
+                            e.timing,
+                            plan
+                        );
                     }
                 }
                 sched.finish_layer(&mut cache);
@@ -141,7 +199,11 @@ fn belady_bounds_every_policy_without_prefetch() {
     let profile = MachineProfile::h100_box();
     let mut traces = Vec::new();
     for i in 0..6 {
-        let shape = ModelShape::tiny(rng.random_range(2..5), rng.random_range(8..32), rng.random_range(2..6));
+        let shape = ModelShape::tiny(
+            rng.random_range(2..5),
+            rng.random_range(8..32),
+            rng.random_range(2..6),
+        );
         let p = SynthParams {
             p_repeat: rng.random_range(0.0..0.6),
             p_window: rng.random_range(0.0..0.3),
@@ -157,7 +219,11 @@ fn belady_bounds_every_policy_without_prefetch() {
     small.n_layers = 4;
     traces.push(generate(&small, &SynthParams::qwen3_calibrated(), 120, 5));
     traces.push(generate(&small, &SynthParams::uniform(), 120, 5));
-    let cfg = SchedConfig { prefetch: false, background_admit: false, ..SchedConfig::default() };
+    let cfg = SchedConfig {
+        prefetch: false,
+        background_admit: false,
+        ..SchedConfig::default()
+    };
     for t in &traces {
         let shape = &t.header.shape;
         for frac in [0.05, 0.2, 0.5] {
@@ -166,11 +232,19 @@ fn belady_bounds_every_policy_without_prefetch() {
             let bound = bh as f64 / bt as f64;
             for partitioned in [false, true] {
                 for p in POLICY_NAMES {
-                    let opts = SimOptions { warmup_steps: 10, partitioned, ..SimOptions::default() };
+                    let opts = SimOptions {
+                        warmup_steps: 10,
+                        partitioned,
+                        ..SimOptions::default()
+                    };
                     let r = run_policy(t, shape, &profile, p, slots, &opts, cfg).unwrap();
                     assert_eq!(r.totals.accesses, bt, "{p}: same accesses counted");
                     let hit = r.totals.hit_rate();
-                    assert!(hit <= bound + 1e-12, "{p} {frac} part={partitioned}: {hit} > belady {bound} on {}", t.header.source);
+                    assert!(
+                        hit <= bound + 1e-12,
+                        "{p} {frac} part={partitioned}: {hit} > belady {bound} on {}",
+                        t.header.source
+                    );
                 }
             }
         }

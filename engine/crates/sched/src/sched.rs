@@ -125,7 +125,13 @@ pub struct SchedConfig {
 
 impl Default for SchedConfig {
     fn default() -> Self {
-        Self { solver: SolverKind::Greedy, prefetch: false, background_admit: true, prefetch_min_prob: 0.3, reuse_prob: 0.45 }
+        Self {
+            solver: SolverKind::Greedy,
+            prefetch: false,
+            background_admit: true,
+            prefetch_min_prob: 0.3,
+            reuse_prob: 0.45,
+        }
     }
 }
 
@@ -214,7 +220,10 @@ impl Scheduler {
         }
         let next_layer = layer + 1;
         if cache.policy().protects_predicted() && next_layer < self.shape.n_layers {
-            for p in next_pred.iter().filter(|p| p.prob >= self.config.prefetch_min_prob) {
+            for p in next_pred
+                .iter()
+                .filter(|p| p.prob >= self.config.prefetch_min_prob)
+            {
                 cache.protect(ExpertKey::new(next_layer, p.expert));
             }
         }
@@ -241,7 +250,11 @@ impl Scheduler {
                 resident,
             });
         }
-        let cap = if has_gpu { cache.loadable_slots(layer) } else { 0 };
+        let cap = if has_gpu {
+            cache.loadable_slots(layer)
+        } else {
+            0
+        };
         let mut sol: Solution = match self.config.solver {
             SolverKind::Greedy => self.greedy.solve(&self.jobs, link_ready_s, cap, has_gpu),
             SolverKind::Exact => solve_exact(&self.jobs, link_ready_s, cap, has_gpu)
@@ -252,7 +265,13 @@ impl Scheduler {
         for (i, r) in routed.iter().enumerate() {
             cache.access(self.keys[i], r.weight, tick);
         }
-        let mut plan = LayerPlan { layer, hits, prefetch_hits, fetch_capacity: cap as u32, ..Default::default() };
+        let mut plan = LayerPlan {
+            layer,
+            hits,
+            prefetch_hits,
+            fetch_capacity: cap as u32,
+            ..Default::default()
+        };
         let mut slots = std::mem::take(&mut self.slots);
         slots.clear();
         slots.resize(routed.len(), None);
@@ -281,7 +300,12 @@ impl Scheduler {
             if !sol.on_gpu[i] && self.jobs[i].resident {
                 cache.unpin(key);
             }
-            let placed = |slot| PlacedExpert { expert: r.expert, n_tokens: r.n_tokens, weight: r.weight, slot };
+            let placed = |slot| PlacedExpert {
+                expert: r.expert,
+                n_tokens: r.n_tokens,
+                weight: r.weight,
+                slot,
+            };
             if !sol.on_gpu[i] {
                 plan.cpu.push(placed(None));
             } else if self.jobs[i].resident {
@@ -290,7 +314,12 @@ impl Scheduler {
         }
         for &i in &sol.fetch_order {
             let r = routed[i];
-            plan.gpu_fetch.push(PlacedExpert { expert: r.expert, n_tokens: r.n_tokens, weight: r.weight, slot: slots[i] });
+            plan.gpu_fetch.push(PlacedExpert {
+                expert: r.expert,
+                n_tokens: r.n_tokens,
+                weight: r.weight,
+                slot: slots[i],
+            });
         }
         plan.predicted = sol.timing;
         plan.predicted.finish_s += self.sync_s;
@@ -318,7 +347,10 @@ impl Scheduler {
         let c = self.costs;
         self.cand.clear();
         if self.config.prefetch && layer + 1 < self.shape.n_layers {
-            for p in next_pred.iter().filter(|p| p.prob >= self.config.prefetch_min_prob) {
+            for p in next_pred
+                .iter()
+                .filter(|p| p.prob >= self.config.prefetch_min_prob)
+            {
                 let key = ExpertKey::new(layer + 1, p.expert);
                 if !cache.is_resident(key) {
                     self.cand.push((p.prob as f64 * c.hit_saving(1), key));
@@ -328,7 +360,8 @@ impl Scheduler {
         if self.config.background_admit {
             for e in &plan.cpu {
                 let key = ExpertKey::new(layer, e.expert);
-                self.cand.push((self.config.reuse_prob as f64 * c.hit_saving(1), key));
+                self.cand
+                    .push((self.config.reuse_prob as f64 * c.hit_saving(1), key));
             }
         }
         if self.cand.is_empty() {
@@ -356,5 +389,126 @@ impl Scheduler {
     /// Releases the layer's pins.
     pub fn finish_layer(&mut self, cache: &mut ExpertCache) {
         cache.unpin_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Lru, ValueParams};
+
+    fn setup(profile: MachineProfile, slots: usize) -> (ModelShape, Scheduler, ExpertCache) {
+        let shape = ModelShape::preset("qwen3-30b-a3b:q4_k_m").unwrap();
+        let mut cost = CostModel::new(profile);
+        let sched = Scheduler::new(&shape, &mut cost, SchedConfig::default());
+        let cache = ExpertCache::new(&shape, slots, Box::new(Lru::new(shape.total_experts())));
+        (shape, sched, cache)
+    }
+
+    fn routed(experts: &[u16], n_tokens: u32) -> Vec<RoutedExpert> {
+        experts
+            .iter()
+            .map(|&expert| RoutedExpert {
+                expert,
+                n_tokens,
+                weight: 0.125,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn decode_runs_a_cold_expert_on_the_cpu() {
+        // H100 box, Q4_K_M expert (3.06 MB): CPU 5 + 3.06 MB / 52 GB/s ≈ 64 us beats
+        // copy 8 + 57 us then GPU ≈ 11.5 us.
+        let (_, mut s, mut c) = setup(MachineProfile::h100_box(), 100);
+        let costs = *s.costs();
+        assert!((costs.cpu(1) - 63.8e-6).abs() < 1e-6, "{}", costs.cpu(1));
+        let plan = s.plan_layer(0, 3, &routed(&[7], 1), &[], &mut c, 0.0);
+        assert_eq!(plan.placement_of(7), Some(Placement::Cpu));
+        assert!(plan.gpu_fetch.is_empty());
+        assert!((plan.predicted.finish_s - (costs.cpu(1) + 15e-6)).abs() < 1e-12);
+        // The idle link then admits it in the background.
+        assert_eq!(plan.prefetch.len(), 1);
+        s.finish_layer(&mut c);
+        assert!(c.is_resident(ExpertKey::new(3, 7)));
+    }
+
+    #[test]
+    fn prefill_fetches_a_cold_expert_and_a_hot_expert_stays() {
+        let (_, mut s, mut c) = setup(MachineProfile::h100_box(), 100);
+        let hot = ExpertKey::new(0, 1);
+        c.load(hot).unwrap();
+        let plan = s.plan_layer(0, 0, &routed(&[1, 2], 512), &[], &mut c, 0.0);
+        assert_eq!(plan.placement_of(1), Some(Placement::GpuHit));
+        assert_eq!(plan.placement_of(2), Some(Placement::GpuFetch));
+        assert!(plan.gpu_fetch[0].slot.is_some());
+        // 512 tokens on the CPU take milliseconds; GPU with the copy ~0.2 ms.
+        assert!(s.costs().cpu(512) > 4e-3);
+        assert!(plan.predicted.finish_s < 0.5e-3);
+        s.finish_layer(&mut c);
+        // Decode of the hot expert: a GPU hit.
+        let plan = s.plan_layer(1, 0, &routed(&[1], 1), &[], &mut c, 0.0);
+        assert_eq!(plan.placement_of(1), Some(Placement::GpuHit));
+        assert_eq!(plan.hits, 1);
+    }
+
+    #[test]
+    fn decode_of_eight_misses_splits_cpu_and_link() {
+        // k fetched: max((8-k)·63.8, 64.7k + 11.5) us → k = 4 (270 us) is optimal.
+        let (_, mut s, mut c) = setup(MachineProfile::h100_box(), 100);
+        let plan = s.plan_layer(
+            0,
+            0,
+            &routed(&[0, 1, 2, 3, 4, 5, 6, 7], 1),
+            &[],
+            &mut c,
+            0.0,
+        );
+        assert_eq!(plan.gpu_fetch.len(), 4);
+        assert_eq!(plan.cpu.len(), 4);
+        let k = s.costs();
+        let want = (4.0 * k.cpu(1)).max(4.0 * k.fetch_s + k.gpu(1)) + 15e-6;
+        assert!((plan.predicted.finish_s - want).abs() < 1e-12);
+    }
+
+    #[test]
+    fn without_a_gpu_every_expert_runs_on_the_cpu() {
+        let (_, mut s, mut c) = setup(MachineProfile::build_box(), 100);
+        let plan = s.plan_layer(0, 0, &routed(&[0, 1, 2], 512), &[], &mut c, 0.0);
+        assert_eq!(plan.cpu.len(), 3);
+        assert!(plan.gpu_fetch.is_empty() && plan.prefetch.is_empty());
+    }
+
+    #[test]
+    fn prefetch_loads_predicted_next_layer_experts_into_idle_link_time() {
+        let shape = ModelShape::preset("qwen3-30b-a3b:q4_k_m").unwrap();
+        let mut cost = CostModel::new(MachineProfile::h100_box());
+        let cfg = SchedConfig {
+            prefetch: true,
+            background_admit: false,
+            ..SchedConfig::default()
+        };
+        let mut s = Scheduler::new(&shape, &mut cost, cfg);
+        let pol =
+            crate::policy::make_policy("value", &shape, None, ValueParams::default(), &[]).unwrap();
+        let mut c = ExpertCache::new(&shape, 100, pol);
+        let pred = [
+            PredictedExpert {
+                expert: 9,
+                prob: 0.9,
+            },
+            PredictedExpert {
+                expert: 10,
+                prob: 0.05,
+            },
+        ];
+        let plan = s.plan_layer(0, 0, &routed(&[1], 1), &pred, &mut c, 0.0);
+        // Window: CPU 64 us + sync 15 + dense 45 ≈ 124 us → one 65 us copy fits.
+        assert_eq!(plan.prefetch.len(), 1);
+        assert_eq!(plan.prefetch[0].key, ExpertKey::new(1, 9));
+        s.finish_layer(&mut c);
+        let plan = s.plan_layer(0, 1, &routed(&[9], 1), &[], &mut c, 0.0);
+        assert_eq!(plan.prefetch_hits, 1);
+        assert_eq!(plan.placement_of(9), Some(Placement::GpuHit));
     }
 }

@@ -162,7 +162,11 @@ impl ModelShape {
         // ffn_down and attn_v to Q6_K; the output head is Q6_K.
         let (quant, dense) = match lower.as_str() {
             "qwen3-30b-a3b:q4_k_m" => (
-                ExpertQuant { gate: Q4_K, up: Q4_K, down: Q6_K },
+                ExpertQuant {
+                    gate: Q4_K,
+                    up: Q4_K,
+                    down: Q6_K,
+                },
                 Q4_K.bytes_for(q::EMBED)
                     + Q6_K.bytes_for(q::OUTPUT)
                     + q::LAYERS
@@ -171,12 +175,20 @@ impl ModelShape {
                             + F32.bytes_for(q::ROUTER_PER_LAYER)),
             ),
             "qwen3-30b-a3b:q8_0" => (
-                ExpertQuant { gate: Q8_0, up: Q8_0, down: Q8_0 },
+                ExpertQuant {
+                    gate: Q8_0,
+                    up: Q8_0,
+                    down: Q8_0,
+                },
                 Q8_0.bytes_for(q::EMBED + q::OUTPUT + q::LAYERS * q::ATTN_PER_LAYER)
                     + q::LAYERS * F32.bytes_for(q::ROUTER_PER_LAYER),
             ),
             "qwen3-30b-a3b:bf16" => (
-                ExpertQuant { gate: BF16, up: BF16, down: BF16 },
+                ExpertQuant {
+                    gate: BF16,
+                    up: BF16,
+                    down: BF16,
+                },
                 BF16.bytes_for(q::EMBED + q::OUTPUT + q::LAYERS * q::ATTN_PER_LAYER)
                     + q::LAYERS * F32.bytes_for(q::ROUTER_PER_LAYER),
             ),
@@ -203,7 +215,11 @@ impl ModelShape {
     pub fn expert_work(&self) -> ExpertWork {
         let w = self.matrix_weights();
         let mut work = ExpertWork::default();
-        for q in [self.expert_quant.gate, self.expert_quant.up, self.expert_quant.down] {
+        for q in [
+            self.expert_quant.gate,
+            self.expert_quant.up,
+            self.expert_quant.down,
+        ] {
             work.add(q, q.bytes_for(w));
         }
         work
@@ -252,9 +268,7 @@ impl ModelShape {
 /// Parses `8GiB`, `512MiB`, `1.5GB`, `123456` (bytes).
 pub fn parse_bytes(s: &str) -> Result<u64> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| c.is_ascii_alphabetic())
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let v: f64 = num
         .trim()
@@ -286,7 +300,10 @@ mod tests {
         let q8 = ModelShape::preset("qwen3-30b-a3b:q8_0").unwrap();
         assert_eq!(q8.expert_bytes(), 3 * 1_572_864 / 32 * 34);
         let q4 = ModelShape::preset("qwen3-30b-a3b:q4_k_m").unwrap();
-        assert_eq!(q4.expert_bytes(), 2 * 1_572_864 / 256 * 144 + 1_572_864 / 256 * 210);
+        assert_eq!(
+            q4.expert_bytes(),
+            2 * 1_572_864 / 256 * 144 + 1_572_864 / 256 * 210
+        );
         assert_eq!(q4.expert_work().parts.len(), 2);
         let bf = ModelShape::preset("qwen3-30b-a3b:bf16").unwrap();
         assert_eq!(bf.expert_bytes(), 3 * 1_572_864 * 2);

@@ -35,7 +35,10 @@ impl std::str::FromStr for CacheSize {
     fn from_str(s: &str) -> Result<Self> {
         let t = s.trim();
         if let Some(p) = t.strip_suffix('%') {
-            let v: f64 = p.trim().parse().map_err(|_| SchedError::BadSize(s.into()))?;
+            let v: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| SchedError::BadSize(s.into()))?;
             if !(0.0..=100.0).contains(&v) {
                 return Err(SchedError::BadSize(s.into()));
             }
@@ -49,10 +52,13 @@ impl CacheSize {
     /// Slots for `shape`.
     pub fn slots(&self, shape: &ModelShape, reserve_bytes: u64) -> usize {
         match *self {
-            CacheSize::Fraction(f) => ((f * shape.total_experts() as f64).round() as usize).min(shape.total_experts()),
-            CacheSize::VramBudget(b) => {
-                ExpertCache::slots_for_budget(shape, b.saturating_sub(shape.dense_bytes + reserve_bytes))
+            CacheSize::Fraction(f) => {
+                ((f * shape.total_experts() as f64).round() as usize).min(shape.total_experts())
             }
+            CacheSize::VramBudget(b) => ExpertCache::slots_for_budget(
+                shape,
+                b.saturating_sub(shape.dense_bytes + reserve_bytes),
+            ),
         }
     }
 
@@ -188,7 +194,10 @@ pub fn run_policy(
     let counts = trace.counts(hot_steps);
     let mut cost = CostModel::new(profile.clone());
     let mut sched = Scheduler::new(shape, &mut cost, sched_cfg);
-    let saving = vec![sched.costs().hit_saving(1) / shape.expert_bytes().max(1) as f64; shape.n_layers as usize];
+    let saving = vec![
+        sched.costs().hit_saving(1) / shape.expert_bytes().max(1) as f64;
+        shape.n_layers as usize
+    ];
     let pol = make_policy(policy, shape, Some(&counts), opts.value, &saving)?;
     let mut cache = ExpertCache::with_partition(shape, n_slots, pol, opts.partitioned);
     let mut tel = Telemetry::default();
@@ -215,10 +224,19 @@ pub fn run_policy(
             }
         }
         if si >= opts.warmup_steps {
-            tel.record(&StepTelemetry { step: step.step, n_tokens: step.tokens, layers, predicted_s: t, measured_s: None });
+            tel.record(&StepTelemetry {
+                step: step.step,
+                n_tokens: step.tokens,
+                layers,
+                predicted_s: t,
+                measured_s: None,
+            });
         }
     }
-    Ok(PolicyRun { totals: *tel.totals(), decision_ns: dec_ns as f64 / dec_n.max(1) as f64 })
+    Ok(PolicyRun {
+        totals: *tel.totals(),
+        decision_ns: dec_ns as f64 / dec_n.max(1) as f64,
+    })
 }
 
 /// Checks that `shape` can cost `trace` (same layer and expert counts).
@@ -245,7 +263,10 @@ pub fn simulate_trace(
     check_shape(trace, shape)?;
     let steps = opts.max_steps.unwrap_or(usize::MAX).min(trace.steps.len());
     let mut rows = Vec::new();
-    let no_pf = SchedConfig { prefetch: false, ..opts.sched };
+    let no_pf = SchedConfig {
+        prefetch: false,
+        ..opts.sched
+    };
     for size in sizes {
         let slots = size.slots(shape, opts.reserve_bytes);
         let (bh, bt) = belady_hits(&truncate(trace, steps), slots, opts.warmup_steps);
@@ -254,12 +275,22 @@ pub fn simulate_trace(
         let cpu_t = cpu.totals.time_per_step();
         let mut runs: Vec<(String, PolicyRun)> = Vec::new();
         for p in policies {
-            let run = if p == "cpu-only" { cpu.clone() } else { run_policy(trace, shape, profile, p, slots, opts, no_pf)? };
+            let run = if p == "cpu-only" {
+                cpu.clone()
+            } else {
+                run_policy(trace, shape, profile, p, slots, opts, no_pf)?
+            };
             runs.push((p.clone(), run));
         }
         if opts.with_prefetch && policies.iter().any(|p| p == "value") {
-            let cfg = SchedConfig { prefetch: true, ..opts.sched };
-            runs.push(("value+pf".into(), run_policy(trace, shape, profile, "value", slots, opts, cfg)?));
+            let cfg = SchedConfig {
+                prefetch: true,
+                ..opts.sched
+            };
+            runs.push((
+                "value+pf".into(),
+                run_policy(trace, shape, profile, "value", slots, opts, cfg)?,
+            ));
         }
         for (policy, run) in runs {
             let t = run.totals;
@@ -291,7 +322,10 @@ fn truncate(trace: &Trace, steps: usize) -> Trace {
     if steps >= trace.steps.len() {
         return trace.clone();
     }
-    Trace { header: trace.header.clone(), steps: trace.steps[..steps].to_vec() }
+    Trace {
+        header: trace.header.clone(),
+        steps: trace.steps[..steps].to_vec(),
+    }
 }
 
 /// `hmoe simulate`: loads the trace and profile, runs, writes the SVG and JSON if asked.
@@ -303,15 +337,36 @@ pub fn simulate(args: &SimulateArgs) -> Result<SimReport> {
     };
     let profile = MachineProfile::builtin_or_load(args.profile.as_deref().unwrap_or("h100"))?;
     if args.sizes.is_empty() || args.policies.is_empty() {
-        return Err(SchedError::InvalidArg("need at least one cache size and one policy".into()));
+        return Err(SchedError::InvalidArg(
+            "need at least one cache size and one policy".into(),
+        ));
     }
-    let report = simulate_trace(&trace, &shape, &profile, &args.sizes, &args.policies, &args.options)?;
+    let report = simulate_trace(
+        &trace,
+        &shape,
+        &profile,
+        &args.sizes,
+        &args.policies,
+        &args.options,
+    )?;
     if let Some(p) = &args.out_svg {
-        std::fs::write(p, report.svg()).map_err(|source| SchedError::Io { op: "write", path: p.clone(), source })?;
+        std::fs::write(p, report.svg()).map_err(|source| SchedError::Io {
+            op: "write",
+            path: p.clone(),
+            source,
+        })?;
     }
     if let Some(p) = &args.out_json {
-        let j = serde_json::to_string_pretty(&report).map_err(|source| SchedError::Json { path: p.clone(), line: 1, source })?;
-        std::fs::write(p, j).map_err(|source| SchedError::Io { op: "write", path: p.clone(), source })?;
+        let j = serde_json::to_string_pretty(&report).map_err(|source| SchedError::Json {
+            path: p.clone(),
+            line: 1,
+            source,
+        })?;
+        std::fs::write(p, j).map_err(|source| SchedError::Io {
+            op: "write",
+            path: p.clone(),
+            source,
+        })?;
     }
     Ok(report)
 }
@@ -320,11 +375,25 @@ impl SimReport {
     /// A text table.
     pub fn table(&self) -> String {
         let mut o = String::new();
-        let _ = writeln!(o, "trace: {}\nshape: {}  profile: {}  steps counted: {}", self.trace_source, self.shape, self.profile, self.steps);
+        let _ = writeln!(
+            o,
+            "trace: {}\nshape: {}  profile: {}  steps counted: {}",
+            self.trace_source, self.shape, self.profile, self.steps
+        );
         let _ = writeln!(
             o,
             "{:>7} {:>5} {:>6} {:>10} {:>6} {:>7} {:>9} {:>8} {:>7} {:>6} {:>7}",
-            "size", "slots", "%exp", "policy", "hit%", "belady%", "MB/tok", "ms/tok", "tok/s", "x cpu", "ns/dec"
+            "size",
+            "slots",
+            "%exp",
+            "policy",
+            "hit%",
+            "belady%",
+            "MB/tok",
+            "ms/tok",
+            "tok/s",
+            "x cpu",
+            "ns/dec"
         );
         for r in &self.rows {
             let _ = writeln!(
@@ -356,19 +425,48 @@ impl SimReport {
         }
         let line = |p: &str, f: &dyn Fn(&SimRow) -> f64| Series {
             name: p.to_string(),
-            points: self.rows.iter().filter(|r| r.policy == p).map(|r| (r.cache_fraction * 100.0, f(r))).collect(),
+            points: self
+                .rows
+                .iter()
+                .filter(|r| r.policy == p)
+                .map(|r| (r.cache_fraction * 100.0, f(r)))
+                .collect(),
             dashed: false,
         };
-        let mut hit: Vec<Series> = policies.iter().map(|p| line(p, &|r| r.hit_rate * 100.0)).collect();
-        let mut bel: Vec<(f64, f64)> = self.rows.iter().map(|r| (r.cache_fraction * 100.0, r.belady_hit_rate * 100.0)).collect();
+        let mut hit: Vec<Series> = policies
+            .iter()
+            .map(|p| line(p, &|r| r.hit_rate * 100.0))
+            .collect();
+        let mut bel: Vec<(f64, f64)> = self
+            .rows
+            .iter()
+            .map(|r| (r.cache_fraction * 100.0, r.belady_hit_rate * 100.0))
+            .collect();
         bel.dedup();
-        hit.push(Series { name: "belady (bound)".into(), points: bel, dashed: true });
-        let time: Vec<Series> = policies.iter().map(|p| line(p, &|r| r.time_per_token_s * 1e3)).collect();
+        hit.push(Series {
+            name: "belady (bound)".into(),
+            points: bel,
+            dashed: true,
+        });
+        let time: Vec<Series> = policies
+            .iter()
+            .map(|p| line(p, &|r| r.time_per_token_s * 1e3))
+            .collect();
         let x = "cache size (% of experts)".to_string();
         render(
             &[
-                Panel { title: format!("hit rate — {}", self.shape), x_label: x.clone(), y_label: "hit rate (%)".into(), series: hit },
-                Panel { title: format!("decode time/token — {}", self.profile), x_label: x, y_label: "ms per token (predicted)".into(), series: time },
+                Panel {
+                    title: format!("hit rate — {}", self.shape),
+                    x_label: x.clone(),
+                    y_label: "hit rate (%)".into(),
+                    series: hit,
+                },
+                Panel {
+                    title: format!("decode time/token — {}", self.profile),
+                    x_label: x,
+                    y_label: "ms per token (predicted)".into(),
+                    series: time,
+                },
             ],
             520.0,
             380.0,

@@ -63,7 +63,12 @@ fn johnson_key(j: &Job) -> (bool, f64) {
 }
 
 /// Fills `order` with the fetched jobs in Johnson order and returns the timing.
-pub fn evaluate(jobs: &[Job], on_gpu: &[bool], link_ready_s: f64, order: &mut Vec<usize>) -> PlanTiming {
+pub fn evaluate(
+    jobs: &[Job],
+    on_gpu: &[bool],
+    link_ready_s: f64,
+    order: &mut Vec<usize>,
+) -> PlanTiming {
     let mut cpu = 0.0;
     let mut gpu = 0.0;
     order.clear();
@@ -85,7 +90,12 @@ pub fn evaluate(jobs: &[Job], on_gpu: &[bool], link_ready_s: f64, order: &mut Ve
         link += jobs[i].fetch_s;
         gpu = gpu.max(link) + jobs[i].gpu_s;
     }
-    PlanTiming { cpu_s: cpu, gpu_s: gpu, pcie_s: link - link_ready_s, finish_s: cpu.max(gpu) }
+    PlanTiming {
+        cpu_s: cpu,
+        gpu_s: gpu,
+        pcie_s: link - link_ready_s,
+        finish_s: cpu.max(gpu),
+    }
 }
 
 /// Reusable buffers for the greedy (no allocation per layer once warm).
@@ -101,10 +111,17 @@ impl Greedy {
     /// order of benefit (CPU time minus copy-and-compute time), an expert moves to the
     /// other side only when that lowers the layer's finish time; repeated until no move
     /// helps. At most `max_fetches` copies (free + evictable cache slots).
-    pub fn solve(&mut self, jobs: &[Job], link_ready_s: f64, max_fetches: usize, has_gpu: bool) -> Solution {
+    pub fn solve(
+        &mut self,
+        jobs: &[Job],
+        link_ready_s: f64,
+        max_fetches: usize,
+        has_gpu: bool,
+    ) -> Solution {
         let n = jobs.len();
         self.on_gpu.clear();
-        self.on_gpu.extend(jobs.iter().map(|j| has_gpu && j.resident));
+        self.on_gpu
+            .extend(jobs.iter().map(|j| has_gpu && j.resident));
         let mut best = evaluate(jobs, &self.on_gpu, link_ready_s, &mut self.order);
         if has_gpu {
             self.cand.clear();
@@ -154,7 +171,11 @@ impl Greedy {
         }
         let timing = evaluate(jobs, &self.on_gpu, link_ready_s, &mut self.order);
         debug_assert!((timing.finish_s - best.finish_s).abs() <= TIME_EPS);
-        Solution { on_gpu: self.on_gpu.clone(), fetch_order: self.order.clone(), timing }
+        Solution {
+            on_gpu: self.on_gpu.clone(),
+            fetch_order: self.order.clone(),
+            timing,
+        }
     }
 }
 
@@ -163,7 +184,12 @@ pub const EXACT_MAX_JOBS: usize = 20;
 
 /// Exact optimum over every CPU/GPU split (Johnson order for the copies). `None` if there
 /// are more than [`EXACT_MAX_JOBS`] jobs.
-pub fn solve_exact(jobs: &[Job], link_ready_s: f64, max_fetches: usize, has_gpu: bool) -> Option<Solution> {
+pub fn solve_exact(
+    jobs: &[Job],
+    link_ready_s: f64,
+    max_fetches: usize,
+    has_gpu: bool,
+) -> Option<Solution> {
     let n = jobs.len();
     if n > EXACT_MAX_JOBS {
         return None;
@@ -184,8 +210,15 @@ pub fn solve_exact(jobs: &[Job], link_ready_s: f64, max_fetches: usize, has_gpu:
             continue;
         }
         let t = evaluate(jobs, &on_gpu, link_ready_s, &mut order);
-        if best.as_ref().is_none_or(|b| t.finish_s < b.timing.finish_s - TIME_EPS) {
-            best = Some(Solution { on_gpu: on_gpu.clone(), fetch_order: order.clone(), timing: t });
+        if best
+            .as_ref()
+            .is_none_or(|b| t.finish_s < b.timing.finish_s - TIME_EPS)
+        {
+            best = Some(Solution {
+                on_gpu: on_gpu.clone(),
+                fetch_order: order.clone(),
+                timing: t,
+            });
         }
     }
     best
@@ -197,7 +230,12 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     fn job(cpu: f64, gpu: f64, fetch: f64, resident: bool) -> Job {
-        Job { cpu_s: cpu, gpu_s: gpu, fetch_s: fetch, resident }
+        Job {
+            cpu_s: cpu,
+            gpu_s: gpu,
+            fetch_s: fetch,
+            resident,
+        }
     }
 
     #[test]
@@ -223,7 +261,10 @@ mod tests {
     #[test]
     fn prefill_fetches_and_hot_expert_stays() {
         // 512 tokens: CPU 5 ms vs copy 65 us + GPU 60 us; the resident one stays on GPU.
-        let jobs = [job(5e-3, 60e-6, 65e-6, false), job(5e-3, 60e-6, 65e-6, true)];
+        let jobs = [
+            job(5e-3, 60e-6, 65e-6, false),
+            job(5e-3, 60e-6, 65e-6, true),
+        ];
         let s = Greedy::default().solve(&jobs, 0.0, 8, true);
         assert_eq!(s.on_gpu, vec![true, true]);
         // GPU: resident 60, copy ends at 65, compute to 125 us.
@@ -251,19 +292,37 @@ mod tests {
         let (mut equal, mut cases) = (0, 0);
         for _ in 0..3000 {
             let n = rng.random_range(1..=10);
-            let tokens = if rng.random_bool(0.5) { 1.0 } else { rng.random_range(1..600) as f64 };
+            let tokens = if rng.random_bool(0.5) {
+                1.0
+            } else {
+                rng.random_range(1..600) as f64
+            };
             let jobs: Vec<Job> = (0..n)
                 .map(|_| {
                     let t = tokens * rng.random_range(0.2..3.0);
-                    job(30e-6 + 3e-6 * t, 8e-6 + 0.05e-6 * t, 60e-6 * rng.random_range(0.8..1.2), rng.random_bool(0.4))
+                    job(
+                        30e-6 + 3e-6 * t,
+                        8e-6 + 0.05e-6 * t,
+                        60e-6 * rng.random_range(0.8..1.2),
+                        rng.random_bool(0.4),
+                    )
                 })
                 .collect();
             let cap = rng.random_range(0..=n);
-            let link = if rng.random_bool(0.3) { rng.random_range(0.0..100e-6) } else { 0.0 };
+            let link = if rng.random_bool(0.3) {
+                rng.random_range(0.0..100e-6)
+            } else {
+                0.0
+            };
             let s = g.solve(&jobs, link, cap, true);
             let e = solve_exact(&jobs, link, cap, true).unwrap();
             for sol in [&s, &e] {
-                let f = sol.on_gpu.iter().zip(&jobs).filter(|(g, j)| **g && !j.resident).count();
+                let f = sol
+                    .on_gpu
+                    .iter()
+                    .zip(&jobs)
+                    .filter(|(g, j)| **g && !j.resident)
+                    .count();
                 assert!(f <= cap);
                 assert_eq!(sol.fetch_order.len(), f);
             }

@@ -37,12 +37,26 @@ impl SynthParams {
     /// Calibrated to the Qwen3-30B-A3B statistics (see docs/notes/sched.md, fitted by
     /// `sched-sim calibrate`).
     pub fn qwen3_calibrated() -> Self {
-        Self { p_repeat: 0.43, p_window: 0.30, window_decay: 0.85, window: 32, pop_tau: 28.0, pred_recall: 0.8 }
+        Self {
+            p_repeat: 0.43,
+            p_window: 0.30,
+            window_decay: 0.85,
+            window: 32,
+            pop_tau: 28.0,
+            pred_recall: 0.8,
+        }
     }
 
     /// Uniform random routing (random-weight models): no locality, no skew.
     pub fn uniform() -> Self {
-        Self { p_repeat: 0.0, p_window: 0.0, window_decay: 0.0, window: 1, pop_tau: f64::INFINITY, pred_recall: 0.8 }
+        Self {
+            p_repeat: 0.0,
+            p_window: 0.0,
+            window_decay: 0.0,
+            window: 1,
+            pop_tau: f64::INFINITY,
+            pred_recall: 0.8,
+        }
     }
 }
 
@@ -79,7 +93,9 @@ pub fn generate(shape: &ModelShape, params: &SynthParams, steps: usize, seed: u6
         );
     }
     let window = params.window.max(1);
-    let lag_w: Vec<f64> = (2..=window.max(2)).map(|l| params.window_decay.powi(l as i32 - 2)).collect();
+    let lag_w: Vec<f64> = (2..=window.max(2))
+        .map(|l| params.window_decay.powi(l as i32 - 2))
+        .collect();
     let mut hist: Vec<Vec<Vec<u16>>> = vec![Vec::new(); layers]; // newest last
     let mut out: Vec<TraceStep> = Vec::with_capacity(steps);
     let draw_pop = |rng: &mut StdRng, c: &[(f64, u16)]| {
@@ -133,9 +149,16 @@ pub fn generate(shape: &ModelShape, params: &SynthParams, steps: usize, seed: u6
                 chosen.push(e);
             }
             // Router weights: normalised exponentials (norm_topk_prob), in pick order.
-            let raw: Vec<f32> = (0..k).map(|_| -(rng.random::<f32>().max(1e-9)).ln()).collect();
+            let raw: Vec<f32> = (0..k)
+                .map(|_| -(rng.random::<f32>().max(1e-9)).ln())
+                .collect();
             let sum: f32 = raw.iter().sum();
-            ls.push(TraceLayer { e: chosen.clone(), n: Vec::new(), w: raw.iter().map(|x| x / sum).collect(), pred: Vec::new() });
+            ls.push(TraceLayer {
+                e: chosen.clone(),
+                n: Vec::new(),
+                w: raw.iter().map(|x| x / sum).collect(),
+                pred: Vec::new(),
+            });
             let hl = &mut hist[l];
             hl.push(chosen);
             if hl.len() > window {
@@ -160,10 +183,17 @@ pub fn generate(shape: &ModelShape, params: &SynthParams, steps: usize, seed: u6
             }
             ls[l].pred = pred;
         }
-        out.push(TraceStep { step: step as u64, tokens: 1, layers: ls });
+        out.push(TraceStep {
+            step: step as u64,
+            tokens: 1,
+            layers: ls,
+        });
     }
     let source = format!("synthetic {params:?} seed={seed}");
-    Trace { header: TraceHeader::new(shape.clone(), source), steps: out }
+    Trace {
+        header: TraceHeader::new(shape.clone(), source),
+        steps: out,
+    }
 }
 
 /// Locality statistics of a trace, averaged over layers.
@@ -266,7 +296,11 @@ pub fn trace_stats(trace: &Trace, fractions: &[f64]) -> TraceStats {
     TraceStats {
         repeat_next: rep as f64 / tot.max(1) as f64,
         within_8: w8 as f64 / tot.max(1) as f64,
-        lru: fractions.iter().zip(lru).map(|(&f, (h, t))| (f, h as f64 / t.max(1) as f64)).collect(),
+        lru: fractions
+            .iter()
+            .zip(lru)
+            .map(|(&f, (h, t))| (f, h as f64 / t.max(1) as f64))
+            .collect(),
         top_expert_share: top / lf,
         experts_for_90: cover / lf,
     }
@@ -285,4 +319,53 @@ pub fn stats_distance(a: &TraceStats, b: &TraceStats) -> f64 {
         d += 4.0 * p(a.top_expert_share, b.top_expert_share);
     }
     d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Points (percent) the generated statistics may differ from the published ones.
+    /// LRU at 6% is the exception, see `LRU6_TOL`.
+    const STAT_TOL: f64 = 5.0;
+    /// LRU with 8 slots depends on the order of a step's accesses, which the publication
+    /// does not state; listed order lands ~2-4 points below its 37%.
+    const LRU6_TOL: f64 = 6.0;
+
+    #[test]
+    fn calibrated_trace_reproduces_published_locality() {
+        let mut shape = ModelShape::preset("qwen3-30b-a3b:q4_k_m").unwrap();
+        shape.n_layers = 6;
+        let t = generate(&shape, &SynthParams::qwen3_calibrated(), 1500, 21);
+        let s = trace_stats(&t, &[0.06, 0.19, 0.38, 0.63]);
+        let p = published_qwen3_stats();
+        let pts = |x: f64| x * 100.0;
+        assert!(
+            (pts(s.repeat_next) - pts(p.repeat_next)).abs() < STAT_TOL,
+            "{s:?}"
+        );
+        assert!(
+            (pts(s.within_8) - pts(p.within_8)).abs() < STAT_TOL,
+            "{s:?}"
+        );
+        for (i, ((_, got), (_, want))) in s.lru.iter().zip(&p.lru).enumerate() {
+            let tol = if i == 0 { LRU6_TOL } else { STAT_TOL };
+            assert!((pts(*got) - pts(*want)).abs() < tol, "LRU point {i}: {s:?}");
+        }
+        assert!(s.top_expert_share <= p.top_expert_share, "{s:?}");
+        assert!((s.experts_for_90 - p.experts_for_90).abs() < 8.0, "{s:?}");
+    }
+
+    #[test]
+    fn uniform_trace_has_no_locality() {
+        let mut shape = ModelShape::preset("qwen3-30b-a3b:q4_k_m").unwrap();
+        shape.n_layers = 4;
+        let t = generate(&shape, &SynthParams::uniform(), 600, 3);
+        let s = trace_stats(&t, &[0.19]);
+        // Uniform: P(repeat) = 8/128 = 6.25%. LRU of 24 slots: the j-th access of a step
+        // finds 24 − (j − 1) other experts cached, 20.5 on average → 20.5/128 = 16%.
+        assert!((s.repeat_next - 0.0625).abs() < 0.01, "{s:?}");
+        assert!((s.lru[0].1 - 20.5 / 128.0).abs() < 0.015, "{s:?}");
+        assert!(s.experts_for_90 > 100.0);
+    }
 }

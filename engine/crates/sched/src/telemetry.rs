@@ -45,9 +45,18 @@ pub struct LayerTelemetry {
 impl LayerTelemetry {
     /// From a plan (`expert_bytes`: bytes per expert copy).
     pub fn from_plan(plan: &LayerPlan, expert_bytes: u64) -> Self {
-        let mut experts = Vec::with_capacity(plan.gpu_hit.len() + plan.gpu_fetch.len() + plan.cpu.len());
-        for (v, p) in [(&plan.gpu_hit, Placement::GpuHit), (&plan.gpu_fetch, Placement::GpuFetch), (&plan.cpu, Placement::Cpu)] {
-            experts.extend(v.iter().map(|e| ExpertEvent { expert: e.expert, placement: p, n_tokens: e.n_tokens }));
+        let mut experts =
+            Vec::with_capacity(plan.gpu_hit.len() + plan.gpu_fetch.len() + plan.cpu.len());
+        for (v, p) in [
+            (&plan.gpu_hit, Placement::GpuHit),
+            (&plan.gpu_fetch, Placement::GpuFetch),
+            (&plan.cpu, Placement::Cpu),
+        ] {
+            experts.extend(v.iter().map(|e| ExpertEvent {
+                expert: e.expert,
+                placement: p,
+                n_tokens: e.n_tokens,
+            }));
         }
         Self {
             layer: plan.layer,

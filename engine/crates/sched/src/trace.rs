@@ -30,7 +30,12 @@ pub struct TraceHeader {
 impl TraceHeader {
     /// A header for `shape`.
     pub fn new(shape: ModelShape, source: impl Into<String>) -> Self {
-        Self { format: TRACE_FORMAT.into(), version: TRACE_VERSION, shape, source: source.into() }
+        Self {
+            format: TRACE_FORMAT.into(),
+            version: TRACE_VERSION,
+            shape,
+            source: source.into(),
+        }
     }
 }
 
@@ -61,7 +66,9 @@ impl TraceLayer {
 
     /// The prediction in the scheduler's form.
     pub fn predicted(&self) -> impl Iterator<Item = PredictedExpert> + '_ {
-        self.pred.iter().map(|&(expert, prob)| PredictedExpert { expert, prob })
+        self.pred
+            .iter()
+            .map(|&(expert, prob)| PredictedExpert { expert, prob })
     }
 }
 
@@ -87,21 +94,33 @@ pub struct Trace {
 
 fn check_step(shape: &ModelShape, s: &TraceStep) -> std::result::Result<(), String> {
     if s.layers.len() != shape.n_layers as usize {
-        return Err(format!("step {} has {} layers, shape has {}", s.step, s.layers.len(), shape.n_layers));
+        return Err(format!(
+            "step {} has {} layers, shape has {}",
+            s.step,
+            s.layers.len(),
+            shape.n_layers
+        ));
     }
     for (l, layer) in s.layers.iter().enumerate() {
-        if layer.w.len() != layer.e.len() || !(layer.n.is_empty() || layer.n.len() == layer.e.len()) {
+        if layer.w.len() != layer.e.len() || !(layer.n.is_empty() || layer.n.len() == layer.e.len())
+        {
             return Err(format!("step {} layer {l}: e/n/w lengths differ", s.step));
         }
         let mut seen = vec![false; shape.n_experts as usize];
         for &e in layer.e.iter().chain(layer.pred.iter().map(|(e, _)| e)) {
             if e >= shape.n_experts {
-                return Err(format!("step {} layer {l}: expert {e} out of range", s.step));
+                return Err(format!(
+                    "step {} layer {l}: expert {e} out of range",
+                    s.step
+                ));
             }
         }
         for &e in &layer.e {
             if std::mem::replace(&mut seen[e as usize], true) {
-                return Err(format!("step {} layer {l}: expert {e} listed twice", s.step));
+                return Err(format!(
+                    "step {} layer {l}: expert {e} listed twice",
+                    s.step
+                ));
             }
         }
     }
@@ -111,29 +130,61 @@ fn check_step(shape: &ModelShape, s: &TraceStep) -> std::result::Result<(), Stri
 impl Trace {
     /// Reads and validates a trace file.
     pub fn load(path: &Path) -> Result<Self> {
-        let f = std::fs::File::open(path).map_err(|source| SchedError::Io { op: "open", path: path.into(), source })?;
+        let f = std::fs::File::open(path).map_err(|source| SchedError::Io {
+            op: "open",
+            path: path.into(),
+            source,
+        })?;
         Self::read(BufReader::new(f), path)
     }
 
     /// Reads a trace from any reader (`path` only names it in errors).
     pub fn read(r: impl BufRead, path: &Path) -> Result<Self> {
-        let bad = |line, msg: String| SchedError::BadTrace { path: path.into(), line, msg };
+        let bad = |line, msg: String| SchedError::BadTrace {
+            path: path.into(),
+            line,
+            msg,
+        };
         let mut lines = r.lines().enumerate();
         let header: TraceHeader = match lines.next() {
-            Some((_, Ok(l))) => serde_json::from_str(&l).map_err(|source| SchedError::Json { path: path.into(), line: 1, source })?,
-            Some((_, Err(source))) => return Err(SchedError::Io { op: "read", path: path.into(), source }),
+            Some((_, Ok(l))) => serde_json::from_str(&l).map_err(|source| SchedError::Json {
+                path: path.into(),
+                line: 1,
+                source,
+            })?,
+            Some((_, Err(source))) => {
+                return Err(SchedError::Io {
+                    op: "read",
+                    path: path.into(),
+                    source,
+                })
+            }
             None => return Err(bad(1, "empty file".into())),
         };
         if header.format != TRACE_FORMAT || header.version != TRACE_VERSION {
-            return Err(bad(1, format!("format {} v{} (want {TRACE_FORMAT} v{TRACE_VERSION})", header.format, header.version)));
+            return Err(bad(
+                1,
+                format!(
+                    "format {} v{} (want {TRACE_FORMAT} v{TRACE_VERSION})",
+                    header.format, header.version
+                ),
+            ));
         }
         let mut steps = Vec::new();
         for (i, l) in lines {
-            let l = l.map_err(|source| SchedError::Io { op: "read", path: path.into(), source })?;
+            let l = l.map_err(|source| SchedError::Io {
+                op: "read",
+                path: path.into(),
+                source,
+            })?;
             if l.trim().is_empty() {
                 continue;
             }
-            let s: TraceStep = serde_json::from_str(&l).map_err(|source| SchedError::Json { path: path.into(), line: i + 1, source })?;
+            let s: TraceStep = serde_json::from_str(&l).map_err(|source| SchedError::Json {
+                path: path.into(),
+                line: i + 1,
+                source,
+            })?;
             check_step(&header.shape, &s).map_err(|m| bad(i + 1, m))?;
             steps.push(s);
         }
@@ -174,14 +225,26 @@ pub struct TraceWriter {
 impl TraceWriter {
     /// Creates `path` and writes the header.
     pub fn create(path: &Path, header: &TraceHeader) -> Result<Self> {
-        let f = std::fs::File::create(path).map_err(|source| SchedError::Io { op: "create", path: path.into(), source })?;
-        let mut w = Self { out: BufWriter::new(f), path: path.into(), shape: header.shape.clone() };
+        let f = std::fs::File::create(path).map_err(|source| SchedError::Io {
+            op: "create",
+            path: path.into(),
+            source,
+        })?;
+        let mut w = Self {
+            out: BufWriter::new(f),
+            path: path.into(),
+            shape: header.shape.clone(),
+        };
         w.line(header)?;
         Ok(w)
     }
 
     fn line<T: Serialize>(&mut self, v: &T) -> Result<()> {
-        let io = |source| SchedError::Io { op: "write", path: self.path.clone(), source };
+        let io = |source| SchedError::Io {
+            op: "write",
+            path: self.path.clone(),
+            source,
+        };
         serde_json::to_writer(&mut self.out, v).map_err(|e| io(std::io::Error::other(e)))?;
         self.out.write_all(b"\n").map_err(io)
     }
@@ -194,7 +257,11 @@ impl TraceWriter {
 
     /// Flushes the file.
     pub fn finish(mut self) -> Result<()> {
-        self.out.flush().map_err(|source| SchedError::Io { op: "flush", path: self.path.clone(), source })
+        self.out.flush().map_err(|source| SchedError::Io {
+            op: "flush",
+            path: self.path.clone(),
+            source,
+        })
     }
 }
 
@@ -204,12 +271,31 @@ mod tests {
 
     fn sample() -> Trace {
         let shape = ModelShape::tiny(2, 6, 2);
-        let layer = |e: Vec<u16>, n: Vec<u32>, pred| TraceLayer { w: vec![0.5; e.len()], e, n, pred };
+        let layer = |e: Vec<u16>, n: Vec<u32>, pred| TraceLayer {
+            w: vec![0.5; e.len()],
+            e,
+            n,
+            pred,
+        };
         Trace {
             header: TraceHeader::new(shape, "test"),
             steps: vec![
-                TraceStep { step: 0, tokens: 5, layers: vec![layer(vec![1, 4], vec![3, 2], vec![(2, 0.75)]), layer(vec![0, 5], vec![5, 5], vec![])] },
-                TraceStep { step: 1, tokens: 1, layers: vec![layer(vec![4, 2], vec![], vec![]), layer(vec![3, 1], vec![], vec![])] },
+                TraceStep {
+                    step: 0,
+                    tokens: 5,
+                    layers: vec![
+                        layer(vec![1, 4], vec![3, 2], vec![(2, 0.75)]),
+                        layer(vec![0, 5], vec![5, 5], vec![]),
+                    ],
+                },
+                TraceStep {
+                    step: 1,
+                    tokens: 1,
+                    layers: vec![
+                        layer(vec![4, 2], vec![], vec![]),
+                        layer(vec![3, 1], vec![], vec![]),
+                    ],
+                },
             ],
         }
     }
@@ -238,9 +324,16 @@ mod tests {
         for s in &t.steps {
             text += &(serde_json::to_string(s).unwrap() + "\n");
         }
-        let err = Trace::read(text.as_bytes(), Path::new("x.jsonl")).unwrap_err().to_string();
-        assert!(err.contains("x.jsonl:3") && err.contains("out of range"), "{err}");
-        let err = Trace::read("{}".as_bytes(), Path::new("y")).unwrap_err().to_string();
+        let err = Trace::read(text.as_bytes(), Path::new("x.jsonl"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("x.jsonl:3") && err.contains("out of range"),
+            "{err}"
+        );
+        let err = Trace::read("{}".as_bytes(), Path::new("y"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("y:1"), "{err}");
     }
 }

@@ -14,16 +14,22 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use hmoe_sched::sim::{simulate_trace, CacheSize, SimOptions};
-use hmoe_sched::synth::{generate, published_qwen3_stats, stats_distance, trace_stats, SynthParams, TraceStats};
+use hmoe_sched::synth::{
+    generate, published_qwen3_stats, stats_distance, trace_stats, SynthParams, TraceStats,
+};
 use hmoe_sched::{simulate, MachineProfile, ModelShape, SimulateArgs, Trace, POLICY_NAMES};
 
 fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn flag_or<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T> {
     match flag(args, name) {
-        Some(v) => v.parse().map_err(|_| anyhow::anyhow!("bad value for {name}: {v}")),
+        Some(v) => v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("bad value for {name}: {v}")),
         None => Ok(default),
     }
 }
@@ -31,7 +37,11 @@ fn flag_or<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Res
 const FRACTIONS: [f64; 4] = [0.06, 0.19, 0.38, 0.63];
 
 fn print_stats(label: &str, s: &TraceStats) {
-    let lru: Vec<String> = s.lru.iter().map(|(f, h)| format!("{:.0}%→{:.1}%", f * 100.0, h * 100.0)).collect();
+    let lru: Vec<String> = s
+        .lru
+        .iter()
+        .map(|(f, h)| format!("{:.0}%→{:.1}%", f * 100.0, h * 100.0))
+        .collect();
     println!(
         "{label:>10}: repeat-next {:.1}%  within-8 {:.1}%  LRU {}  top expert {:.1}%  experts for 90% {:.1}",
         s.repeat_next * 100.0,
@@ -64,7 +74,13 @@ fn calibrate(args: &[String]) -> Result<()> {
             }
             for wd in [0.6, 0.75, 0.85, 0.92] {
                 for zs in [16.0, 22.0, 28.0, 36.0] {
-                    let p = SynthParams { p_repeat: pr, p_window: pw, window_decay: wd, pop_tau: zs, ..SynthParams::qwen3_calibrated() };
+                    let p = SynthParams {
+                        p_repeat: pr,
+                        p_window: pw,
+                        window_decay: wd,
+                        pop_tau: zs,
+                        ..SynthParams::qwen3_calibrated()
+                    };
                     let (d, _) = eval(&p);
                     if d < best.0 {
                         best = (d, p);
@@ -76,7 +92,7 @@ fn calibrate(args: &[String]) -> Result<()> {
     // Coordinate refinement.
     let mut step = [0.03, 0.03, 0.03, 3.0];
     for _round in 0..4 {
-        for c in 0..4 {
+        for (c, &st) in step.iter().enumerate() {
             for dir in [-1.0, 1.0] {
                 let mut p = best.1;
                 let v = match c {
@@ -85,7 +101,7 @@ fn calibrate(args: &[String]) -> Result<()> {
                     2 => &mut p.window_decay,
                     _ => &mut p.pop_tau,
                 };
-                *v = (*v + dir * step[c]).clamp(0.0, if c == 3 { 200.0 } else { 0.99 });
+                *v = (*v + dir * st).clamp(0.0, if c == 3 { 200.0 } else { 0.99 });
                 if p.p_repeat + p.p_window > 0.98 {
                     continue;
                 }
@@ -118,7 +134,9 @@ fn gen(args: &[String]) -> Result<()> {
     let kind = flag(args, "--kind").unwrap_or_else(|| "calibrated".into());
     let steps: usize = flag_or(args, "--steps", 2000)?;
     let seed: u64 = flag_or(args, "--seed", 1)?;
-    let shape = ModelShape::preset(&flag(args, "--shape").unwrap_or_else(|| "qwen3-30b-a3b:q4_k_m".into()))?;
+    let shape = ModelShape::preset(
+        &flag(args, "--shape").unwrap_or_else(|| "qwen3-30b-a3b:q4_k_m".into()),
+    )?;
     let out = PathBuf::from(flag(args, "--out").context("--out T")?);
     let params = match kind.as_str() {
         "calibrated" => SynthParams::qwen3_calibrated(),
@@ -134,15 +152,26 @@ fn parse_list<T: std::str::FromStr>(s: &str) -> Result<Vec<T>>
 where
     T::Err: std::fmt::Display,
 {
-    s.split(',').filter(|x| !x.is_empty()).map(|x| x.parse::<T>().map_err(|e| anyhow::anyhow!("{x}: {e}"))).collect()
+    s.split(',')
+        .filter(|x| !x.is_empty())
+        .map(|x| x.parse::<T>().map_err(|e| anyhow::anyhow!("{x}: {e}")))
+        .collect()
 }
 
 fn simulate_cmd(args: &[String]) -> Result<()> {
     let a = SimulateArgs {
         trace: PathBuf::from(flag(args, "--trace").context("--trace T")?),
         model_shape: flag(args, "--model-shape"),
-        sizes: parse_list(&flag(args, "--sizes").or_else(|| flag(args, "--vram-budget")).unwrap_or_else(|| "8GiB,16GiB".into()))?,
-        policies: flag(args, "--policies").unwrap_or_else(|| POLICY_NAMES.join(",")).split(',').map(String::from).collect(),
+        sizes: parse_list(
+            &flag(args, "--sizes")
+                .or_else(|| flag(args, "--vram-budget"))
+                .unwrap_or_else(|| "8GiB,16GiB".into()),
+        )?,
+        policies: flag(args, "--policies")
+            .unwrap_or_else(|| POLICY_NAMES.join(","))
+            .split(',')
+            .map(String::from)
+            .collect(),
         profile: flag(args, "--profile"),
         out_svg: flag(args, "--out").map(PathBuf::from),
         out_json: flag(args, "--json").map(PathBuf::from),
@@ -155,15 +184,22 @@ fn simulate_cmd(args: &[String]) -> Result<()> {
 
 fn bench(args: &[String]) -> Result<()> {
     let steps: usize = flag_or(args, "--steps", 1500)?;
-    let out_dir = PathBuf::from(flag(args, "--out-dir").unwrap_or_else(|| "target/sched-bench".into()));
+    let out_dir =
+        PathBuf::from(flag(args, "--out-dir").unwrap_or_else(|| "target/sched-bench".into()));
     std::fs::create_dir_all(&out_dir)?;
     let profile = MachineProfile::h100_box();
     let policies: Vec<String> = POLICY_NAMES.iter().map(|s| s.to_string()).collect();
-    let mut sizes: Vec<CacheSize> = [5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0].iter().map(|p| CacheSize::Fraction(p / 100.0)).collect();
+    let mut sizes: Vec<CacheSize> = [5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0]
+        .iter()
+        .map(|p| CacheSize::Fraction(p / 100.0))
+        .collect();
     sizes.push(CacheSize::VramBudget(8 << 30));
     sizes.push(CacheSize::VramBudget(16 << 30));
     let opts = SimOptions::default();
-    for (kind, params) in [("calibrated", SynthParams::qwen3_calibrated()), ("uniform", SynthParams::uniform())] {
+    for (kind, params) in [
+        ("calibrated", SynthParams::qwen3_calibrated()),
+        ("uniform", SynthParams::uniform()),
+    ] {
         for quant in ["q4_k_m", "q8_0"] {
             let shape = ModelShape::preset(&format!("qwen3-30b-a3b:{quant}"))?;
             let trace = generate(&shape, &params, steps, 1);
@@ -176,7 +212,10 @@ fn bench(args: &[String]) -> Result<()> {
             println!("== {name} ({:.1} s)", t0.elapsed().as_secs_f64());
             print!("{}", r.table());
             std::fs::write(out_dir.join(format!("{name}.txt")), r.table())?;
-            std::fs::write(out_dir.join(format!("{name}.json")), serde_json::to_string_pretty(&r)?)?;
+            std::fs::write(
+                out_dir.join(format!("{name}.json")),
+                serde_json::to_string_pretty(&r)?,
+            )?;
             std::fs::write(out_dir.join(format!("{name}.svg")), r.svg())?;
         }
     }
@@ -191,9 +230,15 @@ fn tune(args: &[String]) -> Result<()> {
     let shape = ModelShape::preset("qwen3-30b-a3b:q4_k_m")?;
     let profile = MachineProfile::h100_box();
     let fracs = [0.05, 0.1, 0.2, 0.3];
-    let traces = [generate(&shape, &SynthParams::qwen3_calibrated(), steps, 3), generate(&shape, &SynthParams::uniform(), steps, 3)];
+    let traces = [
+        generate(&shape, &SynthParams::qwen3_calibrated(), steps, 3),
+        generate(&shape, &SynthParams::uniform(), steps, 3),
+    ];
     let cfg = SchedConfig::default();
-    let mut opts = SimOptions { partitioned: flag(args, "--global").is_none() && !args.iter().any(|a| a == "--global"), ..SimOptions::default() };
+    let mut opts = SimOptions {
+        partitioned: flag(args, "--global").is_none() && !args.iter().any(|a| a == "--global"),
+        ..SimOptions::default()
+    };
     let row = |name: String, policy: &str, opts: &SimOptions| -> Result<()> {
         let mut line = format!("{name:>40}");
         for t in &traces {
@@ -211,10 +256,15 @@ fn tune(args: &[String]) -> Result<()> {
     for p in ["lru", "mrs", "lfu"] {
         row(p.to_string(), p, &opts)?;
     }
-    let horizons: Vec<usize> = parse_list(&flag(args, "--horizons").unwrap_or_else(|| "1,2,4".into()))?;
+    let horizons: Vec<usize> =
+        parse_list(&flag(args, "--horizons").unwrap_or_else(|| "1,2,4".into()))?;
     for &horizon in &horizons {
         for admission in [true, false] {
-            opts.value = ValueParams { horizon, admission, ..ValueParams::default() };
+            opts.value = ValueParams {
+                horizon,
+                admission,
+                ..ValueParams::default()
+            };
             row(format!("value H={horizon} adm={admission}"), "value", &opts)?;
         }
     }
@@ -230,6 +280,8 @@ fn main() -> Result<()> {
         Some("simulate") => simulate_cmd(&args),
         Some("bench") => bench(&args),
         Some("tune") => tune(&args),
-        _ => bail!("usage: sched-sim calibrate|stats|gen|simulate|bench [options] (see the file's docs)"),
+        _ => bail!(
+            "usage: sched-sim calibrate|stats|gen|simulate|bench [options] (see the file's docs)"
+        ),
     }
 }
