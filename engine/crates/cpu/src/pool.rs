@@ -99,9 +99,9 @@ impl CpuPool {
         } else {
             cfg.threads
         };
-        let logical = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
+        // The process-wide CPU count (cached before any pinning), not this thread's
+        // affinity: a pinned caller must not turn spinning off for everyone.
+        let logical = topology::allowed_cpus().len().max(1);
         let spin = cfg.spin.unwrap_or(if n_threads > logical {
             0
         } else {

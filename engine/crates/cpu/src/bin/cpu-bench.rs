@@ -184,13 +184,20 @@ fn decode_layer_time(
     for l in 0..layers.min(4) {
         run(l, scratch)?;
     }
-    let t = Instant::now();
-    let mut n = 0;
-    while n < layers || t.elapsed().as_secs_f64() < 0.3 {
-        run(n + 4, scratch)?;
-        n += 1;
+    // Five windows of `layers` layers: the median resists noisy neighbours on
+    // shared (virtual) machines.
+    let mut per_layer = Vec::with_capacity(5);
+    let mut next = 4;
+    for _ in 0..5 {
+        let t = Instant::now();
+        for _ in 0..layers {
+            run(next, scratch)?;
+            next += 1;
+        }
+        per_layer.push(t.elapsed().as_secs_f64() / layers as f64);
     }
-    Ok(t.elapsed().as_secs_f64() / n as f64)
+    per_layer.sort_by(f64::total_cmp);
+    Ok(per_layer[per_layer.len() / 2])
 }
 
 /// Prefill: `tokens` tokens × 8 experts routed uniformly over 128 experts (like a
@@ -299,9 +306,7 @@ fn main() -> Result<()> {
         "cpu: {} | physical cores: {} | logical: {} | kernels: {} | pinned: {}",
         cpu_model(),
         topology::physical_cores(),
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
+        topology::allowed_cpus().len(),
         args.isa.name(),
         args.pin
     );
