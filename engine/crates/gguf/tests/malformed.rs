@@ -3,7 +3,7 @@
 mod common;
 
 use common::{small_valid, Raw};
-use hmoe_gguf::{parse, GgufError, GgufFile, MAX_ARRAY_NESTING};
+use hmoe_gguf::{parse, GgufError, GgufFile, MAX_ARRAY_NESTING, MAX_METADATA_VALUES};
 
 /// A file with one KV and the given tensors (name, dims, type, relative offset), padded,
 /// followed by `data_len` bytes of data.
@@ -136,6 +136,16 @@ fn bad_metadata_values() {
         err(&nested(MAX_ARRAY_NESTING + 1)),
         GgufError::NestingTooDeep { .. }
     ));
+
+    // One value more than the budget (the key's own value counts too): refused before
+    // the 16 MiB array is reserved.
+    let mut r = Raw::header(3, 0, 1);
+    r.str("big")
+        .u32(9)
+        .u32(0)
+        .u64(MAX_METADATA_VALUES)
+        .zeros(MAX_METADATA_VALUES as usize);
+    assert!(matches!(err(&r.0), GgufError::TooManyValues { ref key, .. } if key == "big"));
 
     let mut r = Raw::header(3, 0, 1);
     r.str("b").u32(7).u8(2);

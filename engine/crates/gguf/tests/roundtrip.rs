@@ -115,6 +115,22 @@ fn file_reader_and_typed_getters() {
     );
     assert_eq!(f.get_array("v.i32s").unwrap().len(), 2);
     assert_eq!(f.get_u64_opt("absent").unwrap(), None);
+    assert_eq!(f.get_u64_opt("v.u16").unwrap(), Some(60000));
+    assert!(
+        f.get_u64_opt("v.string").is_err(),
+        "present with the wrong type"
+    );
+    assert_eq!(f.get_usize("v.u32").unwrap(), 4_000_000_000);
+    assert_eq!(f.get_f32_opt("v.f32").unwrap(), Some(1e-6));
+    assert_eq!(f.get_bool_opt("v.bool").unwrap(), Some(true));
+    assert_eq!(f.get_str_opt("v.string").unwrap(), Some("héllo 世界 🙂"));
+    assert_eq!(f.get("v.i64").and_then(MetaValue::as_i64), Some(i64::MIN));
+    assert_eq!(
+        f.get("v.u64").and_then(MetaValue::as_i64),
+        None,
+        "u64::MAX does not fit"
+    );
+    assert_eq!((f.version(), f.alignment()), (3, 64));
     let e = f.get_u64("v.i8").unwrap_err();
     assert!(
         e.to_string().contains("v.i8") && e.to_string().contains("i8 -100"),
