@@ -220,3 +220,23 @@ impl Tokenizer {
         &self.inner
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Tokenizer>();
+        assert_send_sync::<crate::ChatTemplate>();
+    }
+
+    #[test]
+    fn load_errors_name_the_problem() {
+        let e = Tokenizer::from_json_file("/nonexistent/tokenizer.json").unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/tokenizer.json"), "{e}");
+        let e = Tokenizer::from_json_bytes(b"{not json").unwrap_err();
+        assert!(e.to_string().contains("tokenizer.json"), "{e}");
+    }
+}
