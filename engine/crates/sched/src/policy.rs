@@ -254,7 +254,8 @@ impl CachePolicy for Mrs {
 pub struct ValueParams {
     /// Steps ahead over which the probability of use is taken.
     pub horizon: usize,
-    /// Per-step decay of the fallback priority (global caches, which cannot scan).
+    /// Per-step decay of the recent-use score (a state of the hazard table, and the
+    /// fallback priority of global caches, which cannot scan).
     pub decay: f64,
     /// Whether loads must beat the victim's value (bypass through staging slots).
     pub admission: bool,
@@ -275,8 +276,12 @@ impl Default for ValueParams {
 
 /// Largest age (steps since last use) the hazard table distinguishes.
 const MAX_AGE: usize = 24;
-/// Frequency classes: long-run use rate vs the uniform rate, <½, <1, <2, <4, ≥4.
-const FREQ_CLASSES: usize = 5;
+/// Long-run frequency classes: use rate vs the uniform rate, <1, <2, ≥2.
+const LONG_CLASSES: usize = 3;
+/// Recent-use classes: the decayed use score just after the last use, <1.3, <1.8, <2.5, ≥2.5.
+const RECENT_CLASSES: usize = 4;
+/// States of the hazard table besides age.
+const FREQ_CLASSES: usize = LONG_CLASSES * RECENT_CLASSES;
 
 /// Ours: value = P(use within the horizon) × time a hit saves ÷ bytes.
 ///
@@ -291,6 +296,7 @@ pub struct Value {
     score: DecayedScore,
     last: Vec<f64>,
     uses: Vec<u32>,
+    class: Vec<u8>,
     used: Vec<f64>,
     exposed: Vec<f64>,
     params: ValueParams,
@@ -320,6 +326,7 @@ impl Value {
             score: DecayedScore::new(n, params.decay),
             last: vec![f64::NEG_INFINITY; n],
             uses: vec![0; n],
+            class: vec![0; n],
             used: vec![0.0; (MAX_AGE + 1) * FREQ_CLASSES],
             exposed: vec![0.0; (MAX_AGE + 1) * FREQ_CLASSES],
             params,
@@ -343,15 +350,21 @@ impl Value {
         }
     }
 
-    fn freq_class(&self, flat: usize, now: Tick) -> usize {
+    /// State just after an access at `now` (uses and score already updated).
+    fn state_after_access(&self, flat: usize, now: Tick) -> u8 {
         let r = self.uses[flat] as f64 / ((now.floor() + 1.0) * self.uniform_rate);
-        match r {
-            r if r < 0.5 => 0,
-            r if r < 1.0 => 1,
-            r if r < 2.0 => 2,
-            r if r < 4.0 => 3,
-            _ => 4,
-        }
+        let long = match r {
+            r if r < 1.0 => 0,
+            r if r < 2.0 => 1,
+            _ => 2,
+        };
+        let recent = match self.score.value(flat, now) {
+            x if x < 1.3 => 0,
+            x if x < 1.8 => 1,
+            x if x < 2.5 => 2,
+            _ => 3,
+        };
+        (long * RECENT_CLASSES + recent) as u8
     }
 
     /// Learned probability of use exactly `age` steps after the last use.
@@ -366,7 +379,7 @@ impl Value {
             return self.uniform_rate * 0.5;
         }
         let a = ((now.floor() - self.last[flat]).max(0.0) as usize).min(MAX_AGE);
-        self.p_table[a * FREQ_CLASSES + self.freq_class(flat, now)]
+        self.p_table[a * FREQ_CLASSES + self.class[flat] as usize]
     }
 }
 
@@ -382,7 +395,7 @@ impl CachePolicy for Value {
         }
         if self.last[flat] > f64::NEG_INFINITY {
             let age = (step - self.last[flat]).max(1.0) as usize;
-            let f = self.freq_class(flat, tick);
+            let f = self.class[flat] as usize;
             for k in 1..=age.min(MAX_AGE) {
                 self.exposed[k * FREQ_CLASSES + f] += 1.0;
             }
@@ -391,9 +404,11 @@ impl CachePolicy for Value {
             }
             self.used[age.min(MAX_AGE) * FREQ_CLASSES + f] += 1.0;
         }
-        self.score.add(flat, 1.0, tick);
+        // The score decays per step: add at the step's start so that layers share a clock.
+        self.score.add(flat, 1.0, step);
         self.uses[flat] = self.uses[flat].saturating_add(1);
         self.last[flat] = step;
+        self.class[flat] = self.state_after_access(flat, step);
     }
     fn priority(&self, flat: usize) -> f64 {
         self.score.key(flat)

@@ -257,15 +257,85 @@ fn tune(args: &[String]) -> Result<()> {
         row(p.to_string(), p, &opts)?;
     }
     let horizons: Vec<usize> =
-        parse_list(&flag(args, "--horizons").unwrap_or_else(|| "1,2,4".into()))?;
+        parse_list(&flag(args, "--horizons").unwrap_or_else(|| "1,2".into()))?;
+    let decays: Vec<f64> = parse_list(&flag(args, "--decays").unwrap_or_else(|| "0.7".into()))?;
     for &horizon in &horizons {
-        for admission in [true, false] {
-            opts.value = ValueParams {
-                horizon,
-                admission,
-                ..ValueParams::default()
-            };
-            row(format!("value H={horizon} adm={admission}"), "value", &opts)?;
+        for &decay in &decays {
+            for admission in [true, false] {
+                opts.value = ValueParams {
+                    horizon,
+                    decay,
+                    admission,
+                    ..ValueParams::default()
+                };
+                row(
+                    format!("value H={horizon} d={decay} adm={admission}"),
+                    "value",
+                    &opts,
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Scheduler decision time per layer (plan + finish), replaying the calibrated trace.
+fn timing(args: &[String]) -> Result<()> {
+    use hmoe_sched::cache::ExpertCache;
+    use hmoe_sched::policy::make_policy;
+    use hmoe_sched::{
+        CostModel, PredictedExpert, RoutedExpert, SchedConfig, Scheduler, ValueParams,
+    };
+    let steps: usize = flag_or(args, "--steps", 400)?;
+    let shape = ModelShape::preset("qwen3-30b-a3b:q4_k_m")?;
+    let trace = generate(&shape, &SynthParams::qwen3_calibrated(), steps, 1);
+    println!(
+        "{:>10} {:>6} {:>8} {:>10} {:>10} {:>10}",
+        "policy", "cache", "prefetch", "mean ns", "p50 ns", "p99 ns"
+    );
+    for policy in ["cpu-only", "lru", "mrs", "value"] {
+        for frac in [0.1, 0.3, 0.8] {
+            for prefetch in [false, true] {
+                if prefetch && policy != "value" {
+                    continue;
+                }
+                let mut cost = CostModel::new(MachineProfile::h100_box());
+                let cfg = SchedConfig {
+                    prefetch,
+                    ..SchedConfig::default()
+                };
+                let mut sched = Scheduler::new(&shape, &mut cost, cfg);
+                let pol = make_policy(policy, &shape, None, ValueParams::default(), &[])?;
+                let slots = (frac * shape.total_experts() as f64) as usize;
+                let mut cache = ExpertCache::with_partition(&shape, slots, pol, true);
+                let mut routed: Vec<RoutedExpert> = Vec::new();
+                let mut pred: Vec<PredictedExpert> = Vec::new();
+                let mut ns: Vec<u64> = Vec::with_capacity(steps * 48);
+                for step in &trace.steps {
+                    for (l, layer) in step.layers.iter().enumerate() {
+                        routed.clear();
+                        routed.extend(layer.routed());
+                        pred.clear();
+                        pred.extend(layer.predicted());
+                        let t0 = Instant::now();
+                        let plan =
+                            sched.plan_layer(step.step, l as u16, &routed, &pred, &mut cache, 0.0);
+                        sched.finish_layer(&mut cache);
+                        ns.push(t0.elapsed().as_nanos() as u64);
+                        std::hint::black_box(plan);
+                    }
+                }
+                let warm = ns.split_off(ns.len() / 5);
+                let mut v = warm;
+                v.sort_unstable();
+                let mean = v.iter().sum::<u64>() as f64 / v.len().max(1) as f64;
+                println!(
+                    "{policy:>10} {:>5.0}% {prefetch:>8} {mean:>10.0} {:>10} {:>10}",
+                    frac * 100.0,
+                    v[v.len() / 2],
+                    v[v.len() * 99 / 100]
+                );
+            }
         }
     }
     Ok(())
@@ -280,6 +350,7 @@ fn main() -> Result<()> {
         Some("simulate") => simulate_cmd(&args),
         Some("bench") => bench(&args),
         Some("tune") => tune(&args),
+        Some("timing") => timing(&args),
         _ => bail!(
             "usage: sched-sim calibrate|stats|gen|simulate|bench [options] (see the file's docs)"
         ),
