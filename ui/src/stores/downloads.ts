@@ -1,0 +1,82 @@
+// Hub browsing and downloads (progress arrives as throttled events).
+import { api, EVENTS } from "../services/api";
+import type { DownloadView, HubRepoListing } from "../services/types";
+import { errorMessage } from "../services/types";
+import { Store } from "./store";
+
+export interface DownloadsState {
+  repoInput: string;
+  listing: HubRepoListing | null;
+  browsing: boolean;
+  downloads: DownloadView[];
+  error: string | null;
+}
+
+/** `org/name`, the only repo form the Hub accepts (checked again in Rust). */
+export const REPO_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*\/[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
+export class DownloadsStore extends Store<DownloadsState> {
+  constructor() {
+    super({ repoInput: "", listing: null, browsing: false, downloads: [], error: null });
+  }
+
+  async init(): Promise<void> {
+    await api.on<DownloadView>(EVENTS.downloadProgress, (d) => this.upsert(d));
+    await this.refresh();
+  }
+
+  upsert(d: DownloadView): void {
+    this.set((s) => {
+      const i = s.downloads.findIndex((x) => x.id === d.id);
+      const downloads = i === -1 ? [d, ...s.downloads] : s.downloads.map((x) => (x.id === d.id ? d : x));
+      return { downloads };
+    });
+  }
+
+  async refresh(): Promise<void> {
+    try {
+      this.set({ downloads: await api.listDownloads() });
+    } catch (e) {
+      this.set({ error: errorMessage(e) });
+    }
+  }
+
+  async browse(repo: string): Promise<void> {
+    const r = repo.trim();
+    this.set({ repoInput: r, error: null });
+    if (!REPO_RE.test(r)) {
+      this.set({ error: "Enter a repository as org/name, e.g. unsloth/Qwen3-30B-A3B-Instruct-2507-GGUF" });
+      return;
+    }
+    this.set({ browsing: true, listing: null });
+    try {
+      this.set({ listing: await api.hubListFiles(r), browsing: false });
+    } catch (e) {
+      this.set({ browsing: false, error: errorMessage(e) });
+    }
+  }
+
+  async start(files: string[]): Promise<void> {
+    const l = this.get().listing;
+    if (!l) return;
+    try {
+      const started = await api.startDownload(l.repo, l.commit ?? l.revision, files);
+      for (const d of started) this.upsert(d);
+    } catch (e) {
+      this.set({ error: errorMessage(e) });
+    }
+  }
+
+  async act(kind: "pause" | "resume" | "cancel", id: number): Promise<void> {
+    try {
+      if (kind === "pause") await api.pauseDownload(id);
+      else if (kind === "resume") await api.resumeDownload(id);
+      else await api.cancelDownload(id);
+      await this.refresh();
+    } catch (e) {
+      this.set({ error: errorMessage(e) });
+    }
+  }
+}
+
+export const downloadsStore = new DownloadsStore();
