@@ -103,5 +103,49 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         t_tpl * 1e3,
         out?.len()
     );
+
+    // Fuel the real template needs for 200 messages (smallest limit that renders).
+    let source = tok.chat_template().unwrap_or_default();
+    let (mut lo, mut hi) = (1u64, 100_000_000u64);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let limits = hmoe_tokenizer::TemplateLimits {
+            fuel: mid,
+            ..Default::default()
+        };
+        if ChatTemplate::with_limits(source, limits)?
+            .render(&msgs, &opts)
+            .is_ok()
+        {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    println!("chat template fuel for 200 messages: {lo} instructions");
+
+    // How long the sandbox lets a hostile template run before stopping it.
+    for (name, src) in [
+        (
+            "endless loop",
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        ),
+        (
+            "huge output",
+            "{% for i in range(100000) %}{{ 'x' * 10000 }}{% endfor %}",
+        ),
+        (
+            "deep recursion",
+            "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+        ),
+    ] {
+        let hostile = ChatTemplate::new(src)?;
+        let (t, r) = best_of(3, || hostile.render(&msgs[..1], &opts));
+        let why = r.err().map_or("no error".into(), |e| e.to_string());
+        println!(
+            "hostile template ({name}): stopped after {:.1} ms: {why}",
+            t * 1e3
+        );
+    }
     Ok(())
 }
