@@ -399,3 +399,30 @@ fn tokenizer_survives_a_gguf_file_round_trip() {
         );
     }
 }
+
+#[test]
+fn generic_jinja_features_render_as_in_hf() {
+    let messages = serde_json::to_string(&attr(fixture(), "feature_messages")).unwrap();
+    let extra = serde_json::to_string(&attr(fixture(), "feature_extra")).unwrap();
+    let options = RenderOptions {
+        add_generation_prompt: true,
+        extra_json: Some(format!("{{\"extra\": {extra}}}")),
+        ..RenderOptions::default()
+    };
+    let mut failures = Vec::new();
+    for case in items("feature_templates") {
+        let name = string(&case, "name");
+        let template = ChatTemplate::new(&string(&case, "template")).unwrap();
+        let got = template.render_json(&messages, &options);
+        let want_error = attr(&case, "error");
+        match (got, want_error.as_str()) {
+            (Err(hmoe_tokenizer::TemplateError::Raised(msg)), Some(want)) if msg == want => {}
+            (Ok(text), None) if text == string(&case, "rendered") => {}
+            (got, _) => failures.push(format!(
+                "{name}: got {got:?}, HF {:?} / error {want_error:?}",
+                attr(&case, "rendered").as_str()
+            )),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
