@@ -215,6 +215,24 @@ impl Tokenizer {
         self.chat_template.as_deref()
     }
 
+    /// The special-token variables transformers gives chat templates (`bos_token`,
+    /// `eos_token`, `pad_token`), as a JSON object text for [`crate::RenderOptions`]'s
+    /// `extra_json`; tokens the model does not declare are left out.
+    pub fn template_special_tokens_json(&self) -> String {
+        let mut vars = serde_json::Map::new();
+        let eos = self.eos_ids.first().copied();
+        for (name, id) in [
+            ("bos_token", self.bos_id),
+            ("eos_token", eos),
+            ("pad_token", self.pad_id),
+        ] {
+            if let Some(text) = id.and_then(|id| self.inner.id_to_token(id)) {
+                vars.insert(name.into(), serde_json::Value::String(text));
+            }
+        }
+        serde_json::Value::Object(vars).to_string()
+    }
+
     /// The underlying `tokenizers` tokenizer.
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
@@ -230,6 +248,19 @@ mod tests {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Tokenizer>();
         assert_send_sync::<crate::ChatTemplate>();
+    }
+
+    #[test]
+    fn special_token_variables_for_templates() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets/qwen3");
+        let json = std::fs::read(format!("{dir}/tokenizer.json")).unwrap();
+        let config = std::fs::read(format!("{dir}/tokenizer_config.json")).unwrap();
+        let tok = Tokenizer::from_hf_json(&json, &config).unwrap();
+        // Qwen3's config: bos null, eos <|im_end|>, pad <|endoftext|> (as transformers passes them).
+        assert_eq!(
+            tok.template_special_tokens_json(),
+            r#"{"eos_token":"<|im_end|>","pad_token":"<|endoftext|>"}"#
+        );
     }
 
     #[test]
