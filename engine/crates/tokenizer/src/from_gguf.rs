@@ -283,6 +283,19 @@ mod tests {
     }
 
     #[test]
+    fn add_bos_token_prepends_bos_with_special_tokens_only() {
+        let mut m = tiny();
+        m.insert("tokenizer.ggml.bos_token_id".into(), MetaValue::U32(5));
+        m.insert("tokenizer.ggml.add_bos_token".into(), MetaValue::Bool(true));
+        let t = Tokenizer::from_gguf_map(&m).unwrap();
+        assert_eq!(t.encode("ab", true).unwrap(), vec![5, 2]);
+        assert_eq!(t.encode("ab", false).unwrap(), vec![2]);
+        // Added even when the text starts with it, as HF's TemplateProcessing does.
+        assert_eq!(t.encode("<|im_end|>ab", true).unwrap(), vec![5, 5, 2]);
+        assert_eq!(t.bos_id(), Some(5));
+    }
+
+    #[test]
     fn unsupported_model_and_pre_are_named() {
         let mut m = tiny();
         m.insert("tokenizer.ggml.model".into(), s("llama"));

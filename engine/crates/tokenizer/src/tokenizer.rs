@@ -125,8 +125,9 @@ impl Tokenizer {
             .encode_fast(text, add_special)
             .map_err(TokenizerError::tk)?;
         let ids = enc.get_ids();
+        // Like HF's TemplateProcessing, BOS is added even if the text starts with it.
         match (add_special && self.add_bos, self.bos_id) {
-            (true, Some(bos)) if ids.first() != Some(&bos) => {
+            (true, Some(bos)) => {
                 let mut out = Vec::with_capacity(ids.len() + 1);
                 out.push(bos);
                 out.extend_from_slice(ids);
