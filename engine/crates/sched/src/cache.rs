@@ -156,6 +156,7 @@ impl ExpertCache {
             policy,
             counters: CacheCounters::default(),
         };
+        c.policy.set_capacity(n_main);
         if partitioned && c.policy.dynamic() {
             let l = shape.n_layers.max(1) as usize;
             c.quota = Some(

@@ -50,6 +50,8 @@ pub trait CachePolicy: Send {
     fn protects_predicted(&self) -> bool {
         false
     }
+    /// Told the cache's slot count once, at cache creation.
+    fn set_capacity(&mut self, _n_slots: usize) {}
     /// Experts loaded at start (static policies).
     fn initial_residents(&self, _shape: &ModelShape, _n_slots: usize) -> Vec<ExpertKey> {
         Vec::new()
@@ -252,7 +254,8 @@ impl CachePolicy for Mrs {
 /// Parameters of the `value` policy (see docs/notes/sched.md for the tuning).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ValueParams {
-    /// Steps ahead over which the probability of use is taken.
+    /// Steps ahead over which the probability of use is taken (0: automatic, about how
+    /// long an expert stays resident: slots per layer ÷ top_k, 1..=16).
     pub horizon: usize,
     /// Per-step decay of the recent-use score (a state of the hazard table, and the
     /// fallback priority of global caches, which cannot scan).
@@ -275,11 +278,13 @@ impl Default for ValueParams {
 }
 
 /// Largest age (steps since last use) the hazard table distinguishes.
-const MAX_AGE: usize = 24;
+const MAX_AGE: usize = 64;
 /// Long-run frequency classes: use rate vs the uniform rate, <1, <2, ≥2.
 const LONG_CLASSES: usize = 3;
 /// Recent-use classes: the decayed use score just after the last use, <1.3, <1.8, <2.5, ≥2.5.
 const RECENT_CLASSES: usize = 4;
+/// Pseudo-exposures by which a hazard leans on the previous age's.
+const HAZARD_SHRINK: f64 = 4.0;
 /// States of the hazard table besides age.
 const FREQ_CLASSES: usize = LONG_CLASSES * RECENT_CLASSES;
 
@@ -306,6 +311,9 @@ pub struct Value {
     /// P(use within the horizon) per (age, class), refreshed once per step.
     p_table: Vec<f64>,
     table_step: f64,
+    horizon: usize,
+    n_layers: usize,
+    top_k: usize,
 }
 
 impl Value {
@@ -335,17 +343,38 @@ impl Value {
             layer_factor,
             p_table: vec![0.0; (MAX_AGE + 1) * FREQ_CLASSES],
             table_step: f64::NEG_INFINITY,
+            horizon: params.horizon.max(1),
+            n_layers: shape.n_layers.max(1) as usize,
+            top_k: shape.top_k.max(1) as usize,
         }
     }
 
     fn refresh_table(&mut self) {
-        for a in 0..=MAX_AGE {
-            for f in 0..FREQ_CLASSES {
-                let mut miss = 1.0;
-                for j in 1..=self.params.horizon.max(1) {
-                    miss *= 1.0 - self.hazard(a + j, f);
-                }
-                self.p_table[a * FREQ_CLASSES + f] = 1.0 - miss;
+        // Hazards by age, each shrunk toward the previous age's (ages without data
+        // inherit from shorter ones instead of jumping to a flat prior).
+        let mut hz = vec![0.0; (MAX_AGE + 2) * FREQ_CLASSES];
+        for f in 0..FREQ_CLASSES {
+            let mut prior = self.uniform_rate;
+            for a in 1..=MAX_AGE {
+                let i = a * FREQ_CLASSES + f;
+                let h = (self.used[i] + HAZARD_SHRINK * prior) / (self.exposed[i] + HAZARD_SHRINK);
+                hz[i] = h;
+                prior = h;
+            }
+            hz[(MAX_AGE + 1) * FREQ_CLASSES + f] = prior;
+        }
+        // P(no use in ages a+1..=a+H) = S(a+H) / S(a) with the survival S(k) = Π_{j≤k} (1 − h(j)).
+        let at = |a: usize, f: usize| hz[a.min(MAX_AGE + 1) * FREQ_CLASSES + f];
+        let max_k = MAX_AGE + self.horizon;
+        let mut surv = vec![1.0f64; max_k + 1];
+        for f in 0..FREQ_CLASSES {
+            for k in 1..=max_k {
+                surv[k] = surv[k - 1] * (1.0 - at(k, f)).max(1e-12);
+            }
+            for a in 0..=MAX_AGE {
+                let miss = surv[a + self.horizon] / surv[a];
+                // Among equal probabilities the older expert goes first (LRU order).
+                self.p_table[a * FREQ_CLASSES + f] = 1.0 - miss - a as f64 * 1e-12;
             }
         }
     }
@@ -365,13 +394,6 @@ impl Value {
             _ => 3,
         };
         (long * RECENT_CLASSES + recent) as u8
-    }
-
-    /// Learned probability of use exactly `age` steps after the last use.
-    pub fn hazard(&self, age: usize, class: usize) -> f64 {
-        let i = age.clamp(1, MAX_AGE) * FREQ_CLASSES + class;
-        // One pseudo-observation at the uniform rate keeps empty cells sensible.
-        (self.used[i] + self.uniform_rate) / (self.exposed[i] + 1.0)
     }
 
     fn p_use(&self, flat: usize, now: Tick) -> f64 {
@@ -441,6 +463,11 @@ impl CachePolicy for Value {
     }
     fn stages(&self) -> bool {
         self.params.admission
+    }
+    fn set_capacity(&mut self, n_slots: usize) {
+        if self.params.horizon == 0 {
+            self.horizon = (n_slots / (self.n_layers * self.top_k)).clamp(1, 16);
+        }
     }
 }
 

@@ -150,6 +150,7 @@ pub struct Scheduler {
     carried: Vec<ExpertKey>,
     cand: Vec<(f64, ExpertKey)>,
     slots: Vec<Option<u32>>,
+    sol: Solution,
 }
 
 impl Scheduler {
@@ -170,6 +171,7 @@ impl Scheduler {
             carried: Vec::new(),
             cand: Vec::new(),
             slots: Vec::new(),
+            sol: Solution::default(),
         }
     }
 
@@ -210,6 +212,32 @@ impl Scheduler {
         cache: &mut ExpertCache,
         link_ready_s: f64,
     ) -> LayerPlan {
+        let mut plan = LayerPlan::default();
+        self.plan_layer_into(
+            step,
+            layer,
+            routed,
+            next_pred,
+            cache,
+            link_ready_s,
+            &mut plan,
+        );
+        plan
+    }
+
+    /// [`Scheduler::plan_layer`] into a reused plan (no allocation once warm): the
+    /// engine's hot path.
+    #[allow(clippy::too_many_arguments)]
+    pub fn plan_layer_into(
+        &mut self,
+        step: u64,
+        layer: u16,
+        routed: &[RoutedExpert],
+        next_pred: &[PredictedExpert],
+        cache: &mut ExpertCache,
+        link_ready_s: f64,
+        plan: &mut LayerPlan,
+    ) {
         let tick = step as f64 + layer as f64 / self.shape.n_layers.max(1) as f64;
         let has_gpu = self.costs.has_gpu() && cache.n_slots() > 0;
         let c = self.costs;
@@ -255,23 +283,33 @@ impl Scheduler {
         } else {
             0
         };
-        let mut sol: Solution = match self.config.solver {
-            SolverKind::Greedy => self.greedy.solve(&self.jobs, link_ready_s, cap, has_gpu),
-            SolverKind::Exact => solve_exact(&self.jobs, link_ready_s, cap, has_gpu)
-                .unwrap_or_else(|| self.greedy.solve(&self.jobs, link_ready_s, cap, has_gpu)),
-        };
+        let mut sol = std::mem::take(&mut self.sol);
+        match self.config.solver {
+            SolverKind::Greedy => {
+                self.greedy
+                    .solve_into(&self.jobs, link_ready_s, cap, has_gpu, &mut sol)
+            }
+            SolverKind::Exact => match solve_exact(&self.jobs, link_ready_s, cap, has_gpu) {
+                Some(e) => sol = e,
+                None => self
+                    .greedy
+                    .solve_into(&self.jobs, link_ready_s, cap, has_gpu, &mut sol),
+            },
+        }
 
         // The policy learns of every access before loads, so admission sees it.
         for (i, r) in routed.iter().enumerate() {
             cache.access(self.keys[i], r.weight, tick);
         }
-        let mut plan = LayerPlan {
-            layer,
-            hits,
-            prefetch_hits,
-            fetch_capacity: cap as u32,
-            ..Default::default()
-        };
+        plan.layer = layer;
+        plan.hits = hits;
+        plan.prefetch_hits = prefetch_hits;
+        plan.fetch_capacity = cap as u32;
+        plan.gpu_hit.clear();
+        plan.gpu_fetch.clear();
+        plan.cpu.clear();
+        plan.evict.clear();
+        plan.prefetch.clear();
         let mut slots = std::mem::take(&mut self.slots);
         slots.clear();
         slots.resize(routed.len(), None);
@@ -328,10 +366,10 @@ impl Scheduler {
             let n_tok = routed.iter().map(|r| r.n_tokens).max().unwrap_or(1);
             let idle = (plan.predicted.finish_s - link_ready_s - plan.predicted.pcie_s).max(0.0)
                 + self.dense_time(n_tok);
-            self.background_loads(layer, next_pred, cache, idle, &mut plan);
+            self.background_loads(layer, next_pred, cache, idle, plan);
         }
         self.slots = slots;
-        plan
+        self.sol = sol;
     }
 
     /// Fills the idle link window with the loads of highest expected saving; each must

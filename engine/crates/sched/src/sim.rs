@@ -204,6 +204,7 @@ pub fn run_policy(
     let mut routed: Vec<RoutedExpert> = Vec::new();
     let mut pred: Vec<PredictedExpert> = Vec::new();
     let (mut dec_ns, mut dec_n) = (0u128, 0u64);
+    let mut plan = crate::sched::LayerPlan::default();
     let ebytes = shape.expert_bytes();
     for (si, step) in trace.steps.iter().take(steps).enumerate() {
         let mut layers = Vec::with_capacity(step.layers.len());
@@ -214,7 +215,9 @@ pub fn run_policy(
             pred.clear();
             pred.extend(layer.predicted());
             let t0 = Instant::now();
-            let plan = sched.plan_layer(step.step, l as u16, &routed, &pred, &mut cache, 0.0);
+            sched.plan_layer_into(
+                step.step, l as u16, &routed, &pred, &mut cache, 0.0, &mut plan,
+            );
             sched.finish_layer(&mut cache);
             dec_ns += t0.elapsed().as_nanos();
             dec_n += 1;

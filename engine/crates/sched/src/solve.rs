@@ -118,6 +118,21 @@ impl Greedy {
         max_fetches: usize,
         has_gpu: bool,
     ) -> Solution {
+        let timing = self.solve_inner(jobs, link_ready_s, max_fetches, has_gpu);
+        Solution {
+            on_gpu: self.on_gpu.clone(),
+            fetch_order: self.order.clone(),
+            timing,
+        }
+    }
+
+    fn solve_inner(
+        &mut self,
+        jobs: &[Job],
+        link_ready_s: f64,
+        max_fetches: usize,
+        has_gpu: bool,
+    ) -> PlanTiming {
         let n = jobs.len();
         self.on_gpu.clear();
         self.on_gpu
@@ -138,46 +153,76 @@ impl Greedy {
                 let (ka, kb) = (key(&jobs[a]), key(&jobs[b]));
                 ka.0.cmp(&kb.0).then(ka.1.total_cmp(&kb.1))
             });
+            let n_miss = jobs.iter().filter(|j| !j.resident).count();
             let mut fetches = 0usize;
-            for _pass in 0..n.max(1) {
-                let mut improved = false;
-                for ci in 0..self.cand.len() {
+            // Rounds: misses move to the GPU in benefit order until a move stops helping,
+            // then residents move to the CPU (prefill: GPU overloaded) likewise.
+            for _round in 0..GREEDY_ROUNDS {
+                let mut moved = false;
+                for ci in 0..n_miss {
                     let i = self.cand[ci];
-                    let to_gpu = !self.on_gpu[i];
-                    let fetch_delta = !jobs[i].resident;
-                    if to_gpu && fetch_delta && fetches >= max_fetches {
+                    if self.on_gpu[i] {
                         continue;
                     }
-                    self.on_gpu[i] = to_gpu;
+                    if fetches >= max_fetches {
+                        break;
+                    }
+                    self.on_gpu[i] = true;
                     let t = evaluate(jobs, &self.on_gpu, link_ready_s, &mut self.order);
                     if t.finish_s < best.finish_s - TIME_EPS {
                         best = t;
-                        improved = true;
-                        if fetch_delta {
-                            if to_gpu {
-                                fetches += 1;
-                            } else {
-                                fetches -= 1;
-                            }
-                        }
+                        fetches += 1;
+                        moved = true;
                     } else {
-                        self.on_gpu[i] = !to_gpu;
+                        self.on_gpu[i] = false;
+                        break;
                     }
                 }
-                if !improved {
+                for ci in n_miss..n {
+                    let i = self.cand[ci];
+                    if !self.on_gpu[i] {
+                        continue;
+                    }
+                    self.on_gpu[i] = false;
+                    let t = evaluate(jobs, &self.on_gpu, link_ready_s, &mut self.order);
+                    if t.finish_s < best.finish_s - TIME_EPS {
+                        best = t;
+                        moved = true;
+                    } else {
+                        self.on_gpu[i] = true;
+                        break;
+                    }
+                }
+                if !moved {
                     break;
                 }
             }
         }
         let timing = evaluate(jobs, &self.on_gpu, link_ready_s, &mut self.order);
         debug_assert!((timing.finish_s - best.finish_s).abs() <= TIME_EPS);
-        Solution {
-            on_gpu: self.on_gpu.clone(),
-            fetch_order: self.order.clone(),
-            timing,
-        }
+        timing
+    }
+
+    /// Like [`Greedy::solve`] but writes into `out` (no allocation once warm).
+    pub fn solve_into(
+        &mut self,
+        jobs: &[Job],
+        link_ready_s: f64,
+        max_fetches: usize,
+        has_gpu: bool,
+        out: &mut Solution,
+    ) {
+        let s = self.solve_inner(jobs, link_ready_s, max_fetches, has_gpu);
+        out.on_gpu.clear();
+        out.on_gpu.extend_from_slice(&self.on_gpu);
+        out.fetch_order.clear();
+        out.fetch_order.extend_from_slice(&self.order);
+        out.timing = s;
     }
 }
+
+/// Greedy rounds at most (each: misses to GPU, then residents to CPU).
+const GREEDY_ROUNDS: usize = 4;
 
 /// Largest job count the exact solver accepts (2^n splits).
 pub const EXACT_MAX_JOBS: usize = 20;

@@ -229,7 +229,8 @@ fn tune(args: &[String]) -> Result<()> {
     let steps: usize = flag_or(args, "--steps", 300)?;
     let shape = ModelShape::preset("qwen3-30b-a3b:q4_k_m")?;
     let profile = MachineProfile::h100_box();
-    let fracs = [0.05, 0.1, 0.2, 0.3];
+    let fracs: Vec<f64> =
+        parse_list(&flag(args, "--fracs").unwrap_or_else(|| "0.05,0.1,0.2,0.3".into()))?;
     let traces = [
         generate(&shape, &SynthParams::qwen3_calibrated(), steps, 3),
         generate(&shape, &SynthParams::uniform(), steps, 3),
@@ -242,7 +243,7 @@ fn tune(args: &[String]) -> Result<()> {
     let row = |name: String, policy: &str, opts: &SimOptions| -> Result<()> {
         let mut line = format!("{name:>40}");
         for t in &traces {
-            for f in fracs {
+            for &f in &fracs {
                 let slots = (f * shape.total_experts() as f64) as usize;
                 let r = run_policy(t, &shape, &profile, policy, slots, opts, cfg)?;
                 line += &format!(" {:5.1}", r.totals.hit_rate() * 100.0);
@@ -257,7 +258,7 @@ fn tune(args: &[String]) -> Result<()> {
         row(p.to_string(), p, &opts)?;
     }
     let horizons: Vec<usize> =
-        parse_list(&flag(args, "--horizons").unwrap_or_else(|| "1,2".into()))?;
+        parse_list(&flag(args, "--horizons").unwrap_or_else(|| "0,1".into()))?;
     let decays: Vec<f64> = parse_list(&flag(args, "--decays").unwrap_or_else(|| "0.7".into()))?;
     for &horizon in &horizons {
         for &decay in &decays {
@@ -311,6 +312,7 @@ fn timing(args: &[String]) -> Result<()> {
                 let mut routed: Vec<RoutedExpert> = Vec::new();
                 let mut pred: Vec<PredictedExpert> = Vec::new();
                 let mut ns: Vec<u64> = Vec::with_capacity(steps * 48);
+                let mut plan = hmoe_sched::LayerPlan::default();
                 for step in &trace.steps {
                     for (l, layer) in step.layers.iter().enumerate() {
                         routed.clear();
@@ -318,11 +320,12 @@ fn timing(args: &[String]) -> Result<()> {
                         pred.clear();
                         pred.extend(layer.predicted());
                         let t0 = Instant::now();
-                        let plan =
-                            sched.plan_layer(step.step, l as u16, &routed, &pred, &mut cache, 0.0);
+                        sched.plan_layer_into(
+                            step.step, l as u16, &routed, &pred, &mut cache, 0.0, &mut plan,
+                        );
                         sched.finish_layer(&mut cache);
                         ns.push(t0.elapsed().as_nanos() as u64);
-                        std::hint::black_box(plan);
+                        std::hint::black_box(&plan);
                     }
                 }
                 let warm = ns.split_off(ns.len() / 5);
