@@ -373,8 +373,7 @@ impl Value {
             }
             for a in 0..=MAX_AGE {
                 let miss = surv[a + self.horizon] / surv[a];
-                // Among equal probabilities the older expert goes first (LRU order).
-                self.p_table[a * FREQ_CLASSES + f] = 1.0 - miss - a as f64 * 1e-12;
+                self.p_table[a * FREQ_CLASSES + f] = 1.0 - miss;
             }
         }
     }
@@ -400,8 +399,11 @@ impl Value {
         if self.last[flat] == f64::NEG_INFINITY {
             return self.uniform_rate * 0.5;
         }
-        let a = ((now.floor() - self.last[flat]).max(0.0) as usize).min(MAX_AGE);
-        self.p_table[a * FREQ_CLASSES + self.class[flat] as usize]
+        let age = (now.floor() - self.last[flat]).max(0.0);
+        let a = (age as usize).min(MAX_AGE);
+        // Among equal probabilities the older expert goes first (LRU order), also
+        // beyond the table's last age.
+        self.p_table[a * FREQ_CLASSES + self.class[flat] as usize] - age * 1e-12
     }
 }
 
