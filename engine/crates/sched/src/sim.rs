@@ -426,26 +426,33 @@ impl SimReport {
                 policies.push(&r.policy);
             }
         }
+        // Sizes may mix fractions and VRAM budgets: plot by cache fraction, in order.
+        let sorted = |mut v: Vec<(f64, f64)>| {
+            v.sort_by(|a, b| a.0.total_cmp(&b.0));
+            v.dedup_by(|a, b| a.0 == b.0);
+            v
+        };
         let line = |p: &str, f: &dyn Fn(&SimRow) -> f64| Series {
             name: p.to_string(),
-            points: self
-                .rows
-                .iter()
-                .filter(|r| r.policy == p)
-                .map(|r| (r.cache_fraction * 100.0, f(r)))
-                .collect(),
+            points: sorted(
+                self.rows
+                    .iter()
+                    .filter(|r| r.policy == p)
+                    .map(|r| (r.cache_fraction * 100.0, f(r)))
+                    .collect(),
+            ),
             dashed: false,
         };
         let mut hit: Vec<Series> = policies
             .iter()
             .map(|p| line(p, &|r| r.hit_rate * 100.0))
             .collect();
-        let mut bel: Vec<(f64, f64)> = self
-            .rows
-            .iter()
-            .map(|r| (r.cache_fraction * 100.0, r.belady_hit_rate * 100.0))
-            .collect();
-        bel.dedup();
+        let bel = sorted(
+            self.rows
+                .iter()
+                .map(|r| (r.cache_fraction * 100.0, r.belady_hit_rate * 100.0))
+                .collect(),
+        );
         hit.push(Series {
             name: "belady (bound)".into(),
             points: bel,
@@ -481,4 +488,59 @@ impl SimReport {
 pub fn exact_solver(mut opts: SimOptions) -> SimOptions {
     opts.sched.solver = SolverKind::Exact;
     opts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::{generate, SynthParams};
+
+    #[test]
+    fn simulate_writes_table_json_and_svg_from_a_trace_file() {
+        let dir = std::env::temp_dir().join(format!("hmoe-sim-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut shape = ModelShape::preset("qwen3-30b-a3b:q4_k_m").unwrap();
+        shape.n_layers = 3;
+        let trace_path = dir.join("t.jsonl");
+        generate(&shape, &SynthParams::qwen3_calibrated(), 80, 1)
+            .save(&trace_path)
+            .unwrap();
+        let args = SimulateArgs {
+            trace: trace_path,
+            model_shape: None,
+            sizes: vec!["20%".parse().unwrap(), "2GiB".parse().unwrap()],
+            policies: vec!["cpu-only".into(), "lru".into(), "value".into()],
+            profile: Some("h100".into()),
+            out_svg: Some(dir.join("p.svg")),
+            out_json: Some(dir.join("r.json")),
+            options: SimOptions {
+                warmup_steps: 10,
+                ..SimOptions::default()
+            },
+        };
+        let r = simulate(&args).unwrap();
+        // 2 sizes × (3 policies + value+pf).
+        assert_eq!(r.rows.len(), 8);
+        assert!(r.table().contains("value+pf"));
+        for row in &r.rows {
+            assert!(row.hit_rate <= 1.0 && row.time_per_token_s > 0.0);
+            if row.policy == "cpu-only" {
+                assert_eq!(row.hit_rate, 0.0);
+                assert!((row.speedup_vs_cpu_only - 1.0).abs() < 1e-12);
+            }
+        }
+        let back: SimReport =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("r.json")).unwrap()).unwrap();
+        assert_eq!(back, r);
+        assert!(std::fs::read_to_string(dir.join("p.svg"))
+            .unwrap()
+            .contains("belady"));
+        // A shape of another layer count is refused.
+        let bad = SimulateArgs {
+            model_shape: Some("qwen3-30b-a3b:q8_0".into()),
+            ..args
+        };
+        assert!(simulate(&bad).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
