@@ -211,6 +211,36 @@ pub(crate) fn validate(
     Ok(ffn)
 }
 
+/// Rows ahead whose weights are prefetched while the current row is computed (on a
+/// token group's first pass): the k-quant kernels are partly compute-bound, and
+/// explicit prefetch keeps DRAM busy during the arithmetic.
+const PREFETCH_ROWS: usize = 4;
+
+/// Prefetches row `r` (`rb` bytes) of `data` into L1, if it exists.
+#[inline(always)]
+fn prefetch_row(data: &[u8], rb: usize, r: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (start, end) = (r * rb, (r + 1) * rb);
+        if PREFETCH_ROWS == 0 || end > data.len() {
+            return;
+        }
+        let mut off = start;
+        while off < end {
+            // SAFETY: `off` is inside `data`; prefetch never faults and reads nothing.
+            unsafe {
+                core::arch::x86_64::_mm_prefetch(
+                    data.as_ptr().add(off) as *const i8,
+                    core::arch::x86_64::_MM_HINT_T0,
+                )
+            };
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (data, rb, r);
+}
+
 #[inline]
 fn silu(v: f32) -> f32 {
     v / (1.0 + (-v).exp())
@@ -356,6 +386,10 @@ pub fn run_experts(
                 let n = group.len();
                 let (mut gv, mut uv) = ([0f32; G], [0f32; G]);
                 for r in r0..r1 {
+                    if gi == 0 {
+                        prefetch_row(t.gate.data, grb, r + PREFETCH_ROWS);
+                        prefetch_row(t.up.data, urb, r + PREFETCH_ROWS);
+                    }
                     // SAFETY: `validate` checked every matrix is rows × row_bytes(cols)
                     // with cols = hidden, and `ga`/`ua` hold hidden-wide rows of the
                     // ActBufs of exactly these kernels' formats.
@@ -447,6 +481,9 @@ pub fn run_experts(
                     let n = rows.len();
                     let mut v = [0f32; G];
                     for c in c0..c1 {
+                        if gi == 0 {
+                            prefetch_row(t.down.data, drb, c + PREFETCH_ROWS);
+                        }
                         // SAFETY: down is hidden × row_bytes(ffn) (validated) and `acts`
                         // hold ffn-wide rows of the ActBuf of this kernel's format.
                         unsafe {

@@ -306,9 +306,31 @@ impl ActWriter<'_> {
     }
 }
 
+/// Q8_0 activation blocks (SIMD where available; bit-identical to the scalar code).
+fn quantize_q8_0(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::Isa::Avx2.is_available() {
+        // SAFETY: AVX2 is available; slices are whole blocks (checked by `prepare`).
+        unsafe { crate::act_simd::quantize_q8_0_avx2(x, qs, d) };
+        return;
+    }
+    quantize_q8_0_scalar(x, qs, d)
+}
+
+/// Q8_K activation blocks (SIMD where available; bit-identical to the scalar code).
+fn quantize_q8k(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16], bsums32: &mut [i16]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::Isa::Avx2.is_available() {
+        // SAFETY: AVX2 is available; slices are whole blocks (checked by `prepare`).
+        unsafe { crate::act_simd::quantize_q8k_avx2(x, qs, d, bsums, bsums32) };
+        return;
+    }
+    quantize_q8k_scalar(x, qs, d, bsums, bsums32)
+}
+
 /// Q8_0 activation blocks: d = amax / 127 kept in f32 (ggml rounds it to f16; the
 /// f32 scale is slightly more precise and costs nothing here).
-fn quantize_q8_0(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
+pub(crate) fn quantize_q8_0_scalar(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
     for ((xb, qb), db) in x
         .chunks_exact(QK8_0)
         .zip(qs.chunks_exact_mut(QK8_0))
@@ -327,7 +349,13 @@ fn quantize_q8_0(x: &[f32], qs: &mut [i8], d: &mut [f32]) {
 /// Q8_K blocks as ggml's `quantize_row_q8_K_ref`: the element of largest magnitude
 /// maps to ∓127, so every value fits -127..=127 (which keeps the unsigned×signed
 /// SIMD products of the k-quant dots in range).
-fn quantize_q8k(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16], bsums32: &mut [i16]) {
+pub(crate) fn quantize_q8k_scalar(
+    x: &[f32],
+    qs: &mut [i8],
+    d: &mut [f32],
+    bsums: &mut [i16],
+    bsums32: &mut [i16],
+) {
     for ((((xb, qb), db), sb), s32) in x
         .chunks_exact(QK_K)
         .zip(qs.chunks_exact_mut(QK_K))

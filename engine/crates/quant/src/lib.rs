@@ -7,6 +7,8 @@
 #![deny(missing_docs)]
 
 mod act;
+#[cfg(target_arch = "x86_64")]
+mod act_simd;
 mod dot;
 mod error;
 mod float;
