@@ -302,6 +302,8 @@ pub struct Value {
     last: Vec<f64>,
     uses: Vec<u32>,
     class: Vec<u8>,
+    /// Ages since the last use already counted as exposures (survived without use).
+    counted: Vec<u32>,
     used: Vec<f64>,
     exposed: Vec<f64>,
     params: ValueParams,
@@ -335,6 +337,7 @@ impl Value {
             last: vec![f64::NEG_INFINITY; n],
             uses: vec![0; n],
             class: vec![0; n],
+            counted: vec![0; n],
             used: vec![0.0; (MAX_AGE + 1) * FREQ_CLASSES],
             exposed: vec![0.0; (MAX_AGE + 1) * FREQ_CLASSES],
             params,
@@ -378,6 +381,29 @@ impl Value {
         }
     }
 
+    /// Counts exposures of `flat` for ages `counted+1 ..= upto` (capped ages pool in the
+    /// last bucket).
+    fn expose(&mut self, flat: usize, upto: usize) {
+        let f = self.class[flat] as usize;
+        let from = self.counted[flat] as usize + 1;
+        for k in from..=upto {
+            self.exposed[k.min(MAX_AGE) * FREQ_CLASSES + f] += 1.0;
+        }
+        self.counted[flat] = self.counted[flat].max(upto as u32);
+    }
+
+    /// At a new step: every expert not used since `last` survived one more age. Counting
+    /// these now (not only when the expert returns) keeps the hazard of rarely returning
+    /// experts from being overestimated (right-censoring).
+    fn count_survivals(&mut self, step: f64) {
+        for flat in 0..self.last.len() {
+            let last = self.last[flat];
+            if last > f64::NEG_INFINITY && step - last >= 2.0 {
+                self.expose(flat, (step - last) as usize - 1);
+            }
+        }
+    }
+
     /// State just after an access at `now` (uses and score already updated).
     fn state_after_access(&self, flat: usize, now: Tick) -> u8 {
         let r = self.uses[flat] as f64 / ((now.floor() + 1.0) * self.uniform_rate);
@@ -415,19 +441,15 @@ impl CachePolicy for Value {
         let step = tick.floor();
         if step != self.table_step {
             self.table_step = step;
+            self.count_survivals(step);
             self.refresh_table();
         }
         if self.last[flat] > f64::NEG_INFINITY {
             let age = (step - self.last[flat]).max(1.0) as usize;
-            let f = self.class[flat] as usize;
-            for k in 1..=age.min(MAX_AGE) {
-                self.exposed[k * FREQ_CLASSES + f] += 1.0;
-            }
-            if age > MAX_AGE {
-                self.exposed[MAX_AGE * FREQ_CLASSES + f] += (age - MAX_AGE) as f64;
-            }
-            self.used[age.min(MAX_AGE) * FREQ_CLASSES + f] += 1.0;
+            self.expose(flat, age);
+            self.used[age.min(MAX_AGE) * FREQ_CLASSES + self.class[flat] as usize] += 1.0;
         }
+        self.counted[flat] = 0;
         // The score decays per step: add at the step's start so that layers share a clock.
         self.score.add(flat, 1.0, step);
         self.uses[flat] = self.uses[flat].saturating_add(1);
