@@ -283,6 +283,8 @@ const MAX_AGE: usize = 64;
 const LONG_CLASSES: usize = 3;
 /// Recent-use classes: the decayed use score just after the last use, <1.3, <1.8, <2.5, ≥2.5.
 const RECENT_CLASSES: usize = 4;
+/// Steps of last use tracked individually by the survivor counts.
+const RING: usize = MAX_AGE + 2;
 /// Pseudo-exposures by which a hazard leans on the previous age's.
 const HAZARD_SHRINK: f64 = 4.0;
 /// States of the hazard table besides age.
@@ -302,8 +304,11 @@ pub struct Value {
     last: Vec<f64>,
     uses: Vec<u32>,
     class: Vec<u8>,
-    /// Ages since the last use already counted as exposures (survived without use).
-    counted: Vec<u32>,
+    /// Experts per (step of last use, state), for the last `MAX_AGE + 2` steps: every step
+    /// each of them survives one more age (counted without scanning every expert).
+    ring: Vec<f64>,
+    /// Same for experts whose last use is older than the ring.
+    old: Vec<f64>,
     used: Vec<f64>,
     exposed: Vec<f64>,
     params: ValueParams,
@@ -337,7 +342,8 @@ impl Value {
             last: vec![f64::NEG_INFINITY; n],
             uses: vec![0; n],
             class: vec![0; n],
-            counted: vec![0; n],
+            ring: vec![0.0; RING * FREQ_CLASSES],
+            old: vec![0.0; FREQ_CLASSES],
             used: vec![0.0; (MAX_AGE + 1) * FREQ_CLASSES],
             exposed: vec![0.0; (MAX_AGE + 1) * FREQ_CLASSES],
             params,
@@ -381,26 +387,28 @@ impl Value {
         }
     }
 
-    /// Counts exposures of `flat` for ages `counted+1 ..= upto` (capped ages pool in the
-    /// last bucket).
-    fn expose(&mut self, flat: usize, upto: usize) {
-        let f = self.class[flat] as usize;
-        let from = self.counted[flat] as usize + 1;
-        for k in from..=upto {
-            self.exposed[k.min(MAX_AGE) * FREQ_CLASSES + f] += 1.0;
-        }
-        self.counted[flat] = self.counted[flat].max(upto as u32);
+    fn ring_slot(step: f64) -> usize {
+        (step as i64).rem_euclid(RING as i64) as usize
     }
 
-    /// At a new step: every expert not used since `last` survived one more age. Counting
-    /// these now (not only when the expert returns) keeps the hazard of rarely returning
-    /// experts from being overestimated (right-censoring).
-    fn count_survivals(&mut self, step: f64) {
-        for flat in 0..self.last.len() {
-            let last = self.last[flat];
-            if last > f64::NEG_INFINITY && step - last >= 2.0 {
-                self.expose(flat, (step - last) as usize - 1);
+    /// At a new step `t`: every expert not used at step `t − 1` survived one more age.
+    /// Counting these every step (not only when the expert returns) keeps the hazard of
+    /// rarely returning experts from being overestimated (right-censoring).
+    fn count_survivals(&mut self, t: f64) {
+        for d in 2..=MAX_AGE + 1 {
+            let slot = Self::ring_slot(t - d as f64);
+            for f in 0..FREQ_CLASSES {
+                self.exposed[(d - 1) * FREQ_CLASSES + f] += self.ring[slot * FREQ_CLASSES + f];
             }
+        }
+        for f in 0..FREQ_CLASSES {
+            self.exposed[MAX_AGE * FREQ_CLASSES + f] += self.old[f];
+        }
+        // Experts last used at t − MAX_AGE − 1 leave the ring; their slot becomes t + 1's.
+        let leaving = Self::ring_slot(t - (MAX_AGE + 1) as f64);
+        for f in 0..FREQ_CLASSES {
+            self.old[f] += self.ring[leaving * FREQ_CLASSES + f];
+            self.ring[leaving * FREQ_CLASSES + f] = 0.0;
         }
     }
 
@@ -440,21 +448,40 @@ impl CachePolicy for Value {
     fn on_access(&mut self, flat: usize, _weight: f32, tick: Tick) {
         let step = tick.floor();
         if step != self.table_step {
+            // Steps advance one at a time in decode; a jump counts each step between.
+            let first = if self.table_step.is_finite() && step - self.table_step <= RING as f64 {
+                self.table_step + 1.0
+            } else {
+                step
+            };
+            let mut t = first;
+            while t <= step {
+                self.count_survivals(t);
+                t += 1.0;
+            }
             self.table_step = step;
-            self.count_survivals(step);
             self.refresh_table();
         }
         if self.last[flat] > f64::NEG_INFINITY {
-            let age = (step - self.last[flat]).max(1.0) as usize;
-            self.expose(flat, age);
-            self.used[age.min(MAX_AGE) * FREQ_CLASSES + self.class[flat] as usize] += 1.0;
+            let last = self.last[flat];
+            let age = (step - last).max(1.0) as usize;
+            let c = self.class[flat] as usize;
+            // Leave the survivor counts; ages 1..age−1 were counted step by step.
+            if step - last <= (MAX_AGE + 1) as f64 {
+                let i = Self::ring_slot(last) * FREQ_CLASSES + c;
+                self.ring[i] = (self.ring[i] - 1.0).max(0.0);
+            } else {
+                self.old[c] = (self.old[c] - 1.0).max(0.0);
+            }
+            self.exposed[age.min(MAX_AGE) * FREQ_CLASSES + c] += 1.0;
+            self.used[age.min(MAX_AGE) * FREQ_CLASSES + c] += 1.0;
         }
-        self.counted[flat] = 0;
         // The score decays per step: add at the step's start so that layers share a clock.
         self.score.add(flat, 1.0, step);
         self.uses[flat] = self.uses[flat].saturating_add(1);
         self.last[flat] = step;
         self.class[flat] = self.state_after_access(flat, step);
+        self.ring[Self::ring_slot(step) * FREQ_CLASSES + self.class[flat] as usize] += 1.0;
     }
     fn priority(&self, flat: usize) -> f64 {
         self.score.key(flat)
@@ -542,6 +569,31 @@ mod tests {
         assert!((d.value(0, 3.0) - 0.5).abs() < 1e-12);
         assert!((d.value(1, 3.0) - 0.6).abs() < 1e-12);
         assert!(d.key(1) > d.key(0));
+    }
+
+    #[test]
+    fn value_learns_the_reuse_hazard() {
+        // Expert 0 returns exactly every second step; expert 1 is used once and never again.
+        let s = ModelShape::tiny(1, 4, 1);
+        let p = ValueParams {
+            horizon: 1,
+            ..ValueParams::default()
+        };
+        let mut v = Value::new(&s, p, &[]);
+        v.on_access(1, 0.5, 0.0);
+        for step in (0..=40).step_by(2) {
+            v.on_access(0, 0.5, step as f64);
+        }
+        let just_used = v.value_now(0, 40.0).unwrap();
+        v.on_access(2, 0.5, 41.0); // a new step refreshes the table
+        let due_next = v.value_now(0, 41.0).unwrap();
+        assert!(
+            just_used < 0.1,
+            "never used one step after its use: {just_used}"
+        );
+        assert!(due_next > 0.8, "always used two steps after: {due_next}");
+        // Expert 1's 40 survived ages were counted: its value is the low long-age hazard.
+        assert!(v.value_now(1, 41.0).unwrap() < due_next);
     }
 
     #[test]
