@@ -96,11 +96,134 @@ pub enum GenerationEvent {
         /// Token ids since the previous event.
         tokens: Vec<u32>,
     },
+    /// The generation failed; no more events follow.
+    Error {
+        /// What went wrong.
+        message: String,
+    },
     /// The generation ended.
     Done {
         /// Why.
         finish_reason: FinishReason,
         /// Timings.
         stats: GenerationStats,
+    },
+}
+
+/// Which compute device the engine should use.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceChoice {
+    /// CUDA when built with it and a usable GPU is present, else the CPU (with a logged reason).
+    #[default]
+    Auto,
+    /// CPU only.
+    Cpu,
+    /// CUDA; loading fails with a clear error when it is unavailable.
+    Cuda,
+}
+
+/// Options fixed when a model is loaded (some can change later, see [`RuntimeOptions`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct EngineOptions {
+    /// Compute device.
+    pub device: DeviceChoice,
+    /// Runtime knobs (threads, policy, budget, prefetch).
+    pub runtime: RuntimeOptions,
+    /// Cap on the context length (default: the model's).
+    pub max_context: Option<usize>,
+    /// Tokens processed per prefill chunk.
+    pub prefill_chunk: usize,
+    /// Compute every product in f32 on dequantised weights (slow; matches the
+    /// reference implementation to float rounding). Off: activations are quantised
+    /// to 8 bits for the integer dot products, as llama.cpp does.
+    pub exact_math: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            device: DeviceChoice::Auto,
+            runtime: RuntimeOptions::default(),
+            max_context: None,
+            prefill_chunk: 512,
+            exact_math: false,
+        }
+    }
+}
+
+/// Knobs that take effect at the next generation without reloading the model.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RuntimeOptions {
+    /// CPU threads for expert kernels (0 = physical cores).
+    pub threads: usize,
+    /// Expert cache policy name (`cpu-only`, `static`, `static-hot`, `lru`, `lfu`, `mrs`, `value`).
+    pub policy: String,
+    /// VRAM budget for the expert cache in bytes (None = what the card has free).
+    pub vram_budget_bytes: Option<u64>,
+    /// Prefetch next-layer experts while the link is idle.
+    pub prefetch: bool,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self {
+            threads: 0,
+            policy: "value".to_string(),
+            vram_budget_bytes: None,
+            prefetch: true,
+        }
+    }
+}
+
+/// Stage of model loading, for progress bars.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadStage {
+    /// Opening and validating the GGUF file(s).
+    Opening,
+    /// Building the tokenizer and chat template.
+    Tokenizer,
+    /// Preparing dense weights.
+    Weights,
+    /// Measuring the cost model on this machine.
+    Calibrating,
+    /// Done.
+    Ready,
+}
+
+/// A load progress report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LoadProgress {
+    /// Current stage.
+    pub stage: LoadStage,
+    /// Units done in this stage.
+    pub done: u64,
+    /// Units in this stage.
+    pub total: u64,
+}
+
+/// What a prompt is made of.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Prompt {
+    /// Raw text, tokenized as is.
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// Token ids.
+    Tokens {
+        /// The ids.
+        ids: Vec<u32>,
+    },
+    /// Messages rendered through the model's chat template.
+    Chat {
+        /// The conversation so far.
+        messages: Vec<ChatMessage>,
+        /// Qwen3's `enable_thinking` switch.
+        enable_thinking: bool,
     },
 }

@@ -1,1 +1,62 @@
-fn main() {}
+//! `hmoe`: the command-line face of the engine.
+
+mod bench;
+mod convert;
+mod npy;
+mod run;
+mod util;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "hmoe", version, about = "Hybrid CPU/GPU Mixture-of-Experts inference")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Architecture, sizes, quant types and memory needed of a model file.
+    Info(run::InfoArgs),
+    /// Generate text from a prompt.
+    Generate(run::GenerateArgs),
+    /// Interactive chat with the model's chat template.
+    Chat(run::ChatArgs),
+    /// Write the logits of every position of a token sequence as a float32 .npy.
+    Logits(run::LogitsArgs),
+    /// Write a random-weight model with a preset's real shapes and the Qwen3 tokenizer.
+    Synth(convert::SynthArgs),
+    /// Re-encode a model's weight matrices (norms and router stay f32).
+    Quantize(convert::QuantizeArgs),
+    /// Measure prefill and decode speed and the expert kernels' memory bandwidth.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HMOE_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let r: Result<()> = match cli.cmd {
+        Cmd::Info(a) => run::info(a),
+        Cmd::Generate(a) => run::generate(a),
+        Cmd::Chat(a) => run::chat(a),
+        Cmd::Logits(a) => run::logits(a),
+        Cmd::Synth(a) => convert::synth(a),
+        Cmd::Quantize(a) => convert::quantize(a),
+        Cmd::Bench(a) => bench::bench(a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The Qwen3-MoE forward pass (Hugging Face `Qwen3MoeForCausalLM` semantics) over a
+//! batch of sequences: all new tokens of all sequences go through the dense layers
+//! and the MoE layer together; attention runs per sequence against its own cache.
+
+use super::attention::{attend, HeadShape};
+use super::config::Qwen3MoeConfig;
+use super::kv_cache::KvCache;
+use super::ops::{rms_norm_rows, Rope};
+use super::weights::{Linear, ModelWeights};
+use crate::error::{EngineError, Result};
+use crate::moe::{route, LayerExperts, MoeDispatch};
+use candle_core::{Device, Tensor};
+use hmoe_gguf::GgufFile;
+use std::sync::Arc;
+
+/// Which logits a sequence wants from a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsFor {
+    /// None (a prefill chunk that is not the last).
+    None,
+    /// The last new token's.
+    Last,
+    /// Every new token's (reference comparisons).
+    All,
+}
+
+/// One sequence's share of a forward step.
+pub struct SeqStep<'a> {
+    /// The sequence's cache (new tokens are appended).
+    pub cache: &'a mut KvCache,
+    /// New tokens.
+    pub tokens: &'a [u32],
+    /// Which logits to return.
+    pub logits: LogitsFor,
+}
+
+/// A loaded Qwen3-MoE model.
+pub struct Qwen3Moe {
+    /// Hyper-parameters.
+    pub cfg: Qwen3MoeConfig,
+    file: Arc<GgufFile>,
+    weights: ModelWeights,
+    rope: Rope,
+}
+
+fn matmul(w: &Linear, x: &[f32], n: usize) -> Result<Vec<f32>> {
+    let t = Tensor::from_slice(x, (n, w.cols), &Device::Cpu)?;
+    Ok(w.forward(&t)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+impl Qwen3Moe {
+    /// Validates and prepares a model from an opened GGUF file.
+    /// `exact` dequantises dense weights to f32 (see [`crate::EngineOptions::exact_math`]).
+    pub fn load(file: Arc<GgufFile>, exact: bool, progress: impl FnMut(u64, u64)) -> Result<Self> {
+        let cfg = Qwen3MoeConfig::from_gguf(&file)?;
+        let weights = ModelWeights::load(&file, &cfg, exact, progress)?;
+        let rope = Rope::new(cfg.head_dim, cfg.rope_theta);
+        Ok(Self {
+            cfg,
+            file,
+            weights,
+            rope,
+        })
+    }
+
+    /// The mapped model file.
+    pub fn file(&self) -> &Arc<GgufFile> {
+        &self.file
+    }
+
+    /// An empty cache holding up to `capacity` tokens.
+    pub fn new_cache(&self, capacity: usize) -> KvCache {
+        let cap = capacity.min(self.cfg.context_length);
+        KvCache::new(self.cfg.n_layers, self.cfg.n_kv_heads * self.cfg.head_dim, cap)
+    }
+
+    /// The expert tensors of layer `layer`, addressable per expert.
+    pub fn layer_experts(&self, layer: usize) -> LayerExperts<'_> {
+        let lw = &self.weights.layers[layer];
+        LayerExperts::new(layer, &self.file, &lw.gate_exps, &lw.up_exps, &lw.down_exps)
+    }
+
+    fn embed(&self, tokens: &[u32], out: &mut [f32]) -> Result<()> {
+        let h = self.cfg.hidden;
+        let info = &self.weights.token_embd;
+        let row_bytes = info.dtype.bytes_for(h as u64).unwrap_or(0) as usize;
+        let data = self.file.tensor_data(info);
+        for (t, row) in tokens.iter().zip(out.chunks_exact_mut(h)) {
+            let start = *t as usize * row_bytes;
+            hmoe_quant::dequantize(info.dtype, &data[start..start + row_bytes], row)?;
+        }
+        Ok(())
+    }
+
+    fn validate(&self, batch: &[SeqStep<'_>]) -> Result<()> {
+        for s in batch {
+            if s.tokens.is_empty() {
+                return Err(EngineError::EmptyPrompt);
+            }
+            if s.tokens.len() > s.cache.remaining() {
+                return Err(EngineError::PromptTooLong {
+                    tokens: s.cache.len() + s.tokens.len(),
+                    context: s.cache.capacity(),
+                });
+            }
+            if let Some(&bad) = s.tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+                return Err(EngineError::TokenOutOfRange {
+                    id: bad,
+                    vocab: self.cfg.vocab_size,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one step for a batch of sequences. Returns, per sequence, the logits it
+    /// asked for, row-major `[rows, vocab]`.
+    pub fn forward(&self, batch: &mut [SeqStep<'_>], moe: &mut MoeDispatch) -> Result<Vec<Vec<f32>>> {
+        self.validate(batch)?;
+        let cfg = &self.cfg;
+        let (h, hd) = (cfg.hidden, cfg.head_dim);
+        let shape = HeadShape {
+            n_heads: cfg.n_heads,
+            n_kv_heads: cfg.n_kv_heads,
+            head_dim: hd,
+        };
+        let (q_w, kv_w) = (cfg.n_heads * hd, cfg.n_kv_heads * hd);
+        let n: usize = batch.iter().map(|s| s.tokens.len()).sum();
+        let mut x = vec![0f32; n * h];
+        let mut row = 0;
+        for s in batch.iter() {
+            self.embed(s.tokens, &mut x[row * h..(row + s.tokens.len()) * h])?;
+            row += s.tokens.len();
+        }
+
+        for (li, lw) in self.weights.layers.iter().enumerate() {
+            // Attention block.
+            let mut hn = x.clone();
+            rms_norm_rows(&mut hn, &lw.attn_norm, cfg.rms_eps);
+            let mut q = matmul(&lw.wq, &hn, n)?;
+            let mut k = matmul(&lw.wk, &hn, n)?;
+            let v = matmul(&lw.wv, &hn, n)?;
+            rms_norm_rows(&mut q, &lw.q_norm, cfg.rms_eps);
+            rms_norm_rows(&mut k, &lw.k_norm, cfg.rms_eps);
+            let mut attn = Vec::with_capacity(n * q_w);
+            let mut row = 0;
+            for s in batch.iter_mut() {
+                let m = s.tokens.len();
+                let start = s.cache.len();
+                for i in 0..m {
+                    let r = row + i;
+                    self.rope.apply(&mut q[r * q_w..(r + 1) * q_w], hd, start + i);
+                    self.rope.apply(&mut k[r * kv_w..(r + 1) * kv_w], hd, start + i);
+                }
+                let kv = &mut s.cache.layers[li];
+                kv.k.extend_from_slice(&k[row * kv_w..(row + m) * kv_w]);
+                kv.v.extend_from_slice(&v[row * kv_w..(row + m) * kv_w]);
+                attn.extend(attend(&q[row * q_w..(row + m) * q_w], kv, start, shape));
+                row += m;
+            }
+            let o = matmul(&lw.wo, &attn, n)?;
+            for (xi, oi) in x.iter_mut().zip(&o) {
+                *xi += oi;
+            }
+
+            // MoE block: the router decides which experts, the dispatcher decides where.
+            let mut hn = x.clone();
+            rms_norm_rows(&mut hn, &lw.ffn_norm, cfg.rms_eps);
+            let logits = matmul(&lw.router, &hn, n)?;
+            let routing = route(&logits, cfg.n_experts, cfg.top_k, cfg.norm_topk_prob);
+            let items = routing.work_items(cfg.n_experts);
+            let mut moe_out = vec![0f32; n * h];
+            moe.run_layer(&self.layer_experts(li), &hn, h, &items, &mut moe_out)?;
+            for (xi, mi) in x.iter_mut().zip(&moe_out) {
+                *xi += mi;
+            }
+        }
+
+        // Output head for the rows each sequence wants.
+        let mut wanted = Vec::new();
+        let mut counts = Vec::with_capacity(batch.len());
+        let mut row = 0;
+        for s in batch.iter_mut() {
+            let m = s.tokens.len();
+            s.cache.advance(m);
+            let rows: Vec<usize> = match s.logits {
+                LogitsFor::None => vec![],
+                LogitsFor::Last => vec![row + m - 1],
+                LogitsFor::All => (row..row + m).collect(),
+            };
+            counts.push(rows.len());
+            wanted.extend(rows);
+            row += m;
+        }
+        let mut hn = Vec::with_capacity(wanted.len() * h);
+        for &r in &wanted {
+            hn.extend_from_slice(&x[r * h..(r + 1) * h]);
+        }
+        rms_norm_rows(&mut hn, &self.weights.output_norm, cfg.rms_eps);
+        let logits = if wanted.is_empty() {
+            Vec::new()
+        } else {
+            matmul(&self.weights.output, &hn, wanted.len())?
+        };
+        let vocab = cfg.vocab_size;
+        let mut out = Vec::with_capacity(batch.len());
+        let mut at = 0;
+        for c in counts {
+            out.push(logits[at * vocab..(at + c) * vocab].to_vec());
+            at += c;
+        }
+        Ok(out)
+    }
+}

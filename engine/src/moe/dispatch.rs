@@ -1,0 +1,109 @@
+//! Where a placement decision turns into execution: the scheduler's plan splits a
+//! layer's work items between the CPU and GPU executors.
+
+use super::{ExpertExecutor, LayerExperts, WorkItem};
+use crate::error::Result;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Where each work item of a layer runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LayerPlacement {
+    /// Indices (into the layer's items) that run on the CPU.
+    pub cpu: Vec<usize>,
+    /// Indices that run on the GPU.
+    pub gpu: Vec<usize>,
+}
+
+/// Decides placement per layer. The hybrid scheduler implements this; with no GPU
+/// the [`CpuOnly`] placer puts everything on the CPU.
+pub trait Placer: Send {
+    /// Plans one layer of one step.
+    fn place(&mut self, layer: usize, items: &[WorkItem], gpu_available: bool) -> LayerPlacement;
+    /// Feeds back the measured CPU time of the layer's CPU share.
+    fn observe_cpu(&mut self, _layer: usize, _items: &[WorkItem], _seconds: f64) {}
+}
+
+/// Every expert on the CPU (KTransformers' default placement).
+#[derive(Debug, Default)]
+pub struct CpuOnly;
+
+impl Placer for CpuOnly {
+    fn place(&mut self, _layer: usize, items: &[WorkItem], _gpu: bool) -> LayerPlacement {
+        LayerPlacement {
+            cpu: (0..items.len()).collect(),
+            gpu: Vec::new(),
+        }
+    }
+}
+
+/// Running totals of placements, for telemetry and tests.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlacementSummary {
+    /// Expert-work items run on the CPU.
+    pub cpu_items: u64,
+    /// Items run on the GPU.
+    pub gpu_items: u64,
+    /// Seconds spent in CPU expert execution.
+    pub cpu_seconds: f64,
+}
+
+/// Runs MoE layers according to a placer's plans.
+pub struct MoeDispatch {
+    cpu: Arc<dyn ExpertExecutor>,
+    gpu: Option<Arc<dyn ExpertExecutor>>,
+    placer: Box<dyn Placer>,
+    summary: PlacementSummary,
+}
+
+impl MoeDispatch {
+    /// A dispatcher over a CPU executor, an optional GPU executor and a placer.
+    pub fn new(
+        cpu: Arc<dyn ExpertExecutor>,
+        gpu: Option<Arc<dyn ExpertExecutor>>,
+        placer: Box<dyn Placer>,
+    ) -> Self {
+        Self {
+            cpu,
+            gpu,
+            placer,
+            summary: PlacementSummary::default(),
+        }
+    }
+
+    /// Replaces the placer (policy change between generations).
+    pub fn set_placer(&mut self, placer: Box<dyn Placer>) {
+        self.placer = placer;
+    }
+
+    /// Totals so far.
+    pub fn summary(&self) -> &PlacementSummary {
+        &self.summary
+    }
+
+    /// Executes one layer: `out += Σ experts`, placed by the plan.
+    pub fn run_layer(
+        &mut self,
+        experts: &LayerExperts<'_>,
+        x: &[f32],
+        hidden: usize,
+        items: &[WorkItem],
+        out: &mut [f32],
+    ) -> Result<()> {
+        let plan = self.placer.place(experts.layer, items, self.gpu.is_some());
+        debug_assert_eq!(plan.cpu.len() + plan.gpu.len(), items.len());
+        let pick = |idx: &[usize]| idx.iter().map(|&i| items[i].clone()).collect::<Vec<_>>();
+        let (cpu_items, gpu_items) = (pick(&plan.cpu), pick(&plan.gpu));
+        if let (Some(gpu), false) = (&self.gpu, gpu_items.is_empty()) {
+            gpu.execute(experts, x, hidden, &gpu_items, out)?;
+        }
+        let t0 = Instant::now();
+        self.cpu.execute(experts, x, hidden, &cpu_items, out)?;
+        let dt = t0.elapsed().as_secs_f64();
+        self.placer.observe_cpu(experts.layer, &cpu_items, dt);
+        self.summary.cpu_items += cpu_items.len() as u64;
+        self.summary.gpu_items += gpu_items.len() as u64;
+        self.summary.cpu_seconds += dt;
+        Ok(())
+    }
+}

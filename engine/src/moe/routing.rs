@@ -1,0 +1,97 @@
+//! Router: softmax over experts → top-k → optional renormalisation, then grouping of
+//! the selected (token, expert) pairs into per-expert work items.
+
+use super::WorkItem;
+use crate::model::ops::softmax;
+
+/// The top-k selection of every token row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routing {
+    /// Experts per row.
+    pub top_k: usize,
+    /// `[n_rows * top_k]` expert ids, best first.
+    pub ids: Vec<u16>,
+    /// `[n_rows * top_k]` weights.
+    pub weights: Vec<f32>,
+}
+
+impl Routing {
+    /// Token rows routed.
+    pub fn n_rows(&self) -> usize {
+        self.ids.len() / self.top_k.max(1)
+    }
+
+    /// Groups the selections by expert, in ascending expert order.
+    pub fn work_items(&self, n_experts: usize) -> Vec<WorkItem> {
+        let mut items: Vec<WorkItem> = (0..n_experts)
+            .map(|e| WorkItem {
+                expert: e as u16,
+                rows: Vec::new(),
+                weights: Vec::new(),
+            })
+            .collect();
+        for (slot, (&e, &w)) in self.ids.iter().zip(&self.weights).enumerate() {
+            let item = &mut items[e as usize];
+            item.rows.push((slot / self.top_k) as u32);
+            item.weights.push(w);
+        }
+        items.retain(|it| !it.rows.is_empty());
+        items
+    }
+}
+
+/// Routes every row of `logits` (`[n_rows, n_experts]`).
+pub fn route(logits: &[f32], n_experts: usize, top_k: usize, renormalise: bool) -> Routing {
+    let n_rows = logits.len() / n_experts;
+    let mut ids = Vec::with_capacity(n_rows * top_k);
+    let mut weights = Vec::with_capacity(n_rows * top_k);
+    let mut probs = vec![0f32; n_experts];
+    let mut order: Vec<usize> = Vec::with_capacity(n_experts);
+    for row in logits.chunks_exact(n_experts) {
+        probs.copy_from_slice(row);
+        softmax(&mut probs);
+        order.clear();
+        order.extend(0..n_experts);
+        // Stable on ties (lower index first), like torch.topk on CPU in practice.
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+        let chosen = &order[..top_k];
+        let sum: f32 = chosen.iter().map(|&e| probs[e]).sum();
+        for &e in chosen {
+            ids.push(e as u16);
+            weights.push(if renormalise { probs[e] / sum } else { probs[e] });
+        }
+    }
+    Routing {
+        top_k,
+        ids,
+        weights,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_top_k_and_renormalises() {
+        let logits = [0.0, 2.0, 1.0, -1.0];
+        let r = route(&logits, 4, 2, true);
+        assert_eq!(r.ids, vec![1, 2]);
+        assert!((r.weights.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        let e = std::f32::consts::E;
+        assert!((r.weights[0] - e / (e + 1.0)).abs() < 1e-6);
+        let raw = route(&logits, 4, 2, false);
+        assert!(raw.weights.iter().sum::<f32>() < 1.0);
+    }
+
+    #[test]
+    fn work_items_cover_every_selection_once() {
+        let logits = [3.0, 1.0, 0.0, 0.0, 0.0, 3.0, 1.0, 0.0];
+        let r = route(&logits, 4, 2, true);
+        let items = r.work_items(4);
+        let total: usize = items.iter().map(|i| i.rows.len()).sum();
+        assert_eq!(total, 4);
+        assert_eq!(items[0].expert, 0);
+        assert_eq!(items.iter().find(|i| i.expert == 1).map(|i| i.rows.clone()), Some(vec![0, 1]));
+    }
+}

@@ -1,0 +1,329 @@
+//! [`Engine`]: the handle the CLI, the app and the server hold. Loading happens on a
+//! blocking task; generation runs on the engine's worker thread.
+
+use crate::api::{
+    ChatMessage, DeviceChoice, EngineOptions, GenerationEvent, LoadProgress, LoadStage, Prompt,
+    RuntimeOptions, SamplingParams,
+};
+use crate::error::{EngineError, Result};
+use crate::generate::worker::{self, Command, Request, WorkerConfig};
+use crate::info::ModelInfo;
+use crate::model::{LogitsFor, Qwen3Moe, SeqStep};
+use crate::moe::dispatch::{CpuOnly, MoeDispatch};
+use crate::moe::reference::ReferenceExecutor;
+use hmoe_gguf::GgufFile;
+use hmoe_tokenizer::{ChatTemplate, RenderOptions, Tokenizer};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Progress callback for [`Engine::load`].
+pub type ProgressFn = Arc<dyn Fn(LoadProgress) + Send + Sync>;
+
+/// Queue depth of a generation's event channel (events are small).
+const EVENT_QUEUE: usize = 256;
+/// Commands that may wait for the worker before `generate` reports the engine busy.
+const COMMAND_QUEUE: usize = 1024;
+/// Sequences decoded together by default.
+const DEFAULT_MAX_BATCH: usize = 16;
+
+struct Inner {
+    info: ModelInfo,
+    path: PathBuf,
+    tokenizer: Option<Arc<Tokenizer>>,
+    template: Option<ChatTemplate>,
+    commands: SyncSender<Command>,
+    runtime: Mutex<RuntimeOptions>,
+    context: usize,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Shutdown);
+        if let Ok(mut t) = self.thread.lock() {
+            if let Some(h) = t.take() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+/// A loaded model ready to generate. Cheap to clone; the worker stops when the last
+/// clone is dropped.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+/// A running generation. Dropping it (or calling [`Generation::cancel`]) stops it.
+pub struct Generation {
+    /// The event stream: text pieces, then one `Done` or `Error`.
+    pub events: tokio::sync::mpsc::Receiver<GenerationEvent>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Generation {
+    /// Asks the engine to stop this generation; a `Done { Cancelled }` event follows.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// A handle that cancels this generation from elsewhere.
+    pub fn cancel_handle(&self) -> CancelHandle {
+        CancelHandle(self.cancel.clone())
+    }
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+/// Cancels a generation from another task.
+#[derive(Clone, Debug)]
+pub struct CancelHandle(Arc<AtomicBool>);
+
+impl CancelHandle {
+    /// Cancels.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+fn load_tokenizer(file: &GgufFile, path: &Path) -> Result<Option<Tokenizer>> {
+    if let Some(dir) = path.parent() {
+        let beside = dir.join("tokenizer.json");
+        if beside.is_file() {
+            return Ok(Some(Tokenizer::from_json_file(&beside)?));
+        }
+    }
+    if file.get("tokenizer.ggml.tokens").is_some() {
+        return Ok(Some(Tokenizer::from_gguf_map(file.metadata())?));
+    }
+    Ok(None)
+}
+
+fn device_note(choice: DeviceChoice) -> Result<()> {
+    match choice {
+        DeviceChoice::Cuda => Err(EngineError::DeviceUnavailable(
+            "this build has no CUDA support (build with `--features cuda`)".into(),
+        )),
+        DeviceChoice::Auto => {
+            tracing::info!("running on the CPU: this build has no CUDA support");
+            Ok(())
+        }
+        DeviceChoice::Cpu => Ok(()),
+    }
+}
+
+impl Engine {
+    /// Opens, validates and prepares a model; progress is reported through `progress`.
+    pub async fn load(path: PathBuf, opts: EngineOptions, progress: ProgressFn) -> Result<Engine> {
+        tokio::task::spawn_blocking(move || Self::load_blocking(&path, opts, progress))
+            .await
+            .map_err(|e| EngineError::Compute(format!("load task failed: {e}")))?
+    }
+
+    /// [`Engine::load`] for callers without an async runtime.
+    pub fn load_blocking(path: &Path, opts: EngineOptions, progress: ProgressFn) -> Result<Engine> {
+        device_note(opts.device)?;
+        let report = |stage, done, total| progress(LoadProgress { stage, done, total });
+        report(LoadStage::Opening, 0, 1);
+        let file = Arc::new(GgufFile::open(path)?);
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let info = ModelInfo::from_file(&file, &stem)?;
+        report(LoadStage::Opening, 1, 1);
+        report(LoadStage::Tokenizer, 0, 1);
+        let tokenizer = load_tokenizer(&file, path)?.map(Arc::new);
+        let template = match file.get("tokenizer.chat_template").and_then(|v| v.as_str()) {
+            Some(src) => Some(ChatTemplate::new(src)?),
+            None => None,
+        };
+        report(LoadStage::Tokenizer, 1, 1);
+        let model = Qwen3Moe::load(file, opts.exact_math, |d, t| report(LoadStage::Weights, d, t))?;
+        let context = opts
+            .max_context
+            .unwrap_or(model.cfg.context_length)
+            .min(model.cfg.context_length)
+            .max(1);
+        let moe = MoeDispatch::new(Arc::new(ReferenceExecutor), None, Box::new(CpuOnly));
+        let eos = tokenizer.as_ref().map(|t| t.eos_ids().to_vec()).unwrap_or_default();
+        let (tx, rx) = mpsc::sync_channel(COMMAND_QUEUE);
+        let cfg = WorkerConfig {
+            max_batch: DEFAULT_MAX_BATCH,
+            prefill_chunk: opts.prefill_chunk.max(1),
+            context,
+        };
+        let tok = tokenizer.clone();
+        let thread = std::thread::Builder::new()
+            .name("hmoe-engine".into())
+            .spawn(move || worker::run(model, moe, tok, eos, cfg, rx))
+            .map_err(|e| EngineError::Io {
+                path: "engine thread".into(),
+                source: e,
+            })?;
+        report(LoadStage::Ready, 1, 1);
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                info,
+                path: path.to_path_buf(),
+                tokenizer,
+                template,
+                commands: tx,
+                runtime: Mutex::new(opts.runtime),
+                context,
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    /// The model's info.
+    pub fn info(&self) -> &ModelInfo {
+        &self.inner.info
+    }
+
+    /// The model file this engine was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Context window per sequence.
+    pub fn context_length(&self) -> usize {
+        self.inner.context
+    }
+
+    fn tokenizer(&self) -> Result<&Tokenizer> {
+        self.inner.tokenizer.as_deref().ok_or_else(|| {
+            EngineError::InvalidRequest("this model file has no tokenizer; give token ids".into())
+        })
+    }
+
+    /// Tokenizes text (special tokens in the text are recognised).
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.tokenizer()?.encode(text, false)?)
+    }
+
+    /// Decodes token ids.
+    pub fn detokenize(&self, ids: &[u32]) -> Result<String> {
+        Ok(self.tokenizer()?.decode(ids, false)?)
+    }
+
+    /// Renders messages through the model's chat template with the generation prompt.
+    pub fn render_chat(&self, messages: &[ChatMessage], enable_thinking: bool) -> Result<String> {
+        let t = self.inner.template.as_ref().ok_or_else(|| {
+            EngineError::InvalidRequest("this model file has no chat template".into())
+        })?;
+        let msgs: Vec<_> = messages
+            .iter()
+            .map(|m| hmoe_tokenizer::ChatMessage::new(m.role.clone(), m.content.clone()))
+            .collect();
+        let opts = RenderOptions {
+            add_generation_prompt: true,
+            enable_thinking: Some(enable_thinking),
+            ..Default::default()
+        };
+        Ok(t.render(&msgs, &opts)?)
+    }
+
+    /// Turns a prompt into token ids.
+    pub fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<u32>> {
+        let ids = match prompt {
+            Prompt::Text { text } => self.tokenize(text)?,
+            Prompt::Tokens { ids } => ids.clone(),
+            Prompt::Chat {
+                messages,
+                enable_thinking,
+            } => self.tokenize(&self.render_chat(messages, *enable_thinking)?)?,
+        };
+        if ids.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        if ids.len() >= self.inner.context {
+            return Err(EngineError::PromptTooLong {
+                tokens: ids.len(),
+                context: self.inner.context,
+            });
+        }
+        Ok(ids)
+    }
+
+    /// Starts a generation. Errors in the prompt or parameters are returned here;
+    /// failures during generation arrive as an `Error` event.
+    pub fn generate(&self, prompt: Prompt, params: SamplingParams) -> Result<Generation> {
+        crate::generate::sampler::validate(&params)?;
+        let ids = self.prompt_tokens(&prompt)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let req = Request {
+            prompt: ids,
+            params,
+            events: tx,
+            cancel: cancel.clone(),
+            submitted: Instant::now(),
+        };
+        self.inner
+            .commands
+            .try_send(Command::Generate(Box::new(req)))
+            .map_err(|e| match e {
+                mpsc::TrySendError::Full(_) => EngineError::InvalidRequest("the engine queue is full".into()),
+                mpsc::TrySendError::Disconnected(_) => EngineError::ShutDown,
+            })?;
+        Ok(Generation { events: rx, cancel })
+    }
+
+    /// The runtime options in force.
+    pub fn runtime_options(&self) -> RuntimeOptions {
+        self.inner.runtime.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Changes threads, policy, budget or prefetch from the next step on.
+    pub fn set_runtime_options(&self, opts: RuntimeOptions) -> Result<()> {
+        if let Ok(mut r) = self.inner.runtime.lock() {
+            *r = opts;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the worker thread with exclusive access to the model and the MoE
+    /// dispatcher, between steps (benchmarks, reference logits, policy changes).
+    pub fn with_model<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Qwen3Moe, &mut MoeDispatch) -> R + Send + 'static,
+    ) -> Result<R> {
+        let (tx, rx) = mpsc::channel();
+        let job = move |model: &Qwen3Moe, moe: &mut MoeDispatch| {
+            let _ = tx.send(f(model, moe));
+        };
+        self.inner
+            .commands
+            .send(Command::With(Box::new(job)))
+            .map_err(|_| EngineError::ShutDown)?;
+        rx.recv().map_err(|_| EngineError::ShutDown)
+    }
+
+    /// Logits of every position of `tokens` on a fresh cache, `[n, vocab]`, for
+    /// reference comparisons. `chunk` splits the prompt into prefill chunks.
+    pub fn logits(&self, tokens: Vec<u32>, chunk: usize) -> Result<Vec<f32>> {
+        self.with_model(move |model, moe| {
+            let mut cache = model.new_cache(tokens.len());
+            let mut all = Vec::new();
+            for part in tokens.chunks(chunk.max(1)) {
+                let mut step = [SeqStep {
+                    cache: &mut cache,
+                    tokens: part,
+                    logits: LogitsFor::All,
+                }];
+                let mut out = model.forward(&mut step, moe)?;
+                all.append(&mut out[0]);
+            }
+            Ok(all)
+        })?
+    }
+}
