@@ -10,7 +10,9 @@ use crate::generate::worker::{self, Command, Request, WorkerConfig};
 use crate::info::ModelInfo;
 use crate::model::{LogitsFor, Qwen3Moe, SeqStep};
 use crate::moe::dispatch::{CpuOnly, MoeDispatch};
+use crate::backend::cpu::CpuExecutor;
 use crate::moe::reference::ReferenceExecutor;
+use crate::moe::ExpertExecutor;
 use hmoe_gguf::GgufFile;
 use hmoe_tokenizer::{ChatTemplate, RenderOptions, Tokenizer};
 use std::path::{Path, PathBuf};
@@ -153,7 +155,14 @@ impl Engine {
             .unwrap_or(model.cfg.context_length)
             .min(model.cfg.context_length)
             .max(1);
-        let moe = MoeDispatch::new(Arc::new(ReferenceExecutor), None, Box::new(CpuOnly));
+        // Exact mode keeps the f32 reference loop so results match the reference
+        // implementation; otherwise the fused, activation-quantised kernels run.
+        let cpu: Arc<dyn ExpertExecutor> = if opts.exact_math {
+            Arc::new(ReferenceExecutor)
+        } else {
+            Arc::new(CpuExecutor::new(opts.runtime.threads)?)
+        };
+        let moe = MoeDispatch::new(cpu, None, Box::new(CpuOnly));
         let eos = tokenizer.as_ref().map(|t| t.eos_ids().to_vec()).unwrap_or_default();
         let (tx, rx) = mpsc::sync_channel(COMMAND_QUEUE);
         let cfg = WorkerConfig {

@@ -1,0 +1,3 @@
+//! Expert executors per device. The CPU one wraps `hmoe-cpu`'s fused kernels.
+
+pub mod cpu;
