@@ -81,6 +81,8 @@ pub struct ExpertCache {
     pos: Vec<u32>,
     quota: Option<Vec<u32>>,
     now: Tick,
+    /// Partitioned with a time-varying policy value: victims by scan, no heap needed.
+    scan_mode: bool,
     policy: Box<dyn CachePolicy>,
     counters: CacheCounters,
 }
@@ -153,11 +155,13 @@ impl ExpertCache {
             pos: vec![NONE; total],
             quota: None,
             now: 0.0,
+            scan_mode: false,
             policy,
             counters: CacheCounters::default(),
         };
         c.policy.set_capacity(n_main);
         if partitioned && c.policy.dynamic() {
+            c.scan_mode = c.policy.value_now(0, 0.0).is_some();
             let l = shape.n_layers.max(1) as usize;
             c.quota = Some(
                 (0..l)
@@ -336,6 +340,9 @@ impl ExpertCache {
 
     fn push(&mut self, f: usize) {
         self.version[f] = self.version[f].wrapping_add(1);
+        if self.scan_mode {
+            return;
+        }
         let l = self.layer_of(f);
         self.heaps[l].push(Entry {
             prio: self.policy.priority(f),

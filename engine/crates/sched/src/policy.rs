@@ -302,7 +302,8 @@ const FREQ_CLASSES: usize = LONG_CLASSES * RECENT_CLASSES;
 /// their interaction come from the machine's own routing instead of a fixed formula.
 #[derive(Debug)]
 pub struct Value {
-    score: DecayedScore,
+    /// Recent-use score just after the last use (decays by `params.decay` per step).
+    recent: Vec<f32>,
     last: Vec<f64>,
     uses: Vec<u32>,
     class: Vec<u8>,
@@ -341,7 +342,7 @@ impl Value {
         };
         let n = shape.total_experts();
         Self {
-            score: DecayedScore::new(n, params.decay),
+            recent: vec![0.0; n],
             last: vec![f64::NEG_INFINITY; n],
             uses: vec![0; n],
             class: vec![0; n],
@@ -424,7 +425,8 @@ impl Value {
             r if r < 2.0 => 1,
             _ => 2,
         };
-        let recent = match self.score.value(flat, now) {
+        let _ = now;
+        let recent = match self.recent[flat] {
             x if x < 1.3 => 0,
             x if x < 1.8 => 1,
             x if x < 2.5 => 2,
@@ -484,21 +486,36 @@ impl CachePolicy for Value {
             self.exposed[age.min(MAX_AGE) * FREQ_CLASSES + c] += 1.0;
             self.used[age.min(MAX_AGE) * FREQ_CLASSES + c] += 1.0;
         }
-        // The score decays per step: add at the step's start so that layers share a clock.
-        self.score.add(flat, 1.0, step);
+        // The score decays per step (integer steps: powi, no exp/ln on the hot path).
+        let decayed = if self.last[flat] > f64::NEG_INFINITY {
+            self.recent[flat] as f64
+                * self
+                    .params
+                    .decay
+                    .powi((step - self.last[flat]).min(1e4) as i32)
+        } else {
+            0.0
+        };
+        self.recent[flat] = (decayed + 1.0) as f32;
         self.uses[flat] = self.uses[flat].saturating_add(1);
         self.last[flat] = step;
         self.class[flat] = self.state_after_access(flat, step);
         self.ring[Self::ring_slot(step) * FREQ_CLASSES + self.class[flat] as usize] += 1.0;
     }
     fn priority(&self, flat: usize) -> f64 {
-        self.score.key(flat)
-            + self
-                .layer_factor
-                .get(flat / self.n_experts)
-                .copied()
-                .unwrap_or(1.0)
-                .ln()
+        // Global caches (no scan): the recent score in time-invariant log form.
+        let ln_decay = self.params.decay.clamp(1e-6, 1.0 - 1e-9).ln();
+        let key = if self.last[flat] > f64::NEG_INFINITY {
+            (self.recent[flat] as f64).max(1e-30).ln() - self.last[flat] * ln_decay
+        } else {
+            f64::NEG_INFINITY
+        };
+        key + self
+            .layer_factor
+            .get(flat / self.n_experts)
+            .copied()
+            .unwrap_or(1.0)
+            .ln()
     }
     fn value_now(&self, flat: usize, now: Tick) -> Option<f64> {
         Some(
