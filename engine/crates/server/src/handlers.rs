@@ -147,7 +147,13 @@ async fn run(
     let context = st.backend.context_length();
     let ids = match req.prompt {
         Prompt::Tokens { ids } => ids,
-        p => st.backend.tokenize_prompt(&p)?,
+        p => {
+            // Off the async workers: a 4 MiB prompt takes a while to render and tokenize.
+            let backend = st.backend.clone();
+            tokio::task::spawn_blocking(move || backend.tokenize_prompt(&p))
+                .await
+                .map_err(|e| ApiError::internal(format!("tokenizer task failed: {e}")))??
+        }
     };
     let prompt_tokens = ids.len();
     let max_prompt = st

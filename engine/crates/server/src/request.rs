@@ -423,18 +423,19 @@ impl RawChatRequest {
         }
         let mut messages = Vec::with_capacity(raw.len());
         for (i, m) in raw.into_iter().enumerate() {
-            let role =
-                match m.role.as_str() {
-                    "system" | "developer" => "system",
-                    "user" => "user",
-                    "assistant" => "assistant",
-                    other => return Err(ApiError::invalid_field(
+            let role = match m.role.as_str() {
+                "system" | "developer" => "system",
+                "user" => "user",
+                "assistant" => "assistant",
+                other => {
+                    return Err(ApiError::invalid_field(
                         format!("messages[{i}].role"),
                         format!(
                             "role `{other}` is not supported (system, developer, user, assistant)"
                         ),
-                    )),
-                };
+                    ))
+                }
+            };
             if matches!(&m.tool_calls, Some(Value::Array(a)) if !a.is_empty()) {
                 return Err(unsupported(
                     &format!("messages[{i}].tool_calls"),

@@ -644,3 +644,29 @@ async fn eight_concurrent_streams_complete_independently() {
         assert_eq!(out, &expected, "request {i}");
     }
 }
+
+#[tokio::test]
+async fn disconnect_during_non_streaming_request_cancels() {
+    let mut cfg = test_config();
+    cfg.max_concurrent = 1;
+    let backend = MockBackend {
+        token_delay: Duration::from_millis(10),
+        ..Default::default()
+    };
+    let srv = start_mock(cfg, backend).await;
+    let base = srv.base_url();
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let r = c
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&chat_body("slow", 450, false))
+        .send()
+        .await;
+    assert!(r.is_err(), "the client gave up first");
+    wait_health(&base, |h| {
+        h["slots"]["active"] == 0 && h["slots"]["cancelled"] == 1
+    })
+    .await;
+}
