@@ -9,7 +9,9 @@ use crate::error::{EngineError, Result};
 use crate::generate::worker::{self, Command, Request, WorkerConfig};
 use crate::info::ModelInfo;
 use crate::model::{LogitsFor, Qwen3Moe, SeqStep};
-use crate::moe::dispatch::{CpuOnly, MoeDispatch};
+use crate::moe::dispatch::MoeDispatch;
+use crate::moe::placer::{model_shape, SchedPlacer, TelemetryHub};
+use hmoe_sched::{MachineProfile, StepTelemetry, TelemetryTotals};
 use crate::backend::cpu::CpuExecutor;
 use crate::moe::reference::ReferenceExecutor;
 use crate::moe::ExpertExecutor;
@@ -39,6 +41,7 @@ struct Inner {
     commands: SyncSender<Command>,
     runtime: Mutex<RuntimeOptions>,
     context: usize,
+    hub: TelemetryHub,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -162,7 +165,26 @@ impl Engine {
         } else {
             Arc::new(CpuExecutor::new(opts.runtime.threads)?)
         };
-        let moe = MoeDispatch::new(cpu, None, Box::new(CpuOnly));
+        let types = ["gate", "up", "down"].map(|m| {
+            model
+                .file()
+                .tensor(&format!("blk.0.ffn_{m}_exps.weight"))
+                .map_or(hmoe_gguf::GgmlDType::F32, |t| t.dtype)
+        });
+        let shape = model_shape(&info, types)?;
+        let hub = SchedPlacer::hub(&shape);
+        // No GPU backend in this build: the expert cache has no VRAM and the plan puts
+        // every expert on the CPU (and says so in the telemetry).
+        tracing::info!("no GPU: every expert runs on the CPU; policy `{}` plans with an empty cache", opts.runtime.policy);
+        let placer = SchedPlacer::new(
+            shape,
+            &opts.runtime.policy,
+            0,
+            opts.runtime.prefetch,
+            MachineProfile::build_box(),
+            hub.clone(),
+        )?;
+        let moe = MoeDispatch::new(cpu, None, Box::new(placer));
         let eos = tokenizer.as_ref().map(|t| t.eos_ids().to_vec()).unwrap_or_default();
         let (tx, rx) = mpsc::sync_channel(COMMAND_QUEUE);
         let cfg = WorkerConfig {
@@ -188,6 +210,7 @@ impl Engine {
                 commands: tx,
                 runtime: Mutex::new(opts.runtime),
                 context,
+                hub,
                 thread: Mutex::new(Some(thread)),
             }),
         })
@@ -285,6 +308,32 @@ impl Engine {
                 mpsc::TrySendError::Disconnected(_) => EngineError::ShutDown,
             })?;
         Ok(Generation { events: rx, cancel })
+    }
+
+    /// Per-step scheduler telemetry (placements, predicted and measured times).
+    pub fn subscribe_telemetry(&self) -> tokio::sync::broadcast::Receiver<Arc<StepTelemetry>> {
+        self.inner.hub.sender.subscribe()
+    }
+
+    /// Running totals of the telemetry (hit rate, bytes moved, busy times, tokens).
+    pub fn telemetry_totals(&self) -> TelemetryTotals {
+        self.inner.hub.totals.lock().map(|t| *t).unwrap_or_default()
+    }
+
+    /// Writes the routing trace recorded so far (see docs/notes/trace-format.md).
+    pub fn save_trace(&self, path: &Path) -> Result<()> {
+        let trace = self
+            .inner
+            .hub
+            .trace
+            .lock()
+            .map_err(|_| EngineError::Compute("trace lock poisoned".into()))?;
+        trace
+            .save(path)
+            .map_err(|e| EngineError::Io {
+                path: path.display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })
     }
 
     /// The runtime options in force.

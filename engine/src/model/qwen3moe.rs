@@ -117,6 +117,20 @@ impl Qwen3Moe {
     /// asked for, row-major `[rows, vocab]`.
     pub fn forward(&self, batch: &mut [SeqStep<'_>], moe: &mut MoeDispatch) -> Result<Vec<Vec<f32>>> {
         self.validate(batch)?;
+        moe.begin_step(batch.iter().map(|s| s.tokens.len()).sum());
+        let out = self.forward_inner(batch, moe);
+        moe.end_step();
+        if out.is_err() {
+            // Drop whatever the failed step appended to the caches.
+            for s in batch.iter_mut() {
+                let n = s.cache.len();
+                s.cache.truncate(n);
+            }
+        }
+        out
+    }
+
+    fn forward_inner(&self, batch: &mut [SeqStep<'_>], moe: &mut MoeDispatch) -> Result<Vec<Vec<f32>>> {
         let cfg = &self.cfg;
         let (h, hd) = (cfg.hidden, cfg.head_dim);
         let shape = HeadShape {

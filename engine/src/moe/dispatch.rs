@@ -22,6 +22,10 @@ pub trait Placer: Send {
     fn place(&mut self, layer: usize, items: &[WorkItem], gpu_available: bool) -> LayerPlacement;
     /// Feeds back the measured CPU time of the layer's CPU share.
     fn observe_cpu(&mut self, _layer: usize, _items: &[WorkItem], _seconds: f64) {}
+    /// A forward step over `n_tokens` tokens begins.
+    fn begin_step(&mut self, _n_tokens: usize) {}
+    /// The step ended after `measured_s` seconds.
+    fn end_step(&mut self, _measured_s: f64) {}
 }
 
 /// Every expert on the CPU (KTransformers' default placement).
@@ -54,6 +58,7 @@ pub struct MoeDispatch {
     gpu: Option<Arc<dyn ExpertExecutor>>,
     placer: Box<dyn Placer>,
     summary: PlacementSummary,
+    step_started: Option<Instant>,
 }
 
 impl MoeDispatch {
@@ -68,6 +73,7 @@ impl MoeDispatch {
             gpu,
             placer,
             summary: PlacementSummary::default(),
+            step_started: None,
         }
     }
 
@@ -79,6 +85,18 @@ impl MoeDispatch {
     /// Totals so far.
     pub fn summary(&self) -> &PlacementSummary {
         &self.summary
+    }
+
+    /// Marks the start of a forward step.
+    pub fn begin_step(&mut self, n_tokens: usize) {
+        self.step_started = Some(Instant::now());
+        self.placer.begin_step(n_tokens);
+    }
+
+    /// Marks the end of a forward step.
+    pub fn end_step(&mut self) {
+        let s = self.step_started.take().map_or(0.0, |t| t.elapsed().as_secs_f64());
+        self.placer.end_step(s);
     }
 
     /// Executes one layer: `out += Σ experts`, placed by the plan.

@@ -1,0 +1,224 @@
+//! The hybrid scheduler (`hmoe-sched`) as the MoE dispatcher's placer: it plans every
+//! layer of every step, learns from measured times, records the routing trace and
+//! publishes per-step telemetry.
+
+use super::dispatch::{LayerPlacement, Placer};
+use super::WorkItem;
+use crate::error::{EngineError, Result};
+use crate::info::ModelInfo;
+use hmoe_gguf::GgmlDType;
+use hmoe_sched::shape::ExpertQuant;
+use hmoe_sched::{
+    make_policy, CostModel, ExpertCache, LayerPlan, LayerTelemetry, MachineProfile, ModelShape,
+    QuantType, RoutedExpert, SchedConfig, Scheduler, StepTelemetry, Telemetry, TelemetryTotals,
+    Trace, TraceHeader, TraceLayer, TraceStep, ValueParams,
+};
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+/// Steps of telemetry kept for slow subscribers before they start skipping.
+pub const TELEMETRY_BUFFER: usize = 512;
+
+fn quant(name: &str, t: GgmlDType) -> Result<QuantType> {
+    Ok(match t {
+        GgmlDType::F32 => QuantType::F32,
+        GgmlDType::F16 => QuantType::F16,
+        GgmlDType::BF16 => QuantType::BF16,
+        GgmlDType::Q8_0 => QuantType::Q8_0,
+        GgmlDType::Q4K => QuantType::Q4_K,
+        GgmlDType::Q5K => QuantType::Q5_K,
+        GgmlDType::Q6K => QuantType::Q6_K,
+        other => {
+            return Err(EngineError::UnsupportedTensorType {
+                name: name.into(),
+                dtype: other,
+            })
+        }
+    })
+}
+
+/// The scheduler's view of a loaded model.
+pub fn model_shape(info: &ModelInfo, types: [GgmlDType; 3]) -> Result<ModelShape> {
+    let c = &info.config;
+    Ok(ModelShape {
+        name: info.name.clone(),
+        n_layers: c.n_layers as u16,
+        n_experts: c.n_experts as u16,
+        top_k: c.top_k as u16,
+        hidden: c.hidden as u32,
+        expert_ffn: c.expert_ffn as u32,
+        expert_quant: ExpertQuant {
+            gate: quant("ffn_gate_exps", types[0])?,
+            up: quant("ffn_up_exps", types[1])?,
+            down: quant("ffn_down_exps", types[2])?,
+        },
+        dense_bytes: info.dense_bytes,
+    })
+}
+
+/// Shared, cheap-to-read outputs of the placer.
+#[derive(Clone)]
+pub struct TelemetryHub {
+    /// Per-step telemetry stream.
+    pub sender: broadcast::Sender<Arc<StepTelemetry>>,
+    /// Running totals.
+    pub totals: Arc<Mutex<TelemetryTotals>>,
+    /// The routing trace recorded so far.
+    pub trace: Arc<Mutex<Trace>>,
+}
+
+/// Placer backed by the hybrid scheduler.
+pub struct SchedPlacer {
+    shape: ModelShape,
+    cost: CostModel,
+    sched: Scheduler,
+    cache: ExpertCache,
+    plan: LayerPlan,
+    step: u64,
+    step_tokens: u32,
+    layers: Vec<LayerTelemetry>,
+    trace_layers: Vec<TraceLayer>,
+    telemetry: Telemetry,
+    hub: TelemetryHub,
+    routed: Vec<RoutedExpert>,
+}
+
+impl SchedPlacer {
+    /// A placer for `shape` with policy `policy`, `vram_budget` bytes of expert cache
+    /// (0 without a GPU) and the machine profile `profile`.
+    pub fn new(
+        shape: ModelShape,
+        policy: &str,
+        vram_budget: u64,
+        prefetch: bool,
+        profile: MachineProfile,
+        hub: TelemetryHub,
+    ) -> Result<Self> {
+        let mut cost = CostModel::new(profile);
+        let config = SchedConfig {
+            prefetch,
+            ..Default::default()
+        };
+        let sched = Scheduler::new(&shape, &mut cost, config);
+        let policy = make_policy(policy, &shape, None, ValueParams::default(), &[])
+            .map_err(|e| EngineError::InvalidRequest(e.to_string()))?;
+        let slots = ExpertCache::slots_for_budget(&shape, vram_budget);
+        let cache = ExpertCache::with_partition(&shape, slots, policy, true);
+        Ok(Self {
+            shape,
+            cost,
+            sched,
+            cache,
+            plan: LayerPlan::default(),
+            step: 0,
+            step_tokens: 0,
+            layers: Vec::new(),
+            trace_layers: Vec::new(),
+            telemetry: Telemetry::default(),
+            hub,
+            routed: Vec::new(),
+        })
+    }
+
+    /// A new hub with an empty trace for `shape`.
+    pub fn hub(shape: &ModelShape) -> TelemetryHub {
+        TelemetryHub {
+            sender: broadcast::channel(TELEMETRY_BUFFER).0,
+            totals: Arc::new(Mutex::new(TelemetryTotals::default())),
+            trace: Arc::new(Mutex::new(Trace {
+                header: TraceHeader::new(shape.clone(), "hmoe-engine"),
+                steps: Vec::new(),
+            })),
+        }
+    }
+
+    /// The cost model's prediction error so far (median relative error of layer times).
+    pub fn prediction_error(&self) -> Option<f64> {
+        self.cost.error_report().map(|r| r.median_rel)
+    }
+}
+
+impl Placer for SchedPlacer {
+    fn begin_step(&mut self, n_tokens: usize) {
+        self.step_tokens = n_tokens as u32;
+        self.layers.clear();
+        self.trace_layers.clear();
+    }
+
+    fn place(&mut self, layer: usize, items: &[WorkItem], _gpu: bool) -> LayerPlacement {
+        self.routed.clear();
+        self.routed.extend(items.iter().map(|it| RoutedExpert {
+            expert: it.expert,
+            n_tokens: it.rows.len() as u32,
+            weight: it.weights.iter().sum(),
+        }));
+        self.sched.plan_layer_into(
+            self.step,
+            layer as u16,
+            &self.routed,
+            &[],
+            &mut self.cache,
+            0.0,
+            &mut self.plan,
+        );
+        let index_of = |e: u16| items.iter().position(|it| it.expert == e);
+        let gpu: Vec<usize> = self
+            .plan
+            .gpu_hit
+            .iter()
+            .chain(&self.plan.gpu_fetch)
+            .filter_map(|p| index_of(p.expert))
+            .collect();
+        let cpu: Vec<usize> = self.plan.cpu.iter().filter_map(|p| index_of(p.expert)).collect();
+        self.layers.push(LayerTelemetry::from_plan(&self.plan, self.shape.expert_bytes()));
+        self.trace_layers.push(TraceLayer {
+            e: self.routed.iter().map(|r| r.expert).collect(),
+            n: self.routed.iter().map(|r| r.n_tokens).collect(),
+            w: self.routed.iter().map(|r| r.weight).collect(),
+            pred: Vec::new(),
+        });
+        LayerPlacement { cpu, gpu }
+    }
+
+    fn observe_cpu(&mut self, _layer: usize, items: &[WorkItem], seconds: f64) {
+        let predicted = self.plan.predicted.finish_s;
+        if predicted > 0.0 && seconds > 0.0 {
+            self.cost.observe_layer(predicted, seconds);
+        }
+        // Decode layers give clean per-expert samples: every expert serves one token.
+        if !items.is_empty() && items.iter().all(|it| it.rows.len() == 1) {
+            let work = self.shape.expert_work();
+            self.cost
+                .observe_cpu_expert(&work, 1, seconds / items.len() as f64);
+        }
+        if let Some(l) = self.layers.last_mut() {
+            l.measured_s = Some(seconds);
+        }
+        self.sched.finish_layer(&mut self.cache);
+    }
+
+    fn end_step(&mut self, measured_s: f64) {
+        let predicted_s = self.layers.iter().map(|l| l.predicted.finish_s).sum();
+        let step = StepTelemetry {
+            step: self.step,
+            n_tokens: self.step_tokens,
+            layers: std::mem::take(&mut self.layers),
+            predicted_s,
+            measured_s: Some(measured_s),
+        };
+        self.telemetry.record(&step);
+        if let Ok(mut t) = self.hub.totals.lock() {
+            *t = *self.telemetry.totals();
+        }
+        if let Ok(mut tr) = self.hub.trace.lock() {
+            tr.steps.push(TraceStep {
+                step: self.step,
+                tokens: self.step_tokens,
+                layers: std::mem::take(&mut self.trace_layers),
+            });
+        }
+        // No subscriber is fine: telemetry is always produced, cheaply.
+        let _ = self.hub.sender.send(Arc::new(step));
+        self.step += 1;
+    }
+}
