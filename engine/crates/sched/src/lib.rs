@@ -22,6 +22,7 @@ pub mod svg;
 pub mod synth;
 pub mod telemetry;
 pub mod trace;
+pub mod value;
 
 pub use cache::{ExpertCache, SlotLoad};
 pub use cost::{CostModel, ErrorReport, ExpertCosts};

@@ -188,3 +188,75 @@ impl Telemetry {
         &self.totals
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::SlotLoad;
+    use crate::sched::PlacedExpert;
+    use crate::shape::ExpertKey;
+
+    #[test]
+    fn totals_add_up_from_plans() {
+        let e = |expert| PlacedExpert {
+            expert,
+            n_tokens: 1,
+            weight: 0.1,
+            slot: Some(0),
+        };
+        let plan = LayerPlan {
+            layer: 2,
+            gpu_hit: vec![e(1), e(2)],
+            gpu_fetch: vec![e(3)],
+            cpu: vec![e(4)],
+            evict: vec![ExpertKey::new(2, 9)],
+            prefetch: vec![SlotLoad {
+                key: ExpertKey::new(3, 5),
+                slot: 7,
+                evicted: None,
+            }],
+            predicted: PlanTiming {
+                cpu_s: 1e-4,
+                gpu_s: 2e-4,
+                pcie_s: 1e-4,
+                finish_s: 2.2e-4,
+            },
+            hits: 2,
+            fetch_capacity: 4,
+            prefetch_hits: 1,
+        };
+        let l = LayerTelemetry::from_plan(&plan, 1000);
+        assert_eq!(l.experts.len(), 4);
+        assert_eq!(
+            (
+                l.bytes_fetched,
+                l.bytes_prefetched,
+                l.evictions,
+                l.prefetches
+            ),
+            (1000, 1000, 1, 1)
+        );
+        let step = StepTelemetry {
+            step: 0,
+            n_tokens: 1,
+            layers: vec![l.clone(), l],
+            predicted_s: 0.01,
+            measured_s: Some(0.02),
+        };
+        let mut t = Telemetry::default();
+        t.record(&step);
+        t.record(&step);
+        let s = t.totals();
+        assert_eq!(
+            (s.steps, s.tokens, s.accesses, s.hits, s.gpu_hits, s.fetches, s.cpu_runs),
+            (2, 2, 16, 8, 8, 4, 4)
+        );
+        assert_eq!(s.pcie_bytes, 8000);
+        assert!((s.hit_rate() - 0.5).abs() < 1e-12);
+        // Measured time wins over predicted: 2 × 0.02 s.
+        assert!((s.tok_per_s() - 50.0).abs() < 1e-9);
+        assert!((s.pcie_gbps() - 8000.0 / 0.04 / 1e9).abs() < 1e-12);
+        let json = serde_json::to_string(&step).unwrap();
+        assert!(json.contains(r#""placement":"GpuFetch""#));
+    }
+}
