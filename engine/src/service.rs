@@ -369,6 +369,15 @@ impl Engine {
     /// Logits of every position of `tokens` on a fresh cache, `[n, vocab]`, for
     /// reference comparisons. `chunk` splits the prompt into prefill chunks.
     pub fn logits(&self, tokens: Vec<u32>, chunk: usize) -> Result<Vec<f32>> {
+        if tokens.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        if tokens.len() > self.inner.context {
+            return Err(EngineError::PromptTooLong {
+                tokens: tokens.len(),
+                context: self.inner.context,
+            });
+        }
         self.with_model(move |model, moe| {
             let mut cache = model.new_cache(tokens.len());
             let mut all = Vec::new();

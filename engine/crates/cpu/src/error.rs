@@ -40,6 +40,9 @@ pub enum CpuError {
     /// A kernel or quantisation error (unsupported type, unavailable ISA, …).
     #[error(transparent)]
     Quant(#[from] QuantError),
+    /// A pool job called `broadcast` (on any pool) from inside a job.
+    #[error("CpuPool::broadcast called from inside a pool job (would deadlock)")]
+    Reentrant,
     /// A pool thread panicked while running a job.
     #[error("a CPU pool thread panicked while running a job")]
     WorkerPanicked,

@@ -39,6 +39,52 @@ pub struct MatView<'a> {
     pub data: &'a [u8],
 }
 
+impl<'a> MatView<'a> {
+    /// Expert `expert`'s matrix inside a stacked GGUF tensor such as
+    /// `blk.N.ffn_gate_exps.weight` (`n_experts` matrices of `rows × cols`, expert-major).
+    pub fn from_stacked(
+        dtype: GgmlDType,
+        rows: usize,
+        cols: usize,
+        n_experts: usize,
+        stacked: &'a [u8],
+        expert: usize,
+    ) -> Result<Self, CpuError> {
+        let per = row_bytes(dtype, cols)?
+            .checked_mul(rows)
+            .ok_or(CpuError::Length {
+                what: "expert matrix bytes (overflow)",
+                expected: usize::MAX,
+                got: rows,
+            })?;
+        let total = per.checked_mul(n_experts).ok_or(CpuError::Length {
+            what: "stacked tensor bytes (overflow)",
+            expected: usize::MAX,
+            got: n_experts,
+        })?;
+        if stacked.len() != total {
+            return Err(CpuError::Length {
+                what: "stacked expert tensor bytes",
+                expected: total,
+                got: stacked.len(),
+            });
+        }
+        if expert >= n_experts {
+            return Err(CpuError::Length {
+                what: "expert index (< n_experts)",
+                expected: n_experts,
+                got: expert,
+            });
+        }
+        Ok(MatView {
+            dtype,
+            rows,
+            cols,
+            data: &stacked[expert * per..(expert + 1) * per],
+        })
+    }
+}
+
 /// One expert's work: its three matrices and the token rows (with router weights)
 /// routed to it. `gate`/`up` are `ffn × hidden`, `down` is `hidden × ffn`.
 #[derive(Debug, Clone, Copy)]

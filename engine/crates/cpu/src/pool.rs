@@ -157,6 +157,10 @@ impl CpuPool {
     /// Runs `f(thread_index, n_threads)` on every pool thread (the caller is index
     /// 0) and waits for all. Calls from several threads are serialised.
     pub fn broadcast<F: Fn(usize, usize) + Sync>(&self, f: F) -> Result<(), CpuError> {
+        // A job that broadcasts again would wait on itself forever.
+        if IN_JOB.with(|c| c.get()) {
+            return Err(CpuError::Reentrant);
+        }
         let _serial = lock(&self.caller);
         let s = &*self.shared;
         let n = s.n_threads;
@@ -178,7 +182,7 @@ impl CpuPool {
             s.generation.fetch_add(1, Ordering::Release);
         }
         s.start.notify_all();
-        let mine = catch_unwind(AssertUnwindSafe(|| f(0, n)));
+        let mine = catch_unwind(AssertUnwindSafe(|| in_job(|| f(0, n))));
         // Wait for the workers: spin briefly, then sleep.
         spin_while(s.spin, || s.pending.load(Ordering::Acquire) != 0);
         if s.pending.load(Ordering::Acquire) != 0 {
@@ -194,6 +198,23 @@ impl CpuPool {
         }
         Ok(())
     }
+}
+
+thread_local! {
+    /// Set while this thread runs a pool job.
+    static IN_JOB: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with `IN_JOB` set (reset even if `f` panics).
+fn in_job<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            IN_JOB.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(IN_JOB.with(|c| c.replace(true)));
+    f()
 }
 
 /// Busy-waits while `cond` holds, for at most `us` microseconds.
@@ -235,7 +256,7 @@ fn worker_loop(s: &Shared, index: usize) {
         // SAFETY: see `Shared`'s Sync impl; the job outlives this call.
         if let Some(job) = unsafe { *s.job.get() } {
             let f = unsafe { &*job };
-            if catch_unwind(AssertUnwindSafe(|| f(index, s.n_threads))).is_err() {
+            if catch_unwind(AssertUnwindSafe(|| in_job(|| f(index, s.n_threads)))).is_err() {
                 s.panicked.store(true, Ordering::Relaxed);
             }
         }
@@ -301,6 +322,22 @@ mod tests {
         .unwrap();
         let total: u64 = sums.iter().map(|s| s.load(Ordering::Relaxed)).sum();
         assert_eq!(total, data.iter().sum::<u64>());
+    }
+
+    #[test]
+    fn broadcasting_from_inside_a_job_is_an_error_not_a_deadlock() {
+        for threads in [1usize, 3] {
+            let pool = CpuPool::with_threads(threads).unwrap();
+            let errors = AtomicUsize::new(0);
+            pool.broadcast(|_, _| {
+                if matches!(pool.broadcast(|_, _| {}), Err(CpuError::Reentrant)) {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .unwrap();
+            assert_eq!(errors.load(Ordering::Relaxed), threads);
+            pool.broadcast(|_, _| {}).unwrap();
+        }
     }
 
     #[test]

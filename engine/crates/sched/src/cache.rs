@@ -71,8 +71,9 @@ pub struct ExpertCache {
     version: Vec<u32>,
     background: Vec<bool>,
     free: Vec<u32>,
-    staging_free: Vec<u32>,
-    staged: Vec<u32>,
+    staging_base: u32,
+    n_staging: u32,
+    staging_next: u32,
     heaps: Vec<BinaryHeap<Entry>>,
     skipped: Vec<Entry>,
     resident: usize,
@@ -124,14 +125,12 @@ impl ExpertCache {
             0
         };
         let total = shape.total_experts();
-        // Bypassing policies keep top_k slots for experts used once and dropped; only
-        // worth it when the cache is several layers' worth of experts.
+        // top_k staging slots stream experts that get no cache slot (every slot pinned, as
+        // in prefill where a layer uses nearly all its experts; a static policy; a refused
+        // admission). Reused round-robin within a layer. Only when the cache holds several
+        // layers' worth of experts.
         let top_k = shape.top_k as usize;
-        let n_staging = if policy.stages() && n_slots >= 4 * top_k {
-            top_k
-        } else {
-            0
-        };
+        let n_staging = if n_slots >= 4 * top_k { top_k } else { 0 };
         let n_main = n_slots - n_staging;
         let mut c = Self {
             n_experts: shape.n_experts as usize,
@@ -145,8 +144,9 @@ impl ExpertCache {
             version: vec![0; total],
             background: vec![false; total],
             free: (0..n_main as u32).rev().collect(),
-            staging_free: (n_main as u32..n_slots as u32).rev().collect(),
-            staged: Vec::new(),
+            staging_base: n_main as u32,
+            n_staging: n_staging as u32,
+            staging_next: 0,
             heaps: (0..shape.n_layers).map(|_| BinaryHeap::new()).collect(),
             skipped: Vec::new(),
             resident: 0,
@@ -279,12 +279,12 @@ impl ExpertCache {
         for f in self.pinned_list.drain(..) {
             self.pins[f as usize] = 0;
         }
-        self.staging_free.append(&mut self.staged);
+        self.staging_next = 0;
     }
 
     /// Staging slots (bypass buffers).
     pub fn n_staging(&self) -> usize {
-        self.staging_free.len() + self.staged.len()
+        self.n_staging as usize
     }
 
     /// Protects `key` from eviction until [`ExpertCache::clear_protection`] (predicted use).
@@ -303,10 +303,15 @@ impl ExpertCache {
         }
     }
 
-    /// Slots a demand load for `layer` could use now: free ones (within the layer's
-    /// share if partitioned), plus residents the policy may replace (neither pinned nor
-    /// protected; of that layer if partitioned).
+    /// Copies a demand load for `layer` could place now: unbounded with staging slots
+    /// (they stream), else free slots (within the layer's share if partitioned) plus
+    /// residents the policy may replace (neither pinned nor protected; of that layer if
+    /// partitioned).
     pub fn loadable_slots(&self, layer: u16) -> usize {
+        if self.n_staging > 0 {
+            // Staging slots stream any number of copies (round-robin).
+            return usize::MAX / 2;
+        }
         let l = layer as usize;
         let free = match &self.quota {
             Some(q) => (q
@@ -497,18 +502,19 @@ impl ExpertCache {
                 });
             }
         }
-        if !self.policy.dynamic() {
-            return None;
-        }
-        let victim = self.find_victim(l);
-        if let Some(v) = victim {
-            if !self.policy.stages() || self.policy.admit(f, v.flat as usize, self.now) {
-                return Some(self.evict_into(v, f));
+        if self.policy.dynamic() {
+            if let Some(v) = self.find_victim(l) {
+                if !self.policy.stages() || self.policy.admit(f, v.flat as usize, self.now) {
+                    return Some(self.evict_into(v, f));
+                }
             }
         }
-        // Bypass: run from a staging slot, keep the residents.
-        let slot = self.staging_free.pop()?;
-        self.staged.push(slot);
+        // Stream: run from a staging slot, keep the residents.
+        if self.n_staging == 0 {
+            return None;
+        }
+        let slot = self.staging_base + self.staging_next % self.n_staging;
+        self.staging_next += 1;
         self.counters.loads += 1;
         Some(SlotLoad {
             key,

@@ -196,6 +196,80 @@ pub fn generate(shape: &ModelShape, params: &SynthParams, steps: usize, seed: u6
     }
 }
 
+/// Prefill chunks: `chunks` steps of `tokens` tokens; in each layer every token picks
+/// `top_k` distinct experts from the layer's popularity (as [`generate`]'s fresh draws), and
+/// the step records each routed expert once with its token count and summed weight.
+pub fn generate_prefill(
+    shape: &ModelShape,
+    params: &SynthParams,
+    chunks: usize,
+    tokens: u32,
+    seed: u64,
+) -> Trace {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let n = shape.n_experts as usize;
+    let k = (shape.top_k as usize).min(n);
+    let cum: Vec<Vec<(f64, u16)>> = (0..shape.n_layers)
+        .map(|_| {
+            let mut perm: Vec<u16> = (0..n as u16).collect();
+            for i in (1..n).rev() {
+                perm.swap(i, rng.random_range(0..=i));
+            }
+            let mut acc = 0.0;
+            perm.iter()
+                .enumerate()
+                .map(|(r, &e)| {
+                    acc += (-(r as f64) / params.pop_tau).exp();
+                    (acc, e)
+                })
+                .collect()
+        })
+        .collect();
+    let mut steps = Vec::with_capacity(chunks);
+    for step in 0..chunks {
+        let mut layers = Vec::with_capacity(cum.len());
+        for c in &cum {
+            let total = c.last().map_or(1.0, |x| x.0);
+            let mut count = vec![0u32; n];
+            let mut weight = vec![0f32; n];
+            let mut picked: Vec<u16> = Vec::with_capacity(k);
+            for _ in 0..tokens {
+                picked.clear();
+                while picked.len() < k {
+                    let u = rng.random::<f64>() * total;
+                    let e = c[c.partition_point(|x| x.0 < u).min(c.len() - 1)].1;
+                    if !picked.contains(&e) {
+                        picked.push(e);
+                    }
+                }
+                for &e in &picked {
+                    count[e as usize] += 1;
+                    weight[e as usize] += 1.0 / k as f32;
+                }
+            }
+            let mut l = TraceLayer::default();
+            for e in 0..n {
+                if count[e] > 0 {
+                    l.e.push(e as u16);
+                    l.n.push(count[e]);
+                    l.w.push(weight[e]);
+                }
+            }
+            layers.push(l);
+        }
+        steps.push(TraceStep {
+            step: step as u64,
+            tokens,
+            layers,
+        });
+    }
+    let source = format!("synthetic prefill {chunks}x{tokens} tokens {params:?} seed={seed}");
+    Trace {
+        header: TraceHeader::new(shape.clone(), source),
+        steps,
+    }
+}
+
 /// Locality statistics of a trace, averaged over layers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceStats {
@@ -354,6 +428,19 @@ mod tests {
         }
         assert!(s.top_expert_share <= p.top_expert_share, "{s:?}");
         assert!((s.experts_for_90 - p.experts_for_90).abs() < 8.0, "{s:?}");
+    }
+
+    #[test]
+    fn prefill_chunks_count_every_token() {
+        let shape = ModelShape::tiny(2, 16, 4);
+        let t = generate_prefill(&shape, &SynthParams::qwen3_calibrated(), 2, 100, 1);
+        for s in &t.steps {
+            assert_eq!(s.tokens, 100);
+            for l in &s.layers {
+                assert_eq!(l.n.iter().sum::<u32>(), 400);
+                assert!((l.w.iter().sum::<f32>() - 100.0).abs() < 1e-3);
+            }
+        }
     }
 
     #[test]

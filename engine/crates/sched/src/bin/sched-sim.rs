@@ -7,6 +7,8 @@
 //! sched-sim gen --kind calibrated|uniform --steps N --out T [--shape S] [--seed X]
 //! sched-sim simulate --trace T [--model-shape S] --sizes 8GiB,20% --policies lru,value [--profile P] [--out plot.svg] [--json r.json]
 //! sched-sim bench [--steps N] [--out-dir DIR]      the full benchmark (tables, JSON, SVGs)
+//! sched-sim prefill [--out-dir DIR]                predicted prefill throughput
+//! sched-sim tune | timing                          value-policy sweep, decision time
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -219,6 +221,55 @@ fn bench(args: &[String]) -> Result<()> {
             std::fs::write(out_dir.join(format!("{name}.svg")), r.svg())?;
         }
     }
+    prefill_bench(&out_dir, &profile)?;
+    Ok(())
+}
+
+/// Prefill: 4 chunks of 512 tokens (first one warms the cache), predicted tokens/s.
+fn prefill_bench(out_dir: &Path, profile: &MachineProfile) -> Result<()> {
+    use hmoe_sched::sim::run_policy;
+    use hmoe_sched::synth::generate_prefill;
+    use hmoe_sched::SchedConfig;
+    let mut out =
+        String::from("prefill, 512-token chunks (3 counted after 1 warm-up), predicted tok/s\n");
+    out += &format!(
+        "{:>8} {:>7} {:>6} {:>10} {:>8} {:>8} {:>8} {:>10}\n",
+        "quant", "budget", "slots", "policy", "hit%", "tok/s", "GB/s", "cpu busy%"
+    );
+    for quant in ["q4_k_m", "q8_0"] {
+        let shape = ModelShape::preset(&format!("qwen3-30b-a3b:{quant}"))?;
+        let trace = generate_prefill(&shape, &SynthParams::qwen3_calibrated(), 4, 512, 2);
+        for gib in [8u64, 16] {
+            let opts = SimOptions {
+                warmup_steps: 1,
+                ..SimOptions::default()
+            };
+            let slots = CacheSize::VramBudget(gib << 30).slots(&shape, opts.reserve_bytes);
+            for policy in ["cpu-only", "static", "lru", "value"] {
+                let n = if policy == "cpu-only" { 0 } else { slots };
+                let r = run_policy(
+                    &trace,
+                    &shape,
+                    profile,
+                    policy,
+                    n,
+                    &opts,
+                    SchedConfig::default(),
+                )?;
+                let t = r.totals;
+                out += &format!(
+                    "{quant:>8} {:>5}GiB {n:>6} {policy:>10} {:>8.1} {:>8.0} {:>8.1} {:>10.0}\n",
+                    gib,
+                    t.hit_rate() * 100.0,
+                    t.tok_per_s(),
+                    t.pcie_gbps(),
+                    100.0 * t.cpu_busy_s / t.wall_s.max(1e-12)
+                );
+            }
+        }
+    }
+    print!("{out}");
+    std::fs::write(out_dir.join("sched-prefill.txt"), out)?;
     Ok(())
 }
 
@@ -354,6 +405,13 @@ fn main() -> Result<()> {
         Some("bench") => bench(&args),
         Some("tune") => tune(&args),
         Some("timing") => timing(&args),
+        Some("prefill") => {
+            let dir = PathBuf::from(
+                flag(&args, "--out-dir").unwrap_or_else(|| "target/sched-bench".into()),
+            );
+            std::fs::create_dir_all(&dir)?;
+            prefill_bench(&dir, &MachineProfile::h100_box())
+        }
         _ => bail!(
             "usage: sched-sim calibrate|stats|gen|simulate|bench [options] (see the file's docs)"
         ),
