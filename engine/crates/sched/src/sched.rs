@@ -510,6 +510,32 @@ mod tests {
     }
 
     #[test]
+    fn prefill_streams_through_staging_when_every_slot_is_pinned() {
+        // 48 slots partitioned: one per layer (minus 8 staging slots → 40 / 48 layers:
+        // layer 0 gets one). Its resident is routed (pinned); the cold expert streams.
+        let shape = ModelShape::preset("qwen3-30b-a3b:q4_k_m").unwrap();
+        let mut cost = CostModel::new(MachineProfile::h100_box());
+        let mut s = Scheduler::new(&shape, &mut cost, SchedConfig::default());
+        let mut c = ExpertCache::with_partition(
+            &shape,
+            48,
+            Box::new(Lru::new(shape.total_experts())),
+            true,
+        );
+        assert_eq!(c.n_staging(), 8);
+        c.load(ExpertKey::new(0, 1)).unwrap();
+        let plan = s.plan_layer(0, 0, &routed(&[1, 2, 3], 512), &[], &mut c, 0.0);
+        assert_eq!(plan.placement_of(1), Some(Placement::GpuHit));
+        assert_eq!(plan.placement_of(2), Some(Placement::GpuFetch));
+        assert_eq!(plan.placement_of(3), Some(Placement::GpuFetch));
+        assert!(plan.gpu_fetch.iter().all(|p| p.slot.unwrap() >= 40));
+        assert!(plan.evict.is_empty());
+        s.finish_layer(&mut c);
+        assert!(!c.is_resident(ExpertKey::new(0, 2)), "streamed, not cached");
+        c.check_invariants().unwrap();
+    }
+
+    #[test]
     fn without_a_gpu_every_expert_runs_on_the_cpu() {
         let (_, mut s, mut c) = setup(MachineProfile::build_box(), 100);
         let plan = s.plan_layer(0, 0, &routed(&[0, 1, 2], 512), &[], &mut c, 0.0);
