@@ -15,6 +15,7 @@ pub mod fit;
 pub mod policy;
 pub mod profile;
 pub mod sched;
+pub mod session;
 pub mod shape;
 pub mod sim;
 pub mod solve;
@@ -33,8 +34,9 @@ pub use sched::{
     LayerPlan, PlacedExpert, Placement, PredictedExpert, RoutedExpert, SchedConfig, Scheduler,
     SolverKind,
 };
+pub use session::SchedSession;
 pub use shape::{ExpertKey, ModelShape, QuantType};
-pub use sim::{simulate, SimReport, SimulateArgs};
+pub use sim::{simulate, CacheSize, SimOptions, SimReport, SimulateArgs};
 pub use solve::PlanTiming;
 pub use telemetry::{LayerTelemetry, StepTelemetry, Telemetry, TelemetryTotals};
 pub use trace::{Trace, TraceHeader, TraceLayer, TraceStep, TraceWriter};

@@ -304,7 +304,7 @@ impl Scheduler {
         plan.layer = layer;
         plan.hits = hits;
         plan.prefetch_hits = prefetch_hits;
-        plan.fetch_capacity = cap as u32;
+        plan.fetch_capacity = cap.min(u32::MAX as usize) as u32;
         plan.gpu_hit.clear();
         plan.gpu_fetch.clear();
         plan.cpu.clear();

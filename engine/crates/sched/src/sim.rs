@@ -128,6 +128,23 @@ pub struct SimulateArgs {
     pub options: SimOptions,
 }
 
+impl SimulateArgs {
+    /// Arguments with default options, built-in `h100` profile, the trace's own shape and
+    /// no output files (set the public fields to change them).
+    pub fn new(trace: impl Into<PathBuf>, sizes: Vec<CacheSize>, policies: Vec<String>) -> Self {
+        Self {
+            trace: trace.into(),
+            model_shape: None,
+            sizes,
+            policies,
+            profile: None,
+            out_svg: None,
+            out_json: None,
+            options: SimOptions::default(),
+        }
+    }
+}
+
 /// Result of one policy at one size.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SimRow {
