@@ -165,7 +165,7 @@ impl CpuPool {
         let s = &*self.shared;
         let n = s.n_threads;
         if n == 1 {
-            return catch_unwind(AssertUnwindSafe(|| f(0, 1)))
+            return catch_unwind(AssertUnwindSafe(|| in_job(|| f(0, 1))))
                 .map_err(|_| CpuError::WorkerPanicked);
         }
         let f_ref: &(dyn Fn(usize, usize) + Sync) = &f;

@@ -308,12 +308,12 @@ fn empty_tasks_and_bad_inputs() {
 #[test]
 fn stacked_expert_views() {
     use crate::MatView;
-    let e = random_expert(GgmlDType::Q4K, 256, 64, 3).unwrap();
+    let e = random_expert(GgmlDType::Q4K, 256, 256, 3).unwrap();
     let mut stacked = e.gate.clone();
     stacked.extend_from_slice(&e.up);
-    let v = MatView::from_stacked(GgmlDType::Q4K, 64, 256, 2, &stacked, 1).unwrap();
+    let v = MatView::from_stacked(GgmlDType::Q4K, 256, 256, 2, &stacked, 1).unwrap();
     assert_eq!(v.data, &e.up[..]);
-    assert!(MatView::from_stacked(GgmlDType::Q4K, 64, 256, 2, &stacked, 2).is_err());
-    assert!(MatView::from_stacked(GgmlDType::Q4K, 64, 256, 3, &stacked, 0).is_err());
-    assert!(MatView::from_stacked(GgmlDType::Q4K, 64, 100, 2, &stacked, 0).is_err());
+    assert!(MatView::from_stacked(GgmlDType::Q4K, 256, 256, 2, &stacked, 2).is_err());
+    assert!(MatView::from_stacked(GgmlDType::Q4K, 256, 256, 3, &stacked, 0).is_err());
+    assert!(MatView::from_stacked(GgmlDType::Q4K, 256, 100, 2, &stacked, 0).is_err());
 }
