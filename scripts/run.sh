@@ -11,7 +11,7 @@ if [[ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" && "${HMOE_CLI:-0}" != "1" ]]; then
   cargo build --release -p hmoe-studio
   exec "$CARGO_TARGET_DIR/release/hmoe-studio"
 fi
-cargo build --release -p hmoe-engine --bin hmoe
+cargo build --release -p hmoe-cli --bin hmoe
 HMOE="$CARGO_TARGET_DIR/release/hmoe"
 MODEL="${1:-}"
 if [[ -z "$MODEL" ]]; then

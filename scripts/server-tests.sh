@@ -19,7 +19,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release -p hmoe-engine --bin hmoe
+cargo build --release -p hmoe-cli --bin hmoe
 HMOE="$TARGET/release/hmoe"
 if "$HMOE" serve --help >/dev/null 2>&1; then
     SERVE=("$HMOE" serve)

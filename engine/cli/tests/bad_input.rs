@@ -1,8 +1,6 @@
 //! Bad input gives a clear error that names the problem and a non-zero exit from the
 //! CLI — never a panic. Crafted files are made from the committed F32 fixture.
 
-mod common;
-
 use hmoe_engine::gguf::{GgmlDType, GgufFile, GgufWriter, MetaValue, TensorDesc};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,7 +23,7 @@ fn expect_error(args: &[&str], needle: &str) {
 }
 
 fn source() -> PathBuf {
-    common::fixtures().join("tiny-a.gguf")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-a.gguf")
 }
 
 /// Rewrites the fixture with edits to its metadata and tensor list.

@@ -4,6 +4,8 @@ mod bench;
 mod convert;
 mod npy;
 mod run;
+mod serve;
+mod simulate;
 mod util;
 
 use anyhow::Result;
@@ -33,6 +35,12 @@ enum Cmd {
     Quantize(convert::QuantizeArgs),
     /// Measure prefill and decode speed and the expert kernels' memory bandwidth.
     Bench(bench::BenchArgs),
+    /// OpenAI-compatible server (/v1/chat/completions, /v1/completions, /v1/models, /health).
+    Serve(serve::ServeArgs),
+    /// Speed benchmark client with test_speed.py's semantics.
+    BenchServe(serve::BenchServeArgs),
+    /// Replay a routing trace through every policy and cache size (no computing).
+    Simulate(simulate::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +59,9 @@ fn main() -> ExitCode {
         Cmd::Synth(a) => convert::synth(a),
         Cmd::Quantize(a) => convert::quantize(a),
         Cmd::Bench(a) => bench::bench(a),
+        Cmd::Serve(a) => serve::serve(a),
+        Cmd::BenchServe(a) => serve::bench_serve_cmd(a),
+        Cmd::Simulate(a) => simulate::simulate_cmd(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
