@@ -79,6 +79,9 @@ pub struct GenerateArgs {
     /// Print timing statistics to stderr.
     #[arg(long)]
     pub stats: bool,
+    /// Write the routing trace of this run (for `hmoe simulate`).
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
 }
 
 /// `hmoe chat` flags.
@@ -180,6 +183,15 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
     println!();
     if a.stats {
         print_stats(reason, &stats);
+        let t = engine.telemetry_totals();
+        eprintln!(
+            "experts: {} routed uses, {} on the CPU, {} GPU hits, {} fetched",
+            t.accesses, t.cpu_runs, t.gpu_hits, t.fetches
+        );
+    }
+    if let Some(path) = &a.trace {
+        engine.save_trace(path).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("routing trace written to {}", path.display());
     }
     Ok(())
 }
