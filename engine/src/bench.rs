@@ -67,12 +67,18 @@ pub fn measure(engine: &Engine, prompt_len: usize, gen: usize) -> Result<BenchRe
     let r = engine.with_model(move |model, moe| -> Result<(f64, f64, f64, usize)> {
         // Deterministic pseudo-random prompt over the ordinary-token range.
         let vocab = (cfg.vocab_size as u64).min(150_000);
-        let prompt: Vec<u32> = (0..prompt_len as u64).map(|i| ((i * 2_654_435_761) % vocab) as u32).collect();
+        let prompt: Vec<u32> = (0..prompt_len as u64)
+            .map(|i| ((i * 2_654_435_761) % vocab) as u32)
+            .collect();
         let mut cache = model.new_cache(prompt_len + gen + 1);
         let t0 = Instant::now();
         let mut last = Vec::new();
         for part in prompt.chunks(chunk) {
-            let mut s = [SeqStep { cache: &mut cache, tokens: part, logits: LogitsFor::Last }];
+            let mut s = [SeqStep {
+                cache: &mut cache,
+                tokens: part,
+                logits: LogitsFor::Last,
+            }];
             last = model.forward(&mut s, moe)?.swap_remove(0);
         }
         let prefill_s = t0.elapsed().as_secs_f64();
@@ -81,16 +87,29 @@ pub fn measure(engine: &Engine, prompt_len: usize, gen: usize) -> Result<BenchRe
         let mut tok = argmax(&last);
         for _ in 0..gen {
             let one = [tok];
-            let mut s = [SeqStep { cache: &mut cache, tokens: &one, logits: LogitsFor::Last }];
+            let mut s = [SeqStep {
+                cache: &mut cache,
+                tokens: &one,
+                logits: LogitsFor::Last,
+            }];
             let l = model.forward(&mut s, moe)?.swap_remove(0);
             tok = argmax(&l);
         }
         let decode_s = t1.elapsed().as_secs_f64();
-        Ok((prefill_s, decode_s, moe.summary().cpu_seconds - cpu_before, gen))
+        Ok((
+            prefill_s,
+            decode_s,
+            moe.summary().cpu_seconds - cpu_before,
+            gen,
+        ))
     })??;
     let (prefill_s, decode_s, expert_s, gen) = r;
     let expert_bytes_per_token = (cfg.n_layers * cfg.top_k) as u64 * info.expert_bytes;
-    let expert_gb_s = if expert_s > 0.0 { expert_bytes_per_token as f64 * gen as f64 / expert_s / 1e9 } else { 0.0 };
+    let expert_gb_s = if expert_s > 0.0 {
+        expert_bytes_per_token as f64 * gen as f64 / expert_s / 1e9
+    } else {
+        0.0
+    };
     let mem = memory_read_bandwidth();
     Ok(BenchReport {
         model: info.name,
@@ -115,8 +134,14 @@ pub fn run(engine: &Engine, prompt_len: usize, gen: usize, json: bool) -> Result
         println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
     } else {
         println!("model {} ({}) · {} threads", r.model, r.quant, r.threads);
-        println!("prefill {} tokens: {:.1} tok/s", r.prompt_tokens, r.prefill_tok_s);
-        println!("decode {} tokens:  {:.2} tok/s", r.decode_tokens, r.decode_tok_s);
+        println!(
+            "prefill {} tokens: {:.1} tok/s",
+            r.prompt_tokens, r.prefill_tok_s
+        );
+        println!(
+            "decode {} tokens:  {:.2} tok/s",
+            r.decode_tokens, r.decode_tok_s
+        );
         println!(
             "expert kernels: {:.1} GB/s of weights ({:.0}% of decode time) vs {:.1} GB/s measured read bandwidth = {:.0}%",
             r.expert_gb_s,

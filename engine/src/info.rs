@@ -64,7 +64,8 @@ impl ModelInfo {
             .and_then(|v| v.as_str())
             .map(str::to_string)
             .unwrap_or_else(|| fallback_name.to_string());
-        let kv_bytes_per_token = (2 * config.n_layers * config.n_kv_heads * config.head_dim * 4) as u64;
+        let kv_bytes_per_token =
+            (2 * config.n_layers * config.n_kv_heads * config.head_dim * 4) as u64;
         Ok(Self {
             name,
             architecture: file.get_str("general.architecture")?.to_string(),

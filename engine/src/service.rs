@@ -5,17 +5,17 @@ use crate::api::{
     ChatMessage, DeviceChoice, EngineOptions, GenerationEvent, LoadProgress, LoadStage, Prompt,
     RuntimeOptions, SamplingParams,
 };
+use crate::backend::cpu::CpuExecutor;
 use crate::error::{EngineError, Result};
 use crate::generate::worker::{self, Command, Request, WorkerConfig};
 use crate::info::ModelInfo;
 use crate::model::{LogitsFor, Qwen3Moe, SeqStep};
 use crate::moe::dispatch::MoeDispatch;
 use crate::moe::placer::{model_shape, SchedPlacer, TelemetryHub};
-use hmoe_sched::{MachineProfile, StepTelemetry, TelemetryTotals};
-use crate::backend::cpu::CpuExecutor;
 use crate::moe::reference::ReferenceExecutor;
 use crate::moe::ExpertExecutor;
 use hmoe_gguf::GgufFile;
+use hmoe_sched::{MachineProfile, StepTelemetry, TelemetryTotals};
 use hmoe_tokenizer::{ChatTemplate, RenderOptions, Tokenizer};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -152,7 +152,9 @@ impl Engine {
             None => None,
         };
         report(LoadStage::Tokenizer, 1, 1);
-        let model = Qwen3Moe::load(file, opts.exact_math, |d, t| report(LoadStage::Weights, d, t))?;
+        let model = Qwen3Moe::load(file, opts.exact_math, |d, t| {
+            report(LoadStage::Weights, d, t)
+        })?;
         let context = opts
             .max_context
             .unwrap_or(model.cfg.context_length)
@@ -175,7 +177,10 @@ impl Engine {
         let hub = SchedPlacer::hub(&shape);
         // No GPU backend in this build: the expert cache has no VRAM and the plan puts
         // every expert on the CPU (and says so in the telemetry).
-        tracing::info!("no GPU: every expert runs on the CPU; policy `{}` plans with an empty cache", opts.runtime.policy);
+        tracing::info!(
+            "no GPU: every expert runs on the CPU; policy `{}` plans with an empty cache",
+            opts.runtime.policy
+        );
         let placer = SchedPlacer::new(
             shape,
             &opts.runtime.policy,
@@ -185,7 +190,10 @@ impl Engine {
             hub.clone(),
         )?;
         let moe = MoeDispatch::new(cpu, None, Box::new(placer));
-        let eos = tokenizer.as_ref().map(|t| t.eos_ids().to_vec()).unwrap_or_default();
+        let eos = tokenizer
+            .as_ref()
+            .map(|t| t.eos_ids().to_vec())
+            .unwrap_or_default();
         let (tx, rx) = mpsc::sync_channel(COMMAND_QUEUE);
         let cfg = WorkerConfig {
             max_batch: DEFAULT_MAX_BATCH,
@@ -304,7 +312,9 @@ impl Engine {
             .commands
             .try_send(Command::Generate(Box::new(req)))
             .map_err(|e| match e {
-                mpsc::TrySendError::Full(_) => EngineError::InvalidRequest("the engine queue is full".into()),
+                mpsc::TrySendError::Full(_) => {
+                    EngineError::InvalidRequest("the engine queue is full".into())
+                }
                 mpsc::TrySendError::Disconnected(_) => EngineError::ShutDown,
             })?;
         Ok(Generation { events: rx, cancel })
@@ -328,17 +338,19 @@ impl Engine {
             .trace
             .lock()
             .map_err(|_| EngineError::Compute("trace lock poisoned".into()))?;
-        trace
-            .save(path)
-            .map_err(|e| EngineError::Io {
-                path: path.display().to_string(),
-                source: std::io::Error::other(e.to_string()),
-            })
+        trace.save(path).map_err(|e| EngineError::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })
     }
 
     /// The runtime options in force.
     pub fn runtime_options(&self) -> RuntimeOptions {
-        self.inner.runtime.lock().map(|r| r.clone()).unwrap_or_default()
+        self.inner
+            .runtime
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
     }
 
     /// Changes threads, policy, budget or prefetch from the next step on.

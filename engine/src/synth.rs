@@ -68,10 +68,17 @@ pub const PRESETS: &[Preset] = &[
 
 /// Looks a preset up by name.
 pub fn preset(name: &str) -> Result<Preset> {
-    PRESETS.iter().find(|p| p.name == name).cloned().ok_or_else(|| {
-        let known: Vec<_> = PRESETS.iter().map(|p| p.name).collect();
-        EngineError::InvalidRequest(format!("unknown preset `{name}` (known: {})", known.join(", ")))
-    })
+    PRESETS
+        .iter()
+        .find(|p| p.name == name)
+        .cloned()
+        .ok_or_else(|| {
+            let known: Vec<_> = PRESETS.iter().map(|p| p.name).collect();
+            EngineError::InvalidRequest(format!(
+                "unknown preset `{name}` (known: {})",
+                known.join(", ")
+            ))
+        })
 }
 
 /// Weight-type recipes, named like llama.cpp's file types.
@@ -153,7 +160,12 @@ struct Planned {
 }
 
 fn plan(p: &Preset, r: Recipe, n_layers: usize) -> Vec<Planned> {
-    let (h, hd, ffn, e) = (p.hidden as u64, p.head_dim as u64, p.expert_ffn as u64, p.n_experts as u64);
+    let (h, hd, ffn, e) = (
+        p.hidden as u64,
+        p.head_dim as u64,
+        p.expert_ffn as u64,
+        p.n_experts as u64,
+    );
     let vocab = QWEN3_VOCAB as u64;
     let (q, kv) = (p.n_heads as u64 * hd, p.n_kv_heads as u64 * hd);
     let f32t = GgmlDType::F32;
@@ -165,25 +177,75 @@ fn plan(p: &Preset, r: Recipe, n_layers: usize) -> Vec<Planned> {
         })
     };
     let g = |fan_in: u64| Fill::Gauss(1.0 / (fan_in as f32).sqrt());
-    add("token_embd.weight".into(), vec![h, vocab], r.matrix_type("token_embd.weight"), Fill::Gauss(1.0));
+    add(
+        "token_embd.weight".into(),
+        vec![h, vocab],
+        r.matrix_type("token_embd.weight"),
+        Fill::Gauss(1.0),
+    );
     for i in 0..n_layers {
         let n = |k: &str| format!("blk.{i}.{k}");
         add(n("attn_norm.weight"), vec![h], f32t, Fill::Norm);
-        add(n("attn_q.weight"), vec![h, q], r.matrix_type("attn_q.weight"), g(h));
-        add(n("attn_k.weight"), vec![h, kv], r.matrix_type("attn_k.weight"), g(h));
-        add(n("attn_v.weight"), vec![h, kv], r.matrix_type("attn_v.weight"), g(h));
-        add(n("attn_output.weight"), vec![q, h], r.matrix_type("attn_output.weight"), g(q));
+        add(
+            n("attn_q.weight"),
+            vec![h, q],
+            r.matrix_type("attn_q.weight"),
+            g(h),
+        );
+        add(
+            n("attn_k.weight"),
+            vec![h, kv],
+            r.matrix_type("attn_k.weight"),
+            g(h),
+        );
+        add(
+            n("attn_v.weight"),
+            vec![h, kv],
+            r.matrix_type("attn_v.weight"),
+            g(h),
+        );
+        add(
+            n("attn_output.weight"),
+            vec![q, h],
+            r.matrix_type("attn_output.weight"),
+            g(q),
+        );
         add(n("attn_q_norm.weight"), vec![hd], f32t, Fill::Norm);
         add(n("attn_k_norm.weight"), vec![hd], f32t, Fill::Norm);
         add(n("ffn_norm.weight"), vec![h], f32t, Fill::Norm);
         // A wider router spreads the routing over many experts, as trained models do.
-        add(n("ffn_gate_inp.weight"), vec![h, e], f32t, Fill::Gauss(4.0 / (h as f32).sqrt()));
-        add(n("ffn_gate_exps.weight"), vec![h, ffn, e], r.matrix_type("ffn_gate_exps.weight"), g(h));
-        add(n("ffn_up_exps.weight"), vec![h, ffn, e], r.matrix_type("ffn_up_exps.weight"), g(h));
-        add(n("ffn_down_exps.weight"), vec![ffn, h, e], r.matrix_type("ffn_down_exps.weight"), g(ffn));
+        add(
+            n("ffn_gate_inp.weight"),
+            vec![h, e],
+            f32t,
+            Fill::Gauss(4.0 / (h as f32).sqrt()),
+        );
+        add(
+            n("ffn_gate_exps.weight"),
+            vec![h, ffn, e],
+            r.matrix_type("ffn_gate_exps.weight"),
+            g(h),
+        );
+        add(
+            n("ffn_up_exps.weight"),
+            vec![h, ffn, e],
+            r.matrix_type("ffn_up_exps.weight"),
+            g(h),
+        );
+        add(
+            n("ffn_down_exps.weight"),
+            vec![ffn, h, e],
+            r.matrix_type("ffn_down_exps.weight"),
+            g(ffn),
+        );
     }
     add("output_norm.weight".into(), vec![h], f32t, Fill::Norm);
-    add("output.weight".into(), vec![h, vocab], r.matrix_type("output.weight"), g(h));
+    add(
+        "output.weight".into(),
+        vec![h, vocab],
+        r.matrix_type("output.weight"),
+        g(h),
+    );
     v
 }
 
@@ -191,7 +253,10 @@ fn metadata(p: &Preset, n_layers: usize, recipe: Recipe) -> Result<Vec<(String, 
     let a = |k: &str| format!("qwen3moe.{k}");
     let u = |x: usize| MetaValue::U32(x as u32);
     let mut m = vec![
-        ("general.architecture".to_string(), MetaValue::String("qwen3moe".into())),
+        (
+            "general.architecture".to_string(),
+            MetaValue::String("qwen3moe".into()),
+        ),
         (
             "general.name".to_string(),
             MetaValue::String(format!("synthetic {} {:?}", p.name, recipe).to_lowercase()),
@@ -268,18 +333,28 @@ impl Pool {
 
 fn draw(fill: Fill, rng: &mut StdRng, out: &mut [f32]) {
     match fill {
-        Fill::Norm => out.iter_mut().for_each(|v| *v = 1.0 + (rng.random::<f32>() - 0.5) * 0.2),
+        Fill::Norm => out
+            .iter_mut()
+            .for_each(|v| *v = 1.0 + (rng.random::<f32>() - 0.5) * 0.2),
         Fill::Gauss(std) => {
-            let n = Normal::new(0.0f32, std).unwrap_or_else(|_| Normal::new(0.0, 1.0).expect("unit normal"));
+            let n = Normal::new(0.0f32, std)
+                .unwrap_or_else(|_| Normal::new(0.0, 1.0).expect("unit normal"));
             out.iter_mut().for_each(|v| *v = n.sample(rng));
         }
     }
 }
 
 /// Writes a synthetic model to `out`; `progress(bytes_done, bytes_total)`.
-pub fn write_synthetic(opts: &SynthOptions, out: &Path, mut progress: impl FnMut(u64, u64)) -> Result<()> {
+pub fn write_synthetic(
+    opts: &SynthOptions,
+    out: &Path,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<()> {
     let p = &opts.preset;
-    let n_layers = opts.layers.unwrap_or(p.n_layers).clamp(1, p.n_layers.max(1));
+    let n_layers = opts
+        .layers
+        .unwrap_or(p.n_layers)
+        .clamp(1, p.n_layers.max(1));
     let planned = plan(p, opts.recipe, n_layers);
     let total: u64 = planned.iter().filter_map(|t| t.desc.n_bytes().ok()).sum();
     let meta = metadata(p, n_layers, opts.recipe)?;
@@ -302,10 +377,13 @@ pub fn write_synthetic(opts: &SynthOptions, out: &Path, mut progress: impl FnMut
             progress(done, total);
             continue;
         }
-        let key = (t.desc.dtype, match t.fill {
-            Fill::Gauss(s) => s.to_bits(),
-            Fill::Norm => 0,
-        });
+        let key = (
+            t.desc.dtype,
+            match t.fill {
+                Fill::Gauss(s) => s.to_bits(),
+                Fill::Norm => 0,
+            },
+        );
         let pool_idx = match pools.iter().position(|(k, _)| *k == key) {
             Some(i) => i,
             None => {

@@ -4,7 +4,9 @@
 mod common;
 
 use hmoe_engine::synth::{preset, write_synthetic, Recipe, SynthOptions};
-use hmoe_engine::{ChatMessage, Engine, EngineOptions, FinishReason, GenerationEvent, Prompt, SamplingParams};
+use hmoe_engine::{
+    ChatMessage, Engine, EngineOptions, FinishReason, GenerationEvent, Prompt, SamplingParams,
+};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -37,20 +39,32 @@ struct Outcome {
 }
 
 fn run(engine: &Engine, prompt: Prompt, params: SamplingParams) -> Outcome {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
     let mut g = engine.generate(prompt, params).expect("generate");
     rt.block_on(async {
         let (mut text, mut tokens) = (String::new(), Vec::new());
         while let Some(ev) = g.events.recv().await {
             match ev {
-                GenerationEvent::Text { text: t, tokens: ids } => {
+                GenerationEvent::Text {
+                    text: t,
+                    tokens: ids,
+                } => {
                     // A random model emits invalid byte sequences too; those decode to
                     // U+FFFD exactly as a whole-sequence decode would (checked below).
                     text.push_str(&t);
                     tokens.extend(ids);
                 }
                 GenerationEvent::Error { message } => panic!("{message}"),
-                GenerationEvent::Done { finish_reason, .. } => return Outcome { text, tokens, reason: finish_reason },
+                GenerationEvent::Done { finish_reason, .. } => {
+                    return Outcome {
+                        text,
+                        tokens,
+                        reason: finish_reason,
+                    }
+                }
             }
         }
         panic!("no Done event")
@@ -91,7 +105,12 @@ fn same_seed_same_text_and_stream_decodes_like_the_whole() {
     if a.reason == FinishReason::Length {
         let whole = e.detokenize(&a.tokens).expect("decode");
         let whole_skip = whole.replace("<|im_end|>", "");
-        assert!(a.text == whole || a.text == whole_skip, "{:?} vs {:?}", a.text, whole);
+        assert!(
+            a.text == whole || a.text == whole_skip,
+            "{:?} vs {:?}",
+            a.text,
+            whole
+        );
     }
 }
 
@@ -114,8 +133,13 @@ fn stop_string_ends_generation_and_is_not_emitted() {
 #[test]
 fn cancellation_stops_quickly_with_cancelled() {
     let e = engine();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
-    let mut g = e.generate(chat("go on forever"), sampled(1, 10_000)).expect("generate");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let mut g = e
+        .generate(chat("go on forever"), sampled(1, 10_000))
+        .expect("generate");
     let reason = rt.block_on(async {
         let mut n = 0;
         while let Some(ev) = g.events.recv().await {
@@ -126,7 +150,10 @@ fn cancellation_stops_quickly_with_cancelled() {
                         g.cancel();
                     }
                 }
-                GenerationEvent::Done { finish_reason, stats } => {
+                GenerationEvent::Done {
+                    finish_reason,
+                    stats,
+                } => {
                     assert!(stats.completion_tokens < 50);
                     return finish_reason;
                 }
@@ -141,16 +168,31 @@ fn cancellation_stops_quickly_with_cancelled() {
 #[test]
 fn concurrent_greedy_requests_match_running_alone() {
     let e = engine();
-    let prompts = ["alpha", "a much longer question about mixture of experts models", "日本語のテキスト", "code: fn main() {}"];
+    let prompts = [
+        "alpha",
+        "a much longer question about mixture of experts models",
+        "日本語のテキスト",
+        "code: fn main() {}",
+    ];
     let greedy = |n| SamplingParams {
         temperature: 0.0,
         max_tokens: n,
         ..Default::default()
     };
-    let alone: Vec<Vec<u32>> = prompts.iter().map(|p| run(&e, chat(p), greedy(12)).tokens).collect();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let alone: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| run(&e, chat(p), greedy(12)).tokens)
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
     let together: Vec<Vec<u32>> = rt.block_on(async {
-        let gens: Vec<_> = prompts.iter().map(|p| e.generate(chat(p), greedy(12)).expect("generate")).collect();
+        let gens: Vec<_> = prompts
+            .iter()
+            .map(|p| e.generate(chat(p), greedy(12)).expect("generate"))
+            .collect();
         let mut handles = Vec::new();
         for mut g in gens {
             handles.push(tokio::spawn(async move {
@@ -184,7 +226,10 @@ fn telemetry_reports_every_layer_on_the_cpu() {
     assert_eq!(step.layers.len(), e.info().config.n_layers);
     for l in &step.layers {
         assert!(!l.experts.is_empty());
-        assert!(l.experts.iter().all(|x| x.placement == hmoe_engine::sched::Placement::Cpu));
+        assert!(l
+            .experts
+            .iter()
+            .all(|x| x.placement == hmoe_engine::sched::Placement::Cpu));
         assert!(l.measured_s.is_some());
     }
     let totals = e.telemetry_totals();
@@ -199,13 +244,24 @@ fn telemetry_reports_every_layer_on_the_cpu() {
 #[test]
 fn request_errors_are_named() {
     let e = engine();
-    let err = e.generate(Prompt::Text { text: String::new() }, sampled(1, 4)).err().expect("empty prompt");
+    let err = e
+        .generate(
+            Prompt::Text {
+                text: String::new(),
+            },
+            sampled(1, 4),
+        )
+        .err()
+        .expect("empty prompt");
     assert!(err.to_string().contains("empty"), "{err}");
     let mut p = sampled(1, 4);
     p.top_p = 2.0;
     let err = e.generate(chat("x"), p).err().expect("bad top_p");
     assert!(err.to_string().contains("top_p"), "{err}");
     let long = "word ".repeat(5000);
-    let err = e.generate(Prompt::Text { text: long }, sampled(1, 4)).err().expect("too long");
+    let err = e
+        .generate(Prompt::Text { text: long }, sampled(1, 4))
+        .err()
+        .expect("too long");
     assert!(err.to_string().contains("context"), "{err}");
 }

@@ -43,10 +43,16 @@ fn check_model(model: &str, tag: &str, exact: bool, max_rel: f64) {
         let got = engine.logits(g.prompt.clone(), CHUNK).expect("logits");
         let errs = row_rel_l2(&got, &want, vocab);
         let worst = errs.iter().cloned().fold(0.0, f64::max);
-        assert!(worst <= max_rel, "{tag} prompt {k}: worst position rel L2 {worst:.3e} > {max_rel:e}");
+        assert!(
+            worst <= max_rel,
+            "{tag} prompt {k}: worst position rel L2 {worst:.3e} > {max_rel:e}"
+        );
         let (ids, reason) = greedy(&engine, &g.prompt, g.generated.len());
         assert_eq!(reason, FinishReason::Length);
-        assert_eq!(ids, g.generated, "{tag} prompt {k}: greedy continuation differs");
+        assert_eq!(
+            ids, g.generated,
+            "{tag} prompt {k}: greedy continuation differs"
+        );
     }
 }
 
@@ -95,7 +101,13 @@ fn quantised_fast_path_stays_close_to_transformers() {
         errs.sort_by(f64::total_cmp);
         let median = errs[errs.len() / 2];
         let agreement = agree as f64 / total as f64;
-        assert!(median <= FAST_MEDIAN_REL_L2, "{tag}: median rel L2 {median:.3e}");
-        assert!(agreement >= FAST_MIN_ARGMAX_AGREEMENT, "{tag}: argmax agreement {agreement:.3}");
+        assert!(
+            median <= FAST_MEDIAN_REL_L2,
+            "{tag}: median rel L2 {median:.3e}"
+        );
+        assert!(
+            agreement >= FAST_MIN_ARGMAX_AGREEMENT,
+            "{tag}: argmax agreement {agreement:.3}"
+        );
     }
 }

@@ -22,5 +22,10 @@ pub struct BenchArgs {
 }
 
 pub fn bench(a: BenchArgs) -> Result<()> {
-    Ok(hmoe_engine::bench::run(&a.model.load()?, a.prompt_len, a.gen, a.json)?)
+    Ok(hmoe_engine::bench::run(
+        &a.model.load()?,
+        a.prompt_len,
+        a.gen,
+        a.json,
+    )?)
 }

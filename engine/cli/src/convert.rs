@@ -80,9 +80,13 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
     let src = GgufFile::open(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
     let mut plan = Vec::new();
     for t in src.tensors() {
-        let kind = t.name.split_once('.').filter(|(b, _)| *b == "blk").map_or(t.name.as_str(), |(_, rest)| {
-            rest.split_once('.').map_or(rest, |(_, k)| k)
-        });
+        let kind = t
+            .name
+            .split_once('.')
+            .filter(|(b, _)| *b == "blk")
+            .map_or(t.name.as_str(), |(_, rest)| {
+                rest.split_once('.').map_or(rest, |(_, k)| k)
+            });
         let target = if keeps_type(&t.name, &t.dims) {
             t.dtype
         } else {
@@ -90,14 +94,24 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
             if t.dims[0] % want.block_size() as u64 == 0 {
                 want
             } else {
-                eprintln!("note: {} rows of {} are not whole {} blocks; kept as {}", t.name, t.dims[0], want, t.dtype);
+                eprintln!(
+                    "note: {} rows of {} are not whole {} blocks; kept as {}",
+                    t.name, t.dims[0], want, t.dtype
+                );
                 t.dtype
             }
         };
         plan.push((t.clone(), target));
     }
-    let meta: Vec<_> = src.metadata().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let descs = plan.iter().map(|(t, d)| TensorDesc::new(t.name.clone(), &t.dims, *d)).collect();
+    let meta: Vec<_> = src
+        .metadata()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let descs = plan
+        .iter()
+        .map(|(t, d)| TensorDesc::new(t.name.clone(), &t.dims, *d))
+        .collect();
     let mut w = GgufWriter::create(&a.out, meta, descs)?;
     let bar = bytes_bar(src.file_size_total());
     for (t, target) in &plan {
@@ -107,11 +121,18 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
         } else {
             let row = t.dims[0] as usize;
             let rows = (t.n_elements() as usize) / row;
-            let (in_row, out_row) = (hmoe_engine::quant::row_bytes(t.dtype, row)?, hmoe_engine::quant::row_bytes(*target, row)?);
+            let (in_row, out_row) = (
+                hmoe_engine::quant::row_bytes(t.dtype, row)?,
+                hmoe_engine::quant::row_bytes(*target, row)?,
+            );
             let mut vals = vec![0f32; row];
             let mut out = vec![0u8; out_row];
             for r in 0..rows {
-                hmoe_engine::quant::dequantize(t.dtype, &data[r * in_row..(r + 1) * in_row], &mut vals)?;
+                hmoe_engine::quant::dequantize(
+                    t.dtype,
+                    &data[r * in_row..(r + 1) * in_row],
+                    &mut vals,
+                )?;
                 hmoe_engine::quant::quantize(*target, &vals, &mut out)?;
                 w.write_chunk(&out)?;
             }

@@ -4,7 +4,9 @@ use crate::npy;
 use crate::util::{human, ModelArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use hmoe_engine::{ChatMessage, Engine, FinishReason, GenerationEvent, GenerationStats, Prompt, SamplingParams};
+use hmoe_engine::{
+    ChatMessage, Engine, FinishReason, GenerationEvent, GenerationStats, Prompt, SamplingParams,
+};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
@@ -113,7 +115,8 @@ pub struct LogitsArgs {
 }
 
 pub fn info(a: InfoArgs) -> Result<()> {
-    let info = hmoe_engine::inspect_model(&a.model).with_context(|| format!("reading {}", a.model.display()))?;
+    let info = hmoe_engine::inspect_model(&a.model)
+        .with_context(|| format!("reading {}", a.model.display()))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&info)?);
         return Ok(());
@@ -127,9 +130,17 @@ pub fn info(a: InfoArgs) -> Result<()> {
         "layers {} · hidden {} · heads {}/{} (head_dim {}) · experts {} top-{} (ffn {}) · vocab {} · context {}",
         c.n_layers, c.hidden, c.n_heads, c.n_kv_heads, c.head_dim, c.n_experts, c.top_k, c.expert_ffn, c.vocab_size, c.context_length
     );
-    let types: Vec<String> = info.bytes_by_type.iter().map(|(t, b)| format!("{t} {}", human(*b))).collect();
+    let types: Vec<String> = info
+        .bytes_by_type
+        .iter()
+        .map(|(t, b)| format!("{t} {}", human(*b)))
+        .collect();
     println!("tensor types:  {}", types.join(", "));
-    println!("experts:       {} total, {} per expert", human(info.expert_bytes_total), human(info.expert_bytes));
+    println!(
+        "experts:       {} total, {} per expert",
+        human(info.expert_bytes_total),
+        human(info.expert_bytes)
+    );
     println!("dense weights: {}", human(info.dense_bytes));
     println!(
         "memory:        ~{} RAM to run on the CPU (file is memory-mapped) + {} KV cache per 1k tokens",
@@ -140,8 +151,14 @@ pub fn info(a: InfoArgs) -> Result<()> {
 }
 
 /// Streams one generation to stdout; returns its stats.
-fn stream(engine: &Engine, prompt: Prompt, params: SamplingParams) -> Result<(FinishReason, GenerationStats)> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+fn stream(
+    engine: &Engine,
+    prompt: Prompt,
+    params: SamplingParams,
+) -> Result<(FinishReason, GenerationStats)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let mut gen = engine.generate(prompt, params)?;
     rt.block_on(async {
         let mut out = std::io::stdout();
@@ -152,7 +169,10 @@ fn stream(engine: &Engine, prompt: Prompt, params: SamplingParams) -> Result<(Fi
                     out.flush()?;
                 }
                 GenerationEvent::Error { message } => bail!("generation failed: {message}"),
-                GenerationEvent::Done { finish_reason, stats } => return Ok((finish_reason, stats)),
+                GenerationEvent::Done {
+                    finish_reason,
+                    stats,
+                } => return Ok((finish_reason, stats)),
             }
         }
         bail!("the engine stopped without finishing the generation")
@@ -162,7 +182,12 @@ fn stream(engine: &Engine, prompt: Prompt, params: SamplingParams) -> Result<(Fi
 fn print_stats(reason: FinishReason, s: &GenerationStats) {
     eprintln!(
         "\n[{:?}] prompt {} tok at {:.1} tok/s · {} tok at {:.2} tok/s · first token after {:.3} s",
-        reason, s.prompt_tokens, s.prefill_tok_s, s.completion_tokens, s.decode_tok_s, s.time_to_first_token_s
+        reason,
+        s.prompt_tokens,
+        s.prefill_tok_s,
+        s.completion_tokens,
+        s.decode_tok_s,
+        s.time_to_first_token_s
     );
 }
 
@@ -177,7 +202,9 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
             enable_thinking: false,
         }
     } else {
-        Prompt::Text { text: a.prompt.clone() }
+        Prompt::Text {
+            text: a.prompt.clone(),
+        }
     };
     let (reason, stats) = stream(&engine, prompt, a.sampling.params())?;
     println!();
@@ -190,7 +217,9 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
         );
     }
     if let Some(path) = &a.trace {
-        engine.save_trace(path).with_context(|| format!("writing {}", path.display()))?;
+        engine
+            .save_trace(path)
+            .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("routing trace written to {}", path.display());
     }
     Ok(())
@@ -205,7 +234,10 @@ pub fn chat(a: ChatArgs) -> Result<()> {
             content: s.clone(),
         });
     }
-    eprintln!("chatting with {} — empty line or Ctrl-D to quit", engine.info().name);
+    eprintln!(
+        "chatting with {} — empty line or Ctrl-D to quit",
+        engine.info().name
+    );
     let stdin = std::io::stdin();
     loop {
         eprint!("> ");
@@ -217,7 +249,9 @@ pub fn chat(a: ChatArgs) -> Result<()> {
             role: "user".into(),
             content: line.trim_end().to_string(),
         });
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let mut gen = engine.generate(
             Prompt::Chat {
                 messages: messages.clone(),
@@ -236,7 +270,10 @@ pub fn chat(a: ChatArgs) -> Result<()> {
                         out.flush()?;
                     }
                     GenerationEvent::Error { message } => bail!("generation failed: {message}"),
-                    GenerationEvent::Done { finish_reason, stats } => return Ok((finish_reason, stats)),
+                    GenerationEvent::Done {
+                        finish_reason,
+                        stats,
+                    } => return Ok((finish_reason, stats)),
                 }
             }
             bail!("the engine stopped without finishing the reply")
@@ -255,7 +292,10 @@ pub fn logits(a: LogitsArgs) -> Result<()> {
         .tokens
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<u32>().with_context(|| format!("`{s}` is not a token id")))
+        .map(|s| {
+            s.parse::<u32>()
+                .with_context(|| format!("`{s}` is not a token id"))
+        })
         .collect::<Result<_>>()?;
     if tokens.is_empty() {
         bail!("--tokens is empty");
@@ -264,8 +304,10 @@ pub fn logits(a: LogitsArgs) -> Result<()> {
     let n = tokens.len();
     let vocab = engine.info().config.vocab_size;
     let logits = engine.logits(tokens, a.model.prefill_chunk)?;
-    let f = std::fs::File::create(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    npy::write_f32(std::io::BufWriter::new(f), &[n, vocab], &logits).with_context(|| format!("writing {}", a.out.display()))?;
+    let f =
+        std::fs::File::create(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    npy::write_f32(std::io::BufWriter::new(f), &[n, vocab], &logits)
+        .with_context(|| format!("writing {}", a.out.display()))?;
     eprintln!("wrote [{n}, {vocab}] logits to {}", a.out.display());
     Ok(())
 }

@@ -78,7 +78,9 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         ..ServeConfig::default()
     };
     let options = a.model.options()?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run_serve(a.model.model.clone(), config, options))?;
     Ok(())
 }
@@ -94,7 +96,9 @@ pub fn bench_serve_cmd(a: BenchServeArgs) -> Result<()> {
         temperature: a.temperature,
         ..BenchArgs::default()
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let report = rt.block_on(bench_serve(args))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

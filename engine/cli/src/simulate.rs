@@ -20,7 +20,11 @@ pub struct SimArgs {
     #[arg(long, default_value = "8GiB,16GiB,24GiB", value_delimiter = ',')]
     pub vram_budget: Vec<String>,
     /// Policies, comma separated.
-    #[arg(long, default_value = "cpu-only,static,static-hot,lru,lfu,mrs,value", value_delimiter = ',')]
+    #[arg(
+        long,
+        default_value = "cpu-only,static,static-hot,lru,lfu,mrs,value",
+        value_delimiter = ','
+    )]
     pub policies: Vec<String>,
     /// Machine profile: `h100`, `build` or a profile JSON file.
     #[arg(long)]
@@ -37,7 +41,10 @@ pub fn simulate_cmd(a: SimArgs) -> Result<()> {
     let sizes = a
         .vram_budget
         .iter()
-        .map(|s| s.parse::<CacheSize>().map_err(|e| anyhow::anyhow!("--vram-budget `{s}`: {e}")))
+        .map(|s| {
+            s.parse::<CacheSize>()
+                .map_err(|e| anyhow::anyhow!("--vram-budget `{s}`: {e}"))
+        })
         .collect::<Result<Vec<_>>>()?;
     let args = SimulateArgs {
         trace: a.trace.clone(),

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn hmoe(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hmoe")).args(args).output().expect("run hmoe");
+    let out = Command::new(env!("CARGO_BIN_EXE_hmoe"))
+        .args(args)
+        .output()
+        .expect("run hmoe");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -19,7 +22,10 @@ fn hmoe(args: &[&str]) -> (bool, String) {
 fn expect_error(args: &[&str], needle: &str) {
     let (ok, text) = hmoe(args);
     assert!(!ok, "expected failure for {args:?}, got success: {text}");
-    assert!(text.contains(needle), "error for {args:?} should mention `{needle}`: {text}");
+    assert!(
+        text.contains(needle),
+        "error for {args:?} should mention `{needle}`: {text}"
+    );
 }
 
 fn source() -> PathBuf {
@@ -33,7 +39,11 @@ fn rewrite(
     edit_tensor: impl Fn(&str, GgmlDType, &[u64]) -> Option<(GgmlDType, Vec<u64>)>,
 ) {
     let src = GgufFile::open(&source()).expect("fixture");
-    let mut meta: Vec<(String, MetaValue)> = src.metadata().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut meta: Vec<(String, MetaValue)> = src
+        .metadata()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     edit_meta(&mut meta);
     let mut plan = Vec::new();
     for t in src.tensors() {
@@ -41,7 +51,10 @@ fn rewrite(
             plan.push((t.clone(), dt, dims));
         }
     }
-    let descs = plan.iter().map(|(t, dt, d)| TensorDesc::new(t.name.clone(), d, *dt)).collect();
+    let descs = plan
+        .iter()
+        .map(|(t, dt, d)| TensorDesc::new(t.name.clone(), d, *dt))
+        .collect();
     let mut w = GgufWriter::create(dst, meta, descs).expect("writer");
     for (t, dt, dims) in &plan {
         if *dt == t.dtype && *dims == t.dims {
@@ -65,7 +78,10 @@ fn set(meta: &mut [(String, MetaValue)], key: &str, v: MetaValue) {
 
 #[test]
 fn missing_file_is_named() {
-    expect_error(&["info", "/nonexistent/model.gguf"], "/nonexistent/model.gguf");
+    expect_error(
+        &["info", "/nonexistent/model.gguf"],
+        "/nonexistent/model.gguf",
+    );
 }
 
 #[test]
@@ -79,7 +95,16 @@ fn truncated_file() {
         assert!(!ok, "truncated at {cut}: {text}");
         let t = text.to_lowercase();
         assert!(
-            ["trunc", "end of", "out of bounds", "outside the file", "cannot fit", "remain"].iter().any(|w| t.contains(w)),
+            [
+                "trunc",
+                "end of",
+                "out of bounds",
+                "outside the file",
+                "cannot fit",
+                "remain"
+            ]
+            .iter()
+            .any(|w| t.contains(w)),
             "cut {cut}: {text}"
         );
     }
@@ -99,43 +124,142 @@ fn wrong_magic() {
 fn unknown_architecture() {
     let dir = tempfile::tempdir().expect("tmp");
     let p = dir.path().join("arch.gguf");
-    rewrite(&p, |m| set(m, "general.architecture", MetaValue::String("llama".into())), |_, d, s| Some((d, s.to_vec())));
-    expect_error(&["info", p.to_str().expect("utf8")], "unsupported architecture `llama`");
+    rewrite(
+        &p,
+        |m| set(m, "general.architecture", MetaValue::String("llama".into())),
+        |_, d, s| Some((d, s.to_vec())),
+    );
+    expect_error(
+        &["info", p.to_str().expect("utf8")],
+        "unsupported architecture `llama`",
+    );
 }
 
 #[test]
 fn missing_tensor() {
     let dir = tempfile::tempdir().expect("tmp");
     let p = dir.path().join("missing.gguf");
-    rewrite(&p, |_| {}, |n, d, s| (n != "blk.1.attn_q.weight").then(|| (d, s.to_vec())));
+    rewrite(
+        &p,
+        |_| {},
+        |n, d, s| (n != "blk.1.attn_q.weight").then(|| (d, s.to_vec())),
+    );
     let ps = p.to_str().expect("utf8");
-    expect_error(&["generate", "--model", ps, "--prompt", "x", "--device", "cpu"], "blk.1.attn_q.weight");
-    expect_error(&["logits", "--model", ps, "--tokens", "1 2", "--out", "/dev/null"], "blk.1.attn_q.weight");
+    expect_error(
+        &[
+            "generate", "--model", ps, "--prompt", "x", "--device", "cpu",
+        ],
+        "blk.1.attn_q.weight",
+    );
+    expect_error(
+        &[
+            "logits",
+            "--model",
+            ps,
+            "--tokens",
+            "1 2",
+            "--out",
+            "/dev/null",
+        ],
+        "blk.1.attn_q.weight",
+    );
 }
 
 #[test]
 fn shape_disagrees_with_metadata() {
     let dir = tempfile::tempdir().expect("tmp");
     let p = dir.path().join("shape.gguf");
-    rewrite(&p, |m| set(m, "qwen3moe.expert_feed_forward_length", MetaValue::U32(64)), |_, d, s| Some((d, s.to_vec())));
-    expect_error(&["logits", "--model", p.to_str().expect("utf8"), "--tokens", "1", "--out", "/dev/null"], "ffn_gate_exps");
+    rewrite(
+        &p,
+        |m| set(m, "qwen3moe.expert_feed_forward_length", MetaValue::U32(64)),
+        |_, d, s| Some((d, s.to_vec())),
+    );
+    expect_error(
+        &[
+            "logits",
+            "--model",
+            p.to_str().expect("utf8"),
+            "--tokens",
+            "1",
+            "--out",
+            "/dev/null",
+        ],
+        "ffn_gate_exps",
+    );
 }
 
 #[test]
 fn unsupported_tensor_type() {
     let dir = tempfile::tempdir().expect("tmp");
     let p = dir.path().join("q4_0.gguf");
-    rewrite(&p, |_| {}, |n, d, s| Some((if n == "blk.0.attn_q.weight" { GgmlDType::Q4_0 } else { d }, s.to_vec())));
-    expect_error(&["logits", "--model", p.to_str().expect("utf8"), "--tokens", "1", "--out", "/dev/null"], "q4_0");
+    rewrite(
+        &p,
+        |_| {},
+        |n, d, s| {
+            Some((
+                if n == "blk.0.attn_q.weight" {
+                    GgmlDType::Q4_0
+                } else {
+                    d
+                },
+                s.to_vec(),
+            ))
+        },
+    );
+    expect_error(
+        &[
+            "logits",
+            "--model",
+            p.to_str().expect("utf8"),
+            "--tokens",
+            "1",
+            "--out",
+            "/dev/null",
+        ],
+        "q4_0",
+    );
 }
 
 #[test]
 fn empty_prompt_and_bad_tokens() {
     let m = source();
     let ms = m.to_str().expect("utf8");
-    expect_error(&["logits", "--model", ms, "--tokens", "", "--out", "/dev/null"], "empty");
-    expect_error(&["logits", "--model", ms, "--tokens", "1 99999", "--out", "/dev/null"], "99999");
-    expect_error(&["logits", "--model", ms, "--tokens", "1 x", "--out", "/dev/null"], "`x` is not a token id");
+    expect_error(
+        &[
+            "logits",
+            "--model",
+            ms,
+            "--tokens",
+            "",
+            "--out",
+            "/dev/null",
+        ],
+        "empty",
+    );
+    expect_error(
+        &[
+            "logits",
+            "--model",
+            ms,
+            "--tokens",
+            "1 99999",
+            "--out",
+            "/dev/null",
+        ],
+        "99999",
+    );
+    expect_error(
+        &[
+            "logits",
+            "--model",
+            ms,
+            "--tokens",
+            "1 x",
+            "--out",
+            "/dev/null",
+        ],
+        "`x` is not a token id",
+    );
 }
 
 #[test]
@@ -143,11 +267,33 @@ fn prompt_longer_than_context() {
     let m = source();
     let ms = m.to_str().expect("utf8");
     let tokens = (0..20).map(|i| i.to_string()).collect::<Vec<_>>().join(" ");
-    expect_error(&["logits", "--model", ms, "--tokens", &tokens, "--ctx", "8", "--out", "/dev/null"], "context");
+    expect_error(
+        &[
+            "logits",
+            "--model",
+            ms,
+            "--tokens",
+            &tokens,
+            "--ctx",
+            "8",
+            "--out",
+            "/dev/null",
+        ],
+        "context",
+    );
 }
 
 #[test]
 fn text_prompt_without_tokenizer_is_explained() {
     let m = source();
-    expect_error(&["generate", "--model", m.to_str().expect("utf8"), "--prompt", "hi"], "no tokenizer");
+    expect_error(
+        &[
+            "generate",
+            "--model",
+            m.to_str().expect("utf8"),
+            "--prompt",
+            "hi",
+        ],
+        "no tokenizer",
+    );
 }

@@ -72,7 +72,8 @@ impl ExpertExecutor for CpuExecutor {
             .scratch
             .lock()
             .map_err(|_| EngineError::Compute("CPU expert scratch poisoned".into()))?;
-        run_experts(&self.pool, x, hidden, &tasks, out, &mut scratch)
-            .map_err(|e| EngineError::Compute(format!("CPU experts (layer {}): {e}", experts.layer)))
+        run_experts(&self.pool, x, hidden, &tasks, out, &mut scratch).map_err(|e| {
+            EngineError::Compute(format!("CPU experts (layer {}): {e}", experts.layer))
+        })
     }
 }

@@ -12,7 +12,9 @@ const MAX_TEMPERATURE: f32 = 100.0;
 /// Checks a request's sampling fields, naming the bad one.
 pub fn validate(p: &SamplingParams) -> Result<()> {
     let bad = |field: &str, v: String| {
-        Err(EngineError::InvalidRequest(format!("`{field}` = {v} is out of range")))
+        Err(EngineError::InvalidRequest(format!(
+            "`{field}` = {v} is out of range"
+        )))
     };
     if !(p.temperature.is_finite() && (0.0..=MAX_TEMPERATURE).contains(&p.temperature)) {
         return bad("temperature", p.temperature.to_string());
@@ -23,7 +25,10 @@ pub fn validate(p: &SamplingParams) -> Result<()> {
     if !(p.min_p.is_finite() && (0.0..=1.0).contains(&p.min_p)) {
         return bad("min_p", p.min_p.to_string());
     }
-    if !(p.repetition_penalty.is_finite() && p.repetition_penalty > 0.0 && p.repetition_penalty <= 10.0) {
+    if !(p.repetition_penalty.is_finite()
+        && p.repetition_penalty > 0.0
+        && p.repetition_penalty <= 10.0)
+    {
         return bad("repetition_penalty", p.repetition_penalty.to_string());
     }
     if p.max_tokens == 0 {
@@ -61,7 +66,11 @@ impl Sampler {
             for t in seen {
                 if let Some(l) = logits.get_mut(t as usize) {
                     // Hugging Face's rule: shrink positive logits, push negative ones down.
-                    *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
+                    *l = if *l > 0.0 {
+                        *l / p.repetition_penalty
+                    } else {
+                        *l * p.repetition_penalty
+                    };
                 }
             }
         }
@@ -70,7 +79,13 @@ impl Sampler {
         }
         let cands = &mut self.scratch;
         cands.clear();
-        cands.extend(logits.iter().enumerate().filter(|(_, l)| l.is_finite()).map(|(i, &l)| (i as u32, l)));
+        cands.extend(
+            logits
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.is_finite())
+                .map(|(i, &l)| (i as u32, l)),
+        );
         if cands.is_empty() {
             return argmax(logits);
         }
@@ -151,7 +166,9 @@ mod tests {
         let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.7).sin()).collect();
         let draw = |seed| {
             let mut s = Sampler::new(params(1.0, seed));
-            (0..40).map(|_| s.sample(&mut logits.clone(), &[])).collect::<Vec<_>>()
+            (0..40)
+                .map(|_| s.sample(&mut logits.clone(), &[]))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
         assert_ne!(draw(7), draw(8));
@@ -200,6 +217,9 @@ mod tests {
         assert!(e.contains("top_p"), "{e}");
         p = SamplingParams::default();
         p.temperature = f32::NAN;
-        assert!(validate(&p).unwrap_err().to_string().contains("temperature"));
+        assert!(validate(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("temperature"));
     }
 }

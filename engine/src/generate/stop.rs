@@ -29,7 +29,12 @@ impl StopMatcher {
     /// Adds a piece of text.
     pub fn push(&mut self, piece: &str) -> StopOutcome {
         self.pending.push_str(piece);
-        if let Some(at) = self.stops.iter().filter_map(|s| self.pending.find(s.as_str())).min() {
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter_map(|s| self.pending.find(s.as_str()))
+            .min()
+        {
             let out = self.pending[..at].to_string();
             self.pending.clear();
             return StopOutcome::Stopped(out);

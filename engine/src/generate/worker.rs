@@ -73,7 +73,11 @@ impl Active<'_> {
     }
 
     fn finish(&mut self, reason: FinishReason) {
-        let mut tail = self.decoder.as_mut().map(|d| d.finish()).unwrap_or_default();
+        let mut tail = self
+            .decoder
+            .as_mut()
+            .map(|d| d.finish())
+            .unwrap_or_default();
         if let StopOutcome::Continue(t) = self.stop.push(&tail) {
             tail = t;
         }
@@ -155,7 +159,9 @@ pub fn run(
             }
         }
         while active.len() < cfg.max_batch {
-            let Some(req) = waiting.pop_front() else { break };
+            let Some(req) = waiting.pop_front() else {
+                break;
+            };
             match admit(&model, tokenizer, req, cfg) {
                 Ok(a) => active.push(a),
                 Err((req, e)) => {
@@ -194,9 +200,19 @@ fn admit<'t>(
     }
     if req.prompt.len() >= cfg.context {
         let tokens = req.prompt.len();
-        return Err((req, EngineError::PromptTooLong { tokens, context: cfg.context }));
+        return Err((
+            req,
+            EngineError::PromptTooLong {
+                tokens,
+                context: cfg.context,
+            },
+        ));
     }
-    if let Some(&bad) = req.prompt.iter().find(|&&t| t as usize >= model.cfg.vocab_size) {
+    if let Some(&bad) = req
+        .prompt
+        .iter()
+        .find(|&&t| t as usize >= model.cfg.vocab_size)
+    {
         let vocab = model.cfg.vocab_size;
         return Err((req, EngineError::TokenOutOfRange { id: bad, vocab }));
     }
@@ -250,7 +266,11 @@ fn step(
         if toks.is_empty() {
             continue;
         }
-        let logits = if a.todo.is_empty() { LogitsFor::Last } else { LogitsFor::None };
+        let logits = if a.todo.is_empty() {
+            LogitsFor::Last
+        } else {
+            LogitsFor::None
+        };
         steps.push(SeqStep {
             cache: &mut a.cache,
             tokens: toks,
@@ -285,14 +305,20 @@ fn step(
         match a.stop.push(&piece) {
             StopOutcome::Stopped(text) => {
                 if !text.is_empty() {
-                    a.send(GenerationEvent::Text { text, tokens: vec![t] });
+                    a.send(GenerationEvent::Text {
+                        text,
+                        tokens: vec![t],
+                    });
                 }
                 a.finish(FinishReason::StopString);
                 done[i] = true;
                 continue;
             }
             StopOutcome::Continue(text) => {
-                if !a.send(GenerationEvent::Text { text, tokens: vec![t] }) {
+                if !a.send(GenerationEvent::Text {
+                    text,
+                    tokens: vec![t],
+                }) {
                     done[i] = true;
                     continue;
                 }

@@ -33,22 +33,24 @@ pub fn attend(q: &[f32], kv: &LayerKv, start: usize, shape: HeadShape) -> Vec<f3
     let scale = 1.0 / (head_dim as f32).sqrt();
     let mut out = vec![0f32; n * q_width];
     // One task per (token, head): each writes its own head_dim slice of the output.
-    out.par_chunks_mut(head_dim)
-        .enumerate()
-        .for_each_init(Vec::new, |scores: &mut Vec<f32>, (idx, o)| {
+    out.par_chunks_mut(head_dim).enumerate().for_each_init(
+        Vec::new,
+        |scores: &mut Vec<f32>, (idx, o)| {
             let (i, h) = (idx / n_heads, idx % n_heads);
             let kvh = h / group;
             let qh = &q[i * q_width + h * head_dim..][..head_dim];
             let visible = start + i + 1;
             scores.clear();
-            scores.extend((0..visible).map(|t| {
-                dot(qh, &kv.k[t * kv_width + kvh * head_dim..][..head_dim]) * scale
-            }));
+            scores.extend(
+                (0..visible)
+                    .map(|t| dot(qh, &kv.k[t * kv_width + kvh * head_dim..][..head_dim]) * scale),
+            );
             softmax(scores);
             for (t, &p) in scores.iter().enumerate() {
                 axpy(o, p, &kv.v[t * kv_width + kvh * head_dim..][..head_dim]);
             }
-        });
+        },
+    );
     out
 }
 

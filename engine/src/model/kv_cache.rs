@@ -59,7 +59,10 @@ impl KvCache {
     /// Marks `n` more tokens as cached once every layer has appended them.
     pub(crate) fn advance(&mut self, n: usize) {
         self.len += n;
-        debug_assert!(self.layers.iter().all(|l| l.k.len() == self.len * self.kv_dim));
+        debug_assert!(self
+            .layers
+            .iter()
+            .all(|l| l.k.len() == self.len * self.kv_dim));
     }
 
     /// Drops everything after the first `n` tokens (used to reuse a shared prompt prefix).
@@ -74,6 +77,9 @@ impl KvCache {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.layers.iter().map(|l| (l.k.len() + l.v.len()) * 4).sum()
+        self.layers
+            .iter()
+            .map(|l| (l.k.len() + l.v.len()) * 4)
+            .sum()
     }
 }

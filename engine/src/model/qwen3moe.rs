@@ -71,7 +71,11 @@ impl Qwen3Moe {
     /// An empty cache holding up to `capacity` tokens.
     pub fn new_cache(&self, capacity: usize) -> KvCache {
         let cap = capacity.min(self.cfg.context_length);
-        KvCache::new(self.cfg.n_layers, self.cfg.n_kv_heads * self.cfg.head_dim, cap)
+        KvCache::new(
+            self.cfg.n_layers,
+            self.cfg.n_kv_heads * self.cfg.head_dim,
+            cap,
+        )
     }
 
     /// The expert tensors of layer `layer`, addressable per expert.
@@ -103,7 +107,11 @@ impl Qwen3Moe {
                     context: s.cache.capacity(),
                 });
             }
-            if let Some(&bad) = s.tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+            if let Some(&bad) = s
+                .tokens
+                .iter()
+                .find(|&&t| t as usize >= self.cfg.vocab_size)
+            {
                 return Err(EngineError::TokenOutOfRange {
                     id: bad,
                     vocab: self.cfg.vocab_size,
@@ -115,7 +123,11 @@ impl Qwen3Moe {
 
     /// Runs one step for a batch of sequences. Returns, per sequence, the logits it
     /// asked for, row-major `[rows, vocab]`.
-    pub fn forward(&self, batch: &mut [SeqStep<'_>], moe: &mut MoeDispatch) -> Result<Vec<Vec<f32>>> {
+    pub fn forward(
+        &self,
+        batch: &mut [SeqStep<'_>],
+        moe: &mut MoeDispatch,
+    ) -> Result<Vec<Vec<f32>>> {
         self.validate(batch)?;
         moe.begin_step(batch.iter().map(|s| s.tokens.len()).sum());
         let out = self.forward_inner(batch, moe);
@@ -130,7 +142,11 @@ impl Qwen3Moe {
         out
     }
 
-    fn forward_inner(&self, batch: &mut [SeqStep<'_>], moe: &mut MoeDispatch) -> Result<Vec<Vec<f32>>> {
+    fn forward_inner(
+        &self,
+        batch: &mut [SeqStep<'_>],
+        moe: &mut MoeDispatch,
+    ) -> Result<Vec<Vec<f32>>> {
         let cfg = &self.cfg;
         let (h, hd) = (cfg.hidden, cfg.head_dim);
         let shape = HeadShape {
@@ -163,8 +179,10 @@ impl Qwen3Moe {
                 let start = s.cache.len();
                 for i in 0..m {
                     let r = row + i;
-                    self.rope.apply(&mut q[r * q_w..(r + 1) * q_w], hd, start + i);
-                    self.rope.apply(&mut k[r * kv_w..(r + 1) * kv_w], hd, start + i);
+                    self.rope
+                        .apply(&mut q[r * q_w..(r + 1) * q_w], hd, start + i);
+                    self.rope
+                        .apply(&mut k[r * kv_w..(r + 1) * kv_w], hd, start + i);
                 }
                 let kv = &mut s.cache.layers[li];
                 kv.k.extend_from_slice(&k[row * kv_w..(row + m) * kv_w]);

@@ -147,13 +147,17 @@ fn linear_from(file: &GgufFile, info: &TensorInfo, exact: bool) -> Result<Linear
     Ok(Linear { inner, rows, cols })
 }
 
-fn experts(file: &GgufFile, name: &str, cols: usize, rows: usize, n: usize) -> Result<ExpertTensor> {
+fn experts(
+    file: &GgufFile,
+    name: &str,
+    cols: usize,
+    rows: usize,
+    n: usize,
+) -> Result<ExpertTensor> {
     let info = tensor(file, name, &[cols as u64, rows as u64, n as u64])?;
-    let expert_bytes = info
-        .dtype
-        .bytes_for((rows * cols) as u64)
-        .ok_or_else(|| EngineError::InvalidMetadata(format!("`{name}` rows are not whole blocks")))?
-        as usize;
+    let expert_bytes = info.dtype.bytes_for((rows * cols) as u64).ok_or_else(|| {
+        EngineError::InvalidMetadata(format!("`{name}` rows are not whole blocks"))
+    })? as usize;
     Ok(ExpertTensor {
         info: info.clone(),
         dtype: info.dtype,
@@ -179,7 +183,12 @@ impl ModelWeights {
         let (h, hd) = (cfg.hidden, cfg.head_dim);
         let q_out = cfg.n_heads * hd;
         let kv_out = cfg.n_kv_heads * hd;
-        let token_embd = tensor(file, "token_embd.weight", &[h as u64, cfg.vocab_size as u64])?.clone();
+        let token_embd = tensor(
+            file,
+            "token_embd.weight",
+            &[h as u64, cfg.vocab_size as u64],
+        )?
+        .clone();
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
             let p = |s: &str| format!("blk.{i}.{s}.weight");

@@ -95,7 +95,10 @@ impl MoeDispatch {
 
     /// Marks the end of a forward step.
     pub fn end_step(&mut self) {
-        let s = self.step_started.take().map_or(0.0, |t| t.elapsed().as_secs_f64());
+        let s = self
+            .step_started
+            .take()
+            .map_or(0.0, |t| t.elapsed().as_secs_f64());
         self.placer.end_step(s);
     }
 

@@ -169,8 +169,16 @@ impl Placer for SchedPlacer {
             .chain(&self.plan.gpu_fetch)
             .filter_map(|p| index_of(p.expert))
             .collect();
-        let cpu: Vec<usize> = self.plan.cpu.iter().filter_map(|p| index_of(p.expert)).collect();
-        self.layers.push(LayerTelemetry::from_plan(&self.plan, self.shape.expert_bytes()));
+        let cpu: Vec<usize> = self
+            .plan
+            .cpu
+            .iter()
+            .filter_map(|p| index_of(p.expert))
+            .collect();
+        self.layers.push(LayerTelemetry::from_plan(
+            &self.plan,
+            self.shape.expert_bytes(),
+        ));
         self.trace_layers.push(TraceLayer {
             e: self.routed.iter().map(|r| r.expert).collect(),
             n: self.routed.iter().map(|r| r.n_tokens).collect(),

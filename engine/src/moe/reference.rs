@@ -30,7 +30,11 @@ impl ExpertExecutor for ReferenceExecutor {
     ) -> Result<()> {
         for item in items {
             let view = experts.expert(item.expert as usize);
-            let (gate, up, down) = (dequant(&view.gate)?, dequant(&view.up)?, dequant(&view.down)?);
+            let (gate, up, down) = (
+                dequant(&view.gate)?,
+                dequant(&view.up)?,
+                dequant(&view.down)?,
+            );
             let ffn = view.gate.rows;
             let mut act = vec![0f32; ffn];
             for (&r, &w) in item.rows.iter().zip(&item.weights) {

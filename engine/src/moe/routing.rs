@@ -58,7 +58,11 @@ pub fn route(logits: &[f32], n_experts: usize, top_k: usize, renormalise: bool) 
         let sum: f32 = chosen.iter().map(|&e| probs[e]).sum();
         for &e in chosen {
             ids.push(e as u16);
-            weights.push(if renormalise { probs[e] / sum } else { probs[e] });
+            weights.push(if renormalise {
+                probs[e] / sum
+            } else {
+                probs[e]
+            });
         }
     }
     Routing {
@@ -92,6 +96,9 @@ mod tests {
         let total: usize = items.iter().map(|i| i.rows.len()).sum();
         assert_eq!(total, 4);
         assert_eq!(items[0].expert, 0);
-        assert_eq!(items.iter().find(|i| i.expert == 1).map(|i| i.rows.clone()), Some(vec![0, 1]));
+        assert_eq!(
+            items.iter().find(|i| i.expert == 1).map(|i| i.rows.clone()),
+            Some(vec![0, 1])
+        );
     }
 }

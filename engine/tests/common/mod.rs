@@ -16,12 +16,25 @@ pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
     assert_eq!(&bytes[..6], b"\x93NUMPY", "{} is not .npy", path.display());
     let (hlen, hstart) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        _ => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        _ => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
     };
     let header = std::str::from_utf8(&bytes[hstart..hstart + hlen]).expect("npy header");
-    assert!(header.contains("'<f4'") && header.contains("False"), "{header}");
-    let shape_s = header.split("'shape': (").nth(1).and_then(|s| s.split(')').next()).expect("shape");
-    let shape: Vec<usize> = shape_s.split(',').filter_map(|d| d.trim().parse().ok()).collect();
+    assert!(
+        header.contains("'<f4'") && header.contains("False"),
+        "{header}"
+    );
+    let shape_s = header
+        .split("'shape': (")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .expect("shape");
+    let shape: Vec<usize> = shape_s
+        .split(',')
+        .filter_map(|d| d.trim().parse().ok())
+        .collect();
     let data = bytes[hstart + hlen..]
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -36,9 +49,14 @@ pub struct Greedy {
 }
 
 pub fn read_greedy(path: &Path) -> Greedy {
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).expect("greedy json")).expect("json");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).expect("greedy json")).expect("json");
     let ids = |k: &str| -> Vec<u32> {
-        v[k].as_array().expect(k).iter().map(|x| x.as_u64().expect("id") as u32).collect()
+        v[k].as_array()
+            .expect(k)
+            .iter()
+            .map(|x| x.as_u64().expect("id") as u32)
+            .collect()
     };
     Greedy {
         prompt: ids("prompt"),
@@ -47,19 +65,28 @@ pub fn read_greedy(path: &Path) -> Greedy {
 }
 
 pub fn load(model: &Path, opts: EngineOptions) -> Engine {
-    Engine::load_blocking(model, opts, Arc::new(|_| {})).unwrap_or_else(|e| panic!("{}: {e}", model.display()))
+    Engine::load_blocking(model, opts, Arc::new(|_| {}))
+        .unwrap_or_else(|e| panic!("{}: {e}", model.display()))
 }
 
 /// Greedy continuation of `prompt` for `n` tokens through the generation API.
 pub fn greedy(engine: &Engine, prompt: &[u32], n: usize) -> (Vec<u32>, FinishReason) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let params = SamplingParams {
         temperature: 0.0,
         max_tokens: n,
         ..Default::default()
     };
     let mut gen = engine
-        .generate(Prompt::Tokens { ids: prompt.to_vec() }, params)
+        .generate(
+            Prompt::Tokens {
+                ids: prompt.to_vec(),
+            },
+            params,
+        )
         .expect("generate");
     rt.block_on(async {
         let mut ids = Vec::new();
