@@ -8,7 +8,8 @@ import json
 import os
 import time
 
-import httpx
+import urllib.error
+import urllib.request
 import openai
 import pytest
 
@@ -23,13 +24,8 @@ def client():
 
 
 def greedy(client, content, max_tokens=16, **kw):
-    return client.chat.completions.create(
-        model=MODEL,
-        messages=[{"role": "user", "content": content}],
-        max_tokens=max_tokens,
-        temperature=0,
-        **kw,
-    )
+    args = {"model": MODEL, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens, "temperature": 0}
+    return client.chat.completions.create(**(args | kw))
 
 
 def stream_text(client, content, max_tokens=16, **kw):
@@ -140,22 +136,31 @@ def test_wrong_api_key_is_401():
         bad.models.list()
 
 
-def test_malformed_and_oversized_bodies():
+def raw(method, path, body=None):
+    """(status, JSON body) of a raw request, errors included."""
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
-    r = httpx.post(BASE + "/v1/chat/completions", content=b"{not json", headers=headers)
-    assert r.status_code == 400
-    assert "error" in r.json()
-    r = httpx.post(BASE + "/v1/chat/completions", content=b'{"model": 5}', headers=headers)
-    assert r.status_code == 400
+    req = urllib.request.Request(BASE + path, data=body, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+
+
+def test_malformed_and_oversized_bodies():
+    status, body = raw("POST", "/v1/chat/completions", b"{not json")
+    assert status == 400 and body["error"]["message"]
+    status, body = raw("POST", "/v1/chat/completions", b'{"model": 5}')
+    assert status == 400 and body["error"]["param"] == "model"
     huge = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "x" * ((4 << 20) + 1024)}]})
-    r = httpx.post(BASE + "/v1/chat/completions", content=huge, headers=headers, timeout=60)
-    assert r.status_code == 413
-    r = httpx.get(BASE + "/no/such/route", headers=headers)
-    assert r.status_code == 404 and "error" in r.json()
+    status, body = raw("POST", "/v1/chat/completions", huge.encode())
+    assert status == 413 and body["error"]["code"] == "request_too_large"
+    status, body = raw("GET", "/no/such/route")
+    assert status == 404 and "error" in body
 
 
 def health():
-    return httpx.get(BASE + "/health").json()
+    return raw("GET", "/health")[1]
 
 
 def test_disconnect_mid_stream_frees_the_slot(client):
