@@ -152,7 +152,8 @@ impl Engine {
             None => None,
         };
         report(LoadStage::Tokenizer, 1, 1);
-        let model = Qwen3Moe::load(file, opts.exact_math, |d, t| {
+        let pool = CpuExecutor::pool(opts.runtime.threads)?;
+        let model = Qwen3Moe::load(file, opts.exact_math, pool.clone(), |d, t| {
             report(LoadStage::Weights, d, t)
         })?;
         let context = opts
@@ -165,7 +166,7 @@ impl Engine {
         let cpu: Arc<dyn ExpertExecutor> = if opts.exact_math {
             Arc::new(ReferenceExecutor)
         } else {
-            Arc::new(CpuExecutor::new(opts.runtime.threads)?)
+            Arc::new(CpuExecutor::new(pool))
         };
         let types = ["gate", "up", "down"].map(|m| {
             model

@@ -4,27 +4,32 @@
 use crate::error::{EngineError, Result};
 use crate::moe::{ExpertExecutor, LayerExperts, WorkItem};
 use hmoe_cpu::{run_experts, CpuPool, ExpertScratch, ExpertTask, MatView};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Fused CPU executor.
 pub struct CpuExecutor {
-    pool: CpuPool,
+    pool: Arc<CpuPool>,
     scratch: Mutex<ExpertScratch>,
 }
 
 impl CpuExecutor {
+    /// An executor on `pool`.
+    pub fn new(pool: Arc<CpuPool>) -> Self {
+        Self {
+            pool,
+            scratch: Mutex::new(ExpertScratch::new()),
+        }
+    }
+
     /// A pool of `threads` workers (0 = one per physical core).
-    pub fn new(threads: usize) -> Result<Self> {
+    pub fn pool(threads: usize) -> Result<Arc<CpuPool>> {
         let pool = if threads == 0 {
             CpuPool::new_default()
         } else {
             CpuPool::with_threads(threads)
         }
         .map_err(|e| EngineError::Compute(format!("CPU thread pool: {e}")))?;
-        Ok(Self {
-            pool,
-            scratch: Mutex::new(ExpertScratch::new()),
-        })
+        Ok(Arc::new(pool))
     }
 
     /// Worker threads.

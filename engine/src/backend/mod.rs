@@ -1,3 +1,4 @@
-//! Expert executors per device. The CPU one wraps `hmoe-cpu`'s fused kernels.
+//! Executors per device. The CPU ones wrap `hmoe-cpu`'s pool and `hmoe-quant`'s kernels.
 
 pub mod cpu;
+pub mod dense;

@@ -6,10 +6,10 @@ use super::attention::{attend, HeadShape};
 use super::config::Qwen3MoeConfig;
 use super::kv_cache::KvCache;
 use super::ops::{rms_norm_rows, Rope};
-use super::weights::{Linear, ModelWeights};
+use super::weights::ModelWeights;
 use crate::error::{EngineError, Result};
 use crate::moe::{route, LayerExperts, MoeDispatch};
-use candle_core::{Device, Tensor};
+use hmoe_cpu::CpuPool;
 use hmoe_gguf::GgufFile;
 use std::sync::Arc;
 
@@ -41,17 +41,19 @@ pub struct Qwen3Moe {
     file: Arc<GgufFile>,
     weights: ModelWeights,
     rope: Rope,
-}
-
-fn matmul(w: &Linear, x: &[f32], n: usize) -> Result<Vec<f32>> {
-    let t = Tensor::from_slice(x, (n, w.cols), &Device::Cpu)?;
-    Ok(w.forward(&t)?.flatten_all()?.to_vec1::<f32>()?)
+    pool: Arc<CpuPool>,
 }
 
 impl Qwen3Moe {
     /// Validates and prepares a model from an opened GGUF file.
     /// `exact` dequantises dense weights to f32 (see [`crate::EngineOptions::exact_math`]).
-    pub fn load(file: Arc<GgufFile>, exact: bool, progress: impl FnMut(u64, u64)) -> Result<Self> {
+    /// Dense products run on `pool` (shared with the CPU expert executor).
+    pub fn load(
+        file: Arc<GgufFile>,
+        exact: bool,
+        pool: Arc<CpuPool>,
+        progress: impl FnMut(u64, u64),
+    ) -> Result<Self> {
         let cfg = Qwen3MoeConfig::from_gguf(&file)?;
         let weights = ModelWeights::load(&file, &cfg, exact, progress)?;
         let rope = Rope::new(cfg.head_dim, cfg.rope_theta);
@@ -60,6 +62,7 @@ impl Qwen3Moe {
             file,
             weights,
             rope,
+            pool,
         })
     }
 
@@ -167,9 +170,9 @@ impl Qwen3Moe {
             // Attention block.
             let mut hn = x.clone();
             rms_norm_rows(&mut hn, &lw.attn_norm, cfg.rms_eps);
-            let mut q = matmul(&lw.wq, &hn, n)?;
-            let mut k = matmul(&lw.wk, &hn, n)?;
-            let v = matmul(&lw.wv, &hn, n)?;
+            let mut q = lw.wq.forward(&self.file, &self.pool, &hn)?;
+            let mut k = lw.wk.forward(&self.file, &self.pool, &hn)?;
+            let v = lw.wv.forward(&self.file, &self.pool, &hn)?;
             rms_norm_rows(&mut q, &lw.q_norm, cfg.rms_eps);
             rms_norm_rows(&mut k, &lw.k_norm, cfg.rms_eps);
             let mut attn = Vec::with_capacity(n * q_w);
@@ -190,7 +193,7 @@ impl Qwen3Moe {
                 attn.extend(attend(&q[row * q_w..(row + m) * q_w], kv, start, shape));
                 row += m;
             }
-            let o = matmul(&lw.wo, &attn, n)?;
+            let o = lw.wo.forward(&self.file, &self.pool, &attn)?;
             for (xi, oi) in x.iter_mut().zip(&o) {
                 *xi += oi;
             }
@@ -198,7 +201,7 @@ impl Qwen3Moe {
             // MoE block: the router decides which experts, the dispatcher decides where.
             let mut hn = x.clone();
             rms_norm_rows(&mut hn, &lw.ffn_norm, cfg.rms_eps);
-            let logits = matmul(&lw.router, &hn, n)?;
+            let logits = lw.router.forward(&self.file, &self.pool, &hn)?;
             let routing = route(&logits, cfg.n_experts, cfg.top_k, cfg.norm_topk_prob);
             let items = routing.work_items(cfg.n_experts);
             let mut moe_out = vec![0f32; n * h];
@@ -232,7 +235,7 @@ impl Qwen3Moe {
         let logits = if wanted.is_empty() {
             Vec::new()
         } else {
-            matmul(&self.weights.output, &hn, wanted.len())?
+            self.weights.output.forward(&self.file, &self.pool, &hn)?
         };
         let vocab = cfg.vocab_size;
         let mut out = Vec::with_capacity(batch.len());

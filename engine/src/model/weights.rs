@@ -5,11 +5,27 @@ use super::config::Qwen3MoeConfig;
 use crate::error::{EngineError, Result};
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType as CDType, QMatMul};
 use candle_core::{Device, Module, Tensor};
+use hmoe_cpu::CpuPool;
 use hmoe_gguf::{GgmlDType, GgufFile, TensorInfo};
+use hmoe_quant::DotKernel;
+
+/// How a weight matrix is applied.
+pub enum LinearKind {
+    /// Exact mode: f32 weights dequantised once, candle's f32 matmul.
+    Exact(QMatMul),
+    /// Fast mode: quantised rows read in place from the mapped file by our kernels.
+    Mapped {
+        /// The tensor in the file.
+        info: TensorInfo,
+        /// The dot kernel for its type.
+        kernel: DotKernel,
+    },
+}
 
 /// A weight matrix `[rows, cols]` applied as `x · Wᵀ`.
 pub struct Linear {
-    inner: QMatMul,
+    /// The implementation.
+    pub kind: LinearKind,
     /// Output features.
     pub rows: usize,
     /// Input features.
@@ -18,8 +34,21 @@ pub struct Linear {
 
 impl Linear {
     /// `x` is `[n, cols]`; returns `[n, rows]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.inner.forward(x)?)
+    pub fn forward(&self, file: &GgufFile, pool: &CpuPool, x: &[f32]) -> Result<Vec<f32>> {
+        match &self.kind {
+            LinearKind::Exact(m) => {
+                let t = Tensor::from_slice(x, (x.len() / self.cols, self.cols), &Device::Cpu)?;
+                Ok(m.forward(&t)?.flatten_all()?.to_vec1::<f32>()?)
+            }
+            LinearKind::Mapped { info, kernel } => crate::backend::dense::matmul(
+                pool,
+                kernel,
+                file.tensor_data(info),
+                self.rows,
+                self.cols,
+                x,
+            ),
+        }
     }
 }
 
@@ -137,14 +166,17 @@ fn vector(file: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>> {
 fn linear_from(file: &GgufFile, info: &TensorInfo, exact: bool) -> Result<Linear> {
     let cols = info.dims[0] as usize;
     let rows = info.dims[1] as usize;
-    let dt = candle_dtype(&info.name, info.dtype)?;
-    let q = qtensor_from_ggml(dt, file.tensor_data(info), vec![rows, cols], &Device::Cpu)?;
-    let inner = if exact {
-        QMatMul::Tensor(q.dequantize(&Device::Cpu)?)
+    let kind = if exact {
+        let dt = candle_dtype(&info.name, info.dtype)?;
+        let q = qtensor_from_ggml(dt, file.tensor_data(info), vec![rows, cols], &Device::Cpu)?;
+        LinearKind::Exact(QMatMul::Tensor(q.dequantize(&Device::Cpu)?))
     } else {
-        QMatMul::from_qtensor(q)?
+        LinearKind::Mapped {
+            info: info.clone(),
+            kernel: DotKernel::best(info.dtype)?,
+        }
     };
-    Ok(Linear { inner, rows, cols })
+    Ok(Linear { kind, rows, cols })
 }
 
 fn experts(
