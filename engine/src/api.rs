@@ -139,6 +139,8 @@ pub struct EngineOptions {
     /// reference implementation to float rounding). Off: activations are quantised
     /// to 8 bits for the integer dot products, as llama.cpp does.
     pub exact_math: bool,
+    /// Cost-model calibration at load (cached per machine and model shape).
+    pub calibration: crate::calibrate::Calibration,
 }
 
 impl Default for EngineOptions {
@@ -149,6 +151,7 @@ impl Default for EngineOptions {
             max_context: None,
             prefill_chunk: 512,
             exact_math: false,
+            calibration: crate::calibrate::Calibration::Auto,
         }
     }
 }

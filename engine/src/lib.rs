@@ -8,6 +8,7 @@
 pub mod api;
 pub mod backend;
 pub mod bench;
+pub mod calibrate;
 pub mod error;
 pub mod generate;
 pub mod info;

@@ -166,7 +166,7 @@ impl Engine {
         let cpu: Arc<dyn ExpertExecutor> = if opts.exact_math {
             Arc::new(ReferenceExecutor)
         } else {
-            Arc::new(CpuExecutor::new(pool))
+            Arc::new(CpuExecutor::new(pool.clone()))
         };
         let types = ["gate", "up", "down"].map(|m| {
             model
@@ -182,12 +182,21 @@ impl Engine {
             "no GPU: every expert runs on the CPU; policy `{}` plans with an empty cache",
             opts.runtime.policy
         );
+        report(LoadStage::Calibrating, 0, 1);
+        let profile = crate::calibrate::profile_for(
+            opts.calibration,
+            &pool,
+            &shape,
+            &types,
+            MachineProfile::build_box(),
+        )?;
+        report(LoadStage::Calibrating, 1, 1);
         let placer = SchedPlacer::new(
             shape,
             &opts.runtime.policy,
             0,
             opts.runtime.prefetch,
-            MachineProfile::build_box(),
+            profile,
             hub.clone(),
         )?;
         let moe = MoeDispatch::new(cpu, None, Box::new(placer));
@@ -329,6 +338,12 @@ impl Engine {
     /// Running totals of the telemetry (hit rate, bytes moved, busy times, tokens).
     pub fn telemetry_totals(&self) -> TelemetryTotals {
         self.inner.hub.totals.lock().map(|t| *t).unwrap_or_default()
+    }
+
+    /// Median relative error of the cost model's predicted layer times against the
+    /// measured ones (None before any measurement).
+    pub fn prediction_error(&self) -> Option<f64> {
+        self.inner.hub.prediction_error.lock().ok().and_then(|e| *e)
     }
 
     /// Writes the routing trace recorded so far (see docs/notes/trace-format.md).

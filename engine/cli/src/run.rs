@@ -215,6 +215,12 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
             "experts: {} routed uses, {} on the CPU, {} GPU hits, {} fetched",
             t.accesses, t.cpu_runs, t.gpu_hits, t.fetches
         );
+        if let Some(e) = engine.prediction_error() {
+            eprintln!(
+                "cost model: median layer-time prediction error {:.1}%",
+                e * 100.0
+            );
+        }
     }
     if let Some(path) = &a.trace {
         engine

@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
+use hmoe_engine::calibrate::Calibration;
 use hmoe_engine::{DeviceChoice, Engine, EngineOptions, LoadProgress, LoadStage, RuntimeOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -37,6 +38,9 @@ pub struct ModelArgs {
     /// Compute in f32 on dequantised weights (slow; matches the reference to rounding).
     #[arg(long)]
     pub exact: bool,
+    /// Cost-model calibration: auto (cached per machine and shape), force, or skip.
+    #[arg(long, default_value = "auto")]
+    pub calibrate: String,
 }
 
 /// Parses sizes like `8GiB`, `512MiB`, `16GB`, `1000000`.
@@ -94,6 +98,12 @@ impl ModelArgs {
             max_context: self.ctx,
             prefill_chunk: self.prefill_chunk,
             exact_math: self.exact,
+            calibration: match self.calibrate.as_str() {
+                "auto" => Calibration::Auto,
+                "force" => Calibration::Force,
+                "skip" => Calibration::Skip,
+                other => anyhow::bail!("unknown --calibrate `{other}` (auto, force, skip)"),
+            },
         })
     }
 

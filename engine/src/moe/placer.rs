@@ -65,6 +65,8 @@ pub struct TelemetryHub {
     pub totals: Arc<Mutex<TelemetryTotals>>,
     /// The routing trace recorded so far.
     pub trace: Arc<Mutex<Trace>>,
+    /// The cost model's median relative error of predicted vs measured layer time.
+    pub prediction_error: Arc<Mutex<Option<f64>>>,
 }
 
 /// Placer backed by the hybrid scheduler.
@@ -129,6 +131,7 @@ impl SchedPlacer {
                 header: TraceHeader::new(shape.clone(), "hmoe-engine"),
                 steps: Vec::new(),
             })),
+            prediction_error: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -217,6 +220,9 @@ impl Placer for SchedPlacer {
         self.telemetry.record(&step);
         if let Ok(mut t) = self.hub.totals.lock() {
             *t = *self.telemetry.totals();
+        }
+        if let Ok(mut e) = self.hub.prediction_error.lock() {
+            *e = self.prediction_error();
         }
         if let Ok(mut tr) = self.hub.trace.lock() {
             tr.steps.push(TraceStep {

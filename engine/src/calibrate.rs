@@ -1,0 +1,148 @@
+//! Load-time calibration of the cost model's CPU term: the CPU expert kernels are timed
+//! on this machine for the model's expert types and shape, fitted into the machine
+//! profile, and cached per machine and model shape so later loads skip it.
+
+use crate::error::{EngineError, Result};
+use hmoe_cpu::{calibrate_cpu, CpuPool, ExpertScratch};
+use hmoe_gguf::GgmlDType;
+use hmoe_sched::{CostModel, MachineProfile, ModelShape, QuantType};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Tokens per expert measured: decode (1), small batches, prefill-sized groups.
+const TOKEN_COUNTS: [usize; 4] = [1, 4, 32, 128];
+/// Experts cycled so the weights come from DRAM, as in a real model.
+const WORKING_SET_BYTES: usize = 256 << 20;
+/// Time spent per (type, tokens) point: the whole calibration stays under ~2 s.
+const SECONDS_PER_POINT: f64 = 0.05;
+
+/// What to do about calibration when a model loads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Calibration {
+    /// Use the cached profile for this machine and shape, or measure and cache it.
+    #[default]
+    Auto,
+    /// Measure again and overwrite the cache.
+    Force,
+    /// Use the built-in priors only (tests, quick starts).
+    Skip,
+}
+
+/// Where profiles are cached: `$HMOE_CACHE_DIR`, else `$XDG_CACHE_HOME/hmoe`, else
+/// `~/.cache/hmoe`, under `profiles/`.
+pub fn cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("HMOE_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("hmoe")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/hmoe")))?;
+    Some(base.join("profiles"))
+}
+
+/// A stable name for this machine: CPU model and the pool's thread count.
+pub fn machine_id(threads: usize) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    format!("{cpu}-{threads}t")
+}
+
+fn quant_of(t: GgmlDType) -> Option<QuantType> {
+    Some(match t {
+        GgmlDType::F32 => QuantType::F32,
+        GgmlDType::F16 => QuantType::F16,
+        GgmlDType::BF16 => QuantType::BF16,
+        GgmlDType::Q8_0 => QuantType::Q8_0,
+        GgmlDType::Q4K => QuantType::Q4_K,
+        GgmlDType::Q5K => QuantType::Q5_K,
+        GgmlDType::Q6K => QuantType::Q6_K,
+        _ => return None,
+    })
+}
+
+/// Times the CPU expert kernels for `types` and fits them into `prior`.
+pub fn measure(
+    pool: &CpuPool,
+    shape: &ModelShape,
+    types: &[GgmlDType],
+    prior: MachineProfile,
+) -> Result<MachineProfile> {
+    let mut distinct: Vec<GgmlDType> = types.to_vec();
+    distinct.sort();
+    distinct.dedup();
+    let mut scratch = ExpertScratch::new();
+    let timings = calibrate_cpu(
+        pool,
+        &mut scratch,
+        &distinct,
+        &TOKEN_COUNTS,
+        shape.hidden as usize,
+        shape.expert_ffn as usize,
+        WORKING_SET_BYTES,
+        SECONDS_PER_POINT,
+    )
+    .map_err(|e| EngineError::Compute(format!("CPU calibration: {e}")))?;
+    let mut cost = CostModel::new(prior);
+    for t in &timings {
+        if let Some(q) = quant_of(t.dtype) {
+            cost.observe_cpu(q, t.weight_bytes as u64, t.n_tokens as u32, t.seconds);
+        }
+    }
+    Ok(cost.profile().clone())
+}
+
+fn save_atomically(profile: &MachineProfile, path: &Path) -> Result<()> {
+    let io = |e: std::io::Error| EngineError::Io {
+        path: path.display().to_string(),
+        source: e,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    // Write then rename: concurrent loads never read a half-written profile.
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    profile
+        .save(&tmp)
+        .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// The profile to plan with: cached, measured (and cached), or the prior.
+pub fn profile_for(
+    mode: Calibration,
+    pool: &CpuPool,
+    shape: &ModelShape,
+    types: &[GgmlDType],
+    prior: MachineProfile,
+) -> Result<MachineProfile> {
+    if mode == Calibration::Skip {
+        return Ok(prior);
+    }
+    let path = cache_dir().map(|d| {
+        d.join(MachineProfile::cache_file_name(
+            &machine_id(pool.threads()),
+            &format!("{}-{:?}", shape.hidden, shape.expert_quant).replace(' ', ""),
+        ))
+    });
+    if mode == Calibration::Auto {
+        if let Some(p) = path.as_deref().filter(|p| p.is_file()) {
+            match MachineProfile::load(p) {
+                Ok(profile) => return Ok(profile),
+                Err(e) => tracing::warn!("ignoring cached profile {}: {e}", p.display()),
+            }
+        }
+    }
+    let profile = measure(pool, shape, types, prior)?;
+    if let Some(p) = &path {
+        if let Err(e) = save_atomically(&profile, p) {
+            tracing::warn!("could not cache the calibrated profile: {e}");
+        }
+    }
+    Ok(profile)
+}
