@@ -132,6 +132,8 @@ pub struct BenchReport {
 /// Upper bounds on the settings: beyond these the client itself becomes the test.
 const MAX_CONCURRENT: usize = 1024;
 const MAX_PROMPT_TOKENS: usize = 1 << 20;
+/// Halvings of the first calibration guess when the server rejects it as too long.
+const MAX_HALVINGS: usize = 16;
 
 async fn probe_prompt_tokens(client: &RemoteChat, prompt: &str) -> Result<usize, RemoteError> {
     let body = json!({
@@ -162,17 +164,28 @@ async fn calibrated_prompt(
     if !calibrate {
         return Ok((prompt_of_words(words), words, target));
     }
-    let probe = |words: usize| async move {
-        probe_prompt_tokens(client, &prompt_of_words(words))
-            .await
-            .map_err(|source| BenchError::Calibration { target, source })
+    let err = |source| BenchError::Calibration { target, source };
+    let mut halvings = 0;
+    let mut measured = loop {
+        match probe_prompt_tokens(client, &prompt_of_words(words)).await {
+            Ok(m) => break m,
+            // The first guess can overshoot a small context: halve and try again.
+            Err(RemoteError::Status { status: 400, .. })
+                if words > 1 && halvings < MAX_HALVINGS =>
+            {
+                words /= 2;
+                halvings += 1;
+            }
+            Err(e) => return Err(err(e)),
+        }
     };
-    let mut measured = probe(words).await?;
     for _ in 0..MAX_CALIBRATION_ROUNDS {
         match next_words(words, measured, target) {
             Some(w) => {
                 words = w;
-                measured = probe(words).await?;
+                measured = probe_prompt_tokens(client, &prompt_of_words(words))
+                    .await
+                    .map_err(err)?;
             }
             None => break,
         }
