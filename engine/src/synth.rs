@@ -366,7 +366,7 @@ pub fn write_synthetic(
     let mut done = 0u64;
     for t in &planned {
         let n = t.desc.dims.iter().product::<u64>() as usize;
-        if n % CHUNK != 0 || matches!(t.fill, Fill::Norm) {
+        if !n.is_multiple_of(CHUNK) || matches!(t.fill, Fill::Norm) {
             // Small or odd-sized tensors: draw every value.
             let mut vals = vec![0f32; n];
             draw(t.fill, &mut rng, &mut vals);

@@ -211,12 +211,16 @@ mod tests {
 
     #[test]
     fn validation_names_the_field() {
-        let mut p = SamplingParams::default();
-        p.top_p = 0.0;
+        let p = SamplingParams {
+            top_p: 0.0,
+            ..Default::default()
+        };
         let e = validate(&p).unwrap_err().to_string();
         assert!(e.contains("top_p"), "{e}");
-        p = SamplingParams::default();
-        p.temperature = f32::NAN;
+        let p = SamplingParams {
+            temperature: f32::NAN,
+            ..Default::default()
+        };
         assert!(validate(&p)
             .unwrap_err()
             .to_string()

@@ -30,13 +30,16 @@ pub struct Request {
     pub submitted: Instant,
 }
 
+/// A job run on the worker thread with the model and the dispatcher.
+pub type ModelJob = Box<dyn FnOnce(&Qwen3Moe, &mut MoeDispatch) + Send>;
+
 /// Commands to the worker thread.
 pub enum Command {
     /// Start a generation.
     Generate(Box<Request>),
     /// Run a closure with exclusive access to the model and dispatcher
     /// (policy changes, reference logits).
-    With(Box<dyn FnOnce(&Qwen3Moe, &mut MoeDispatch) + Send>),
+    With(ModelJob),
     /// Stop the worker.
     Shutdown,
 }
