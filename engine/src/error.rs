@@ -72,6 +72,9 @@ pub enum EngineError {
     /// The requested device is not available.
     #[error("device unavailable: {0}")]
     DeviceUnavailable(String),
+    /// Too many requests are waiting for the engine.
+    #[error("the engine queue is full")]
+    Busy,
     /// The engine thread is gone.
     #[error("the engine has shut down")]
     ShutDown,

@@ -322,9 +322,7 @@ impl Engine {
             .commands
             .try_send(Command::Generate(Box::new(req)))
             .map_err(|e| match e {
-                mpsc::TrySendError::Full(_) => {
-                    EngineError::InvalidRequest("the engine queue is full".into())
-                }
+                mpsc::TrySendError::Full(_) => EngineError::Busy,
                 mpsc::TrySendError::Disconnected(_) => EngineError::ShutDown,
             })?;
         Ok(Generation { events: rx, cancel })
