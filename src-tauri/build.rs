@@ -1,0 +1,44 @@
+//! Declares the app's own commands so that capabilities can allow them one by one
+//! (without an app manifest every command would be reachable from the UI).
+
+/// Every command the UI may call; `capabilities/default.json` allows exactly these.
+const COMMANDS: &[&str] = &[
+    "app_info",
+    "conversations_list",
+    "conversation_create",
+    "conversation_rename",
+    "conversation_delete",
+    "conversation_update_settings",
+    "conversation_export",
+    "conversation_export_save",
+    "messages_list",
+    "chat_send",
+    "chat_regenerate",
+    "chat_edit_resend",
+    "chat_stop",
+    "engine_status",
+    "engine_load",
+    "engine_unload",
+    "models_list",
+    "models_import",
+    "models_delete",
+    "system_info",
+    "hub_list_files",
+    "downloads_list",
+    "download_start",
+    "download_pause",
+    "download_resume",
+    "download_cancel",
+    "settings_get",
+    "settings_set",
+];
+
+fn main() {
+    let attrs = tauri_build::Attributes::new()
+        .app_manifest(tauri_build::AppManifest::new().commands(COMMANDS));
+    if let Err(e) = tauri_build::try_build(attrs) {
+        // A build script reports failure by panicking; print the reason first.
+        eprintln!("tauri-build failed: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,6 @@
+//! App-level commands and start-up.
+
+pub mod commands;
+pub mod setup;
+#[cfg(test)]
+mod tests;

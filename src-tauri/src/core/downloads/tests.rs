@@ -1,0 +1,349 @@
+//! Downloads against the local Hub simulator: cut + resume, wrong checksum, full disk,
+//! hostile names, pause/resume across a "restart", redirects and tokens.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use sqlx::SqlitePool;
+
+use super::manager::DownloadManager;
+use super::models::{DownloadStatus, HubConfig};
+use super::store;
+use super::transfer::RetryPolicy;
+use crate::hubsim::{Faults, HubSim, SimFile};
+
+const REPO: &str = "acme/tiny-GGUF";
+/// Fast retries: the simulator is local.
+const RETRY: RetryPolicy = RetryPolicy {
+    retries: 4,
+    backoff: Duration::from_millis(20),
+};
+/// Upper bound for a local transfer to finish on a loaded CI box (not a timing assertion).
+const WAIT: Duration = Duration::from_secs(60);
+
+fn data(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[1] ^ seed)
+        .collect()
+}
+
+async fn sim(files: Vec<SimFile>, extra: Vec<String>, faults: Faults) -> HubSim {
+    let mut repos = HashMap::new();
+    repos.insert(REPO.to_string(), files);
+    HubSim::start("127.0.0.1:0", repos, extra, faults)
+        .await
+        .unwrap()
+}
+
+fn cfg(h: &HubSim) -> HubConfig {
+    HubConfig {
+        endpoint: h.endpoint(),
+        token: None,
+    }
+}
+
+fn manager(db: &SqlitePool, models: &Path) -> DownloadManager {
+    DownloadManager::new(db.clone(), models.to_path_buf()).with_retry(RETRY)
+}
+
+async fn finish(m: &DownloadManager, id: i64) {
+    tokio::time::timeout(WAIT, m.wait(id))
+        .await
+        .expect("download ended");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn cut_mid_file_resumes_with_range_and_verifies(db: SqlitePool) {
+    let body = data(700_000, 1);
+    let h = sim(
+        vec![SimFile::new("m-Q8_0.gguf", body.clone())],
+        vec![],
+        Faults {
+            redirect: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    h.cut_next(300_000, 2); // two cuts in a row, then a clean transfer
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(&db, dir.path());
+    let v = m
+        .start(cfg(&h), REPO, "main", &["m-Q8_0.gguf".into()])
+        .await
+        .unwrap();
+    finish(&m, v[0].id).await;
+    let row = store::get(&db, v[0].id).await.unwrap();
+    assert_eq!(row.status, DownloadStatus::Complete, "{:?}", row.error);
+    let dest = dir.path().join("hub/acme/tiny-GGUF/m-Q8_0.gguf");
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    assert!(!dest.with_extension("gguf.part").exists());
+    let ranges = h.seen().ranges.lock().unwrap().clone();
+    assert_eq!(ranges[0], None, "first request is for the whole file");
+    assert!(ranges[1..].iter().all(|r| r
+        .as_deref()
+        .is_some_and(|r| r.starts_with("bytes=") && r != "bytes=0-")));
+    assert_eq!(ranges.len(), 3);
+    assert_eq!(row.bytes_done, body.len() as u64);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn wrong_checksum_is_rejected_and_never_offered(db: SqlitePool) {
+    let mut f = SimFile::new("bad-Q4_K_M.gguf", data(100_000, 2));
+    f.published_sha256 = hex::encode(Sha256::digest(b"something else"));
+    let h = sim(vec![f], vec![], Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(&db, dir.path());
+    let v = m
+        .start(cfg(&h), REPO, "main", &["bad-Q4_K_M.gguf".into()])
+        .await
+        .unwrap();
+    finish(&m, v[0].id).await;
+    let row = store::get(&db, v[0].id).await.unwrap();
+    assert_eq!(row.status, DownloadStatus::Failed);
+    assert!(row.error.as_deref().unwrap().contains("checksum mismatch"));
+    let base = dir.path().join("hub/acme/tiny-GGUF");
+    assert!(
+        !base.join("bad-Q4_K_M.gguf").exists(),
+        "never renamed into the library"
+    );
+    assert!(
+        !base.join("bad-Q4_K_M.gguf.part").exists(),
+        "partial deleted"
+    );
+    // The library scan does not see it either.
+    let roots = crate::core::library::helpers::LibraryRoots {
+        models: dir.path().to_path_buf(),
+        hf_cache: None,
+    };
+    let sys = crate::core::system::SystemInfo {
+        ram_total: 1 << 34,
+        ram_available: 1 << 33,
+        vram_total: 0,
+        gpu_name: None,
+        cpus: 2,
+        disk_free: 1 << 30,
+    };
+    assert!(crate::core::library::helpers::scan(&roots, &sys, &|_| Err("x".into())).is_empty());
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn full_disk_is_refused_before_and_during(db: SqlitePool) {
+    // Injectable free-space check (no tmpfs mount needed): first refuse up front...
+    let h = sim(
+        vec![SimFile::new("big-Q8_0.gguf", data(200_000, 3))],
+        vec![],
+        Faults::default(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(&db, dir.path()).with_free_space(Arc::new(|_: &Path| Ok(100_000)));
+    let err = m
+        .start(cfg(&h), REPO, "main", &["big-Q8_0.gguf".into()])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not enough disk space"), "{err}");
+    assert!(store::list(&db).await.unwrap().is_empty());
+
+    // ...then fill up between start and resume: the transfer stops with a clear error.
+    let space = Arc::new(std::sync::atomic::AtomicU64::new(1 << 40));
+    let s2 = space.clone();
+    let m = manager(&db, dir.path()).with_free_space(Arc::new(move |_: &Path| {
+        Ok(s2.load(std::sync::atomic::Ordering::SeqCst))
+    }));
+    h.cut_next(50_000, 1);
+    let v = m
+        .start(cfg(&h), REPO, "main", &["big-Q8_0.gguf".into()])
+        .await
+        .unwrap();
+    space.store(1000, std::sync::atomic::Ordering::SeqCst);
+    finish(&m, v[0].id).await;
+    let row = store::get(&db, v[0].id).await.unwrap();
+    assert_eq!(row.status, DownloadStatus::Failed);
+    assert!(
+        row.error
+            .as_deref()
+            .unwrap()
+            .contains("not enough disk space"),
+        "{:?}",
+        row.error
+    );
+    // After freeing space, resume completes from the partial file.
+    space.store(1 << 40, std::sync::atomic::Ordering::SeqCst);
+    m.resume(cfg(&h), v[0].id).await.unwrap();
+    finish(&m, v[0].id).await;
+    assert_eq!(
+        store::get(&db, v[0].id).await.unwrap().status,
+        DownloadStatus::Complete
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn hostile_names_are_never_listed_or_downloaded(db: SqlitePool) {
+    let extra = vec![
+        "../../escape.gguf".to_string(),
+        "/etc/abs.gguf".to_string(),
+        "a/../../b.gguf".to_string(),
+        "..\\win.gguf".to_string(),
+    ];
+    let h = sim(
+        vec![SimFile::new("ok-Q8_0.gguf", data(10, 4))],
+        extra,
+        Faults::default(),
+    )
+    .await;
+    let client = super::hub::HubClient::new(cfg(&h)).unwrap();
+    let listing = client.list(REPO, "main").await.unwrap();
+    assert_eq!(
+        listing
+            .files
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>(),
+        ["ok-Q8_0.gguf"]
+    );
+    assert_eq!(listing.commit.as_deref(), Some(crate::hubsim::SIM_COMMIT));
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(&db, dir.path());
+    for bad in ["../../escape.gguf", "/etc/abs.gguf"] {
+        assert_eq!(
+            m.start(cfg(&h), REPO, "main", &[bad.into()])
+                .await
+                .unwrap_err()
+                .kind(),
+            "invalid"
+        );
+    }
+    assert_eq!(
+        m.start(cfg(&h), "../acme", "main", &["ok-Q8_0.gguf".into()])
+            .await
+            .unwrap_err()
+            .kind(),
+        "invalid"
+    );
+    assert_eq!(
+        m.start(cfg(&h), REPO, "../main", &["ok-Q8_0.gguf".into()])
+            .await
+            .unwrap_err()
+            .kind(),
+        "invalid"
+    );
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing written"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn pause_then_restart_resumes_from_the_part_file(db: SqlitePool) {
+    let body = data(2_000_000, 5);
+    let h = sim(
+        vec![SimFile::new("slow-Q8_0.gguf", body.clone())],
+        vec![],
+        Faults::default(),
+    )
+    .await;
+    h.set_slow(Some(Duration::from_millis(30)));
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(&db, dir.path());
+    let v = m
+        .start(cfg(&h), REPO, "main", &["slow-Q8_0.gguf".into()])
+        .await
+        .unwrap();
+    let id = v[0].id;
+    tokio::time::timeout(WAIT, async {
+        while store::get(&db, id).await.unwrap().bytes_done < 200_000 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    m.pause(id).await.unwrap();
+    finish(&m, id).await;
+    let paused = store::get(&db, id).await.unwrap();
+    assert_eq!(paused.status, DownloadStatus::Paused);
+    assert!(paused.bytes_done > 0 && paused.bytes_done < body.len() as u64);
+
+    // "Restart": a new manager on the same database; crash recovery leaves it paused.
+    crate::core::db::recover_after_crash(&db).await.unwrap();
+    h.set_slow(None);
+    let m2 = manager(&db, dir.path());
+    m2.resume(cfg(&h), id).await.unwrap();
+    finish(&m2, id).await;
+    let done = store::get(&db, id).await.unwrap();
+    assert_eq!(done.status, DownloadStatus::Complete, "{:?}", done.error);
+    assert_eq!(
+        std::fs::read(dir.path().join("hub/acme/tiny-GGUF/slow-Q8_0.gguf")).unwrap(),
+        body
+    );
+    let last = h.seen().ranges.lock().unwrap().last().cloned().flatten();
+    assert!(last
+        .unwrap()
+        .starts_with(&format!("bytes={}", paused.bytes_done)));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn cancel_deletes_the_partial_file(db: SqlitePool) {
+    let h = sim(
+        vec![SimFile::new("c-Q8_0.gguf", data(1_000_000, 6))],
+        vec![],
+        Faults::default(),
+    )
+    .await;
+    h.set_slow(Some(Duration::from_millis(30)));
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(&db, dir.path());
+    let v = m
+        .start(cfg(&h), REPO, "main", &["c-Q8_0.gguf".into()])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    m.cancel(v[0].id).await.unwrap();
+    finish(&m, v[0].id).await;
+    assert_eq!(
+        store::get(&db, v[0].id).await.unwrap().status,
+        DownloadStatus::Cancelled
+    );
+    assert!(!dir
+        .path()
+        .join("hub/acme/tiny-GGUF/c-Q8_0.gguf.part")
+        .exists());
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn token_is_sent_and_missing_token_is_explained(db: SqlitePool) {
+    let faults = Faults {
+        token: Some("hf_secret".into()),
+        ..Default::default()
+    };
+    let h = sim(
+        vec![SimFile::new("g-Q8_0.gguf", data(1000, 7))],
+        vec![],
+        faults,
+    )
+    .await;
+    let client = super::hub::HubClient::new(cfg(&h)).unwrap();
+    let err = client.list(REPO, "main").await.unwrap_err();
+    assert!(err.to_string().contains("token"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(&db, dir.path());
+    let with = HubConfig {
+        endpoint: h.endpoint(),
+        token: Some("hf_secret".into()),
+    };
+    let v = m
+        .start(with, REPO, "main", &["g-Q8_0.gguf".into()])
+        .await
+        .unwrap();
+    finish(&m, v[0].id).await;
+    assert_eq!(
+        store::get(&db, v[0].id).await.unwrap().status,
+        DownloadStatus::Complete
+    );
+    assert_eq!(
+        h.seen().auth.lock().unwrap()[0].as_deref(),
+        Some("Bearer hf_secret")
+    );
+}
