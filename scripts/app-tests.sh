@@ -3,20 +3,22 @@
 #   1. UI: npm ci, type check, Vitest, production build (ui/dist is embedded in the binary)
 #   2. Rust: cargo test -p hmoe-studio (db, chat, downloads against the local hub, mock runtime)
 #   3. End to end: the real binary under Xvfb via tauri-driver + WebKitWebDriver
-# Screenshots land in target/e2e-artifacts/. Set SKIP_E2E=1 to skip step 3.
+# Screenshots land in target/e2e-artifacts/. Env: SKIP_E2E=1 skips step 3, SKIP_RUST=1 step 2
+# (when the caller already ran the workspace tests), HMOE_PROFILE=release|dev (default dev).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-# Dev and test profiles share one set of artefacts at opt-level 2: the engine needs it to
-# decode the demo model at a usable speed, and it avoids building everything twice.
-CARGO_CFG=(--config 'profile.dev.opt-level=2')
+PROFILE="${HMOE_PROFILE:-dev}"
+if [[ "$PROFILE" == "release" ]]; then CARGO_CFG=(--release); OUT=release; else CARGO_CFG=(); OUT=debug; fi
 
 echo "== ui: install, type check, unit tests, build"
 (cd ui && npm ci --no-audit --no-fund && npx tsc --noEmit && npx vitest run && npx vite build)
 
-echo "== rust: hmoe-studio tests"
-cargo "${CARGO_CFG[@]}" test -p hmoe-studio
+if [[ "${SKIP_RUST:-0}" != "1" ]]; then
+  echo "== rust: hmoe-studio tests"
+  cargo test "${CARGO_CFG[@]}" -p hmoe-studio
+fi
 
 if [[ "${SKIP_E2E:-0}" == "1" ]]; then
   echo "== e2e skipped (SKIP_E2E=1)"
@@ -24,9 +26,9 @@ if [[ "${SKIP_E2E:-0}" == "1" ]]; then
 fi
 
 echo "== e2e: build the app and the hub simulator"
-cargo "${CARGO_CFG[@]}" build -p hmoe-studio --bins
-export HMOE_APP="$CARGO_TARGET_DIR/debug/hmoe-studio"
-export HMOE_HUB_SERVER="$CARGO_TARGET_DIR/debug/hub-test-server"
+cargo build "${CARGO_CFG[@]}" -p hmoe-studio --bins
+export HMOE_APP="$CARGO_TARGET_DIR/$OUT/hmoe-studio"
+export HMOE_HUB_SERVER="$CARGO_TARGET_DIR/$OUT/hub-test-server"
 export E2E_ARTIFACTS="$ROOT/target/e2e-artifacts"
 mkdir -p "$E2E_ARTIFACTS"
 command -v tauri-driver >/dev/null || { echo "tauri-driver missing: cargo install tauri-driver --locked"; exit 1; }
