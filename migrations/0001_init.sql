@@ -12,7 +12,9 @@ CREATE TABLE conversations (
 );
 
 CREATE TABLE messages (
-    id              INTEGER PRIMARY KEY,
+    -- AUTOINCREMENT: a regenerated reply never reuses the id of the one it replaced, so a
+    -- late stream event for the old id cannot land on the new message.
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
     conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
     seq             INTEGER NOT NULL,
     role            TEXT    NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
