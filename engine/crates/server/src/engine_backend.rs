@@ -50,11 +50,8 @@ fn map_error(e: EngineError) -> BackendError {
         EngineError::EmptyPrompt
         | EngineError::TokenOutOfRange { .. }
         | EngineError::Tokenizer(_) => BackendError::InvalidRequest(e.to_string()),
-        EngineError::InvalidRequest(m) if m.contains("queue is full") => {
-            BackendError::Unavailable(m)
-        }
         EngineError::InvalidRequest(m) => BackendError::InvalidRequest(m),
-        EngineError::ShutDown => BackendError::Unavailable(e.to_string()),
+        EngineError::Busy | EngineError::ShutDown => BackendError::Unavailable(e.to_string()),
         other => BackendError::Internal(other.to_string()),
     }
 }
