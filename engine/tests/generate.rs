@@ -239,6 +239,12 @@ fn telemetry_reports_every_layer_on_the_cpu() {
     e.save_trace(&path).expect("trace");
     let trace = hmoe_engine::sched::Trace::load(&path).expect("reload trace");
     assert!(!trace.steps.is_empty());
+    // Every layer but the last carries the next layer's predicted experts.
+    let layers = &trace.steps[0].layers;
+    assert!(layers[..layers.len() - 1]
+        .iter()
+        .all(|l| !l.pred.is_empty()));
+    assert!(layers[layers.len() - 1].pred.is_empty());
 }
 
 #[test]

@@ -8,7 +8,7 @@ use super::kv_cache::KvCache;
 use super::ops::{rms_norm_rows, Rope};
 use super::weights::ModelWeights;
 use crate::error::{EngineError, Result};
-use crate::moe::{route, LayerExperts, MoeDispatch};
+use crate::moe::{predict_next, route, LayerExperts, MoeDispatch};
 use hmoe_cpu::CpuPool;
 use hmoe_gguf::GgufFile;
 use std::sync::Arc;
@@ -204,8 +204,17 @@ impl Qwen3Moe {
             let logits = lw.router.forward(&self.file, &self.pool, &hn)?;
             let routing = route(&logits, cfg.n_experts, cfg.top_k, cfg.norm_topk_prob);
             let items = routing.work_items(cfg.n_experts);
+            // The next layer's router on this layer's input predicts what comes next,
+            // so the scheduler can prefetch while the link is idle.
+            let next = match self.weights.layers.get(li + 1) {
+                Some(next_lw) => {
+                    let l = next_lw.router.forward(&self.file, &self.pool, &hn)?;
+                    predict_next(&l, cfg.n_experts, cfg.top_k)
+                }
+                None => Vec::new(),
+            };
             let mut moe_out = vec![0f32; n * h];
-            moe.run_layer(&self.layer_experts(li), &hn, h, &items, &mut moe_out)?;
+            moe.run_layer(&self.layer_experts(li), &hn, h, &items, &next, &mut moe_out)?;
             for (xi, mi) in x.iter_mut().zip(&moe_out) {
                 *xi += mi;
             }

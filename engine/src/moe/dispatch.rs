@@ -18,8 +18,15 @@ pub struct LayerPlacement {
 /// Decides placement per layer. The hybrid scheduler implements this; with no GPU
 /// the [`CpuOnly`] placer puts everything on the CPU.
 pub trait Placer: Send {
-    /// Plans one layer of one step.
-    fn place(&mut self, layer: usize, items: &[WorkItem], gpu_available: bool) -> LayerPlacement;
+    /// Plans one layer of one step. `next` predicts the next layer's experts
+    /// (expert, probability of selection) for prefetching.
+    fn place(
+        &mut self,
+        layer: usize,
+        items: &[WorkItem],
+        next: &[(u16, f32)],
+        gpu_available: bool,
+    ) -> LayerPlacement;
     /// Feeds back the measured CPU time of the layer's CPU share.
     fn observe_cpu(&mut self, _layer: usize, _items: &[WorkItem], _seconds: f64) {}
     /// A forward step over `n_tokens` tokens begins.
@@ -33,7 +40,13 @@ pub trait Placer: Send {
 pub struct CpuOnly;
 
 impl Placer for CpuOnly {
-    fn place(&mut self, _layer: usize, items: &[WorkItem], _gpu: bool) -> LayerPlacement {
+    fn place(
+        &mut self,
+        _layer: usize,
+        items: &[WorkItem],
+        _next: &[(u16, f32)],
+        _gpu: bool,
+    ) -> LayerPlacement {
         LayerPlacement {
             cpu: (0..items.len()).collect(),
             gpu: Vec::new(),
@@ -109,9 +122,12 @@ impl MoeDispatch {
         x: &[f32],
         hidden: usize,
         items: &[WorkItem],
+        next: &[(u16, f32)],
         out: &mut [f32],
     ) -> Result<()> {
-        let plan = self.placer.place(experts.layer, items, self.gpu.is_some());
+        let plan = self
+            .placer
+            .place(experts.layer, items, next, self.gpu.is_some());
         debug_assert_eq!(plan.cpu.len() + plan.gpu.len(), items.len());
         let pick = |idx: &[usize]| idx.iter().map(|&i| items[i].clone()).collect::<Vec<_>>();
         let (cpu_items, gpu_items) = (pick(&plan.cpu), pick(&plan.gpu));

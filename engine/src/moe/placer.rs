@@ -10,8 +10,8 @@ use hmoe_gguf::GgmlDType;
 use hmoe_sched::shape::ExpertQuant;
 use hmoe_sched::{
     make_policy, CostModel, ExpertCache, LayerPlan, LayerTelemetry, MachineProfile, ModelShape,
-    QuantType, RoutedExpert, SchedConfig, Scheduler, StepTelemetry, Telemetry, TelemetryTotals,
-    Trace, TraceHeader, TraceLayer, TraceStep, ValueParams,
+    PredictedExpert, QuantType, RoutedExpert, SchedConfig, Scheduler, StepTelemetry, Telemetry,
+    TelemetryTotals, Trace, TraceHeader, TraceLayer, TraceStep, ValueParams,
 };
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
@@ -83,6 +83,7 @@ pub struct SchedPlacer {
     telemetry: Telemetry,
     hub: TelemetryHub,
     routed: Vec<RoutedExpert>,
+    next: Vec<PredictedExpert>,
 }
 
 impl SchedPlacer {
@@ -119,6 +120,7 @@ impl SchedPlacer {
             telemetry: Telemetry::default(),
             hub,
             routed: Vec::new(),
+            next: Vec::new(),
         })
     }
 
@@ -148,18 +150,29 @@ impl Placer for SchedPlacer {
         self.trace_layers.clear();
     }
 
-    fn place(&mut self, layer: usize, items: &[WorkItem], _gpu: bool) -> LayerPlacement {
+    fn place(
+        &mut self,
+        layer: usize,
+        items: &[WorkItem],
+        next: &[(u16, f32)],
+        _gpu: bool,
+    ) -> LayerPlacement {
         self.routed.clear();
         self.routed.extend(items.iter().map(|it| RoutedExpert {
             expert: it.expert,
             n_tokens: it.rows.len() as u32,
             weight: it.weights.iter().sum(),
         }));
+        self.next.clear();
+        self.next.extend(
+            next.iter()
+                .map(|&(expert, prob)| PredictedExpert { expert, prob }),
+        );
         self.sched.plan_layer_into(
             self.step,
             layer as u16,
             &self.routed,
-            &[],
+            &self.next,
             &mut self.cache,
             0.0,
             &mut self.plan,
@@ -186,7 +199,7 @@ impl Placer for SchedPlacer {
             e: self.routed.iter().map(|r| r.expert).collect(),
             n: self.routed.iter().map(|r| r.n_tokens).collect(),
             w: self.routed.iter().map(|r| r.weight).collect(),
-            pred: Vec::new(),
+            pred: next.to_vec(),
         });
         LayerPlacement { cpu, gpu }
     }

@@ -72,6 +72,24 @@ pub fn route(logits: &[f32], n_experts: usize, top_k: usize, renormalise: bool) 
     }
 }
 
+/// A next-layer prediction: the next layer's router applied to this layer's MoE input
+/// (HybriMoE's observation: consecutive layers' hidden states are close). For every
+/// expert that some row's top-k picks, the share of rows that pick it.
+pub fn predict_next(logits: &[f32], n_experts: usize, top_k: usize) -> Vec<(u16, f32)> {
+    let r = route(logits, n_experts, top_k, false);
+    let rows = r.n_rows().max(1) as f32;
+    let mut counts = vec![0u32; n_experts];
+    for &e in &r.ids {
+        counts[e as usize] += 1;
+    }
+    counts
+        .iter()
+        .enumerate()
+        .filter(|(_, &c)| c > 0)
+        .map(|(e, &c)| (e as u16, c as f32 / rows))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +104,14 @@ mod tests {
         assert!((r.weights[0] - e / (e + 1.0)).abs() < 1e-6);
         let raw = route(&logits, 4, 2, false);
         assert!(raw.weights.iter().sum::<f32>() < 1.0);
+    }
+
+    #[test]
+    fn prediction_gives_selection_shares() {
+        // Two rows: expert 0 chosen by both, experts 1 and 2 by one each (top-2).
+        let logits = [3.0, 1.0, 0.0, 3.0, 0.0, 1.0];
+        let p = predict_next(&logits, 3, 2);
+        assert_eq!(p, vec![(0, 1.0), (1, 0.5), (2, 0.5)]);
     }
 
     #[test]
