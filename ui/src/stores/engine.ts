@@ -10,14 +10,20 @@ export interface EngineState {
   error: string | null;
 }
 
+/** Status poll period (ms). */
+const POLL_MS = 2000;
+
 export class EngineStore extends Store<EngineState> {
   constructor() {
     super({ status: { state: "idle" }, progress: null, error: null });
   }
 
   async init(): Promise<void> {
-    await api.on<EngineStatus>(EVENTS.engineStatus, (status) => this.set({ status }));
+    // Events emitted before this listener existed (the demo model can load before the page
+    // does) are lost, so also poll: cheap, and the status bar converges whatever the timing.
+    setInterval(() => void this.poll(), POLL_MS);
     await this.poll();
+    await api.on<EngineStatus>(EVENTS.engineStatus, (status) => this.set({ status }));
   }
 
   async poll(): Promise<void> {

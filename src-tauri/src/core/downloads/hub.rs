@@ -223,7 +223,7 @@ pub fn group(files: Vec<RemoteFile>) -> Vec<HubFile> {
             files: parts.into_iter().map(|p| p.1.path).collect(),
         });
     }
-    out.sort_by(|a, b| a.size.cmp(&b.size));
+    out.sort_by_key(|f| f.size);
     out
 }
 

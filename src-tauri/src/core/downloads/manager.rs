@@ -15,6 +15,8 @@ use super::validate;
 use crate::core::db::Db;
 use crate::core::error::{AppError, AppResult};
 
+/// Control flag and task of a running transfer.
+type Running = (Arc<AtomicU8>, tokio::task::JoinHandle<()>);
 type ViewFn = Arc<dyn Fn(DownloadView) + Send + Sync>;
 type DoneFn = Arc<dyn Fn(&DownloadRow) + Send + Sync>;
 
@@ -30,7 +32,7 @@ pub struct DownloadManager {
     models: PathBuf,
     free_space: FreeSpaceFn,
     retry: RetryPolicy,
-    running: Arc<Mutex<HashMap<i64, (Arc<AtomicU8>, tokio::task::JoinHandle<()>)>>>,
+    running: Arc<Mutex<HashMap<i64, Running>>>,
     listeners: Arc<RwLock<Listeners>>,
 }
 

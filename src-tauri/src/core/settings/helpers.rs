@@ -48,7 +48,7 @@ pub fn validate(s: &AppSettings) -> AppResult<()> {
         ));
     }
     let p = &s.default_sampling;
-    if !(p.temperature.is_finite() && p.temperature >= 0.0) || !(0.0..=1.0).contains(&p.top_p) {
+    if !(p.temperature.is_finite() && p.temperature >= 0.0 && (0.0..=1.0).contains(&p.top_p)) {
         return Err(AppError::invalid(
             "default_sampling",
             "temperature must be ≥ 0 and top_p in [0, 1]",
@@ -61,7 +61,7 @@ pub fn validate(s: &AppSettings) -> AppResult<()> {
         ));
     }
     let ep = s.hf_endpoint.trim();
-    if !ep.is_empty() && !(ep.starts_with("https://") || ep.starts_with("http://")) {
+    if !(ep.is_empty() || ep.starts_with("https://") || ep.starts_with("http://")) {
         return Err(AppError::invalid(
             "hf_endpoint",
             "must start with https:// or http://",
