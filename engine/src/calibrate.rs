@@ -3,9 +3,10 @@
 //! profile, and cached per machine and model shape so later loads skip it.
 
 use crate::error::{EngineError, Result};
+use crate::moe::placer::quant_type;
 use hmoe_cpu::{calibrate_cpu, CpuPool, ExpertScratch};
 use hmoe_gguf::GgmlDType;
-use hmoe_sched::{CostModel, MachineProfile, ModelShape, QuantType};
+use hmoe_sched::{CostModel, MachineProfile, ModelShape};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -53,19 +54,6 @@ pub fn machine_id(threads: usize) -> String {
     format!("{cpu}-{threads}t")
 }
 
-fn quant_of(t: GgmlDType) -> Option<QuantType> {
-    Some(match t {
-        GgmlDType::F32 => QuantType::F32,
-        GgmlDType::F16 => QuantType::F16,
-        GgmlDType::BF16 => QuantType::BF16,
-        GgmlDType::Q8_0 => QuantType::Q8_0,
-        GgmlDType::Q4K => QuantType::Q4_K,
-        GgmlDType::Q5K => QuantType::Q5_K,
-        GgmlDType::Q6K => QuantType::Q6_K,
-        _ => return None,
-    })
-}
-
 /// Times the CPU expert kernels for `types` and fits them into `prior`.
 pub fn measure(
     pool: &CpuPool,
@@ -90,7 +78,7 @@ pub fn measure(
     .map_err(|e| EngineError::Compute(format!("CPU calibration: {e}")))?;
     let mut cost = CostModel::new(prior);
     for t in &timings {
-        if let Some(q) = quant_of(t.dtype) {
+        if let Some(q) = quant_type(t.dtype) {
             cost.observe_cpu(q, t.weight_bytes as u64, t.n_tokens as u32, t.seconds);
         }
     }

@@ -19,8 +19,9 @@ use tokio::sync::broadcast;
 /// Steps of telemetry kept for slow subscribers before they start skipping.
 pub const TELEMETRY_BUFFER: usize = 512;
 
-fn quant(name: &str, t: GgmlDType) -> Result<QuantType> {
-    Ok(match t {
+/// The scheduler's name for a weight type the kernels compute with.
+pub fn quant_type(t: GgmlDType) -> Option<QuantType> {
+    Some(match t {
         GgmlDType::F32 => QuantType::F32,
         GgmlDType::F16 => QuantType::F16,
         GgmlDType::BF16 => QuantType::BF16,
@@ -28,12 +29,14 @@ fn quant(name: &str, t: GgmlDType) -> Result<QuantType> {
         GgmlDType::Q4K => QuantType::Q4_K,
         GgmlDType::Q5K => QuantType::Q5_K,
         GgmlDType::Q6K => QuantType::Q6_K,
-        other => {
-            return Err(EngineError::UnsupportedTensorType {
-                name: name.into(),
-                dtype: other,
-            })
-        }
+        _ => return None,
+    })
+}
+
+fn quant(name: &str, t: GgmlDType) -> Result<QuantType> {
+    quant_type(t).ok_or_else(|| EngineError::UnsupportedTensorType {
+        name: name.into(),
+        dtype: t,
     })
 }
 
