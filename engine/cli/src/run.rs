@@ -150,29 +150,31 @@ pub fn info(a: InfoArgs) -> Result<()> {
     Ok(())
 }
 
-/// Streams one generation to stdout; returns its stats.
+/// Streams one generation to stdout; returns why it ended, its stats and its text.
 fn stream(
     engine: &Engine,
     prompt: Prompt,
     params: SamplingParams,
-) -> Result<(FinishReason, GenerationStats)> {
+) -> Result<(FinishReason, GenerationStats, String)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let mut gen = engine.generate(prompt, params)?;
     rt.block_on(async {
         let mut out = std::io::stdout();
+        let mut reply = String::new();
         while let Some(ev) = gen.events.recv().await {
             match ev {
                 GenerationEvent::Text { text, .. } => {
                     out.write_all(text.as_bytes())?;
                     out.flush()?;
+                    reply.push_str(&text);
                 }
                 GenerationEvent::Error { message } => bail!("generation failed: {message}"),
                 GenerationEvent::Done {
                     finish_reason,
                     stats,
-                } => return Ok((finish_reason, stats)),
+                } => return Ok((finish_reason, stats, reply)),
             }
         }
         bail!("the engine stopped without finishing the generation")
@@ -206,7 +208,7 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
             text: a.prompt.clone(),
         }
     };
-    let (reason, stats) = stream(&engine, prompt, a.sampling.params())?;
+    let (reason, stats, _) = stream(&engine, prompt, a.sampling.params())?;
     println!();
     if a.stats {
         print_stats(reason, &stats);
@@ -255,37 +257,16 @@ pub fn chat(a: ChatArgs) -> Result<()> {
             role: "user".into(),
             content: line.trim_end().to_string(),
         });
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let mut gen = engine.generate(
+        let (reason, stats, reply) = stream(
+            &engine,
             Prompt::Chat {
                 messages: messages.clone(),
                 enable_thinking: a.think,
             },
             a.sampling.params(),
         )?;
-        let mut reply = String::new();
-        let done = rt.block_on(async {
-            let mut out = std::io::stdout();
-            while let Some(ev) = gen.events.recv().await {
-                match ev {
-                    GenerationEvent::Text { text, .. } => {
-                        reply.push_str(&text);
-                        out.write_all(text.as_bytes())?;
-                        out.flush()?;
-                    }
-                    GenerationEvent::Error { message } => bail!("generation failed: {message}"),
-                    GenerationEvent::Done {
-                        finish_reason,
-                        stats,
-                    } => return Ok((finish_reason, stats)),
-                }
-            }
-            bail!("the engine stopped without finishing the reply")
-        })?;
         println!();
-        print_stats(done.0, &done.1);
+        print_stats(reason, &stats);
         messages.push(ChatMessage {
             role: "assistant".into(),
             content: reply,
