@@ -171,6 +171,8 @@ export interface DownloadView {
   error: string | null;
   speed_bps: number;
   eta_s: number | null;
+  /** Ordering stamp: a view with a higher `seq` describes a later state. */
+  seq: number;
 }
 
 /** Errors from commands: `{ kind, message }` (see core/error.rs). */

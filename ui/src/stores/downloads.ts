@@ -25,9 +25,11 @@ export class DownloadsStore extends Store<DownloadsState> {
     await this.refresh();
   }
 
+  /** Takes an event's view unless the store already holds a later one. */
   upsert(d: DownloadView): void {
     this.set((s) => {
       const i = s.downloads.findIndex((x) => x.id === d.id);
+      if (i !== -1 && s.downloads[i].seq > d.seq) return {};
       const downloads = i === -1 ? [d, ...s.downloads] : s.downloads.map((x) => (x.id === d.id ? d : x));
       return { downloads };
     });
@@ -35,7 +37,10 @@ export class DownloadsStore extends Store<DownloadsState> {
 
   async refresh(): Promise<void> {
     try {
-      this.set({ downloads: await api.listDownloads() });
+      const fresh = await api.listDownloads();
+      // A list read before a state change may arrive after the event that reported it:
+      // keep whichever view is later.
+      this.set((s) => ({ downloads: mergeBySeq(s.downloads, fresh) }));
     } catch (e) {
       this.set({ error: errorMessage(e) });
     }
@@ -77,6 +82,15 @@ export class DownloadsStore extends Store<DownloadsState> {
       this.set({ error: errorMessage(e) });
     }
   }
+}
+
+/** The list as `fresh` has it, except rows for which `held` has a later view. */
+export function mergeBySeq(held: DownloadView[], fresh: DownloadView[]): DownloadView[] {
+  const byId = new Map(held.map((d) => [d.id, d]));
+  return fresh.map((d) => {
+    const h = byId.get(d.id);
+    return h && h.seq > d.seq ? h : d;
+  });
 }
 
 export const downloadsStore = new DownloadsStore();

@@ -103,11 +103,30 @@ describe("DownloadsStore", () => {
     setTransport(new FakeTransport());
     const s = new DownloadsStore();
     const d = { id: 1, repo: "a/b", revision: "main", file: "x.gguf", size: 100, bytes_done: 10, status: "running" as const,
-      error: null, speed_bps: 5, eta_s: 18 };
+      error: null, speed_bps: 5, eta_s: 18, seq: 1 };
     s.upsert(d);
-    s.upsert({ ...d, bytes_done: 50 });
+    s.upsert({ ...d, bytes_done: 50, seq: 2 });
     expect(s.get().downloads).toHaveLength(1);
     expect(s.get().downloads[0].bytes_done).toBe(50);
+    // An older view (delivered late) does not undo a newer one.
+    s.upsert({ ...d, bytes_done: 20, seq: 1 });
+    expect(s.get().downloads[0].bytes_done).toBe(50);
+  });
+
+  it("a list read before a pause does not overwrite the paused event (regression)", async () => {
+    const t = new FakeTransport();
+    const base = { id: 7, repo: "a/b", revision: "main", file: "x.gguf", size: 100, bytes_done: 40,
+      error: null, speed_bps: 0, eta_s: null };
+    // The list was read (seq 5) before the task wrote "paused" (seq 6), but arrives later.
+    t.on("download_pause", () => {
+      s.upsert({ ...base, status: "paused", seq: 6 });
+      return null;
+    }).on("downloads_list", () => [{ ...base, status: "running", seq: 5 }]);
+    setTransport(t);
+    const s = new DownloadsStore();
+    s.upsert({ ...base, status: "running", seq: 4 });
+    await s.act("pause", 7);
+    expect(s.get().downloads[0].status).toBe("paused");
   });
 });
 

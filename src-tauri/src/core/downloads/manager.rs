@@ -73,10 +73,12 @@ impl DownloadManager {
 
     /// All downloads.
     pub async fn list(&self) -> AppResult<Vec<DownloadView>> {
+        // Stamped before the read: an event written after it carries a higher number.
+        let seq = super::models::next_view_seq();
         Ok(store::list(&self.db)
             .await?
             .iter()
-            .map(|r| r.view(0.0))
+            .map(|r| r.view_at(0.0, seq))
             .collect())
     }
 

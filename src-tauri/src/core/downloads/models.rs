@@ -1,6 +1,17 @@
 //! Download types (wire format for the UI and rows of the `downloads` table).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use serde::{Deserialize, Serialize};
+
+/// Source of [`DownloadView::seq`]: one counter for the whole process.
+static VIEW_SEQ: AtomicU64 = AtomicU64::new(1);
+
+/// The next view sequence number. Take it *before* reading a row from the database and
+/// *after* writing one, so that a later number always describes a later state.
+pub fn next_view_seq() -> u64 {
+    VIEW_SEQ.fetch_add(1, Ordering::Relaxed)
+}
 
 /// Where a download stands.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -74,6 +85,10 @@ pub struct DownloadView {
     pub speed_bps: f64,
     /// Seconds left at that speed.
     pub eta_s: Option<f64>,
+    /// Ordering stamp: the UI keeps the view with the higher `seq`, so a list read before a
+    /// state change never overwrites the event that reported the change (the e2e flake
+    /// where a paused download showed "running" forever).
+    pub seq: u64,
 }
 
 /// One GGUF model in a repository listing (split parts grouped).

@@ -34,8 +34,14 @@ pub struct DownloadRow {
 }
 
 impl DownloadRow {
-    /// The UI view (speed and ETA filled in by the running transfer).
+    /// The UI view (speed and ETA filled in by the running transfer), stamped now: call it
+    /// after the row's state was written.
     pub fn view(&self, speed_bps: f64) -> DownloadView {
+        self.view_at(speed_bps, super::models::next_view_seq())
+    }
+
+    /// The UI view with a given stamp (for lists, stamped before the read).
+    pub fn view_at(&self, speed_bps: f64, seq: u64) -> DownloadView {
         let left = self.size.saturating_sub(self.bytes_done) as f64;
         DownloadView {
             id: self.id,
@@ -48,6 +54,7 @@ impl DownloadRow {
             error: self.error.clone(),
             speed_bps,
             eta_s: (speed_bps > 0.0).then(|| left / speed_bps),
+            seq,
         }
     }
 }

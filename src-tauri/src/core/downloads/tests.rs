@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use sqlx::SqlitePool;
 
 use super::manager::DownloadManager;
-use super::models::{DownloadStatus, HubConfig};
+use super::models::{DownloadStatus, DownloadView, HubConfig};
 use super::store;
 use super::transfer::RetryPolicy;
 use crate::hubsim::{Faults, HubSim, SimFile};
@@ -248,6 +248,12 @@ async fn pause_then_restart_resumes_from_the_part_file(db: SqlitePool) {
     h.set_slow(Some(Duration::from_millis(30)));
     let dir = tempfile::tempdir().unwrap();
     let m = manager(&db, dir.path());
+    let events = Arc::new(std::sync::Mutex::new(Vec::<DownloadView>::new()));
+    let sink = events.clone();
+    m.set_listeners(
+        Arc::new(move |v| sink.lock().unwrap().push(v)),
+        Arc::new(|_| {}),
+    );
     let v = m
         .start(cfg(&h), REPO, "main", &["slow-Q8_0.gguf".into()])
         .await
@@ -260,10 +266,18 @@ async fn pause_then_restart_resumes_from_the_part_file(db: SqlitePool) {
     })
     .await
     .unwrap();
+    // A list read before the pause lands must order before the "paused" event.
+    let listed_before = m.list().await.unwrap();
     m.pause(id).await.unwrap();
     finish(&m, id).await;
     let paused = store::get(&db, id).await.unwrap();
     assert_eq!(paused.status, DownloadStatus::Paused);
+    let last = events.lock().unwrap().last().cloned().expect("events");
+    assert_eq!(last.status, DownloadStatus::Paused);
+    assert!(
+        last.seq > listed_before[0].seq,
+        "paused event must win over the older list"
+    );
     assert!(paused.bytes_done > 0 && paused.bytes_done < body.len() as u64);
 
     // "Restart": a new manager on the same database; crash recovery leaves it paused.
