@@ -5,6 +5,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+. "$ROOT/scripts/lib/toolchain.sh"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 if [[ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" && "${HMOE_CLI:-0}" != "1" ]]; then
   (cd ui && npm ci --no-audit --no-fund && npx vite build)

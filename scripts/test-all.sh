@@ -6,6 +6,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+. "$ROOT/scripts/lib/toolchain.sh"
 # Outside the clone so repeated runs on one machine reuse the build; a cold build fits CI.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/hmoe-target}"
 mkdir -p "$CARGO_TARGET_DIR"
