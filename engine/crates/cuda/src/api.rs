@@ -1,0 +1,101 @@
+//! Types shared by the real backend and the stub.
+
+use serde::Serialize;
+
+/// How expert weights in host memory reach the GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum HostSource {
+    /// Straight from pageable memory (the driver stages it; ~9 GB/s on the GPU machine).
+    Pageable,
+    /// Copied by the CPU into a ring of pinned staging buffers, then DMA'd.
+    Staged,
+    /// The mapped model is page-locked (`cuMemHostRegister`): DMA straight from the map.
+    /// Falls back to `Staged` for memory outside a registered range.
+    Registered,
+}
+
+impl std::str::FromStr for HostSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pageable" => Ok(Self::Pageable),
+            "staged" => Ok(Self::Staged),
+            "registered" => Ok(Self::Registered),
+            o => Err(format!("unknown host source `{o}` (pageable, staged, registered)")),
+        }
+    }
+}
+
+/// Settings of the GPU expert backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuConfig {
+    /// Device ordinal.
+    pub ordinal: usize,
+    /// VRAM budget for the expert arena in bytes.
+    pub budget_bytes: u64,
+    /// Bytes of the largest expert (one slot).
+    pub slot_bytes: usize,
+    /// Fewest slots worth running with (below it the arena is refused).
+    pub min_slots: usize,
+    /// Model width (sizes the scratch buffers).
+    pub hidden: usize,
+    /// Largest expert FFN width.
+    pub ffn: usize,
+    /// Most token rows per layer call (prefill chunk); larger calls grow the buffers.
+    pub max_tokens: usize,
+    /// Experts per token (pairs per token row).
+    pub top_k: usize,
+    /// How weights reach the GPU.
+    pub host: HostSource,
+    /// Pinned staging buffers (each one slot) for [`HostSource::Staged`].
+    pub staging_buffers: usize,
+}
+
+/// One expert's work for [`crate::GpuExperts::run_layer`].
+#[derive(Debug, Clone, Copy)]
+pub struct GpuItem<'a> {
+    /// Expert index within the layer.
+    pub expert: u16,
+    /// The scheduler's slot for it, if the plan named one.
+    pub slot_hint: Option<u32>,
+    /// Gate matrix bytes (host).
+    pub gate: &'a [u8],
+    /// Up matrix bytes (host).
+    pub up: &'a [u8],
+    /// Down matrix bytes (host).
+    pub down: &'a [u8],
+    /// Token rows it serves.
+    pub rows: &'a [u32],
+    /// Router weight per row.
+    pub weights: &'a [f32],
+}
+
+/// Measured times of one layer call (CUDA events and host clocks), for the cost model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct LayerTimings {
+    /// Items computed from resident slots.
+    pub hits: u32,
+    /// Items copied first.
+    pub fetches: u32,
+    /// Bytes copied host to device for expert weights.
+    pub copied_bytes: u64,
+    /// Copy stream time from the first to the last expert copy (ms, events).
+    pub copy_ms: f32,
+    /// Compute stream time from the input upload to the output download (ms, events).
+    pub gpu_ms: f32,
+    /// Host time of the whole call (ms).
+    pub wall_ms: f32,
+}
+
+/// Copy/compute overlap measurement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct OverlapReport {
+    /// Copy alone (ms).
+    pub copy_ms: f32,
+    /// Compute (spin kernel) alone (ms).
+    pub compute_ms: f32,
+    /// Both issued together on their two streams (ms, first start to last end).
+    pub both_ms: f32,
+    /// `(copy + compute − both) / min(copy, compute)`: 1 = fully hidden, 0 = serial.
+    pub overlap: f32,
+}

@@ -1,0 +1,47 @@
+//! CUDA expert backend of the hybrid MoE engine.
+//!
+//! - [`device`]: start-up that never panics: no feature, no driver, no device, no NVRTC
+//!   or a failed init each give a [`CudaError`] naming the reason, so the engine runs on
+//!   the CPU and says why.
+//! - [`slots`]: the arena's slot table, kept in step with the scheduler's `ExpertCache`
+//!   (pure logic, tested without a GPU).
+//! - [`batch`]: a layer's GPU work packed into the kernels' index tables.
+//! - `kernels.cu`: gate/up, down and combine kernels that read raw GGUF blocks
+//!   (Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16, F32) straight from slot memory; compiled by NVRTC
+//!   at start-up, and by g++ in the emulator test (`tests/emu.rs`).
+//! - [`GpuExperts`] (feature `cuda`): the VRAM arena, pinned staging, the copy stream
+//!   with per-slot events, and the batched launches. Without the feature it is a stub
+//!   whose constructor returns [`CudaError::NotBuilt`].
+//! - [`verify`]: random batches and the CPU reference they are checked against.
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod arena;
+pub mod batch;
+pub mod device;
+pub mod dtype;
+pub mod error;
+pub mod slots;
+pub mod verify;
+
+#[cfg(feature = "cuda")]
+mod gpu;
+#[cfg(not(feature = "cuda"))]
+mod stub;
+
+#[cfg(feature = "cuda")]
+pub use gpu::GpuExperts;
+#[cfg(not(feature = "cuda"))]
+pub use stub::GpuExperts;
+
+pub use api::{GpuConfig, GpuItem, HostSource, LayerTimings, OverlapReport};
+pub use device::{probe, DeviceInfo};
+pub use dtype::{ExpertLayout, KernelType};
+pub use error::{CudaError, Result};
+
+/// The kernel source, compiled by NVRTC at start-up.
+pub const KERNEL_SOURCE: &str = include_str!("kernels.cu");
+/// Warps per block of the gate/up and down kernels (`WARPS` in kernels.cu).
+pub const WARPS_PER_BLOCK: u32 = 8;
+/// Threads per block of the combine kernel.
+pub const COMBINE_THREADS: u32 = 128;

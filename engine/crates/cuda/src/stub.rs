@@ -1,0 +1,69 @@
+//! Without the `cuda` feature: the same API, and a constructor that says why it cannot run.
+
+use crate::api::{GpuConfig, GpuItem, LayerTimings, OverlapReport};
+use crate::device::DeviceInfo;
+use crate::dtype::ExpertLayout;
+use crate::error::{CudaError, Result};
+use crate::slots::SlotTable;
+use std::convert::Infallible;
+
+/// The GPU expert backend (this build has none: [`GpuExperts::new`] fails).
+#[derive(Debug)]
+pub struct GpuExperts {
+    never: Infallible,
+}
+
+impl GpuExperts {
+    /// Always [`CudaError::NotBuilt`] in this build.
+    pub fn new(_cfg: &GpuConfig) -> Result<Self> {
+        Err(CudaError::NotBuilt)
+    }
+    /// The device.
+    pub fn info(&self) -> &DeviceInfo {
+        match self.never {}
+    }
+    /// Slots in the arena.
+    pub fn n_slots(&self) -> usize {
+        match self.never {}
+    }
+    /// Bytes per slot.
+    pub fn slot_bytes(&self) -> usize {
+        match self.never {}
+    }
+    /// Warnings from start-up (arena shrinks).
+    pub fn warnings(&self) -> &[String] {
+        match self.never {}
+    }
+    /// The slot table.
+    pub fn table(&self) -> &SlotTable {
+        match self.never {}
+    }
+    /// Page-locks a host range (the mapped model).
+    pub fn register_host(&mut self, _bytes: &[u8]) -> Result<()> {
+        match self.never {}
+    }
+    /// Copies an expert into a slot ahead of use.
+    pub fn prefetch(&mut self, _key: (u16, u16), _slot: Option<u32>, _parts: [&[u8]; 3]) -> Result<u32> {
+        match self.never {}
+    }
+    /// Runs a layer's GPU items and adds their output to `out`.
+    pub fn run_layer(
+        &mut self,
+        _layout: &ExpertLayout,
+        _layer: u16,
+        _x: &[f32],
+        _n_tokens: usize,
+        _items: &[GpuItem<'_>],
+        _out: &mut [f32],
+    ) -> Result<LayerTimings> {
+        match self.never {}
+    }
+    /// Host-to-device bandwidth in GB/s.
+    pub fn h2d_bandwidth(&mut self, _bytes: usize, _source: crate::api::HostSource, _reps: usize) -> Result<f64> {
+        match self.never {}
+    }
+    /// Copy/compute overlap.
+    pub fn overlap_probe(&mut self, _bytes: usize, _spin_cycles: u64) -> Result<OverlapReport> {
+        match self.never {}
+    }
+}

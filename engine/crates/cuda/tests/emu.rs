@@ -1,0 +1,118 @@
+//! Runs the CUDA kernels (src/kernels.cu) on the host through the thread-per-CUDA-thread
+//! emulator in tests/emu/ and compares them with the CPU reference, for every weight type
+//! and token counts that exercise the token tiling (items with more than 8 rows). Needs
+//! g++ with C++20 (present wherever Rust links with the system toolchain).
+
+use hmoe_cuda::verify::{compare, TestBatch};
+use hmoe_cuda::{ExpertLayout, KernelType};
+use hmoe_gguf::GgmlDType;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn build_harness(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/emu/harness.cpp");
+    let exe = dir.join("harness");
+    let out = Command::new("g++")
+        .args(["-std=c++20", "-O2", "-pthread", "-Wall", "-Werror", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .output()
+        .expect("g++ must be installed to emulate the kernels");
+    assert!(
+        out.status.success(),
+        "g++: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+fn type_code(t: KernelType) -> u32 {
+    KernelType::ALL.iter().position(|&k| k == t).unwrap() as u32
+}
+
+fn run_case(
+    exe: &Path,
+    dir: &Path,
+    layout: ExpertLayout,
+    n_items: usize,
+    n_tokens: usize,
+    top_k: usize,
+) {
+    let b = TestBatch::random(layout, n_items, n_tokens, top_k, 42 + n_tokens as u64).unwrap();
+    let mut packed = Vec::new();
+    // Addresses are offsets into the weight blob; the harness rebases them.
+    let l = b.pack(|i| b.offsets(i)[0], &mut packed).unwrap();
+    let mut input = Vec::new();
+    let mut w32 = |v: u32, input: &mut Vec<u8>| input.extend_from_slice(&v.to_le_bytes());
+    for v in [
+        type_code(layout.gate_up),
+        type_code(layout.down),
+        layout.hidden as u32,
+        layout.ffn as u32,
+        n_tokens as u32,
+        b.weights.len() as u32,
+        packed.len() as u32,
+    ] {
+        w32(v, &mut input);
+    }
+    input.extend_from_slice(&b.weights);
+    input.extend_from_slice(&packed);
+    for v in [
+        l.items,
+        l.rows,
+        l.weights,
+        l.tok_start,
+        l.tok_pairs,
+        l.n_items,
+        l.n_pairs,
+    ] {
+        w32(v as u32, &mut input);
+    }
+    for v in &b.x {
+        input.extend_from_slice(&v.to_le_bytes());
+    }
+    let (inp, outp) = (dir.join("in.bin"), dir.join("out.bin"));
+    std::fs::write(&inp, &input).unwrap();
+    let st = Command::new(exe).arg(&inp).arg(&outp).output().unwrap();
+    assert!(
+        st.status.success(),
+        "harness: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let got: Vec<f32> = std::fs::read(&outp)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let want = b.reference().unwrap();
+    let c = compare(&got, &want);
+    println!(
+        "{:?}/{:?} items {n_items} tokens {n_tokens}: rel_l2 {:.2e} max_rel {:.2e}",
+        layout.gate_up, layout.down, c.rel_l2, c.max_rel
+    );
+    assert!(c.pass, "{:?}/{:?}: {c:?}", layout.gate_up, layout.down);
+}
+
+#[test]
+fn kernels_match_the_cpu_reference_in_the_emulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_harness(dir.path());
+    // Small shapes keep the emulator (one host thread per CUDA thread) fast; 256 is the
+    // smallest width a k-quant row can have.
+    let (hidden, ffn) = (256, 256);
+    let types = [
+        (GgmlDType::Q8_0, GgmlDType::Q8_0),
+        (GgmlDType::Q4K, GgmlDType::Q6K), // Q4_K_M experts
+        (GgmlDType::Q5K, GgmlDType::Q5K),
+        (GgmlDType::F16, GgmlDType::BF16),
+        (GgmlDType::F32, GgmlDType::Q4K),
+    ];
+    for (gu, dn) in types {
+        let layout = ExpertLayout::new(gu, gu, dn, hidden, ffn).unwrap();
+        run_case(&exe, dir.path(), layout, 2, 1, 2);
+    }
+    // Token tiling: 11 tokens, 3 experts, top-2: some experts serve more than 8 rows.
+    let q6 =
+        ExpertLayout::new(GgmlDType::Q6K, GgmlDType::Q6K, GgmlDType::Q8_0, hidden, ffn).unwrap();
+    run_case(&exe, dir.path(), q6, 3, 11, 2);
+}

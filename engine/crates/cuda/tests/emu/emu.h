@@ -1,0 +1,73 @@
+// Runs CUDA kernels written for src/kernels.cu on the host: every CUDA thread of a block
+// is a host thread; warp shuffles go through a per-warp exchange with a 32-thread barrier.
+// Only what kernels.cu uses is emulated (no shared memory, no __syncthreads).
+#pragma once
+#define HMOE_EMU 1
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+
+typedef unsigned char u8;
+typedef signed char i8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+struct EmuDim { u32 x = 0, y = 0, z = 0; };
+thread_local EmuDim threadIdx, blockIdx;
+static EmuDim blockDim, gridDim;
+
+struct EmuWarp {
+    std::barrier<> bar{32};
+    float v[32];
+};
+thread_local EmuWarp* emu_warp = nullptr;
+
+static inline float emu_shfl_xor(float v, int m) {
+    u32 lane = threadIdx.x & 31;
+    emu_warp->v[lane] = v;
+    emu_warp->bar.arrive_and_wait();
+    float r = emu_warp->v[lane ^ (u32)m];
+    emu_warp->bar.arrive_and_wait();
+    return r;
+}
+
+static inline float emu_as_float(u32 u) {
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+
+#define DEV inline
+#define KERNEL extern "C"
+#define SHFL_XOR(v, m) emu_shfl_xor((v), (m))
+#define AS_FLOAT(u) emu_as_float(u)
+// expf comes from <math.h> (via <cmath>).
+
+// Launches `f` over grid x block (block.x must be a multiple of 32): block.x host threads
+// walk the blocks together, with a barrier between blocks (kernels.cu has no inter-warp
+// communication, so this ordering only makes the warp exchanges reusable).
+template <class F> void emu_launch(EmuDim grid, EmuDim block, F f) {
+    gridDim = grid;
+    blockDim = block;
+    std::vector<std::unique_ptr<EmuWarp>> warps;
+    for (u32 w = 0; w < block.x / 32; ++w) warps.emplace_back(new EmuWarp());
+    std::barrier<> all((std::ptrdiff_t)block.x);
+    std::vector<std::thread> th;
+    for (u32 t = 0; t < block.x; ++t)
+        th.emplace_back([&, t] {
+            threadIdx = EmuDim{t, 0, 0};
+            emu_warp = warps[t / 32].get();
+            for (u32 by = 0; by < grid.y; ++by)
+                for (u32 bx = 0; bx < grid.x; ++bx) {
+                    blockIdx = EmuDim{bx, by, 0};
+                    f();
+                    all.arrive_and_wait();
+                }
+        });
+    for (auto& x : th) x.join();
+}
