@@ -21,7 +21,9 @@ impl std::str::FromStr for HostSource {
             "pageable" => Ok(Self::Pageable),
             "staged" => Ok(Self::Staged),
             "registered" => Ok(Self::Registered),
-            o => Err(format!("unknown host source `{o}` (pageable, staged, registered)")),
+            o => Err(format!(
+                "unknown host source `{o}` (pageable, staged, registered)"
+            )),
         }
     }
 }

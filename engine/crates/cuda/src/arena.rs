@@ -77,7 +77,11 @@ pub fn allocate<T>(
     for (i, &n) in tries.iter().enumerate() {
         last = n * req.slot_bytes;
         if let Some(a) = alloc(last)? {
-            return Ok(ArenaOutcome { alloc: a, slots: n, warnings });
+            return Ok(ArenaOutcome {
+                alloc: a,
+                slots: n,
+                warnings,
+            });
         }
         if let Some(&next) = tries.get(i + 1) {
             warnings.push(format!(
@@ -103,7 +107,11 @@ mod tests {
 
     #[test]
     fn budget_within_free_memory_is_taken_whole() {
-        let req = ArenaRequest { slot_bytes: 3 * MB, want_slots: 100, min_slots: 8 };
+        let req = ArenaRequest {
+            slot_bytes: 3 * MB,
+            want_slots: 100,
+            min_slots: 8,
+        };
         let out = allocate(&req, 10_000 * MB, 80_000 * MB, |b| Ok(Some(b))).unwrap();
         assert_eq!((out.slots, out.alloc), (100, 300 * MB));
         assert!(out.warnings.is_empty());
@@ -111,16 +119,27 @@ mod tests {
 
     #[test]
     fn out_of_memory_shrinks_with_warnings() {
-        let req = ArenaRequest { slot_bytes: MB, want_slots: 1000, min_slots: 8 };
+        let req = ArenaRequest {
+            slot_bytes: MB,
+            want_slots: 1000,
+            min_slots: 8,
+        };
         // The device really has room for 400 slots though it claims 2000 MiB free.
-        let out = allocate(&req, 2000 * MB, 4000 * MB, |b| Ok((b <= 400 * MB).then_some(b))).unwrap();
+        let out = allocate(&req, 2000 * MB, 4000 * MB, |b| {
+            Ok((b <= 400 * MB).then_some(b))
+        })
+        .unwrap();
         assert!(out.slots <= 400 && out.slots >= 300, "{}", out.slots);
         assert!(out.warnings.iter().any(|w| w.contains("shrinking")));
     }
 
     #[test]
     fn budget_beyond_free_memory_is_clamped_first() {
-        let req = ArenaRequest { slot_bytes: MB, want_slots: 1_000_000, min_slots: 8 };
+        let req = ArenaRequest {
+            slot_bytes: MB,
+            want_slots: 1_000_000,
+            min_slots: 8,
+        };
         let tries = attempts(&req, 1000 * MB);
         assert_eq!(tries[0], 920);
         assert_eq!(*tries.last().unwrap(), 8);
@@ -129,10 +148,18 @@ mod tests {
 
     #[test]
     fn refuses_below_the_minimum_with_the_numbers() {
-        let req = ArenaRequest { slot_bytes: MB, want_slots: 64, min_slots: 8 };
+        let req = ArenaRequest {
+            slot_bytes: MB,
+            want_slots: 64,
+            min_slots: 8,
+        };
         let err = allocate::<usize>(&req, 100 * MB, 100 * MB, |_| Ok(None)).unwrap_err();
         match err {
-            CudaError::OutOfMemory { min_slots, tried_bytes, .. } => {
+            CudaError::OutOfMemory {
+                min_slots,
+                tried_bytes,
+                ..
+            } => {
                 assert_eq!((min_slots, tried_bytes), (8, 8 * MB));
             }
             e => panic!("{e}"),

@@ -124,7 +124,13 @@ pub fn pack(items: &[BatchItem<'_>], n_tokens: usize, buf: &mut Vec<u8>) -> Resu
         put(buf, l.items, w, it.gate, le64);
         put(buf, l.items, w + 1, it.up, le64);
         put(buf, l.items, w + 2, it.down, le64);
-        put(buf, l.items, w + 3, pair as u64 | (it.rows.len() as u64) << 32, le64);
+        put(
+            buf,
+            l.items,
+            w + 3,
+            pair as u64 | (it.rows.len() as u64) << 32,
+            le64,
+        );
         for (&r, &wt) in it.rows.iter().zip(it.weights) {
             put(buf, l.rows, pair, r, le32);
             put(buf, l.weights, pair, wt.to_bits(), le32);
@@ -161,8 +167,22 @@ mod tests {
     #[test]
     fn pairs_and_csr_follow_item_order() {
         let items = [
-            BatchItem { gate: 1, up: 2, down: 3, rows: &[2, 0], weights: &[0.5, 0.25], rank: 0 },
-            BatchItem { gate: 4, up: 5, down: 6, rows: &[0], weights: &[0.125], rank: 1 },
+            BatchItem {
+                gate: 1,
+                up: 2,
+                down: 3,
+                rows: &[2, 0],
+                weights: &[0.5, 0.25],
+                rank: 0,
+            },
+            BatchItem {
+                gate: 4,
+                up: 5,
+                down: 6,
+                rows: &[0],
+                weights: &[0.125],
+                rank: 1,
+            },
         ];
         let mut buf = Vec::new();
         let l = pack(&items, 3, &mut buf).unwrap();
@@ -183,8 +203,22 @@ mod tests {
     fn each_token_sums_in_original_item_order() {
         // Packed hits-first: the item of rank 1 comes first, but token 0 lists rank 0 first.
         let items = [
-            BatchItem { gate: 0, up: 0, down: 0, rows: &[0], weights: &[1.0], rank: 1 },
-            BatchItem { gate: 0, up: 0, down: 0, rows: &[0], weights: &[1.0], rank: 0 },
+            BatchItem {
+                gate: 0,
+                up: 0,
+                down: 0,
+                rows: &[0],
+                weights: &[1.0],
+                rank: 1,
+            },
+            BatchItem {
+                gate: 0,
+                up: 0,
+                down: 0,
+                rows: &[0],
+                weights: &[1.0],
+                rank: 0,
+            },
         ];
         let mut buf = Vec::new();
         let l = pack(&items, 1, &mut buf).unwrap();
@@ -194,9 +228,23 @@ mod tests {
     #[test]
     fn rejects_rows_outside_the_input_and_ragged_weights() {
         let mut buf = Vec::new();
-        let bad_row = [BatchItem { gate: 0, up: 0, down: 0, rows: &[3], weights: &[1.0], rank: 0 }];
+        let bad_row = [BatchItem {
+            gate: 0,
+            up: 0,
+            down: 0,
+            rows: &[3],
+            weights: &[1.0],
+            rank: 0,
+        }];
         assert!(pack(&bad_row, 3, &mut buf).is_err());
-        let ragged = [BatchItem { gate: 0, up: 0, down: 0, rows: &[0, 1], weights: &[1.0], rank: 0 }];
+        let ragged = [BatchItem {
+            gate: 0,
+            up: 0,
+            down: 0,
+            rows: &[0, 1],
+            weights: &[1.0],
+            rank: 0,
+        }];
         assert!(pack(&ragged, 3, &mut buf).is_err());
         assert!(pack(&[], MAX_GRID_Y + 1, &mut buf).is_err());
     }

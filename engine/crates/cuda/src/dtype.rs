@@ -151,8 +151,8 @@ mod tests {
     #[test]
     fn qwen3_30b_shapes() {
         // Q4_K_M experts: gate/up Q4_K, down Q6_K (brief: ≈ 3.06 MB per expert).
-        let l = ExpertLayout::new(GgmlDType::Q4K, GgmlDType::Q4K, GgmlDType::Q6K, 2048, 768)
-            .unwrap();
+        let l =
+            ExpertLayout::new(GgmlDType::Q4K, GgmlDType::Q4K, GgmlDType::Q6K, 2048, 768).unwrap();
         assert_eq!(l.gate_bytes(), 768 * 8 * 144);
         assert_eq!(l.down_bytes(), 2048 * 3 * 210);
         assert_eq!(l.expert_bytes(), 3_059_712);
@@ -172,7 +172,9 @@ mod tests {
             Err(CudaError::UnsupportedType(GgmlDType::Q4_0))
         ));
         // 100 columns is not a whole k-quant super-block.
-        assert!(ExpertLayout::new(GgmlDType::Q4K, GgmlDType::Q4K, GgmlDType::Q4K, 2048, 100).is_err());
+        assert!(
+            ExpertLayout::new(GgmlDType::Q4K, GgmlDType::Q4K, GgmlDType::Q4K, 2048, 100).is_err()
+        );
         for t in KernelType::ALL {
             assert_eq!(KernelType::of(t.ggml()).unwrap(), t);
         }

@@ -126,7 +126,11 @@ impl SlotTable {
             if let Some(s) = self.slot_of(key) {
                 if !used[s as usize] {
                     used[s as usize] = true;
-                    actions[i] = Some(SlotAction { slot: s, copy: false, evicted: None });
+                    actions[i] = Some(SlotAction {
+                        slot: s,
+                        copy: false,
+                        evicted: None,
+                    });
                     self.touch(s);
                 }
             }
@@ -138,13 +142,17 @@ impl SlotTable {
             let hinted = hint.filter(|&h| (h as usize) < used.len() && !used[h as usize]);
             let slot = match hinted {
                 Some(h) => h,
-                None => self.victim(&used).ok_or_else(|| {
-                    CudaError::InvalidBatch("no free slot for the batch".into())
-                })?,
+                None => self
+                    .victim(&used)
+                    .ok_or_else(|| CudaError::InvalidBatch("no free slot for the batch".into()))?,
             };
             used[slot as usize] = true;
             let evicted = self.assign(key, slot)?;
-            actions[i] = Some(SlotAction { slot, copy: true, evicted });
+            actions[i] = Some(SlotAction {
+                slot,
+                copy: true,
+                evicted,
+            });
         }
         actions
             .into_iter()
@@ -168,13 +176,45 @@ mod tests {
     #[test]
     fn hits_stay_misses_follow_the_hint_and_evict() {
         let mut t = SlotTable::new(4);
-        let a = t.plan_batch(&[((0, 1), Some(2)), ((0, 2), Some(3))]).unwrap();
-        assert_eq!(a[0], SlotAction { slot: 2, copy: true, evicted: None });
-        assert_eq!(a[1], SlotAction { slot: 3, copy: true, evicted: None });
+        let a = t
+            .plan_batch(&[((0, 1), Some(2)), ((0, 2), Some(3))])
+            .unwrap();
+        assert_eq!(
+            a[0],
+            SlotAction {
+                slot: 2,
+                copy: true,
+                evicted: None
+            }
+        );
+        assert_eq!(
+            a[1],
+            SlotAction {
+                slot: 3,
+                copy: true,
+                evicted: None
+            }
+        );
         // (0,1) is resident: a hit in slot 2 whatever the hint; (0,3) replaces (0,2).
-        let b = t.plan_batch(&[((0, 1), Some(0)), ((0, 3), Some(3))]).unwrap();
-        assert_eq!(b[0], SlotAction { slot: 2, copy: false, evicted: None });
-        assert_eq!(b[1], SlotAction { slot: 3, copy: true, evicted: Some((0, 2)) });
+        let b = t
+            .plan_batch(&[((0, 1), Some(0)), ((0, 3), Some(3))])
+            .unwrap();
+        assert_eq!(
+            b[0],
+            SlotAction {
+                slot: 2,
+                copy: false,
+                evicted: None
+            }
+        );
+        assert_eq!(
+            b[1],
+            SlotAction {
+                slot: 3,
+                copy: true,
+                evicted: Some((0, 2))
+            }
+        );
         assert_eq!(t.slot_of((0, 2)), None);
         assert_eq!(t.owner(3), Some((0, 3)));
     }
@@ -188,7 +228,14 @@ mod tests {
             .plan_batch(&[((1, 5), Some(0)), ((1, 0), None), ((1, 6), Some(0))])
             .unwrap();
         let mut slots: Vec<u32> = a.iter().map(|x| x.slot).collect();
-        assert_eq!(a[1], SlotAction { slot: 0, copy: false, evicted: None });
+        assert_eq!(
+            a[1],
+            SlotAction {
+                slot: 0,
+                copy: false,
+                evicted: None
+            }
+        );
         slots.sort();
         slots.dedup();
         assert_eq!(slots.len(), 3);

@@ -43,7 +43,12 @@ impl GpuExperts {
         match self.never {}
     }
     /// Copies an expert into a slot ahead of use.
-    pub fn prefetch(&mut self, _key: (u16, u16), _slot: Option<u32>, _parts: [&[u8]; 3]) -> Result<u32> {
+    pub fn prefetch(
+        &mut self,
+        _key: (u16, u16),
+        _slot: Option<u32>,
+        _parts: [&[u8]; 3],
+    ) -> Result<u32> {
         match self.never {}
     }
     /// Runs a layer's GPU items and adds their output to `out`.
@@ -59,7 +64,12 @@ impl GpuExperts {
         match self.never {}
     }
     /// Host-to-device bandwidth in GB/s.
-    pub fn h2d_bandwidth(&mut self, _bytes: usize, _source: crate::api::HostSource, _reps: usize) -> Result<f64> {
+    pub fn h2d_bandwidth(
+        &mut self,
+        _bytes: usize,
+        _source: crate::api::HostSource,
+        _reps: usize,
+    ) -> Result<f64> {
         match self.never {}
     }
     /// Copy/compute overlap.

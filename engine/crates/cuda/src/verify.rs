@@ -112,7 +112,9 @@ impl TestBatch {
             mat(layout.down, layout.hidden, layout.ffn, &mut weights)?;
         }
         let mut rng = Rng(seed ^ 0x5EED);
-        let x = (0..n_tokens * layout.hidden).map(|_| rng.normal()).collect();
+        let x = (0..n_tokens * layout.hidden)
+            .map(|_| rng.normal())
+            .collect();
         let (mut rows, mut router) = (vec![Vec::new(); n_items], vec![Vec::new(); n_items]);
         let k = top_k.min(n_items);
         for t in 0..n_tokens {
@@ -128,7 +130,14 @@ impl TestBatch {
                 router[e].push(0.05 + rng.uniform() * 0.2);
             }
         }
-        Ok(Self { layout, weights, rows, router, x, n_tokens })
+        Ok(Self {
+            layout,
+            weights,
+            rows,
+            router,
+            x,
+            n_tokens,
+        })
     }
 
     /// Byte offset of item `i`'s gate, up and down matrices in [`TestBatch::weights`].

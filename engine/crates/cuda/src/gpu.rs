@@ -1,0 +1,921 @@
+//! The CUDA expert backend: context, NVRTC module, VRAM arena, pinned buffers, the copy
+//! and compute streams with per-slot events, and the batched launches of a layer.
+//!
+//! Ordering (nothing synchronous on the hot path except the final wait for the layer's
+//! output, which the caller needs):
+//! - a copy into slot `s` runs on the copy stream after `released[s]` (the last kernel
+//!   that read the slot's previous expert) and records `ready[s]`;
+//! - the compute stream uploads x and the index tables, runs the hits' kernels after
+//!   waiting on their `ready` events only, then the fetched items' kernels after theirs,
+//!   records `released[s]` for every slot it read, combines and downloads the output.
+
+use crate::api::{GpuConfig, GpuItem, HostSource, LayerTimings, OverlapReport};
+use crate::arena::{allocate, ArenaRequest};
+use crate::batch::{pack, BatchItem, ITEM_WORDS};
+use crate::device::{no_panic, DeviceInfo};
+use crate::dtype::{ExpertLayout, KernelType};
+use crate::error::{CudaError, Result};
+use crate::slots::SlotTable;
+use crate::{COMBINE_THREADS, KERNEL_SOURCE, WARPS_PER_BLOCK};
+use cudarc::driver::result::{self as cu, DriverError};
+use cudarc::driver::sys::{self, CUdevice_attribute, CUevent_flags};
+use cudarc::driver::{
+    CudaContext, CudaEvent, CudaFunction, CudaStream, LaunchConfig, PushKernelArg,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+fn drv(op: impl Into<String>) -> impl FnOnce(DriverError) -> CudaError {
+    let op = op.into();
+    move |e| CudaError::Driver {
+        op,
+        detail: format!("{e:?}"),
+    }
+}
+
+fn is_oom(e: &DriverError) -> bool {
+    e.0 == sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY
+}
+
+/// Loads the driver and NVRTC libraries, or says which is missing.
+fn libraries() -> Result<()> {
+    // SAFETY: only probes dlopen; no CUDA call is made.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err(CudaError::NoDriver);
+    }
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(CudaError::NoNvrtc);
+    }
+    Ok(())
+}
+
+fn context(ordinal: usize) -> Result<Arc<CudaContext>> {
+    libraries()?;
+    cu::init().map_err(|e| {
+        if e.0 == sys::cudaError_enum::CUDA_ERROR_NO_DEVICE {
+            CudaError::NoDevice
+        } else {
+            drv("cuInit")(e)
+        }
+    })?;
+    let count = CudaContext::device_count().map_err(drv("cuDeviceGetCount"))? as usize;
+    if count == 0 {
+        return Err(CudaError::NoDevice);
+    }
+    if ordinal >= count {
+        return Err(CudaError::BadOrdinal { ordinal, count });
+    }
+    let ctx =
+        CudaContext::new(ordinal).map_err(drv(format!("create context on device {ordinal}")))?;
+    // We order our raw buffers with our own events; cudarc's per-slice tracking is unused.
+    // SAFETY: no CudaSlice is shared between streams in this crate.
+    unsafe { ctx.disable_event_tracking() };
+    Ok(ctx)
+}
+
+fn info(ctx: &Arc<CudaContext>) -> Result<DeviceInfo> {
+    let mut driver_version = 0i32;
+    // SAFETY: plain out-parameter call.
+    unsafe { sys::cuDriverGetVersion(&mut driver_version) }
+        .result()
+        .map_err(drv("cuDriverGetVersion"))?;
+    let (free_bytes, total_bytes) = ctx.mem_get_info().map_err(drv("cuMemGetInfo"))?;
+    Ok(DeviceInfo {
+        ordinal: ctx.ordinal(),
+        name: ctx.name().map_err(drv("cuDeviceGetName"))?,
+        compute_capability: ctx
+            .compute_capability()
+            .map_err(drv("compute capability"))?,
+        total_bytes,
+        free_bytes,
+        sm_count: ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(drv("SM count"))?,
+        driver_version,
+    })
+}
+
+/// Probes device `ordinal` (see [`crate::probe`]).
+pub(crate) fn probe(ordinal: usize) -> Result<DeviceInfo> {
+    let ctx = context(ordinal)?;
+    info(&ctx)
+}
+
+/// Page-locked host memory from `cuMemHostAlloc`.
+struct Pinned {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Pinned {
+    fn new(len: usize, what: &str) -> Result<Self> {
+        // SAFETY: allocation; freed in Drop.
+        let ptr = unsafe { cu::malloc_host(len.max(1), 0) }
+            .map_err(drv(format!("cuMemHostAlloc({what}, {len} bytes)")))?;
+        Ok(Self {
+            ptr: ptr as *mut u8,
+            len,
+        })
+    }
+    fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: ptr is a live allocation of len bytes owned by self.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+    fn floats(&mut self, n: usize) -> &mut [f32] {
+        let n = n.min(self.len / 4);
+        // SAFETY: cuMemHostAlloc memory is page aligned; n floats fit.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr as *mut f32, n) }
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        // SAFETY: allocated by cuMemHostAlloc; every copy from it has completed (the owner
+        // synchronises its streams before dropping).
+        let _ = unsafe { cu::free_host(self.ptr as *mut _) };
+    }
+}
+
+/// Device memory from `cuMemAlloc`.
+struct DeviceBuf {
+    ptr: u64,
+    len: usize,
+}
+
+impl DeviceBuf {
+    fn new(len: usize, what: &str) -> Result<Self> {
+        // SAFETY: allocation; freed in Drop.
+        let ptr = unsafe { cu::malloc_sync(len.max(1)) }
+            .map_err(drv(format!("cuMemAlloc({what}, {len} bytes)")))?;
+        Ok(Self { ptr, len })
+    }
+    /// Grows to at least `len` bytes (a synchronous free + alloc: only when a call is
+    /// larger than any before; sized at start-up for `max_tokens`).
+    fn ensure(&mut self, len: usize, what: &str) -> Result<()> {
+        if len > self.len {
+            *self = DeviceBuf::new(len, what)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for DeviceBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated by cuMemAlloc; cuMemFree waits for work using it.
+        let _ = unsafe { cu::free_sync(self.ptr) };
+    }
+}
+
+/// Kernels of one weight type.
+struct TypeKernels {
+    gate_up: CudaFunction,
+    down: CudaFunction,
+}
+
+/// A range of host memory registered with `cuMemHostRegister`.
+struct Registered {
+    start: usize,
+    end: usize,
+}
+
+/// The GPU expert backend (see the module docs for the ordering rules).
+pub struct GpuExperts {
+    info: DeviceInfo,
+    cfg: GpuConfig,
+    kernels: HashMap<KernelType, TypeKernels>,
+    combine: CudaFunction,
+    spin: CudaFunction,
+    arena: DeviceBuf,
+    n_slots: usize,
+    table: SlotTable,
+    ready: Vec<CudaEvent>,
+    released: Vec<CudaEvent>,
+    staging: Vec<(Pinned, CudaEvent)>,
+    staging_next: usize,
+    registered: Vec<Registered>,
+    x_host: Pinned,
+    meta_host: Pinned,
+    out_host: Pinned,
+    x_dev: DeviceBuf,
+    meta_dev: DeviceBuf,
+    act_dev: DeviceBuf,
+    y_dev: DeviceBuf,
+    out_dev: DeviceBuf,
+    packed: Vec<u8>,
+    t: [CudaEvent; 4],
+    warnings: Vec<String>,
+    copy: Arc<CudaStream>,
+    compute: Arc<CudaStream>,
+    ctx: Arc<CudaContext>,
+}
+
+// SAFETY: the raw pointers are owned allocations used only through &mut self; the CUDA
+// context is bound to the calling thread at the start of every method.
+unsafe impl Send for GpuExperts {}
+unsafe impl Sync for GpuExperts {}
+
+/// Compiles the kernels with NVRTC for compute capability `cc` (needs only libnvrtc,
+/// no GPU). Returns the PTX.
+pub fn compile_kernels(cc: (i32, i32)) -> Result<cudarc::nvrtc::Ptx> {
+    // SAFETY: only probes dlopen.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(CudaError::NoNvrtc);
+    }
+    let opts = cudarc::nvrtc::CompileOptions {
+        options: vec![format!("--gpu-architecture=compute_{}{}", cc.0, cc.1)],
+        name: Some("hmoe_kernels.cu".into()),
+        ..Default::default()
+    };
+    no_panic("NVRTC", || {
+        cudarc::nvrtc::compile_ptx_with_opts(KERNEL_SOURCE, opts).map_err(|e| match e {
+            cudarc::nvrtc::CompileError::CompileError { log, .. } => {
+                CudaError::Compile(log.to_string_lossy().into_owned())
+            }
+            e => CudaError::Compile(format!("{e}")),
+        })
+    })
+}
+
+fn compile(ctx: &Arc<CudaContext>, cc: (i32, i32)) -> Result<Arc<cudarc::driver::CudaModule>> {
+    let ptx = compile_kernels(cc)?;
+    ctx.load_module(ptx)
+        .map_err(drv("cuModuleLoadData(expert kernels)"))
+}
+
+impl GpuExperts {
+    /// Starts the backend: context, kernels (NVRTC), streams, the arena (shrunk on OOM
+    /// with warnings, refused below `min_slots`), pinned buffers. Never panics.
+    pub fn new(cfg: &GpuConfig) -> Result<Self> {
+        no_panic("GPU expert backend start-up", || Self::start(cfg))
+    }
+
+    fn start(cfg: &GpuConfig) -> Result<Self> {
+        let ctx = context(cfg.ordinal)?;
+        let info = info(&ctx)?;
+        let module = compile(&ctx, info.compute_capability)?;
+        let f = |name: &str| {
+            module
+                .load_function(name)
+                .map_err(drv(format!("kernel `{name}`")))
+        };
+        let mut kernels = HashMap::new();
+        for t in KernelType::ALL {
+            kernels.insert(
+                t,
+                TypeKernels {
+                    gate_up: f(&format!("gate_up_{}", t.suffix()))?,
+                    down: f(&format!("down_{}", t.suffix()))?,
+                },
+            );
+        }
+        let (combine, spin) = (f("combine")?, f("spin")?);
+        let copy = ctx.new_stream().map_err(drv("create copy stream"))?;
+        let compute = ctx.new_stream().map_err(drv("create compute stream"))?;
+        let slot_bytes = cfg.slot_bytes.div_ceil(256) * 256;
+        // Scratch first: the arena takes what is left.
+        let pairs = cfg.max_tokens.max(1) * cfg.top_k.max(1);
+        let x_len = cfg.max_tokens.max(1) * cfg.hidden * 4;
+        let meta_len = 64 * 1024 + pairs * 16;
+        let x_dev = DeviceBuf::new(x_len, "layer input")?;
+        let out_dev = DeviceBuf::new(x_len, "layer output")?;
+        let meta_dev = DeviceBuf::new(meta_len, "index tables")?;
+        let act_dev = DeviceBuf::new(pairs * cfg.ffn * 4, "SwiGLU activations")?;
+        let y_dev = DeviceBuf::new(pairs * cfg.hidden * 4, "per-pair outputs")?;
+        let (free_bytes, total_bytes) = ctx.mem_get_info().map_err(drv("cuMemGetInfo"))?;
+        let req = ArenaRequest {
+            slot_bytes,
+            want_slots: (cfg.budget_bytes / slot_bytes as u64) as usize,
+            min_slots: cfg.min_slots.max(1),
+        };
+        let out = allocate(&req, free_bytes, total_bytes, |bytes| {
+            // SAFETY: allocation; owned by DeviceBuf below.
+            match unsafe { cu::malloc_sync(bytes) } {
+                Ok(ptr) => Ok(Some(DeviceBuf { ptr, len: bytes })),
+                Err(e) if is_oom(&e) => Ok(None),
+                Err(e) => Err(drv(format!("cuMemAlloc(expert arena, {bytes} bytes)"))(e)),
+            }
+        })?;
+        let n_slots = out.slots;
+        let mut ready = Vec::with_capacity(n_slots);
+        let mut released = Vec::with_capacity(n_slots);
+        for _ in 0..n_slots {
+            ready.push(ctx.new_event(None).map_err(drv("cuEventCreate(slot)"))?);
+            released.push(ctx.new_event(None).map_err(drv("cuEventCreate(slot)"))?);
+        }
+        let mut staging = Vec::new();
+        if cfg.host != HostSource::Pageable {
+            for _ in 0..cfg.staging_buffers.max(2) {
+                staging.push((
+                    Pinned::new(slot_bytes, "staging buffer")?,
+                    ctx.new_event(None).map_err(drv("cuEventCreate(staging)"))?,
+                ));
+            }
+        }
+        let timing = || {
+            ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(drv("cuEventCreate(timing)"))
+        };
+        let t = [timing()?, timing()?, timing()?, timing()?];
+        Ok(Self {
+            info,
+            cfg: GpuConfig {
+                slot_bytes,
+                ..cfg.clone()
+            },
+            kernels,
+            combine,
+            spin,
+            arena: out.alloc,
+            n_slots,
+            table: SlotTable::new(n_slots),
+            ready,
+            released,
+            staging,
+            staging_next: 0,
+            registered: Vec::new(),
+            x_host: Pinned::new(x_len, "layer input")?,
+            meta_host: Pinned::new(meta_len, "index tables")?,
+            out_host: Pinned::new(x_len, "layer output")?,
+            x_dev,
+            meta_dev,
+            act_dev,
+            y_dev,
+            out_dev,
+            packed: Vec::new(),
+            t,
+            warnings: out.warnings,
+            copy,
+            compute,
+            ctx,
+        })
+    }
+
+    /// The device.
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    /// Slots in the arena.
+    pub fn n_slots(&self) -> usize {
+        self.n_slots
+    }
+
+    /// Bytes per slot (the largest expert, rounded up to 256).
+    pub fn slot_bytes(&self) -> usize {
+        self.cfg.slot_bytes
+    }
+
+    /// Warnings from start-up (arena shrinks).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The slot table.
+    pub fn table(&self) -> &SlotTable {
+        &self.table
+    }
+
+    /// Page-locks `bytes` (the mapped model) so copies from it are DMA at full link speed
+    /// (`HostSource::Registered`). Read-only registration: the map is never written.
+    pub fn register_host(&mut self, bytes: &[u8]) -> Result<()> {
+        self.ctx.bind_to_thread().map_err(drv("bind context"))?;
+        let page = 4096usize;
+        let start = (bytes.as_ptr() as usize) / page * page;
+        let end = (bytes.as_ptr() as usize + bytes.len()).div_ceil(page) * page;
+        let flags = sys::CU_MEMHOSTREGISTER_READ_ONLY | sys::CU_MEMHOSTREGISTER_PORTABLE;
+        // SAFETY: registers an existing mapping; unregistered in Drop before it is unmapped
+        // (the caller keeps the map alive as long as this backend).
+        unsafe { sys::cuMemHostRegister_v2(start as *mut _, end - start, flags) }
+            .result()
+            .map_err(drv(format!(
+                "cuMemHostRegister({} MiB)",
+                (end - start) >> 20
+            )))?;
+        self.registered.push(Registered { start, end });
+        Ok(())
+    }
+
+    fn is_registered(&self, b: &[u8]) -> bool {
+        let (s, e) = (b.as_ptr() as usize, b.as_ptr() as usize + b.len());
+        self.registered.iter().any(|r| r.start <= s && e <= r.end)
+    }
+
+    fn slot_ptr(&self, slot: u32) -> u64 {
+        self.arena.ptr + slot as u64 * self.cfg.slot_bytes as u64
+    }
+
+    /// Issues the copy of an expert's three parts into `slot` on the copy stream.
+    fn copy_into(&mut self, slot: u32, parts: [&[u8]; 3]) -> Result<u64> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if total > self.cfg.slot_bytes {
+            return Err(CudaError::ExpertTooLarge {
+                bytes: total,
+                slot_bytes: self.cfg.slot_bytes,
+            });
+        }
+        let s = slot as usize;
+        let dst = self.slot_ptr(slot);
+        self.copy
+            .wait(&self.released[s])
+            .map_err(drv("cuStreamWaitEvent(slot released)"))?;
+        let cs = self.copy.cu_stream();
+        let direct = match self.cfg.host {
+            HostSource::Pageable => true,
+            HostSource::Registered => parts.iter().all(|p| self.is_registered(p)),
+            HostSource::Staged => false,
+        };
+        if direct {
+            let mut off = 0u64;
+            for p in parts {
+                // SAFETY: dst + off .. + len lies inside the slot; p outlives the copy
+                // (the mapped model, or pageable memory the driver stages synchronously).
+                unsafe { cu::memcpy_htod_async(dst + off, p, cs) }
+                    .map_err(drv("cuMemcpyHtoDAsync(expert)"))?;
+                off += p.len() as u64;
+            }
+        } else {
+            let k = self.staging_next % self.staging.len().max(1);
+            self.staging_next += 1;
+            let (buf, done) = self
+                .staging
+                .get_mut(k)
+                .ok_or_else(|| CudaError::InvalidBatch("no staging buffers".into()))?;
+            // The buffer's previous copy must have left it (usually long done).
+            done.synchronize()
+                .map_err(drv("cuEventSynchronize(staging)"))?;
+            let host = buf.bytes();
+            let mut off = 0;
+            for p in parts {
+                host[off..off + p.len()].copy_from_slice(p);
+                off += p.len();
+            }
+            // SAFETY: pinned source stays untouched until `done` fires (checked above on reuse).
+            unsafe { cu::memcpy_htod_async(dst, &host[..total], cs) }
+                .map_err(drv("cuMemcpyHtoDAsync(staged expert)"))?;
+            done.record(&self.copy)
+                .map_err(drv("cuEventRecord(staging)"))?;
+        }
+        self.ready[s]
+            .record(&self.copy)
+            .map_err(drv("cuEventRecord(slot ready)"))?;
+        Ok(total as u64)
+    }
+
+    /// Copies an expert into a slot ahead of use (a prefetch or background admission of
+    /// the scheduler's plan); returns the slot. Asynchronous.
+    pub fn prefetch(
+        &mut self,
+        key: (u16, u16),
+        slot: Option<u32>,
+        parts: [&[u8]; 3],
+    ) -> Result<u32> {
+        self.ctx.bind_to_thread().map_err(drv("bind context"))?;
+        if let Some(s) = self.table.slot_of(key) {
+            return Ok(s);
+        }
+        let action = self.table.plan_batch(&[(key, slot)])?;
+        let s = action[0].slot;
+        if let Err(e) = self.copy_into(s, parts) {
+            self.table.clear();
+            return Err(e);
+        }
+        Ok(s)
+    }
+
+    /// Runs a layer's GPU items on the `n_tokens × hidden` input `x` and adds their
+    /// weighted outputs to `out` (same layout). Copies what is not resident, computes
+    /// hits without waiting for those copies, waits only for the output.
+    pub fn run_layer(
+        &mut self,
+        layout: &ExpertLayout,
+        layer: u16,
+        x: &[f32],
+        n_tokens: usize,
+        items: &[GpuItem<'_>],
+        out: &mut [f32],
+    ) -> Result<LayerTimings> {
+        let r = self.run_layer_inner(layout, layer, x, n_tokens, items, out);
+        if r.is_err() {
+            // Slot contents are unknown after a failed call: refetch everything.
+            self.table.clear();
+        }
+        r
+    }
+
+    fn run_layer_inner(
+        &mut self,
+        layout: &ExpertLayout,
+        layer: u16,
+        x: &[f32],
+        n_tokens: usize,
+        items: &[GpuItem<'_>],
+        out: &mut [f32],
+    ) -> Result<LayerTimings> {
+        let wall = Instant::now();
+        let (hidden, ffn) = (layout.hidden, layout.ffn);
+        if x.len() != n_tokens * hidden || out.len() != n_tokens * hidden {
+            return Err(CudaError::InvalidBatch(format!(
+                "x has {} and out {} values, expected {n_tokens} × {hidden}",
+                x.len(),
+                out.len()
+            )));
+        }
+        for it in items {
+            if it.gate.len() != layout.gate_bytes()
+                || it.up.len() != layout.gate_bytes()
+                || it.down.len() != layout.down_bytes()
+            {
+                return Err(CudaError::InvalidBatch(format!(
+                    "expert {} of layer {layer}: matrix sizes {}/{}/{} do not match the layout",
+                    it.expert,
+                    it.gate.len(),
+                    it.up.len(),
+                    it.down.len()
+                )));
+            }
+        }
+        let mut timings = LayerTimings::default();
+        if items.is_empty() {
+            return Ok(timings);
+        }
+        self.ctx.bind_to_thread().map_err(drv("bind context"))?;
+        let keys: Vec<((u16, u16), Option<u32>)> = items
+            .iter()
+            .map(|it| ((layer, it.expert), it.slot_hint))
+            .collect();
+        let actions = self.table.plan_batch(&keys)?;
+        // Hits first (they compute while the fetches copy), then fetches in plan order.
+        let mut order: Vec<usize> = (0..items.len()).filter(|&i| !actions[i].copy).collect();
+        let n_hits = order.len();
+        order.extend((0..items.len()).filter(|&i| actions[i].copy));
+        timings.hits = n_hits as u32;
+        timings.fetches = (items.len() - n_hits) as u32;
+        if n_hits < items.len() {
+            self.t[2].record(&self.copy).map_err(drv("cuEventRecord"))?;
+            for &i in &order[n_hits..] {
+                let it = &items[i];
+                timings.copied_bytes +=
+                    self.copy_into(actions[i].slot, [it.gate, it.up, it.down])?;
+            }
+            self.t[3].record(&self.copy).map_err(drv("cuEventRecord"))?;
+        }
+        let g = layout.gate_bytes() as u64;
+        let batch: Vec<BatchItem<'_>> = order
+            .iter()
+            .map(|&i| {
+                let base = self.slot_ptr(actions[i].slot);
+                BatchItem {
+                    gate: base,
+                    up: base + g,
+                    down: base + 2 * g,
+                    rows: items[i].rows,
+                    weights: items[i].weights,
+                    rank: i as u32,
+                }
+            })
+            .collect();
+        let bl = pack(&batch, n_tokens, &mut self.packed)?;
+        // Buffers sized at start-up for max_tokens; grow (rarely) for larger calls.
+        let xb = n_tokens * hidden * 4;
+        self.x_dev.ensure(xb, "layer input")?;
+        self.out_dev.ensure(xb, "layer output")?;
+        self.meta_dev.ensure(bl.bytes, "index tables")?;
+        self.act_dev
+            .ensure(bl.n_pairs * ffn * 4, "SwiGLU activations")?;
+        self.y_dev
+            .ensure(bl.n_pairs * hidden * 4, "per-pair outputs")?;
+        if self.x_host.len < xb {
+            self.x_host = Pinned::new(xb, "layer input")?;
+            self.out_host = Pinned::new(xb, "layer output")?;
+        }
+        if self.meta_host.len < bl.bytes {
+            self.meta_host = Pinned::new(bl.bytes, "index tables")?;
+        }
+        // The previous call waited for its output, so the pinned buffers are free.
+        self.x_host.floats(n_tokens * hidden).copy_from_slice(x);
+        self.meta_host.bytes()[..bl.bytes].copy_from_slice(&self.packed);
+        let cs = self.compute.cu_stream();
+        self.t[0]
+            .record(&self.compute)
+            .map_err(drv("cuEventRecord"))?;
+        // SAFETY: pinned sources of the right sizes; device buffers ensured above.
+        unsafe {
+            cu::memcpy_htod_async(self.x_dev.ptr, self.x_host.floats(n_tokens * hidden), cs)
+                .map_err(drv("cuMemcpyHtoDAsync(x)"))?;
+            cu::memcpy_htod_async(self.meta_dev.ptr, &self.meta_host.bytes()[..bl.bytes], cs)
+                .map_err(drv("cuMemcpyHtoDAsync(index tables)"))?;
+        }
+        let m = self.meta_dev.ptr;
+        let (items_p, rows_p, wts_p) = (
+            m + bl.items as u64,
+            m + bl.rows as u64,
+            m + bl.weights as u64,
+        );
+        for (lo, hi) in [(0, n_hits), (n_hits, items.len())] {
+            if lo == hi {
+                continue;
+            }
+            for &i in &order[lo..hi] {
+                self.compute
+                    .wait(&self.ready[actions[i].slot as usize])
+                    .map_err(drv("cuStreamWaitEvent(slot ready)"))?;
+            }
+            self.launch_experts(
+                layout,
+                items_p + (lo * ITEM_WORDS * 8) as u64,
+                rows_p,
+                wts_p,
+                (hi - lo) as u32,
+            )?;
+        }
+        for a in &actions {
+            self.released[a.slot as usize]
+                .record(&self.compute)
+                .map_err(drv("cuEventRecord(slot released)"))?;
+        }
+        let (ts, tp) = (m + bl.tok_start as u64, m + bl.tok_pairs as u64);
+        let cfg = LaunchConfig {
+            grid_dim: (
+                (hidden as u32).div_ceil(COMBINE_THREADS),
+                n_tokens as u32,
+                1,
+            ),
+            block_dim: (COMBINE_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (y, o, h) = (self.y_dev.ptr, self.out_dev.ptr, hidden as u32);
+        // SAFETY: argument types match `combine` in kernels.cu; buffers sized above.
+        unsafe {
+            self.compute
+                .launch_builder(&self.combine)
+                .arg(&ts)
+                .arg(&tp)
+                .arg(&y)
+                .arg(&o)
+                .arg(&h)
+                .launch(cfg)
+        }
+        .map_err(drv("launch combine"))?;
+        let n = n_tokens * hidden;
+        let out_host = self.out_host.floats(n);
+        // SAFETY: pinned destination of n floats; read only after the event below.
+        unsafe { cu::memcpy_dtoh_async(out_host, self.out_dev.ptr, cs) }
+            .map_err(drv("cuMemcpyDtoHAsync(out)"))?;
+        self.t[1]
+            .record(&self.compute)
+            .map_err(drv("cuEventRecord"))?;
+        self.t[1]
+            .synchronize()
+            .map_err(drv("cuEventSynchronize(layer output)"))?;
+        for (o, g) in out.iter_mut().zip(self.out_host.floats(n).iter()) {
+            *o += g;
+        }
+        timings.gpu_ms = self.t[0]
+            .elapsed_ms(&self.t[1])
+            .map_err(drv("cuEventElapsedTime"))?;
+        if n_hits < items.len() {
+            timings.copy_ms = self.t[2]
+                .elapsed_ms(&self.t[3])
+                .map_err(drv("cuEventElapsedTime"))?;
+        }
+        timings.wall_ms = wall.elapsed().as_secs_f32() * 1e3;
+        Ok(timings)
+    }
+
+    fn launch_experts(
+        &self,
+        l: &ExpertLayout,
+        items: u64,
+        rows: u64,
+        wts: u64,
+        n: u32,
+    ) -> Result<()> {
+        let (gu, dn) = (
+            self.kernels
+                .get(&l.gate_up)
+                .ok_or(CudaError::UnsupportedType(l.gate_up.ggml()))?,
+            self.kernels
+                .get(&l.down)
+                .ok_or(CudaError::UnsupportedType(l.down.ggml()))?,
+        );
+        let (hidden, ffn) = (l.hidden as u32, l.ffn as u32);
+        let (x, act, y) = (self.x_dev.ptr, self.act_dev.ptr, self.y_dev.ptr);
+        let block = (32 * WARPS_PER_BLOCK, 1, 1);
+        let c1 = LaunchConfig {
+            grid_dim: (ffn.div_ceil(WARPS_PER_BLOCK), n, 1),
+            block_dim: block,
+            shared_mem_bytes: 0,
+        };
+        let c2 = LaunchConfig {
+            grid_dim: (hidden.div_ceil(WARPS_PER_BLOCK), n, 1),
+            block_dim: block,
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: argument lists match gate_up_* / down_* in kernels.cu; the index tables
+        // and buffers were sized for this batch.
+        unsafe {
+            self.compute
+                .launch_builder(&gu.gate_up)
+                .arg(&items)
+                .arg(&rows)
+                .arg(&x)
+                .arg(&act)
+                .arg(&hidden)
+                .arg(&ffn)
+                .launch(c1)
+                .map_err(drv(format!("launch gate_up_{}", l.gate_up.suffix())))?;
+            self.compute
+                .launch_builder(&dn.down)
+                .arg(&items)
+                .arg(&wts)
+                .arg(&act)
+                .arg(&y)
+                .arg(&hidden)
+                .arg(&ffn)
+                .launch(c2)
+                .map_err(drv(format!("launch down_{}", l.down.suffix())))?;
+        }
+        Ok(())
+    }
+
+    /// Host-to-device bandwidth (GB/s) copying `bytes` into the arena `reps` times from
+    /// pinned (`Staged`/`Registered`) or pageable memory, timed with events.
+    pub fn h2d_bandwidth(&mut self, bytes: usize, source: HostSource, reps: usize) -> Result<f64> {
+        self.ctx.bind_to_thread().map_err(drv("bind context"))?;
+        let bytes = bytes.min(self.arena.len);
+        let mut pinned;
+        let pageable;
+        let src: &[u8] = if source == HostSource::Pageable {
+            pageable = vec![1u8; bytes];
+            &pageable
+        } else {
+            pinned = Pinned::new(bytes, "bandwidth probe")?;
+            pinned.bytes().fill(1);
+            // SAFETY: reborrow of a live pinned allocation for the duration of the copies.
+            unsafe { std::slice::from_raw_parts(pinned.bytes().as_ptr(), bytes) }
+        };
+        let cs = self.copy.cu_stream();
+        // Warm-up copy (first-touch and driver staging setup).
+        // SAFETY: arena holds at least `bytes`.
+        unsafe { cu::memcpy_htod_async(self.arena.ptr, src, cs) }
+            .map_err(drv("cuMemcpyHtoDAsync(probe)"))?;
+        self.t[2].record(&self.copy).map_err(drv("cuEventRecord"))?;
+        for _ in 0..reps.max(1) {
+            // SAFETY: as above.
+            unsafe { cu::memcpy_htod_async(self.arena.ptr, src, cs) }
+                .map_err(drv("cuMemcpyHtoDAsync(probe)"))?;
+        }
+        self.t[3].record(&self.copy).map_err(drv("cuEventRecord"))?;
+        self.t[3].synchronize().map_err(drv("cuEventSynchronize"))?;
+        let ms = self.t[2]
+            .elapsed_ms(&self.t[3])
+            .map_err(drv("cuEventElapsedTime"))? as f64;
+        self.table.clear();
+        Ok((bytes * reps.max(1)) as f64 / (ms * 1e-3) / 1e9)
+    }
+
+    /// Measures whether the copy stream really runs while kernels run: a pinned copy of
+    /// `bytes` alone, a spin kernel of `spin_cycles` alone, then both issued together.
+    pub fn overlap_probe(&mut self, bytes: usize, spin_cycles: u64) -> Result<OverlapReport> {
+        self.ctx.bind_to_thread().map_err(drv("bind context"))?;
+        let bytes = bytes.min(self.arena.len);
+        let mut pinned = Pinned::new(bytes, "overlap probe")?;
+        pinned.bytes().fill(3);
+        let src_ptr = pinned.bytes().as_ptr();
+        // SAFETY: `pinned` lives until the end of this function, after every copy synced.
+        let src: &[u8] = unsafe { std::slice::from_raw_parts(src_ptr, bytes) };
+        let sink = self.out_dev.ptr;
+        let spin_cfg = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let copy = |me: &Self| -> Result<()> {
+            // SAFETY: arena holds `bytes`; pinned source outlives the synchronisations below.
+            unsafe { cu::memcpy_htod_async(me.arena.ptr, src, me.copy.cu_stream()) }
+                .map_err(drv("cuMemcpyHtoDAsync(overlap)"))
+        };
+        let spin = |me: &Self| -> Result<()> {
+            // SAFETY: matches `spin(u64, u32*)`; sink is a device buffer.
+            unsafe {
+                me.compute
+                    .launch_builder(&me.spin)
+                    .arg(&spin_cycles)
+                    .arg(&sink)
+                    .launch(spin_cfg)
+            }
+            .map(|_| ())
+            .map_err(drv("launch spin"))
+        };
+        let sync = |me: &Self| -> Result<()> {
+            me.copy.synchronize().map_err(drv("sync copy"))?;
+            me.compute.synchronize().map_err(drv("sync compute"))
+        };
+        let time = |_: &Self, a: &CudaEvent, b: &CudaEvent| {
+            a.elapsed_ms(b).map_err(drv("cuEventElapsedTime"))
+        };
+        // Copy alone.
+        copy(self)?; // warm-up
+        sync(self)?;
+        self.t[0].record(&self.copy).map_err(drv("rec"))?;
+        copy(self)?;
+        self.t[1].record(&self.copy).map_err(drv("rec"))?;
+        sync(self)?;
+        let copy_ms = time(self, &self.t[0], &self.t[1])?;
+        // Compute alone.
+        spin(self)?; // warm-up
+        sync(self)?;
+        self.t[0].record(&self.compute).map_err(drv("rec"))?;
+        spin(self)?;
+        self.t[1].record(&self.compute).map_err(drv("rec"))?;
+        sync(self)?;
+        let compute_ms = time(self, &self.t[0], &self.t[1])?;
+        // Both: the copy stream starts after the compute stream's start event.
+        self.t[0].record(&self.compute).map_err(drv("rec"))?;
+        self.copy.wait(&self.t[0]).map_err(drv("wait"))?;
+        spin(self)?;
+        copy(self)?;
+        self.t[1].record(&self.compute).map_err(drv("rec"))?;
+        self.t[2].record(&self.copy).map_err(drv("rec"))?;
+        self.compute.wait(&self.t[2]).map_err(drv("wait"))?;
+        self.t[3].record(&self.compute).map_err(drv("rec"))?;
+        sync(self)?;
+        let both_ms = time(self, &self.t[0], &self.t[3])?;
+        self.table.clear();
+        let overlap = (copy_ms + compute_ms - both_ms) / copy_ms.min(compute_ms).max(1e-6);
+        Ok(OverlapReport {
+            copy_ms,
+            compute_ms,
+            both_ms,
+            overlap,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// NVRTC runs without a GPU: the kernel source must compile for the H100 (sm_90)
+    /// wherever libnvrtc is on the library path (the CUDA 13 wheels of
+    /// tools/cuda13-toolchain.sh on the build machine; LD_LIBRARY_PATH set by the caller).
+    #[test]
+    fn kernels_compile_with_nvrtc() {
+        match compile_kernels((9, 0)) {
+            Ok(ptx) => {
+                let src = ptx.to_src();
+                for t in KernelType::ALL {
+                    assert!(src.contains(&format!("gate_up_{}", t.suffix())));
+                    assert!(src.contains(&format!("down_{}", t.suffix())));
+                }
+                assert!(src.contains("combine"));
+            }
+            Err(CudaError::NoNvrtc) => {
+                panic!("libnvrtc not found: set LD_LIBRARY_PATH to the CUDA 13 libraries")
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn without_a_device_start_up_is_an_error_not_a_panic() {
+        // On the build machine (no driver) this is NoDriver; on the GPU machine it starts.
+        let cfg = GpuConfig {
+            ordinal: 0,
+            budget_bytes: 64 << 20,
+            slot_bytes: 3 << 20,
+            min_slots: 1,
+            hidden: 2048,
+            ffn: 768,
+            max_tokens: 16,
+            top_k: 8,
+            host: HostSource::Staged,
+            staging_buffers: 2,
+        };
+        match GpuExperts::new(&cfg) {
+            Ok(g) => assert!(g.n_slots() >= 1),
+            Err(e) => assert!(
+                matches!(
+                    e,
+                    CudaError::NoDriver | CudaError::NoDevice | CudaError::Driver { .. }
+                ),
+                "{e}"
+            ),
+        }
+    }
+}
+
+impl Drop for GpuExperts {
+    fn drop(&mut self) {
+        if self.ctx.bind_to_thread().is_err() {
+            return;
+        }
+        let _ = self.copy.synchronize();
+        let _ = self.compute.synchronize();
+        for r in self.registered.drain(..) {
+            // SAFETY: registered by register_host; no copy from it is in flight.
+            let _ = unsafe { sys::cuMemHostUnregister(r.start as *mut _) };
+        }
+    }
+}
