@@ -67,7 +67,7 @@ pub fn allocate<T>(
             warnings.push(format!(
                 "VRAM budget asks for {} expert slots ({} MiB) but only {} MiB are free: trying {} slots",
                 req.want_slots,
-                req.want_slots * req.slot_bytes >> 20,
+                (req.want_slots * req.slot_bytes) >> 20,
                 free_bytes >> 20,
                 first
             ));

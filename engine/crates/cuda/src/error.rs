@@ -14,7 +14,7 @@ pub enum CudaError {
     #[error("the NVIDIA driver library (libcuda) was not found: no driver installed, or it is not on the library path")]
     NoDriver,
     /// NVRTC (`libnvrtc.so.13`) could not be loaded, so the kernels cannot be compiled.
-    #[error("the NVRTC library (libnvrtc) was not found: add the CUDA libraries (e.g. /usr/local/cuda/lib64) to LD_LIBRARY_PATH")]
+    #[error("the NVRTC library (libnvrtc) was not found: add the CUDA libraries (e.g. /usr/local/cuda/lib64) to LD_LIBRARY_PATH, or point HMOE_CUDA_PTX at a prebuilt PTX file")]
     NoNvrtc,
     /// The driver loaded but reports no device.
     #[error("the NVIDIA driver reports no CUDA device")]

@@ -44,9 +44,6 @@ fn libraries() -> Result<()> {
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
         return Err(CudaError::NoDriver);
     }
-    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-        return Err(CudaError::NoNvrtc);
-    }
     Ok(())
 }
 
@@ -216,8 +213,8 @@ unsafe impl Send for GpuExperts {}
 unsafe impl Sync for GpuExperts {}
 
 /// Compiles the kernels with NVRTC for compute capability `cc` (needs only libnvrtc,
-/// no GPU). Returns the PTX.
-pub fn compile_kernels(cc: (i32, i32)) -> Result<cudarc::nvrtc::Ptx> {
+/// no GPU). Returns the PTX text.
+pub fn compile_kernels(cc: (i32, i32)) -> Result<String> {
     // SAFETY: only probes dlopen.
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
         return Err(CudaError::NoNvrtc);
@@ -228,17 +225,29 @@ pub fn compile_kernels(cc: (i32, i32)) -> Result<cudarc::nvrtc::Ptx> {
         ..Default::default()
     };
     no_panic("NVRTC", || {
-        cudarc::nvrtc::compile_ptx_with_opts(KERNEL_SOURCE, opts).map_err(|e| match e {
-            cudarc::nvrtc::CompileError::CompileError { log, .. } => {
-                CudaError::Compile(log.to_string_lossy().into_owned())
-            }
-            e => CudaError::Compile(format!("{e}")),
-        })
+        cudarc::nvrtc::compile_ptx_with_opts(KERNEL_SOURCE, opts)
+            .map(|p| p.to_src())
+            .map_err(|e| match e {
+                cudarc::nvrtc::CompileError::CompileError { log, .. } => {
+                    CudaError::Compile(log.to_string_lossy().into_owned())
+                }
+                e => CudaError::Compile(format!("{e}")),
+            })
     })
 }
 
+/// Environment variable naming a PTX file of `kernels.cu` to load instead of compiling
+/// with NVRTC (for machines without libnvrtc; `hmoe-cuda-check ptx FILE` writes one).
+pub const PTX_ENV: &str = "HMOE_CUDA_PTX";
+
 fn compile(ctx: &Arc<CudaContext>, cc: (i32, i32)) -> Result<Arc<cudarc::driver::CudaModule>> {
-    let ptx = compile_kernels(cc)?;
+    let src = match std::env::var_os(PTX_ENV) {
+        Some(path) => std::fs::read_to_string(&path).map_err(|e| {
+            CudaError::Compile(format!("{PTX_ENV}={}: {e}", path.to_string_lossy()))
+        })?,
+        None => compile_kernels(cc)?,
+    };
+    let ptx = cudarc::nvrtc::Ptx::from_src(src);
     ctx.load_module(ptx)
         .map_err(drv("cuModuleLoadData(expert kernels)"))
 }
@@ -739,25 +748,40 @@ impl GpuExperts {
         Ok(())
     }
 
-    /// Host-to-device bandwidth (GB/s) copying `bytes` into the arena `reps` times from
-    /// pinned (`Staged`/`Registered`) or pageable memory, timed with events.
-    pub fn h2d_bandwidth(&mut self, bytes: usize, source: HostSource, reps: usize) -> Result<f64> {
+    /// Changes how expert weights reach the GPU (e.g. after [`GpuExperts::register_host`]).
+    pub fn set_host_source(&mut self, host: HostSource) -> Result<()> {
+        if host != HostSource::Pageable && self.staging.is_empty() {
+            for _ in 0..self.cfg.staging_buffers.max(2) {
+                self.staging.push((
+                    Pinned::new(self.cfg.slot_bytes, "staging buffer")?,
+                    self.ctx
+                        .new_event(None)
+                        .map_err(drv("cuEventCreate(staging)"))?,
+                ));
+            }
+        }
+        self.cfg.host = host;
+        Ok(())
+    }
+
+    /// Waits until every copy and kernel issued so far has finished (not for the hot path).
+    pub fn synchronize(&self) -> Result<()> {
         self.ctx.bind_to_thread().map_err(drv("bind context"))?;
-        let bytes = bytes.min(self.arena.len);
-        let mut pinned;
-        let pageable;
-        let src: &[u8] = if source == HostSource::Pageable {
-            pageable = vec![1u8; bytes];
-            &pageable
-        } else {
-            pinned = Pinned::new(bytes, "bandwidth probe")?;
-            pinned.bytes().fill(1);
-            // SAFETY: reborrow of a live pinned allocation for the duration of the copies.
-            unsafe { std::slice::from_raw_parts(pinned.bytes().as_ptr(), bytes) }
-        };
+        self.copy
+            .synchronize()
+            .map_err(drv("cuStreamSynchronize(copy)"))?;
+        self.compute
+            .synchronize()
+            .map_err(drv("cuStreamSynchronize(compute)"))
+    }
+
+    /// Host-to-device bandwidth (GB/s) copying `src` (any host memory: a registered map,
+    /// pinned or pageable) into the arena `reps` times, timed with events.
+    pub fn h2d_from(&mut self, src: &[u8], reps: usize) -> Result<f64> {
+        self.ctx.bind_to_thread().map_err(drv("bind context"))?;
+        let src = &src[..src.len().min(self.arena.len)];
         let cs = self.copy.cu_stream();
-        // Warm-up copy (first-touch and driver staging setup).
-        // SAFETY: arena holds at least `bytes`.
+        // SAFETY: the arena holds src.len() bytes; src outlives the synchronisation below.
         unsafe { cu::memcpy_htod_async(self.arena.ptr, src, cs) }
             .map_err(drv("cuMemcpyHtoDAsync(probe)"))?;
         self.t[2].record(&self.copy).map_err(drv("cuEventRecord"))?;
@@ -772,7 +796,22 @@ impl GpuExperts {
             .elapsed_ms(&self.t[3])
             .map_err(drv("cuEventElapsedTime"))? as f64;
         self.table.clear();
-        Ok((bytes * reps.max(1)) as f64 / (ms * 1e-3) / 1e9)
+        Ok((src.len() * reps.max(1)) as f64 / (ms * 1e-3) / 1e9)
+    }
+
+    /// Host-to-device bandwidth (GB/s) copying `bytes` into the arena `reps` times from
+    /// pinned (`Staged`/`Registered`) or pageable memory, timed with events.
+    pub fn h2d_bandwidth(&mut self, bytes: usize, source: HostSource, reps: usize) -> Result<f64> {
+        let bytes = bytes.min(self.arena.len);
+        if source == HostSource::Pageable {
+            let pageable = vec![1u8; bytes];
+            return self.h2d_from(&pageable, reps);
+        }
+        let mut pinned = Pinned::new(bytes, "bandwidth probe")?;
+        pinned.bytes().fill(1);
+        let p = pinned.bytes().as_ptr();
+        // SAFETY: `pinned` lives until h2d_from has synchronised.
+        self.h2d_from(unsafe { std::slice::from_raw_parts(p, bytes) }, reps)
     }
 
     /// Measures whether the copy stream really runs while kernels run: a pinned copy of
@@ -853,6 +892,20 @@ impl GpuExperts {
     }
 }
 
+impl Drop for GpuExperts {
+    fn drop(&mut self) {
+        if self.ctx.bind_to_thread().is_err() {
+            return;
+        }
+        let _ = self.copy.synchronize();
+        let _ = self.compute.synchronize();
+        for r in self.registered.drain(..) {
+            // SAFETY: registered by register_host; no copy from it is in flight.
+            let _ = unsafe { sys::cuMemHostUnregister(r.start as *mut _) };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -863,8 +916,7 @@ mod tests {
     #[test]
     fn kernels_compile_with_nvrtc() {
         match compile_kernels((9, 0)) {
-            Ok(ptx) => {
-                let src = ptx.to_src();
+            Ok(src) => {
                 for t in KernelType::ALL {
                     assert!(src.contains(&format!("gate_up_{}", t.suffix())));
                     assert!(src.contains(&format!("down_{}", t.suffix())));
@@ -902,20 +954,6 @@ mod tests {
                 ),
                 "{e}"
             ),
-        }
-    }
-}
-
-impl Drop for GpuExperts {
-    fn drop(&mut self) {
-        if self.ctx.bind_to_thread().is_err() {
-            return;
-        }
-        let _ = self.copy.synchronize();
-        let _ = self.compute.synchronize();
-        for r in self.registered.drain(..) {
-            // SAFETY: registered by register_host; no copy from it is in flight.
-            let _ = unsafe { sys::cuMemHostUnregister(r.start as *mut _) };
         }
     }
 }

@@ -30,7 +30,7 @@ mod gpu;
 mod stub;
 
 #[cfg(feature = "cuda")]
-pub use gpu::GpuExperts;
+pub use gpu::{compile_kernels, GpuExperts, PTX_ENV};
 #[cfg(not(feature = "cuda"))]
 pub use stub::GpuExperts;
 

@@ -72,6 +72,18 @@ impl GpuExperts {
     ) -> Result<f64> {
         match self.never {}
     }
+    /// Changes how expert weights reach the GPU.
+    pub fn set_host_source(&mut self, _host: crate::api::HostSource) -> Result<()> {
+        match self.never {}
+    }
+    /// Waits for all issued work.
+    pub fn synchronize(&self) -> Result<()> {
+        match self.never {}
+    }
+    /// Host-to-device bandwidth from `src` in GB/s.
+    pub fn h2d_from(&mut self, _src: &[u8], _reps: usize) -> Result<f64> {
+        match self.never {}
+    }
     /// Copy/compute overlap.
     pub fn overlap_probe(&mut self, _bytes: usize, _spin_cycles: u64) -> Result<OverlapReport> {
         match self.never {}

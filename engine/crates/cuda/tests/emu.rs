@@ -43,7 +43,7 @@ fn run_case(
     // Addresses are offsets into the weight blob; the harness rebases them.
     let l = b.pack(|i| b.offsets(i)[0], &mut packed).unwrap();
     let mut input = Vec::new();
-    let mut w32 = |v: u32, input: &mut Vec<u8>| input.extend_from_slice(&v.to_le_bytes());
+    let w32 = |v: u32, input: &mut Vec<u8>| input.extend_from_slice(&v.to_le_bytes());
     for v in [
         type_code(layout.gate_up),
         type_code(layout.down),

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine in ONE device call (build first: scripts/device/build-devbin.sh):
+#   run(command="bash scripts/device/cuda-check.sh", carry=[".devbin"])
+# Only prebuilt binaries from .devbin/ run here (the GPU machine has no Rust). Results go to
+# $OUT: cuda-check.json (summary), cuda-check.log (PASS/FAIL lines and timings),
+# nvidia-smi.txt. Exit status: the check's (0 = every check passed).
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+OUT=${OUT:-$PWD/.devbin/out}
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+bin=.devbin/hmoe-cuda-check
+if [ ! -x "$bin" ]; then
+  echo "FAIL $bin missing: run scripts/device/build-devbin.sh and carry .devbin" | tee "$OUT/cuda-check.log"
+  exit 2
+fi
+{ nvidia-smi; nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv; } > "$OUT/nvidia-smi.txt" 2>&1 || true
+ls -la /usr/local/cuda/lib64/libnvrtc* >> "$OUT/nvidia-smi.txt" 2>&1 || true
+# NVRTC from the machine's CUDA if present, else the PTX compiled on the build machine.
+if ! ls /usr/local/cuda/lib64/libnvrtc.so.13* >/dev/null 2>&1 && [ -f .devbin/hmoe-kernels.ptx ]; then
+  export HMOE_CUDA_PTX=$PWD/.devbin/hmoe-kernels.ptx
+  echo "no libnvrtc.so.13: loading $HMOE_CUDA_PTX" | tee -a "$OUT/cuda-check.log"
+fi
+scratch=$(mktemp -d)
+timeout 540 "$bin" --out "$OUT" --scratch "$scratch" "$@" 2>&1 | tee -a "$OUT/cuda-check.log"
+rc=${PIPESTATUS[0]}
+rm -rf "$scratch"
+echo "PASS: $(grep -c '^PASS' "$OUT/cuda-check.log")  FAIL: $(grep -c '^FAIL' "$OUT/cuda-check.log")"
+echo "hmoe-cuda-check exit status $rc"
+exit "$rc"
