@@ -11,11 +11,12 @@ use crate::generate::worker::{self, Command, Request, WorkerConfig};
 use crate::info::ModelInfo;
 use crate::model::{LogitsFor, Qwen3Moe, SeqStep};
 use crate::moe::dispatch::MoeDispatch;
-use crate::moe::placer::{model_shape, SchedPlacer, TelemetryHub};
+use crate::moe::placer::{model_shape, PlacerOptions, SchedPlacer, TelemetryHub};
 use crate::moe::reference::ReferenceExecutor;
+use crate::moe::stats::SchedSnapshot;
 use crate::moe::ExpertExecutor;
 use hmoe_gguf::GgufFile;
-use hmoe_sched::{MachineProfile, StepTelemetry, TelemetryTotals};
+use hmoe_sched::{MachineProfile, ModelShape, StepTelemetry, TelemetryTotals, Trace};
 use hmoe_tokenizer::{ChatTemplate, RenderOptions, Tokenizer};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +33,37 @@ const EVENT_QUEUE: usize = 256;
 const COMMAND_QUEUE: usize = 1024;
 /// Sequences decoded together by default.
 const DEFAULT_MAX_BATCH: usize = 16;
+/// Upper bound on the CPU thread setting (a typo, not a machine, asks for more).
+const MAX_THREADS: usize = 1024;
+
+/// Applies runtime options on the worker thread (between generations). Failures keep
+/// the previous settings and are logged: the snapshot shows what is in force.
+fn apply_runtime(model: &mut Qwen3Moe, moe: &mut MoeDispatch, opts: &RuntimeOptions, exact: bool) {
+    let wanted = if opts.threads == 0 {
+        hmoe_cpu::topology::physical_cores().max(1)
+    } else {
+        opts.threads
+    };
+    if wanted != model.threads() {
+        match CpuExecutor::pool(opts.threads) {
+            Ok(pool) => {
+                model.set_pool(pool.clone());
+                if !exact {
+                    moe.set_cpu_executor(Arc::new(CpuExecutor::new(pool)));
+                }
+            }
+            Err(e) => tracing::warn!("keeping {} CPU threads: {e}", model.threads()),
+        }
+    }
+    let placer = PlacerOptions {
+        policy: opts.policy.clone(),
+        vram_budget_bytes: opts.vram_budget_bytes,
+        prefetch: opts.prefetch,
+    };
+    if let Err(e) = moe.placer_mut().reconfigure(&placer) {
+        tracing::warn!("keeping the scheduler settings: {e}");
+    }
+}
 
 struct Inner {
     info: ModelInfo,
@@ -41,6 +73,8 @@ struct Inner {
     commands: SyncSender<Command>,
     runtime: Mutex<RuntimeOptions>,
     context: usize,
+    exact_math: bool,
+    shape: ModelShape,
     hub: TelemetryHub,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -192,13 +226,19 @@ impl Engine {
         )?;
         report(LoadStage::Calibrating, 1, 1);
         let placer = SchedPlacer::new(
-            shape,
+            shape.clone(),
             &opts.runtime.policy,
             0,
             opts.runtime.prefetch,
             profile,
             hub.clone(),
         )?;
+        let mut placer = placer;
+        placer.reconfigure(PlacerOptions {
+            policy: opts.runtime.policy.clone(),
+            vram_budget_bytes: opts.runtime.vram_budget_bytes,
+            prefetch: opts.runtime.prefetch,
+        })?;
         let moe = MoeDispatch::new(cpu, None, Box::new(placer));
         let eos = tokenizer
             .as_ref()
@@ -228,6 +268,8 @@ impl Engine {
                 commands: tx,
                 runtime: Mutex::new(opts.runtime),
                 context,
+                exact_math: opts.exact_math,
+                shape,
                 hub,
                 thread: Mutex::new(Some(thread)),
             }),
@@ -367,12 +409,58 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    /// Changes threads, policy, budget or prefetch from the next step on.
+    /// Changes threads, policy, VRAM budget and prefetch without reloading the model.
+    /// Checked here; applied on the worker when no sequence is active, i.e. from the
+    /// next generation on (a running one keeps its settings). The cache starts empty
+    /// under the new settings; the calibrated cost model, statistics and trace are kept.
+    /// Without a GPU the budget is recorded and the cache stays empty.
     pub fn set_runtime_options(&self, opts: RuntimeOptions) -> Result<()> {
-        if let Ok(mut r) = self.inner.runtime.lock() {
-            *r = opts;
+        if !hmoe_sched::POLICY_NAMES.contains(&opts.policy.as_str()) {
+            return Err(EngineError::InvalidRequest(format!(
+                "unknown policy `{}` (one of {})",
+                opts.policy,
+                hmoe_sched::POLICY_NAMES.join(", ")
+            )));
         }
-        Ok(())
+        if opts.threads > MAX_THREADS {
+            return Err(EngineError::InvalidRequest(format!(
+                "threads {} is more than {MAX_THREADS}",
+                opts.threads
+            )));
+        }
+        if let Ok(mut r) = self.inner.runtime.lock() {
+            *r = opts.clone();
+        }
+        let exact = self.inner.exact_math;
+        let job = move |model: &mut Qwen3Moe, moe: &mut MoeDispatch| {
+            apply_runtime(model, moe, &opts, exact);
+        };
+        self.inner
+            .commands
+            .send(Command::Reconfigure(Box::new(job)))
+            .map_err(|_| EngineError::ShutDown)
+    }
+
+    /// The scheduler's cache map, per-expert statistics and the settings in force,
+    /// taken between two steps (waits for the current step to end).
+    pub fn scheduler_snapshot(&self) -> Result<SchedSnapshot> {
+        self.with_model(|model, moe| moe.placer().snapshot(model.threads()))?
+            .ok_or_else(|| EngineError::InvalidRequest("no scheduler in this engine".into()))
+    }
+
+    /// The scheduler's view of the model (layers, experts, sizes).
+    pub fn model_shape(&self) -> &ModelShape {
+        &self.inner.shape
+    }
+
+    /// The routing trace recorded since the model was loaded (a copy).
+    pub fn trace(&self) -> Result<Trace> {
+        self.inner
+            .hub
+            .trace
+            .lock()
+            .map(|t| t.clone())
+            .map_err(|_| EngineError::Compute("trace lock poisoned".into()))
     }
 
     /// Runs `f` on the worker thread with exclusive access to the model and the MoE

@@ -33,6 +33,10 @@ pub struct Request {
 /// A job run on the worker thread with the model and the dispatcher.
 pub type ModelJob = Box<dyn FnOnce(&Qwen3Moe, &mut MoeDispatch) + Send>;
 
+/// A job that changes the model or the dispatcher (thread pool, placer settings); it
+/// runs when no sequence is active, so a running generation keeps its settings.
+pub type ReconfigureJob = Box<dyn FnOnce(&mut Qwen3Moe, &mut MoeDispatch) + Send>;
+
 /// Commands to the worker thread.
 pub enum Command {
     /// Start a generation.
@@ -40,6 +44,8 @@ pub enum Command {
     /// Run a closure with exclusive access to the model and dispatcher
     /// (policy changes, reference logits).
     With(ModelJob),
+    /// Change settings before the next generation starts (queued until idle).
+    Reconfigure(ReconfigureJob),
     /// Stop the worker.
     Shutdown,
 }
@@ -124,7 +130,7 @@ fn rate(n: usize, s: f64) -> f64 {
 
 /// Runs the worker loop until shutdown or until every sender is gone.
 pub fn run(
-    model: Qwen3Moe,
+    mut model: Qwen3Moe,
     mut moe: MoeDispatch,
     tokenizer: Option<Arc<Tokenizer>>,
     eos: Vec<u32>,
@@ -134,7 +140,13 @@ pub fn run(
     let tokenizer = tokenizer.as_deref();
     let mut active: Vec<Active<'_>> = Vec::new();
     let mut waiting: VecDeque<Box<Request>> = VecDeque::new();
+    let mut pending: Vec<ReconfigureJob> = Vec::new();
     loop {
+        if active.is_empty() {
+            for f in pending.drain(..) {
+                f(&mut model, &mut moe);
+            }
+        }
         // Block only when idle.
         let timeout = if active.is_empty() && waiting.is_empty() {
             Duration::from_secs(3600)
@@ -152,6 +164,7 @@ pub fn run(
             match msg {
                 Ok(Command::Generate(r)) => waiting.push_back(r),
                 Ok(Command::With(f)) => f(&model, &mut moe),
+                Ok(Command::Reconfigure(f)) => pending.push(f),
                 Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
                     for a in active.iter_mut() {
                         a.finish(FinishReason::Cancelled);
@@ -159,6 +172,13 @@ pub fn run(
                     return;
                 }
                 Err(RecvTimeoutError::Timeout) => break,
+            }
+        }
+        // Settings change between generations: never under a running sequence, and
+        // before any request queued after them is admitted.
+        if active.is_empty() {
+            for f in pending.drain(..) {
+                f(&mut model, &mut moe);
             }
         }
         while active.len() < cfg.max_batch {

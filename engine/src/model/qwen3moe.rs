@@ -66,6 +66,17 @@ impl Qwen3Moe {
         })
     }
 
+    /// Threads of the CPU pool the dense products (and CPU experts) run on.
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// Moves the dense products onto another pool (thread-count change between
+    /// generations; the CPU expert executor must be given the same pool).
+    pub fn set_pool(&mut self, pool: Arc<CpuPool>) {
+        self.pool = pool;
+    }
+
     /// The mapped model file.
     pub fn file(&self) -> &Arc<GgufFile> {
         &self.file

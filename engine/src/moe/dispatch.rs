@@ -1,8 +1,10 @@
 //! Where a placement decision turns into execution: the scheduler's plan splits a
 //! layer's work items between the CPU and GPU executors.
 
+use super::placer::PlacerOptions;
+use super::stats::SchedSnapshot;
 use super::{ExpertExecutor, LayerExperts, WorkItem};
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,6 +35,17 @@ pub trait Placer: Send {
     fn begin_step(&mut self, _n_tokens: usize) {}
     /// The step ended after `measured_s` seconds.
     fn end_step(&mut self, _measured_s: f64) {}
+    /// Changes policy, budget or prefetch (between steps).
+    fn reconfigure(&mut self, _options: &PlacerOptions) -> Result<()> {
+        Err(EngineError::InvalidRequest(
+            "this placer has no scheduler settings".into(),
+        ))
+    }
+    /// The cache map and per-expert statistics (`threads`: CPU pool size), if the
+    /// placer keeps them.
+    fn snapshot(&self, _threads: usize) -> Option<SchedSnapshot> {
+        None
+    }
 }
 
 /// Every expert on the CPU (KTransformers' default placement).
@@ -93,6 +106,21 @@ impl MoeDispatch {
     /// Replaces the placer (policy change between generations).
     pub fn set_placer(&mut self, placer: Box<dyn Placer>) {
         self.placer = placer;
+    }
+
+    /// Replaces the CPU executor (thread-count change between generations).
+    pub fn set_cpu_executor(&mut self, cpu: Arc<dyn ExpertExecutor>) {
+        self.cpu = cpu;
+    }
+
+    /// The placer.
+    pub fn placer(&self) -> &dyn Placer {
+        self.placer.as_ref()
+    }
+
+    /// The placer, mutable.
+    pub fn placer_mut(&mut self) -> &mut dyn Placer {
+        self.placer.as_mut()
     }
 
     /// Totals so far.

@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod placer;
 pub mod reference;
 pub mod routing;
+pub mod stats;
 
 use crate::error::Result;
 use crate::model::weights::ExpertTensor;

@@ -3,6 +3,7 @@
 //! publishes per-step telemetry.
 
 use super::dispatch::{LayerPlacement, Placer};
+use super::stats::{policy_scores, residency_map, AppliedOptions, ExpertStats, SchedSnapshot};
 use super::WorkItem;
 use crate::error::{EngineError, Result};
 use crate::info::ModelInfo;
@@ -72,12 +73,28 @@ pub struct TelemetryHub {
     pub prediction_error: Arc<Mutex<Option<f64>>>,
 }
 
+/// Scheduler settings a [`SchedPlacer`] can change between generations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlacerOptions {
+    /// Cache policy name (one of [`hmoe_sched::POLICY_NAMES`]).
+    pub policy: String,
+    /// Requested VRAM budget for experts (None: what the card has free).
+    pub vram_budget_bytes: Option<u64>,
+    /// Next-layer prefetch.
+    pub prefetch: bool,
+}
+
 /// Placer backed by the hybrid scheduler.
 pub struct SchedPlacer {
     shape: ModelShape,
     cost: CostModel,
     sched: Scheduler,
     cache: ExpertCache,
+    options: PlacerOptions,
+    /// The GPU experts may run on (None: none, every plan is all-CPU).
+    gpu: Option<String>,
+    stats: ExpertStats,
+    last_step: Option<Arc<StepTelemetry>>,
     plan: LayerPlan,
     step: u64,
     step_tokens: u32,
@@ -101,20 +118,22 @@ impl SchedPlacer {
         hub: TelemetryHub,
     ) -> Result<Self> {
         let mut cost = CostModel::new(profile);
-        let config = SchedConfig {
+        let options = PlacerOptions {
+            policy: policy.to_string(),
+            vram_budget_bytes: Some(vram_budget),
             prefetch,
-            ..Default::default()
         };
-        let sched = Scheduler::new(&shape, &mut cost, config);
-        let policy = make_policy(policy, &shape, None, ValueParams::default(), &[])
-            .map_err(|e| EngineError::InvalidRequest(e.to_string()))?;
-        let slots = ExpertCache::slots_for_budget(&shape, vram_budget);
-        let cache = ExpertCache::with_partition(&shape, slots, policy, true);
+        let (sched, cache) = Self::build(&shape, &mut cost, &options, vram_budget)?;
+        let stats = ExpertStats::new(shape.total_experts());
         Ok(Self {
             shape,
             cost,
             sched,
             cache,
+            options,
+            gpu: None,
+            stats,
+            last_step: None,
             plan: LayerPlan::default(),
             step: 0,
             step_tokens: 0,
@@ -125,6 +144,85 @@ impl SchedPlacer {
             routed: Vec::new(),
             next: Vec::new(),
         })
+    }
+
+    fn build(
+        shape: &ModelShape,
+        cost: &mut CostModel,
+        options: &PlacerOptions,
+        expert_vram: u64,
+    ) -> Result<(Scheduler, ExpertCache)> {
+        let config = SchedConfig {
+            prefetch: options.prefetch,
+            ..Default::default()
+        };
+        let sched = Scheduler::new(shape, cost, config);
+        let saving = vec![
+            sched.costs().hit_saving(1) / shape.expert_bytes().max(1) as f64;
+            shape.n_layers as usize
+        ];
+        let policy = make_policy(
+            &options.policy,
+            shape,
+            None,
+            ValueParams::default(),
+            &saving,
+        )
+        .map_err(|e| EngineError::InvalidRequest(e.to_string()))?;
+        let slots = ExpertCache::slots_for_budget(shape, expert_vram);
+        Ok((
+            sched,
+            ExpertCache::with_partition(shape, slots, policy, true),
+        ))
+    }
+
+    /// Replans with new settings from the next step on, keeping the calibrated cost
+    /// model, the statistics and the trace. The cache starts empty (a new policy has no
+    /// history for what is resident). Without a GPU the budget is recorded but the cache
+    /// has no slots.
+    pub fn reconfigure(&mut self, options: PlacerOptions) -> Result<()> {
+        let vram = match self.gpu {
+            Some(_) => options.vram_budget_bytes.unwrap_or(0),
+            None => 0,
+        };
+        let (sched, cache) = Self::build(&self.shape, &mut self.cost, &options, vram)?;
+        self.sched = sched;
+        self.cache = cache;
+        self.options = options;
+        self.last_step = None;
+        Ok(())
+    }
+
+    /// Settings in force.
+    pub fn options(&self) -> &PlacerOptions {
+        &self.options
+    }
+
+    /// The cache map and per-expert statistics now (`threads`: the CPU pool's size).
+    pub fn snapshot(&self, threads: usize) -> SchedSnapshot {
+        let last = self.last_step.as_ref().map_or(&[][..], |s| &s.layers[..]);
+        let used = self.cache.resident_count() as u64 * self.shape.expert_bytes();
+        SchedSnapshot {
+            steps: self.step,
+            n_layers: self.shape.n_layers,
+            n_experts: self.shape.n_experts,
+            top_k: self.shape.top_k,
+            expert_bytes: self.shape.expert_bytes(),
+            gpu: self.gpu.clone(),
+            applied: AppliedOptions {
+                policy: self.options.policy.clone(),
+                vram_budget_bytes: self.options.vram_budget_bytes,
+                prefetch: self.options.prefetch,
+                threads,
+            },
+            cache_slots: self.cache.n_slots() as u32,
+            cache_resident: self.cache.resident_count() as u32,
+            cache_bytes_used: used,
+            stats: self.stats.clone(),
+            score: policy_scores(&self.shape, &self.cache, self.step as f64),
+            residency: residency_map(&self.shape, &self.cache, last),
+            prediction_error: self.prediction_error(),
+        }
     }
 
     /// A new hub with an empty trace for `shape`.
@@ -234,6 +332,9 @@ impl Placer for SchedPlacer {
             measured_s: Some(measured_s),
         };
         self.telemetry.record(&step);
+        for l in &step.layers {
+            self.stats.record(&self.shape, step.step, l);
+        }
         if let Ok(mut t) = self.hub.totals.lock() {
             *t = *self.telemetry.totals();
         }
@@ -247,8 +348,18 @@ impl Placer for SchedPlacer {
                 layers: std::mem::take(&mut self.trace_layers),
             });
         }
+        let step = Arc::new(step);
+        self.last_step = Some(step.clone());
         // No subscriber is fine: telemetry is always produced, cheaply.
-        let _ = self.hub.sender.send(Arc::new(step));
+        let _ = self.hub.sender.send(step);
         self.step += 1;
+    }
+
+    fn reconfigure(&mut self, options: &PlacerOptions) -> Result<()> {
+        SchedPlacer::reconfigure(self, options.clone())
+    }
+
+    fn snapshot(&self, threads: usize) -> Option<SchedSnapshot> {
+        Some(SchedPlacer::snapshot(self, threads))
     }
 }

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::sched::{LayerPlan, Placement};
+use crate::shape::ExpertKey;
 use crate::solve::PlanTiming;
 
 /// One routed expert and where it ran.
@@ -40,6 +41,12 @@ pub struct LayerTelemetry {
     pub hits: u32,
     /// Routed experts found resident thanks to a background load.
     pub prefetch_hits: u32,
+    /// Residents evicted in this layer's plan (for cache maps; may name other layers).
+    #[serde(default)]
+    pub evicted: Vec<ExpertKey>,
+    /// Background loads issued (prefetches of the next layer, admissions).
+    #[serde(default)]
+    pub loaded: Vec<ExpertKey>,
 }
 
 impl LayerTelemetry {
@@ -69,6 +76,8 @@ impl LayerTelemetry {
             prefetches: plan.prefetch.len() as u32,
             hits: plan.hits,
             prefetch_hits: plan.prefetch_hits,
+            evicted: plan.evict.clone(),
+            loaded: plan.prefetch.iter().map(|l| l.key).collect(),
         }
     }
 }
@@ -194,7 +203,6 @@ mod tests {
     use super::*;
     use crate::cache::SlotLoad;
     use crate::sched::PlacedExpert;
-    use crate::shape::ExpertKey;
 
     #[test]
     fn totals_add_up_from_plans() {
@@ -236,6 +244,8 @@ mod tests {
             ),
             (1000, 1000, 1, 1)
         );
+        assert_eq!(l.evicted, vec![ExpertKey::new(2, 9)]);
+        assert_eq!(l.loaded, vec![ExpertKey::new(3, 5)]);
         let step = StepTelemetry {
             step: 0,
             n_tokens: 1,
