@@ -170,6 +170,22 @@ struct TypeKernels {
     down: CudaFunction,
 }
 
+/// A layer issued by [`GpuExperts::submit_layer`], to pass to [`GpuExperts::complete_layer`].
+#[derive(Debug)]
+#[must_use = "a submitted layer must be completed"]
+pub struct PendingLayer {
+    values: usize,
+    timings: LayerTimings,
+    started: Instant,
+}
+
+impl PendingLayer {
+    /// Output values the layer will add (`n_tokens × hidden`; 0 for an empty batch).
+    pub fn values(&self) -> usize {
+        self.values
+    }
+}
+
 /// A range of host memory registered with `cuMemHostRegister`.
 struct Registered {
     start: usize,
@@ -200,6 +216,7 @@ pub struct GpuExperts {
     y_dev: DeviceBuf,
     out_dev: DeviceBuf,
     packed: Vec<u8>,
+    in_flight: bool,
     t: [CudaEvent; 4],
     warnings: Vec<String>,
     copy: Arc<CudaStream>,
@@ -352,6 +369,7 @@ impl GpuExperts {
             y_dev,
             out_dev,
             packed: Vec::new(),
+            in_flight: false,
             t,
             warnings: out.warnings,
             copy,
@@ -385,24 +403,38 @@ impl GpuExperts {
         &self.table
     }
 
-    /// Page-locks `bytes` (the mapped model) so copies from it are DMA at full link speed
-    /// (`HostSource::Registered`). Read-only registration: the map is never written.
-    pub fn register_host(&mut self, bytes: &[u8]) -> Result<()> {
+    /// Page-locks host memory (the mapped model's expert tensors) so copies from it are
+    /// DMA at full link speed (`HostSource::Registered`). Ranges are widened to pages and
+    /// merged; read-only registration (the map is never written). Returns bytes locked.
+    /// The caller keeps the memory mapped for the life of this backend.
+    pub fn register_host(&mut self, parts: &[&[u8]]) -> Result<usize> {
         self.ctx.bind_to_thread().map_err(drv("bind context"))?;
-        let page = 4096usize;
-        let start = (bytes.as_ptr() as usize) / page * page;
-        let end = (bytes.as_ptr() as usize + bytes.len()).div_ceil(page) * page;
+        let ranges: Vec<(usize, usize)> = parts
+            .iter()
+            .map(|p| (p.as_ptr() as usize, p.len()))
+            .collect();
         let flags = sys::CU_MEMHOSTREGISTER_READ_ONLY | sys::CU_MEMHOSTREGISTER_PORTABLE;
-        // SAFETY: registers an existing mapping; unregistered in Drop before it is unmapped
-        // (the caller keeps the map alive as long as this backend).
-        unsafe { sys::cuMemHostRegister_v2(start as *mut _, end - start, flags) }
-            .result()
-            .map_err(drv(format!(
-                "cuMemHostRegister({} MiB)",
-                (end - start) >> 20
-            )))?;
-        self.registered.push(Registered { start, end });
-        Ok(())
+        let mut locked = 0;
+        for (start, end) in crate::pages::merge_pages(&ranges) {
+            if self
+                .registered
+                .iter()
+                .any(|r| r.start < end && start < r.end)
+            {
+                continue; // already (partly) registered by an earlier call
+            }
+            // SAFETY: registers pages of live mappings (widened to whole pages, which
+            // belong to the same mapping); unregistered in Drop.
+            unsafe { sys::cuMemHostRegister_v2(start as *mut _, end - start, flags) }
+                .result()
+                .map_err(drv(format!(
+                    "cuMemHostRegister({} MiB)",
+                    (end - start) >> 20
+                )))?;
+            self.registered.push(Registered { start, end });
+            locked += end - start;
+        }
+        Ok(locked)
     }
 
     fn is_registered(&self, b: &[u8]) -> bool {
@@ -493,8 +525,8 @@ impl GpuExperts {
     }
 
     /// Runs a layer's GPU items on the `n_tokens × hidden` input `x` and adds their
-    /// weighted outputs to `out` (same layout). Copies what is not resident, computes
-    /// hits without waiting for those copies, waits only for the output.
+    /// weighted outputs to `out` (same layout): [`GpuExperts::submit_layer`] then
+    /// [`GpuExperts::complete_layer`].
     pub fn run_layer(
         &mut self,
         layout: &ExpertLayout,
@@ -504,30 +536,88 @@ impl GpuExperts {
         items: &[GpuItem<'_>],
         out: &mut [f32],
     ) -> Result<LayerTimings> {
-        let r = self.run_layer_inner(layout, layer, x, n_tokens, items, out);
-        if r.is_err() {
-            // Slot contents are unknown after a failed call: refetch everything.
-            self.table.clear();
-        }
-        r
+        let p = self.submit_layer(layout, layer, x, n_tokens, items)?;
+        self.complete_layer(p, out)
     }
 
-    fn run_layer_inner(
+    /// Issues a layer's GPU work and returns at once: copies what is not resident, then
+    /// computes hits without waiting for those copies. The caller runs the CPU share
+    /// meanwhile, then calls [`GpuExperts::complete_layer`] (one layer in flight at a time).
+    pub fn submit_layer(
         &mut self,
         layout: &ExpertLayout,
         layer: u16,
         x: &[f32],
         n_tokens: usize,
         items: &[GpuItem<'_>],
-        out: &mut [f32],
-    ) -> Result<LayerTimings> {
-        let wall = Instant::now();
-        let (hidden, ffn) = (layout.hidden, layout.ffn);
-        if x.len() != n_tokens * hidden || out.len() != n_tokens * hidden {
+    ) -> Result<PendingLayer> {
+        if self.in_flight {
+            return Err(CudaError::InvalidBatch(
+                "a layer was submitted before the previous one completed".into(),
+            ));
+        }
+        let r = self.submit_inner(layout, layer, x, n_tokens, items);
+        match &r {
+            Ok(p) => self.in_flight = p.values > 0,
+            // Slot contents are unknown after a failed call: refetch everything.
+            Err(_) => self.table.clear(),
+        }
+        r
+    }
+
+    /// Waits for a submitted layer's output and adds it to `out` (`n_tokens × hidden`).
+    pub fn complete_layer(&mut self, p: PendingLayer, out: &mut [f32]) -> Result<LayerTimings> {
+        let mut t = p.timings;
+        if p.values == 0 {
+            return Ok(t);
+        }
+        self.in_flight = false;
+        if out.len() != p.values {
             return Err(CudaError::InvalidBatch(format!(
-                "x has {} and out {} values, expected {n_tokens} × {hidden}",
-                x.len(),
-                out.len()
+                "output has {} values, the layer produced {}",
+                out.len(),
+                p.values
+            )));
+        }
+        let r = (|| {
+            self.ctx.bind_to_thread().map_err(drv("bind context"))?;
+            self.t[1]
+                .synchronize()
+                .map_err(drv("cuEventSynchronize(layer output)"))?;
+            for (o, g) in out.iter_mut().zip(self.out_host.floats(p.values).iter()) {
+                *o += g;
+            }
+            t.gpu_ms = self.t[0]
+                .elapsed_ms(&self.t[1])
+                .map_err(drv("cuEventElapsedTime"))?;
+            if t.fetches > 0 {
+                t.copy_ms = self.t[2]
+                    .elapsed_ms(&self.t[3])
+                    .map_err(drv("cuEventElapsedTime"))?;
+            }
+            t.wall_ms = p.started.elapsed().as_secs_f32() * 1e3;
+            Ok(t)
+        })();
+        if r.is_err() {
+            self.table.clear();
+        }
+        r
+    }
+
+    fn submit_inner(
+        &mut self,
+        layout: &ExpertLayout,
+        layer: u16,
+        x: &[f32],
+        n_tokens: usize,
+        items: &[GpuItem<'_>],
+    ) -> Result<PendingLayer> {
+        let started = Instant::now();
+        let (hidden, ffn) = (layout.hidden, layout.ffn);
+        if x.len() != n_tokens * hidden {
+            return Err(CudaError::InvalidBatch(format!(
+                "x has {} values, expected {n_tokens} × {hidden}",
+                x.len()
             )));
         }
         for it in items {
@@ -546,7 +636,11 @@ impl GpuExperts {
         }
         let mut timings = LayerTimings::default();
         if items.is_empty() {
-            return Ok(timings);
+            return Ok(PendingLayer {
+                values: 0,
+                timings,
+                started,
+            });
         }
         self.ctx.bind_to_thread().map_err(drv("bind context"))?;
         let keys: Vec<((u16, u16), Option<u32>)> = items
@@ -673,23 +767,12 @@ impl GpuExperts {
             .map_err(drv("cuMemcpyDtoHAsync(out)"))?;
         self.t[1]
             .record(&self.compute)
-            .map_err(drv("cuEventRecord"))?;
-        self.t[1]
-            .synchronize()
-            .map_err(drv("cuEventSynchronize(layer output)"))?;
-        for (o, g) in out.iter_mut().zip(self.out_host.floats(n).iter()) {
-            *o += g;
-        }
-        timings.gpu_ms = self.t[0]
-            .elapsed_ms(&self.t[1])
-            .map_err(drv("cuEventElapsedTime"))?;
-        if n_hits < items.len() {
-            timings.copy_ms = self.t[2]
-                .elapsed_ms(&self.t[3])
-                .map_err(drv("cuEventElapsedTime"))?;
-        }
-        timings.wall_ms = wall.elapsed().as_secs_f32() * 1e3;
-        Ok(timings)
+            .map_err(drv("cuEventRecord(layer end)"))?;
+        Ok(PendingLayer {
+            values: n,
+            timings,
+            started,
+        })
     }
 
     fn launch_experts(

@@ -21,6 +21,7 @@ pub mod batch;
 pub mod device;
 pub mod dtype;
 pub mod error;
+pub mod pages;
 pub mod slots;
 pub mod verify;
 
@@ -30,9 +31,9 @@ mod gpu;
 mod stub;
 
 #[cfg(feature = "cuda")]
-pub use gpu::{compile_kernels, GpuExperts, PTX_ENV};
+pub use gpu::{compile_kernels, GpuExperts, PendingLayer, PTX_ENV};
 #[cfg(not(feature = "cuda"))]
-pub use stub::GpuExperts;
+pub use stub::{GpuExperts, PendingLayer};
 
 pub use api::{GpuConfig, GpuItem, HostSource, LayerTimings, OverlapReport};
 pub use device::{probe, DeviceInfo};

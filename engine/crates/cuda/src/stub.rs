@@ -7,6 +7,19 @@ use crate::error::{CudaError, Result};
 use crate::slots::SlotTable;
 use std::convert::Infallible;
 
+/// A submitted layer (never exists in this build).
+#[derive(Debug)]
+pub struct PendingLayer {
+    never: Infallible,
+}
+
+impl PendingLayer {
+    /// Unreachable: no layer can be submitted without CUDA.
+    pub fn values(&self) -> usize {
+        match self.never {}
+    }
+}
+
 /// The GPU expert backend (this build has none: [`GpuExperts::new`] fails).
 #[derive(Debug)]
 pub struct GpuExperts {
@@ -38,8 +51,8 @@ impl GpuExperts {
     pub fn table(&self) -> &SlotTable {
         match self.never {}
     }
-    /// Page-locks a host range (the mapped model).
-    pub fn register_host(&mut self, _bytes: &[u8]) -> Result<()> {
+    /// Page-locks host ranges (the mapped model's expert tensors).
+    pub fn register_host(&mut self, _parts: &[&[u8]]) -> Result<usize> {
         match self.never {}
     }
     /// Copies an expert into a slot ahead of use.
@@ -61,6 +74,21 @@ impl GpuExperts {
         _items: &[GpuItem<'_>],
         _out: &mut [f32],
     ) -> Result<LayerTimings> {
+        match self.never {}
+    }
+    /// Issues a layer's GPU work.
+    pub fn submit_layer(
+        &mut self,
+        _layout: &ExpertLayout,
+        _layer: u16,
+        _x: &[f32],
+        _n_tokens: usize,
+        _items: &[GpuItem<'_>],
+    ) -> Result<PendingLayer> {
+        match self.never {}
+    }
+    /// Waits for a submitted layer and adds its output to `out`.
+    pub fn complete_layer(&mut self, _p: PendingLayer, _out: &mut [f32]) -> Result<LayerTimings> {
         match self.never {}
     }
     /// Host-to-device bandwidth in GB/s.

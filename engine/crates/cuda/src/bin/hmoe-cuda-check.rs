@@ -183,8 +183,8 @@ fn bandwidth(g: &mut GpuExperts, scratch: &std::path::Path) -> Result<Value> {
     let expert = 3 * MIB;
     let n_experts = 64;
     let mut modes = vec![HostSource::Pageable, HostSource::Staged];
-    match g.register_host(&map) {
-        Ok(()) => {
+    match g.register_host(&[&map[..]]) {
+        Ok(_) => {
             let reg = g.h2d_from(&map[..64 * MIB], 5)?;
             println!(
                 "  H2D from the map: unregistered {unregistered:.1} GB/s, registered {reg:.1} GB/s"
