@@ -1,0 +1,584 @@
+//! The CUDA side of the engine: which device to use (with a CPU fallback that says why),
+//! and the GPU expert executor over `hmoe-cuda`.
+//!
+//! Compiled in every build: without the `cuda` feature `hmoe-cuda` is a stub whose probe
+//! answers "this build has no CUDA support", so the fallback logic is the same code and is
+//! tested in CI.
+//!
+//! Wiring into `Engine::load_blocking` (service.rs) is [`setup_gpu`]: it replaces
+//! `device_note(opts.device)?`, its executor goes to `MoeDispatch::new(cpu, gpu, ..)`, and
+//! [`GpuSetup::placer_budget`] is the expert VRAM budget the `SchedPlacer` plans with, so
+//! the scheduler's cache has exactly the arena's slots.
+
+use crate::api::{DeviceChoice, RuntimeOptions};
+use crate::error::{EngineError, Result};
+use crate::moe::{ExpertExecutor, LayerExperts, WorkItem};
+use hmoe_cuda::{
+    CudaError, DeviceInfo, ExpertLayout, GpuConfig, GpuExperts, GpuItem, HostSource, LayerTimings,
+    PendingLayer,
+};
+use hmoe_gguf::GgufFile;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Environment variable choosing how expert weights reach the GPU: `staged` (default:
+/// CPU copy into pinned buffers, then DMA), `registered` (page-lock the mapped experts,
+/// DMA straight from the map) or `pageable` (baseline).
+pub const HOST_SOURCE_ENV: &str = "HMOE_CUDA_HOST";
+/// Share of the free VRAM the expert arena takes when no budget is given (the rest is for
+/// scratch buffers, the dense path and other processes).
+pub const DEFAULT_FREE_SHARE: f64 = 0.8;
+/// Token rows per layer call the scratch buffers are sized for at start-up (the default
+/// prefill chunk); larger calls grow them once.
+pub const DEFAULT_MAX_TOKENS: usize = 512;
+
+/// The device decision for `choice`, given how probing the GPU went: `Some(device)` to
+/// use CUDA, `None` for the CPU. `Auto` falls back to the CPU with a logged reason;
+/// `Cuda` turns the reason into an error.
+pub fn decide_device(
+    choice: DeviceChoice,
+    probe: impl FnOnce() -> std::result::Result<DeviceInfo, CudaError>,
+) -> Result<Option<DeviceInfo>> {
+    match choice {
+        DeviceChoice::Cpu => Ok(None),
+        DeviceChoice::Auto => match probe() {
+            Ok(info) => Ok(Some(info)),
+            Err(e) => {
+                tracing::warn!("running on the CPU: {e}");
+                Ok(None)
+            }
+        },
+        DeviceChoice::Cuda => probe().map(Some).map_err(|e| {
+            EngineError::DeviceUnavailable(format!("CUDA was requested but is unusable: {e}"))
+        }),
+    }
+}
+
+/// [`decide_device`] with the real probe of device 0.
+pub fn select_device(choice: DeviceChoice) -> Result<Option<DeviceInfo>> {
+    decide_device(choice, || hmoe_cuda::probe(0))
+}
+
+/// Bytes of the largest expert in the model (gate + up + down of one expert: Q4_K_M
+/// files mix types per layer, so this is the slot size) and the expert shape.
+pub fn largest_expert(file: &GgufFile) -> Result<(usize, usize, usize)> {
+    let mut per_layer: HashMap<usize, usize> = HashMap::new();
+    let (mut hidden, mut ffn) = (0usize, 0usize);
+    for t in file.tensors() {
+        let Some(rest) = t.name.strip_prefix("blk.") else {
+            continue;
+        };
+        let Some((layer, kind)) = rest.split_once('.') else {
+            continue;
+        };
+        if !matches!(
+            kind,
+            "ffn_gate_exps.weight" | "ffn_up_exps.weight" | "ffn_down_exps.weight"
+        ) {
+            continue;
+        }
+        let Ok(layer) = layer.parse::<usize>() else {
+            continue;
+        };
+        let n_experts = t.dims.get(2).copied().unwrap_or(0) as usize;
+        if n_experts == 0 {
+            return Err(EngineError::InvalidMetadata(format!(
+                "`{}` has no expert dimension",
+                t.name
+            )));
+        }
+        *per_layer.entry(layer).or_default() += t.n_bytes as usize / n_experts;
+        if kind == "ffn_gate_exps.weight" {
+            hidden = t.dims[0] as usize;
+            ffn = t.dims[1] as usize;
+        }
+    }
+    let slot = per_layer.values().copied().max().unwrap_or(0);
+    if slot == 0 {
+        return Err(EngineError::MissingTensor("blk.*.ffn_*_exps.weight".into()));
+    }
+    Ok((slot, hidden, ffn))
+}
+
+/// The scheduler's slot for each (layer, expert) it planned onto the GPU. The placer
+/// publishes its plan here; the executor follows it, so the scheduler's `ExpertCache`
+/// and the arena agree on residency.
+#[derive(Debug, Default)]
+pub struct SlotHints {
+    map: Mutex<HashMap<(u16, u16), u32>>,
+}
+
+impl SlotHints {
+    /// Records the plan of `layer`: `(expert, slot)` for every GPU hit and fetch.
+    pub fn publish(&self, layer: u16, slots: impl IntoIterator<Item = (u16, u32)>) {
+        if let Ok(mut m) = self.map.lock() {
+            m.retain(|k, _| k.0 != layer);
+            m.extend(slots.into_iter().map(|(e, s)| ((layer, e), s)));
+        }
+    }
+
+    /// The slot planned for `(layer, expert)`.
+    pub fn get(&self, layer: u16, expert: u16) -> Option<u32> {
+        self.map.lock().ok()?.get(&(layer, expert)).copied()
+    }
+}
+
+/// A GPU layer in flight (see [`GpuExpertExecutor::submit`]).
+#[derive(Debug)]
+pub struct GpuTicket(PendingLayer);
+
+/// Expert executor on the GPU: raw GGUF blocks copied into VRAM slots, batched kernels.
+pub struct GpuExpertExecutor {
+    gpu: Mutex<GpuExperts>,
+    hints: Arc<SlotHints>,
+    last: Mutex<Option<LayerTimings>>,
+    n_slots: usize,
+    slot_bytes: usize,
+}
+
+impl std::fmt::Debug for GpuExpertExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuExpertExecutor")
+            .field("n_slots", &self.n_slots)
+            .field("slot_bytes", &self.slot_bytes)
+            .finish()
+    }
+}
+
+fn cuda_err(layer: usize) -> impl Fn(CudaError) -> EngineError {
+    move |e| EngineError::Compute(format!("CUDA experts (layer {layer}): {e}"))
+}
+
+impl GpuExpertExecutor {
+    /// Starts the backend with `cfg` (arena shrunk on OOM with warnings, which are logged).
+    pub fn new(cfg: &GpuConfig) -> std::result::Result<Self, CudaError> {
+        let gpu = GpuExperts::new(cfg)?;
+        for w in gpu.warnings() {
+            tracing::warn!("{w}");
+        }
+        Ok(Self {
+            n_slots: gpu.n_slots(),
+            slot_bytes: gpu.slot_bytes(),
+            gpu: Mutex::new(gpu),
+            hints: Arc::new(SlotHints::default()),
+            last: Mutex::new(None),
+        })
+    }
+
+    /// Slots in the arena.
+    pub fn n_slots(&self) -> usize {
+        self.n_slots
+    }
+
+    /// Bytes per slot.
+    pub fn slot_bytes(&self) -> usize {
+        self.slot_bytes
+    }
+
+    /// The hints the placer publishes its slots into.
+    pub fn hints(&self) -> Arc<SlotHints> {
+        self.hints.clone()
+    }
+
+    /// Times of the last GPU layer (CUDA events), for the cost model.
+    pub fn last_timings(&self) -> Option<LayerTimings> {
+        self.last.lock().ok().and_then(|l| *l)
+    }
+
+    /// Page-locks every expert tensor of `file` (`HostSource::Registered`). The file must
+    /// stay open as long as this executor.
+    pub fn register_experts(&self, file: &GgufFile) -> Result<usize> {
+        let parts: Vec<&[u8]> = file
+            .tensors()
+            .filter(|t| t.name.contains("_exps."))
+            .map(|t| file.tensor_data(t))
+            .collect();
+        let mut g = self.lock()?;
+        g.register_host(&parts)
+            .map_err(|e| EngineError::DeviceUnavailable(format!("registering the model: {e}")))
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, GpuExperts>> {
+        self.gpu
+            .lock()
+            .map_err(|_| EngineError::Compute("CUDA backend poisoned by an earlier panic".into()))
+    }
+
+    /// Issues the GPU share of a layer and returns while it runs; finish with
+    /// [`GpuExpertExecutor::complete`] after running the CPU share.
+    pub fn submit(
+        &self,
+        experts: &LayerExperts<'_>,
+        x: &[f32],
+        hidden: usize,
+        items: &[WorkItem],
+    ) -> Result<GpuTicket> {
+        let layer = experts.layer;
+        let n_tokens = x.len() / hidden.max(1);
+        let Some(first) = items.first() else {
+            return self
+                .lock()?
+                .submit_layer(&empty_layout(hidden), layer as u16, x, n_tokens, &[])
+                .map(GpuTicket)
+                .map_err(cuda_err(layer));
+        };
+        let v = experts.expert(first.expert as usize);
+        let layout = ExpertLayout::new(
+            v.gate.dtype,
+            v.up.dtype,
+            v.down.dtype,
+            v.gate.cols,
+            v.gate.rows,
+        )
+        .map_err(cuda_err(layer))?;
+        let gpu_items: Vec<GpuItem<'_>> = items
+            .iter()
+            .map(|it| {
+                let v = experts.expert(it.expert as usize);
+                GpuItem {
+                    expert: it.expert,
+                    slot_hint: self.hints.get(layer as u16, it.expert),
+                    gate: v.gate.data,
+                    up: v.up.data,
+                    down: v.down.data,
+                    rows: &it.rows,
+                    weights: &it.weights,
+                }
+            })
+            .collect();
+        self.lock()?
+            .submit_layer(&layout, layer as u16, x, n_tokens, &gpu_items)
+            .map(GpuTicket)
+            .map_err(cuda_err(layer))
+    }
+
+    /// Waits for a submitted layer and adds its output to `out`.
+    pub fn complete(&self, ticket: GpuTicket, out: &mut [f32]) -> Result<LayerTimings> {
+        let t = self
+            .lock()?
+            .complete_layer(ticket.0, out)
+            .map_err(|e| EngineError::Compute(format!("CUDA experts: {e}")))?;
+        if let Ok(mut l) = self.last.lock() {
+            *l = Some(t);
+        }
+        Ok(t)
+    }
+}
+
+fn empty_layout(hidden: usize) -> ExpertLayout {
+    ExpertLayout {
+        gate_up: hmoe_cuda::KernelType::F32,
+        down: hmoe_cuda::KernelType::F32,
+        hidden,
+        ffn: 0,
+    }
+}
+
+impl ExpertExecutor for GpuExpertExecutor {
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn execute(
+        &self,
+        experts: &LayerExperts<'_>,
+        x: &[f32],
+        hidden: usize,
+        items: &[WorkItem],
+        out: &mut [f32],
+    ) -> Result<()> {
+        // The arena cannot hold more experts than it has slots at once: larger shares
+        // (only if the plan and the arena disagree) run in slot-sized chunks.
+        for chunk in items.chunks(self.n_slots.max(1)) {
+            let ticket = self.submit(experts, x, hidden, chunk)?;
+            self.complete(ticket, out)?;
+        }
+        Ok(())
+    }
+}
+
+/// What [`setup_gpu`] decided.
+pub struct GpuSetup {
+    /// The GPU expert executor, or None to run every expert on the CPU.
+    pub executor: Option<Arc<GpuExpertExecutor>>,
+    /// The device in use.
+    pub device: Option<DeviceInfo>,
+    /// One line for logs and the UI: where experts run and why.
+    pub note: String,
+}
+
+impl GpuSetup {
+    /// The expert VRAM budget for the scheduler: exactly the arena's slots, counted in
+    /// the scheduler's expert size (`ModelShape::expert_bytes`).
+    pub fn placer_budget(&self, shape_expert_bytes: u64) -> u64 {
+        self.executor
+            .as_ref()
+            .map_or(0, |g| g.n_slots() as u64 * shape_expert_bytes)
+    }
+}
+
+/// How expert weights reach the GPU, from [`HOST_SOURCE_ENV`].
+pub fn host_source_from_env() -> Result<HostSource> {
+    match std::env::var(HOST_SOURCE_ENV) {
+        Ok(v) => v
+            .parse()
+            .map_err(|e: String| EngineError::InvalidRequest(format!("{HOST_SOURCE_ENV}: {e}"))),
+        Err(_) => Ok(HostSource::Staged),
+    }
+}
+
+/// Chooses the device and starts the GPU expert backend for `file`. With `Auto`, any
+/// failure (no feature, driver, device, NVRTC, or memory) leaves the engine on the CPU
+/// with a warning; with `Cuda`, it is an error naming the reason.
+pub fn setup_gpu(
+    choice: DeviceChoice,
+    runtime: &RuntimeOptions,
+    file: &GgufFile,
+    top_k: usize,
+) -> Result<GpuSetup> {
+    let cpu = |note: String| GpuSetup {
+        executor: None,
+        device: None,
+        note,
+    };
+    let mut reason = String::from("requested");
+    let probe = || hmoe_cuda::probe(0).inspect_err(|e| reason = e.to_string());
+    let Some(info) = decide_device(choice, probe)? else {
+        return Ok(cpu(format!("CPU: {reason}")));
+    };
+    let (slot_bytes, hidden, ffn) = largest_expert(file)?;
+    let budget = runtime
+        .vram_budget_bytes
+        .unwrap_or((info.free_bytes as f64 * DEFAULT_FREE_SHARE) as u64);
+    let cfg = GpuConfig {
+        ordinal: info.ordinal,
+        budget_bytes: budget,
+        slot_bytes,
+        min_slots: top_k.max(1),
+        hidden,
+        ffn,
+        max_tokens: DEFAULT_MAX_TOKENS,
+        top_k,
+        host: host_source_from_env()?,
+        staging_buffers: 4,
+    };
+    let started = GpuExpertExecutor::new(&cfg).map(Arc::new);
+    match started {
+        Ok(g) => {
+            if cfg.host == HostSource::Registered {
+                let locked = g.register_experts(file)?;
+                tracing::info!("page-locked {} MiB of expert weights", locked >> 20);
+            }
+            let note = format!(
+                "CUDA on {}: {} expert slots of {} MiB ({} MiB), weights via {:?}",
+                info.name,
+                g.n_slots(),
+                g.slot_bytes() >> 20,
+                (g.n_slots() * g.slot_bytes()) >> 20,
+                cfg.host
+            );
+            tracing::info!("{note}");
+            Ok(GpuSetup {
+                executor: Some(g),
+                device: Some(info),
+                note,
+            })
+        }
+        Err(e) if choice == DeviceChoice::Auto => {
+            tracing::warn!("running every expert on the CPU: {e}");
+            Ok(cpu(format!("CPU: {e}")))
+        }
+        Err(e) => Err(EngineError::DeviceUnavailable(format!(
+            "CUDA was requested but the expert backend failed to start: {e}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h100() -> DeviceInfo {
+        DeviceInfo {
+            ordinal: 0,
+            name: "NVIDIA H100 80GB HBM3".into(),
+            compute_capability: (9, 0),
+            total_bytes: 80 << 30,
+            free_bytes: 79 << 30,
+            sm_count: 132,
+            driver_version: 13000,
+        }
+    }
+
+    #[test]
+    fn auto_falls_back_to_the_cpu_and_cuda_fails_with_the_reason() {
+        assert_eq!(
+            decide_device(DeviceChoice::Auto, || Err(CudaError::NoDriver)).unwrap(),
+            None
+        );
+        let err = decide_device(DeviceChoice::Cuda, || Err(CudaError::NoDriver)).unwrap_err();
+        assert!(
+            matches!(&err, EngineError::DeviceUnavailable(m) if m.contains("libcuda")),
+            "{err}"
+        );
+        let not_built = decide_device(DeviceChoice::Cuda, || Err(CudaError::NotBuilt)).unwrap_err();
+        assert!(
+            not_built.to_string().contains("--features cuda"),
+            "{not_built}"
+        );
+        assert_eq!(
+            decide_device(DeviceChoice::Cpu, || Ok(h100())).unwrap(),
+            None
+        );
+        assert_eq!(
+            decide_device(DeviceChoice::Auto, || Ok(h100())).unwrap(),
+            Some(h100())
+        );
+        assert_eq!(
+            decide_device(DeviceChoice::Cuda, || Ok(h100())).unwrap(),
+            Some(h100())
+        );
+    }
+
+    #[test]
+    fn cpu_is_never_probed() {
+        let r = decide_device(DeviceChoice::Cpu, || panic!("probed"));
+        assert_eq!(r.unwrap(), None);
+    }
+
+    #[test]
+    fn hints_follow_the_latest_plan_of_each_layer() {
+        let h = SlotHints::default();
+        h.publish(3, [(7, 10), (8, 11)]);
+        h.publish(4, [(7, 20)]);
+        h.publish(3, [(9, 12)]);
+        assert_eq!(h.get(3, 7), None);
+        assert_eq!(h.get(3, 9), Some(12));
+        assert_eq!(h.get(4, 7), Some(20));
+    }
+
+    #[test]
+    fn host_source_parses() {
+        assert_eq!(
+            "registered".parse::<HostSource>(),
+            Ok(HostSource::Registered)
+        );
+        assert!("pinned".parse::<HostSource>().is_err());
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn without_the_feature_auto_is_cpu_and_cuda_is_an_error() {
+        assert_eq!(select_device(DeviceChoice::Auto).unwrap(), None);
+        assert!(select_device(DeviceChoice::Cuda).is_err());
+    }
+}
+
+/// Tests that need the GPU: run on the GPU machine with `HMOE_CUDA_DEVICE_TESTS=1`
+/// (scripts/device/cuda-check.sh does); elsewhere they return early and say so.
+#[cfg(all(test, feature = "cuda"))]
+mod device_tests {
+    use super::*;
+    use crate::backend::cpu::CpuExecutor;
+    use crate::model::qwen3moe::Qwen3Moe;
+    use crate::moe::reference::ReferenceExecutor;
+    use crate::synth::{preset, write_synthetic, Recipe, SynthOptions};
+    use hmoe_cuda::verify::compare;
+
+    fn enabled() -> bool {
+        let on = std::env::var_os("HMOE_CUDA_DEVICE_TESTS").is_some();
+        if !on {
+            eprintln!("skipped: set HMOE_CUDA_DEVICE_TESTS=1 on a machine with a GPU");
+        }
+        on
+    }
+
+    /// Deterministic routing: token t picks experts (t·5 + j·3) mod E, j < top_k.
+    fn items(n_tokens: usize, n_experts: usize, top_k: usize) -> Vec<WorkItem> {
+        let mut items: Vec<WorkItem> = Vec::new();
+        for t in 0..n_tokens {
+            for j in 0..top_k {
+                let e = ((t * 5 + j * 3) % n_experts) as u16;
+                let w = 0.1 + 0.05 * j as f32;
+                match items.iter_mut().find(|it| it.expert == e) {
+                    Some(it) => {
+                        it.rows.push(t as u32);
+                        it.weights.push(w);
+                    }
+                    None => items.push(WorkItem {
+                        expert: e,
+                        rows: vec![t as u32],
+                        weights: vec![w],
+                    }),
+                }
+            }
+        }
+        items
+    }
+
+    #[test]
+    fn gpu_executor_matches_the_reference_on_synthetic_models() {
+        if !enabled() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        for recipe in ["q8_0", "q4_k_m", "q6_k"] {
+            let path = dir.path().join(format!("tiny-{recipe}.gguf"));
+            let opts = SynthOptions {
+                preset: preset("tiny").expect("preset"),
+                recipe: Recipe::parse(recipe).expect("recipe"),
+                seed: 7,
+                layers: Some(2),
+            };
+            write_synthetic(&opts, &path, |_, _| {}).expect("synth");
+            let file = Arc::new(GgufFile::open(&path).expect("open"));
+            let pool = CpuExecutor::pool(1).expect("pool");
+            let model = Qwen3Moe::load(file.clone(), false, pool, |_, _| {}).expect("load");
+            let (slot, hidden, ffn) = largest_expert(&file).expect("experts");
+            // Fewer slots than a layer's items: exercises eviction and chunking.
+            for slots in [64usize, 6] {
+                let cfg = GpuConfig {
+                    ordinal: 0,
+                    budget_bytes: (slots * slot.div_ceil(256) * 256) as u64,
+                    slot_bytes: slot,
+                    min_slots: 1,
+                    hidden,
+                    ffn,
+                    max_tokens: 8,
+                    top_k: 4,
+                    host: HostSource::Staged,
+                    staging_buffers: 2,
+                };
+                let gpu = GpuExpertExecutor::new(&cfg).expect("GPU backend");
+                for layer in 0..2 {
+                    let experts = model.layer_experts(layer);
+                    for n_tokens in [1usize, 5, 12] {
+                        let x: Vec<f32> = (0..n_tokens * hidden)
+                            .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+                            .collect();
+                        let it = items(n_tokens, experts.n_experts(), 4);
+                        let mut want = vec![0f32; x.len()];
+                        ReferenceExecutor
+                            .execute(&experts, &x, hidden, &it, &mut want)
+                            .expect("reference");
+                        // Twice: first copies, then (with 64 slots) all resident.
+                        for pass in 0..2 {
+                            let mut got = vec![0f32; x.len()];
+                            gpu.execute(&experts, &x, hidden, &it, &mut got)
+                                .expect("gpu");
+                            let c = compare(&got, &want);
+                            println!(
+                                "{recipe} slots {slots} layer {layer} tokens {n_tokens} pass {pass}: rel_l2 {:.2e} max_rel {:.2e}",
+                                c.rel_l2, c.max_rel
+                            );
+                            assert!(
+                                c.pass,
+                                "{recipe} slots {slots} layer {layer} tokens {n_tokens}: {c:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
