@@ -1,0 +1,123 @@
+// Timeline of recent tokens. Top: one column per step, its layers stacked bottom-up, each
+// segment as tall as the layer's MoE time (measured where timed) and coloured by the side
+// on its critical path; the white tick is the cost model's prediction for the step.
+// Bottom: the latest step per layer, predicted CPU / GPU / PCIe busy time side by side
+// with the measured time as a dot.
+import { useEffect, useRef, useState } from "preact/hooks";
+import { criticalSide, css, mix, PALETTE, sideRgb, type Rgb } from "../lib/schedColors";
+import type { PanelModel } from "../lib/schedModel";
+import type { StepSummary } from "../services/schedTypes";
+
+const TOP_H = 96;
+const BOTTOM_H = 64;
+const COL_W = 7;
+
+const layerTime = (l: StepSummary["layers"][number]) => (l.measured >= 0 ? l.measured : l.finish);
+
+export function SchedulerTimeline({ panel }: { panel: PanelModel }) {
+  const wrap = useRef<HTMLDivElement>(null);
+  const canvas = useRef<HTMLCanvasElement>(null);
+  const [width, setWidth] = useState(0);
+
+  useEffect(() => {
+    const el = wrap.current;
+    if (!el) return;
+    const measure = () => setWidth(Math.floor(el.clientWidth));
+    measure();
+    const ro = typeof ResizeObserver !== "undefined" ? new ResizeObserver(measure) : null;
+    ro?.observe(el);
+    return () => ro?.disconnect();
+  }, []);
+
+  useEffect(() => {
+    const c = canvas.current;
+    if (!c || width <= 0) return;
+    let raf = 0;
+    let drawn = -1;
+    let drawnWidth = -1;
+    const shade: Rgb = [0, 0, 0];
+    const draw = () => {
+      raf = requestAnimationFrame(draw);
+      if (panel.version === drawn && width === drawnWidth) return;
+      drawn = panel.version;
+      drawnWidth = width;
+      const height = TOP_H + 14 + BOTTOM_H;
+      const dpr = Math.min(2, window.devicePixelRatio || 1);
+      if (c.width !== Math.round(width * dpr) || c.height !== Math.round(height * dpr)) {
+        c.width = Math.round(width * dpr);
+        c.height = Math.round(height * dpr);
+        c.style.height = `${height}px`;
+      }
+      const ctx = c.getContext("2d");
+      if (!ctx) return;
+      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+      ctx.clearRect(0, 0, width, height);
+      const cols = Math.max(1, Math.floor(width / COL_W));
+      const steps = panel.history.slice(-cols);
+      // Scale: the slowest of the visible steps (measured or predicted) fills the height.
+      let max = 1e-9;
+      for (const s of steps) {
+        max = Math.max(max, s.layers.reduce((a, l) => a + layerTime(l), 0), s.predicted_s);
+      }
+      const x0 = width - steps.length * COL_W;
+      steps.forEach((s, k) => {
+        const x = x0 + k * COL_W;
+        let y = TOP_H;
+        s.layers.forEach((l, li) => {
+          const h = (layerTime(l) / max) * (TOP_H - 4);
+          const base = sideRgb(criticalSide(l.cpu, l.gpu, l.pcie));
+          // Alternate shades so layer boundaries stay visible.
+          mix(base, PALETTE.empty, li % 2 ? 0.28 : 0, shade);
+          ctx.fillStyle = css(shade);
+          ctx.fillRect(x, y - h, COL_W - 1, h);
+          y -= h;
+        });
+        const py = TOP_H - (s.predicted_s / max) * (TOP_H - 4);
+        ctx.fillStyle = css(PALETTE.predicted);
+        ctx.fillRect(x - 1, Math.round(py), COL_W + 1, 2);
+      });
+      // Latest step, per layer.
+      const last = panel.history[panel.history.length - 1];
+      const top = TOP_H + 14;
+      ctx.fillStyle = "rgba(139,147,167,0.25)";
+      ctx.fillRect(0, top + BOTTOM_H - 1, width, 1);
+      if (last && last.layers.length > 0) {
+        const n = last.layers.length;
+        const w = width / n;
+        let lmax = 1e-9;
+        for (const l of last.layers) lmax = Math.max(lmax, l.cpu, l.gpu, l.pcie, l.measured);
+        last.layers.forEach((l, i) => {
+          const bw = Math.max(1, (w - 2) / 3);
+          const bars: [number, Rgb][] = [[l.cpu, PALETTE.cpu], [l.gpu, PALETTE.gpuHit], [l.pcie, PALETTE.gpuFetch]];
+          bars.forEach(([v, col], j) => {
+            const h = (v / lmax) * (BOTTOM_H - 6);
+            ctx.fillStyle = css(col);
+            ctx.fillRect(i * w + 1 + j * bw, top + BOTTOM_H - 1 - h, Math.max(1, bw - (w > 12 ? 1 : 0)), h);
+          });
+          if (l.measured >= 0) {
+            const my = top + BOTTOM_H - 1 - (l.measured / lmax) * (BOTTOM_H - 6);
+            ctx.fillStyle = css(PALETTE.predicted);
+            ctx.beginPath();
+            ctx.arc(i * w + w / 2, my, Math.min(3, Math.max(1.5, w / 5)), 0, Math.PI * 2);
+            ctx.fill();
+          }
+        });
+      }
+      c.dataset.steps = String(steps.length);
+      c.dataset.version = String(panel.version);
+    };
+    raf = requestAnimationFrame(draw);
+    return () => cancelAnimationFrame(raf);
+  }, [panel, width]);
+
+  return (
+    <div class="sched-timeline-wrap" ref={wrap}>
+      <canvas ref={canvas} class="sched-timeline" data-testid="sched-timeline" role="img"
+        aria-label="Recent tokens: per-layer time by critical side, predicted against measured" />
+      <div class="sched-timeline-labels">
+        <span>recent tokens → now · bar = measured MoE time, layers stacked · tick = predicted</span>
+        <span>latest token per layer: bars = predicted CPU / GPU / PCIe · dot = measured</span>
+      </div>
+    </div>
+  );
+}
