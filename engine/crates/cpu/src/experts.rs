@@ -104,12 +104,24 @@ pub struct ExpertTask<'a> {
 /// Rows per gate/up work item: 2 × 16 rows of a 2048-wide Q8_0 expert are 70 KB
 /// (L2-resident across tokens) and 768 / 16 = 48 items per expert keep 16 threads busy
 /// even for one expert.
-const TILE: usize = 16;
+pub(crate) const TILE: usize = 16;
 /// Output features per down work item (2048 / 16 = 128 items).
-const DOWN_TILE: usize = 16;
+pub(crate) const DOWN_TILE: usize = 16;
 /// Below this many x rows (or intermediate rows), quantisation runs on the caller
 /// alone: waking the pool costs more than quantising a few thousand values.
 const PARALLEL_QUANT_MIN_ROWS: usize = 16;
+
+/// Default token count from which an expert uses the tiled GEMM kernels (see
+/// `docs/notes/cpu-kernels.md` for the measurement that chose it).
+pub const GEMM_MIN_TOKENS: usize = 4;
+
+/// Whether the tiled GEMM beats the fused N-row gate/up path for this kernel. Q6_K
+/// gate/up measured 5–8 % slower tiled inside `run_experts` (cpu-bench
+/// `--prefill-only`, CPU time, build machine) although 1.3× faster in cache, so it
+/// stays on the N-row kernels; its down projection gains.
+fn gemm_gate_up_pays(k: DotKernel) -> bool {
+    k.has_gemm() && k.dtype() != GgmlDType::Q6K
+}
 
 /// Tokens per register-blocked kernel call.
 const G: usize = MAX_ROWS_PER_CALL;
@@ -134,14 +146,17 @@ fn fidx(f: ActFormat) -> usize {
 
 /// Per-task data resolved once per call.
 #[derive(Debug, Clone, Copy)]
-struct Plan {
-    gate: DotKernel,
-    up: DotKernel,
-    down: DotKernel,
+pub(crate) struct Plan {
+    pub(crate) gate: DotKernel,
+    pub(crate) up: DotKernel,
+    pub(crate) down: DotKernel,
     /// First intermediate row of this task.
-    inter_row: usize,
+    pub(crate) inter_row: usize,
     /// First gate/up work item of this task.
     first_item: usize,
+    /// Whether this task's gate/up (and down) use the tiled GEMM path.
+    gemm_gate_up: bool,
+    gemm_down: bool,
 }
 
 /// Reusable buffers for [`run_experts`]: they grow to the largest call seen and are
@@ -149,6 +164,7 @@ struct Plan {
 #[derive(Debug)]
 pub struct ExpertScratch {
     isa: Isa,
+    gemm_min_tokens: usize,
     x_q: [ActBuf; 4],
     inter: Vec<f32>,
     inter_q: [ActBuf; 4],
@@ -166,6 +182,7 @@ impl ExpertScratch {
     pub fn with_isa(isa: Isa) -> Self {
         ExpertScratch {
             isa,
+            gemm_min_tokens: GEMM_MIN_TOKENS,
             x_q: FORMATS.map(ActBuf::new),
             inter: Vec::new(),
             inter_q: FORMATS.map(ActBuf::new),
@@ -177,6 +194,18 @@ impl ExpertScratch {
     /// The kernels' instruction-set level.
     pub fn isa(&self) -> Isa {
         self.isa
+    }
+
+    /// Experts with at least this many tokens use the tiled GEMM kernels where the
+    /// level has them (default [`GEMM_MIN_TOKENS`]; `usize::MAX` keeps every expert
+    /// on the N-row kernels, for comparisons).
+    pub fn set_gemm_min_tokens(&mut self, n: usize) {
+        self.gemm_min_tokens = n.max(1);
+    }
+
+    /// See [`ExpertScratch::set_gemm_min_tokens`].
+    pub fn gemm_min_tokens(&self) -> usize {
+        self.gemm_min_tokens
     }
 }
 
@@ -288,7 +317,7 @@ fn prefetch_row(data: &[u8], rb: usize, r: usize) {
 }
 
 #[inline]
-fn silu(v: f32) -> f32 {
+pub(crate) fn silu(v: f32) -> f32 {
     v / (1.0 + (-v).exp())
 }
 
@@ -349,13 +378,22 @@ pub fn run_experts(
     let (mut inter_rows, mut items) = (0usize, 0usize);
     let mut need_x = [false; 4];
     let mut need_inter = [false; 4];
+    let many = |n: usize| n >= scratch.gemm_min_tokens;
     for t in tasks {
+        let (gate, up, down) = (
+            DotKernel::new(t.gate.dtype, isa)?,
+            DotKernel::new(t.up.dtype, isa)?,
+            DotKernel::new(t.down.dtype, isa)?,
+        );
+        let n = t.token_rows.len();
         let p = Plan {
-            gate: DotKernel::new(t.gate.dtype, isa)?,
-            up: DotKernel::new(t.up.dtype, isa)?,
-            down: DotKernel::new(t.down.dtype, isa)?,
+            gate,
+            up,
+            down,
             inter_row: inter_rows,
             first_item: items,
+            gemm_gate_up: many(n) && gemm_gate_up_pays(gate) && gemm_gate_up_pays(up),
+            gemm_down: many(n) && down.has_gemm(),
         };
         need_x[fidx(p.gate.act_format())] = true;
         need_x[fidx(p.up.act_format())] = true;
@@ -411,6 +449,14 @@ pub fn run_experts(
                 &x_q[fidx(p.gate.act_format())],
                 &x_q[fidx(p.up.act_format())],
             );
+            if p.gemm_gate_up {
+                if let Err(e) =
+                    crate::experts_gemm::gate_up(ti, t, p, (r0, r1), gx, ux, &inter, ffn)
+                {
+                    fail(e);
+                }
+                continue;
+            }
             let (grb, urb) = (t.gate.data.len() / ffn, t.up.data.len() / ffn);
             // Tokens in groups of G: each weight row is decoded once per group and
             // the tile's rows stay in L1/L2 across groups.
@@ -509,6 +555,14 @@ pub fn run_experts(
             let c1 = (c0 + DOWN_TILE).min(hidden);
             for (ti, (t, p)) in tasks.iter().zip(plans).enumerate() {
                 let q = &inter_q[fidx(p.down.act_format())];
+                if p.gemm_down {
+                    if let Err(e) = crate::experts_gemm::down(ti, t, p, (c0, c1), q, &out_s, hidden)
+                    {
+                        fail(e);
+                        return;
+                    }
+                    continue;
+                }
                 let drb = t.down.data.len() / hidden;
                 for (gi, (rows, ws)) in t.token_rows.chunks(G).zip(t.weights.chunks(G)).enumerate()
                 {

@@ -7,6 +7,7 @@
 mod calib;
 mod error;
 mod experts;
+mod experts_gemm;
 mod pool;
 mod reference;
 mod shared;
@@ -16,7 +17,7 @@ pub mod topology;
 
 pub use calib::{calibrate_cpu, random_expert, CpuTiming, RandomExpert};
 pub use error::CpuError;
-pub use experts::{run_experts, ExpertScratch, ExpertTask, MatView};
+pub use experts::{run_experts, ExpertScratch, ExpertTask, MatView, GEMM_MIN_TOKENS};
 pub use hmoe_quant::Isa;
 pub use pool::{CpuPool, PoolConfig};
 pub use reference::{reference_experts, RefActivations};

@@ -317,3 +317,52 @@ fn stacked_expert_views() {
     assert!(MatView::from_stacked(GgmlDType::Q4K, 256, 256, 3, &stacked, 0).is_err());
     assert!(MatView::from_stacked(GgmlDType::Q4K, 256, 100, 2, &stacked, 0).is_err());
 }
+
+#[test]
+fn gemm_path_matches_reference_for_many_tokens() {
+    // Many tokens per expert (top-2 of 4): the tiled GEMM path, crossing its
+    // 64-token chunks, against the reference and against the N-row path, for 1–16
+    // threads; results must not depend on the thread count.
+    for (dtype, hidden, ffn) in [
+        (GgmlDType::Q8_0, 96, 160),
+        (GgmlDType::Q4K, 512, 256),
+        (GgmlDType::Q5K, 256, 512),
+        (GgmlDType::Q6K, 512, 256),
+    ] {
+        let experts = experts_of(dtype, 4, hidden, ffn);
+        for (n_tokens, threads) in [(5usize, 1usize), (64, 3), (150, 16), (512, 2)] {
+            let case = Case::new(experts.clone(), n_tokens, 2, 40 + n_tokens as u64);
+            let want = case.reference(RefActivations::AsKernels);
+            let run = |threads: usize, min_tokens: usize| {
+                let pool = CpuPool::with_threads(threads).unwrap();
+                let mut out = case.base_out();
+                let mut scratch = ExpertScratch::new();
+                scratch.set_gemm_min_tokens(min_tokens);
+                run_experts(
+                    &pool,
+                    &case.x,
+                    hidden,
+                    &case.tasks(),
+                    &mut out,
+                    &mut scratch,
+                )
+                .unwrap();
+                out
+            };
+            let gemm = run(threads, 1);
+            let e = case.worst_rel(&gemm, &want);
+            assert!(e <= SAME_ACTS_REL, "{dtype} {n_tokens} tokens gemm: {e}");
+            let n_row = run(threads, usize::MAX);
+            let e = case.worst_rel(&gemm, &n_row);
+            assert!(
+                e <= SAME_ACTS_REL,
+                "{dtype} {n_tokens} tokens gemm vs N-row: {e}"
+            );
+            assert_eq!(
+                gemm,
+                run(1, 1),
+                "{dtype} {n_tokens}: {threads} threads vs 1"
+            );
+        }
+    }
+}

@@ -22,7 +22,7 @@ mod reference;
 mod testutil;
 
 pub use act::{ActBuf, ActFormat, ActRow, ActWriter};
-pub use dot::{DotKernel, Isa, MAX_ROWS_PER_CALL};
+pub use dot::{DotKernel, Isa, GEMM_TILE_ROWS, GEMM_TILE_TOKENS, MAX_ROWS_PER_CALL};
 pub use error::QuantError;
 pub use hmoe_gguf::GgmlDType;
 pub use reference::{dequantize, is_supported, quantize, row_bytes};

@@ -5,7 +5,7 @@
 //!
 //! `cargo run --release -p hmoe-cpu --bin cpu-bench -- [--threads 1,2,4] [--types q8_0,q4_k]
 //!  [--set-mb 1536] [--bw-mb 2048] [--layers 24] [--prefill-tokens 512] [--isa avx2] [--no-pin]
-//!  [--no-prefill] [--kernels-only]`
+//!  [--no-prefill] [--kernels-only] [--prefill-only]`
 
 use anyhow::{anyhow, bail, Context, Result};
 use hmoe_cpu::{
@@ -31,6 +31,7 @@ struct Args {
     pin: bool,
     skip_prefill: bool,
     kernels_only: bool,
+    prefill_only: bool,
 }
 
 fn parse_type(s: &str) -> Result<GgmlDType> {
@@ -65,6 +66,7 @@ fn parse_args() -> Result<Args> {
         pin: true,
         skip_prefill: false,
         kernels_only: false,
+        prefill_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -91,6 +93,7 @@ fn parse_args() -> Result<Args> {
             "--pin" => a.pin = true,
             "--no-pin" => a.pin = false,
             "--no-prefill" => a.skip_prefill = true,
+            "--prefill-only" => a.prefill_only = true,
             "--kernels-only" => a.kernels_only = true,
             "-h" | "--help" => {
                 println!(
@@ -201,13 +204,14 @@ fn decode_layer_time(
 }
 
 /// Prefill: `tokens` tokens × 8 experts routed uniformly over 128 experts (like a
-/// random-weight model); returns seconds per layer.
+/// random-weight model); returns seconds per layer of the N-row path and of the
+/// GEMM path.
 fn prefill_layer_time(
     pool: &CpuPool,
     set: &[RandomExpert],
     tokens: usize,
     scratch: &mut ExpertScratch,
-) -> Result<f64> {
+) -> Result<PrefillTimes> {
     let x: Vec<f32> = (0..tokens * HIDDEN)
         .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
         .collect();
@@ -234,54 +238,133 @@ fn prefill_layer_time(
     let tasks: Vec<_> = (0..N_EXPERTS)
         .map(|e| set[e % set.len()].task(&rows[e], &weights[e]))
         .collect();
-    run_experts(pool, &x, HIDDEN, &tasks, &mut y, scratch)?;
-    let t = Instant::now();
-    let mut n = 0;
-    while n < 2 || t.elapsed().as_secs_f64() < 1.0 {
-        run_experts(pool, &x, HIDDEN, &tasks, &mut y, scratch)?;
-        n += 1;
+    // Old path (N-row kernels for every expert) and new path (tiled GEMM from
+    // GEMM_MIN_TOKENS) alternate, so that both see the same machine load; medians.
+    let default_min = scratch.gemm_min_tokens();
+    let mut times = [Vec::new(), Vec::new()];
+    let mut cpu = [Vec::new(), Vec::new()];
+    let t_all = Instant::now();
+    let mut round = 0;
+    while round < 3 || (round < 15 && t_all.elapsed().as_secs_f64() < 6.0) {
+        for (k, min) in [usize::MAX, default_min].into_iter().enumerate() {
+            scratch.set_gemm_min_tokens(min);
+            let (t, c) = (Instant::now(), cpu_seconds());
+            run_experts(pool, &x, HIDDEN, &tasks, &mut y, scratch)?;
+            times[k].push(t.elapsed().as_secs_f64());
+            cpu[k].push(cpu_seconds() - c);
+        }
+        round += 1;
     }
-    Ok(t.elapsed().as_secs_f64() / n as f64)
+    scratch.set_gemm_min_tokens(default_min);
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let [mut a, mut b] = times;
+    let [mut ca, mut cb] = cpu;
+    Ok(PrefillTimes {
+        wall: [med(&mut a), med(&mut b)],
+        cpu: [med(&mut ca), med(&mut cb)],
+    })
 }
 
+/// Seconds per layer of the old (N-row) and new (GEMM) path: wall clock, and CPU
+/// time of the whole process (all pool threads), which other processes sharing the
+/// cores do not inflate.
+struct PrefillTimes {
+    wall: [f64; 2],
+    cpu: [f64; 2],
+}
+
+/// CPU time consumed by this process so far, in seconds.
+fn cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// Tokens of the kernel section's many-token columns.
+const GEMM_BENCH_TOKENS: usize = 64;
+
 /// Single-thread kernel throughput with the weights in cache (one 768 × 2048
-/// matrix, L2-sized): separates compute speed from memory speed.
+/// matrix, L2-sized): separates compute speed from memory speed. The many-token
+/// columns compare the N-row kernels looped over the tokens (the old prefill path)
+/// with the tiled GEMM, interleaved so that both see the same machine load.
+/// One kernel-section measurement: weights, weight rows, activations, tokens, gemm.
+type KernelCase<'a> = (&'a [u8], usize, &'a [hmoe_quant::ActRow<'a>], usize, bool);
+
+fn act_rows(b: &hmoe_quant::ActBuf, n: usize) -> Result<Vec<hmoe_quant::ActRow<'_>>> {
+    (0..n)
+        .map(|r| b.row(r).ok_or_else(|| anyhow!("row")))
+        .collect()
+}
+
 fn kernel_section(types: &[GgmlDType]) -> Result<()> {
-    use hmoe_quant::{ActBuf, ActFormat, ActRow, DotKernel};
-    println!("## kernels: one thread, weights in cache (GMAC/s per core)");
-    println!("| type | isa | 1 row | 4 rows |\n|---|---|---|---|");
+    use hmoe_quant::{ActBuf, ActFormat, DotKernel};
+    const NT: usize = GEMM_BENCH_TOKENS;
+    println!("## kernels: one thread, weights in cache (GMAC/s per core; CPU time)");
+    println!("gate shape 768 × 2048; down shape 2048 × 768 ({NT} tokens only)");
+    println!("| type | isa | 1 row | 4 rows | {NT} rows, N-row kernels | {NT} rows, gemm | gemm / N-row | down: N-row | down: gemm | down: gemm / N-row |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for &dtype in types {
         let e = random_expert(dtype, HIDDEN, FFN, 3)?;
-        let mut acts = ActBuf::new(ActFormat::for_weights(dtype)?);
-        let x: Vec<f32> = (0..4 * HIDDEN)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
-            .collect();
-        acts.quantize(&x, HIDDEN)?;
-        let rows: Vec<ActRow<'_>> = (0..4)
-            .map(|r| acts.row(r).ok_or_else(|| anyhow!("row")))
-            .collect::<Result<_>>()?;
-        let rb = e.gate.len() / FFN;
+        let quant = |cols: usize| -> Result<ActBuf> {
+            let mut acts = ActBuf::new(ActFormat::for_weights(dtype)?);
+            let x: Vec<f32> = (0..NT * cols)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                .collect();
+            acts.quantize(&x, cols)?;
+            Ok(acts)
+        };
+        let (ag, ad) = (quant(HIDDEN)?, quant(FFN)?);
+        let (rg, rd) = (act_rows(&ag, NT)?, act_rows(&ad, NT)?);
+        let mut out = vec![0f32; HIDDEN * NT];
         for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
             let k = DotKernel::new(dtype, isa)?;
-            let mut rates = Vec::new();
-            for n in [1usize, 4] {
-                let mut out = [0f32; 4];
-                let mut best = f64::MAX;
-                for _ in 0..7 {
-                    let t = Instant::now();
-                    for r in 0..FFN {
-                        k.dot_rows(&e.gate[r * rb..(r + 1) * rb], &rows[..n], &mut out[..n])?;
+            let cases: [KernelCase<'_>; 6] = [
+                (&e.gate, FFN, &rg, 1, false),
+                (&e.gate, FFN, &rg, 4, false),
+                (&e.gate, FFN, &rg, NT, false),
+                (&e.gate, FFN, &rg, NT, true),
+                (&e.down, HIDDEN, &rd, NT, false),
+                (&e.down, HIDDEN, &rd, NT, true),
+            ];
+            let mut best = [f64::MAX; 6];
+            // Interleaved repeats; CPU time so that other processes do not count.
+            for _ in 0..7 {
+                for (slot, &(w, nrows, acts, n, gemm)) in cases.iter().enumerate() {
+                    let rb = w.len() / nrows;
+                    let c = cpu_seconds();
+                    if gemm {
+                        k.gemm(w, nrows, &acts[..n], &mut out, NT, 1)?;
+                    } else {
+                        for r in 0..nrows {
+                            for (g, a) in acts[..n].chunks(4).enumerate() {
+                                let o = &mut out[r * NT + 4 * g..r * NT + 4 * g + a.len()];
+                                k.dot_rows(&w[r * rb..(r + 1) * rb], a, o)?;
+                            }
+                        }
                     }
-                    best = best.min(t.elapsed().as_secs_f64());
+                    best[slot] = best[slot].min(cpu_seconds() - c);
                 }
-                std::hint::black_box(out);
-                rates.push((FFN * HIDDEN * n) as f64 / best / 1e9);
             }
+            std::hint::black_box(&out);
+            let rate = |i: usize| (FFN * HIDDEN * cases[i].3) as f64 / best[i] / 1e9;
             println!(
-                "| {dtype} | {} | {:.1} | {:.1} |",
+                "| {dtype} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.2} |",
                 isa.name(),
-                rates[0],
-                rates[1]
+                rate(0),
+                rate(1),
+                rate(2),
+                rate(3),
+                best[2] / best[3],
+                rate(4),
+                rate(5),
+                best[4] / best[5]
             );
         }
     }
@@ -311,7 +394,9 @@ fn main() -> Result<()> {
         args.pin
     );
     println!("shape: hidden {HIDDEN}, expert FFN {FFN}, top-{TOP_K} of {N_EXPERTS}; expert working set {} MB per type\n", args.set_mb);
-    kernel_section(&args.types)?;
+    if !args.prefill_only {
+        kernel_section(&args.types)?;
+    }
     if args.kernels_only {
         return Ok(());
     }
@@ -326,6 +411,10 @@ fn main() -> Result<()> {
     );
     println!("| threads | GB/s |\n|---|---|");
     for &t in &args.threads {
+        if args.prefill_only {
+            bw.push((t, f64::NAN));
+            continue;
+        }
         let g = read_bandwidth(&pool(t, args.pin)?, &buf)?;
         println!("| {t} | {g:.1} |");
         bw.push((t, g));
@@ -347,6 +436,11 @@ fn main() -> Result<()> {
         for (&t, &(_, tbw)) in args.threads.iter().zip(&bw) {
             let p = pool(t, args.pin)?;
             let mut scratch = ExpertScratch::with_isa(args.isa);
+            if args.prefill_only {
+                let s = prefill_layer_time(&p, &set, args.prefill_tokens, &mut scratch)?;
+                prefill_rows.push((dtype, t, s));
+                continue;
+            }
             let s = decode_layer_time(&p, &set, args.layers, &mut scratch)?;
             let g = layer_bytes / s / 1e9;
             println!(
@@ -366,20 +460,30 @@ fn main() -> Result<()> {
             "\n## prefill: {} tokens × 8 experts over 128 experts (one MoE layer)",
             args.prefill_tokens
         );
-        println!("| type | threads | ms/layer | tokens/s per layer | tokens/s, 4 layers (experts only) | GMAC/s |");
-        println!("|---|---|---|---|---|---|");
+        println!("(medians of alternating runs; old = N-row kernels, new = tiled GEMM; CPU ms = CPU time of all threads)");
+        println!("| type | threads | ms/layer old | ms/layer new | wall speed-up | CPU ms old | CPU ms new | CPU-time speed-up | tokens/s, 4 layers (experts only, new) | GMAC/s new |");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
         let macs = (args.prefill_tokens * TOP_K * 3 * HIDDEN * FFN) as f64;
-        for (dtype, t, s) in prefill_rows {
+        for (dtype, t, p) in prefill_rows {
+            let ([so, s], [co, c]) = (p.wall, p.cpu);
             let tps = args.prefill_tokens as f64 / s;
             println!(
-                "| {dtype} | {t} | {:.1} | {tps:.0} | {:.0} | {:.1} |",
+                "| {dtype} | {t} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.2} | {:.0} | {:.1} |",
+                so * 1e3,
                 s * 1e3,
+                so / s,
+                co * 1e3,
+                c * 1e3,
+                co / c,
                 tps / 4.0,
                 macs / s / 1e9
             );
         }
     }
 
+    if args.prefill_only {
+        return Ok(());
+    }
     println!("\n## calibration: one expert on {max_threads} threads (cost-model CPU term)");
     println!("| type | tokens | µs/expert | weight GB/s |\n|---|---|---|---|");
     let p = pool(max_threads, args.pin)?;

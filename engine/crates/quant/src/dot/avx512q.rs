@@ -43,13 +43,13 @@ pub(super) unsafe fn unpack_k4(p: *const u8) -> (u64, u64) {
 
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn load(p: *const u8) -> __m512i {
+pub(super) unsafe fn load(p: *const u8) -> __m512i {
     unsafe { _mm512_loadu_si512(p as *const __m512i) }
 }
 
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn load2x256(p0: *const u8, p1: *const u8) -> __m512i {
+pub(super) unsafe fn load2x256(p0: *const u8, p1: *const u8) -> __m512i {
     unsafe {
         let lo = _mm256_loadu_si256(p0 as *const __m256i);
         let hi = _mm256_loadu_si256(p1 as *const __m256i);
@@ -60,14 +60,14 @@ unsafe fn load2x256(p0: *const u8, p1: *const u8) -> __m512i {
 /// i16 lane indices: lanes 0–15 take `a`, lanes 16–31 take `b`.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn idx_halves(a: i16, b: i16) -> __m512i {
+pub(super) fn idx_halves(a: i16, b: i16) -> __m512i {
     _mm512_inserti64x4(_mm512_set1_epi16(a), _mm256_set1_epi16(b), 1)
 }
 
 /// i16 lane indices: four groups of 8 lanes taking `a`, `a+1`, `a+2`, `a+3`.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn idx_quads(a: i16) -> __m512i {
+pub(super) fn idx_quads(a: i16) -> __m512i {
     let lo = _mm256_inserti128_si256(
         _mm256_castsi128_si256(_mm_set1_epi16(a)),
         _mm_set1_epi16(a + 1),
@@ -91,7 +91,7 @@ fn hsum128(v: __m128) -> f32 {
 /// Extracts the Q8_K arrays of each row (`None` on a format mismatch).
 #[inline(always)]
 #[allow(clippy::type_complexity)]
-fn q8k_rows<const N: usize>(
+pub(super) fn q8k_rows<const N: usize>(
     acts: &[ActRow<'_>],
 ) -> Option<(
     [*const i8; N],

@@ -8,9 +8,16 @@ mod avx2;
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod avx512q;
+mod gemm;
+#[cfg(target_arch = "x86_64")]
+mod gemm512;
+#[cfg(test)]
+mod gemm_tests;
 mod scalar;
 #[cfg(test)]
 mod tests;
+
+pub use gemm::{GEMM_TILE_ROWS, GEMM_TILE_TOKENS};
 
 use crate::act::{ActFormat, ActRow};
 use crate::{row_bytes, GgmlDType, QuantError};
@@ -91,6 +98,7 @@ pub struct DotKernel {
     act: ActFormat,
     f: RawDot,
     multi: Option<[RawDotN; MAX_ROWS_PER_CALL]>,
+    tiles: Option<gemm::Tiles>,
 }
 
 impl std::fmt::Debug for DotKernel {
@@ -114,6 +122,7 @@ impl DotKernel {
             act,
             f,
             multi: select_multi(dtype, isa),
+            tiles: gemm::select_tiles(dtype, isa),
         })
     }
 

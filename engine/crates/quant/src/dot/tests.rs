@@ -6,7 +6,7 @@ use crate::act::{ActBuf, ActFormat, ActRow};
 use crate::testutil::{gaussian, Rng};
 use crate::{dequantize, quantize, row_bytes, GgmlDType};
 
-const TYPES: [GgmlDType; 7] = [
+pub(super) const TYPES: [GgmlDType; 7] = [
     GgmlDType::F32,
     GgmlDType::F16,
     GgmlDType::BF16,
@@ -20,12 +20,12 @@ const TYPES: [GgmlDType; 7] = [
 /// product) sums per block and differ only in the order of f32 additions: error
 /// ≤ n·ε·Σ|terms| in the worst case; 1e-5 relative to Σ|w·a| covers rows of a few
 /// thousand elements with margin (typical error is ~1e-7).
-const SIMD_VS_SCALAR_REL: f64 = 1e-5;
+pub(super) const SIMD_VS_SCALAR_REL: f64 = 1e-5;
 /// The scalar kernel against f64 math on the dequantised weights and activations:
 /// only f32 rounding of block scales and sums, same bound.
 const SCALAR_VS_F64_REL: f64 = 1e-5;
 
-fn dequant_act(row: &ActRow<'_>) -> Vec<f64> {
+pub(super) fn dequant_act(row: &ActRow<'_>) -> Vec<f64> {
     match row {
         ActRow::F32(v) => v.iter().map(|&x| x as f64).collect(),
         ActRow::BF16(v) => v
@@ -45,7 +45,7 @@ fn dequant_act(row: &ActRow<'_>) -> Vec<f64> {
     }
 }
 
-fn random_weights(dtype: GgmlDType, n: usize, seed: u64) -> Vec<u8> {
+pub(super) fn random_weights(dtype: GgmlDType, n: usize, seed: u64) -> Vec<u8> {
     let x = gaussian(n, seed, 0.05);
     let mut w = vec![0u8; row_bytes(dtype, n).unwrap()];
     quantize(dtype, &x, &mut w).unwrap();
@@ -54,7 +54,7 @@ fn random_weights(dtype: GgmlDType, n: usize, seed: u64) -> Vec<u8> {
 
 /// Raw random bytes with sane f16 scales: exercises every bit pattern of the
 /// packed values (including Q6_K scale -128 and Q8_0 value -128).
-fn random_blocks(dtype: GgmlDType, n: usize, rng: &mut Rng) -> Vec<u8> {
+pub(super) fn random_blocks(dtype: GgmlDType, n: usize, rng: &mut Rng) -> Vec<u8> {
     let mut w: Vec<u8> = (0..row_bytes(dtype, n).unwrap())
         .map(|_| rng.next_u64() as u8)
         .collect();
@@ -74,7 +74,7 @@ fn random_blocks(dtype: GgmlDType, n: usize, rng: &mut Rng) -> Vec<u8> {
     w
 }
 
-fn available() -> Vec<Isa> {
+pub(super) fn available() -> Vec<Isa> {
     let isas: Vec<Isa> = Isa::ALL.into_iter().filter(|i| i.is_available()).collect();
     for i in Isa::ALL.into_iter().filter(|i| !i.is_available()) {
         eprintln!(
@@ -85,7 +85,7 @@ fn available() -> Vec<Isa> {
     isas
 }
 
-fn abs_sum(w: &[u8], dtype: GgmlDType, a: &[f64]) -> f64 {
+pub(super) fn abs_sum(w: &[u8], dtype: GgmlDType, a: &[f64]) -> f64 {
     let mut wf = vec![0f32; a.len()];
     dequantize(dtype, w, &mut wf).unwrap();
     wf.iter()
