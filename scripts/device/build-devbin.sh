@@ -5,6 +5,9 @@
 #                             overlap, OOM handling)
 #   .devbin/hmoe-kernels.ptx  the kernels compiled by NVRTC here for sm_90: loaded through
 #                             HMOE_CUDA_PTX if the GPU machine has no libnvrtc.so.13
+#   .devbin/hmoe-engine-tests the engine's unit tests with `--features cuda`; on the GPU
+#                             machine HMOE_CUDA_DEVICE_TESTS=1 runs the GPU executor
+#                             against the reference executor on synthetic models
 #   .devbin/hmoe              the CLI with `--features cuda` (if --with-cli)
 # The binaries load libcuda/libnvrtc at run time (cudarc dynamic loading): they start, and
 # say why, on a machine without CUDA.
@@ -12,14 +15,24 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/targets/cuda}
-# The toolchain is needed only for the PTX (NVRTC from the pinned CUDA 13.0 wheels).
+# The Rust build needs no CUDA (cudarc loads libcuda/libnvrtc at run time). The toolchain
+# is used only for the PTX (NVRTC from the pinned CUDA 13.0 wheels), in a subshell so its
+# RUSTFLAGS do not invalidate the build cache.
 # shellcheck disable=SC1091
-source /work/shared/tools/cuda13-toolchain.sh
-nvrtc_lib=$(dirname "$(readlink -f "$CUDA_HOME/libnvrtc.so")")
+nvrtc_lib=$(source /work/shared/tools/cuda13-toolchain.sh >/dev/null 2>&1 && dirname "$(readlink -f "$CUDA_HOME/libnvrtc.so")")
+[ -f "$nvrtc_lib/libnvrtc.so.13" ] || { echo "libnvrtc.so.13 not found (cuda13-toolchain.sh failed?)" >&2; exit 1; }
 cargo build --release -p hmoe-cuda --features cuda --bin hmoe-cuda-check
 mkdir -p .devbin
 cp "$CARGO_TARGET_DIR/release/hmoe-cuda-check" .devbin/
 LD_LIBRARY_PATH=$nvrtc_lib .devbin/hmoe-cuda-check ptx .devbin/hmoe-kernels.ptx
+exe=$(cargo test --release -p hmoe-engine --features cuda --lib --no-run --message-format=json \
+  | python3 -c 'import sys, json
+for l in sys.stdin:
+    try: m = json.loads(l)
+    except ValueError: continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "hmoe_engine": print(m["executable"])')
+cp "$exe" .devbin/hmoe-engine-tests
+strip .devbin/hmoe-engine-tests
 if [ "${1:-}" = "--with-cli" ]; then
   cargo build --release -p hmoe-cli --features cuda
   cp "$CARGO_TARGET_DIR/release/hmoe" .devbin/

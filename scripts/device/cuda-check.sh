@@ -25,6 +25,16 @@ scratch=$(mktemp -d)
 timeout 540 "$bin" --out "$OUT" --scratch "$scratch" "$@" 2>&1 | tee -a "$OUT/cuda-check.log"
 rc=${PIPESTATUS[0]}
 rm -rf "$scratch"
+# The engine's GPU executor against its reference executor on synthetic GGUF models.
+if [ -x .devbin/hmoe-engine-tests ]; then
+  echo "== engine tests (backend::cuda, with the GPU)" | tee -a "$OUT/cuda-check.log"
+  if HMOE_CUDA_DEVICE_TESTS=1 timeout 240 .devbin/hmoe-engine-tests backend::cuda --nocapture --test-threads 1 2>&1 | tee "$OUT/engine-tests.log"; then
+    echo "PASS engine backend::cuda tests" | tee -a "$OUT/cuda-check.log"
+  else
+    echo "FAIL engine backend::cuda tests (see engine-tests.log)" | tee -a "$OUT/cuda-check.log"
+    rc=1
+  fi
+fi
 echo "PASS: $(grep -c '^PASS' "$OUT/cuda-check.log")  FAIL: $(grep -c '^FAIL' "$OUT/cuda-check.log")"
 echo "hmoe-cuda-check exit status $rc"
 exit "$rc"
