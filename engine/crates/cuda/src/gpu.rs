@@ -256,17 +256,46 @@ pub fn compile_kernels(cc: (i32, i32)) -> Result<String> {
 /// Environment variable naming a PTX file of `kernels.cu` to load instead of compiling
 /// with NVRTC (for machines without libnvrtc; `hmoe-cuda-check ptx FILE` writes one).
 pub const PTX_ENV: &str = "HMOE_CUDA_PTX";
+/// Environment variable naming a PTX file to load when NVRTC is missing or its PTX does
+/// not load (e.g. an NVRTC newer than the driver: `CUDA_ERROR_UNSUPPORTED_PTX_VERSION`).
+pub const PTX_FALLBACK_ENV: &str = "HMOE_CUDA_PTX_FALLBACK";
 
-fn compile(ctx: &Arc<CudaContext>, cc: (i32, i32)) -> Result<Arc<cudarc::driver::CudaModule>> {
-    let src = match std::env::var_os(PTX_ENV) {
-        Some(path) => std::fs::read_to_string(&path).map_err(|e| {
-            CudaError::Compile(format!("{PTX_ENV}={}: {e}", path.to_string_lossy()))
-        })?,
-        None => compile_kernels(cc)?,
-    };
-    let ptx = cudarc::nvrtc::Ptx::from_src(src);
-    ctx.load_module(ptx)
-        .map_err(drv("cuModuleLoadData(expert kernels)"))
+fn load_ptx_file(
+    ctx: &Arc<CudaContext>,
+    var: &str,
+    path: &std::ffi::OsStr,
+) -> Result<Arc<cudarc::driver::CudaModule>> {
+    let src = std::fs::read_to_string(path)
+        .map_err(|e| CudaError::Compile(format!("{var}={}: {e}", path.to_string_lossy())))?;
+    ctx.load_module(cudarc::nvrtc::Ptx::from_src(src))
+        .map_err(drv(format!("cuModuleLoadData({})", path.to_string_lossy())))
+}
+
+/// The kernel module: `HMOE_CUDA_PTX` if set, else NVRTC, else `HMOE_CUDA_PTX_FALLBACK`
+/// (with a warning saying why).
+fn compile(
+    ctx: &Arc<CudaContext>,
+    cc: (i32, i32),
+    warnings: &mut Vec<String>,
+) -> Result<Arc<cudarc::driver::CudaModule>> {
+    if let Some(path) = std::env::var_os(PTX_ENV) {
+        return load_ptx_file(ctx, PTX_ENV, &path);
+    }
+    let nvrtc = compile_kernels(cc).and_then(|src| {
+        ctx.load_module(cudarc::nvrtc::Ptx::from_src(src))
+            .map_err(drv("cuModuleLoadData(NVRTC expert kernels)"))
+    });
+    match (nvrtc, std::env::var_os(PTX_FALLBACK_ENV)) {
+        (Ok(m), _) => Ok(m),
+        (Err(e), Some(path)) => {
+            warnings.push(format!(
+                "NVRTC kernels unusable ({e}); loaded {}",
+                path.to_string_lossy()
+            ));
+            load_ptx_file(ctx, PTX_FALLBACK_ENV, &path)
+        }
+        (Err(e), None) => Err(e),
+    }
 }
 
 impl GpuExperts {
@@ -279,7 +308,8 @@ impl GpuExperts {
     fn start(cfg: &GpuConfig) -> Result<Self> {
         let ctx = context(cfg.ordinal)?;
         let info = info(&ctx)?;
-        let module = compile(&ctx, info.compute_capability)?;
+        let mut warnings = Vec::new();
+        let module = compile(&ctx, info.compute_capability, &mut warnings)?;
         let f = |name: &str| {
             module
                 .load_function(name)
@@ -371,7 +401,10 @@ impl GpuExperts {
             packed: Vec::new(),
             in_flight: false,
             t,
-            warnings: out.warnings,
+            warnings: {
+                warnings.extend(out.warnings);
+                warnings
+            },
             copy,
             compute,
             ctx,
