@@ -144,9 +144,21 @@ fn kernel_checks(g: &mut GpuExperts, rep: &mut Report, quick: bool) -> Result<Va
                 wall.push(t.wall_ms);
             }
             let (gpu_ms, wall_ms) = (median(gpu), median(wall));
+            // submit_layer must return while the GPU works (the CPU share runs then).
+            let its = items(&b, &used);
+            let t0 = Instant::now();
+            let pending = g.submit_layer(&layout, layer, &b.x, n, &its)?;
+            let submit_us = t0.elapsed().as_secs_f64() * 1e6;
+            let mut sink = vec![0f32; b.x.len()];
+            let t = g.complete_layer(pending, &mut sink)?;
+            println!(
+                "  submit {name} tokens={n}: returned after {submit_us:.1} us, GPU took {:.1} us",
+                t.gpu_ms * 1e3
+            );
             let bytes = used.len() * layout.expert_bytes();
             rows.push(json!({"type": name, "tokens": n, "items": used.len(),
                 "gpu_us": gpu_ms * 1e3, "wall_us": wall_ms * 1e3,
+                "submit_us": submit_us, "submit_gpu_us": t.gpu_ms * 1e3,
                 "weights_gb_per_s": bytes as f64 / (gpu_ms as f64 * 1e-3) / 1e9,
                 "fetch_copy_ms": mixed.copy_ms, "fetch_bytes": mixed.copied_bytes,
                 "cpu_reference_s": ref_s}));
