@@ -26,6 +26,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod dense;
+
 fn drv(op: impl Into<String>) -> impl FnOnce(DriverError) -> CudaError {
     let op = op.into();
     move |e| CudaError::Driver {
@@ -199,6 +201,7 @@ pub struct GpuExperts {
     kernels: HashMap<KernelType, TypeKernels>,
     combine: CudaFunction,
     spin: CudaFunction,
+    dense_fns: dense::DenseKernels,
     arena: DeviceBuf,
     n_slots: usize,
     table: SlotTable,
@@ -326,6 +329,7 @@ impl GpuExperts {
             );
         }
         let (combine, spin) = (f("combine")?, f("spin")?);
+        let dense_fns = dense::DenseKernels::load(&f)?;
         let copy = ctx.new_stream().map_err(drv("create copy stream"))?;
         let compute = ctx.new_stream().map_err(drv("create compute stream"))?;
         let slot_bytes = cfg.slot_bytes.div_ceil(256) * 256;
@@ -382,6 +386,7 @@ impl GpuExperts {
             kernels,
             combine,
             spin,
+            dense_fns,
             arena: out.alloc,
             n_slots,
             table: SlotTable::new(n_slots),
@@ -1038,6 +1043,12 @@ mod tests {
                     assert!(src.contains(&format!("down_{}", t.suffix())));
                 }
                 assert!(src.contains("combine"));
+                for t in KernelType::ALL {
+                    assert!(src.contains(&format!("linear_{}", t.suffix())));
+                }
+                for k in ["rms_norm", "rope_neox", "attend"] {
+                    assert!(src.contains(k), "{k}");
+                }
             }
             Err(CudaError::NoNvrtc) => {
                 panic!("libnvrtc not found: set LD_LIBRARY_PATH to the CUDA 13 libraries")

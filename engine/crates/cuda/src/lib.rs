@@ -9,6 +9,9 @@
 //! - `kernels.cu`: gate/up, down and combine kernels that read raw GGUF blocks
 //!   (Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16, F32) straight from slot memory; compiled by NVRTC
 //!   at start-up, and by g++ in the emulator test (`tests/emu.rs`).
+//! - `dense.cu`: dense-path kernels (quantised linear, RMSNorm, NeoX RoPE, causal GQA
+//!   attention) for the GPU forward pass designed in docs/notes/cuda.md; emulator-tested
+//!   (`tests/emu_dense.rs`), checked on the device, not yet called by the engine.
 //! - [`GpuExperts`] (feature `cuda`): the VRAM arena, pinned staging, the copy stream
 //!   with per-slot events, and the batched launches. Without the feature it is a stub
 //!   whose constructor returns [`CudaError::NotBuilt`].
@@ -18,6 +21,7 @@
 pub mod api;
 pub mod arena;
 pub mod batch;
+pub mod dense_ref;
 pub mod device;
 pub mod dtype;
 pub mod error;
@@ -40,8 +44,9 @@ pub use device::{probe, DeviceInfo};
 pub use dtype::{ExpertLayout, KernelType};
 pub use error::{CudaError, Result};
 
-/// The kernel source, compiled by NVRTC at start-up.
-pub const KERNEL_SOURCE: &str = include_str!("kernels.cu");
+/// The kernel source (expert kernels, then the dense-path kernels), compiled by NVRTC at
+/// start-up.
+pub const KERNEL_SOURCE: &str = concat!(include_str!("kernels.cu"), "\n", include_str!("dense.cu"));
 /// Warps per block of the gate/up and down kernels (`WARPS` in kernels.cu).
 pub const WARPS_PER_BLOCK: u32 = 8;
 /// Threads per block of the combine kernel.

@@ -173,6 +173,86 @@ fn kernel_checks(g: &mut GpuExperts, rep: &mut Report, quick: bool) -> Result<Va
     Ok(Value::Array(rows))
 }
 
+/// Deterministic values in [-1, 1).
+fn vals(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// Dense-path kernels at Qwen3-30B-A3B shapes against the f64 references.
+fn dense_checks(g: &mut GpuExperts, rep: &mut Report) -> Result<()> {
+    use hmoe_cuda::{dense_ref, KernelType};
+    let mut report = |name: String, got: &[f32], want: &[f32]| {
+        let c = compare(got, want);
+        rep.check(
+            &name,
+            c.pass,
+            json!({"rel_l2": c.rel_l2, "max_rel": c.max_rel}),
+        );
+    };
+    // q projection: 2048 -> 32 heads x 128.
+    let (rows, cols) = (4096usize, HIDDEN);
+    for t in [
+        KernelType::Q8_0,
+        KernelType::Q4K,
+        KernelType::Q6K,
+        KernelType::Bf16,
+    ] {
+        let wf: Vec<f32> = vals(rows * cols, 11).iter().map(|v| v * 0.03).collect();
+        let mut wq = vec![0u8; t.row_bytes(cols)? * rows];
+        hmoe_quant::quantize(t.ggml(), &wf, &mut wq)?;
+        for n in [1usize, 16] {
+            let x = vals(n * cols, 12 + n as u64);
+            let got = g.dense_linear(t, &wq, rows, cols, &x)?;
+            let want = dense_ref::linear(t, &wq, rows, cols, &x)?;
+            report(
+                format!("dense linear {} {rows}x{cols} tokens={n}", t.suffix()),
+                &got,
+                &want,
+            );
+        }
+    }
+    let x = vals(16 * HIDDEN, 13);
+    let w: Vec<f32> = vals(HIDDEN, 14).iter().map(|v| 1.0 + 0.1 * v).collect();
+    let got = g.dense_rms_norm(&x, &w, 1e-6)?;
+    report(
+        "dense rms_norm 16x2048".into(),
+        &got,
+        &dense_ref::rms_norm(&x, &w, 1e-6),
+    );
+    let (nh, nkv, hd) = (32usize, 4usize, 128usize);
+    let pos: Vec<u32> = (0..16).map(|i| i * 2731).collect();
+    let inv: Vec<f32> = (0..hd / 2)
+        .map(|i| 1.0f32 / 1e6f32.powf((2 * i) as f32 / hd as f32))
+        .collect();
+    let x = vals(16 * nh * hd, 15);
+    let got = g.dense_rope(&x, &pos, &inv, nh, hd)?;
+    report(
+        "dense rope_neox 16 tokens x 32 heads".into(),
+        &got,
+        &dense_ref::rope(&x, &pos, &inv, nh, hd),
+    );
+    for (n, start) in [(1usize, 1000usize), (16, 100)] {
+        let q = vals(n * nh * hd, 16);
+        let k = vals((start + n) * nkv * hd, 17);
+        let v = vals((start + n) * nkv * hd, 18);
+        let got = g.dense_attend(&q, &k, &v, start, nh, nkv, hd)?;
+        report(
+            format!("dense attend tokens={n} after {start}"),
+            &got,
+            &dense_ref::attend(&q, &k, &v, start, nh, nkv, hd),
+        );
+    }
+    Ok(())
+}
+
 fn bandwidth(g: &mut GpuExperts, scratch: &std::path::Path) -> Result<Value> {
     const MIB: usize = 1 << 20;
     let mut out = json!({});
@@ -342,6 +422,13 @@ fn main() -> Result<()> {
                             false,
                             json!({"error": format!("{e:#}")}),
                         ),
+                    }
+                    if let Err(e) = dense_checks(&mut g, &mut rep) {
+                        rep.check(
+                            "dense checks ran",
+                            false,
+                            json!({"error": format!("{e:#}")}),
+                        );
                     }
                     match bandwidth(&mut g, &scratch) {
                         Ok(v) => summary["bandwidth"] = v,

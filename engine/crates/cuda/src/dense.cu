@@ -1,0 +1,107 @@
+// Dense-path kernels (docs/notes/cuda.md, "Dense path"): appended to kernels.cu, whose
+// decode8<T>, warp_sum and macros they use. Verified in the emulator (tests/emu_dense.rs)
+// and by hmoe-cuda-check; not yet called by the engine's forward pass.
+
+// y[t][r] = w_r . x[t] for a [rows, cols] matrix of raw GGUF blocks and n tokens.
+// Grid (ceil(rows / WARPS), ceil(n / TT)); one warp per row, TT tokens per block row.
+template <int T>
+DEV void linear(const u8* w, const float* x, float* y, u32 rows, u32 cols, u32 n) {
+    u32 lane = threadIdx.x & 31, r = blockIdx.x * WARPS + (threadIdx.x >> 5);
+    if (r >= rows) return;
+    u32 t0 = blockIdx.y * TT;
+    u32 nt = n - t0 < TT ? n - t0 : TT;
+    const u8* row = w + r * row_bytes<T>(cols);
+    float acc[TT];
+    for (int t = 0; t < TT; ++t) acc[t] = 0.0f;
+    for (u32 c = lane; c < cols / 8; c += 32) {
+        float wv[8];
+        decode8<T>(row, c, wv);
+        for (int t = 0; t < TT; ++t) {
+            if (t < (int)nt) {
+                const float* xv = x + (u64)(t0 + t) * cols + 8 * c;
+                for (int k = 0; k < 8; ++k) acc[t] += wv[k] * xv[k];
+            }
+        }
+    }
+    for (int t = 0; t < TT; ++t) {
+        float s = warp_sum(acc[t]);
+        if (lane == 0 && t < (int)nt) y[(u64)(t0 + t) * rows + r] = s;
+    }
+}
+
+#define INSTANTIATE_LINEAR(T, name)                                                       \
+    KERNEL void linear_##name(const u8* w, const float* x, float* y, u32 rows, u32 cols,  \
+                              u32 n) {                                                    \
+        linear<T>(w, x, y, rows, cols, n);                                                \
+    }
+
+INSTANTIATE_LINEAR(T_F32, f32)
+INSTANTIATE_LINEAR(T_F16, f16)
+INSTANTIATE_LINEAR(T_BF16, bf16)
+INSTANTIATE_LINEAR(T_Q8_0, q8_0)
+INSTANTIATE_LINEAR(T_Q4K, q4_k)
+INSTANTIATE_LINEAR(T_Q5K, q5_k)
+INSTANTIATE_LINEAR(T_Q6K, q6_k)
+
+// y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w, for n_rows rows of cols (also QK-norm, with
+// one row per head). Grid (ceil(n_rows / WARPS)); one warp per row.
+KERNEL void rms_norm(const float* x, const float* w, float* y, u32 n_rows, u32 cols, float eps) {
+    u32 lane = threadIdx.x & 31, r = blockIdx.x * WARPS + (threadIdx.x >> 5);
+    if (r >= n_rows) return;
+    const float* xr = x + (u64)r * cols;
+    float ss = 0.0f;
+    for (u32 i = lane; i < cols; i += 32) ss += xr[i] * xr[i];
+    ss = warp_sum(ss);
+    float scale = 1.0f / sqrtf(ss / (float)cols + eps);
+    for (u32 i = lane; i < cols; i += 32) y[(u64)r * cols + i] = xr[i] * scale * w[i];
+}
+
+// NeoX RoPE in place on x [n_tokens][n_heads * head_dim]: pairs (i, i + half) of each head
+// rotate by pos[t] * inv_freq[i] (angle product in f32, cos/sin in f64, as the CPU path).
+// One thread per (token, head, i); grid covers n_tokens * n_heads * half threads.
+KERNEL void rope_neox(float* x, const u32* pos, const float* inv_freq, u32 n_tokens, u32 n_heads,
+                      u32 head_dim) {
+    u32 half = head_dim / 2;
+    u64 idx = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (u64)n_tokens * n_heads * half) return;
+    u32 i = (u32)(idx % half), h = (u32)((idx / half) % n_heads), t = (u32)(idx / ((u64)half * n_heads));
+    float a = (float)pos[t] * inv_freq[i];
+    float c = (float)cos((double)a), s = (float)sin((double)a);
+    float* hd = x + (u64)t * n_heads * head_dim + (u64)h * head_dim;
+    float x0 = hd[i], x1 = hd[i + half];
+    hd[i] = x0 * c - x1 * s;
+    hd[i + half] = x1 * c + x0 * s;
+}
+
+// Causal grouped-query attention of n new tokens (positions start .. start + n - 1) of one
+// sequence over its cache k, v [start + n][n_kv * head_dim]; q, out [n][n_heads * head_dim].
+// One warp per (token, head): online softmax over the visible positions; lane L holds
+// elements L, L + 32, ... of the head (head_dim a multiple of 32, at most 256).
+// Grid (n_heads, n), block 32.
+KERNEL void attend(const float* q, const float* k, const float* v, float* out, u32 n, u32 start,
+                   u32 n_heads, u32 n_kv, u32 head_dim, float scale) {
+    u32 lane = threadIdx.x & 31, h = blockIdx.x, i = blockIdx.y;
+    u32 per = head_dim / 32, kvh = h / (n_heads / n_kv), kvw = n_kv * head_dim;
+    const float* qh = q + (u64)i * n_heads * head_dim + (u64)h * head_dim;
+    float qv[8], acc[8];
+    for (u32 e = 0; e < 8; ++e) {
+        qv[e] = e < per ? qh[lane + 32 * e] : 0.0f;
+        acc[e] = 0.0f;
+    }
+    float m = AS_FLOAT(0xff800000u), l = 0.0f;  // -inf, 0
+    u32 visible = start + i + 1;
+    for (u32 t = 0; t < visible; ++t) {
+        const float* kt = k + (u64)t * kvw + (u64)kvh * head_dim;
+        float s = 0.0f;
+        for (u32 e = 0; e < per; ++e) s += qv[e] * kt[lane + 32 * e];
+        s = warp_sum(s) * scale;
+        float mn = s > m ? s : m;
+        float corr = expf(m - mn), p = expf(s - mn);
+        l = l * corr + p;
+        const float* vt = v + (u64)t * kvw + (u64)kvh * head_dim;
+        for (u32 e = 0; e < per; ++e) acc[e] = acc[e] * corr + p * vt[lane + 32 * e];
+        m = mn;
+    }
+    float* o = out + (u64)i * n_heads * head_dim + (u64)h * head_dim;
+    for (u32 e = 0; e < per; ++e) o[lane + 32 * e] = acc[e] / l;
+}

@@ -1,0 +1,99 @@
+//! Plain f64 references of the dense-path kernels (dense.cu), for the emulator test and
+//! `hmoe-cuda-check`. Obviously-right loops, no speed.
+
+use crate::dtype::KernelType;
+use crate::error::{CudaError, Result};
+
+/// `y[t][r] = W_r · x[t]`, `W` `[rows, cols]` of raw blocks of type `t`.
+pub fn linear(t: KernelType, w: &[u8], rows: usize, cols: usize, x: &[f32]) -> Result<Vec<f32>> {
+    let mut wd = vec![0f32; rows * cols];
+    hmoe_quant::dequantize(t.ggml(), w, &mut wd)
+        .map_err(|e| CudaError::InvalidBatch(format!("linear reference: {e}")))?;
+    let n = x.len() / cols.max(1);
+    Ok((0..n * rows)
+        .map(|i| {
+            let (tk, r) = (i / rows, i % rows);
+            let xr = &x[tk * cols..][..cols];
+            let wr = &wd[r * cols..][..cols];
+            wr.iter()
+                .zip(xr)
+                .map(|(&a, &b)| a as f64 * b as f64)
+                .sum::<f64>() as f32
+        })
+        .collect())
+}
+
+/// RMSNorm of each `w.len()`-wide row.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let c = w.len().max(1);
+    x.chunks(c)
+        .flat_map(|r| {
+            let ms = r.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / c as f64;
+            let s = 1.0 / (ms + eps as f64).sqrt();
+            r.iter()
+                .zip(w)
+                .map(move |(&v, &g)| (v as f64 * s * g as f64) as f32)
+        })
+        .collect()
+}
+
+/// NeoX RoPE as the engine's CPU path computes it (f32 angle, f64 cos/sin).
+pub fn rope(x: &[f32], pos: &[u32], inv_freq: &[f32], n_heads: usize, head_dim: usize) -> Vec<f32> {
+    let half = head_dim / 2;
+    let mut out = x.to_vec();
+    for (t, &p) in pos.iter().enumerate() {
+        for h in 0..n_heads {
+            let head = &mut out[(t * n_heads + h) * head_dim..][..head_dim];
+            for i in 0..half {
+                let a = (p as f32 * inv_freq[i]) as f64;
+                let (c, s) = (a.cos() as f32, a.sin() as f32);
+                let (x0, x1) = (head[i], head[i + half]);
+                head[i] = x0 * c - x1 * s;
+                head[i + half] = x1 * c + x0 * s;
+            }
+        }
+    }
+    out
+}
+
+/// Causal GQA attention of the `q` tokens placed after `start` cached positions.
+pub fn attend(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    start: usize,
+    n_heads: usize,
+    n_kv: usize,
+    head_dim: usize,
+) -> Vec<f32> {
+    let n = q.len() / (n_heads * head_dim).max(1);
+    let scale = 1.0 / (head_dim as f64).sqrt();
+    let mut out = vec![0f32; q.len()];
+    for i in 0..n {
+        for h in 0..n_heads {
+            let kvh = h / (n_heads / n_kv).max(1);
+            let qh = &q[(i * n_heads + h) * head_dim..][..head_dim];
+            let s: Vec<f64> = (0..start + i + 1)
+                .map(|t| {
+                    let kt = &k[(t * n_kv + kvh) * head_dim..][..head_dim];
+                    qh.iter()
+                        .zip(kt)
+                        .map(|(&a, &b)| a as f64 * b as f64)
+                        .sum::<f64>()
+                        * scale
+                })
+                .collect();
+            let m = s.iter().cloned().fold(f64::MIN, f64::max);
+            let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+            for e in 0..head_dim {
+                let o: f64 = s
+                    .iter()
+                    .enumerate()
+                    .map(|(t, sv)| (sv - m).exp() / z * v[(t * n_kv + kvh) * head_dim + e] as f64)
+                    .sum();
+                out[(i * n_heads + h) * head_dim + e] = o as f32;
+            }
+        }
+    }
+    out
+}

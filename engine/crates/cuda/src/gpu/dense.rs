@@ -1,0 +1,259 @@
+//! Launchers of the dense-path kernels (`dense.cu`) with host inputs and outputs. They
+//! allocate, copy and synchronise per call: for verification (`hmoe-cuda-check`) and as
+//! the reference for the device-resident dense backend of docs/notes/cuda.md, not for the
+//! hot path.
+
+use super::{drv, DeviceBuf, GpuExperts};
+use crate::dtype::KernelType;
+use crate::error::{CudaError, Result};
+use crate::WARPS_PER_BLOCK;
+use cudarc::driver::result as cu;
+use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use std::collections::HashMap;
+
+/// Token rows per weight pass of `linear_*` (`TT` in kernels.cu).
+const TOKEN_TILE: u32 = 8;
+
+/// The dense kernels of the module.
+pub(super) struct DenseKernels {
+    linear: HashMap<KernelType, CudaFunction>,
+    rms_norm: CudaFunction,
+    rope: CudaFunction,
+    attend: CudaFunction,
+}
+
+impl DenseKernels {
+    pub(super) fn load(f: &dyn Fn(&str) -> Result<CudaFunction>) -> Result<Self> {
+        let mut linear = HashMap::new();
+        for t in KernelType::ALL {
+            linear.insert(t, f(&format!("linear_{}", t.suffix()))?);
+        }
+        Ok(Self {
+            linear,
+            rms_norm: f("rms_norm")?,
+            rope: f("rope_neox")?,
+            attend: f("attend")?,
+        })
+    }
+}
+
+fn upload<T>(data: &[T], what: &str) -> Result<DeviceBuf> {
+    let b = DeviceBuf::new(std::mem::size_of_val(data), what)?;
+    // SAFETY: the buffer holds size_of_val(data) bytes.
+    unsafe { cu::memcpy_htod_sync(b.ptr, data) }.map_err(drv(format!("cuMemcpyHtoD({what})")))?;
+    Ok(b)
+}
+
+fn bad(msg: String) -> CudaError {
+    CudaError::InvalidBatch(msg)
+}
+
+impl GpuExperts {
+    fn dense_finish(&self, out: &DeviceBuf, n: usize) -> Result<Vec<f32>> {
+        self.compute
+            .synchronize()
+            .map_err(drv("cuStreamSynchronize(dense)"))?;
+        let mut host = vec![0f32; n];
+        // SAFETY: `out` holds n floats written by the kernel that just completed.
+        unsafe { cu::memcpy_dtoh_sync(&mut host, out.ptr) }.map_err(drv("cuMemcpyDtoH(dense)"))?;
+        Ok(host)
+    }
+
+    /// `y[t] = W · x[t]` for a `[rows, cols]` matrix of raw GGUF blocks of type `t`.
+    pub fn dense_linear(
+        &mut self,
+        t: KernelType,
+        w: &[u8],
+        rows: usize,
+        cols: usize,
+        x: &[f32],
+    ) -> Result<Vec<f32>> {
+        let n = x.len() / cols.max(1);
+        if w.len() != t.row_bytes(cols)? * rows || x.len() != n * cols || n == 0 {
+            return Err(bad(format!(
+                "linear: {} weight bytes, {} inputs for {rows}×{cols}",
+                w.len(),
+                x.len()
+            )));
+        }
+        self.ctx.bind_to_thread().map_err(drv("bind context"))?;
+        let (wd, xd) = (upload(w, "linear weights")?, upload(x, "linear input")?);
+        let yd = DeviceBuf::new(n * rows * 4, "linear output")?;
+        let f = self
+            .dense_fns
+            .linear
+            .get(&t)
+            .ok_or(CudaError::UnsupportedType(t.ggml()))?;
+        let cfg = LaunchConfig {
+            grid_dim: (
+                (rows as u32).div_ceil(WARPS_PER_BLOCK),
+                (n as u32).div_ceil(TOKEN_TILE),
+                1,
+            ),
+            block_dim: (32 * WARPS_PER_BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (r, c, nn) = (rows as u32, cols as u32, n as u32);
+        // SAFETY: matches linear_*(const u8*, const float*, float*, u32, u32, u32).
+        unsafe {
+            self.compute
+                .launch_builder(f)
+                .arg(&wd.ptr)
+                .arg(&xd.ptr)
+                .arg(&yd.ptr)
+                .arg(&r)
+                .arg(&c)
+                .arg(&nn)
+                .launch(cfg)
+        }
+        .map_err(drv("launch linear"))?;
+        self.dense_finish(&yd, n * rows)
+    }
+
+    /// RMSNorm of each `cols`-wide row of `x` with weight `w`.
+    pub fn dense_rms_norm(&mut self, x: &[f32], w: &[f32], eps: f32) -> Result<Vec<f32>> {
+        let cols = w.len();
+        if cols == 0 || !x.len().is_multiple_of(cols) {
+            return Err(bad(format!(
+                "rms_norm: {} values for rows of {cols}",
+                x.len()
+            )));
+        }
+        self.ctx.bind_to_thread().map_err(drv("bind context"))?;
+        let (xd, wd) = (upload(x, "norm input")?, upload(w, "norm weight")?);
+        let yd = DeviceBuf::new(x.len() * 4, "norm output")?;
+        let rows = (x.len() / cols) as u32;
+        let cfg = LaunchConfig {
+            grid_dim: (rows.div_ceil(WARPS_PER_BLOCK), 1, 1),
+            block_dim: (32 * WARPS_PER_BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let c = cols as u32;
+        // SAFETY: matches rms_norm(const float*, const float*, float*, u32, u32, float).
+        unsafe {
+            self.compute
+                .launch_builder(&self.dense_fns.rms_norm)
+                .arg(&xd.ptr)
+                .arg(&wd.ptr)
+                .arg(&yd.ptr)
+                .arg(&rows)
+                .arg(&c)
+                .arg(&eps)
+                .launch(cfg)
+        }
+        .map_err(drv("launch rms_norm"))?;
+        self.dense_finish(&yd, x.len())
+    }
+
+    /// NeoX RoPE of `x` (`[tokens, n_heads · head_dim]`) at positions `pos`.
+    pub fn dense_rope(
+        &mut self,
+        x: &[f32],
+        pos: &[u32],
+        inv_freq: &[f32],
+        n_heads: usize,
+        head_dim: usize,
+    ) -> Result<Vec<f32>> {
+        let nt = pos.len();
+        if x.len() != nt * n_heads * head_dim || inv_freq.len() != head_dim / 2 || nt == 0 {
+            return Err(bad(format!(
+                "rope: {} values for {nt} tokens × {n_heads} × {head_dim}",
+                x.len()
+            )));
+        }
+        self.ctx.bind_to_thread().map_err(drv("bind context"))?;
+        let xd = upload(x, "rope input")?;
+        let (pd, fd) = (
+            upload(pos, "positions")?,
+            upload(inv_freq, "inverse frequencies")?,
+        );
+        let total = (nt * n_heads * head_dim / 2) as u32;
+        let cfg = LaunchConfig {
+            grid_dim: (total.div_ceil(128), 1, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (a, b, c) = (nt as u32, n_heads as u32, head_dim as u32);
+        // SAFETY: matches rope_neox(float*, const u32*, const float*, u32, u32, u32).
+        unsafe {
+            self.compute
+                .launch_builder(&self.dense_fns.rope)
+                .arg(&xd.ptr)
+                .arg(&pd.ptr)
+                .arg(&fd.ptr)
+                .arg(&a)
+                .arg(&b)
+                .arg(&c)
+                .launch(cfg)
+        }
+        .map_err(drv("launch rope_neox"))?;
+        self.dense_finish(&xd, x.len())
+    }
+
+    /// Causal GQA attention of `n` new tokens after `start` cached ones (see `attend` in
+    /// dense.cu); `head_dim` a multiple of 32, at most 256.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dense_attend(
+        &mut self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        start: usize,
+        n_heads: usize,
+        n_kv: usize,
+        head_dim: usize,
+    ) -> Result<Vec<f32>> {
+        let n = q.len() / (n_heads * head_dim).max(1);
+        let kv = (start + n) * n_kv * head_dim;
+        if !head_dim.is_multiple_of(32)
+            || head_dim > 256
+            || n_kv == 0
+            || !n_heads.is_multiple_of(n_kv)
+            || n == 0
+            || q.len() != n * n_heads * head_dim
+            || k.len() != kv
+            || v.len() != kv
+        {
+            return Err(bad(format!("attend: q {} k {} v {} for {n} tokens after {start}, {n_heads}/{n_kv} heads of {head_dim}", q.len(), k.len(), v.len())));
+        }
+        self.ctx.bind_to_thread().map_err(drv("bind context"))?;
+        let (qd, kd, vd) = (
+            upload(q, "q")?,
+            upload(k, "k cache")?,
+            upload(v, "v cache")?,
+        );
+        let od = DeviceBuf::new(q.len() * 4, "attention output")?;
+        let cfg = LaunchConfig {
+            grid_dim: (n_heads as u32, n as u32, 1),
+            block_dim: (32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (nn, st, nh, nk, hd) = (
+            n as u32,
+            start as u32,
+            n_heads as u32,
+            n_kv as u32,
+            head_dim as u32,
+        );
+        let scale = 1.0f32 / (head_dim as f32).sqrt();
+        // SAFETY: matches attend(const float* q, k, v, float* out, u32 n, start, n_heads,
+        // n_kv, head_dim, float scale).
+        unsafe {
+            self.compute
+                .launch_builder(&self.dense_fns.attend)
+                .arg(&qd.ptr)
+                .arg(&kd.ptr)
+                .arg(&vd.ptr)
+                .arg(&od.ptr)
+                .arg(&nn)
+                .arg(&st)
+                .arg(&nh)
+                .arg(&nk)
+                .arg(&hd)
+                .arg(&scale)
+                .launch(cfg)
+        }
+        .map_err(drv("launch attend"))?;
+        self.dense_finish(&od, q.len())
+    }
+}

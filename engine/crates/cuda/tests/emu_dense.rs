@@ -1,0 +1,166 @@
+//! The dense-path kernels (src/dense.cu) in the host emulator against plain f64 references.
+
+use hmoe_cuda::dense_ref;
+use hmoe_cuda::verify::compare;
+use hmoe_cuda::KernelType;
+use hmoe_gguf::GgmlDType;
+use hmoe_quant::quantize;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn build(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/emu/dense_harness.cpp");
+    let exe = dir.join("dense_harness");
+    let out = Command::new("g++")
+        .args(["-std=c++20", "-O2", "-pthread", "-Wall", "-Werror", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .output()
+        .expect("g++ must be installed to emulate the kernels");
+    assert!(
+        out.status.success(),
+        "g++: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+struct Input(Vec<u8>);
+
+impl Input {
+    fn u32(mut self, v: u32) -> Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn f32s(mut self, v: &[f32]) -> Self {
+        v.iter()
+            .for_each(|x| self.0.extend_from_slice(&x.to_le_bytes()));
+        self
+    }
+    fn bytes(mut self, v: &[u8]) -> Self {
+        self.0.extend_from_slice(v);
+        self
+    }
+}
+
+fn run(exe: &Path, dir: &Path, input: Input) -> Vec<f32> {
+    let (i, o) = (dir.join("in.bin"), dir.join("out.bin"));
+    std::fs::write(&i, &input.0).unwrap();
+    let st = Command::new(exe).arg(&i).arg(&o).output().unwrap();
+    assert!(
+        st.status.success(),
+        "harness: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    std::fs::read(&o)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// Deterministic values in [-1, 1).
+fn vals(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn check(what: &str, got: &[f32], want: &[f32]) {
+    let c = compare(got, want);
+    println!("{what}: rel_l2 {:.2e} max_rel {:.2e}", c.rel_l2, c.max_rel);
+    assert!(c.pass, "{what}: {c:?}");
+}
+
+#[test]
+fn dense_kernels_match_references_in_the_emulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build(dir.path());
+    let d = dir.path();
+
+    // Quantised linear, 11 tokens (two token tiles).
+    let (rows, cols, n) = (24usize, 512usize, 11usize);
+    for dt in [
+        GgmlDType::Q8_0,
+        GgmlDType::Q4K,
+        GgmlDType::Q5K,
+        GgmlDType::Q6K,
+        GgmlDType::F16,
+    ] {
+        let t = KernelType::of(dt).unwrap();
+        let wf: Vec<f32> = vals(rows * cols, 1).iter().map(|v| v * 0.05).collect();
+        let mut wq = vec![0u8; t.row_bytes(cols).unwrap() * rows];
+        quantize(dt, &wf, &mut wq).unwrap();
+        let x = vals(n * cols, 2);
+        let want = dense_ref::linear(t, &wq, rows, cols, &x).unwrap();
+        let code = KernelType::ALL.iter().position(|&k| k == t).unwrap() as u32;
+        let inp = Input(Vec::new())
+            .u32(0)
+            .u32(code)
+            .u32(rows as u32)
+            .u32(cols as u32)
+            .u32(n as u32);
+        let got = run(&exe, d, inp.u32(wq.len() as u32).bytes(&wq).f32s(&x));
+        check(&format!("linear {dt}"), &got, &want);
+    }
+
+    // RMSNorm over 13 rows of 256.
+    let (nr, c, eps) = (13usize, 256usize, 1e-6f32);
+    let x = vals(nr * c, 3);
+    let w: Vec<f32> = vals(c, 4).iter().map(|v| 1.0 + 0.1 * v).collect();
+    let want = dense_ref::rms_norm(&x, &w, eps);
+    let got = run(
+        &exe,
+        d,
+        Input(Vec::new())
+            .u32(1)
+            .u32(nr as u32)
+            .u32(c as u32)
+            .f32s(&[eps])
+            .f32s(&x)
+            .f32s(&w),
+    );
+    check("rms_norm", &got, &want);
+
+    // NeoX RoPE: 5 tokens at far-apart positions, 4 heads of 128, theta 1e6 (Qwen3).
+    let (nt, nh, hd) = (5usize, 4usize, 128usize);
+    let pos = [0u32, 1, 17, 4095, 40_000];
+    let inv: Vec<f32> = (0..hd / 2)
+        .map(|i| 1.0f32 / 1e6f32.powf((2 * i) as f32 / hd as f32))
+        .collect();
+    let x = vals(nt * nh * hd, 5);
+    let want = dense_ref::rope(&x, &pos, &inv, nh, hd);
+    let mut inp = Input(Vec::new())
+        .u32(2)
+        .u32(nt as u32)
+        .u32(nh as u32)
+        .u32(hd as u32);
+    for p in pos {
+        inp = inp.u32(p);
+    }
+    let got = run(&exe, d, inp.f32s(&inv).f32s(&x));
+    check("rope_neox", &got, &want);
+
+    // Causal GQA attention: 3 new tokens after 37 cached, 8 query heads over 2 KV heads.
+    let (n, start, nh, nkv, hd) = (3usize, 37usize, 8usize, 2usize, 128usize);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let q = vals(n * nh * hd, 6);
+    let k = vals((start + n) * nkv * hd, 7);
+    let v = vals((start + n) * nkv * hd, 8);
+    let want = dense_ref::attend(&q, &k, &v, start, nh, nkv, hd);
+    let inp = Input(Vec::new())
+        .u32(3)
+        .u32(n as u32)
+        .u32(start as u32)
+        .u32(nh as u32)
+        .u32(nkv as u32)
+        .u32(hd as u32);
+    let got = run(&exe, d, inp.f32s(&[scale]).f32s(&q).f32s(&k).f32s(&v));
+    check("attend", &got, &want);
+}
