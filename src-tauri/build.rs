@@ -24,6 +24,7 @@ const COMMANDS: &[&str] = &[
     "models_delete",
     "system_info",
     "hub_list_files",
+    "hub_search",
     "downloads_list",
     "download_start",
     "download_pause",
@@ -31,6 +32,15 @@ const COMMANDS: &[&str] = &[
     "download_cancel",
     "settings_get",
     "settings_set",
+    "conversation_set_backend",
+    "remote_endpoints_list",
+    "remote_endpoint_save",
+    "remote_endpoint_delete",
+    "remote_endpoint_test",
+    "settings_set_hf_token",
+    "models_folder_check",
+    "models_folder_pick",
+    "models_folder_change",
 ];
 
 fn main() {

@@ -196,6 +196,58 @@ fn listing(s: &Shared, repo: &str) -> Option<String> {
     Some(serde_json::json!({ "id": repo, "sha": s.commit, "siblings": siblings }).to_string())
 }
 
+/// `GET /api/models?search=Q`: repositories whose id contains Q (case-insensitive), plus
+/// the hostile ids among the extra names (a client must drop them).
+fn search(s: &Shared, target: &str) -> String {
+    let q = target
+        .split_once('?')
+        .map(|(_, q)| q)
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("search="))
+        .map(percent_decode)
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let mut hits: Vec<serde_json::Value> = s
+        .repos
+        .keys()
+        .filter(|id| id.to_ascii_lowercase().contains(&q))
+        .map(|id| serde_json::json!({ "id": id, "downloads": 42, "likes": 7, "tags": ["gguf"] }))
+        .collect();
+    for x in &s.extra_siblings {
+        hits.push(serde_json::json!({ "id": x, "downloads": 1 }));
+    }
+    serde_json::Value::Array(hits).to_string()
+}
+
+fn percent_decode(s: &str) -> String {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let decoded = match b[i] {
+            b'%' if i + 2 < b.len() => hex(b[i + 1]).zip(hex(b[i + 2])).map(|(h, l)| h * 16 + l),
+            _ => None,
+        };
+        match (decoded, b[i]) {
+            (Some(v), _) => {
+                out.push(v);
+                i += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, c) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 async fn serve(mut sock: TcpStream, s: Arc<Shared>) -> std::io::Result<()> {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 2048];
@@ -229,6 +281,15 @@ async fn serve(mut sock: TcpStream, s: Arc<Shared>) -> std::io::Result<()> {
         }
     }
 
+    if path == "/api/models" {
+        return simple(
+            &mut sock,
+            "200 OK",
+            "application/json",
+            search(&s, target).as_bytes(),
+        )
+        .await;
+    }
     if let Some(rest) = path.strip_prefix("/api/models/") {
         let repo = rest.split("/revision/").next().unwrap_or(rest);
         return match listing(&s, repo) {

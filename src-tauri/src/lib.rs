@@ -25,6 +25,11 @@ pub fn handler<R: Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + Send + 
         chat::commands::chat_regenerate,
         chat::commands::chat_edit_resend,
         chat::commands::chat_stop,
+        chat::commands::conversation_set_backend,
+        chat::commands::remote_endpoints_list,
+        chat::commands::remote_endpoint_save,
+        chat::commands::remote_endpoint_delete,
+        chat::commands::remote_endpoint_test,
         engine::commands::engine_status,
         engine::commands::engine_load,
         engine::commands::engine_unload,
@@ -33,6 +38,7 @@ pub fn handler<R: Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + Send + 
         library::commands::models_delete,
         library::commands::system_info,
         downloads::commands::hub_list_files,
+        downloads::commands::hub_search,
         downloads::commands::downloads_list,
         downloads::commands::download_start,
         downloads::commands::download_pause,
@@ -40,6 +46,10 @@ pub fn handler<R: Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + Send + 
         downloads::commands::download_cancel,
         settings::commands::settings_get,
         settings::commands::settings_set,
+        settings::commands::settings_set_hf_token,
+        settings::commands::models_folder_check,
+        settings::commands::models_folder_pick,
+        settings::commands::models_folder_change,
     ]
 }
 

@@ -48,6 +48,9 @@ pub enum AppError {
     /// Talking to the Hub failed.
     #[error("hub: {0}")]
     Hub(String),
+    /// A remote OpenAI-compatible endpoint refused or failed.
+    #[error("remote endpoint: {0}")]
+    Remote(String),
     /// A JSON value in the database or from the network is malformed.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
@@ -81,6 +84,7 @@ impl AppError {
             AppError::Io { .. } => "io",
             AppError::Engine(_) => "engine",
             AppError::Hub(_) => "hub",
+            AppError::Remote(_) => "remote",
             AppError::Json(_) => "json",
         }
     }

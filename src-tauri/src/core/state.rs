@@ -1,12 +1,14 @@
 //! Folders and the shared state every command receives.
 
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use crate::core::chat::stream::ActiveGenerations;
 use crate::core::db::Db;
 use crate::core::downloads::DownloadManager;
 use crate::core::engine::EngineService;
 use crate::core::library::helpers::LibraryRoots;
+use crate::core::settings::secrets::SecretStore;
 
 /// Overrides the data folder (tests, portable installs).
 pub const DATA_DIR_ENV: &str = "HMOE_STUDIO_DATA";
@@ -14,11 +16,11 @@ pub const DATA_DIR_ENV: &str = "HMOE_STUDIO_DATA";
 /// Where the app keeps its files.
 #[derive(Debug, Clone)]
 pub struct AppPaths {
-    /// Data folder (database + models).
+    /// Data folder (database, secrets file, default models folder).
     pub data: PathBuf,
     /// SQLite file.
     pub db: PathBuf,
-    /// Models folder.
+    /// Models folder (`<data>/models` unless moved in Settings).
     pub models: PathBuf,
     /// Hugging Face hub cache, if one can be located.
     pub hf_cache: Option<PathBuf>,
@@ -33,6 +35,11 @@ impl AppPaths {
             models: data.join("models"),
             hf_cache: hf_cache_dir(),
         }
+    }
+
+    /// The default models folder of `data`.
+    pub fn default_models(data: &Path) -> PathBuf {
+        data.join("models")
     }
 
     /// Library roots.
@@ -63,8 +70,10 @@ pub fn hf_cache_dir() -> Option<PathBuf> {
 
 /// Everything the commands share (managed by Tauri).
 pub struct AppState {
-    /// Folders.
-    pub paths: AppPaths,
+    /// Folders (the models folder can change at run time: read it through [`AppState::paths`]).
+    pub paths_now: RwLock<AppPaths>,
+    /// Secrets (HF token, endpoint API keys).
+    pub secrets: SecretStore,
     /// Database.
     pub db: Db,
     /// Engine service.
@@ -82,6 +91,24 @@ impl AppState {
             db: &self.db,
             engine: &self.engine,
             active: &self.active,
+            secrets: &self.secrets,
         }
+    }
+
+    /// The folders as they are now.
+    pub fn paths(&self) -> AppPaths {
+        match self.paths_now.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Switches the models folder (library, downloads, demo model).
+    pub fn set_models_folder(&self, models: PathBuf) {
+        match self.paths_now.write() {
+            Ok(mut p) => p.models = models.clone(),
+            Err(poisoned) => poisoned.into_inner().models = models.clone(),
+        }
+        self.downloads.set_models_folder(models);
     }
 }

@@ -3,6 +3,7 @@ import { api } from "../services/api";
 import { errorMessage } from "../services/types";
 import { chatStore } from "../stores/chat";
 import { engineStore } from "../stores/engine";
+import { backendLabel, settingsStore } from "../stores/settings";
 import { useStore } from "../stores/store";
 import { ChatSettingsPanel } from "./ChatSettingsPanel";
 import { ConversationList } from "./ConversationList";
@@ -18,7 +19,12 @@ export function ChatScreen() {
   const scroller = useRef<HTMLDivElement>(null);
   const conv = st.conversations.find((c) => c.id === st.activeId) ?? null;
   const busy = st.streamingId != null;
-  const ready = engine.status.state === "ready";
+  const sst = useStore(settingsStore);
+  useEffect(() => { if (!sst.view) void settingsStore.load(); }, []);
+  const backend = conv?.backend ?? sst.view?.settings.default_backend ?? { kind: "local" as const };
+  const remote = backend.kind === "remote";
+  // A remote conversation needs no local model.
+  const ready = remote || engine.status.state === "ready";
   const lastAssistant = [...st.messages].reverse().find((m) => m.role === "assistant");
 
   useEffect(() => {
@@ -49,12 +55,17 @@ export function ChatScreen() {
       <section class="chat-main">
         <header class="chat-head">
           <h2 title={conv?.title}>{conv?.title ?? "New chat"}</h2>
+          {remote && (
+            <span class="chip remote" data-testid="conv-backend-chip" title="Replies come from a remote endpoint">
+              {backendLabel(backend, sst.endpoints)}
+            </span>
+          )}
           {conv && (
             <div class="row gap">
-              <button class="btn ghost sm" onClick={() => void exportAs("markdown")} title="Export as Markdown">
+              <button class="btn ghost sm" onClick={() => void exportAs("markdown")} title="Export as Markdown" data-testid="export-md">
                 <Icon name="export" size={15} /> Markdown
               </button>
-              <button class="btn ghost sm" onClick={() => void exportAs("json")} title="Export as JSON">
+              <button class="btn ghost sm" onClick={() => void exportAs("json")} title="Export as JSON" data-testid="export-json">
                 <Icon name="export" size={15} /> JSON
               </button>
               <button class="btn ghost sm" onClick={() => setShowSettings(true)} data-testid="conv-settings">
@@ -79,7 +90,7 @@ export function ChatScreen() {
           ))}
         </div>
         {(st.error || notice) && (
-          <div class={`banner ${st.error ? "error" : ""}`} role="status">
+          <div class={`banner ${st.error ? "error" : ""}`} role="status" data-testid="chat-notice">
             <span>{st.error ?? notice}</span>
             <button class="icon-btn" onClick={() => { chatStore.clearError(); setNotice(null); }}><Icon name="x" size={14} /></button>
           </div>

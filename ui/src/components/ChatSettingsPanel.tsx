@@ -1,12 +1,20 @@
-import { useState } from "preact/hooks";
-import type { Conversation, ConversationSettings, SamplingParams } from "../services/types";
+import { useEffect, useState } from "preact/hooks";
+import type { BackendChoice, Conversation, ConversationSettings, SamplingParams } from "../services/types";
 import { chatStore } from "../stores/chat";
-import { settingsStore } from "../stores/settings";
+import { backendLabel, settingsStore } from "../stores/settings";
 import { useStore } from "../stores/store";
+
+/** Select value of a backend choice ("default" = the app's). */
+const backendKey = (b: BackendChoice | null) => (b == null ? "default" : b.kind === "local" ? "local" : `remote:${b.endpoint_id}`);
+const fromKey = (k: string): BackendChoice | null =>
+  k === "default" ? null : k === "local" ? { kind: "local" } : { kind: "remote", endpoint_id: Number(k.slice(7)) };
 
 /** Per-conversation system prompt and sampling (or "use defaults"). */
 export function ChatSettingsPanel({ conv, onClose }: { conv: Conversation; onClose: () => void }) {
-  const defaults = useStore(settingsStore).view?.settings;
+  const sst = useStore(settingsStore);
+  const defaults = sst.view?.settings;
+  useEffect(() => { if (!sst.view) void settingsStore.load(); }, []);
+  const [backend, setBackend] = useState(backendKey(conv.backend));
   const base: ConversationSettings = conv.settings ?? {
     sampling: defaults?.default_sampling ?? {
       temperature: 0.7, top_k: 20, top_p: 0.8, min_p: 0, repetition_penalty: 1, repetition_window: 64, seed: 0,
@@ -23,6 +31,18 @@ export function ChatSettingsPanel({ conv, onClose }: { conv: Conversation; onClo
   return (
     <div class="side-sheet" role="dialog" aria-label="Conversation settings">
       <h3>Conversation settings</h3>
+      <label class="field">
+        <span>Answered by</span>
+        <select value={backend} data-testid="conv-backend" onChange={(e) => setBackend((e.target as HTMLSelectElement).value)}>
+          <option value="default">
+            App default ({backendLabel(defaults?.default_backend ?? { kind: "local" }, sst.endpoints)})
+          </option>
+          <option value="local">{backendLabel({ kind: "local" }, sst.endpoints)}</option>
+          {sst.endpoints.map((ep) => (
+            <option key={ep.id} value={`remote:${ep.id}`}>{backendLabel({ kind: "remote", endpoint_id: ep.id }, sst.endpoints)}</option>
+          ))}
+        </select>
+      </label>
       <label class="field">
         <span>System prompt</span>
         <textarea rows={5} value={system} placeholder="You are a helpful assistant."
@@ -55,7 +75,13 @@ export function ChatSettingsPanel({ conv, onClose }: { conv: Conversation; onClo
       </fieldset>
       <div class="row end gap">
         <button class="btn ghost" onClick={onClose}>Cancel</button>
-        <button class="btn primary" onClick={() => { void chatStore.updateSettings(conv.id, system, own ? s : null); onClose(); }}>
+        <button class="btn primary" data-testid="conv-settings-save" onClick={() => {
+          void (async () => {
+            await chatStore.updateSettings(conv.id, system, own ? s : null);
+            if (backend !== backendKey(conv.backend)) await chatStore.setBackend(conv.id, fromKey(backend));
+          })();
+          onClose();
+        }}>
           Save
         </button>
       </div>

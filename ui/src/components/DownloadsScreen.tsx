@@ -1,7 +1,7 @@
 import { useEffect, useState } from "preact/hooks";
 import type { DownloadView } from "../services/types";
 import { formatBytes, formatDuration, formatSpeed } from "../lib/format";
-import { downloadsStore } from "../stores/downloads";
+import { downloadsStore, REPO_RE } from "../stores/downloads";
 import { libraryStore } from "../stores/library";
 import { useStore } from "../stores/store";
 import { Icon } from "./Icon";
@@ -57,13 +57,25 @@ export function DownloadsScreen() {
           <p class="muted">GGUF files from Hugging Face (or the mirror set in Settings). Interrupted downloads resume where they stopped.</p>
         </div>
       </header>
-      <form class="repo-form" onSubmit={(e) => { e.preventDefault(); void downloadsStore.browse(repo); }}>
-        <input data-testid="repo-input" placeholder="org/repository, e.g. unsloth/Qwen3-30B-A3B-Instruct-2507-GGUF"
+      <form class="repo-form" onSubmit={(e) => { e.preventDefault(); void downloadsStore.submit(repo); }}>
+        <input data-testid="repo-input" placeholder="org/repository, or search: e.g. qwen3 30b a3b"
           value={repo} onInput={(e) => setRepo((e.target as HTMLInputElement).value)} />
         <button class="btn primary" type="submit" disabled={st.browsing} data-testid="browse">
-          <Icon name="search" size={16} /> {st.browsing ? "Loading…" : "List files"}</button>
+          <Icon name="search" size={16} /> {st.browsing ? "Loading…" : REPO_RE.test(repo.trim()) ? "List files" : "Search"}</button>
       </form>
       {st.error && <div class="banner error">{st.error}</div>}
+      {st.hits && (
+        <div class="card" data-testid="search-results">
+          {st.hits.length === 0 && <p class="muted">No repository with GGUF files matches.</p>}
+          {st.hits.map((h) => (
+            <button key={h.repo} type="button" class="search-hit" data-testid="search-hit"
+              onClick={() => { setRepo(h.repo); void downloadsStore.browse(h.repo); }}>
+              <strong>{h.repo}</strong>
+              <span class="muted small">{h.downloads != null ? `${h.downloads.toLocaleString()} downloads` : ""}</span>
+            </button>
+          ))}
+        </div>
+      )}
       {st.listing && (
         <div class="card">
           <div class="row between">

@@ -37,7 +37,7 @@ export function ModelsScreen() {
         </div>
         <div class="row gap">
           <button class="btn ghost" onClick={() => void libraryStore.refresh()}><Icon name="refresh" size={16} /> Rescan</button>
-          <button class="btn primary" onClick={() => void libraryStore.importFromDisk()}><Icon name="folder" size={16} /> Import .gguf</button>
+          <button class="btn primary" onClick={() => void libraryStore.importFromDisk()} data-testid="import-model"><Icon name="folder" size={16} /> Import .gguf</button>
         </div>
       </header>
       {sys && (

@@ -1,7 +1,149 @@
 import { useEffect, useState } from "preact/hooks";
-import type { AppSettings, SamplingParams } from "../services/types";
-import { settingsStore } from "../stores/settings";
+import { formatBytes } from "../lib/format";
+import type { AppSettings, BackendChoice, EndpointInput, SamplingParams } from "../services/types";
+import { backendLabel, settingsStore } from "../stores/settings";
 import { useStore } from "../stores/store";
+
+const emptyEndpoint: EndpointInput = { id: null, name: "", url: "", model: "", api_key: null };
+
+function TokenCard() {
+  const st = useStore(settingsStore);
+  const [token, setToken] = useState("");
+  const v = st.view;
+  if (!v) return null;
+  return (
+    <section class="card form">
+      <h3>Hugging Face access token</h3>
+      <p class="muted">For gated repositories. Sent only to the Hub endpoint above.</p>
+      <div class="row gap wrap">
+        {v.hf_token_masked ? (
+          <span class="chip" data-testid="token-masked">Saved: <code>{v.hf_token_masked}</code></span>
+        ) : (
+          <span class="muted">No token saved.</span>
+        )}
+        {v.hf_token_masked && (
+          <button class="btn ghost sm" type="button" onClick={() => void settingsStore.setToken(null)}>Remove</button>
+        )}
+      </div>
+      <div class="row gap">
+        <input type="password" value={token} placeholder="hf_…" autoComplete="off" data-testid="hf-token"
+          onInput={(e) => setToken((e.target as HTMLInputElement).value)} />
+        <button class="btn" type="button" disabled={!token.trim()} data-testid="save-token"
+          onClick={() => void settingsStore.setToken(token).then((ok) => ok && setToken(""))}>
+          {v.hf_token_masked ? "Replace token" : "Save token"}
+        </button>
+      </div>
+      <p class={`note ${v.secret_storage.kind === "file" ? "warn" : ""}`} data-testid="secret-storage">
+        {v.secret_storage.note}
+      </p>
+    </section>
+  );
+}
+
+function FolderCard() {
+  const st = useStore(settingsStore);
+  const v = st.view;
+  if (!v) return null;
+  const c = st.folderCheck;
+  return (
+    <section class="card form" data-testid="folder-card">
+      <h3>Storage</h3>
+      <label class="field"><span>Data folder (database, secrets file; set HMOE_STUDIO_DATA to move it)</span>
+        <input value={v.data_folder} readOnly /></label>
+      <label class="field"><span>Models folder in use</span>
+        <input value={v.models_folder} readOnly data-testid="models-folder" /></label>
+      <div class="field">
+        <span>Move the models folder to</span>
+        <div class="row gap">
+          <input value={st.folderPath} placeholder="/path/to/an/existing/folder" data-testid="folder-input"
+            onInput={(e) => settingsStore.setFolderPath((e.target as HTMLInputElement).value)} />
+          <button class="btn" type="button" onClick={() => void settingsStore.pickFolder()} data-testid="folder-browse">Browse…</button>
+          <button class="btn" type="button" disabled={!st.folderPath.trim()} data-testid="folder-check"
+            onClick={() => void settingsStore.checkFolder()}>Check</button>
+        </div>
+      </div>
+      {c && !c.ok && (
+        <div class="banner error" data-testid="folder-problems">{c.problems.join("; ")}</div>
+      )}
+      {c && c.ok && (
+        <div class="folder-plan" data-testid="folder-plan">
+          <p>
+            {c.path}: writable, {c.free_bytes != null ? `${formatBytes(c.free_bytes)} free` : "free space unknown"}.
+            Your models: {c.models_files} files, {formatBytes(c.models_bytes)}
+            {c.same_filesystem ? " (same disk: moving is instant)." : " (another disk: moving copies them)."}
+          </p>
+          <div class="row gap wrap">
+            <button class="btn primary" type="button" disabled={!c.can_move || st.folderBusy} data-testid="folder-move"
+              onClick={() => void settingsStore.changeFolder(true)}>
+              Move models there
+            </button>
+            <button class="btn" type="button" disabled={st.folderBusy} data-testid="folder-leave"
+              onClick={() => void settingsStore.changeFolder(false)}>
+              Switch, leave models here
+            </button>
+          </div>
+          {c.move_problem && <p class="note warn">Cannot move: {c.move_problem}</p>}
+          <p class="note">
+            Move: every model and unfinished download goes to the new folder and keeps working.
+            Leave: they stay in {v.models_folder} and are no longer listed (unfinished downloads there
+            cannot resume until you switch back); the demo model is written again in the new folder.
+          </p>
+        </div>
+      )}
+      {st.folderDone && (
+        <p class="note" data-testid="folder-result">
+          {st.folderDone.left_in
+            ? `Now using ${st.folderDone.models_folder}. Models left in ${st.folderDone.left_in}.`
+            : `Moved ${st.folderDone.moved_files} files (${formatBytes(st.folderDone.moved_bytes)}) to ${st.folderDone.models_folder}.`}
+        </p>
+      )}
+    </section>
+  );
+}
+
+function EndpointsCard() {
+  const st = useStore(settingsStore);
+  const [draft, setDraft] = useState<EndpointInput>(emptyEndpoint);
+  const field = (k: "name" | "url" | "model") => (e: Event) => setDraft({ ...draft, [k]: (e.target as HTMLInputElement).value });
+  return (
+    <section class="card form" data-testid="endpoints-card">
+      <h3>Remote endpoints</h3>
+      <p class="muted">Any OpenAI-compatible server (another hmoe serve, vLLM, SGLang…). A conversation picks one in its settings.</p>
+      {st.endpoints.map((ep) => (
+        <div class="endpoint-row" key={ep.id} data-testid="endpoint">
+          <div>
+            <strong>{ep.name}</strong> <span class="muted">{ep.model} · {ep.url}</span>
+            {ep.api_key_masked && <span class="chip">key <code>{ep.api_key_masked}</code></span>}
+            {st.endpointTests[ep.id] && (
+              <div class={`note ${st.endpointTests[ep.id].ok ? "" : "warn"}`} data-testid="endpoint-test-result">
+                {st.endpointTests[ep.id].text}
+              </div>
+            )}
+          </div>
+          <div class="row gap">
+            <button class="btn ghost sm" type="button" onClick={() => void settingsStore.testEndpoint(ep.id)}>Test</button>
+            <button class="btn ghost sm" type="button" onClick={() => void settingsStore.deleteEndpoint(ep.id)}>Delete</button>
+          </div>
+        </div>
+      ))}
+      <div class="grid2">
+        <label class="field"><span>Name</span><input value={draft.name} onInput={field("name")} data-testid="endpoint-name" /></label>
+        <label class="field"><span>URL</span><input value={draft.url} placeholder="http://host:10002/v1" onInput={field("url")} data-testid="endpoint-url" /></label>
+        <label class="field"><span>Model</span><input value={draft.model} onInput={field("model")} data-testid="endpoint-model" /></label>
+        <label class="field"><span>API key (optional; kept in the {st.view?.secret_storage.kind === "keyring" ? "system keyring" : "secrets file"})</span>
+          <input type="password" autoComplete="off" value={draft.api_key ?? ""} data-testid="endpoint-key"
+            onInput={(e) => { const k = (e.target as HTMLInputElement).value; setDraft({ ...draft, api_key: k || null }); }} /></label>
+      </div>
+      <div class="row end">
+        <button class="btn" type="button" data-testid="endpoint-add"
+          disabled={!draft.name.trim() || !draft.url.trim() || !draft.model.trim()}
+          onClick={() => void settingsStore.saveEndpoint(draft).then((ep) => ep && setDraft(emptyEndpoint))}>
+          Add endpoint
+        </button>
+      </div>
+    </section>
+  );
+}
 
 export function SettingsScreen() {
   const st = useStore(settingsStore);
@@ -12,6 +154,7 @@ export function SettingsScreen() {
 
   const samp = (k: keyof SamplingParams) => (e: Event) =>
     setS({ ...s, default_sampling: { ...s.default_sampling, [k]: Number((e.target as HTMLInputElement).value) } });
+  const backendValue = (b: BackendChoice) => (b.kind === "local" ? "local" : String(b.endpoint_id));
 
   return (
     <div class="page narrow">
@@ -35,7 +178,7 @@ export function SettingsScreen() {
           </div>
         </section>
         <section class="card form">
-          <h3>Default sampling</h3>
+          <h3>Chat defaults</h3>
           <div class="grid3">
             <label class="field"><span>Temperature</span><input type="number" step="0.05" min="0" value={s.default_sampling.temperature} onInput={samp("temperature")} /></label>
             <label class="field"><span>Top-p</span><input type="number" step="0.05" min="0" max="1" value={s.default_sampling.top_p} onInput={samp("top_p")} /></label>
@@ -45,29 +188,34 @@ export function SettingsScreen() {
             <label class="check"><input type="checkbox" checked={s.enable_thinking}
               onChange={(e) => setS({ ...s, enable_thinking: (e.target as HTMLInputElement).checked })} /> Thinking on</label>
           </div>
+          <label class="field"><span>Conversations are answered by (unless they choose)</span>
+            <select value={backendValue(s.default_backend)} data-testid="default-backend"
+              onChange={(e) => {
+                const v = (e.target as HTMLSelectElement).value;
+                setS({ ...s, default_backend: v === "local" ? { kind: "local" } : { kind: "remote", endpoint_id: Number(v) } });
+              }}>
+              <option value="local">{backendLabel({ kind: "local" }, st.endpoints)}</option>
+              {st.endpoints.map((ep) => <option key={ep.id} value={String(ep.id)}>{backendLabel({ kind: "remote", endpoint_id: ep.id }, st.endpoints)}</option>)}
+            </select></label>
         </section>
         <section class="card form">
-          <h3>Hugging Face</h3>
-          <div class="grid2">
-            <label class="field"><span>Endpoint (HF_ENDPOINT mirror; empty = huggingface.co)</span>
-              <input value={s.hf_endpoint} placeholder="https://huggingface.co" data-testid="hf-endpoint"
-                onInput={(e) => setS({ ...s, hf_endpoint: (e.target as HTMLInputElement).value })} /></label>
-            <label class="field"><span>Access token (for gated repositories)</span>
-              <input type="password" value={s.hf_token ?? ""} placeholder="hf_…" autoComplete="off"
-                onInput={(e) => { const v = (e.target as HTMLInputElement).value; setS({ ...s, hf_token: v || null }); }} /></label>
-          </div>
+          <h3>Downloads</h3>
+          <label class="field"><span>Hub endpoint (HF_ENDPOINT mirror; empty = huggingface.co)</span>
+            <input value={s.hf_endpoint} placeholder="https://huggingface.co" data-testid="hf-endpoint"
+              onInput={(e) => setS({ ...s, hf_endpoint: (e.target as HTMLInputElement).value })} /></label>
+          <label class="check"><input type="checkbox" checked={s.resume_downloads_on_start} data-testid="resume-downloads"
+            onChange={(e) => setS({ ...s, resume_downloads_on_start: (e.target as HTMLInputElement).checked })} />
+            Resume downloads that a restart or crash interrupted when the app starts (a download you paused stays paused)</label>
         </section>
-        <section class="card form">
-          <h3>Storage</h3>
-          <label class="field"><span>Data folder (database and models; set HMOE_STUDIO_DATA to move it)</span>
-            <input value={st.view.data_folder} readOnly /></label>
-        </section>
-        {st.error && <div class="banner error">{st.error}</div>}
         <div class="row end gap">
           {st.saved && <span class="muted">Saved.</span>}
           <button class="btn primary" type="submit" disabled={st.saving} data-testid="save-settings">Save settings</button>
         </div>
       </form>
+      {st.error && <div class="banner error" role="status" data-testid="settings-error">{st.error}</div>}
+      <TokenCard />
+      <EndpointsCard />
+      <FolderCard />
     </div>
   );
 }

@@ -3,12 +3,18 @@ import { transport } from "./ipc";
 import type {
   AppInfo,
   AppSettings,
+  BackendChoice,
+  EndpointInput,
+  FolderChange,
+  FolderCheck,
+  RemoteEndpoint,
   ChatStreamEvent,
   Conversation,
   ConversationSettings,
   DownloadView,
   EngineStatus,
   HubRepoListing,
+  HubSearchHit,
   LibraryModel,
   LoadEvent,
   Message,
@@ -52,6 +58,12 @@ export const api = {
   editResend: (messageId: number, text: string, onEvent: (e: ChatStreamEvent) => void) =>
     streaming<ChatStreamEvent, SendResult>("chat_edit_resend", { messageId, text }, onEvent),
   stop: (messageId: number) => call<boolean>("chat_stop", { messageId }),
+  setConversationBackend: (id: number, backend: BackendChoice | null) =>
+    call<Conversation>("conversation_set_backend", { id, backend }),
+  listEndpoints: () => call<RemoteEndpoint[]>("remote_endpoints_list"),
+  saveEndpoint: (endpoint: EndpointInput) => call<RemoteEndpoint>("remote_endpoint_save", { endpoint }),
+  deleteEndpoint: (id: number) => call<void>("remote_endpoint_delete", { id }),
+  testEndpoint: (id: number) => call<string[]>("remote_endpoint_test", { id }),
 
   engineStatus: () => call<EngineStatus>("engine_status"),
   loadModel: (modelId: string, onEvent: (e: LoadEvent) => void) =>
@@ -65,6 +77,7 @@ export const api = {
 
   hubListFiles: (repo: string, revision?: string) =>
     call<HubRepoListing>("hub_list_files", { repo, revision: revision ?? null }),
+  hubSearch: (query: string) => call<HubSearchHit[]>("hub_search", { query }),
   listDownloads: () => call<DownloadView[]>("downloads_list"),
   startDownload: (repo: string, revision: string, files: string[]) =>
     call<DownloadView[]>("download_start", { repo, revision, files }),
@@ -74,6 +87,11 @@ export const api = {
 
   getSettings: () => call<SettingsView>("settings_get"),
   setSettings: (settings: AppSettings) => call<SettingsView>("settings_set", { settings }),
+  setHfToken: (token: string | null) => call<SettingsView>("settings_set_hf_token", { token }),
+  checkModelsFolder: (path: string) => call<FolderCheck>("models_folder_check", { path }),
+  pickModelsFolder: () => call<string | null>("models_folder_pick"),
+  changeModelsFolder: (path: string, moveModels: boolean) =>
+    call<FolderChange>("models_folder_change", { path, moveModels }),
 
   on: <T>(event: string, cb: (payload: T) => void) => transport().listen<T>(event, cb),
 };

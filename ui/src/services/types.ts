@@ -17,11 +17,16 @@ export interface ConversationSettings {
   enable_thinking: boolean;
 }
 
+/** Who answers a conversation (core/chat/models.rs BackendChoice). */
+export type BackendChoice = { kind: "local" } | { kind: "remote"; endpoint_id: number };
+
 export interface Conversation {
   id: number;
   title: string;
   system_prompt: string;
   settings: ConversationSettings | null;
+  /** null = the app's default backend. */
+  backend: BackendChoice | null;
   created_at: number;
   updated_at: number;
 }
@@ -126,14 +131,59 @@ export interface AppSettings {
   prefetch: boolean;
   default_sampling: SamplingParams;
   enable_thinking: boolean;
-  hf_token: string | null;
   hf_endpoint: string;
   last_model: string | null;
+  resume_downloads_on_start: boolean;
+  /** Changed only through models_folder_change. */
+  models_folder: string | null;
+  default_backend: BackendChoice;
+}
+export interface SecretStorageInfo {
+  kind: "keyring" | "file" | string;
+  note: string;
 }
 export interface SettingsView {
   settings: AppSettings;
   data_folder: string;
+  models_folder: string;
   policies: string[];
+  /** The token is never sent in full: `hf_…WXYZ`. */
+  hf_token_masked: string | null;
+  secret_storage: SecretStorageInfo;
+}
+
+export interface FolderCheck {
+  path: string;
+  ok: boolean;
+  problems: string[];
+  can_move: boolean;
+  move_problem: string | null;
+  models_bytes: number;
+  models_files: number;
+  free_bytes: number | null;
+  same_filesystem: boolean;
+}
+export interface FolderChange {
+  models_folder: string;
+  moved_files: number;
+  moved_bytes: number;
+  left_in: string | null;
+}
+
+export interface RemoteEndpoint {
+  id: number;
+  name: string;
+  url: string;
+  model: string;
+  api_key_masked: string | null;
+}
+export interface EndpointInput {
+  id: number | null;
+  name: string;
+  url: string;
+  model: string;
+  /** null keeps the saved key, "" removes it. */
+  api_key: string | null;
 }
 
 export interface AppInfo {
@@ -151,6 +201,11 @@ export interface HubFile {
   size: number;
   quant: string | null;
   sha256: string[];
+}
+export interface HubSearchHit {
+  repo: string;
+  downloads: number | null;
+  likes: number | null;
 }
 export interface HubRepoListing {
   repo: string;

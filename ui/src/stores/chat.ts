@@ -1,6 +1,13 @@
 // Chat state: conversation list, the open conversation's messages, the streaming reply.
 import { api } from "../services/api";
-import type { ChatStreamEvent, Conversation, ConversationSettings, Message, SendResult } from "../services/types";
+import type {
+  BackendChoice,
+  ChatStreamEvent,
+  Conversation,
+  ConversationSettings,
+  Message,
+  SendResult,
+} from "../services/types";
 import { errorMessage } from "../services/types";
 import { Store } from "./store";
 
@@ -13,6 +20,9 @@ export interface ChatState {
   streamingId: number | null;
   error: string | null;
 }
+
+/** Title of a conversation before its first message. */
+const NEW_CHAT = "New chat";
 
 const initial: ChatState = { conversations: [], query: "", activeId: null, messages: [], streamingId: null, error: null };
 
@@ -61,7 +71,7 @@ export class ChatStore extends Store<ChatState> {
 
   async create(): Promise<Conversation | null> {
     try {
-      const c = await api.createConversation("New chat");
+      const c = await api.createConversation(NEW_CHAT);
       await this.refresh("");
       await this.select(c.id);
       return c;
@@ -89,6 +99,14 @@ export class ChatStore extends Store<ChatState> {
   async updateSettings(id: number, systemPrompt: string, settings: ConversationSettings | null): Promise<void> {
     await this.guard(async () => {
       await api.updateConversationSettings(id, systemPrompt, settings);
+      await this.refresh();
+    });
+  }
+
+  /** Who answers the conversation (null = the app's default). */
+  async setBackend(id: number, backend: BackendChoice | null): Promise<void> {
+    await this.guard(async () => {
+      await api.setConversationBackend(id, backend);
       await this.refresh();
     });
   }
@@ -137,12 +155,16 @@ export class ChatStore extends Store<ChatState> {
 
   async send(text: string): Promise<void> {
     let id = this.get().activeId;
+    const title = text.trim().split("\n")[0].slice(0, 60);
     if (id == null) {
       const c = await this.create();
       if (!c) return;
       id = c.id;
-      const title = text.trim().split("\n")[0].slice(0, 60);
       if (title) await this.rename(id, title);
+    } else {
+      // A chat made with "New chat" is named after its first message too.
+      const conv = this.get().conversations.find((c) => c.id === id);
+      if (conv && conv.title === NEW_CHAT && this.get().messages.length === 0 && title) await this.rename(id, title);
     }
     const cid = id;
     await this.startStream(() => api.send(cid, text, this.onStream), cid);

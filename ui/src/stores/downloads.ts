@@ -1,6 +1,6 @@
 // Hub browsing and downloads (progress arrives as throttled events).
 import { api, EVENTS } from "../services/api";
-import type { DownloadView, HubRepoListing } from "../services/types";
+import type { DownloadView, HubRepoListing, HubSearchHit } from "../services/types";
 import { errorMessage } from "../services/types";
 import { Store } from "./store";
 
@@ -8,6 +8,8 @@ export interface DownloadsState {
   repoInput: string;
   listing: HubRepoListing | null;
   browsing: boolean;
+  /** Results of the last search (null: no search shown). */
+  hits: HubSearchHit[] | null;
   downloads: DownloadView[];
   error: string | null;
 }
@@ -17,7 +19,7 @@ export const REPO_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*\/[A-Za-z0-9][A-Za-z0-9._-]*$
 
 export class DownloadsStore extends Store<DownloadsState> {
   constructor() {
-    super({ repoInput: "", listing: null, browsing: false, downloads: [], error: null });
+    super({ repoInput: "", listing: null, browsing: false, hits: null, downloads: [], error: null });
   }
 
   async init(): Promise<void> {
@@ -46,6 +48,28 @@ export class DownloadsStore extends Store<DownloadsState> {
     }
   }
 
+  /** `org/name` lists the repository's files; any other text searches the Hub. */
+  async submit(text: string): Promise<void> {
+    const t = text.trim();
+    if (REPO_RE.test(t)) await this.browse(t);
+    else await this.search(t);
+  }
+
+  async search(query: string): Promise<void> {
+    const q = query.trim();
+    this.set({ repoInput: q, error: null, listing: null });
+    if (!q || q.includes("..") || q.length > 100) {
+      this.set({ hits: null, error: "Enter a repository as org/name, or a few words to search for" });
+      return;
+    }
+    this.set({ browsing: true, hits: null });
+    try {
+      this.set({ hits: await api.hubSearch(q), browsing: false });
+    } catch (e) {
+      this.set({ browsing: false, error: errorMessage(e) });
+    }
+  }
+
   async browse(repo: string): Promise<void> {
     const r = repo.trim();
     this.set({ repoInput: r, error: null });
@@ -53,7 +77,7 @@ export class DownloadsStore extends Store<DownloadsState> {
       this.set({ error: "Enter a repository as org/name, e.g. unsloth/Qwen3-30B-A3B-Instruct-2507-GGUF" });
       return;
     }
-    this.set({ browsing: true, listing: null });
+    this.set({ browsing: true, listing: null, hits: null });
     try {
       this.set({ listing: await api.hubListFiles(r), browsing: false });
     } catch (e) {

@@ -6,7 +6,7 @@ import { ChatStore } from "./chat";
 import { DownloadsStore, REPO_RE } from "./downloads";
 import { EngineStore } from "./engine";
 
-const conv: Conversation = { id: 1, title: "T", system_prompt: "", settings: null, created_at: 0, updated_at: 0 };
+const conv: Conversation = { id: 1, title: "T", system_prompt: "", settings: null, backend: null, created_at: 0, updated_at: 0 };
 const msg = (id: number, role: Message["role"], content: string, status: Message["status"] = "complete"): Message => ({
   id, conversation_id: 1, seq: id, role, content, status, error: null, stats: null, created_at: 0,
 });

@@ -295,7 +295,9 @@ impl RemoteStream {
         self.usage
     }
 
-    fn stats(&self) -> GenerationStats {
+    /// Stats so far: token counts from the usage chunk when the server sent one (else the
+    /// number of text pieces), timings measured here.
+    pub fn stats(&self) -> GenerationStats {
         let (prompt_tokens, completion_tokens) = self.usage.unwrap_or((0, self.pieces));
         let ttft = self.time_to_first_token().unwrap_or(0.0);
         let decode = self.decode_time().unwrap_or(0.0);

@@ -24,16 +24,13 @@ pub struct AppInfo {
 /// App facts.
 #[tauri::command]
 pub async fn app_info(state: State<'_, AppState>) -> AppResult<AppInfo> {
-    let demo = state.paths.demo_model();
+    let paths = state.paths();
+    let demo = paths.demo_model();
     Ok(AppInfo {
         version: env!("CARGO_PKG_VERSION").to_string(),
-        data_folder: state.paths.data.display().to_string(),
-        models_folder: state.paths.models.display().to_string(),
-        hf_cache: state
-            .paths
-            .hf_cache
-            .as_ref()
-            .map(|p| p.display().to_string()),
+        data_folder: paths.data.display().to_string(),
+        models_folder: paths.models.display().to_string(),
+        hf_cache: paths.hf_cache.as_ref().map(|p| p.display().to_string()),
         demo_model_id: demo.is_file().then(|| demo.display().to_string()),
     })
 }

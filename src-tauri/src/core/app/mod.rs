@@ -1,6 +1,7 @@
 //! App-level commands and start-up.
 
 pub mod commands;
+pub mod dialog;
 pub mod setup;
 #[cfg(test)]
 mod tests;

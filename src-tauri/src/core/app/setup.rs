@@ -12,6 +12,7 @@ use crate::core::engine::adapter::EngineLoader;
 use crate::core::engine::models::LoadEvent;
 use crate::core::engine::{EngineService, ModelLoader};
 use crate::core::error::{AppError, AppResult};
+use crate::core::settings::secrets::SecretStore;
 use crate::core::state::{AppPaths, AppState, DATA_DIR_ENV};
 use crate::core::{db, demo, events, settings};
 
@@ -20,10 +21,23 @@ pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
 
 /// Builds the state for a data folder (used by the app and by tests).
 pub async fn build_state(data: &Path, loader: Arc<dyn ModelLoader>) -> AppResult<AppState> {
-    let paths = AppPaths::under(data);
+    build_state_with(data, loader, SecretStore::open(data)).await
+}
+
+/// [`build_state`] with a given secret store (tests).
+pub async fn build_state_with(
+    data: &Path,
+    loader: Arc<dyn ModelLoader>,
+    secrets: SecretStore,
+) -> AppResult<AppState> {
+    let mut paths = AppPaths::under(data);
+    let db = db::open(&paths.db).await?;
+    if settings::helpers::migrate_legacy_token(&db, &secrets).await? {
+        tracing::info!("moved the Hugging Face token out of the settings table");
+    }
+    paths.models = settings::helpers::models_folder(&settings::helpers::load(&db).await?, data);
     std::fs::create_dir_all(&paths.models)
         .map_err(|e| AppError::io("create folder", &paths.models, e))?;
-    let db = db::open(&paths.db).await?;
     let (msgs, dls) = db::recover_after_crash(&db).await?;
     if msgs + dls > 0 {
         tracing::info!(
@@ -32,7 +46,8 @@ pub async fn build_state(data: &Path, loader: Arc<dyn ModelLoader>) -> AppResult
     }
     let downloads = DownloadManager::new(db.clone(), paths.models.clone());
     Ok(AppState {
-        paths,
+        paths_now: std::sync::RwLock::new(paths),
+        secrets,
         db,
         engine: EngineService::new(loader),
         active: ActiveGenerations::default(),
@@ -73,10 +88,27 @@ pub fn setup<R: Runtime>(app: &AppHandle<R>) -> AppResult<()> {
     Ok(())
 }
 
-/// Writes the demo model if missing, then loads the last used model (or the demo).
+/// Resumes the downloads the last run stopped by exiting or crashing, unless the setting
+/// turns that off. Returns the ids resumed.
+pub async fn resume_downloads(state: &AppState) -> AppResult<Vec<i64>> {
+    let s = settings::helpers::load(&state.db).await?;
+    if !s.resume_downloads_on_start {
+        return Ok(Vec::new());
+    }
+    let cfg = crate::core::downloads::commands::hub_config(state).await?;
+    state.downloads.resume_interrupted(cfg).await
+}
+
+/// Resumes interrupted downloads, writes the demo model if missing, then loads the last
+/// used model (or the demo).
 async fn startup_tasks<R: Runtime>(app: &AppHandle<R>) -> AppResult<()> {
     let state = app.state::<AppState>();
-    let demo_path = state.paths.demo_model();
+    match resume_downloads(&state).await {
+        Ok(ids) if !ids.is_empty() => tracing::info!("resumed downloads {ids:?}"),
+        Ok(_) => {}
+        Err(e) => tracing::error!("resuming downloads: {e}"),
+    }
+    let demo_path = state.paths().demo_model();
     let p = demo_path.clone();
     let wrote = tokio::task::spawn_blocking(move || demo::ensure_demo_model(&p))
         .await

@@ -12,8 +12,9 @@ use tauri::test::{
 use tauri::webview::InvokeRequest;
 use tauri::{App, WebviewWindow, WebviewWindowBuilder};
 
-use super::setup::build_state;
+use super::setup::build_state_with;
 use crate::core::engine::testing::{words, ScriptedLoader};
+use crate::core::settings::secrets::SecretStore;
 
 struct Harness {
     _dir: tempfile::TempDir,
@@ -28,7 +29,12 @@ fn harness() -> Harness {
         pace: Duration::from_millis(1),
         ..Default::default()
     });
-    let state = tauri::async_runtime::block_on(build_state(dir.path(), loader)).unwrap();
+    let secrets = SecretStore::file(
+        dir.path()
+            .join(crate::core::settings::secrets::SECRETS_FILE),
+    );
+    let state =
+        tauri::async_runtime::block_on(build_state_with(dir.path(), loader, secrets)).unwrap();
     let app = mock_builder()
         .invoke_handler(crate::handler())
         .manage(state)
@@ -192,4 +198,86 @@ fn chat_send_without_a_model_is_a_state_error() {
     assert_eq!(e["kind"], "state", "{e}");
     let st = call(&h, "engine_status", json!({})).unwrap();
     assert_eq!(st["state"], "idle");
+}
+
+#[test]
+fn token_is_stored_as_a_secret_and_only_shown_masked() {
+    let h = harness();
+    let v = call(
+        &h,
+        "settings_set_hf_token",
+        json!({ "token": "hf_abcdefghijklmnopQRST" }),
+    )
+    .unwrap();
+    assert_eq!(v["hf_token_masked"], "hf_…QRST");
+    assert_eq!(v["secret_storage"]["kind"], "file");
+    let all = call(&h, "settings_get", json!({})).unwrap().to_string();
+    assert!(
+        !all.contains("abcdefghijklmnop"),
+        "full token reached the UI: {all}"
+    );
+    // Saving the other settings (what the UI sends back) keeps the token.
+    let mut s = call(&h, "settings_get", json!({})).unwrap()["settings"].clone();
+    s["threads"] = json!(2);
+    let v = call(&h, "settings_set", json!({ "settings": s })).unwrap();
+    assert_eq!(v["hf_token_masked"], "hf_…QRST");
+    let v = call(&h, "settings_set_hf_token", json!({ "token": null })).unwrap();
+    assert!(v["hf_token_masked"].is_null());
+}
+
+#[test]
+fn folder_and_remote_commands_validate_their_input() {
+    let h = harness();
+    let c = call(
+        &h,
+        "models_folder_check",
+        json!({ "path": "/no/such/folder" }),
+    )
+    .unwrap();
+    assert_eq!(c["ok"], false);
+    assert!(c["problems"][0]
+        .as_str()
+        .unwrap()
+        .contains("does not exist"));
+    let e = call(
+        &h,
+        "models_folder_change",
+        json!({ "path": "relative", "moveModels": true }),
+    )
+    .unwrap_err();
+    assert_eq!(e["kind"], "invalid");
+    let conv = call(&h, "conversation_create", json!({})).unwrap();
+    let e = call(
+        &h,
+        "conversation_set_backend",
+        json!({ "id": conv["id"], "backend": { "kind": "remote", "endpoint_id": 99 } }),
+    )
+    .unwrap_err();
+    assert_eq!(e["kind"], "not_found");
+    let ep = call(
+        &h,
+        "remote_endpoint_save",
+        json!({ "endpoint": { "id": null, "name": "lab", "url": "http://127.0.0.1:9/v1",
+                              "model": "m", "api_key": "sk-0123456789abcdef" } }),
+    )
+    .unwrap();
+    assert_eq!(ep["api_key_masked"], "sk-…cdef");
+    let c2 = call(
+        &h,
+        "conversation_set_backend",
+        json!({ "id": conv["id"], "backend": { "kind": "remote", "endpoint_id": ep["id"] } }),
+    )
+    .unwrap();
+    assert_eq!(c2["backend"]["endpoint_id"], ep["id"]);
+    let list = call(&h, "remote_endpoints_list", json!({}))
+        .unwrap()
+        .to_string();
+    assert!(!list.contains("0123456789"), "{list}");
+    let e = call(
+        &h,
+        "remote_endpoint_save",
+        json!({ "endpoint": { "id": null, "name": "x", "url": "file:///etc", "model": "m", "api_key": null } }),
+    )
+    .unwrap_err();
+    assert_eq!(e["kind"], "invalid");
 }

@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use tauri::ipc::Channel;
 use tauri::{AppHandle, Runtime, State};
-use tauri_plugin_dialog::DialogExt;
 
 use super::helpers;
 use super::models::{
-    ChatStreamEvent, Conversation, ConversationSettings, ExportFormat, Message, SendResult,
+    BackendChoice, ChatStreamEvent, Conversation, ConversationSettings, ExportFormat, Message,
+    SendResult,
 };
+use super::remote::{self, EndpointInput, RemoteEndpoint};
 use super::store;
 use crate::core::error::{AppError, AppResult};
 use crate::core::state::AppState;
@@ -104,23 +105,10 @@ pub async fn conversation_export_save<R: Runtime>(
             }
         })
         .collect();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    app.dialog()
-        .file()
-        .add_filter(ext, &[ext])
-        .set_file_name(format!("{}.{ext}", safe.trim()))
-        .save_file(move |p| {
-            let _ = tx.send(p);
-        });
-    let Some(path) = rx
-        .await
-        .map_err(|_| AppError::State("the save dialog closed unexpectedly".into()))?
-    else {
+    let name = format!("{}.{ext}", safe.trim());
+    let Some(path) = crate::core::app::dialog::save_file(&app, ext, &name).await? else {
         return Ok(None);
     };
-    let path = path
-        .into_path()
-        .map_err(|e| AppError::invalid("path", e.to_string()))?;
     tokio::fs::write(&path, text)
         .await
         .map_err(|e| AppError::io("write", &path, e))?;
@@ -172,4 +160,44 @@ pub async fn chat_edit_resend(
 #[tauri::command]
 pub async fn chat_stop(state: State<'_, AppState>, message_id: i64) -> AppResult<bool> {
     Ok(state.active.cancel(message_id).await)
+}
+
+/// Sets who answers a conversation (`None` = the app's default).
+#[tauri::command]
+pub async fn conversation_set_backend(
+    state: State<'_, AppState>,
+    id: i64,
+    backend: Option<BackendChoice>,
+) -> AppResult<Conversation> {
+    if let Some(BackendChoice::Remote { endpoint_id }) = backend {
+        remote::get_endpoint(&state.db, endpoint_id).await?;
+    }
+    store::set_backend(&state.db, id, backend.as_ref()).await
+}
+
+/// Remote endpoints (keys masked).
+#[tauri::command]
+pub async fn remote_endpoints_list(state: State<'_, AppState>) -> AppResult<Vec<RemoteEndpoint>> {
+    remote::list_endpoints(&state.db, &state.secrets).await
+}
+
+/// Creates or edits a remote endpoint (its key goes to the secret store).
+#[tauri::command]
+pub async fn remote_endpoint_save(
+    state: State<'_, AppState>,
+    endpoint: EndpointInput,
+) -> AppResult<RemoteEndpoint> {
+    remote::save_endpoint(&state.db, &state.secrets, &endpoint).await
+}
+
+/// Deletes a remote endpoint; its conversations go back to the default backend.
+#[tauri::command]
+pub async fn remote_endpoint_delete(state: State<'_, AppState>, id: i64) -> AppResult<()> {
+    remote::delete_endpoint(&state.db, &state.secrets, id).await
+}
+
+/// Asks the endpoint for its models (connection, key and URL check).
+#[tauri::command]
+pub async fn remote_endpoint_test(state: State<'_, AppState>, id: i64) -> AppResult<Vec<String>> {
+    remote::test_endpoint(&state.db, &state.secrets, id).await
 }

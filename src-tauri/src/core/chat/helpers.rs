@@ -5,7 +5,7 @@ use std::sync::Arc;
 use hmoe_engine::api::{ChatMessage, Prompt};
 
 use super::models::{
-    ChatStreamEvent, Conversation, ExportFormat, Message, MessageStatus, SendResult,
+    BackendChoice, ChatStreamEvent, Conversation, ExportFormat, Message, MessageStatus, SendResult,
 };
 use super::store;
 use super::stream::{spawn_reply, ActiveGenerations};
@@ -26,6 +26,8 @@ pub struct ChatCtx<'a> {
     pub engine: &'a EngineService,
     /// Running replies.
     pub active: &'a ActiveGenerations,
+    /// API keys of remote endpoints.
+    pub secrets: &'a crate::core::settings::secrets::SecretStore,
 }
 
 fn check_text(text: &str) -> AppResult<()> {
@@ -41,8 +43,9 @@ fn check_text(text: &str) -> AppResult<()> {
     Ok(())
 }
 
-/// Prompt from the conversation's history (system prompt first; failed replies left out).
-fn build_prompt(conv: &Conversation, history: &[Message], enable_thinking: bool) -> Prompt {
+/// Chat messages from the conversation's history (system prompt first; failed replies
+/// left out).
+fn build_messages(conv: &Conversation, history: &[Message]) -> Vec<ChatMessage> {
     let mut messages = Vec::with_capacity(history.len() + 1);
     if !conv.system_prompt.trim().is_empty() {
         messages.push(ChatMessage {
@@ -59,10 +62,15 @@ fn build_prompt(conv: &Conversation, history: &[Message], enable_thinking: bool)
             content: m.content.clone(),
         });
     }
-    Prompt::Chat {
-        messages,
-        enable_thinking,
-    }
+    messages
+}
+
+/// The backend that answers `conv`: its own choice, else the app's default.
+async fn backend_of(db: &Db, conv: &Conversation) -> AppResult<BackendChoice> {
+    Ok(match conv.backend {
+        Some(b) => b,
+        None => settings::helpers::load(db).await?.default_backend,
+    })
 }
 
 /// Inserts the reply row and starts streaming into it.
@@ -76,15 +84,35 @@ async fn start_reply(
         Some(s) => s.clone(),
         None => settings::helpers::default_conversation_settings(ctx.db).await?,
     };
-    let prompt = build_prompt(conv, &history, conv_settings.enable_thinking);
-    let (stream, info) = ctx.engine.generate(prompt, conv_settings.sampling).await?;
+    let messages = build_messages(conv, &history);
+    let (stream, model_name) = match backend_of(ctx.db, conv).await? {
+        BackendChoice::Local => {
+            let prompt = Prompt::Chat {
+                messages,
+                enable_thinking: conv_settings.enable_thinking,
+            };
+            let (stream, info) = ctx.engine.generate(prompt, conv_settings.sampling).await?;
+            (stream, info.name)
+        }
+        BackendChoice::Remote { endpoint_id } => {
+            let (client, ep) = super::remote::client(ctx.db, ctx.secrets, endpoint_id).await?;
+            let stream = super::remote::generate(
+                &client,
+                &messages,
+                &conv_settings.sampling,
+                conv_settings.enable_thinking,
+            )
+            .await?;
+            (stream, format!("{} @ {}", ep.model, ep.name))
+        }
+    };
     let reply =
         store::insert_message(ctx.db, conv.id, "assistant", "", MessageStatus::Streaming).await?;
     spawn_reply(
         ctx.db.clone(),
         ctx.active.clone(),
         reply.id,
-        info.name,
+        model_name,
         stream,
         emit,
     )
@@ -92,8 +120,11 @@ async fn start_reply(
     Ok(reply.id)
 }
 
-async fn ensure_model(ctx: &ChatCtx<'_>) -> AppResult<()> {
-    if ctx.engine.current().await.is_none() {
+/// A local conversation needs a loaded model; a remote one does not.
+async fn ensure_model(ctx: &ChatCtx<'_>, conv: &Conversation) -> AppResult<()> {
+    if backend_of(ctx.db, conv).await? == BackendChoice::Local
+        && ctx.engine.current().await.is_none()
+    {
         return Err(AppError::State(
             "no model is loaded: pick one in Models".into(),
         ));
@@ -110,7 +141,7 @@ pub async fn send(
 ) -> AppResult<SendResult> {
     check_text(text)?;
     let conv = store::get_conversation(ctx.db, conversation_id).await?;
-    ensure_model(ctx).await?;
+    ensure_model(ctx, &conv).await?;
     let user =
         store::insert_message(ctx.db, conv.id, "user", text, MessageStatus::Complete).await?;
     let assistant_message_id = start_reply(ctx, &conv, emit).await?;
@@ -127,7 +158,7 @@ pub async fn regenerate(
     emit: Arc<dyn Fn(ChatStreamEvent) + Send + Sync>,
 ) -> AppResult<SendResult> {
     let conv = store::get_conversation(ctx.db, conversation_id).await?;
-    ensure_model(ctx).await?;
+    ensure_model(ctx, &conv).await?;
     let history = store::list_messages(ctx.db, conv.id).await?;
     let last_user = history
         .iter()
@@ -165,7 +196,7 @@ pub async fn edit_resend(
         ));
     }
     let conv = store::get_conversation(ctx.db, msg.conversation_id).await?;
-    ensure_model(ctx).await?;
+    ensure_model(ctx, &conv).await?;
     let history = store::list_messages(ctx.db, conv.id).await?;
     if history.iter().any(|m| m.status == MessageStatus::Streaming) {
         return Err(AppError::State(

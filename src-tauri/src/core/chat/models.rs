@@ -14,10 +14,26 @@ pub struct Conversation {
     pub system_prompt: String,
     /// Per-conversation settings; `None` means the defaults from settings.
     pub settings: Option<ConversationSettings>,
+    /// Who answers: `None` means the app's default backend (settings).
+    pub backend: Option<BackendChoice>,
     /// Creation time, ms since epoch.
     pub created_at: i64,
     /// Last change, ms since epoch.
     pub updated_at: i64,
+}
+
+/// Who generates the replies of a conversation.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BackendChoice {
+    /// The model loaded in this app.
+    #[default]
+    Local,
+    /// A remote OpenAI-compatible endpoint (see `remote_endpoints`).
+    Remote {
+        /// Row id of the endpoint.
+        endpoint_id: i64,
+    },
 }
 
 /// Sampling and thinking switch of one conversation.

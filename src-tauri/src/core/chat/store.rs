@@ -2,7 +2,9 @@
 
 use sqlx::Row;
 
-use super::models::{Conversation, ConversationSettings, Message, MessageStats, MessageStatus};
+use super::models::{
+    BackendChoice, Conversation, ConversationSettings, Message, MessageStats, MessageStatus,
+};
 use crate::core::db::{now_ms, Db};
 use crate::core::error::{AppError, AppResult};
 
@@ -11,6 +13,7 @@ pub const MAX_TITLE_CHARS: usize = 200;
 
 fn conv_from_row(r: &sqlx::sqlite::SqliteRow) -> AppResult<Conversation> {
     let settings: Option<String> = r.try_get("sampling_json")?;
+    let backend: Option<String> = r.try_get("backend_json")?;
     Ok(Conversation {
         id: r.try_get("id")?,
         title: r.try_get("title")?,
@@ -19,9 +22,49 @@ fn conv_from_row(r: &sqlx::sqlite::SqliteRow) -> AppResult<Conversation> {
             Some(s) => Some(serde_json::from_str::<ConversationSettings>(&s)?),
             None => None,
         },
+        backend: match backend {
+            Some(b) => Some(serde_json::from_str::<BackendChoice>(&b)?),
+            None => None,
+        },
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
+}
+
+/// Sets (or, with `None`, clears) the backend of a conversation.
+pub async fn set_backend(
+    db: &Db,
+    id: i64,
+    backend: Option<&BackendChoice>,
+) -> AppResult<Conversation> {
+    let json = backend.map(serde_json::to_string).transpose()?;
+    let n = sqlx::query("UPDATE conversations SET backend_json = ?, updated_at = ? WHERE id = ?")
+        .bind(json)
+        .bind(now_ms())
+        .bind(id)
+        .execute(db)
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(AppError::NotFound {
+            what: "conversation",
+            id: id.to_string(),
+        });
+    }
+    get_conversation(db, id).await
+}
+
+/// Conversations that used endpoint `endpoint_id` go back to the default backend
+/// (the endpoint was deleted).
+pub async fn clear_backend_of_endpoint(db: &Db, endpoint_id: i64) -> AppResult<u64> {
+    Ok(sqlx::query(
+        "UPDATE conversations SET backend_json = NULL \
+         WHERE json_extract(backend_json, '$.endpoint_id') = ?",
+    )
+    .bind(endpoint_id)
+    .execute(db)
+    .await?
+    .rows_affected())
 }
 
 fn clean_title(title: &str) -> AppResult<String> {

@@ -12,6 +12,7 @@ use super::stream::{ActiveGenerations, ReplyWriter, FLUSH_EVERY_TOKENS};
 use crate::core::engine::models::LoadEvent;
 use crate::core::engine::testing::{words, ScriptedLoader};
 use crate::core::engine::EngineService;
+use crate::core::settings::secrets::SecretStore;
 
 /// Generous bound for a scripted reply to finish on a loaded CI machine (not a timing assertion).
 const WAIT: Duration = Duration::from_secs(20);
@@ -22,6 +23,7 @@ struct Fixture {
     active: ActiveGenerations,
     events: Arc<Mutex<Vec<ChatStreamEvent>>>,
     prompts: crate::core::engine::testing::Prompts,
+    secrets: SecretStore,
 }
 
 impl Fixture {
@@ -53,6 +55,7 @@ impl Fixture {
             active: ActiveGenerations::default(),
             events: Default::default(),
             prompts,
+            secrets: SecretStore::memory(),
         }
     }
 
@@ -61,6 +64,7 @@ impl Fixture {
             db: &self.db,
             engine: &self.engine,
             active: &self.active,
+            secrets: &self.secrets,
         }
     }
 
@@ -224,10 +228,12 @@ async fn send_without_a_model_changes_nothing(db: SqlitePool) {
     });
     let engine = EngineService::new(loader);
     let active = ActiveGenerations::default();
+    let secrets = SecretStore::memory();
     let ctx = ChatCtx {
         db: &db,
         engine: &engine,
         active: &active,
+        secrets: &secrets,
     };
     let c = store::create_conversation(&db, "t").await.unwrap();
     let err = helpers::send(&ctx, c.id, "hi", Arc::new(|_: ChatStreamEvent| {}))

@@ -38,7 +38,8 @@ pub async fn open(path: &Path) -> AppResult<Db> {
 }
 
 /// Marks replies that were streaming when the app died as interrupted and downloads that were
-/// running as paused. Returns (messages, downloads) changed.
+/// running as paused by the app (`auto_resume`, so they continue at start unless the setting
+/// says no). Returns (messages, downloads) changed.
 pub async fn recover_after_crash(db: &Db) -> AppResult<(u64, u64)> {
     let now = now_ms();
     let m = sqlx::query(
@@ -49,7 +50,8 @@ pub async fn recover_after_crash(db: &Db) -> AppResult<(u64, u64)> {
     .await?
     .rows_affected();
     let d = sqlx::query(
-        "UPDATE downloads SET status = 'paused', updated_at = ? WHERE status IN ('running', 'queued', 'verifying')",
+        "UPDATE downloads SET status = 'paused', auto_resume = 1, updated_at = ? \
+         WHERE status IN ('running', 'queued', 'verifying')",
     )
     .bind(now)
     .execute(db)

@@ -3,16 +3,17 @@
 use tauri::State;
 
 use super::hub::HubClient;
-use super::models::{DownloadView, HubConfig, HubRepoListing};
+use super::models::{DownloadView, HubConfig, HubRepoListing, HubSearchHit};
 use crate::core::error::AppResult;
 use crate::core::settings;
 use crate::core::state::AppState;
 
-async fn hub_config(state: &AppState) -> AppResult<HubConfig> {
+/// Endpoint from the settings, token from the secret store.
+pub async fn hub_config(state: &AppState) -> AppResult<HubConfig> {
     let s = settings::helpers::load(&state.db).await?;
     Ok(HubConfig {
         endpoint: settings::helpers::endpoint(&s),
-        token: s.hf_token.filter(|t| !t.trim().is_empty()),
+        token: settings::helpers::hf_token(&state.secrets).await?,
     })
 }
 
@@ -26,6 +27,14 @@ pub async fn hub_list_files(
     let client = HubClient::new(hub_config(&state).await?)?;
     client
         .list(repo.trim(), revision.as_deref().unwrap_or("main"))
+        .await
+}
+
+/// Repositories with GGUF files matching a search text.
+#[tauri::command]
+pub async fn hub_search(state: State<'_, AppState>, query: String) -> AppResult<Vec<HubSearchHit>> {
+    HubClient::new(hub_config(&state).await?)?
+        .search(&query)
         .await
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::models::{HubConfig, HubFile, HubRepoListing};
+use super::models::{HubConfig, HubFile, HubRepoListing, HubSearchHit};
 use super::validate;
 use crate::core::error::{AppError, AppResult};
 use crate::core::library::helpers::split_parts;
@@ -27,6 +27,18 @@ struct ApiSibling {
     rfilename: String,
     size: Option<u64>,
     lfs: Option<ApiLfs>,
+}
+
+/// Longest search text sent to the Hub.
+pub const MAX_SEARCH_CHARS: usize = 100;
+/// Results asked for per search.
+const SEARCH_LIMIT: &str = "30";
+
+#[derive(Debug, Deserialize)]
+struct ApiSearchHit {
+    id: String,
+    downloads: Option<u64>,
+    likes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +107,48 @@ impl HubClient {
             }
         }
         rb
+    }
+
+    /// Repositories with GGUF files whose name matches `query`, most downloaded first
+    /// (`GET /api/models?search=..&filter=gguf`). Ids that are not a valid `org/name` are
+    /// dropped: they come from the network.
+    pub async fn search(&self, query: &str) -> AppResult<Vec<HubSearchHit>> {
+        let q = query.trim();
+        if q.is_empty() || q.chars().count() > MAX_SEARCH_CHARS || q.chars().any(char::is_control) {
+            return Err(AppError::invalid(
+                "query",
+                format!("search text must be 1 to {MAX_SEARCH_CHARS} characters"),
+            ));
+        }
+        let url = format!("{}/api/models", self.cfg.endpoint);
+        let resp = self
+            .auth(self.http.get(&url))
+            .query(&[
+                ("search", q),
+                ("filter", "gguf"),
+                ("sort", "downloads"),
+                ("direction", "-1"),
+                ("limit", SEARCH_LIMIT),
+            ])
+            .send()
+            .await
+            .map_err(|e| AppError::Hub(format!("{url}: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(AppError::Hub(format!("{url}: HTTP {}", resp.status())));
+        }
+        let hits: Vec<ApiSearchHit> = resp
+            .json()
+            .await
+            .map_err(|e| AppError::Hub(format!("{url}: bad search answer: {e}")))?;
+        Ok(hits
+            .into_iter()
+            .filter(|h| validate::repo(&h.id).is_ok())
+            .map(|h| HubSearchHit {
+                repo: h.id,
+                downloads: h.downloads,
+                likes: h.likes,
+            })
+            .collect())
     }
 
     /// Every `.gguf` file of `repo` at `revision` (validated), and the commit.

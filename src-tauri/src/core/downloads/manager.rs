@@ -29,7 +29,7 @@ struct Listeners {
 #[derive(Clone)]
 pub struct DownloadManager {
     db: Db,
-    models: PathBuf,
+    models: Arc<RwLock<PathBuf>>,
     free_space: FreeSpaceFn,
     retry: RetryPolicy,
     running: Arc<Mutex<HashMap<i64, Running>>>,
@@ -41,7 +41,7 @@ impl DownloadManager {
     pub fn new(db: Db, models: PathBuf) -> Self {
         Self {
             db,
-            models,
+            models: Arc::new(RwLock::new(models)),
             free_space: Arc::new(|p: &std::path::Path| crate::core::system::free_space(p)),
             retry: RetryPolicy::default(),
             running: Default::default(),
@@ -50,6 +50,27 @@ impl DownloadManager {
                 finished: Arc::new(|_| {}),
             })),
         }
+    }
+
+    /// The models folder downloads go to.
+    pub fn models_folder(&self) -> PathBuf {
+        match self.models.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Switches the models folder (after the settings moved it).
+    pub fn set_models_folder(&self, models: PathBuf) {
+        match self.models.write() {
+            Ok(mut p) => *p = models,
+            Err(poisoned) => *poisoned.into_inner() = models,
+        }
+    }
+
+    /// Whether any transfer is running.
+    pub async fn any_running(&self) -> bool {
+        !self.running.lock().await.is_empty()
     }
 
     /// Replaces the free-space check (tests simulate a full disk with it).
@@ -93,6 +114,7 @@ impl DownloadManager {
     ) -> AppResult<Vec<DownloadView>> {
         validate::repo(repo)?;
         validate::revision(revision)?;
+        let models = self.models_folder();
         if files.is_empty() {
             return Err(AppError::invalid("files", "pick at least one file"));
         }
@@ -110,7 +132,7 @@ impl DownloadManager {
                     what: "file",
                     id: format!("{repo}/{f}"),
                 })?;
-            let dest = validate::destination(&self.models, repo, f)?;
+            let dest = validate::destination(&models, repo, f)?;
             if dest.exists() {
                 return Err(AppError::State(format!("{f} is already downloaded")));
             }
@@ -121,8 +143,8 @@ impl DownloadManager {
             plan.push((r.clone(), dest_s));
         }
         let total: u64 = plan.iter().map(|(r, _)| r.size).sum();
-        let free = (self.free_space)(&self.models)
-            .map_err(|e| AppError::io("check free space", &self.models, e))?;
+        let free =
+            (self.free_space)(&models).map_err(|e| AppError::io("check free space", &models, e))?;
         if total + DISK_MARGIN_BYTES > free {
             return Err(AppError::State(format!(
                 "not enough disk space: {total} bytes needed, {free} free"
@@ -175,15 +197,32 @@ impl DownloadManager {
         running.insert(id, (control, handle));
     }
 
-    /// Pauses a running download (the `.part` file stays).
+    /// Pauses a running download (the `.part` file stays). A user's pause is never undone
+    /// by the automatic resume at start.
     pub async fn pause(&self, id: i64) -> AppResult<()> {
-        match self.running.lock().await.get(&id) {
-            Some((c, _)) => {
+        let control = self.running.lock().await.get(&id).map(|(c, _)| c.clone());
+        match control {
+            Some(c) => {
+                store::set_auto_resume(&self.db, id, false).await?;
                 c.store(PAUSE, Ordering::Relaxed);
                 Ok(())
             }
             None => Err(AppError::State(format!("download {id} is not running"))),
         }
+    }
+
+    /// Resumes every download the app stopped by exiting or crashing (start-up, when the
+    /// setting allows it). Returns the ids resumed; one that fails to resume stays paused
+    /// with its error logged, and the others still resume.
+    pub async fn resume_interrupted(&self, cfg: HubConfig) -> AppResult<Vec<i64>> {
+        let mut resumed = Vec::new();
+        for id in store::auto_resume_ids(&self.db).await? {
+            match self.resume(cfg.clone(), id).await {
+                Ok(()) => resumed.push(id),
+                Err(e) => tracing::warn!("download {id} did not resume at start: {e}"),
+            }
+        }
+        Ok(resumed)
     }
 
     /// Resumes a paused or failed download from its `.part` file.
@@ -205,7 +244,7 @@ impl DownloadManager {
         validate::repo(&row.repo)?;
         validate::revision(&row.revision)?;
         validate::sha256(&row.sha256)?;
-        let dest = validate::destination(&self.models, &row.repo, &row.file)?;
+        let dest = validate::destination(&self.models_folder(), &row.repo, &row.file)?;
         if dest.display().to_string() != row.dest {
             return Err(AppError::invalid(
                 "dest",
@@ -229,27 +268,39 @@ impl DownloadManager {
                 "a finished download is deleted from the library, not cancelled".into(),
             ));
         }
-        let dest = validate::destination(&self.models, &row.repo, &row.file)?;
+        let dest = validate::destination(&self.models_folder(), &row.repo, &row.file)?;
         let mut part = dest.into_os_string();
         part.push(".part");
         let _ = tokio::fs::remove_file(&part).await;
         store::set_state(&self.db, id, DownloadStatus::Cancelled, 0, None).await
     }
 
-    /// Pauses everything (app exit) and waits for the tasks to save their state.
+    /// Pauses everything (app exit) and waits for the tasks to save their state; these
+    /// downloads resume by themselves at the next start.
     pub async fn pause_all(&self) {
         let handles: Vec<_> = {
             let mut g = self.running.lock().await;
             g.drain()
-                .map(|(_, (c, h))| {
+                .map(|(id, (c, h))| {
                     c.store(PAUSE, Ordering::Relaxed);
-                    h
+                    (id, h)
                 })
                 .collect()
         };
-        for h in handles {
+        for (id, h) in handles {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), h).await;
+            if let Err(e) = store::set_auto_resume(&self.db, id, true).await {
+                tracing::warn!("download {id}: {e}");
+            }
         }
+    }
+
+    /// The running transfers (tests simulate a crash by aborting one).
+    #[cfg(test)]
+    pub(crate) async fn running_for_tests(
+        &self,
+    ) -> tokio::sync::MutexGuard<'_, HashMap<i64, Running>> {
+        self.running.lock().await
     }
 
     /// Waits until download `id` is no longer running (tests, shutdown).

@@ -119,6 +119,17 @@ pub struct HubRepoListing {
     pub files: Vec<HubFile>,
 }
 
+/// A repository found by a Hub search.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HubSearchHit {
+    /// `org/name` (validated).
+    pub repo: String,
+    /// Downloads the Hub reports (last 30 days).
+    pub downloads: Option<u64>,
+    /// Likes.
+    pub likes: Option<u64>,
+}
+
 /// Endpoint and token for Hub requests.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HubConfig {

@@ -181,3 +181,45 @@ pub async fn set_etag(db: &Db, id: i64, etag: Option<&str>, commit: Option<&str>
         .await?;
     Ok(())
 }
+
+/// Marks whether the app (true) or the user (false) stopped a download.
+pub async fn set_auto_resume(db: &Db, id: i64, auto: bool) -> AppResult<()> {
+    sqlx::query("UPDATE downloads SET auto_resume = ? WHERE id = ?")
+        .bind(auto)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Paused downloads the app stopped (exit or crash), oldest first.
+pub async fn auto_resume_ids(db: &Db) -> AppResult<Vec<i64>> {
+    Ok(sqlx::query(
+        "SELECT id FROM downloads WHERE status = 'paused' AND auto_resume = 1 ORDER BY id",
+    )
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(|r| r.get(0))
+    .collect())
+}
+
+/// Rewrites destinations under `from` to `to` (the models folder moved).
+pub async fn move_destinations(
+    db: &Db,
+    from: &std::path::Path,
+    to: &std::path::Path,
+) -> AppResult<u64> {
+    let mut n = 0;
+    for row in list(db).await? {
+        if let Ok(rel) = std::path::Path::new(&row.dest).strip_prefix(from) {
+            sqlx::query("UPDATE downloads SET dest = ? WHERE id = ?")
+                .bind(to.join(rel).display().to_string())
+                .bind(row.id)
+                .execute(db)
+                .await?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}

@@ -361,3 +361,170 @@ async fn token_is_sent_and_missing_token_is_explained(db: SqlitePool) {
         Some("Bearer hf_secret")
     );
 }
+
+/// Waits until download `id` has at least `bytes` on disk.
+async fn wait_bytes(db: &SqlitePool, id: i64, bytes: u64) {
+    tokio::time::timeout(WAIT, async {
+        while store::get(db, id).await.unwrap().bytes_done < bytes {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("transfer progressed");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn app_exit_and_crash_resume_by_themselves_but_a_user_pause_does_not(db: SqlitePool) {
+    let bodies: Vec<Vec<u8>> = (0..3).map(|i| data(4_000_000, 10 + i)).collect();
+    let names = ["exit-Q8_0.gguf", "crash-Q8_0.gguf", "user-Q8_0.gguf"];
+    let files = names
+        .iter()
+        .zip(&bodies)
+        .map(|(n, b)| SimFile::new(n, b.clone()))
+        .collect();
+    let h = sim(files, vec![], Faults::default()).await;
+    h.set_slow(Some(Duration::from_millis(50)));
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(&db, dir.path());
+    let mut ids = Vec::new();
+    for n in names {
+        ids.push(m.start(cfg(&h), REPO, "main", &[n.into()]).await.unwrap()[0].id);
+    }
+    for &id in &ids {
+        wait_bytes(&db, id, 100_000).await;
+    }
+    // The user pauses one; the app then exits (pauses the rest itself)...
+    m.pause(ids[2]).await.unwrap();
+    finish(&m, ids[2]).await;
+    // ...except that the "crash" download's task dies without saving its state.
+    {
+        let mut running = m.running_for_tests().await;
+        if let Some((_, handle)) = running.remove(&ids[1]) {
+            handle.abort();
+        }
+    }
+    m.pause_all().await;
+    assert_eq!(
+        store::get(&db, ids[1]).await.unwrap().status,
+        DownloadStatus::Running,
+        "the crashed one is left as the crash left it"
+    );
+
+    // Next start: crash recovery, then the automatic resume.
+    crate::core::db::recover_after_crash(&db).await.unwrap();
+    h.set_slow(None);
+    let m2 = manager(&db, dir.path());
+    let resumed = m2.resume_interrupted(cfg(&h)).await.unwrap();
+    assert_eq!(
+        resumed,
+        vec![ids[0], ids[1]],
+        "exit and crash resume, the user's pause stays"
+    );
+    for &id in &ids[..2] {
+        finish(&m2, id).await;
+    }
+    for (i, &id) in ids[..2].iter().enumerate() {
+        let row = store::get(&db, id).await.unwrap();
+        assert_eq!(row.status, DownloadStatus::Complete, "{:?}", row.error);
+        let path = dir.path().join("hub/acme/tiny-GGUF").join(names[i]);
+        assert_eq!(std::fs::read(path).unwrap(), bodies[i], "verified bytes");
+    }
+    let user = store::get(&db, ids[2]).await.unwrap();
+    assert_eq!(user.status, DownloadStatus::Paused);
+    // Every resume continued from its part file.
+    let ranges = h.seen().ranges.lock().unwrap().clone();
+    assert!(
+        ranges.iter().filter(|r| r.is_some()).count() >= 2,
+        "{ranges:?}"
+    );
+    // A second start finds nothing left to resume.
+    assert!(m2.resume_interrupted(cfg(&h)).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn auto_resume_off_leaves_interrupted_downloads_paused() {
+    let h = sim(
+        vec![SimFile::new("off-Q8_0.gguf", data(3_000_000, 20))],
+        vec![],
+        Faults::default(),
+    )
+    .await;
+    h.set_slow(Some(Duration::from_millis(30)));
+    let dir = tempfile::tempdir().unwrap();
+    let st = crate::core::app::setup::build_state_with(
+        dir.path(),
+        std::sync::Arc::new(crate::core::engine::testing::ScriptedLoader::default()),
+        crate::core::settings::secrets::SecretStore::memory(),
+    )
+    .await
+    .unwrap();
+    let mut s = crate::core::settings::helpers::load(&st.db).await.unwrap();
+    s.hf_endpoint = h.endpoint();
+    s.resume_downloads_on_start = false;
+    crate::core::settings::helpers::save(&st.db, &s)
+        .await
+        .unwrap();
+    let id = st
+        .downloads
+        .start(cfg(&h), REPO, "main", &["off-Q8_0.gguf".into()])
+        .await
+        .unwrap()[0]
+        .id;
+    wait_bytes(&st.db, id, 50_000).await;
+    st.downloads.pause_all().await;
+    assert!(crate::core::app::setup::resume_downloads(&st)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store::get(&st.db, id).await.unwrap().status,
+        DownloadStatus::Paused
+    );
+    // With the setting on (the default), the same start resumes it.
+    s.resume_downloads_on_start = true;
+    crate::core::settings::helpers::save(&st.db, &s)
+        .await
+        .unwrap();
+    h.set_slow(None);
+    assert_eq!(
+        crate::core::app::setup::resume_downloads(&st)
+            .await
+            .unwrap(),
+        vec![id]
+    );
+    finish(&st.downloads, id).await;
+    assert_eq!(
+        store::get(&st.db, id).await.unwrap().status,
+        DownloadStatus::Complete
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn search_finds_repositories_and_drops_hostile_ids(_db: SqlitePool) {
+    let extra = vec!["../../escape".to_string(), "a/b/c".to_string()];
+    let h = sim(
+        vec![SimFile::new("s-Q8_0.gguf", data(10, 30))],
+        extra,
+        Faults::default(),
+    )
+    .await;
+    let client = super::hub::HubClient::new(cfg(&h)).unwrap();
+    let hits = client.search("TINY gguf").await.unwrap();
+    assert!(
+        hits.is_empty(),
+        "no repo contains the whole phrase: {hits:?}"
+    );
+    let hits = client.search("Tiny").await.unwrap();
+    assert_eq!(
+        hits.iter().map(|h| h.repo.as_str()).collect::<Vec<_>>(),
+        [REPO]
+    );
+    assert_eq!(hits[0].downloads, Some(42));
+    for bad in ["", "   ", &"x".repeat(101), "a\nb"] {
+        assert_eq!(
+            client.search(bad).await.unwrap_err().kind(),
+            "invalid",
+            "{bad:?}"
+        );
+    }
+}

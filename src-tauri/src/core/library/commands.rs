@@ -1,7 +1,6 @@
 //! Library commands.
 
 use tauri::{AppHandle, Runtime, State};
-use tauri_plugin_dialog::DialogExt;
 
 use super::models::LibraryModel;
 use super::{helpers, helpers_find, scan_now};
@@ -18,7 +17,7 @@ pub async fn models_list(state: State<'_, AppState>) -> AppResult<Vec<LibraryMod
 /// RAM, VRAM, CPUs, free disk.
 #[tauri::command]
 pub async fn system_info(state: State<'_, AppState>) -> AppResult<SystemInfo> {
-    let models = state.paths.models.clone();
+    let models = state.paths().models;
     tokio::task::spawn_blocking(move || crate::core::system::collect(&models))
         .await
         .map_err(|e| AppError::State(format!("system info failed: {e}")))
@@ -45,23 +44,11 @@ pub async fn models_import<R: Runtime>(
     app: AppHandle<R>,
     state: State<'_, AppState>,
 ) -> AppResult<Option<LibraryModel>> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    app.dialog()
-        .file()
-        .add_filter("GGUF model", &["gguf"])
-        .pick_file(move |p| {
-            let _ = tx.send(p);
-        });
-    let Some(picked) = rx
-        .await
-        .map_err(|_| AppError::State("the file dialog closed unexpectedly".into()))?
+    let Some(src) = crate::core::app::dialog::open_file(&app, "GGUF model", &["gguf"]).await?
     else {
         return Ok(None);
     };
-    let src = picked
-        .into_path()
-        .map_err(|e| AppError::invalid("path", e.to_string()))?;
-    let models = state.paths.models.clone();
+    let models = state.paths().models;
     let dest = tokio::task::spawn_blocking(move || helpers::import(&src, &models))
         .await
         .map_err(|e| AppError::State(format!("import failed: {e}")))??;

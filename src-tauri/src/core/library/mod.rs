@@ -11,7 +11,7 @@ use crate::core::state::AppState;
 
 /// Scans the library off the async threads (stat calls + header reads + nvidia-smi).
 pub async fn scan_now(state: &AppState) -> AppResult<Vec<models::LibraryModel>> {
-    let paths = state.paths.clone();
+    let paths = state.paths();
     tokio::task::spawn_blocking(move || {
         let sys = crate::core::system::collect(&paths.models);
         helpers::scan(&paths.roots(), &sys, &crate::core::engine::adapter::inspect)

@@ -1,12 +1,18 @@
 //! Reading, validating and saving settings.
 
+use std::path::{Path, PathBuf};
+
 use hmoe_engine::api::{EngineOptions, RuntimeOptions};
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use super::models::{AppSettings, POLICIES};
-use crate::core::chat::models::ConversationSettings;
+use super::folder::{self, FolderCheck};
+use super::models::{AppSettings, SettingsView, POLICIES};
+use super::secrets::{mask, SecretStore, HF_TOKEN};
+use crate::core::chat::models::{BackendChoice, ConversationSettings};
 use crate::core::db::Db;
 use crate::core::error::{AppError, AppResult};
+use crate::core::state::{AppPaths, AppState};
 
 /// The single settings key (one JSON document keeps reads and writes atomic).
 const KEY: &str = "app";
@@ -117,4 +123,158 @@ pub fn endpoint(s: &AppSettings) -> String {
         ep
     };
     ep.trim_end_matches('/').to_string()
+}
+
+/// Moves a plain-text token left in the settings by an earlier version into the secret
+/// store and rewrites the settings without it. Returns whether there was one.
+pub async fn migrate_legacy_token(db: &Db, secrets: &SecretStore) -> AppResult<bool> {
+    let s = load(db).await?;
+    let Some(token) = s.hf_token.clone() else {
+        return Ok(false);
+    };
+    if !token.trim().is_empty() {
+        secrets.set_async(HF_TOKEN, Some(token)).await?;
+    }
+    // `hf_token` is never serialised: saving drops it from the stored document.
+    sqlx::query("UPDATE settings SET value = ? WHERE key = ?")
+        .bind(serde_json::to_string(&s)?)
+        .bind(KEY)
+        .execute(db)
+        .await?;
+    Ok(true)
+}
+
+/// The models folder the settings ask for: theirs if it is a folder, else `<data>/models`.
+pub fn models_folder(s: &AppSettings, data: &Path) -> PathBuf {
+    match s.models_folder.as_deref().map(PathBuf::from) {
+        Some(p) if p.is_dir() => p,
+        Some(p) => {
+            tracing::warn!(
+                "models folder {} is missing; using the default one",
+                p.display()
+            );
+            AppPaths::default_models(data)
+        }
+        None => AppPaths::default_models(data),
+    }
+}
+
+/// The settings screen's view: settings, folders, policies, the masked token.
+pub async fn view(state: &AppState) -> AppResult<SettingsView> {
+    let paths = state.paths();
+    let token = state.secrets.get_async(HF_TOKEN).await?;
+    Ok(SettingsView {
+        settings: load(&state.db).await?,
+        data_folder: paths.data.display().to_string(),
+        models_folder: paths.models.display().to_string(),
+        policies: POLICIES.iter().map(|s| s.to_string()).collect(),
+        hf_token_masked: token.as_deref().map(mask),
+        secret_storage: state.secrets.info().clone(),
+    })
+}
+
+/// Stores settings from the UI, keeping what only other commands change (models folder).
+pub async fn set(state: &AppState, mut settings: AppSettings) -> AppResult<()> {
+    let current = load(&state.db).await?;
+    settings.models_folder = current.models_folder;
+    settings.hf_token = None;
+    if let BackendChoice::Remote { endpoint_id } = settings.default_backend {
+        crate::core::chat::remote::get_endpoint(&state.db, endpoint_id).await?;
+    }
+    save(&state.db, &settings).await?;
+    state
+        .engine
+        .set_runtime_options(runtime_options(&settings))
+        .await
+}
+
+/// The Hugging Face token from the secret store.
+pub async fn hf_token(secrets: &SecretStore) -> AppResult<Option<String>> {
+    Ok(secrets
+        .get_async(HF_TOKEN)
+        .await?
+        .filter(|t| !t.trim().is_empty()))
+}
+
+/// Checks `path` as the new models folder.
+pub async fn check_folder(state: &AppState, path: String) -> AppResult<FolderCheck> {
+    let current = state.paths().models;
+    tokio::task::spawn_blocking(move || {
+        folder::check(Path::new(path.trim()), &current, &|p: &Path| {
+            crate::core::system::free_space(p)
+        })
+    })
+    .await
+    .map_err(|e| AppError::State(format!("folder check failed: {e}")))
+}
+
+/// What changing the models folder did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FolderChange {
+    /// The models folder now.
+    pub models_folder: String,
+    /// Files moved (0 when left).
+    pub moved_files: u64,
+    /// Bytes moved.
+    pub moved_bytes: u64,
+    /// Where the models stayed when they were not moved.
+    pub left_in: Option<String>,
+}
+
+/// Switches the models folder, moving the models (and partial downloads) or leaving them.
+pub async fn change_folder(
+    state: &AppState,
+    path: String,
+    move_models: bool,
+) -> AppResult<FolderChange> {
+    let check = check_folder(state, path).await?;
+    if !check.ok {
+        return Err(AppError::invalid("path", check.problems.join("; ")));
+    }
+    if move_models && !check.can_move {
+        return Err(AppError::invalid(
+            "path",
+            check
+                .move_problem
+                .unwrap_or_else(|| "cannot move there".into()),
+        ));
+    }
+    if state.downloads.any_running().await {
+        return Err(AppError::State(
+            "downloads are running: pause them (or let them finish) first".into(),
+        ));
+    }
+    let paths = state.paths();
+    let (old, new) = (paths.models.clone(), PathBuf::from(&check.path));
+    let mut s = load(&state.db).await?;
+    let mut change = FolderChange {
+        models_folder: check.path.clone(),
+        moved_files: 0,
+        moved_bytes: 0,
+        left_in: None,
+    };
+    if move_models {
+        let (from, to) = (old.clone(), new.clone());
+        let moved = tokio::task::spawn_blocking(move || folder::move_models(&from, &to))
+            .await
+            .map_err(|e| AppError::State(format!("move failed: {e}")))?
+            .map_err(|e| AppError::io("move models to", &new, e))?;
+        change.moved_files = moved.files;
+        change.moved_bytes = moved.bytes;
+        crate::core::downloads::store::move_destinations(&state.db, &old, &new).await?;
+        if let Some(rel) = s
+            .last_model
+            .as_deref()
+            .and_then(|m| Path::new(m).strip_prefix(&old).ok())
+        {
+            s.last_model = Some(new.join(rel).display().to_string());
+        }
+    } else {
+        change.left_in = Some(old.display().to_string());
+    }
+    s.models_folder =
+        (new != AppPaths::default_models(&paths.data)).then(|| new.display().to_string());
+    save(&state.db, &s).await?;
+    state.set_models_folder(new);
+    Ok(change)
 }
