@@ -20,13 +20,13 @@ ls -la /usr/local/cuda/lib64/libnvrtc* >> "$OUT/nvidia-smi.txt" 2>&1 || true
 # NVRTC 13.0 compiled on the build machine (the backend says which it used).
 [ -f .devbin/hmoe-kernels.ptx ] && export HMOE_CUDA_PTX_FALLBACK=$PWD/.devbin/hmoe-kernels.ptx
 scratch=$(mktemp -d)
-timeout 540 "$bin" --out "$OUT" --scratch "$scratch" "$@" 2>&1 | tee -a "$OUT/cuda-check.log"
+timeout 400 "$bin" --out "$OUT" --scratch "$scratch" "$@" 2>&1 | tee -a "$OUT/cuda-check.log"
 rc=${PIPESTATUS[0]}
 rm -rf "$scratch"
 # The engine's GPU executor against its reference executor on synthetic GGUF models.
 if [ -x .devbin/hmoe-engine-tests ]; then
   echo "== engine tests (backend::cuda, with the GPU)" | tee -a "$OUT/cuda-check.log"
-  if HMOE_CUDA_DEVICE_TESTS=1 timeout 240 .devbin/hmoe-engine-tests backend::cuda --nocapture --test-threads 1 2>&1 | tee "$OUT/engine-tests.log"; then
+  if HMOE_CUDA_DEVICE_TESTS=1 timeout 150 .devbin/hmoe-engine-tests backend::cuda --nocapture --test-threads 1 2>&1 | tee "$OUT/engine-tests.log"; then
     echo "PASS engine backend::cuda tests" | tee -a "$OUT/cuda-check.log"
   else
     echo "FAIL engine backend::cuda tests (see engine-tests.log)" | tee -a "$OUT/cuda-check.log"

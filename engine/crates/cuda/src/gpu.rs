@@ -256,6 +256,10 @@ pub fn compile_kernels(cc: (i32, i32)) -> Result<String> {
     })
 }
 
+/// Environment variable (bytes) overriding the free device memory the arena is sized
+/// from: a test knob that makes the first allocations fail for real.
+pub const ASSUME_FREE_ENV: &str = "HMOE_CUDA_ASSUME_FREE_BYTES";
+
 /// Environment variable naming a PTX file of `kernels.cu` to load instead of compiling
 /// with NVRTC (for machines without libnvrtc; `hmoe-cuda-check ptx FILE` writes one).
 pub const PTX_ENV: &str = "HMOE_CUDA_PTX";
@@ -342,7 +346,15 @@ impl GpuExperts {
         let meta_dev = DeviceBuf::new(meta_len, "index tables")?;
         let act_dev = DeviceBuf::new(pairs * cfg.ffn * 4, "SwiGLU activations")?;
         let y_dev = DeviceBuf::new(pairs * cfg.hidden * 4, "per-pair outputs")?;
-        let (free_bytes, total_bytes) = ctx.mem_get_info().map_err(drv("cuMemGetInfo"))?;
+        let (mut free_bytes, total_bytes) = ctx.mem_get_info().map_err(drv("cuMemGetInfo"))?;
+        // Test knob: pretend more memory is free, so the first allocations really fail
+        // and the out-of-memory shrink path runs against the driver (hmoe-cuda-check).
+        if let Some(v) = std::env::var(ASSUME_FREE_ENV)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            free_bytes = v;
+        }
         let req = ArenaRequest {
             slot_bytes,
             want_slots: (cfg.budget_bytes / slot_bytes as u64) as usize,

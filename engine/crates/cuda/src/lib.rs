@@ -35,7 +35,9 @@ mod gpu;
 mod stub;
 
 #[cfg(feature = "cuda")]
-pub use gpu::{compile_kernels, GpuExperts, PendingLayer, PTX_ENV, PTX_FALLBACK_ENV};
+pub use gpu::{
+    compile_kernels, GpuExperts, PendingLayer, ASSUME_FREE_ENV, PTX_ENV, PTX_FALLBACK_ENV,
+};
 #[cfg(not(feature = "cuda"))]
 pub use stub::{GpuExperts, PendingLayer};
 

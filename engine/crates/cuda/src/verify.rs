@@ -16,6 +16,11 @@ pub const KERNEL_REL_L2_TOL: f64 = 1e-4;
 /// (catches a single wrong row that the L2 norm would average away).
 pub const KERNEL_MAX_REL_TOL: f64 = 1e-3;
 
+/// Distinct quantised blocks the random experts are assembled from.
+const POOL_BLOCKS: usize = 2048;
+/// Elements per pool block (a k-quant super-block; shapes must be multiples of it).
+const POOL_BLOCK_ELEMS: usize = 256;
+
 /// How far a result is from the reference.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct Comparison {
@@ -96,14 +101,40 @@ impl TestBatch {
         top_k: usize,
         seed: u64,
     ) -> Result<Self> {
+        // Matrices are assembled from a pool of genuinely quantised random blocks picked at
+        // random (as the synthetic models are): every expert differs, so a wrong slot or
+        // pointer shows, without quantising hundreds of millions of weights.
         let mut rng = Rng(seed);
-        let mut weights = Vec::with_capacity(n_items * layout.expert_bytes());
-        let mut mat = |t: crate::dtype::KernelType, rows: usize, cols: usize, out: &mut Vec<u8>| {
-            let vals: Vec<f32> = (0..rows * cols).map(|_| rng.normal() * 0.02).collect();
-            let mut q = vec![0u8; t.row_bytes(cols)? * rows];
+        let mut pools: Vec<(crate::dtype::KernelType, Vec<u8>, usize)> = Vec::new();
+        for t in [layout.gate_up, layout.down] {
+            if pools.iter().any(|p| p.0 == t) {
+                continue;
+            }
+            // A block of 256 elements for every type (k-quant super-block; 8 Q8_0 blocks).
+            let bytes = t.row_bytes(POOL_BLOCK_ELEMS)?;
+            let vals: Vec<f32> = (0..POOL_BLOCKS * POOL_BLOCK_ELEMS)
+                .map(|_| rng.normal() * 0.02)
+                .collect();
+            let mut q = vec![0u8; bytes * POOL_BLOCKS];
             quantize(t.ggml(), &vals, &mut q)
                 .map_err(|e| CudaError::InvalidBatch(format!("quantise: {e}")))?;
-            out.extend_from_slice(&q);
+            pools.push((t, q, bytes));
+        }
+        let mut weights = Vec::with_capacity(n_items * layout.expert_bytes());
+        let mut mat = |t: crate::dtype::KernelType, rows: usize, cols: usize, out: &mut Vec<u8>| {
+            let (_, pool, bytes) = pools
+                .iter()
+                .find(|p| p.0 == t)
+                .ok_or(CudaError::UnsupportedType(t.ggml()))?;
+            if !cols.is_multiple_of(POOL_BLOCK_ELEMS) {
+                return Err(CudaError::InvalidBatch(format!(
+                    "{cols} columns: not whole pool blocks"
+                )));
+            }
+            for _ in 0..rows * cols / POOL_BLOCK_ELEMS {
+                let k = (rng.next() % POOL_BLOCKS as u64) as usize;
+                out.extend_from_slice(&pool[k * bytes..(k + 1) * bytes]);
+            }
             Ok::<(), CudaError>(())
         };
         for _ in 0..n_items {
@@ -188,10 +219,43 @@ impl TestBatch {
                 }
             })
             .collect();
-        let mut out = vec![0f32; self.n_tokens * l.hidden];
-        reference_experts(&self.x, l.hidden, &tasks, &mut out, RefActivations::F32)
-            .map_err(|e| CudaError::InvalidBatch(format!("CPU reference: {e}")))?;
-        Ok(out)
+        // Items split over the cores (the reference is plain loops; 128 tokens × 8
+        // experts at full shape take seconds per thread); partial sums added in f64.
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(tasks.len().max(1));
+        let per = tasks.len().div_ceil(threads).max(1);
+        let n_out = self.n_tokens * l.hidden;
+        let parts: Vec<Result<Vec<f32>>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = tasks
+                .chunks(per)
+                .map(|chunk| {
+                    sc.spawn(move || {
+                        let mut out = vec![0f32; n_out];
+                        reference_experts(&self.x, l.hidden, chunk, &mut out, RefActivations::F32)
+                            .map_err(|e| CudaError::InvalidBatch(format!("CPU reference: {e}")))?;
+                        Ok(out)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(CudaError::InvalidBatch(
+                            "CPU reference thread panicked".into(),
+                        ))
+                    })
+                })
+                .collect()
+        });
+        let mut sum = vec![0f64; n_out];
+        for p in parts {
+            for (s, v) in sum.iter_mut().zip(p?) {
+                *s += v as f64;
+            }
+        }
+        Ok(sum.into_iter().map(|v| v as f32).collect())
     }
 }
 
