@@ -3,6 +3,7 @@
 mod bench;
 mod convert;
 mod npy;
+mod remote_chat;
 mod run;
 mod serve;
 mod simulate;
@@ -29,7 +30,7 @@ enum Cmd {
     Info(run::InfoArgs),
     /// Generate text from a prompt.
     Generate(run::GenerateArgs),
-    /// Interactive chat with the model's chat template.
+    /// Interactive chat with a model's chat template, or with a server (--remote URL).
     Chat(run::ChatArgs),
     /// Write the logits of every position of a token sequence as a float32 .npy.
     Logits(run::LogitsArgs),

@@ -1,7 +1,7 @@
 //! `hmoe info`, `generate`, `chat` and `logits`.
 
 use crate::npy;
-use crate::util::{human, ModelArgs};
+use crate::util::{human, EngineArgs, ModelArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use hmoe_engine::{
@@ -50,7 +50,7 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
-    fn params(&self) -> SamplingParams {
+    pub(crate) fn params(&self) -> SamplingParams {
         SamplingParams {
             temperature: self.temperature,
             top_k: self.top_k,
@@ -89,8 +89,19 @@ pub struct GenerateArgs {
 /// `hmoe chat` flags.
 #[derive(Args, Debug)]
 pub struct ChatArgs {
+    /// Model file (.gguf); with --remote, the model name to ask for (default: the first
+    /// model the server lists).
+    #[arg(long, short)]
+    pub model: Option<String>,
+    /// Chat with an OpenAI-compatible server instead of a local model: its base URL
+    /// (`http://host:port`, `.../v1` or `.../v1/chat/completions`).
+    #[arg(long, value_name = "URL")]
+    pub remote: Option<String>,
+    /// API key for --remote (default: $HMOE_API_KEY, then $OPENAI_API_KEY).
+    #[arg(long, requires = "remote")]
+    pub api_key: Option<String>,
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub engine: EngineArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// System prompt.
@@ -151,7 +162,7 @@ pub fn info(a: InfoArgs) -> Result<()> {
 }
 
 /// Streams one generation to stdout; returns why it ended, its stats and its text.
-fn stream(
+pub(crate) fn stream(
     engine: &Engine,
     prompt: Prompt,
     params: SamplingParams,
@@ -181,7 +192,7 @@ fn stream(
     })
 }
 
-fn print_stats(reason: FinishReason, s: &GenerationStats) {
+pub(crate) fn print_stats(reason: FinishReason, s: &GenerationStats) {
     eprintln!(
         "\n[{:?}] prompt {} tok at {:.1} tok/s · {} tok at {:.2} tok/s · first token after {:.3} s",
         reason,
@@ -233,19 +244,25 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn chat(a: ChatArgs) -> Result<()> {
-    let engine = a.model.load()?;
-    let mut messages = Vec::new();
-    if let Some(s) = &a.system {
-        messages.push(ChatMessage {
+/// The system message, if any, that starts a chat.
+pub(crate) fn initial_messages(system: Option<&str>) -> Vec<ChatMessage> {
+    system
+        .map(|s| ChatMessage {
             role: "system".into(),
-            content: s.clone(),
-        });
-    }
-    eprintln!(
-        "chatting with {} — empty line or Ctrl-D to quit",
-        engine.info().name
-    );
+            content: s.to_string(),
+        })
+        .into_iter()
+        .collect()
+}
+
+/// The chat loop shared by local and remote chat: reads a line, adds it to the history,
+/// lets `reply` stream the answer, prints the stats, keeps the answer in the history.
+pub(crate) fn chat_loop(
+    name: &str,
+    mut messages: Vec<ChatMessage>,
+    mut reply: impl FnMut(&[ChatMessage]) -> Result<(FinishReason, GenerationStats, String)>,
+) -> Result<()> {
+    eprintln!("chatting with {name} — empty line or Ctrl-D to quit");
     let stdin = std::io::stdin();
     loop {
         eprint!("> ");
@@ -257,21 +274,35 @@ pub fn chat(a: ChatArgs) -> Result<()> {
             role: "user".into(),
             content: line.trim_end().to_string(),
         });
-        let (reason, stats, reply) = stream(
-            &engine,
-            Prompt::Chat {
-                messages: messages.clone(),
-                enable_thinking: a.think,
-            },
-            a.sampling.params(),
-        )?;
+        let (reason, stats, text) = reply(&messages)?;
         println!();
         print_stats(reason, &stats);
         messages.push(ChatMessage {
             role: "assistant".into(),
-            content: reply,
+            content: text,
         });
     }
+}
+
+pub fn chat(a: ChatArgs) -> Result<()> {
+    if let Some(url) = &a.remote {
+        return crate::remote_chat::chat(url, &a);
+    }
+    let Some(path) = &a.model else {
+        bail!("--model is required (a .gguf file), or chat with a server with --remote URL");
+    };
+    let engine = a.engine.load(std::path::Path::new(path))?;
+    let messages = initial_messages(a.system.as_deref());
+    chat_loop(&engine.info().name, messages, |history| {
+        stream(
+            &engine,
+            Prompt::Chat {
+                messages: history.to_vec(),
+                enable_thinking: a.think,
+            },
+            a.sampling.params(),
+        )
+    })
 }
 
 pub fn logits(a: LogitsArgs) -> Result<()> {
@@ -290,7 +321,7 @@ pub fn logits(a: LogitsArgs) -> Result<()> {
     let engine = a.model.load()?;
     let n = tokens.len();
     let vocab = engine.info().config.vocab_size;
-    let logits = engine.logits(tokens, a.model.prefill_chunk)?;
+    let logits = engine.logits(tokens, a.model.engine.prefill_chunk)?;
     let f =
         std::fs::File::create(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     npy::write_f32(std::io::BufWriter::new(f), &[n, vocab], &logits)

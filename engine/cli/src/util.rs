@@ -5,7 +5,7 @@ use clap::Args;
 use hmoe_engine::calibrate::Calibration;
 use hmoe_engine::{DeviceChoice, Engine, EngineOptions, LoadProgress, LoadStage, RuntimeOptions};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Flags every command that loads a model shares.
@@ -14,6 +14,14 @@ pub struct ModelArgs {
     /// Model file (.gguf; for split files any part).
     #[arg(long, short)]
     pub model: PathBuf,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// Engine flags without the model path (`hmoe chat` takes `--model` as a path or, with
+/// `--remote`, as a model name).
+#[derive(Args, Debug, Clone)]
+pub struct EngineArgs {
     /// cpu, cuda or auto.
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -81,6 +89,18 @@ pub fn human(b: u64) -> String {
 impl ModelArgs {
     /// Engine options from the flags.
     pub fn options(&self) -> Result<EngineOptions> {
+        self.engine.options()
+    }
+
+    /// Loads the model with a progress bar on stderr.
+    pub fn load(&self) -> Result<Engine> {
+        self.engine.load(&self.model)
+    }
+}
+
+impl EngineArgs {
+    /// Engine options from the flags.
+    pub fn options(&self) -> Result<EngineOptions> {
         let device = match self.device.as_str() {
             "auto" => DeviceChoice::Auto,
             "cpu" => DeviceChoice::Cpu,
@@ -107,8 +127,8 @@ impl ModelArgs {
         })
     }
 
-    /// Loads the model with a progress bar on stderr.
-    pub fn load(&self) -> Result<Engine> {
+    /// Loads the model at `path` with a progress bar on stderr.
+    pub fn load(&self, path: &Path) -> Result<Engine> {
         let bar = ProgressBar::new(1);
         bar.set_style(
             ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len}")
@@ -123,8 +143,8 @@ impl ModelArgs {
                 b.finish_and_clear();
             }
         });
-        let engine = Engine::load_blocking(&self.model, self.options()?, progress)
-            .with_context(|| format!("loading {}", self.model.display()))?;
+        let engine = Engine::load_blocking(path, self.options()?, progress)
+            .with_context(|| format!("loading {}", path.display()))?;
         bar.finish_and_clear();
         Ok(engine)
     }
