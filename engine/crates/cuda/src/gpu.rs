@@ -641,6 +641,11 @@ impl GpuExperts {
                 .elapsed_ms(&self.t[1])
                 .map_err(drv("cuEventElapsedTime"))?;
             if t.fetches > 0 {
+                // The copy stream's end event follows the last `ready` the compute stream
+                // waited for, but may not be marked complete yet: wait for it (≈ free).
+                self.t[3]
+                    .synchronize()
+                    .map_err(drv("cuEventSynchronize(copy end)"))?;
                 t.copy_ms = self.t[2]
                     .elapsed_ms(&self.t[3])
                     .map_err(drv("cuEventElapsedTime"))?;
