@@ -204,6 +204,32 @@ impl GpuExpertExecutor {
             .map_err(|_| EngineError::Compute("CUDA backend poisoned by an earlier panic".into()))
     }
 
+    /// Copies `expert` of `experts.layer` into VRAM ahead of use (a prefetch or background
+    /// admission of the scheduler's plan, into `slot` if it names one); asynchronous, on
+    /// the copy stream. Returns the slot.
+    pub fn prefetch(
+        &self,
+        experts: &LayerExperts<'_>,
+        expert: u16,
+        slot: Option<u32>,
+    ) -> Result<u32> {
+        if expert as usize >= experts.n_experts() {
+            return Err(EngineError::InvalidRequest(format!(
+                "prefetch of expert {expert} in layer {} (it has {})",
+                experts.layer,
+                experts.n_experts()
+            )));
+        }
+        let v = experts.expert(expert as usize);
+        self.lock()?
+            .prefetch(
+                (experts.layer as u16, expert),
+                slot,
+                [v.gate.data, v.up.data, v.down.data],
+            )
+            .map_err(cuda_err(experts.layer))
+    }
+
     /// Issues the GPU share of a layer and returns while it runs; finish with
     /// [`GpuExpertExecutor::complete`] after running the CPU share.
     pub fn submit(
