@@ -23,6 +23,10 @@ pub struct BenchReport {
     pub prompt_tokens: usize,
     /// Prefill tokens per second.
     pub prefill_tok_s: f64,
+    /// CPU time of the whole process during prefill (all threads), seconds: on a
+    /// machine shared with other work, `prompt_tokens / prefill_cpu_s × threads` is
+    /// the rate an idle machine would approach.
+    pub prefill_cpu_s: f64,
     /// Decoded tokens.
     pub decode_tokens: usize,
     /// Decode tokens per second.
@@ -64,7 +68,7 @@ pub fn measure(engine: &Engine, prompt_len: usize, gen: usize) -> Result<BenchRe
     let info = engine.info().clone();
     let cfg = info.config.clone();
     let chunk = 512;
-    let r = engine.with_model(move |model, moe| -> Result<(f64, f64, f64, usize)> {
+    let r = engine.with_model(move |model, moe| -> Result<(f64, f64, f64, f64, usize)> {
         // Deterministic pseudo-random prompt over the ordinary-token range.
         let vocab = (cfg.vocab_size as u64).min(150_000);
         let prompt: Vec<u32> = (0..prompt_len as u64)
@@ -72,6 +76,7 @@ pub fn measure(engine: &Engine, prompt_len: usize, gen: usize) -> Result<BenchRe
             .collect();
         let mut cache = model.new_cache(prompt_len + gen + 1);
         let t0 = Instant::now();
+        let c0 = hmoe_cpu::topology::process_cpu_seconds();
         let mut last = Vec::new();
         for part in prompt.chunks(chunk) {
             let mut s = [SeqStep {
@@ -82,6 +87,7 @@ pub fn measure(engine: &Engine, prompt_len: usize, gen: usize) -> Result<BenchRe
             last = model.forward(&mut s, moe)?.swap_remove(0);
         }
         let prefill_s = t0.elapsed().as_secs_f64();
+        let prefill_cpu_s = hmoe_cpu::topology::process_cpu_seconds() - c0;
         let cpu_before = moe.summary().cpu_seconds;
         let t1 = Instant::now();
         let mut tok = argmax(&last);
@@ -98,12 +104,13 @@ pub fn measure(engine: &Engine, prompt_len: usize, gen: usize) -> Result<BenchRe
         let decode_s = t1.elapsed().as_secs_f64();
         Ok((
             prefill_s,
+            prefill_cpu_s,
             decode_s,
             moe.summary().cpu_seconds - cpu_before,
             gen,
         ))
     })??;
-    let (prefill_s, decode_s, expert_s, gen) = r;
+    let (prefill_s, prefill_cpu_s, decode_s, expert_s, gen) = r;
     let expert_bytes_per_token = (cfg.n_layers * cfg.top_k) as u64 * info.expert_bytes;
     let expert_gb_s = if expert_s > 0.0 {
         expert_bytes_per_token as f64 * gen as f64 / expert_s / 1e9
@@ -117,6 +124,7 @@ pub fn measure(engine: &Engine, prompt_len: usize, gen: usize) -> Result<BenchRe
         threads: rayon::current_num_threads(),
         prompt_tokens: prompt_len,
         prefill_tok_s: prompt_len as f64 / prefill_s,
+        prefill_cpu_s,
         decode_tokens: gen,
         decode_tok_s: gen as f64 / decode_s,
         expert_bytes_per_token,
@@ -135,8 +143,8 @@ pub fn run(engine: &Engine, prompt_len: usize, gen: usize, json: bool) -> Result
     } else {
         println!("model {} ({}) · {} threads", r.model, r.quant, r.threads);
         println!(
-            "prefill {} tokens: {:.1} tok/s",
-            r.prompt_tokens, r.prefill_tok_s
+            "prefill {} tokens: {:.1} tok/s ({:.2} s CPU time on all threads)",
+            r.prompt_tokens, r.prefill_tok_s, r.prefill_cpu_s
         );
         println!(
             "decode {} tokens:  {:.2} tok/s",

@@ -13,10 +13,6 @@ use std::sync::Mutex;
 /// tile: 64 rows of a 2048-wide Q8_K activation are ~140 KB, inside a core's L2.
 const TOKEN_TILE: usize = 64;
 
-/// Tokens from which a product uses the tiled GEMM kernels (same threshold as the
-/// experts' [`hmoe_cpu::GEMM_MIN_TOKENS`]).
-const GEMM_MIN_TOKENS: usize = hmoe_cpu::GEMM_MIN_TOKENS;
-
 fn compute(e: impl std::fmt::Display) -> EngineError {
     EngineError::Compute(e.to_string())
 }
@@ -48,7 +44,8 @@ pub fn matmul(
         .div_ceil(threads)
         .next_multiple_of(GEMM_TILE_ROWS)
         .max(1);
-    let gemm = n >= GEMM_MIN_TOKENS && kernel.has_gemm();
+    // Same threshold (and benchmark switch) as the experts.
+    let gemm = n >= hmoe_cpu::gemm_min_tokens() && kernel.has_gemm();
     // Each thread owns a contiguous block of output features, written transposed.
     let mut out_t = vec![0f32; rows * n];
     let parts: Vec<Mutex<&mut [f32]>> = out_t.chunks_mut(per * n).map(Mutex::new).collect();

@@ -115,6 +115,19 @@ const PARALLEL_QUANT_MIN_ROWS: usize = 16;
 /// `docs/notes/cpu-kernels.md` for the measurement that chose it).
 pub const GEMM_MIN_TOKENS: usize = 4;
 
+/// Tokens from which experts and dense products use the tiled GEMM kernels:
+/// [`GEMM_MIN_TOKENS`], or the `HMOE_CPU_GEMM_MIN_TOKENS` environment variable (a
+/// count, or `off` for never; read once) so that benchmarks can compare both paths
+/// in one build.
+pub fn gemm_min_tokens() -> usize {
+    static MIN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MIN.get_or_init(|| match std::env::var("HMOE_CPU_GEMM_MIN_TOKENS") {
+        Ok(v) if v.trim() == "off" => usize::MAX,
+        Ok(v) => v.trim().parse().unwrap_or(GEMM_MIN_TOKENS).max(1),
+        Err(_) => GEMM_MIN_TOKENS,
+    })
+}
+
 /// Whether the tiled GEMM beats the fused N-row gate/up path for this kernel. Q6_K
 /// gate/up measured 5–8 % slower tiled inside `run_experts` (cpu-bench
 /// `--prefill-only`, CPU time, build machine) although 1.3× faster in cache, so it
@@ -182,7 +195,7 @@ impl ExpertScratch {
     pub fn with_isa(isa: Isa) -> Self {
         ExpertScratch {
             isa,
-            gemm_min_tokens: GEMM_MIN_TOKENS,
+            gemm_min_tokens: gemm_min_tokens(),
             x_q: FORMATS.map(ActBuf::new),
             inter: Vec::new(),
             inter_q: FORMATS.map(ActBuf::new),
@@ -197,7 +210,7 @@ impl ExpertScratch {
     }
 
     /// Experts with at least this many tokens use the tiled GEMM kernels where the
-    /// level has them (default [`GEMM_MIN_TOKENS`]; `usize::MAX` keeps every expert
+    /// level has them (default [`gemm_min_tokens`]; `usize::MAX` keeps every expert
     /// on the N-row kernels, for comparisons).
     pub fn set_gemm_min_tokens(&mut self, n: usize) {
         self.gemm_min_tokens = n.max(1);

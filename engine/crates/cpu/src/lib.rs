@@ -4,6 +4,7 @@
 //! ([`calibrate_cpu`]) for the scheduler's cost model.
 #![deny(missing_docs)]
 
+pub mod amx;
 mod calib;
 mod error;
 mod experts;
@@ -17,7 +18,9 @@ pub mod topology;
 
 pub use calib::{calibrate_cpu, random_expert, CpuTiming, RandomExpert};
 pub use error::CpuError;
-pub use experts::{run_experts, ExpertScratch, ExpertTask, MatView, GEMM_MIN_TOKENS};
+pub use experts::{
+    gemm_min_tokens, run_experts, ExpertScratch, ExpertTask, MatView, GEMM_MIN_TOKENS,
+};
 pub use hmoe_quant::Isa;
 pub use pool::{CpuPool, PoolConfig};
 pub use reference::{reference_experts, RefActivations};

@@ -276,15 +276,9 @@ struct PrefillTimes {
     cpu: [f64; 2],
 }
 
-/// CPU time consumed by this process so far, in seconds.
+/// CPU time of this process (all threads), in seconds.
 fn cpu_seconds() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    topology::process_cpu_seconds()
 }
 
 /// Tokens of the kernel section's many-token columns.
@@ -393,6 +387,7 @@ fn main() -> Result<()> {
         args.isa.name(),
         args.pin
     );
+    println!("amx: {}", hmoe_cpu::amx::amx_status().describe());
     println!("shape: hidden {HIDDEN}, expert FFN {FFN}, top-{TOP_K} of {N_EXPERTS}; expert working set {} MB per type\n", args.set_mb);
     if !args.prefill_only {
         kernel_section(&args.types)?;
