@@ -34,4 +34,4 @@ mkdir -p "$E2E_ARTIFACTS"
 command -v tauri-driver >/dev/null || { echo "tauri-driver missing: cargo install tauri-driver --locked"; exit 1; }
 # Note: WEBKIT_DISABLE_COMPOSITING_MODE made WebKitWebDriver's screenshot hang; leave defaults.
 export NO_AT_BRIDGE=1
-xvfb-run -a -s "-screen 0 1440x900x24" dbus-run-session -- node --test ui/e2e/app.e2e.mjs
+xvfb-run -a -s "-screen 0 1440x900x24" dbus-run-session -- node --test --test-concurrency=1 ui/e2e/app.e2e.mjs ui/e2e/panel.e2e.mjs

@@ -10,7 +10,7 @@ use tauri::{RunEvent, Runtime};
 
 /// The command handler (shared by the app and the mock-runtime tests).
 pub fn handler<R: Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + Send + Sync + 'static {
-    use crate::core::{app, chat, downloads, engine, library, settings};
+    use crate::core::{app, chat, downloads, engine, library, sched, settings};
     tauri::generate_handler![
         app::commands::app_info,
         chat::commands::conversations_list,
@@ -33,6 +33,14 @@ pub fn handler<R: Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + Send + 
         engine::commands::engine_status,
         engine::commands::engine_load,
         engine::commands::engine_unload,
+        sched::commands::sched_subscribe,
+        sched::commands::sched_unsubscribe,
+        sched::commands::sched_snapshot,
+        sched::commands::sched_options_get,
+        sched::commands::sched_options_set,
+        sched::commands::sched_whatif,
+        sched::commands::sched_export_trace,
+        sched::commands::sched_export_plot,
         library::commands::models_list,
         library::commands::models_import,
         library::commands::models_delete,

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod library;
+pub mod sched;
 pub mod settings;
 pub mod state;
 pub mod system;

@@ -5,10 +5,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hmoe_engine::api::{EngineOptions, Prompt, RuntimeOptions, SamplingParams};
+use hmoe_engine::moe::stats::SchedSnapshot;
+use hmoe_engine::sched::{ModelShape, StepTelemetry, Trace};
+use tokio::sync::broadcast;
 
 use super::models::{GenStream, LoadedModelInfo};
 use super::service::{LoadFuture, LoadedModel, ModelLoader, ProgressFn};
 use crate::core::library::models::ModelMeta;
+use crate::core::sched::source::SchedSource;
 
 /// Loads models with the real engine.
 pub struct EngineLoader;
@@ -56,6 +60,43 @@ impl LoadedModel for Loaded {
         self.engine
             .set_runtime_options(opts)
             .map_err(|e| e.to_string())
+    }
+
+    fn sched(&self) -> Option<Arc<dyn SchedSource>> {
+        Some(Arc::new(EngineSched(self.engine.clone())))
+    }
+}
+
+/// The engine's scheduler for the live panel.
+struct EngineSched(hmoe_engine::Engine);
+
+impl SchedSource for EngineSched {
+    fn name(&self) -> String {
+        self.0.info().name.clone()
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<StepTelemetry>> {
+        self.0.subscribe_telemetry()
+    }
+
+    fn snapshot(&self) -> Result<SchedSnapshot, String> {
+        self.0.scheduler_snapshot().map_err(|e| e.to_string())
+    }
+
+    fn trace(&self) -> Result<Trace, String> {
+        self.0.trace().map_err(|e| e.to_string())
+    }
+
+    fn shape(&self) -> ModelShape {
+        self.0.model_shape().clone()
+    }
+
+    fn runtime(&self) -> RuntimeOptions {
+        self.0.runtime_options()
+    }
+
+    fn set_runtime(&self, opts: RuntimeOptions) -> Result<(), String> {
+        self.0.set_runtime_options(opts).map_err(|e| e.to_string())
     }
 }
 

@@ -21,6 +21,10 @@ pub trait LoadedModel: Send + Sync {
     fn generate(&self, prompt: Prompt, params: SamplingParams) -> Result<GenStream, String>;
     /// Changes threads, policy, VRAM budget without reloading.
     fn set_runtime_options(&self, opts: RuntimeOptions) -> Result<(), String>;
+    /// The scheduler behind the live panel (None: this model has none, e.g. a test double).
+    fn sched(&self) -> Option<Arc<dyn crate::core::sched::source::SchedSource>> {
+        None
+    }
 }
 
 /// Future returned by [`ModelLoader::load`].

@@ -1,0 +1,219 @@
+// End-to-end test of the live scheduler panel with the real app binary (Xvfb, tauri-driver,
+// WebKitWebDriver, WebdriverIO 9 classic). Run by scripts/app-tests.sh after app.e2e.mjs:
+//   node --test --test-concurrency=1 ui/e2e/app.e2e.mjs ui/e2e/panel.e2e.mjs
+// Environment: HMOE_APP (binary), E2E_ARTIFACTS (screenshots), E2E_DRIVER_PORT (default 4444).
+// Generates with the demo model on a machine without a GPU: every expert runs on the CPU,
+// the cache stays empty, and the panel has to say so.
+import { spawn } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { remote } from "webdriverio";
+
+const APP = process.env.HMOE_APP;
+const ART = process.env.E2E_ARTIFACTS ?? "target/e2e-artifacts";
+const DRIVER_PORT = Number(process.env.E2E_DRIVER_PORT ?? 4444);
+/** Upper bounds for slow steps on a 2-core CI box (demo model generation + load). */
+const READY_TIMEOUT = 300_000;
+const STEP_TIMEOUT = 60_000;
+
+mkdirSync(ART, { recursive: true });
+const data = mkdtempSync(join(tmpdir(), "hmoe-panel-e2e-"));
+const exportDir = join(data, "exports");
+mkdirSync(exportDir, { recursive: true });
+const procs = [];
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor(fn, timeout, what) {
+  const end = Date.now() + timeout;
+  let last;
+  while (Date.now() < end) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(150);
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${last}` : ""}`);
+}
+
+async function shot(b, name) {
+  await b.saveScreenshot(join(ART, `${name}.png`));
+}
+
+/** The panel's observable state, read in the page in one round trip. */
+function panelState(b) {
+  return b.execute(() => {
+    const q = (s) => document.querySelector(s);
+    const grid = q('[data-testid="sched-grid"]');
+    const msgs = document.querySelectorAll('[data-testid="message-assistant"]');
+    const last = msgs[msgs.length - 1];
+    const num = (s) => Number(q(s)?.getAttribute("data-value") ?? "NaN");
+    let hash = 0;
+    if (grid && grid.width > 0) {
+      // A cheap fingerprint of the drawn pixels (the canvas is same-origin).
+      const url = grid.toDataURL();
+      for (let i = 0; i < url.length; i += 7) hash = (hash * 31 + url.charCodeAt(i)) | 0;
+    }
+    return {
+      steps: Number(q('[data-testid="sched-counters"]')?.getAttribute("data-steps") ?? "0"),
+      tokS: num('[data-testid="sched-counter-tok_s"]'),
+      hit: num('[data-testid="sched-counter-hit_rate"]'),
+      vram: num('[data-testid="sched-counter-vram"]'),
+      gridVersion: Number(grid?.getAttribute("data-version") ?? "-1"),
+      glowing: Number(grid?.getAttribute("data-glowing") ?? "0"),
+      gridHash: hash,
+      timelineSteps: Number(q('[data-testid="sched-timeline"]')?.getAttribute("data-steps") ?? "0"),
+      status: last?.getAttribute("data-status") ?? "none",
+      replies: msgs.length,
+    };
+  });
+}
+
+/** Sends `text` from the chat screen; samples the panel until the reply completes. */
+async function sendAndWatch(b, text, onSample) {
+  const before = (await b.$$('[data-testid="message-assistant"]')).length;
+  const composer = await b.$('[data-testid="composer"]');
+  await composer.setValue(text);
+  await (await b.$('[data-testid="send"]')).click();
+  const samples = [];
+  await waitFor(async () => {
+    const s = await panelState(b);
+    samples.push(s);
+    if (onSample) await onSample(s, samples);
+    return s.replies > before && s.status === "complete";
+  }, STEP_TIMEOUT * 3, "reply complete");
+  return samples;
+}
+
+before(async () => {
+  assert.ok(APP && existsSync(APP), `HMOE_APP must point at the app binary (got ${APP})`);
+  const p = spawn("tauri-driver", ["--port", String(DRIVER_PORT), "--native-driver", "/usr/bin/WebKitWebDriver"], {
+    env: {
+      ...process.env,
+      HMOE_STUDIO_DATA: join(data, "studio"),
+      HMOE_STUDIO_KEYRING: "off",
+      // The save dialog's test seam (core/app/dialog.rs): exports land here.
+      HMOE_STUDIO_DIALOG_SAVE_DIR: exportDir,
+    },
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  procs.push(p);
+  await sleep(1500);
+});
+
+after(async () => {
+  for (const p of procs.reverse()) p.kill("SIGTERM");
+});
+
+test("scheduler panel: live map and counters while streaming, no-GPU notice, controls, what-if, exports", { timeout: 1_200_000 }, async () => {
+  const b = await remote({
+    hostname: "127.0.0.1",
+    port: DRIVER_PORT,
+    logLevel: "warn",
+    connectionRetryTimeout: 120_000,
+    capabilities: { "tauri:options": { application: APP }, "wdio:enforceWebDriverClassic": true },
+  });
+  try {
+    await waitFor(async () => (await (await b.$('[data-testid="engine-status"]')).getAttribute("data-state")) === "ready",
+      READY_TIMEOUT, "demo model loaded");
+
+    // Open the docked panel next to the chat.
+    await (await b.$('[data-testid="nav-chat"]')).click();
+    await (await b.$('[data-testid="toggle-scheduler"]')).click();
+    await waitFor(async () => /layers/.test(await (await b.$('[data-testid="sched-model"]')).getText()), STEP_TIMEOUT, "panel knows the model");
+    // No GPU here: the panel says so, and the device pill reads CPU only.
+    assert.match(await (await b.$('[data-testid="sched-nogpu"]')).getText(), /No GPU/);
+    assert.equal(await (await b.$('[data-testid="sched-device"]')).getText(), "CPU only");
+
+    await (await b.$('[data-testid="new-chat"]')).click();
+    let shotTaken = false;
+    const samples = await sendAndWatch(b, "Tell me a long story about experts and caches.", async (s) => {
+      if (!shotTaken && s.status === "streaming" && s.steps > 20) {
+        shotTaken = true;
+        await shot(b, "panel-docked-streaming");
+      }
+    });
+    const streaming = samples.filter((s) => s.status === "streaming");
+    assert.ok(streaming.length >= 2, `sampled while streaming: ${JSON.stringify(samples.map((s) => s.status))}`);
+    const steps = samples.map((s) => s.steps);
+    const distinct = (xs) => new Set(xs).size;
+    assert.ok(distinct(streaming.map((s) => s.steps)) >= 2, `the step counter moved while streaming: ${steps.join(",")}`);
+    assert.ok(distinct(streaming.map((s) => s.gridHash)) >= 2 || distinct(streaming.map((s) => s.gridVersion)) >= 2,
+      "the cache map was redrawn with new selections while streaming");
+    assert.ok(streaming.some((s) => s.glowing > 0), "the current token's experts light up on the map");
+    const end = await panelState(b);
+    assert.ok(end.steps > 0 && end.tokS > 0, `counters after the reply: ${JSON.stringify(end)}`);
+    assert.equal(end.hit, 0, "no GPU: no cache hits");
+    assert.equal(end.vram, 0, "no GPU: the cache is empty");
+    assert.ok(end.timelineSteps > 0, "the timeline shows recent tokens");
+    if (!shotTaken) await shot(b, "panel-docked-streaming");
+
+    // Hover a cell: the tooltip shows the expert's statistics.
+    const grid = await b.$('[data-testid="sched-grid"]');
+    await grid.moveTo({ xOffset: 5, yOffset: 5 });
+    const tip = await waitFor(async () => {
+      const t = await b.$('[data-testid="sched-tip"]');
+      return (await t.isExisting()) ? t : null;
+    }, STEP_TIMEOUT, "tooltip");
+    const tipText = await tip.getText();
+    assert.match(tipText, /Layer 0 · expert 0/);
+    assert.match(tipText, /uses/);
+    assert.match(tipText, /not in VRAM/);
+    await shot(b, "panel-hover");
+
+    // What if: replay this conversation under every policy and cache size.
+    await (await b.$('[data-testid="sched-whatif-run"]')).click();
+    await waitFor(async () => (await b.$('[data-testid="sched-whatif-plot"]')).isExisting(), STEP_TIMEOUT * 2, "what-if plot");
+    const summary = await (await b.$('[data-testid="sched-whatif-summary"]')).getText();
+    assert.match(summary, /steps/);
+    const polylines = await b.execute(() => document.querySelectorAll('[data-testid="sched-whatif-plot"] polyline').length);
+    assert.ok(polylines >= 2 * 8, `a line per policy in both charts: ${polylines}`);
+
+    // Export the trace and the plot (the save dialog's test seam picks the folder).
+    await (await b.$('[data-testid="sched-export-trace"]')).click();
+    const tracePath = join(exportDir, "routing-trace.jsonl");
+    await waitFor(() => existsSync(tracePath), STEP_TIMEOUT, "trace file");
+    const header = JSON.parse(readFileSync(tracePath, "utf8").split("\n")[0]);
+    assert.equal(header.format, "hmoe-trace");
+    await (await b.$('[data-testid="sched-export-plot"]')).click();
+    const plotPath = join(exportDir, "what-if.svg");
+    await waitFor(() => existsSync(plotPath), STEP_TIMEOUT, "plot file");
+    assert.match(readFileSync(plotPath, "utf8"), /^<svg[^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+
+    // Controls: switch to LRU; it is in force from the next generation on.
+    const policy = await b.$('[data-testid="sched-policy"]');
+    await policy.selectByAttribute("value", "lru");
+    await (await b.$('[data-testid="sched-apply"]')).click();
+    await waitFor(async () => /In force: lru/.test(await (await b.$('[data-testid="sched-in-force"]')).getText()),
+      STEP_TIMEOUT, "LRU in force (the engine is idle, so it applies at once)");
+
+    // Full-size view while a second reply streams: the screenshot for the front page.
+    await (await b.$('[data-testid="toggle-scheduler"]')).click();
+    const composer = await b.$('[data-testid="composer"]');
+    await composer.setValue("And now another one, about prefetching.");
+    await (await b.$('[data-testid="send"]')).click();
+    const startSteps = (await panelState(b)).steps;
+    await b.execute(() => { location.hash = "#/scheduler"; });
+    const live = async () => (await (await b.$('[data-testid="sched-live"]')).getText()).includes("live");
+    await waitFor(live, STEP_TIMEOUT, "second reply streaming into the full-size panel");
+    await waitFor(async () => (await panelState(b)).steps > startSteps + 30, STEP_TIMEOUT, "panel counting steps");
+    await (await b.$('[data-testid="sched-whatif-run"]')).click();
+    await sleep(300);
+    await shot(b, "panel-full-streaming");
+    await waitFor(async () => !(await live()), STEP_TIMEOUT * 3, "second reply done (panel idle)");
+    await (await b.$('[data-testid="sched-whatif-run"]')).click();
+    await waitFor(async () => !(await (await b.$('[data-testid="sched-whatif-run"]')).getAttribute("disabled")), STEP_TIMEOUT, "replay done");
+    await sleep(600);
+    await shot(b, "panel-full-whatif");
+    // The new policy was in force for the second reply.
+    assert.match(await (await b.$('[data-testid="sched-in-force"]')).getText(), /In force: lru/);
+  } finally {
+    await b.deleteSession();
+  }
+});
