@@ -6,12 +6,65 @@
 
 use crate::error::{EngineError, Result};
 use hmoe_cpu::CpuPool;
-use hmoe_quant::{row_bytes, ActBuf, ActFormat, DotKernel, GEMM_TILE_ROWS, MAX_ROWS_PER_CALL};
+use hmoe_quant::{
+    row_bytes, ActBuf, ActFormat, DotKernel, GEMM_TILE_ROWS, GEMM_TILE_TOKENS, MAX_ROWS_PER_CALL,
+};
 use std::sync::Mutex;
 
 /// Tokens whose quantised activations are reused across all weight rows before the next
 /// tile: 64 rows of a 2048-wide Q8_K activation are ~140 KB, inside a core's L2.
 const TOKEN_TILE: usize = 64;
+
+/// Tokens per thread from which a GEMM product splits the tokens, not the rows, over
+/// the threads: each thread then writes whole output rows in place (no transposed
+/// copy, no second buffer) and still reuses each weight tile across a token tile.
+/// The weight traffic is the same either way (every token tile reads all rows once).
+const TOKEN_SPLIT_MIN_PER_THREAD: usize = 16;
+
+/// The GEMM product with the tokens split over the threads (see
+/// [`TOKEN_SPLIT_MIN_PER_THREAD`]); returns `[n, rows]`.
+fn token_split(
+    pool: &CpuPool,
+    kernel: &DotKernel,
+    w: &[u8],
+    rows: usize,
+    acts: &ActBuf,
+    n: usize,
+) -> Result<Vec<f32>> {
+    let threads = pool.threads().max(1);
+    let per = n.div_ceil(threads).next_multiple_of(GEMM_TILE_TOKENS);
+    let mut out = vec![0f32; n * rows];
+    let parts: Vec<Mutex<&mut [f32]>> = out.chunks_mut(per * rows).map(Mutex::new).collect();
+    let failure: Mutex<Option<String>> = Mutex::new(None);
+    pool.broadcast(|t, _| {
+        let Some(part) = parts.get(t) else { return };
+        let Ok(mut part) = part.lock() else { return };
+        let (a0, a1) = (t * per, ((t + 1) * per).min(n));
+        let act_rows: Vec<_> = (a0..a1).filter_map(|i| acts.row(i)).collect();
+        if act_rows.len() != a1 - a0 {
+            if let Ok(mut f) = failure.lock() {
+                f.get_or_insert("activation rows missing".into());
+            }
+            return;
+        }
+        for t0 in (0..a1 - a0).step_by(TOKEN_TILE) {
+            let t1 = (t0 + TOKEN_TILE).min(a1 - a0);
+            // SAFETY: `w` is rows × row_bytes(cols) (checked by the caller), the rows
+            // are cols wide in this kernel's format (an ActBuf of its act_format), and
+            // index r + t·rows (r < rows, t < t1 - t0) of part[t0·rows..] stays below
+            // (a1 - a0)·rows = part.len().
+            unsafe {
+                kernel.gemm_unchecked(w, rows, &act_rows[t0..t1], &mut part[t0 * rows..], 1, rows)
+            };
+        }
+    })
+    .map_err(compute)?;
+    if let Some(err) = failure.into_inner().ok().flatten() {
+        return Err(EngineError::Compute(format!("dense product: {err}")));
+    }
+    drop(parts);
+    Ok(out)
+}
 
 fn compute(e: impl std::fmt::Display) -> EngineError {
     EngineError::Compute(e.to_string())
@@ -46,6 +99,9 @@ pub fn matmul(
         .max(1);
     // Same threshold (and benchmark switch) as the experts.
     let gemm = n >= hmoe_cpu::gemm_min_tokens() && kernel.has_gemm();
+    if gemm && n >= TOKEN_SPLIT_MIN_PER_THREAD * threads {
+        return token_split(pool, kernel, w, rows, &acts, n);
+    }
     // Each thread owns a contiguous block of output features, written transposed.
     let mut out_t = vec![0f32; rows * n];
     let parts: Vec<Mutex<&mut [f32]>> = out_t.chunks_mut(per * n).map(Mutex::new).collect();
@@ -173,7 +229,15 @@ mod tests {
             dequantize(dtype, &w, &mut wd).unwrap();
             let best = DotKernel::best(dtype).unwrap();
             let scalar = DotKernel::new(dtype, Isa::Scalar).unwrap();
-            for (n, threads) in [(1usize, 1usize), (3, 2), (4, 16), (70, 3), (150, 1)] {
+            // 4–40 tokens on 3–16 threads: row split; 70 on 3 and 150 on 1: token split.
+            for (n, threads) in [
+                (1usize, 1usize),
+                (3, 2),
+                (4, 16),
+                (40, 3),
+                (70, 3),
+                (150, 1),
+            ] {
                 let x = values(n * cols, n as u64);
                 let want: Vec<f64> = (0..n * rows)
                     .map(|i| {
