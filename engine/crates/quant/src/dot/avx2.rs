@@ -105,14 +105,6 @@ unsafe fn bf16_(w: &[u8], a: &ActRow<'_>) -> f32 {
     hsum_ps(_mm256_add_ps(s0, s1)) + super::scalar::bf16_bf16(&w[2 * i..], &a[i..])
 }
 
-/// Σ of signed i8 × signed i8 over 32 lanes as 8 i32 (sign moved onto `a`).
-#[inline]
-#[target_feature(enable = "avx2")]
-pub(super) fn dot_i8x32(w: __m256i, a: __m256i) -> __m256i {
-    let p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
-    _mm256_madd_epi16(p, _mm256_set1_epi16(1))
-}
-
 #[inline]
 #[target_feature(enable = "sse3")]
 fn hsum128(v: __m128) -> f32 {

@@ -252,3 +252,35 @@ fn blocked_multi_row_kernels_match_single_dots() {
         .dot_rows(&[0u8; 34], &[a.row(0).unwrap()], &mut out)
         .is_err());
 }
+
+#[test]
+fn q8_0_blocked_kernels_handle_odd_block_counts() {
+    // 1, 3, 17 and 25 blocks: partial 16-block scale groups and an odd last block pair.
+    let mut rng = Rng::new(96);
+    let dtype = GgmlDType::Q8_0;
+    let scalar = DotKernel::new(dtype, Isa::Scalar).unwrap();
+    for n in [32usize, 96, 544, 800] {
+        let w = random_blocks(dtype, n, &mut rng);
+        let mut acts = ActBuf::new(ActFormat::Q8_0);
+        acts.quantize(&gaussian(5 * n, rng.next_u64(), 1.0), n)
+            .unwrap();
+        let rows: Vec<ActRow<'_>> = (0..5).map(|r| acts.row(r).unwrap()).collect();
+        for isa in available() {
+            let k = DotKernel::new(dtype, isa).unwrap();
+            for count in 1..=rows.len() {
+                let mut out = vec![f32::NAN; count];
+                k.dot_rows(&w, &rows[..count], &mut out).unwrap();
+                for (r, &got) in out.iter().enumerate() {
+                    let want = scalar.dot(&w, &rows[r]).unwrap() as f64;
+                    let scale = abs_sum(&w, dtype, &dequant_act(&rows[r]));
+                    let rel = (got as f64 - want).abs() / scale;
+                    assert!(
+                        rel <= SIMD_VS_SCALAR_REL,
+                        "{} n={n} {count} rows, row {r}: {got} vs {want}",
+                        isa.name()
+                    );
+                }
+            }
+        }
+    }
+}
