@@ -221,6 +221,7 @@ test("chat, stop, export, import, download resumed after a restart, settings", {
     await go(b, "settings");
     await waitFor(async () => (await (await b.$('[data-testid="secret-storage"]')).getText()).includes("readable only by you"),
       STEP_TIMEOUT, "secret storage note");
+    await shot(b, "settings");
     await (await b.$('[data-testid="hf-token"]')).setValue("hf_e2eSecretToken0000WXYZ");
     await (await b.$('[data-testid="save-token"]')).click();
     await waitFor(async () => (await (await b.$('[data-testid="token-masked"]')).getText()).includes("hf_…WXYZ"),
@@ -233,7 +234,8 @@ test("chat, stop, export, import, download resumed after a restart, settings", {
     await (await b.$('[data-testid="folder-input"]')).setValue(newModels);
     await (await b.$('[data-testid="folder-check"]')).click();
     await (await b.$('[data-testid="folder-plan"]')).waitForExist({ timeout: STEP_TIMEOUT });
-    await shot(b, "settings");
+    await (await b.$('[data-testid="folder-plan"]')).scrollIntoView();
+    await shot(b, "settings-models-folder");
     await (await b.$('[data-testid="folder-move"]')).click();
     await waitFor(async () => (await (await b.$('[data-testid="folder-result"]')).getText()).startsWith("Moved"),
       STEP_TIMEOUT * 2, "models moved");
