@@ -24,3 +24,8 @@ pub use experts::{
 pub use hmoe_quant::Isa;
 pub use pool::{CpuPool, PoolConfig};
 pub use reference::{reference_experts, RefActivations};
+
+/// Revision of the CPU kernels' performance: bumped whenever their speed changes
+/// enough to invalidate cached calibrations (2: tiled GEMM path for ≥ 4 tokens).
+/// Calibration caches should include it in their key.
+pub const KERNEL_REVISION: u32 = 2;
