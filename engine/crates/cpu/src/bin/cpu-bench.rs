@@ -480,8 +480,13 @@ fn main() -> Result<()> {
         return Ok(());
     }
     println!("\n## calibration: one expert on {max_threads} threads (cost-model CPU term)");
-    println!("(`calibrate_cpu`, wall clock; old = N-row kernels, new = default path with tiled GEMM");
-    println!(" from {} tokens; best of 3 alternating runs)", ExpertScratch::new().gemm_min_tokens());
+    println!(
+        "(`calibrate_cpu`, wall clock; old = N-row kernels, new = default path with tiled GEMM"
+    );
+    println!(
+        " from {} tokens; best of 3 alternating runs)",
+        ExpertScratch::new().gemm_min_tokens()
+    );
     println!("| type | tokens | µs/expert old | µs/expert new | new speed-up | weight GB/s new |");
     println!("|---|---|---|---|---|---|");
     let p = pool(max_threads, args.pin)?;
