@@ -124,6 +124,14 @@ fn options_apply_at_the_next_generation_and_the_snapshot_shows_them() {
     assert_eq!(last, s2.steps as i64 - 1);
     assert_eq!(s2.score.len(), 32);
 
+    // Idle: settings apply before the next job, so a snapshot right after sees them.
+    e.set_runtime_options(RuntimeOptions {
+        policy: "mrs".into(),
+        ..new
+    })
+    .expect("set");
+    assert_eq!(e.scheduler_snapshot().expect("snap").applied.policy, "mrs");
+
     // Back to the default thread count: generation still works.
     e.set_runtime_options(RuntimeOptions::default())
         .expect("set");

@@ -163,7 +163,16 @@ pub fn run(
             first = false;
             match msg {
                 Ok(Command::Generate(r)) => waiting.push_back(r),
-                Ok(Command::With(f)) => f(&model, &mut moe),
+                Ok(Command::With(f)) => {
+                    // An idle worker applies queued settings first, so a job sent after
+                    // them (a snapshot) sees them.
+                    if active.is_empty() {
+                        for job in pending.drain(..) {
+                            job(&mut model, &mut moe);
+                        }
+                    }
+                    f(&model, &mut moe)
+                }
                 Ok(Command::Reconfigure(f)) => pending.push(f),
                 Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
                     for a in active.iter_mut() {

@@ -19,6 +19,9 @@ use tokio::sync::broadcast;
 
 /// Steps of telemetry kept for slow subscribers before they start skipping.
 pub const TELEMETRY_BUFFER: usize = 512;
+/// Steps between re-reads of the refined cost model into the scheduler: measured layers
+/// refit the model every step, plans follow them this often (a refit is a small solve).
+const COST_REFRESH_STEPS: u64 = 16;
 
 /// The scheduler's name for a weight type the kernels compute with.
 pub fn quant_type(t: GgmlDType) -> Option<QuantType> {
@@ -347,6 +350,9 @@ impl Placer for SchedPlacer {
                 tokens: self.step_tokens,
                 layers: std::mem::take(&mut self.trace_layers),
             });
+        }
+        if (self.step + 1).is_multiple_of(COST_REFRESH_STEPS) {
+            self.sched.update_costs(&mut self.cost);
         }
         let step = Arc::new(step);
         self.last_step = Some(step.clone());

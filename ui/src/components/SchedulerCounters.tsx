@@ -44,16 +44,16 @@ export function SchedulerCounters({ panel }: { panel: PanelModel }) {
     { key: "tok_s", label: "tokens / s", value: c ? c.tok_s.toFixed(c.tok_s >= 100 ? 0 : 1) : "—", raw: c?.tok_s ?? 0,
       sub: c ? `last ${c.window_steps} steps` : "waiting for tokens", color: "#9a82ff", values: series(h, "tok_s") },
     { key: "hit_rate", label: "cache hit rate", value: c ? pct(c.hit_rate) : "—", raw: c?.hit_rate ?? 0,
-      sub: c ? `${pct(c.cpu_share)} of experts ran on the CPU` : "", color: "#3ecf8e", values: series(h, "hit_rate"), max: 1 },
+      sub: c ? (c.cpu_share >= 1 ? "all experts on the CPU" : `${pct(c.cpu_share)} on the CPU`) : "", color: "#3ecf8e", values: series(h, "hit_rate"), max: 1 },
     { key: "pcie_gbps", label: "PCIe", value: c ? `${c.pcie_gbps.toFixed(2)} GB/s` : "—", raw: c?.pcie_gbps ?? 0,
-      sub: noGpu ? "no transfers without a GPU" : "expert copies to VRAM", color: "#f5b84a", values: series(h, "pcie_gbps") },
+      sub: noGpu ? "none without a GPU" : "expert copies to VRAM", color: "#f5b84a", values: series(h, "pcie_gbps") },
     { key: "vram", label: "VRAM cache", value: snap ? fmtBytes(snap.cache_bytes_used) : "—", raw: snap?.cache_bytes_used ?? 0,
       sub: noGpu ? "empty: no GPU" : `${snap?.cache_resident ?? 0} / ${snap?.cache_slots ?? 0} slots · ${fmtBytes(capacity)}`,
       color: "#26a0d0", values: panel.vram, max: capacity || undefined },
     { key: "cpu_util", label: "CPU / GPU busy", value: c ? `${pct(c.cpu_util)} / ${noGpu ? "—" : pct(c.gpu_util)}` : "—", raw: c?.cpu_util ?? 0,
-      sub: "share of step time in expert work", color: "#a78bfa", values: series(h, "cpu_util"), max: 1 },
+      sub: "expert work ÷ step time", color: "#a78bfa", values: series(h, "cpu_util"), max: 1 },
     { key: "cost_error", label: "cost-model error", value: c?.cost_error != null ? pct(c.cost_error) : "—", raw: c?.cost_error ?? 0,
-      sub: "median |predicted − measured|", color: "#ff8f8f", values: series(h, "cost_error") },
+      sub: "predicted vs measured, median", color: "#ff8f8f", values: series(h, "cost_error") },
   ];
   return (
     <div class="sched-counters" data-testid="sched-counters" data-steps={panel.steps}>

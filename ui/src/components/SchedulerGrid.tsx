@@ -3,7 +3,7 @@
 // written into an ImageData and scaled up (no per-cell draw calls), so a 48 × 128 map
 // costs the same as a 4 × 16 one.
 import { useEffect, useRef, useState } from "preact/hooks";
-import { cellRgb, GLOW_MS, MARK_MS, type CellInput, type Rgb } from "../lib/schedColors";
+import { cellRgb, MARK_MS, type CellInput, type Rgb } from "../lib/schedColors";
 import { cellAt, gridLayout, type ExpertInfo, type PanelModel } from "../lib/schedModel";
 import { RES_ARRIVED, RES_EVICTED, RES_RESIDENT } from "../services/schedTypes";
 
@@ -44,7 +44,7 @@ export function SchedulerGrid({ panel }: { panel: PanelModel }) {
     const draw = () => {
       raf = requestAnimationFrame(draw);
       const now = performance.now();
-      const fading = panel.animating(now, Math.max(GLOW_MS, MARK_MS));
+      const fading = panel.animating(now, MARK_MS);
       if (panel.version === drawnVersion && width === drawnWidth && !fading) return;
       drawnVersion = panel.version;
       drawnWidth = width;
@@ -69,10 +69,10 @@ export function SchedulerGrid({ panel }: { panel: PanelModel }) {
         cell.residency = g.residency[i];
         cell.heat = g.heat[i];
         cell.place = g.place[i];
-        cell.selectedAgo = now - g.selectedAt[i];
+        cell.selectedAgo = panel.lastStep - g.selectedStep[i];
         cell.evictedAgo = now - g.evictedAt[i];
         cell.arrivedAgo = now - g.arrivedAt[i];
-        if (cell.selectedAgo < GLOW_MS) glowing++;
+        if (cell.selectedAgo === 0) glowing++;
         cellRgb(cell, rgb);
         d[i * 4] = rgb[0];
         d[i * 4 + 1] = rgb[1];

@@ -1,6 +1,6 @@
 // The live scheduler panel: cache map, timeline, counters, controls and what-if.
-import { useEffect } from "preact/hooks";
-import { PALETTE, css } from "../lib/schedColors";
+import { useEffect, useState } from "preact/hooks";
+import { PALETTE, css, setLightTheme } from "../lib/schedColors";
 import { schedulerStore } from "../stores/scheduler";
 import { useStore } from "../stores/store";
 import { SchedulerControls } from "./SchedulerControls";
@@ -20,9 +20,26 @@ const LEGEND: [string, string][] = [
 
 export function SchedulerPanel({ docked }: { docked: boolean }) {
   const s = useStore(schedulerStore);
+  const [, setClock] = useState(0);
+  useEffect(() => {
+    // Canvas colours follow the page theme (the CSS does the rest).
+    const mq = typeof matchMedia === "function" ? matchMedia("(prefers-color-scheme: light)") : null;
+    const onTheme = () => {
+      setLightTheme(!!mq?.matches);
+      schedulerStore.panel.version++;
+    };
+    onTheme();
+    mq?.addEventListener?.("change", onTheme);
+    return () => mq?.removeEventListener?.("change", onTheme);
+  }, []);
   useEffect(() => {
     void schedulerStore.open();
-    return () => schedulerStore.close();
+    // Re-render once a second so "live" turns "idle" when frames stop.
+    const t = setInterval(() => setClock((c) => c + 1), 1000);
+    return () => {
+      clearInterval(t);
+      schedulerStore.close();
+    };
   }, []);
   const p = schedulerStore.panel;
   const noGpu = p.snapshot ? p.snapshot.gpu == null : (s.options?.gpu ?? null) == null;

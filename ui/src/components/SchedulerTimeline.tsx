@@ -54,17 +54,19 @@ export function SchedulerTimeline({ panel }: { panel: PanelModel }) {
       ctx.clearRect(0, 0, width, height);
       const cols = Math.max(1, Math.floor(width / COL_W));
       const steps = panel.history.slice(-cols);
-      // Scale: the slowest of the visible steps (measured or predicted) fills the height.
-      let max = 1e-9;
-      for (const s of steps) {
-        max = Math.max(max, s.layers.reduce((a, l) => a + layerTime(l), 0), s.predicted_s);
-      }
+      // Scale: the 90th percentile of the visible steps (measured or predicted) fills
+      // 85% of the height, so one long prefill step does not flatten the decode steps;
+      // taller columns are clipped.
+      const totals = steps
+        .flatMap((s) => [s.layers.reduce((a, l) => a + layerTime(l), 0), s.predicted_s])
+        .sort((a, b) => a - b);
+      const max = Math.max(1e-9, (totals[Math.floor(0.9 * (totals.length - 1))] ?? 0) / 0.85);
       const x0 = width - steps.length * COL_W;
       steps.forEach((s, k) => {
         const x = x0 + k * COL_W;
         let y = TOP_H;
         s.layers.forEach((l, li) => {
-          const h = (layerTime(l) / max) * (TOP_H - 4);
+          const h = Math.min((layerTime(l) / max) * (TOP_H - 4), y);
           const base = sideRgb(criticalSide(l.cpu, l.gpu, l.pcie));
           // Alternate shades so layer boundaries stay visible.
           mix(base, PALETTE.empty, li % 2 ? 0.28 : 0, shade);
@@ -72,10 +74,22 @@ export function SchedulerTimeline({ panel }: { panel: PanelModel }) {
           ctx.fillRect(x, y - h, COL_W - 1, h);
           y -= h;
         });
-        const py = TOP_H - (s.predicted_s / max) * (TOP_H - 4);
-        ctx.fillStyle = css(PALETTE.predicted);
-        ctx.fillRect(x - 1, Math.round(py), COL_W + 1, 2);
       });
+      // The cost model's prediction of each step: a line over the columns.
+      ctx.strokeStyle = css(PALETTE.predicted, 0.85);
+      ctx.lineWidth = 1.5;
+      ctx.beginPath();
+      steps.forEach((s, k) => {
+        const px = x0 + k * COL_W + (COL_W - 1) / 2;
+        const py = Math.max(1, TOP_H - (s.predicted_s / max) * (TOP_H - 4));
+        if (k === 0) ctx.moveTo(px, py);
+        else ctx.lineTo(px, py);
+      });
+      ctx.stroke();
+      ctx.fillStyle = css(PALETTE.predicted, 0.6);
+      ctx.font = "10px system-ui, sans-serif";
+      ctx.fillText(`${(max * 1e3).toFixed(max < 1e-3 ? 2 : 1)} ms`, 2, 10);
+      ctx.fillText("per layer, latest token", 2, TOP_H + 11);
       // Latest step, per layer.
       const last = panel.history[panel.history.length - 1];
       const top = TOP_H + 14;
@@ -115,7 +129,7 @@ export function SchedulerTimeline({ panel }: { panel: PanelModel }) {
       <canvas ref={canvas} class="sched-timeline" data-testid="sched-timeline" role="img"
         aria-label="Recent tokens: per-layer time by critical side, predicted against measured" />
       <div class="sched-timeline-labels">
-        <span>recent tokens → now · bar = measured MoE time, layers stacked · tick = predicted</span>
+        <span>recent tokens → now · bars: measured MoE time, layers stacked · line: predicted</span>
         <span>latest token per layer: bars = predicted CPU / GPU / PCIe · dot = measured</span>
       </div>
     </div>

@@ -6,7 +6,7 @@ import { SchedulerStore } from "../stores/scheduler";
 import { FakeTransport } from "../test/fakeTransport";
 import { whatIfChart } from "./schedChart";
 import {
-  cellRgb, clamp01, criticalSide, GLOW_MS, heatRgb, luminance, MARK_MS, mix, PALETTE, placementRgb, type CellInput,
+  cellRgb, clamp01, criticalSide, GLOW_STEPS, heatRgb, luminance, MARK_MS, mix, PALETTE, placementRgb, setLightTheme, type CellInput,
 } from "./schedColors";
 import { cellAt, gridLayout, heatFromUses, HISTORY_STEPS, PanelModel, series, stepValue } from "./schedModel";
 
@@ -56,8 +56,8 @@ describe("PanelModel aggregation", () => {
     expect(p.version).toBeGreaterThan(v);
     // Layer 0 selected experts 1 (CPU) and 3 (GPU hit); layer 1 expert 0 (fetch).
     expect(Array.from(p.grid.place)).toEqual([-1, 2, -1, 0, 1, -1, -1, -1]);
-    expect(p.grid.selectedAt[1]).toBe(1000);
-    expect(p.grid.selectedAt[0]).toBe(-Infinity);
+    expect(p.grid.selectedStep[1]).toBe(5);
+    expect(p.grid.selectedStep[0]).toBe(-Infinity);
     expect(p.grid.evictedAt[1 * 4 + 2]).toBe(1000);
     expect(p.grid.residency[1 * 4 + 2]).toBe(RES_EVICTED);
     expect(p.grid.residency[3]).toBe(RES_ARRIVED);
@@ -155,16 +155,25 @@ describe("colour mapping", () => {
   });
 
   it("glows and marks fade back to the base colour", () => {
-    const half = cellRgb({ ...base, place: 2, selectedAgo: GLOW_MS / 2 });
+    const half = cellRgb({ ...base, place: 2, selectedAgo: GLOW_STEPS / 2 });
     expect(half).not.toEqual(PALETTE.cpu);
     expect(half).not.toEqual(PALETTE.empty);
-    expect(cellRgb({ ...base, place: 2, selectedAgo: GLOW_MS })).toEqual(PALETTE.empty);
+    expect(cellRgb({ ...base, place: 2, selectedAgo: GLOW_STEPS })).toEqual(PALETTE.empty);
     expect(cellRgb({ ...base, evictedAgo: 0 })).toEqual(PALETTE.evicted);
     expect(cellRgb({ ...base, evictedAgo: MARK_MS })).toEqual(PALETTE.empty);
     expect(cellRgb({ ...base, residency: RES_RESIDENT })).toEqual(PALETTE.resident);
     expect(cellRgb({ ...base, residency: RES_ARRIVED, arrivedAgo: 0 })).toEqual(PALETTE.arrived);
     // Residents stay resident-coloured whatever their heat.
     expect(cellRgb({ ...base, residency: RES_RESIDENT, heat: 1 })).toEqual(PALETTE.resident);
+  });
+
+  it("switches neutral colours with the page theme", () => {
+    setLightTheme(true);
+    const light = luminance(heatRgb(0));
+    expect(luminance(PALETTE.predicted)).toBeLessThan(100);
+    setLightTheme(false);
+    expect(luminance(heatRgb(0))).toBeLessThan(light);
+    expect(luminance(PALETTE.predicted)).toBeGreaterThan(200);
   });
 
   it("mixes and picks the critical side", () => {

@@ -4,7 +4,7 @@
 
 export type Rgb = [number, number, number];
 
-/** Palette (dark theme; every colour readable on --panel). */
+/** Palette (dark theme by default; `setLightTheme` swaps the neutral colours). */
 export const PALETTE = {
   empty: [24, 28, 42] as Rgb,
   heatHi: [72, 64, 140] as Rgb,
@@ -17,8 +17,19 @@ export const PALETTE = {
   predicted: [230, 232, 239] as Rgb,
 };
 
-/** How long a selected expert keeps glowing after its token (ms). */
-export const GLOW_MS = 450;
+const DARK = { empty: [24, 28, 42] as Rgb, heatHi: [72, 64, 140] as Rgb, predicted: [230, 232, 239] as Rgb };
+const LIGHT = { empty: [232, 235, 244] as Rgb, heatHi: [150, 140, 214] as Rgb, predicted: [27, 31, 42] as Rgb };
+
+/** Neutral colours for a light or dark page (the accents work on both). */
+export function setLightTheme(light: boolean): void {
+  const t = light ? LIGHT : DARK;
+  PALETTE.empty = t.empty;
+  PALETTE.heatHi = t.heatHi;
+  PALETTE.predicted = t.predicted;
+}
+
+/** Steps over which a selected expert's glow fades (0 = the current token, full colour). */
+export const GLOW_STEPS = 3;
 /** How long an eviction or arrival stays marked (ms). */
 export const MARK_MS = 900;
 
@@ -56,7 +67,7 @@ export interface CellInput {
   heat: number;
   /** Placement of the last selection (-1: never selected). */
   place: number;
-  /** Since the expert was last selected. */
+  /** Steps since the expert was last selected (0: the current token). */
   selectedAgo: number;
   /** Since it was evicted. */
   evictedAgo: number;
@@ -78,9 +89,10 @@ export function cellRgb(c: CellInput, out: Rgb = [0, 0, 0]): Rgb {
   else if (c.arrivedAgo < MARK_MS || c.residency === 2) {
     mix(PALETTE.arrived, out, Math.min(c.arrivedAgo, MARK_MS) / MARK_MS, out);
   }
-  if (c.place >= 0 && c.selectedAgo < GLOW_MS) {
-    // Full colour for the current token, fading to the base over GLOW_MS.
-    mix(placementRgb(c.place), out, c.selectedAgo / GLOW_MS, out);
+  if (c.place >= 0 && c.selectedAgo < GLOW_STEPS) {
+    // Full colour for the current token, fading to the base over GLOW_STEPS tokens: at
+    // any token rate the map shows the last few tokens, not a smear of the last second.
+    mix(placementRgb(c.place), out, c.selectedAgo / GLOW_STEPS, out);
   }
   return out;
 }

@@ -18,8 +18,9 @@ export interface GridState {
   heat: Float32Array;
   /** Placement of the last selection, -1 never. */
   place: Int8Array;
-  /** Clock (ms) of the last selection, eviction, arrival; -Infinity never. */
-  selectedAt: Float64Array;
+  /** Step of the last selection (-Infinity: never). */
+  selectedStep: Float64Array;
+  /** Clock (ms) of the last eviction, arrival; -Infinity never. */
   evictedAt: Float64Array;
   arrivedAt: Float64Array;
 }
@@ -32,7 +33,7 @@ export function emptyGrid(nLayers: number, nExperts: number): GridState {
     residency: new Uint8Array(n),
     heat: new Float32Array(n),
     place: new Int8Array(n).fill(-1),
-    selectedAt: new Float64Array(n).fill(-Infinity),
+    selectedStep: new Float64Array(n).fill(-Infinity),
     evictedAt: new Float64Array(n).fill(-Infinity),
     arrivedAt: new Float64Array(n).fill(-Infinity),
   };
@@ -140,7 +141,7 @@ export class PanelModel {
         const i = this.inGrid(l, e);
         if (i < 0) continue;
         g.place[i] = p;
-        g.selectedAt[i] = now;
+        g.selectedStep[i] = f.last_step;
       }
     });
     for (const [l, e] of f.evicted) {
