@@ -115,7 +115,14 @@ pub fn profile_for(
     let path = cache_dir().map(|d| {
         d.join(MachineProfile::cache_file_name(
             &machine_id(pool.threads()),
-            &format!("{}-{:?}", shape.hidden, shape.expert_quant).replace(' ', ""),
+            // The kernel revision is in the key: new kernels invalidate old measurements.
+            &format!(
+                "{}-{:?}-k{}",
+                shape.hidden,
+                shape.expert_quant,
+                hmoe_cpu::KERNEL_REVISION
+            )
+            .replace(' ', ""),
         ))
     });
     if mode == Calibration::Auto {
