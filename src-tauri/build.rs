@@ -49,6 +49,9 @@ const COMMANDS: &[&str] = &[
     "models_folder_check",
     "models_folder_pick",
     "models_folder_change",
+    "local_server_status",
+    "local_server_start",
+    "local_server_stop",
 ];
 
 fn main() {

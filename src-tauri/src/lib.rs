@@ -58,6 +58,9 @@ pub fn handler<R: Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + Send + 
         settings::commands::models_folder_check,
         settings::commands::models_folder_pick,
         settings::commands::models_folder_change,
+        settings::commands::local_server_status,
+        settings::commands::local_server_start,
+        settings::commands::local_server_stop,
     ]
 }
 

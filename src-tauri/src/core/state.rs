@@ -74,6 +74,8 @@ pub struct AppState {
     pub paths_now: RwLock<AppPaths>,
     /// Secrets (HF token, endpoint API keys).
     pub secrets: SecretStore,
+    /// The local OpenAI-compatible server (Settings).
+    pub server: crate::core::settings::server::LocalServer,
     /// Database.
     pub db: Db,
     /// Engine service.

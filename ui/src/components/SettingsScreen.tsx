@@ -101,6 +101,46 @@ function FolderCard() {
   );
 }
 
+/** Port of `hmoe serve` (DEFAULT_PORT in the server crate). */
+const DEFAULT_PORT = 10002;
+
+function ServerCard() {
+  const st = useStore(settingsStore);
+  const [port, setPort] = useState(DEFAULT_PORT);
+  const [key, setKey] = useState("");
+  const srv = st.server;
+  return (
+    <section class="card form" data-testid="server-card">
+      <h3>Local API server</h3>
+      <p class="muted">
+        Serves the loaded model over an OpenAI-compatible API on this computer only (127.0.0.1), like
+        <code> hmoe serve</code>. It loads its own engine over the same file.
+      </p>
+      {srv.running ? (
+        <div class="row between wrap gap">
+          <span data-testid="server-status">
+            Serving <strong>{srv.model}</strong> at <code>{srv.url}</code>{srv.api_key_required ? " (API key required)" : ""}
+          </span>
+          <button class="btn" type="button" disabled={st.serverBusy} data-testid="server-stop"
+            onClick={() => void settingsStore.stopServer()}>Stop server</button>
+        </div>
+      ) : (
+        <div class="row gap wrap">
+          <label class="field"><span>Port</span>
+            <input type="number" min="0" max="65535" value={port} data-testid="server-port"
+              onInput={(e) => setPort(Number((e.target as HTMLInputElement).value))} /></label>
+          <label class="field"><span>API key (optional)</span>
+            <input type="password" autoComplete="off" value={key} onInput={(e) => setKey((e.target as HTMLInputElement).value)} /></label>
+          <button class="btn primary" type="button" disabled={st.serverBusy} data-testid="server-start"
+            onClick={() => void settingsStore.startServer(port, key || null).then((ok) => ok && setKey(""))}>
+            {st.serverBusy ? "Starting…" : "Start server"}
+          </button>
+        </div>
+      )}
+    </section>
+  );
+}
+
 function EndpointsCard() {
   const st = useStore(settingsStore);
   const [draft, setDraft] = useState<EndpointInput>(emptyEndpoint);
@@ -215,6 +255,7 @@ export function SettingsScreen() {
       {st.error && <div class="banner error" role="status" data-testid="settings-error">{st.error}</div>}
       <TokenCard />
       <EndpointsCard />
+      <ServerCard />
       <FolderCard />
     </div>
   );

@@ -38,7 +38,8 @@ beforeEach(() => {
   t.on("settings_get", () => view())
     .on("remote_endpoints_list", () => [lab])
     .on("conversations_list", () => [conv({ kind: "remote", endpoint_id: 3 })])
-    .on("messages_list", () => []);
+    .on("messages_list", () => [])
+    .on("local_server_status", () => ({ running: false, url: null, model: null, api_key_required: false }));
   setTransport(t);
   settingsStore.set({ view: null, endpoints: [], folderCheck: null, folderPath: "", folderDone: null, error: null });
 });
@@ -166,5 +167,30 @@ describe("Hub search", () => {
     await s.submit("../../etc");
     expect(s.get().error).toMatch(/org\/name/);
     expect(t.calls.filter((c) => c.cmd === "hub_search")).toHaveLength(1);
+  });
+});
+
+describe("local server", () => {
+  it("starts on the chosen port with a trimmed key and stops", async () => {
+    const running = { running: true, url: "http://127.0.0.1:10002/v1", model: "tiny", api_key_required: true };
+    t.on("local_server_start", () => running).on("local_server_stop", () => ({ ...running, running: false, url: null, model: null }));
+    const { getByTestId, findByTestId } = render(<SettingsScreen />);
+    fireEvent.input(await findByTestId("server-port"), { target: { value: "10002" } });
+    fireEvent.click(getByTestId("server-start"));
+    expect((await findByTestId("server-status")).textContent).toContain("http://127.0.0.1:10002/v1");
+    expect(t.calls.find((c) => c.cmd === "local_server_start")?.args).toEqual({ port: 10002, apiKey: null });
+    fireEvent.click(getByTestId("server-stop"));
+    await findByTestId("server-start");
+  });
+
+  it("says why it could not start", async () => {
+    t.on("local_server_start", () => {
+      throw { kind: "state", message: "load a model first: the server serves the model loaded here" };
+    });
+    const s = new SettingsStore();
+    expect(await s.startServer(10002, "  k ")).toBe(false);
+    expect(t.calls.find((c) => c.cmd === "local_server_start")?.args).toEqual({ port: 10002, apiKey: "k" });
+    expect(s.get().error).toMatch(/load a model first/);
+    expect(s.get().serverBusy).toBe(false);
   });
 });

@@ -8,6 +8,7 @@ import type {
   FolderChange,
   FolderCheck,
   RemoteEndpoint,
+  ServerStatus,
   ChatStreamEvent,
   Conversation,
   ConversationSettings,
@@ -92,6 +93,9 @@ export const api = {
   pickModelsFolder: () => call<string | null>("models_folder_pick"),
   changeModelsFolder: (path: string, moveModels: boolean) =>
     call<FolderChange>("models_folder_change", { path, moveModels }),
+  serverStatus: () => call<ServerStatus>("local_server_status"),
+  startServer: (port: number, apiKey: string | null) => call<ServerStatus>("local_server_start", { port, apiKey }),
+  stopServer: () => call<ServerStatus>("local_server_stop"),
 
   on: <T>(event: string, cb: (payload: T) => void) => transport().listen<T>(event, cb),
 };

@@ -170,6 +170,14 @@ export interface FolderChange {
   left_in: string | null;
 }
 
+/** The local OpenAI-compatible server (core/settings/server.rs). */
+export interface ServerStatus {
+  running: boolean;
+  url: string | null;
+  model: string | null;
+  api_key_required: boolean;
+}
+
 export interface RemoteEndpoint {
   id: number;
   name: string;

@@ -8,6 +8,7 @@ import type {
   FolderChange,
   FolderCheck,
   RemoteEndpoint,
+  ServerStatus,
   SettingsView,
 } from "../services/types";
 import { errorMessage } from "../services/types";
@@ -26,11 +27,14 @@ export interface SettingsState {
   folderDone: FolderChange | null;
   /** Per endpoint id: models it listed, or the error of the test. */
   endpointTests: Record<number, { ok: boolean; text: string }>;
+  server: ServerStatus;
+  serverBusy: boolean;
 }
 
 const initial: SettingsState = {
   view: null, saving: false, saved: false, error: null, endpoints: [],
   folderCheck: null, folderPath: "", folderBusy: false, folderDone: null, endpointTests: {},
+  server: { running: false, url: null, model: null, api_key_required: false }, serverBusy: false,
 };
 
 /** Label of a backend choice for menus and chips. */
@@ -47,8 +51,8 @@ export class SettingsStore extends Store<SettingsState> {
 
   async load(): Promise<void> {
     try {
-      const [view, endpoints] = await Promise.all([api.getSettings(), api.listEndpoints()]);
-      this.set({ view, endpoints, error: null });
+      const [view, endpoints, server] = await Promise.all([api.getSettings(), api.listEndpoints(), api.serverStatus()]);
+      this.set({ view, endpoints, server, error: null });
     } catch (e) {
       this.set({ error: errorMessage(e) });
     }
@@ -135,6 +139,24 @@ export class SettingsStore extends Store<SettingsState> {
       r = { ok: false, text: errorMessage(e) };
     }
     this.set((s) => ({ endpointTests: { ...s.endpointTests, [id]: r } }));
+  }
+
+  /** Starts (or stops) the local OpenAI-compatible server on the loaded model. */
+  async startServer(port: number, apiKey: string | null): Promise<boolean> {
+    this.set({ serverBusy: true });
+    const ok = await this.guard(async () => {
+      this.set({ server: await api.startServer(port, apiKey && apiKey.trim() ? apiKey.trim() : null) });
+    });
+    this.set({ serverBusy: false });
+    return ok;
+  }
+
+  async stopServer(): Promise<void> {
+    this.set({ serverBusy: true });
+    await this.guard(async () => {
+      this.set({ server: await api.stopServer() });
+    });
+    this.set({ serverBusy: false });
   }
 
   clearError(): void {

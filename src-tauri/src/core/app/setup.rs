@@ -48,6 +48,7 @@ pub async fn build_state_with(
     Ok(AppState {
         paths_now: std::sync::RwLock::new(paths),
         secrets,
+        server: Default::default(),
         db,
         engine: EngineService::new(loader),
         active: ActiveGenerations::default(),
@@ -159,6 +160,7 @@ pub fn shutdown<R: Runtime>(app: &AppHandle<R>) {
     if let Some(state) = app.try_state::<AppState>() {
         tauri::async_runtime::block_on(async {
             state.active.cancel_all_and_wait(SHUTDOWN_WAIT).await;
+            state.server.stop().await;
             state.downloads.pause_all().await;
             state.engine.unload().await;
             state.db.close().await;

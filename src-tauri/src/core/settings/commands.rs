@@ -5,6 +5,7 @@ use tauri::{AppHandle, Emitter, Runtime, State};
 use super::folder::FolderCheck;
 use super::helpers::{self, FolderChange};
 use super::models::{AppSettings, SettingsView};
+use super::server::ServerStatus;
 use crate::core::error::AppResult;
 use crate::core::events;
 use crate::core::state::AppState;
@@ -80,4 +81,26 @@ pub async fn models_folder_change<R: Runtime>(
         });
     }
     Ok(change)
+}
+
+/// The local server's status.
+#[tauri::command]
+pub async fn local_server_status(state: State<'_, AppState>) -> AppResult<ServerStatus> {
+    Ok(state.server.status().await)
+}
+
+/// Serves the model loaded in the app on 127.0.0.1:`port` (OpenAI-compatible API).
+#[tauri::command]
+pub async fn local_server_start(
+    state: State<'_, AppState>,
+    port: u16,
+    api_key: Option<String>,
+) -> AppResult<ServerStatus> {
+    helpers::start_server(&state, port, api_key).await
+}
+
+/// Stops the local server.
+#[tauri::command]
+pub async fn local_server_stop(state: State<'_, AppState>) -> AppResult<ServerStatus> {
+    Ok(state.server.stop().await)
 }

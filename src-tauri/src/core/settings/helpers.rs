@@ -278,3 +278,27 @@ pub async fn change_folder(
     state.set_models_folder(new);
     Ok(change)
 }
+
+/// Starts the local server on the model loaded in the app, with the app's engine settings.
+pub async fn start_server(
+    state: &AppState,
+    port: u16,
+    api_key: Option<String>,
+) -> AppResult<super::server::ServerStatus> {
+    let model = state.engine.current().await.ok_or_else(|| {
+        AppError::State("load a model first: the server serves the model loaded here".into())
+    })?;
+    let s = load(&state.db).await?;
+    // After a move of the models folder the loaded model's path is stale (the engine keeps
+    // its mapping); the settings already point at the new place.
+    let mut path = PathBuf::from(model.info().path);
+    if !path.is_file() {
+        if let Some(p) = s.last_model.as_deref().map(PathBuf::from).filter(|p| p.is_file()) {
+            path = p;
+        }
+    }
+    state
+        .server
+        .start(&path, engine_options(&s), port, api_key)
+        .await
+}

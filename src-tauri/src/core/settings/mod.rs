@@ -1,10 +1,12 @@
 //! Settings: threads, VRAM budget, policy, default sampling, Hub endpoint and token (in the
-//! secret store), models folder, automatic resume of downloads, default chat backend.
+//! secret store), models folder, automatic resume of downloads, default chat backend, the
+//! local OpenAI-compatible server.
 
 pub mod commands;
 pub mod folder;
 pub mod helpers;
 pub mod models;
 pub mod secrets;
+pub mod server;
 #[cfg(test)]
 mod tests;

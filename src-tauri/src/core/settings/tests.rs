@@ -191,3 +191,72 @@ async fn leave_switches_without_touching_the_files_and_bad_targets_are_refused()
         std::fs::canonicalize(target.path()).unwrap()
     );
 }
+
+#[tokio::test]
+async fn local_server_serves_the_model_and_stops() {
+    use hmoe_engine::api::{ChatMessage, EngineOptions, SamplingParams};
+    use hmoe_engine::calibrate::Calibration;
+    use hmoe_engine::synth::{preset, write_synthetic, Recipe, SynthOptions};
+    use hmoe_server::RemoteChat;
+
+    let dir = tempfile::tempdir().unwrap();
+    // Without a loaded model there is nothing to serve.
+    let st = state(dir.path(), SecretStore::memory()).await;
+    let e = helpers::start_server(&st, 0, None).await.unwrap_err();
+    assert_eq!(e.kind(), "state", "{e}");
+
+    let model = dir.path().join("tiny.gguf");
+    let synth = SynthOptions {
+        preset: preset("tiny").unwrap(),
+        recipe: Recipe::Q8_0,
+        seed: 7,
+        layers: Some(2),
+    };
+    write_synthetic(&synth, &model, |_, _| {}).unwrap();
+    let opts = EngineOptions {
+        calibration: Calibration::Skip,
+        ..EngineOptions::default()
+    };
+    let server = super::server::LocalServer::default();
+    let s = server
+        .start(&model, opts.clone(), 0, Some(" sk-local ".into()))
+        .await
+        .unwrap();
+    assert!(s.running && s.api_key_required);
+    let url = s.url.clone().unwrap();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with("/v1"),
+        "{url}"
+    );
+    assert_eq!(server.status().await, s);
+    let name = s.model.clone().unwrap();
+    let c = RemoteChat::new(&url, Some("sk-local".into()), &name).unwrap();
+    assert_eq!(c.list_models().await.unwrap(), vec![name.clone()]);
+    let params = SamplingParams {
+        temperature: 0.0,
+        max_tokens: 4,
+        ..SamplingParams::default()
+    };
+    let msg = [ChatMessage {
+        role: "user".into(),
+        content: "hi".into(),
+    }];
+    let (_, stats) = c.chat(&msg, &params).await.unwrap();
+    assert!(stats.completion_tokens > 0);
+    let anon = RemoteChat::new(&url, None, &name).unwrap();
+    assert!(anon
+        .list_models()
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("401"));
+    let e = server.start(&model, opts, 0, None).await.unwrap_err();
+    assert!(e.to_string().contains("already running"), "{e}");
+
+    assert!(!server.stop().await.running);
+    assert!(!server.status().await.running);
+    assert!(
+        c.list_models().await.is_err(),
+        "stopped server still answers"
+    );
+}
