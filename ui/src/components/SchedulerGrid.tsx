@@ -4,7 +4,7 @@
 // costs the same as a 4 × 16 one.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { cellRgb, MARK_MS, type CellInput, type Rgb } from "../lib/schedColors";
-import { cellAt, gridLayout, type ExpertInfo, type PanelModel } from "../lib/schedModel";
+import { cellAt, gridLayout, panelCost, type ExpertInfo, type PanelModel } from "../lib/schedModel";
 import { RES_ARRIVED, RES_EVICTED, RES_RESIDENT } from "../services/schedTypes";
 
 const RES_NAME: Record<number, string> = {
@@ -41,12 +41,18 @@ export function SchedulerGrid({ panel }: { panel: PanelModel }) {
     const small = document.createElement("canvas");
     const cell: CellInput = { residency: 0, heat: 0, place: -1, selectedAgo: Infinity, evictedAgo: Infinity, arrivedAgo: Infinity };
     const rgb: Rgb = [0, 0, 0];
+    // The border colour is read once (reading styles every frame forces a style pass
+    // while the chat is streaming text).
+    const border = getComputedStyle(c).getPropertyValue("--panel").trim() || "#151923";
+    let published = 0;
     const draw = () => {
       raf = requestAnimationFrame(draw);
       const now = performance.now();
-      const fading = panel.animating(now, MARK_MS);
+      // Only eviction/arrival marks fade with time; selections fade by tokens.
+      const fading = panel.marking(now, MARK_MS);
       if (panel.version === drawnVersion && width === drawnWidth && !fading) return;
       drawnVersion = panel.version;
+      const t0 = performance.now();
       drawnWidth = width;
       const g = panel.grid;
       const { cellW, cellH, height, gap } = gridLayout(width, g.nLayers, g.nExperts);
@@ -86,12 +92,19 @@ export function SchedulerGrid({ panel }: { panel: PanelModel }) {
       ctx.drawImage(small, 0, 0, g.nExperts * cellW, g.nLayers * cellH);
       if (gap > 0) {
         // Cell borders in the panel colour make large cells read as tiles.
-        ctx.fillStyle = getComputedStyle(c).getPropertyValue("--panel") || "#151923";
+        ctx.fillStyle = border;
         for (let e = 1; e < g.nExperts; e++) ctx.fillRect(e * cellW - gap / 2, 0, gap, height);
         if (cellH >= 7) for (let l = 1; l < g.nLayers; l++) ctx.fillRect(0, l * cellH - gap / 2, width, gap);
       }
-      c.dataset.version = String(panel.version);
-      c.dataset.glowing = String(glowing);
+      const cost = panelCost();
+      cost.drawMs += performance.now() - t0;
+      cost.draws++;
+      // For tests: attributes at most 4 times a second (each write is a DOM mutation).
+      if (now - published > 250) {
+        published = now;
+        c.dataset.version = String(panel.version);
+        c.dataset.glowing = String(glowing);
+      }
     };
     raf = requestAnimationFrame(draw);
     return () => cancelAnimationFrame(raf);

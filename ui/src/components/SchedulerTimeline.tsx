@@ -5,7 +5,7 @@
 // with the measured time as a dot.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { criticalSide, css, mix, PALETTE, sideRgb, type Rgb } from "../lib/schedColors";
-import type { PanelModel } from "../lib/schedModel";
+import { panelCost, type PanelModel } from "../lib/schedModel";
 import type { StepSummary } from "../services/schedTypes";
 
 const TOP_H = 96;
@@ -36,10 +36,12 @@ export function SchedulerTimeline({ panel }: { panel: PanelModel }) {
     let drawn = -1;
     let drawnWidth = -1;
     const shade: Rgb = [0, 0, 0];
+    let published = 0;
     const draw = () => {
       raf = requestAnimationFrame(draw);
       if (panel.version === drawn && width === drawnWidth) return;
       drawn = panel.version;
+      const t0 = performance.now();
       drawnWidth = width;
       const height = TOP_H + 14 + BOTTOM_H;
       const dpr = Math.min(2, window.devicePixelRatio || 1);
@@ -117,8 +119,14 @@ export function SchedulerTimeline({ panel }: { panel: PanelModel }) {
           }
         });
       }
-      c.dataset.steps = String(steps.length);
-      c.dataset.version = String(panel.version);
+      const cost = panelCost();
+      cost.drawMs += performance.now() - t0;
+      cost.draws++;
+      if (performance.now() - published > 250) {
+        published = performance.now();
+        c.dataset.steps = String(steps.length);
+        c.dataset.version = String(panel.version);
+      }
     };
     raf = requestAnimationFrame(draw);
     return () => cancelAnimationFrame(raf);

@@ -63,6 +63,8 @@ describe("PanelModel aggregation", () => {
     expect(p.grid.residency[3]).toBe(RES_ARRIVED);
     expect(p.steps).toBe(1);
     expect(p.lastStep).toBe(5);
+    expect(p.marking(1500, MARK_MS)).toBe(true);
+    expect(p.marking(1000 + MARK_MS, MARK_MS)).toBe(false);
     expect(p.counters?.tok_s).toBe(100);
   });
 

@@ -103,6 +103,8 @@ export class PanelModel {
   lastStep = -1;
   /** Clock (ms) of the last frame. */
   lastFrameAt = -Infinity;
+  /** Clock (ms) of the last eviction or arrival. */
+  lastMarkAt = -Infinity;
   version = 0;
 
   apply(m: SchedMessage, now: number): void {
@@ -144,6 +146,7 @@ export class PanelModel {
         g.selectedStep[i] = f.last_step;
       }
     });
+    if (f.evicted.length > 0 || f.loaded.length > 0) this.lastMarkAt = now;
     for (const [l, e] of f.evicted) {
       const i = this.inGrid(l, e);
       if (i >= 0) {
@@ -178,6 +181,11 @@ export class PanelModel {
   /** Whether anything is still animating at `now` (glows and marks fade out). */
   animating(now: number, fadeMs: number): boolean {
     return now - this.lastFrameAt < fadeMs;
+  }
+
+  /** Whether an eviction or arrival mark is still fading at `now`. */
+  marking(now: number, fadeMs: number): boolean {
+    return now - this.lastMarkAt < fadeMs;
   }
 
   /** Statistics of one expert for the tooltip (null outside the grid). */
@@ -236,4 +244,19 @@ export function cellAt(x: number, y: number, width: number, nLayers: number, nEx
   const layer = Math.floor(y / cellH);
   if (expert >= nExperts || layer >= nLayers) return null;
   return { layer, expert };
+}
+
+/** Time the panel spends in its own code (drawing, message handling), for the benchmark:
+ * `window.__hmoeSchedCost` = { drawMs, draws, msgMs, msgs }. */
+export interface PanelCost {
+  drawMs: number;
+  draws: number;
+  msgMs: number;
+  msgs: number;
+}
+
+export function panelCost(): PanelCost {
+  const w = globalThis as unknown as { __hmoeSchedCost?: PanelCost };
+  if (!w.__hmoeSchedCost) w.__hmoeSchedCost = { drawMs: 0, draws: 0, msgMs: 0, msgs: 0 };
+  return w.__hmoeSchedCost;
 }

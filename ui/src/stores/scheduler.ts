@@ -2,7 +2,7 @@
 // `PanelModel` that canvases read on every animation frame; the store itself changes at
 // most a few times a second (counters text, options, what-if), so Preact re-renders
 // stay rare however fast tokens stream.
-import { PanelModel } from "../lib/schedModel";
+import { PanelModel, panelCost } from "../lib/schedModel";
 import { schedApi } from "../services/schedApi";
 import type { RuntimeOptions, SchedMessage, SchedModel, SchedOptionsView, WhatIfReport } from "../services/schedTypes";
 import { errorMessage } from "../services/types";
@@ -86,7 +86,8 @@ export class SchedulerStore extends Store<SchedulerState> {
   }
 
   onMessage(m: SchedMessage): void {
-    this.panel.apply(m, now());
+    const t0 = now();
+    this.panel.apply(m, t0);
     if (m.kind === "model") {
       this.set({ model: m.model, whatIf: null, options: null });
       if (m.model) void this.refreshOptions();
@@ -100,6 +101,9 @@ export class SchedulerStore extends Store<SchedulerState> {
       if (o && JSON.stringify(o.applied) !== JSON.stringify(m.applied)) this.set({ options: { ...o, applied: m.applied } });
     }
     this.queueTick();
+    const cost = panelCost();
+    cost.msgMs += now() - t0;
+    cost.msgs++;
   }
 
   private queueTick(): void {
