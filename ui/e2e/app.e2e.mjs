@@ -230,6 +230,19 @@ test("chat, stop, export, import, download resumed after a restart, settings", {
     const secrets = readFileSync(join(data, "studio", "secrets.json"), "utf8");
     assert.ok(secrets.includes("hf_e2eSecretToken0000WXYZ"), "token in the 0600 secrets file");
 
+    // The local API server serves the loaded model; a plain HTTP client lists it.
+    await (await b.$('[data-testid="server-port"]')).setValue("0");
+    await (await b.$('[data-testid="server-start"]')).click();
+    const status = await b.$('[data-testid="server-status"]');
+    await status.waitForExist({ timeout: READY_TIMEOUT });
+    const apiUrl = (await status.getText()).match(/http:\/\/127\.0\.0\.1:\d+\/v1/)?.[0];
+    assert.ok(apiUrl, await status.getText());
+    const listed = await (await fetch(`${apiUrl}/models`)).json();
+    assert.equal(listed.data.length, 1, JSON.stringify(listed));
+    await (await b.$('[data-testid="server-stop"]')).click();
+    await (await b.$('[data-testid="server-start"]')).waitForExist({ timeout: STEP_TIMEOUT });
+    await assert.rejects(fetch(`${apiUrl}/models`), "stopped server still answers");
+
     // Move the models folder: check it, move, and find every model again.
     await (await b.$('[data-testid="folder-input"]')).setValue(newModels);
     await (await b.$('[data-testid="folder-check"]')).click();
