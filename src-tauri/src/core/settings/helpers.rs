@@ -293,7 +293,12 @@ pub async fn start_server(
     // its mapping); the settings already point at the new place.
     let mut path = PathBuf::from(model.info().path);
     if !path.is_file() {
-        if let Some(p) = s.last_model.as_deref().map(PathBuf::from).filter(|p| p.is_file()) {
+        if let Some(p) = s
+            .last_model
+            .as_deref()
+            .map(PathBuf::from)
+            .filter(|p| p.is_file())
+        {
             path = p;
         }
     }
