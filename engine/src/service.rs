@@ -2,8 +2,8 @@
 //! blocking task; generation runs on the engine's worker thread.
 
 use crate::api::{
-    ChatMessage, DeviceChoice, EngineOptions, GenerationEvent, LoadProgress, LoadStage, Prompt,
-    RuntimeOptions, SamplingParams,
+    ChatMessage, EngineOptions, GenerationEvent, LoadProgress, LoadStage, Prompt, RuntimeOptions,
+    SamplingParams,
 };
 use crate::backend::cpu::CpuExecutor;
 use crate::error::{EngineError, Result};
@@ -146,19 +146,6 @@ fn load_tokenizer(file: &GgufFile, path: &Path) -> Result<Option<Tokenizer>> {
     Ok(None)
 }
 
-fn device_note(choice: DeviceChoice) -> Result<()> {
-    match choice {
-        DeviceChoice::Cuda => Err(EngineError::DeviceUnavailable(
-            "this build has no CUDA support (build with `--features cuda`)".into(),
-        )),
-        DeviceChoice::Auto => {
-            tracing::info!("running on the CPU: this build has no CUDA support");
-            Ok(())
-        }
-        DeviceChoice::Cpu => Ok(()),
-    }
-}
-
 impl Engine {
     /// Opens, validates and prepares a model; progress is reported through `progress`.
     pub async fn load(path: PathBuf, opts: EngineOptions, progress: ProgressFn) -> Result<Engine> {
@@ -169,7 +156,6 @@ impl Engine {
 
     /// [`Engine::load`] for callers without an async runtime.
     pub fn load_blocking(path: &Path, opts: EngineOptions, progress: ProgressFn) -> Result<Engine> {
-        device_note(opts.device)?;
         let report = |stage, done, total| progress(LoadProgress { stage, done, total });
         report(LoadStage::Opening, 0, 1);
         let file = Arc::new(GgufFile::open(path)?);
@@ -210,12 +196,16 @@ impl Engine {
         });
         let shape = model_shape(&info, types)?;
         let hub = SchedPlacer::hub(&shape);
-        // No GPU backend in this build: the expert cache has no VRAM and the plan puts
-        // every expert on the CPU (and says so in the telemetry).
-        tracing::info!(
-            "no GPU: every expert runs on the CPU; policy `{}` plans with an empty cache",
-            opts.runtime.policy
-        );
+        // Experts on the GPU when CUDA is usable; `Auto` falls back to the CPU with the
+        // reason, `Cuda` fails with it. Without a GPU the cache has no VRAM and every plan
+        // is all-CPU (the telemetry says so).
+        let gpu = crate::backend::cuda::setup_gpu(
+            opts.device,
+            &opts.runtime,
+            model.file(),
+            info.config.top_k,
+        )?;
+        tracing::info!("experts: {}; policy `{}`", gpu.note, opts.runtime.policy);
         report(LoadStage::Calibrating, 0, 1);
         let profile = crate::calibrate::profile_for(
             opts.calibration,
@@ -239,7 +229,14 @@ impl Engine {
             vram_budget_bytes: opts.runtime.vram_budget_bytes,
             prefetch: opts.runtime.prefetch,
         })?;
-        let moe = MoeDispatch::new(cpu, None, Box::new(placer));
+        if let Some(g) = &gpu.executor {
+            let arena = gpu.placer_budget(shape.expert_bytes());
+            placer.set_gpu(gpu.note.clone(), arena, g.hints())?;
+        }
+        let mut moe = MoeDispatch::new(cpu, None, Box::new(placer));
+        if let Some(g) = gpu.executor {
+            moe.set_cuda(g);
+        }
         let eos = tokenizer
             .as_ref()
             .map(|t| t.eos_ids().to_vec())

@@ -4,6 +4,7 @@
 use super::placer::PlacerOptions;
 use super::stats::SchedSnapshot;
 use super::{ExpertExecutor, LayerExperts, WorkItem};
+use crate::backend::cuda::GpuExpertExecutor;
 use crate::error::{EngineError, Result};
 use std::sync::Arc;
 use std::time::Instant;
@@ -82,6 +83,8 @@ pub struct PlacementSummary {
 pub struct MoeDispatch {
     cpu: Arc<dyn ExpertExecutor>,
     gpu: Option<Arc<dyn ExpertExecutor>>,
+    /// The CUDA backend: its share runs while the CPU share computes.
+    cuda: Option<Arc<GpuExpertExecutor>>,
     placer: Box<dyn Placer>,
     summary: PlacementSummary,
     step_started: Option<Instant>,
@@ -97,10 +100,17 @@ impl MoeDispatch {
         Self {
             cpu,
             gpu,
+            cuda: None,
             placer,
             summary: PlacementSummary::default(),
             step_started: None,
         }
+    }
+
+    /// Uses the CUDA backend for the GPU share (overlapped with the CPU share).
+    pub fn set_cuda(&mut self, cuda: Arc<GpuExpertExecutor>) {
+        self.gpu = Some(cuda.clone());
+        self.cuda = Some(cuda);
     }
 
     /// Replaces the placer (policy change between generations).
@@ -159,12 +169,21 @@ impl MoeDispatch {
         debug_assert_eq!(plan.cpu.len() + plan.gpu.len(), items.len());
         let pick = |idx: &[usize]| idx.iter().map(|&i| items[i].clone()).collect::<Vec<_>>();
         let (cpu_items, gpu_items) = (pick(&plan.cpu), pick(&plan.gpu));
-        if let (Some(gpu), false) = (&self.gpu, gpu_items.is_empty()) {
+        // The CUDA share is issued first and completed after the CPU share: both run at
+        // once, and the host waits only for the GPU's output.
+        let ticket = match (&self.cuda, gpu_items.is_empty()) {
+            (Some(cuda), false) => Some(cuda.submit(experts, x, hidden, &gpu_items)?),
+            _ => None,
+        };
+        if let (None, Some(gpu), false) = (&self.cuda, &self.gpu, gpu_items.is_empty()) {
             gpu.execute(experts, x, hidden, &gpu_items, out)?;
         }
         let t0 = Instant::now();
         self.cpu.execute(experts, x, hidden, &cpu_items, out)?;
         let dt = t0.elapsed().as_secs_f64();
+        if let (Some(cuda), Some(t)) = (&self.cuda, ticket) {
+            cuda.complete(t, out)?;
+        }
         self.placer.observe_cpu(experts.layer, &cpu_items, dt);
         self.summary.cpu_items += cpu_items.len() as u64;
         self.summary.gpu_items += gpu_items.len() as u64;

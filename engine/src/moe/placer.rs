@@ -5,6 +5,7 @@
 use super::dispatch::{LayerPlacement, Placer};
 use super::stats::{policy_scores, residency_map, AppliedOptions, ExpertStats, SchedSnapshot};
 use super::WorkItem;
+use crate::backend::cuda::SlotHints;
 use crate::error::{EngineError, Result};
 use crate::info::ModelInfo;
 use hmoe_gguf::GgmlDType;
@@ -96,6 +97,9 @@ pub struct SchedPlacer {
     options: PlacerOptions,
     /// The GPU experts may run on (None: none, every plan is all-CPU).
     gpu: Option<String>,
+    /// Expert VRAM the GPU backend really has (the budget is clamped to it), and where
+    /// the plan's slots are published for it.
+    gpu_arena: Option<(u64, Arc<SlotHints>)>,
     stats: ExpertStats,
     last_step: Option<Arc<StepTelemetry>>,
     plan: LayerPlan,
@@ -135,6 +139,7 @@ impl SchedPlacer {
             cache,
             options,
             gpu: None,
+            gpu_arena: None,
             stats,
             last_step: None,
             plan: LayerPlan::default(),
@@ -184,9 +189,10 @@ impl SchedPlacer {
     /// history for what is resident). Without a GPU the budget is recorded but the cache
     /// has no slots.
     pub fn reconfigure(&mut self, options: PlacerOptions) -> Result<()> {
-        let vram = match self.gpu {
-            Some(_) => options.vram_budget_bytes.unwrap_or(0),
-            None => 0,
+        let vram = match (&self.gpu, &self.gpu_arena) {
+            (Some(_), Some((arena, _))) => options.vram_budget_bytes.unwrap_or(*arena).min(*arena),
+            (Some(_), None) => options.vram_budget_bytes.unwrap_or(0),
+            (None, _) => 0,
         };
         let (sched, cache) = Self::build(&self.shape, &mut self.cost, &options, vram)?;
         self.sched = sched;
@@ -194,6 +200,14 @@ impl SchedPlacer {
         self.options = options;
         self.last_step = None;
         Ok(())
+    }
+
+    /// Plans for a GPU backend named `name` with `arena_bytes` of expert VRAM (counted in
+    /// the scheduler's expert size), publishing each layer's slots into `hints`.
+    pub fn set_gpu(&mut self, name: String, arena_bytes: u64, hints: Arc<SlotHints>) -> Result<()> {
+        self.gpu = Some(name);
+        self.gpu_arena = Some((arena_bytes, hints));
+        self.reconfigure(self.options.clone())
     }
 
     /// Settings in force.
@@ -281,6 +295,13 @@ impl Placer for SchedPlacer {
             0.0,
             &mut self.plan,
         );
+        if let Some((_, hints)) = &self.gpu_arena {
+            let planned = self.plan.gpu_hit.iter().chain(&self.plan.gpu_fetch);
+            hints.publish(
+                layer as u16,
+                planned.filter_map(|p| Some((p.expert, p.slot?))),
+            );
+        }
         let index_of = |e: u16| items.iter().position(|it| it.expert == e);
         let gpu: Vec<usize> = self
             .plan
