@@ -65,6 +65,12 @@ impl LoadedModel for Loaded {
     fn sched(&self) -> Option<Arc<dyn SchedSource>> {
         Some(Arc::new(EngineSched(self.engine.clone())))
     }
+
+    fn chat_backend(&self) -> Option<Arc<dyn hmoe_server::ChatBackend>> {
+        Some(Arc::new(hmoe_server::EngineBackend::new(
+            self.engine.clone(),
+        )))
+    }
 }
 
 /// The engine's scheduler for the live panel.

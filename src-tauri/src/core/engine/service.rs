@@ -25,6 +25,12 @@ pub trait LoadedModel: Send + Sync {
     fn sched(&self) -> Option<Arc<dyn crate::core::sched::source::SchedSource>> {
         None
     }
+    /// The same engine as an OpenAI-server backend, so the local API server shares the
+    /// chat's engine (one worker, one KV budget, batched with the app's own chats) instead
+    /// of loading a second one. None: the server loads its own.
+    fn chat_backend(&self) -> Option<Arc<dyn hmoe_server::ChatBackend>> {
+        None
+    }
 }
 
 /// Future returned by [`ModelLoader::load`].

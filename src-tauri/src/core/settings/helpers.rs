@@ -288,6 +288,10 @@ pub async fn start_server(
     let model = state.engine.current().await.ok_or_else(|| {
         AppError::State("load a model first: the server serves the model loaded here".into())
     })?;
+    // Share the app's engine: one worker batches API requests with the app's chats.
+    if let Some(backend) = model.chat_backend() {
+        return state.server.start_with(backend, port, api_key).await;
+    }
     let s = load(&state.db).await?;
     // After a move of the models folder the loaded model's path is stale (the engine keeps
     // its mapping); the settings already point at the new place.

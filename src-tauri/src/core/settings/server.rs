@@ -1,14 +1,15 @@
 //! The local OpenAI-compatible server (`hmoe serve` inside the app), started and stopped
-//! from Settings. It serves the model loaded in the app from its own engine instance over
-//! the same file: the weights are memory-mapped, so the page cache holds them once. Bound to
-//! 127.0.0.1 only (the API key is optional there, as for `hmoe serve`).
+//! from Settings. It serves the model loaded in the app through the app's own engine
+//! (`start_with`: API requests batch with the app's chats on one worker); a model that
+//! cannot lend its engine is loaded again over the same memory-mapped file (`start`).
+//! Bound to 127.0.0.1 only (the API key is optional there, as for `hmoe serve`).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use hmoe_engine::api::{EngineOptions, LoadProgress};
 use hmoe_engine::Engine;
-use hmoe_server::{EngineBackend, ServeConfig, ServerHandle};
+use hmoe_server::{ChatBackend, EngineBackend, ServeConfig, ServerHandle};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
@@ -58,6 +59,27 @@ impl LocalServer {
         port: u16,
         api_key: Option<String>,
     ) -> AppResult<ServerStatus> {
+        if self.inner.lock().await.is_some() {
+            return Err(AppError::State("the server is already running".into()));
+        }
+        let progress: Arc<dyn Fn(LoadProgress) + Send + Sync> = Arc::new(|_| {});
+        let engine = Engine::load(model.to_path_buf(), opts, progress)
+            .await
+            .map_err(|e| {
+                AppError::Engine(format!("loading {} for the server: {e}", model.display()))
+            })?;
+        self.start_with(Arc::new(EngineBackend::new(engine)), port, api_key)
+            .await
+    }
+
+    /// Serves `backend` (normally the app's loaded engine) on 127.0.0.1:`port`. Refused
+    /// while a server runs.
+    pub async fn start_with(
+        &self,
+        backend: Arc<dyn ChatBackend>,
+        port: u16,
+        api_key: Option<String>,
+    ) -> AppResult<ServerStatus> {
         let mut slot = self.inner.lock().await;
         if slot.is_some() {
             return Err(AppError::State("the server is already running".into()));
@@ -65,21 +87,14 @@ impl LocalServer {
         let api_key = api_key
             .map(|k| k.trim().to_string())
             .filter(|k| !k.is_empty());
-        let progress: Arc<dyn Fn(LoadProgress) + Send + Sync> = Arc::new(|_| {});
-        let engine = Engine::load(model.to_path_buf(), opts, progress)
-            .await
-            .map_err(|e| {
-                AppError::Engine(format!("loading {} for the server: {e}", model.display()))
-            })?;
-        let backend = EngineBackend::new(engine);
-        let name = hmoe_server::ChatBackend::model_id(&backend);
+        let name = backend.model_id();
         let cfg = ServeConfig {
             host: "127.0.0.1".into(),
             port,
             api_key: api_key.clone(),
             ..ServeConfig::default()
         };
-        let handle = hmoe_server::start(cfg, Arc::new(backend))
+        let handle = hmoe_server::start(cfg, backend)
             .await
             .map_err(|e| AppError::State(format!("the server did not start: {e}")))?;
         let status = ServerStatus {

@@ -260,3 +260,66 @@ async fn local_server_serves_the_model_and_stops() {
         "stopped server still answers"
     );
 }
+
+#[tokio::test]
+async fn local_server_shares_the_apps_engine() {
+    use crate::core::engine::adapter::EngineLoader;
+    use hmoe_engine::api::{ChatMessage, EngineOptions, SamplingParams};
+    use hmoe_engine::calibrate::Calibration;
+    use hmoe_engine::synth::{preset, write_synthetic, Recipe, SynthOptions};
+    use hmoe_server::RemoteChat;
+
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.gguf");
+    let synth = SynthOptions {
+        preset: preset("tiny").unwrap(),
+        recipe: Recipe::Q8_0,
+        seed: 5,
+        layers: Some(2),
+    };
+    write_synthetic(&synth, &model, |_, _| {}).unwrap();
+    let st = build_state_with(dir.path(), Arc::new(EngineLoader), SecretStore::memory())
+        .await
+        .unwrap();
+    let opts = EngineOptions {
+        calibration: Calibration::Skip,
+        ..EngineOptions::default()
+    };
+    st.engine
+        .load(model.clone(), opts, Arc::new(|_| {}))
+        .await
+        .unwrap();
+    let loaded = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            if let Some(m) = st.engine.current().await {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("model loaded");
+    // Steps of the app's engine are visible here: a request through the server must show up.
+    let mut steps = loaded.sched().expect("engine scheduler").subscribe();
+
+    let s = helpers::start_server(&st, 0, None).await.unwrap();
+    let url = s.url.clone().unwrap();
+    let c = RemoteChat::new(&url, None, &s.model.clone().unwrap()).unwrap();
+    let params = SamplingParams {
+        temperature: 0.0,
+        max_tokens: 3,
+        ..SamplingParams::default()
+    };
+    let msg = [ChatMessage {
+        role: "user".into(),
+        content: "hi".into(),
+    }];
+    let (_, stats) = c.chat(&msg, &params).await.unwrap();
+    assert!(stats.completion_tokens > 0);
+    let step = tokio::time::timeout(Duration::from_secs(10), steps.recv())
+        .await
+        .expect("a step of the app's engine")
+        .expect("telemetry channel open");
+    assert!(!step.layers.is_empty());
+    assert!(!st.server.stop().await.running);
+}
