@@ -6,25 +6,12 @@
 use hmoe_cuda::verify::{compare, TestBatch};
 use hmoe_cuda::{ExpertLayout, KernelType};
 use hmoe_gguf::GgmlDType;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-fn build_harness(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/emu/harness.cpp");
-    let exe = dir.join("harness");
-    let out = Command::new("g++")
-        .args(["-std=c++20", "-O2", "-pthread", "-Wall", "-Werror", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .output()
-        .expect("g++ must be installed to emulate the kernels");
-    assert!(
-        out.status.success(),
-        "g++: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
-}
+#[path = "emu/build.rs"]
+mod emu_build;
+use emu_build::compile_harness;
 
 fn type_code(t: KernelType) -> u32 {
     KernelType::ALL.iter().position(|&k| k == t).unwrap() as u32
@@ -96,7 +83,7 @@ fn run_case(
 #[test]
 fn kernels_match_the_cpu_reference_in_the_emulator() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = build_harness(dir.path());
+    let exe = compile_harness(dir.path(), "harness");
     // Small shapes keep the emulator (one host thread per CUDA thread) fast; 256 is the
     // smallest width a k-quant row can have.
     let (hidden, ffn) = (256, 256);

@@ -5,25 +5,12 @@ use hmoe_cuda::verify::compare;
 use hmoe_cuda::KernelType;
 use hmoe_gguf::GgmlDType;
 use hmoe_quant::quantize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-fn build(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/emu/dense_harness.cpp");
-    let exe = dir.join("dense_harness");
-    let out = Command::new("g++")
-        .args(["-std=c++20", "-O2", "-pthread", "-Wall", "-Werror", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .output()
-        .expect("g++ must be installed to emulate the kernels");
-    assert!(
-        out.status.success(),
-        "g++: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
-}
+#[path = "emu/build.rs"]
+mod emu_build;
+use emu_build::compile_harness;
 
 struct Input(Vec<u8>);
 
@@ -81,7 +68,7 @@ fn check(what: &str, got: &[f32], want: &[f32]) {
 #[test]
 fn dense_kernels_match_references_in_the_emulator() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = build(dir.path());
+    let exe = compile_harness(dir.path(), "dense_harness");
     let d = dir.path();
 
     // Quantised linear, 11 tokens (two token tiles).
