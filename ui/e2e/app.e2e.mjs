@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { remote } from "webdriverio";
+import { connect, sleep, waitFor } from "./lib.mjs";
 
 const APP = process.env.HMOE_APP;
 const HUB = process.env.HMOE_HUB_SERVER;
@@ -38,32 +38,8 @@ function start(cmd, args, env = {}) {
   return p;
 }
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function waitFor(fn, timeout, what) {
-  const end = Date.now() + timeout;
-  let last;
-  while (Date.now() < end) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    await sleep(250);
-  }
-  throw new Error(`timed out waiting for ${what}${last ? `: ${last}` : ""}`);
-}
-
-async function session() {
-  return remote({
-    hostname: "127.0.0.1",
-    port: DRIVER_PORT,
-    logLevel: "warn",
-    connectionRetryTimeout: 120_000,
-    capabilities: { "tauri:options": { application: APP }, "wdio:enforceWebDriverClassic": true },
-  });
-}
+const session = () => connect(DRIVER_PORT, APP);
 
 async function shot(b, name) {
   await sleep(400);

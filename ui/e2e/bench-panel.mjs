@@ -7,7 +7,9 @@ import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
-import { remote } from "webdriverio";
+import { connect, sleep, waitFor as waitEvery } from "./lib.mjs";
+
+const waitFor = (fn, timeout, what) => waitEvery(fn, timeout, what, 100);
 
 const APP = process.env.HMOE_APP;
 const ART = process.env.E2E_ARTIFACTS ?? "target/e2e-artifacts";
@@ -15,20 +17,6 @@ const DRIVER_PORT = Number(process.env.E2E_DRIVER_PORT ?? 4444);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const PROMPT = "Write a long story about a cache of experts.";
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-async function waitFor(fn, timeout, what) {
-  const end = Date.now() + timeout;
-  while (Date.now() < end) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch {
-      /* not yet */
-    }
-    await sleep(100);
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 const quantile = (xs, q) => {
   if (xs.length === 0) return NaN;
@@ -45,13 +33,7 @@ async function main() {
     stdio: ["ignore", "inherit", "inherit"],
   });
   await sleep(1500);
-  const b = await remote({
-    hostname: "127.0.0.1",
-    port: DRIVER_PORT,
-    logLevel: "warn",
-    connectionRetryTimeout: 120_000,
-    capabilities: { "tauri:options": { application: APP }, "wdio:enforceWebDriverClassic": true },
-  });
+  const b = await connect(DRIVER_PORT, APP);
   const runs = [];
   try {
     await waitFor(async () => (await (await b.$('[data-testid="engine-status"]')).getAttribute("data-state")) === "ready",

@@ -10,7 +10,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { remote } from "webdriverio";
+import { connect, sleep, waitFor as waitEvery } from "./lib.mjs";
+
+const waitFor = (fn, timeout, what) => waitEvery(fn, timeout, what, 150);
 
 const APP = process.env.HMOE_APP;
 const ART = process.env.E2E_ARTIFACTS ?? "target/e2e-artifacts";
@@ -25,22 +27,6 @@ const exportDir = join(data, "exports");
 mkdirSync(exportDir, { recursive: true });
 const procs = [];
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(fn, timeout, what) {
-  const end = Date.now() + timeout;
-  let last;
-  while (Date.now() < end) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    await sleep(150);
-  }
-  throw new Error(`timed out waiting for ${what}${last ? `: ${last}` : ""}`);
-}
 
 async function shot(b, name) {
   await b.saveScreenshot(join(ART, `${name}.png`));
@@ -112,13 +98,7 @@ after(async () => {
 });
 
 test("scheduler panel: live map and counters while streaming, no-GPU notice, controls, what-if, exports", { timeout: 1_200_000 }, async () => {
-  const b = await remote({
-    hostname: "127.0.0.1",
-    port: DRIVER_PORT,
-    logLevel: "warn",
-    connectionRetryTimeout: 120_000,
-    capabilities: { "tauri:options": { application: APP }, "wdio:enforceWebDriverClassic": true },
-  });
+  const b = await connect(DRIVER_PORT, APP);
   try {
     await waitFor(async () => (await (await b.$('[data-testid="engine-status"]')).getAttribute("data-state")) === "ready",
       READY_TIMEOUT, "demo model loaded");
