@@ -158,12 +158,13 @@ test("scheduler panel: live map and counters while streaming, no-GPU notice, con
     // Export the trace and the plot (the save dialog's test seam picks the folder).
     await (await b.$('[data-testid="sched-export-trace"]')).click();
     const tracePath = join(exportDir, "routing-trace.jsonl");
-    await waitFor(() => existsSync(tracePath), STEP_TIMEOUT, "trace file");
+    // The file appears before it is fully written: wait for a complete first line.
+    await waitFor(() => existsSync(tracePath) && readFileSync(tracePath, "utf8").includes("\n"), STEP_TIMEOUT, "trace file");
     const header = JSON.parse(readFileSync(tracePath, "utf8").split("\n")[0]);
     assert.equal(header.format, "hmoe-trace");
     await (await b.$('[data-testid="sched-export-plot"]')).click();
     const plotPath = join(exportDir, "what-if.svg");
-    await waitFor(() => existsSync(plotPath), STEP_TIMEOUT, "plot file");
+    await waitFor(() => existsSync(plotPath) && readFileSync(plotPath, "utf8").includes("</svg>"), STEP_TIMEOUT, "plot file");
     assert.match(readFileSync(plotPath, "utf8"), /^<svg[^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
 
     // Controls: switch to LRU; it is in force from the next generation on.
