@@ -8,6 +8,7 @@
 #   .devbin/hmoe-engine-tests the engine's unit tests with `--features cuda`; on the GPU
 #                             machine HMOE_CUDA_DEVICE_TESTS=1 runs the GPU executor
 #                             against the reference executor on synthetic models
+#   .devbin/cpu-bench         the CPU expert kernel bandwidth sweep
 #   .devbin/hmoe              the CLI with `--features cuda` (if --with-cli)
 # The binaries load libcuda/libnvrtc at run time (cudarc dynamic loading): they start, and
 # say why, on a machine without CUDA.
@@ -37,6 +38,13 @@ if [ "${1:-}" = "--with-cli" ]; then
   cargo build --release -p hmoe-cli --features cuda
   cp "$CARGO_TARGET_DIR/release/hmoe" .devbin/
 fi
-strip .devbin/hmoe-cuda-check
+# The CPU expert kernels' bandwidth sweep (issue 8's 16-core numbers).
+cargo build --release -p hmoe-cpu --bin cpu-bench
+cp "$CARGO_TARGET_DIR/release/cpu-bench" .devbin/
+strip .devbin/hmoe-cuda-check .devbin/cpu-bench
 [ -f .devbin/hmoe ] && strip .devbin/hmoe
 ls -la .devbin/
+# The device call carries at most 64 MiB with the working tree: send one xz archive
+# (run(..., carry=[".devbin/pack.tar.xz"]); session.sh unpacks it).
+(cd .devbin && tar cJf pack.tar.xz --exclude pack.tar.xz --exclude out hmoe-cuda-check hmoe-kernels.ptx hmoe-engine-tests cpu-bench $( [ -f hmoe ] && echo hmoe ))
+ls -la .devbin/pack.tar.xz

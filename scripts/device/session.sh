@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One device call that checks and times as much as fits (the GPU machine has no Rust:
+# build first with scripts/device/build-devbin.sh --with-cli, carry .devbin):
+#   run(command="bash scripts/device/session.sh [STAGES]", carry=[".devbin/pack.tar.xz"])
+# STAGES (default: check correctness bench cpu serve): each runs under its own timeout and
+# is skipped once the call's time is nearly spent. Everything lands in $OUT.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+root=$PWD
+[ -f .devbin/pack.tar.xz ] && (cd .devbin && tar xJf pack.tar.xz)
+OUT=${OUT:-$root/.devbin/out}
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+[ -f .devbin/hmoe-kernels.ptx ] && export HMOE_CUDA_PTX_FALLBACK=$root/.devbin/hmoe-kernels.ptx
+hmoe=$root/.devbin/hmoe
+work=${HMOE_WORK:-/tmp/hmoe-work}
+mkdir -p "$work"
+start=$(date +%s)
+LIMIT=${HMOE_SESSION_LIMIT:-560}
+left() { echo $((LIMIT - ($(date +%s) - start))); }
+stage() { # name timeout command...
+  local name=$1 t=$2; shift 2
+  local l; l=$(left)
+  if [ "$l" -lt 20 ]; then echo "SKIP $name (time spent)"; return; fi
+  [ "$t" -gt "$l" ] && t=$l
+  echo "=== $name (timeout ${t}s, $(left)s left)"
+  local s=$(date +%s)
+  timeout "$t" "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  grep -E '^(PASS|FAIL|SKIP)|rel err|differs' "$OUT/$name.log" | head -60
+  echo "=== $name rc=$rc in $(($(date +%s) - s))s"
+}
+{ nvidia-smi; lscpu | head -20; free -g; } > "$OUT/machine.txt" 2>&1
+stages=${*:-check correctness bench cpu serve}
+for s in $stages; do
+  case $s in
+    check) stage check 150 bash scripts/device/cuda-check.sh --quick ;;
+    correctness) stage correctness 240 bash scripts/device/cuda-correctness.sh "$hmoe" "$work" "$OUT/correctness" ;;
+    bench) stage bench 150 bash scripts/device/quick-bench.sh "$hmoe" "$work" "$OUT/bench" ;;
+    cpu) stage cpu 90 .devbin/cpu-bench --threads 1,2,4,8,12,16 ;;
+    serve) stage serve 150 bash scripts/device/serve-bench.sh "$hmoe" "$work" "$OUT/serve" ;;
+    sweep) stage sweep 560 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/sweep" ;;
+    *) echo "unknown stage $s" ;;
+  esac
+done
+echo "session done in $(($(date +%s) - start))s"
