@@ -141,3 +141,86 @@ pub fn profile_for(
     }
     Ok(profile)
 }
+
+/// Tokens per expert in the GPU calibration (decode, small batch, prefill-sized groups).
+const GPU_TOKEN_COUNTS: [usize; 4] = [1, 4, 32, 128];
+/// Experts per GPU calibration call (at most the arena's slots).
+const GPU_CAL_EXPERTS: usize = 8;
+/// Timed repetitions per GPU point (the fit sees them all; the first may include warm-up).
+const GPU_CAL_REPS: usize = 3;
+
+/// Fills the profile's GPU and link terms for the executor's card: starts from the
+/// H100 machine's priors where `prior` has none, then times, on this card and with this
+/// model's layer-0 experts, copies of non-resident experts (the link) and kernels on
+/// resident ones for 1-128 tokens per expert (CUDA events), and fits them. Takes
+/// milliseconds; not cached (the card may change between runs).
+pub fn calibrate_gpu(
+    gpu: &crate::backend::cuda::GpuExpertExecutor,
+    experts: &crate::moe::LayerExperts<'_>,
+    shape: &ModelShape,
+    prior: MachineProfile,
+) -> Result<MachineProfile> {
+    use crate::moe::WorkItem;
+    let mut profile = prior;
+    if profile.gpu.is_none() || profile.pcie.is_none() {
+        let h = MachineProfile::h100_box();
+        profile.gpu = profile.gpu.or(h.gpu);
+        profile.pcie = profile.pcie.or(h.pcie);
+        profile
+            .notes
+            .push("GPU and link priors from the H100 machine, refitted by calibrate_gpu and online".into());
+    }
+    let mut cost = CostModel::new(profile);
+    let work = shape.expert_work();
+    let hidden = shape.hidden as usize;
+    let n = GPU_CAL_EXPERTS
+        .min(gpu.n_slots())
+        .min(experts.n_experts())
+        .max(1);
+    let max_tokens = *GPU_TOKEN_COUNTS.iter().max().unwrap_or(&1);
+    let x: Vec<f32> = (0..max_tokens * hidden)
+        .map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5)
+        .collect();
+    let mut out = vec![0f32; max_tokens * hidden];
+    let items = |first: usize, tokens: usize| -> Vec<WorkItem> {
+        (0..n)
+            .map(|j| WorkItem {
+                expert: ((first + j) % experts.n_experts()) as u16,
+                rows: (0..tokens as u32).collect(),
+                weights: vec![1.0 / n as f32; tokens],
+            })
+            .collect()
+    };
+    // Copies: disjoint expert sets while the layer has them (each set is copied once).
+    let sets = (experts.n_experts() / n).clamp(1, GPU_CAL_REPS);
+    for set in 0..sets {
+        let it = items(set * n, 1);
+        let t = gpu.complete(gpu.submit(experts, &x[..hidden], hidden, &it)?, &mut out[..hidden])?;
+        if t.fetches > 0 && t.copied_bytes > 0 && t.copy_ms > 0.0 {
+            let f = t.fetches as f64;
+            cost.observe_pcie((t.copied_bytes as f64 / f) as u64, t.copy_ms as f64 / 1e3 / f);
+        }
+    }
+    // Kernels on the last set, now resident.
+    let first = (sets - 1) * n;
+    for &tokens in &GPU_TOKEN_COUNTS {
+        let it = items(first, tokens);
+        let xs = &x[..tokens * hidden];
+        for _ in 0..GPU_CAL_REPS {
+            let t = gpu.complete(gpu.submit(experts, xs, hidden, &it)?, &mut out[..tokens * hidden])?;
+            if t.fetches == 0 && t.gpu_ms > 0.0 {
+                cost.observe_gpu_expert(&work, tokens as u32, t.gpu_ms as f64 / 1e3 / n as f64);
+            }
+        }
+    }
+    let fitted = cost.profile().clone();
+    if let (Some(g), Some(l)) = (&fitted.gpu, &fitted.pcie) {
+        tracing::info!(
+            "GPU calibration: link {:.1} GB/s + {:.0} us per copy; expert fixed {:.0} us",
+            l.bytes_per_s / 1e9,
+            l.fixed_s * 1e6,
+            g.fixed_per_expert_s * 1e6
+        );
+    }
+    Ok(fitted)
+}

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod backend;
 pub mod bench;
+pub mod bench_sweep;
 pub mod calibrate;
 pub mod error;
 pub mod generate;

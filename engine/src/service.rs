@@ -214,6 +214,10 @@ impl Engine {
             &types,
             MachineProfile::build_box(),
         )?;
+        let profile = match &gpu.executor {
+            Some(g) => crate::calibrate::calibrate_gpu(g, &model.layer_experts(0), &shape, profile)?,
+            None => profile,
+        };
         report(LoadStage::Calibrating, 1, 1);
         let placer = SchedPlacer::new(
             shape.clone(),

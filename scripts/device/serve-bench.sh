@@ -8,12 +8,12 @@ dev=("$@"); [ ${#dev[@]} -gt 0 ] || dev=(--device auto)
 mkdir -p "$out"
 [ -f "$m" ] || "$hmoe" synth --preset qwen3-30b-a3b --dtype q4_k_m --layers 2 --seed 7 -o "$m"
 port=10077
-"$hmoe" serve -m "$m" --port $port --max-concurrent 8 "${dev[@]}" > "$out/serve.log" 2>&1 &
+"$hmoe" serve -m "$m" --port $port --max-concurrent 8 --served-model-name bench "${dev[@]}" > "$out/serve.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null' EXIT
 for _ in $(seq 120); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 1; done
 for c in 1 4 8; do
   echo "--- concurrency $c"
-  "$hmoe" bench-serve --api-url "http://127.0.0.1:$port/v1/chat/completions" --model "$(basename "$m" .gguf)" \
+  "$hmoe" bench-serve --api-url "http://127.0.0.1:$port/v1/chat/completions" --model bench \
     --prompt-lens 1024 --max-tokens 64 --concurrent $c --json | tee "$out/c$c.json"
 done

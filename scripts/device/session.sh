@@ -2,7 +2,7 @@
 # One device call that checks and times as much as fits (the GPU machine has no Rust:
 # build first with scripts/device/build-devbin.sh --with-cli, carry .devbin):
 #   run(command="bash scripts/device/session.sh [STAGES]", carry=[".devbin/pack.tar.xz"])
-# STAGES (default: check correctness bench cpu serve): each runs under its own timeout and
+# STAGES (default: check correctness bench cpu serve; also sweep-q4 replay-q4 sweep-q8 serve-full): each runs under its own timeout and
 # is skipped once the call's time is nearly spent. Everything lands in $OUT.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -39,7 +39,11 @@ for s in $stages; do
     bench) stage bench 150 bash scripts/device/quick-bench.sh "$hmoe" "$work" "$OUT/bench" ;;
     cpu) stage cpu 90 .devbin/cpu-bench --threads 1,2,4,8,12,16 ;;
     serve) stage serve 150 bash scripts/device/serve-bench.sh "$hmoe" "$work" "$OUT/serve" ;;
-    sweep) stage sweep 560 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/sweep" ;;
+    sweep-q4) stage sweep-q4 480 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT" q4_k_m model ;;
+    quick-q4) stage quick-q4 330 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT" q4_k_m model 64 512 8GiB,16GiB,all ;;
+    replay-q4) stage replay-q4 300 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT" q4_k_m replay 256 ;;
+    sweep-q8) stage sweep-q8 400 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT" q8_0 model 128 1024 16GiB,all cpu-only,static,value ;;
+    serve-full) stage serve-full 200 bash scripts/device/serve-bench.sh "$hmoe" "$work" "$OUT/serve" "$work/qwen3-30b-a3b-q4_k_m.gguf" --device cuda --threads 16 ;;
     *) echo "unknown stage $s" ;;
   esac
 done

@@ -1,7 +1,18 @@
 //! Causal grouped-query attention of one sequence's new tokens over its KV cache.
+//!
+//! Flash-style: a work unit is (KV head, block of query tokens). It takes the query
+//! heads that share the KV head, for all its tokens, as one block of rows, so each key
+//! and value row is read once per group rather than once per head, and walks the keys
+//! in tiles with an online softmax (running max and sum per row), so no score buffer
+//! grows with the sequence. Scores are computed transposed (`[key][row]`): the rows are
+//! the SIMD lanes, so the max, `exp` and sums of the softmax are all lane-wise.
+
+mod lanes;
 
 use super::kv_cache::LayerKv;
-use super::ops::{axpy, dot, softmax};
+#[cfg(target_arch = "x86_64")]
+use lanes::{Avx2, Avx512};
+use lanes::{Lanes, Scalar};
 use rayon::prelude::*;
 
 /// Shape of the attention heads.
@@ -15,43 +26,439 @@ pub struct HeadShape {
     pub head_dim: usize,
 }
 
+/// Query rows (tokens × heads of one group) per work unit: with 128-wide heads the
+/// unit's transposed Q (32 KB), its output rows (32 KB) and a score tile (16 KB) stay
+/// in L2 while the keys stream past. Qwen3-30B-A3B (group 8): 8 tokens per unit.
+const UNIT_ROWS: usize = 64;
+/// Keys per tile of the online softmax.
+const KEY_TILE: usize = 64;
+
+/// Instruction set of the attention kernels (runtime-detected; see [`AttnIsa::best`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttnIsa {
+    /// Portable `f32` loops.
+    Scalar,
+    /// 8 lanes, AVX2 + FMA.
+    Avx2,
+    /// 16 lanes, AVX-512F.
+    Avx512,
+}
+
+impl AttnIsa {
+    /// The widest level this CPU runs.
+    pub fn best() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return AttnIsa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return AttnIsa::Avx2;
+            }
+        }
+        AttnIsa::Scalar
+    }
+
+    /// Every level this CPU runs, narrowest first.
+    pub fn available() -> Vec<Self> {
+        let best = Self::best();
+        [AttnIsa::Scalar, AttnIsa::Avx2, AttnIsa::Avx512]
+            .into_iter()
+            .filter(|&l| l as u8 <= best as u8)
+            .collect()
+    }
+
+    fn lanes(self) -> usize {
+        match self {
+            AttnIsa::Scalar => 1,
+            AttnIsa::Avx2 => 8,
+            AttnIsa::Avx512 => 16,
+        }
+    }
+
+    /// This level, or the widest narrower one whose vector width divides `head_dim`
+    /// (the value tiles are whole vectors).
+    fn for_head_dim(self, head_dim: usize) -> Self {
+        let mut isa = self;
+        while head_dim % isa.lanes() != 0 {
+            isa = match isa {
+                AttnIsa::Avx512 => AttnIsa::Avx2,
+                _ => AttnIsa::Scalar,
+            };
+        }
+        isa
+    }
+}
+
 /// Computes attention for `n` new query tokens at positions `start..start + n`.
 ///
 /// `q` is `[n, n_heads * head_dim]`; `kv` already holds the keys and values of all
 /// `start + n` tokens. Query token `i` sees cache positions `0..=start + i`.
 /// Returns `[n, n_heads * head_dim]`.
 pub fn attend(q: &[f32], kv: &LayerKv, start: usize, shape: HeadShape) -> Vec<f32> {
+    let mut out = vec![0f32; q.len()];
+    attend_into(q, kv, start, shape, &mut out);
+    out
+}
+
+/// [`attend`] into a caller's buffer (`out.len() == q.len()`), on the best kernels.
+pub fn attend_into(q: &[f32], kv: &LayerKv, start: usize, shape: HeadShape, out: &mut [f32]) {
+    attend_with(AttnIsa::best(), q, kv, start, shape, out);
+}
+
+/// [`attend_into`] on the kernels of `isa` (or narrower, see [`AttnIsa::best`]).
+///
+/// # Panics
+/// If `isa` is wider than [`AttnIsa::best`], if the head counts do not divide, or if
+/// `out`, `q` or the cache are shorter than the shape says (internal invariants of the
+/// forward pass, not user input).
+pub fn attend_with(
+    isa: AttnIsa,
+    q: &[f32],
+    kv: &LayerKv,
+    start: usize,
+    shape: HeadShape,
+    out: &mut [f32],
+) {
     let HeadShape {
         n_heads,
         n_kv_heads,
         head_dim,
     } = shape;
-    let q_width = n_heads * head_dim;
-    let kv_width = n_kv_heads * head_dim;
-    let n = q.len() / q_width;
-    let group = n_heads / n_kv_heads;
-    let scale = 1.0 / (head_dim as f32).sqrt();
-    let mut out = vec![0f32; n * q_width];
-    // One task per (token, head): each writes its own head_dim slice of the output.
-    out.par_chunks_mut(head_dim).enumerate().for_each_init(
-        Vec::new,
-        |scores: &mut Vec<f32>, (idx, o)| {
-            let (i, h) = (idx / n_heads, idx % n_heads);
-            let kvh = h / group;
-            let qh = &q[i * q_width + h * head_dim..][..head_dim];
-            let visible = start + i + 1;
-            scores.clear();
-            scores.extend(
-                (0..visible)
-                    .map(|t| dot(qh, &kv.k[t * kv_width + kvh * head_dim..][..head_dim]) * scale),
-            );
-            softmax(scores);
-            for (t, &p) in scores.iter().enumerate() {
-                axpy(o, p, &kv.v[t * kv_width + kvh * head_dim..][..head_dim]);
+    assert!(isa as u8 <= AttnIsa::best() as u8, "{isa:?} not supported");
+    assert!(n_kv_heads > 0 && head_dim > 0 && n_heads % n_kv_heads == 0);
+    let q_w = n_heads * head_dim;
+    let kv_w = n_kv_heads * head_dim;
+    let n = q.len() / q_w;
+    assert!(q.len() == n * q_w && out.len() == q.len(), "attention buffers");
+    let ctx = Ctx {
+        q,
+        k: &kv.k[..(start + n) * kv_w],
+        v: &kv.v[..(start + n) * kv_w],
+        start,
+        q_w,
+        kv_w,
+        hd: head_dim,
+        group: n_heads / n_kv_heads,
+        scale: 1.0 / (head_dim as f32).sqrt(),
+        out: OutPtr(out.as_mut_ptr()),
+    };
+    let isa = isa.for_head_dim(head_dim);
+    let per_unit = (UNIT_ROWS / ctx.group).max(1);
+    let blocks = n.div_ceil(per_unit);
+    (0..blocks * n_kv_heads)
+        .into_par_iter()
+        .for_each_init(Scratch::default, |s, u| {
+            // Later token blocks see more keys: start them first.
+            let b = blocks - 1 - u / n_kv_heads;
+            let unit = Unit {
+                g: u % n_kv_heads,
+                i0: b * per_unit,
+                nt: per_unit.min(n - b * per_unit),
+            };
+            // SAFETY: the level is supported (asserted above) and divides head_dim
+            // (`for_head_dim`); `ctx` slices hold what the shape says (sliced above);
+            // units are distinct (KV head, token block) pairs, so their output rows
+            // (tokens i0..i0+nt, heads g·group..(g+1)·group) are disjoint.
+            unsafe {
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    AttnIsa::Avx512 => unit_avx512(&ctx, unit, s),
+                    #[cfg(target_arch = "x86_64")]
+                    AttnIsa::Avx2 => unit_avx2(&ctx, unit, s),
+                    _ => run_unit::<Scalar, 4, 4, 4, 4>(&ctx, unit, s),
+                }
             }
-        },
-    );
-    out
+        });
+}
+
+/// The output pointer shared by the units (each writes only its own rows).
+struct OutPtr(*mut f32);
+// SAFETY: units write disjoint elements (see `attend_with`).
+unsafe impl Sync for OutPtr {}
+impl OutPtr {
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+struct Ctx<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    start: usize,
+    q_w: usize,
+    kv_w: usize,
+    hd: usize,
+    group: usize,
+    scale: f32,
+    out: OutPtr,
+}
+
+#[derive(Clone, Copy)]
+struct Unit {
+    /// KV head.
+    g: usize,
+    /// First query token.
+    i0: usize,
+    /// Query tokens.
+    nt: usize,
+}
+
+/// Per-thread buffers, grown to the largest unit and reused.
+#[derive(Default)]
+struct Scratch {
+    /// Scaled queries transposed, `[head_dim][rows_padded]`.
+    qt: Vec<f32>,
+    /// Scores, then probabilities, of one key tile, `[key][rows_padded]`.
+    st: Vec<f32>,
+    /// Unnormalised outputs, `[rows][head_dim]`.
+    o: Vec<f32>,
+    /// Running max, running sum and this tile's rescale factor per row.
+    m: Vec<f32>,
+    l: Vec<f32>,
+    alpha: Vec<f32>,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn unit_avx512(ctx: &Ctx, u: Unit, s: &mut Scratch) {
+    // 4 keys × 4 row vectors (16 accumulators) for scores; 4 rows × 64 columns for P·V.
+    run_unit::<Avx512, 4, 4, 4, 4>(ctx, u, s)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn unit_avx2(ctx: &Ctx, u: Unit, s: &mut Scratch) {
+    // 16 registers: 4 keys × 2 row vectors for scores; 2 rows × 32 columns for P·V.
+    run_unit::<Avx2, 4, 2, 2, 4>(ctx, u, s)
+}
+
+/// One unit: `KB` keys × `RV` row vectors per score tile, `RB` rows × `CV` column
+/// vectors per P·V tile.
+///
+/// # Safety
+/// `L`'s CPU feature is present, `L::N` divides `head_dim`, `ctx`'s slices match its
+/// shape, and no other unit writes the unit's output rows.
+#[inline(always)]
+unsafe fn run_unit<L: Lanes, const KB: usize, const RV: usize, const RB: usize, const CV: usize>(
+    ctx: &Ctx,
+    u: Unit,
+    s: &mut Scratch,
+) {
+    let (hd, group, n_l) = (ctx.hd, ctx.group, L::N);
+    let rows = u.nt * group;
+    let rp = rows.next_multiple_of(n_l);
+    let nv = rp / n_l;
+    s.qt.clear();
+    s.qt.resize(hd * rp, 0.0);
+    s.st.resize(KEY_TILE * rp, 0.0);
+    s.o.clear();
+    s.o.resize(rows * hd, 0.0);
+    s.m.clear();
+    s.m.resize(rp, f32::NEG_INFINITY);
+    s.l.clear();
+    s.l.resize(rp, 0.0);
+    s.alpha.resize(rp, 0.0);
+    // Rows are token-major: row r is token i0 + r / group, head g·group + r % group, so
+    // one token's rows are one contiguous slice of q (and of the output).
+    for r in 0..rows {
+        let at = (u.i0 + r / group) * ctx.q_w + (u.g * group + r % group) * hd;
+        for (d, &x) in ctx.q[at..at + hd].iter().enumerate() {
+            s.qt[d * rp + r] = x * ctx.scale;
+        }
+    }
+    let (qt, st, o) = (s.qt.as_ptr(), s.st.as_mut_ptr(), s.o.as_mut_ptr());
+    let (m, l, alpha) = (s.m.as_mut_ptr(), s.l.as_mut_ptr(), s.alpha.as_mut_ptr());
+    // The unit's first token sees keys 0..=first; its last sees 0..keys.
+    let first = ctx.start + u.i0;
+    let keys = first + u.nt;
+    let k0 = ctx.k.as_ptr().add(u.g * hd);
+    let v0 = ctx.v.as_ptr().add(u.g * hd);
+    for j0 in (0..keys).step_by(KEY_TILE) {
+        let bk = KEY_TILE.min(keys - j0);
+        let kt = k0.add(j0 * ctx.kv_w);
+        let vt = v0.add(j0 * ctx.kv_w);
+        // Scores of the tile: st[j][r] = (scale · q_r) · k_{j0+j}.
+        let mut j = 0;
+        while j + KB <= bk {
+            score_keys::<L, KB, RV>(qt, rp, nv, kt.add(j * ctx.kv_w), ctx.kv_w, hd, st.add(j * rp));
+            j += KB;
+        }
+        while j < bk {
+            score_keys::<L, 1, RV>(qt, rp, nv, kt.add(j * ctx.kv_w), ctx.kv_w, hd, st.add(j * rp));
+            j += 1;
+        }
+        // Causal mask: key j0 + j is hidden from the unit's tokens before it, a prefix
+        // of the rows.
+        for j in 0..bk {
+            let hidden = (j0 + j).saturating_sub(first).min(u.nt) * group;
+            for r in 0..hidden {
+                *st.add(j * rp + r) = f32::NEG_INFINITY;
+            }
+        }
+        // Online softmax, lane-wise over rows. Key 0 is visible to every row, so after
+        // the first tile the running max is finite and `m_old - m_new` is never NaN.
+        for x in 0..nv {
+            let off = x * n_l;
+            let m_old = L::load(m.add(off));
+            let mut bm = L::load(st.add(off));
+            for j in 1..bk {
+                bm = bm.max(L::load(st.add(j * rp + off)));
+            }
+            let m_new = m_old.max(bm);
+            let a = m_old.sub(m_new).exp();
+            let mut sum = L::zero();
+            for j in 0..bk {
+                let p = L::load(st.add(j * rp + off)).sub(m_new).exp();
+                p.store(st.add(j * rp + off));
+                sum = sum.add(p);
+            }
+            m_new.store(m.add(off));
+            L::load(l.add(off)).mul_add(a, sum).store(l.add(off));
+            a.store(alpha.add(off));
+        }
+        for r in 0..rows {
+            let a = *alpha.add(r);
+            if a != 1.0 {
+                let a = L::splat(a);
+                for c in (0..hd).step_by(n_l) {
+                    let p = o.add(r * hd + c);
+                    L::load(p).mul(a).store(p);
+                }
+            }
+        }
+        // o[r] += Σ_j p[j][r] · v_{j0+j}.
+        let mut r = 0;
+        while r + RB <= rows {
+            pv_rows::<L, RB, CV>(st.add(r), rp, bk, vt, ctx.kv_w, hd, o.add(r * hd));
+            r += RB;
+        }
+        while r < rows {
+            pv_rows::<L, 1, CV>(st.add(r), rp, bk, vt, ctx.kv_w, hd, o.add(r * hd));
+            r += 1;
+        }
+    }
+    let out = ctx.out.get();
+    for r in 0..rows {
+        let inv = 1.0 / *l.add(r);
+        let dst = out.add((u.i0 + r / group) * ctx.q_w + (u.g * group + r % group) * hd);
+        for c in 0..hd {
+            *dst.add(c) = *o.add(r * hd + c) * inv;
+        }
+    }
+}
+
+/// Scores of `KB` consecutive keys (rows of `k`, `kv_w` apart) against every row:
+/// `st[y·rp + r] = Σ_d qt[d·rp + r] · k[y·kv_w + d]`, `RV` row vectors at a time.
+#[inline(always)]
+unsafe fn score_keys<L: Lanes, const KB: usize, const RV: usize>(
+    qt: *const f32,
+    rp: usize,
+    nv: usize,
+    k: *const f32,
+    kv_w: usize,
+    hd: usize,
+    st: *mut f32,
+) {
+    let mut x = 0;
+    while x + RV <= nv {
+        score_tile::<L, KB, RV>(qt.add(x * L::N), rp, k, kv_w, hd, st.add(x * L::N));
+        x += RV;
+    }
+    while x < nv {
+        score_tile::<L, KB, 1>(qt.add(x * L::N), rp, k, kv_w, hd, st.add(x * L::N));
+        x += 1;
+    }
+}
+
+#[inline(always)]
+unsafe fn score_tile<L: Lanes, const KB: usize, const RV: usize>(
+    qt: *const f32,
+    rp: usize,
+    k: *const f32,
+    kv_w: usize,
+    hd: usize,
+    st: *mut f32,
+) {
+    let mut acc = [[L::zero(); RV]; KB];
+    for d in 0..hd {
+        let mut qv = [L::zero(); RV];
+        for (x, q) in qv.iter_mut().enumerate() {
+            *q = L::load(qt.add(d * rp + x * L::N));
+        }
+        for (y, row) in acc.iter_mut().enumerate() {
+            let kk = L::splat(*k.add(y * kv_w + d));
+            for (a, q) in row.iter_mut().zip(&qv) {
+                *a = kk.mul_add(*q, *a);
+            }
+        }
+    }
+    for (y, row) in acc.iter().enumerate() {
+        for (x, a) in row.iter().enumerate() {
+            a.store(st.add(y * rp + x * L::N));
+        }
+    }
+}
+
+/// `o[y][c] += Σ_j p[j·rp + y] · v[j·kv_w + c]` for `RB` rows, `CV` column vectors at
+/// a time.
+#[inline(always)]
+unsafe fn pv_rows<L: Lanes, const RB: usize, const CV: usize>(
+    p: *const f32,
+    rp: usize,
+    bk: usize,
+    v: *const f32,
+    kv_w: usize,
+    hd: usize,
+    o: *mut f32,
+) {
+    let mut c = 0;
+    while c + CV * L::N <= hd {
+        pv_tile::<L, RB, CV>(p, rp, bk, v.add(c), kv_w, hd, o.add(c));
+        c += CV * L::N;
+    }
+    while c < hd {
+        pv_tile::<L, RB, 1>(p, rp, bk, v.add(c), kv_w, hd, o.add(c));
+        c += L::N;
+    }
+}
+
+#[inline(always)]
+unsafe fn pv_tile<L: Lanes, const RB: usize, const CV: usize>(
+    p: *const f32,
+    rp: usize,
+    bk: usize,
+    v: *const f32,
+    kv_w: usize,
+    hd: usize,
+    o: *mut f32,
+) {
+    let mut acc = [[L::zero(); CV]; RB];
+    for (y, row) in acc.iter_mut().enumerate() {
+        for (x, a) in row.iter_mut().enumerate() {
+            *a = L::load(o.add(y * hd + x * L::N));
+        }
+    }
+    for j in 0..bk {
+        let mut vv = [L::zero(); CV];
+        for (x, w) in vv.iter_mut().enumerate() {
+            *w = L::load(v.add(j * kv_w + x * L::N));
+        }
+        for (y, row) in acc.iter_mut().enumerate() {
+            let pj = L::splat(*p.add(j * rp + y));
+            for (a, w) in row.iter_mut().zip(&vv) {
+                *a = pj.mul_add(*w, *a);
+            }
+        }
+    }
+    for (y, row) in acc.iter().enumerate() {
+        for (x, a) in row.iter().enumerate() {
+            a.store(o.add(y * hd + x * L::N));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -213,19 +213,30 @@ impl Qwen3Moe {
             let mut hn = x.clone();
             rms_norm_rows(&mut hn, &lw.ffn_norm, cfg.rms_eps);
             let logits = lw.router.forward(&self.file, &self.pool, &hn)?;
-            let routing = route(&logits, cfg.n_experts, cfg.top_k, cfg.norm_topk_prob);
+            let mut routing = route(&logits, cfg.n_experts, cfg.top_k, cfg.norm_topk_prob);
+            let replayed_next = moe.replay_routing(li, &mut routing);
             let items = routing.work_items(cfg.n_experts);
             // The next layer's router on this layer's input predicts what comes next,
             // so the scheduler can prefetch while the link is idle.
-            let next = match self.weights.layers.get(li + 1) {
-                Some(next_lw) => {
+            let next = match (replayed_next, self.weights.layers.get(li + 1)) {
+                (Some(pred), _) => pred,
+                (None, Some(next_lw)) => {
                     let l = next_lw.router.forward(&self.file, &self.pool, &hn)?;
                     predict_next(&l, cfg.n_experts, cfg.top_k)
                 }
-                None => Vec::new(),
+                (None, None) => Vec::new(),
             };
             let mut moe_out = vec![0f32; n * h];
-            moe.run_layer(&self.layer_experts(li), &hn, h, &items, &next, &mut moe_out)?;
+            let next_layer = (li + 1 < self.weights.layers.len()).then(|| self.layer_experts(li + 1));
+            moe.run_layer(
+                &self.layer_experts(li),
+                next_layer.as_ref(),
+                &hn,
+                h,
+                &items,
+                &next,
+                &mut moe_out,
+            )?;
             for (xi, mi) in x.iter_mut().zip(&moe_out) {
                 *xi += mi;
             }

@@ -6,6 +6,8 @@ use super::stats::SchedSnapshot;
 use super::{ExpertExecutor, LayerExperts, WorkItem};
 use crate::backend::cuda::GpuExpertExecutor;
 use crate::error::{EngineError, Result};
+use hmoe_cuda::LayerTimings;
+use hmoe_sched::Trace;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,6 +18,24 @@ pub struct LayerPlacement {
     pub cpu: Vec<usize>,
     /// Indices that run on the GPU.
     pub gpu: Vec<usize>,
+    /// Background loads to issue once the layer's work is submitted: `(layer, expert,
+    /// slot)`, for this layer (admissions) or the next one (prefetches).
+    pub loads: Vec<(u16, u16, u32)>,
+}
+
+/// What one layer's MoE work measured, fed back to the placer.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerMeasure<'a> {
+    /// Items run on the CPU.
+    pub cpu_items: &'a [WorkItem],
+    /// Seconds the CPU share took.
+    pub cpu_s: f64,
+    /// Items run on the GPU.
+    pub gpu_items: &'a [WorkItem],
+    /// CUDA-event times of the GPU share, if the CUDA backend ran it.
+    pub gpu: Option<LayerTimings>,
+    /// Host seconds from issuing the layer to having both shares' outputs.
+    pub wall_s: f64,
 }
 
 /// Decides placement per layer. The hybrid scheduler implements this; with no GPU
@@ -30,8 +50,8 @@ pub trait Placer: Send {
         next: &[(u16, f32)],
         gpu_available: bool,
     ) -> LayerPlacement;
-    /// Feeds back the measured CPU time of the layer's CPU share.
-    fn observe_cpu(&mut self, _layer: usize, _items: &[WorkItem], _seconds: f64) {}
+    /// Feeds back what the layer's execution measured.
+    fn observe(&mut self, _layer: usize, _measure: &LayerMeasure<'_>) {}
     /// A forward step over `n_tokens` tokens begins.
     fn begin_step(&mut self, _n_tokens: usize) {}
     /// The step ended after `measured_s` seconds.
@@ -64,6 +84,7 @@ impl Placer for CpuOnly {
         LayerPlacement {
             cpu: (0..items.len()).collect(),
             gpu: Vec::new(),
+            loads: Vec::new(),
         }
     }
 }
@@ -77,6 +98,26 @@ pub struct PlacementSummary {
     pub gpu_items: u64,
     /// Seconds spent in CPU expert execution.
     pub cpu_seconds: f64,
+    /// Seconds of GPU expert execution (CUDA events, compute stream).
+    pub gpu_seconds: f64,
+    /// Seconds of MoE layers, issue to both outputs (host clock).
+    pub moe_wall_seconds: f64,
+    /// Background loads (prefetches, admissions) issued to the GPU.
+    pub loads_issued: u64,
+    /// Background loads that failed (logged; the layer that needs the expert copies it).
+    pub loads_failed: u64,
+    /// Seconds in the placer (planning and feedback), the scheduler's overhead.
+    pub sched_seconds: f64,
+}
+
+/// Routing replayed from a recorded or synthetic trace instead of the model's router
+/// (benchmarks: random-weight models route near-uniformly; a trace brings real locality).
+/// Only one-token (decode) steps are replayed; step `i` uses trace step `i mod len`.
+#[derive(Debug)]
+struct Replay {
+    trace: Trace,
+    step: usize,
+    active: bool,
 }
 
 /// Runs MoE layers according to a placer's plans.
@@ -88,6 +129,7 @@ pub struct MoeDispatch {
     placer: Box<dyn Placer>,
     summary: PlacementSummary,
     step_started: Option<Instant>,
+    replay: Option<Replay>,
 }
 
 impl MoeDispatch {
@@ -104,6 +146,7 @@ impl MoeDispatch {
             placer,
             summary: PlacementSummary::default(),
             step_started: None,
+            replay: None,
         }
     }
 
@@ -138,10 +181,45 @@ impl MoeDispatch {
         &self.summary
     }
 
+    /// Replays `trace`'s routing in one-token steps from now on (None: the router's).
+    pub fn set_routing_replay(&mut self, trace: Option<Trace>) {
+        self.replay = trace
+            .filter(|t| !t.steps.is_empty())
+            .map(|trace| Replay {
+                trace,
+                step: 0,
+                active: false,
+            });
+    }
+
+    /// Under replay, in a one-token step: rewrites the token's choice at `layer` to the
+    /// trace's experts (keeping the router's weights, best first) and returns the trace's
+    /// prediction of the next layer's experts. `None` when not replaying.
+    pub fn replay_routing(
+        &self,
+        layer: usize,
+        routing: &mut super::routing::Routing,
+    ) -> Option<Vec<(u16, f32)>> {
+        let r = self.replay.as_ref().filter(|r| r.active)?;
+        let step = &r.trace.steps[r.step % r.trace.steps.len()];
+        let l = step.layers.get(layer)?;
+        let k = routing.top_k.min(routing.ids.len());
+        if l.e.len() < k || routing.n_rows() != 1 {
+            return None;
+        }
+        routing.ids[..k].copy_from_slice(&l.e[..k]);
+        Some(l.pred.clone())
+    }
+
     /// Marks the start of a forward step.
     pub fn begin_step(&mut self, n_tokens: usize) {
         self.step_started = Some(Instant::now());
+        if let Some(r) = &mut self.replay {
+            r.active = n_tokens == 1;
+        }
+        let t = Instant::now();
         self.placer.begin_step(n_tokens);
+        self.summary.sched_seconds += t.elapsed().as_secs_f64();
     }
 
     /// Marks the end of a forward step.
@@ -150,25 +228,37 @@ impl MoeDispatch {
             .step_started
             .take()
             .map_or(0.0, |t| t.elapsed().as_secs_f64());
+        if let Some(r) = self.replay.as_mut().filter(|r| r.active) {
+            r.step += 1;
+            r.active = false;
+        }
+        let t = Instant::now();
         self.placer.end_step(s);
+        self.summary.sched_seconds += t.elapsed().as_secs_f64();
     }
 
-    /// Executes one layer: `out += Σ experts`, placed by the plan.
+    /// Executes one layer: `out += Σ experts`, placed by the plan. `next_layer`: the
+    /// next layer's experts, for the plan's prefetches (None for the last layer).
+    #[allow(clippy::too_many_arguments)]
     pub fn run_layer(
         &mut self,
         experts: &LayerExperts<'_>,
+        next_layer: Option<&LayerExperts<'_>>,
         x: &[f32],
         hidden: usize,
         items: &[WorkItem],
         next: &[(u16, f32)],
         out: &mut [f32],
     ) -> Result<()> {
+        let t_plan = Instant::now();
         let plan = self
             .placer
             .place(experts.layer, items, next, self.gpu.is_some());
+        self.summary.sched_seconds += t_plan.elapsed().as_secs_f64();
         debug_assert_eq!(plan.cpu.len() + plan.gpu.len(), items.len());
         let pick = |idx: &[usize]| idx.iter().map(|&i| items[i].clone()).collect::<Vec<_>>();
         let (cpu_items, gpu_items) = (pick(&plan.cpu), pick(&plan.gpu));
+        let start = Instant::now();
         // The CUDA share is issued first and completed after the CPU share: both run at
         // once, and the host waits only for the GPU's output.
         let ticket = match (&self.cuda, gpu_items.is_empty()) {
@@ -180,14 +270,46 @@ impl MoeDispatch {
         }
         let t0 = Instant::now();
         self.cpu.execute(experts, x, hidden, &cpu_items, out)?;
-        let dt = t0.elapsed().as_secs_f64();
+        let cpu_s = t0.elapsed().as_secs_f64();
+        let mut gpu = None;
         if let (Some(cuda), Some(t)) = (&self.cuda, ticket) {
-            cuda.complete(t, out)?;
+            gpu = Some(cuda.complete(t, out)?);
         }
-        self.placer.observe_cpu(experts.layer, &cpu_items, dt);
+        let wall_s = start.elapsed().as_secs_f64();
+        // Background loads go on the copy stream after this layer's demand copies and
+        // overlap the next layer's dense work; the next layer's kernels wait for them.
+        if let Some(cuda) = &self.cuda {
+            for &(layer, expert, slot) in &plan.loads {
+                let src = if layer as usize == experts.layer {
+                    Some(experts)
+                } else {
+                    next_layer.filter(|n| n.layer == layer as usize)
+                };
+                let Some(src) = src else { continue };
+                self.summary.loads_issued += 1;
+                if let Err(e) = cuda.prefetch(src, expert, Some(slot)) {
+                    self.summary.loads_failed += 1;
+                    tracing::debug!("background load of expert {expert} (layer {layer}): {e}");
+                }
+            }
+        }
+        let t_obs = Instant::now();
+        self.placer.observe(
+            experts.layer,
+            &LayerMeasure {
+                cpu_items: &cpu_items,
+                cpu_s,
+                gpu_items: &gpu_items,
+                gpu,
+                wall_s,
+            },
+        );
+        self.summary.sched_seconds += t_obs.elapsed().as_secs_f64();
         self.summary.cpu_items += cpu_items.len() as u64;
         self.summary.gpu_items += gpu_items.len() as u64;
-        self.summary.cpu_seconds += dt;
+        self.summary.cpu_seconds += cpu_s;
+        self.summary.gpu_seconds += gpu.map_or(0.0, |t| t.gpu_ms as f64 / 1e3);
+        self.summary.moe_wall_seconds += wall_s;
         Ok(())
     }
 }

@@ -2,7 +2,7 @@
 //! layer of every step, learns from measured times, records the routing trace and
 //! publishes per-step telemetry.
 
-use super::dispatch::{LayerPlacement, Placer};
+use super::dispatch::{LayerMeasure, LayerPlacement, Placer};
 use super::stats::{policy_scores, residency_map, AppliedOptions, ExpertStats, SchedSnapshot};
 use super::WorkItem;
 use crate::backend::cuda::SlotHints;
@@ -326,22 +326,53 @@ impl Placer for SchedPlacer {
             w: self.routed.iter().map(|r| r.weight).collect(),
             pred: next.to_vec(),
         });
-        LayerPlacement { cpu, gpu }
+        let loads = if self.gpu_arena.is_some() {
+            self.plan
+                .prefetch
+                .iter()
+                .map(|l| (l.key.layer, l.key.expert, l.slot))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        LayerPlacement { cpu, gpu, loads }
     }
 
-    fn observe_cpu(&mut self, _layer: usize, items: &[WorkItem], seconds: f64) {
+    fn observe(&mut self, _layer: usize, m: &LayerMeasure<'_>) {
         let predicted = self.plan.predicted.finish_s;
-        if predicted > 0.0 && seconds > 0.0 {
-            self.cost.observe_layer(predicted, seconds);
+        if predicted > 0.0 && m.wall_s > 0.0 {
+            self.cost.observe_layer(predicted, m.wall_s);
         }
+        let work = self.shape.expert_work();
         // Decode layers give clean per-expert samples: every expert serves one token.
-        if !items.is_empty() && items.iter().all(|it| it.rows.len() == 1) {
-            let work = self.shape.expert_work();
+        if !m.cpu_items.is_empty() && m.cpu_items.iter().all(|it| it.rows.len() == 1) {
             self.cost
-                .observe_cpu_expert(&work, 1, seconds / items.len() as f64);
+                .observe_cpu_expert(&work, 1, m.cpu_s / m.cpu_items.len() as f64);
+        }
+        if let Some(t) = m.gpu {
+            let n = m.gpu_items.len();
+            let tokens = m.gpu_items.first().map_or(0, |it| it.rows.len());
+            // Compute samples only when no copy was waited for, and when every item had
+            // the same token count (the per-expert time is then the mean).
+            let uniform = m.gpu_items.iter().all(|it| it.rows.len() == tokens);
+            if t.fetches == 0 && n > 0 && uniform && t.gpu_ms > 0.0 {
+                self.cost.observe_gpu_expert(
+                    &work,
+                    tokens as u32,
+                    t.gpu_ms as f64 / 1e3 / n as f64,
+                );
+            }
+            if t.fetches > 0 && t.copied_bytes > 0 && t.copy_ms > 0.0 {
+                let f = t.fetches as f64;
+                self.cost
+                    .observe_pcie((t.copied_bytes as f64 / f) as u64, t.copy_ms as f64 / 1e3 / f);
+            }
         }
         if let Some(l) = self.layers.last_mut() {
-            l.measured_s = Some(seconds);
+            l.measured_s = Some(m.wall_s);
+            l.measured_cpu_s = Some(m.cpu_s);
+            l.measured_gpu_s = m.gpu.map(|t| t.gpu_ms as f64 / 1e3);
+            l.measured_copy_s = m.gpu.map(|t| t.copy_ms as f64 / 1e3);
         }
         self.sched.finish_layer(&mut self.cache);
     }

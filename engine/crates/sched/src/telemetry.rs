@@ -27,8 +27,17 @@ pub struct LayerTelemetry {
     pub experts: Vec<ExpertEvent>,
     /// Predicted times.
     pub predicted: PlanTiming,
-    /// Measured MoE time of the layer, if the engine timed it.
+    /// Measured MoE time of the layer, if the engine timed it (issue to both outputs).
     pub measured_s: Option<f64>,
+    /// Measured CPU share time.
+    #[serde(default)]
+    pub measured_cpu_s: Option<f64>,
+    /// Measured GPU share time (CUDA events: upload, waits for copies, kernels, download).
+    #[serde(default)]
+    pub measured_gpu_s: Option<f64>,
+    /// Measured copy-stream time of the layer's demand fetches (CUDA events).
+    #[serde(default)]
+    pub measured_copy_s: Option<f64>,
     /// Demand-fetch bytes.
     pub bytes_fetched: u64,
     /// Background (prefetch/admission) bytes.
@@ -70,6 +79,9 @@ impl LayerTelemetry {
             experts,
             predicted: plan.predicted,
             measured_s: None,
+            measured_cpu_s: None,
+            measured_gpu_s: None,
+            measured_copy_s: None,
             bytes_fetched: plan.gpu_fetch.len() as u64 * expert_bytes,
             bytes_prefetched: plan.prefetch.len() as u64 * expert_bytes,
             evictions: plan.evict.len() as u32,

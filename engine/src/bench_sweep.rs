@@ -1,0 +1,239 @@
+//! `hmoe bench --sweep`: one loaded model measured under every placement setting in one
+//! run (policies × VRAM budgets × prefetch on/off, routing from the model or replayed
+//! from a synthetic trace), switching settings between runs without reloading.
+
+use crate::api::RuntimeOptions;
+use crate::error::Result;
+use crate::generate::sampler::argmax;
+use crate::model::{LogitsFor, SeqStep};
+use crate::service::Engine;
+use hmoe_sched::synth::{generate as synth_trace, SynthParams};
+use hmoe_sched::StepTelemetry;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Trace steps generated for replay (longer than any decode run, so nothing repeats).
+const REPLAY_STEPS: usize = 2048;
+/// Prompt tokens before a replayed decode run.
+const REPLAY_PROMPT: usize = 16;
+/// Seed of the replayed trace (fixed: every setting sees the same routing).
+const REPLAY_SEED: u64 = 42;
+
+/// What to sweep.
+#[derive(Debug, Clone)]
+pub struct SweepOptions {
+    /// Cache policies (`cpu-only` runs once, with no budget).
+    pub policies: Vec<String>,
+    /// Expert VRAM budgets in bytes; `None`: the whole arena.
+    pub budgets: Vec<Option<u64>>,
+    /// Prefetch settings to try.
+    pub prefetch: Vec<bool>,
+    /// Routing sources: `false` = the model's router, `true` = replayed calibrated trace.
+    pub replay: Vec<bool>,
+    /// Prompt tokens for prefill (0: skip prefill timing, decode after a 1-token prompt).
+    pub prompt_len: usize,
+    /// Tokens decoded per setting.
+    pub gen: usize,
+    /// CPU threads (0: keep the engine's).
+    pub threads: usize,
+}
+
+/// One measured setting.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepRow {
+    /// "model" (the router of the random-weight model) or "replay" (calibrated trace).
+    pub routing: &'static str,
+    /// Cache policy.
+    pub policy: String,
+    /// Expert VRAM budget asked for, bytes (None: the whole arena).
+    pub budget_bytes: Option<u64>,
+    /// Slots the scheduler's cache really had.
+    pub cache_slots: u32,
+    /// Next-layer prefetch.
+    pub prefetch: bool,
+    /// Prefill tokens per second (model routing only; 0 if not measured).
+    pub prefill_tok_s: f64,
+    /// Decode tokens per second.
+    pub decode_tok_s: f64,
+    /// Routed experts found resident in decode.
+    pub hit_rate: f64,
+    /// Share of routed experts run on the GPU in decode.
+    pub gpu_share: f64,
+    /// Host→device GB/s during decode (demand + background loads, as planned).
+    pub pcie_gb_s: f64,
+    /// Median |predicted − measured| / measured of decode MoE layer times.
+    pub layer_pred_err_median: f64,
+    /// Median |predicted − measured| / measured of whole decode steps.
+    pub step_pred_err_median: f64,
+    /// Scheduler (planning + feedback) seconds per decoded token.
+    pub sched_s_per_token: f64,
+    /// `sched_s_per_token` ÷ decode seconds per token.
+    pub sched_share: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn rel(pred: f64, meas: f64) -> Option<f64> {
+    (meas > 0.0 && pred.is_finite()).then(|| (pred - meas).abs() / meas)
+}
+
+/// Runs every setting of `opts` on `engine` and returns one row per setting.
+pub fn sweep(engine: &Engine, opts: &SweepOptions, mut progress: impl FnMut(&SweepRow)) -> Result<Vec<SweepRow>> {
+    let base = engine.runtime_options();
+    let threads = if opts.threads > 0 { opts.threads } else { base.threads };
+    let trace = synth_trace(
+        engine.model_shape(),
+        &SynthParams::qwen3_calibrated(),
+        REPLAY_STEPS,
+        REPLAY_SEED,
+    );
+    let mut rows = Vec::new();
+    for &replay in &opts.replay {
+        for policy in &opts.policies {
+            let cpu_only = policy == "cpu-only";
+            let budgets: Vec<Option<u64>> = if cpu_only { vec![Some(0)] } else { opts.budgets.clone() };
+            for budget in budgets {
+                let prefetches: Vec<bool> = if cpu_only { vec![false] } else { opts.prefetch.clone() };
+                for prefetch in prefetches {
+                    engine.set_runtime_options(RuntimeOptions {
+                        threads,
+                        policy: policy.clone(),
+                        vram_budget_bytes: budget,
+                        prefetch,
+                    })?;
+                    let row = run_one(engine, opts, replay.then(|| trace.clone()), policy, budget, prefetch)?;
+                    progress(&row);
+                    rows.push(row);
+                }
+            }
+        }
+    }
+    engine.set_runtime_options(base)?;
+    Ok(rows)
+}
+
+fn run_one(
+    engine: &Engine,
+    opts: &SweepOptions,
+    replay: Option<hmoe_sched::Trace>,
+    policy: &str,
+    budget: Option<u64>,
+    prefetch: bool,
+) -> Result<SweepRow> {
+    let replaying = replay.is_some();
+    let vocab = (engine.info().config.vocab_size as u64).min(150_000);
+    // Replayed rows time decode only: a short prompt is enough to start it.
+    let prompt_len = if replaying { REPLAY_PROMPT } else { opts.prompt_len.max(1) };
+    let gen = opts.gen.max(1);
+    let mut rx = engine.subscribe_telemetry();
+    let (prefill_s, decode_s, sched_s) = engine.with_model(move |model, moe| -> Result<(f64, f64, f64)> {
+        let prompt: Vec<u32> = (0..prompt_len as u64)
+            .map(|i| ((i * 2_654_435_761) % vocab) as u32)
+            .collect();
+        let mut cache = model.new_cache(prompt_len + gen + 1);
+        let t0 = Instant::now();
+        let mut last = Vec::new();
+        for part in prompt.chunks(512) {
+            let mut s = [SeqStep { cache: &mut cache, tokens: part, logits: LogitsFor::Last }];
+            last = model.forward(&mut s, moe)?.swap_remove(0);
+        }
+        let prefill_s = t0.elapsed().as_secs_f64();
+        moe.set_routing_replay(replay);
+        let sched0 = moe.summary().sched_seconds;
+        let t1 = Instant::now();
+        let mut tok = argmax(&last);
+        for _ in 0..gen {
+            let one = [tok];
+            let mut s = [SeqStep { cache: &mut cache, tokens: &one, logits: LogitsFor::Last }];
+            tok = argmax(&model.forward(&mut s, moe)?.swap_remove(0));
+        }
+        let decode_s = t1.elapsed().as_secs_f64();
+        let sched_s = moe.summary().sched_seconds - sched0;
+        moe.set_routing_replay(None);
+        Ok((prefill_s, decode_s, sched_s))
+    })??;
+    let mut steps: Vec<Arc<StepTelemetry>> = Vec::new();
+    while let Ok(s) = rx.try_recv() {
+        steps.push(s);
+    }
+    let decode: Vec<&StepTelemetry> = steps.iter().filter(|s| s.n_tokens == 1).map(|s| &**s).collect();
+    let (mut routed, mut hits, mut on_gpu, mut bytes) = (0u64, 0u64, 0u64, 0u64);
+    let (mut layer_err, mut step_err) = (Vec::new(), Vec::new());
+    for s in &decode {
+        for l in &s.layers {
+            routed += l.experts.len() as u64;
+            hits += l.hits as u64;
+            on_gpu += l
+                .experts
+                .iter()
+                .filter(|e| e.placement != hmoe_sched::Placement::Cpu)
+                .count() as u64;
+            bytes += l.bytes_fetched + l.bytes_prefetched;
+            if let Some(e) = l.measured_s.and_then(|m| rel(l.predicted.finish_s, m)) {
+                layer_err.push(e);
+            }
+        }
+        if let Some(e) = s.measured_s.and_then(|m| rel(s.predicted_s, m)) {
+            step_err.push(e);
+        }
+    }
+    let snap = engine.scheduler_snapshot()?;
+    let per_token = decode_s / gen as f64;
+    Ok(SweepRow {
+        routing: if replaying { "replay" } else { "model" },
+        policy: policy.to_string(),
+        budget_bytes: budget,
+        cache_slots: snap.cache_slots,
+        prefetch,
+        prefill_tok_s: if replaying { 0.0 } else { prompt_len as f64 / prefill_s },
+        decode_tok_s: gen as f64 / decode_s,
+        hit_rate: hits as f64 / routed.max(1) as f64,
+        gpu_share: on_gpu as f64 / routed.max(1) as f64,
+        pcie_gb_s: bytes as f64 / decode_s / 1e9,
+        layer_pred_err_median: median(layer_err),
+        step_pred_err_median: median(step_err),
+        sched_s_per_token: sched_s / gen as f64,
+        sched_share: sched_s / gen as f64 / per_token,
+    })
+}
+
+/// Prints rows as a Markdown table.
+pub fn print_table(rows: &[SweepRow]) {
+    println!("| routing | policy | budget | slots | prefetch | prefill tok/s | decode tok/s | hit rate | GPU share | PCIe GB/s | layer err | step err | sched us/token | sched share |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!("{}", row_line(r));
+    }
+}
+
+/// One row of [`print_table`].
+pub fn row_line(r: &SweepRow) -> String {
+    format!(
+        "| {} | {} | {} | {} | {} | {:.1} | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.1}% | {:.1}% | {:.0} | {:.2}% |",
+        r.routing,
+        r.policy,
+        r.budget_bytes.map_or("all".into(), |b| if b >= 1 << 30 {
+            format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
+        } else {
+            format!("{} MiB", b >> 20)
+        }),
+        r.cache_slots,
+        if r.prefetch { "on" } else { "off" },
+        r.prefill_tok_s,
+        r.decode_tok_s,
+        r.hit_rate * 100.0,
+        r.gpu_share * 100.0,
+        r.pcie_gb_s,
+        r.layer_pred_err_median * 100.0,
+        r.step_pred_err_median * 100.0,
+        r.sched_s_per_token * 1e6,
+        r.sched_share * 100.0
+    )
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Issue 4's benchmark on the GPU machine: the synthetic 48-layer Qwen3-30B-A3B, 16 CPU
+# threads, batch 1, every policy x VRAM budget x prefetch on/off in ONE load (hmoe bench
+# --sweep switches settings between runs). Usage:
+#   cuda-bench.sh HMOE WORK OUT DTYPE ROUTING [GEN] [PROMPT] [BUDGETS] [POLICIES]
+# ROUTING: model (the random-weight router: near-uniform) or replay (calibrated trace).
+set -uo pipefail
+hmoe=$1; work=$2; out=$3; dtype=${4:-q4_k_m}; routing=${5:-model}
+gen=${6:-128}; prompt=${7:-1024}; budgets=${8:-8GiB,16GiB,24GiB,all}
+policies=${9:-cpu-only,static,lru,mrs,value}
+mkdir -p "$out" "$work"
+m=$work/qwen3-30b-a3b-$dtype.gguf
+if [ ! -f "$m" ]; then
+  s=$(date +%s)
+  "$hmoe" synth --preset qwen3-30b-a3b --dtype "$dtype" --seed 7 -o "$m" 2>&1 | tail -1
+  echo "synth took $(($(date +%s) - s)) s"
+fi
+"$hmoe" info -m "$m" | head -8
+HMOE_LOG=${HMOE_LOG:-info} "$hmoe" bench -m "$m" --device cuda --threads 16 --vram-budget 70GiB \
+  --sweep --routing "$routing" --budgets "$budgets" --policies "$policies" \
+  --gen "$gen" --prompt-len "$prompt" --jsonl "$out/sweep-$dtype-$routing.jsonl" 2> "$out/sweep-$dtype-$routing.err" \
+  | tee "$out/sweep-$dtype-$routing.md"
+grep -E "calibration|CUDA on|warn|error" "$out/sweep-$dtype-$routing.err" | head -20
