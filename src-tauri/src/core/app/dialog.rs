@@ -2,12 +2,15 @@
 //! WebDriver cannot drive a native dialog, so the end-to-end run sets these variables and
 //! the dialogs answer with fixed paths instead of opening. Only whoever starts the process
 //! can set them, and that person can already read and write the same files.
+//! "Save as" also writes the file, atomically (temporary file, fsync, rename): a reader
+//! never sees a half-written export.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use tauri::{AppHandle, Runtime};
 use tauri_plugin_dialog::DialogExt;
 
+use super::atomic;
 use crate::core::error::{AppError, AppResult};
 
 /// "Open file" dialogs return this path.
@@ -68,8 +71,9 @@ pub async fn pick_folder<R: Runtime>(app: &AppHandle<R>) -> AppResult<Option<Pat
     answer(rx).await
 }
 
-/// Asks where to save `suggested` (a file name); None if cancelled.
-pub async fn save_file<R: Runtime>(
+/// Asks where to save `suggested` (a file name); None if cancelled. Private: exports go
+/// through [`save_bytes`] / [`save_with`], which write atomically.
+async fn pick_save_path<R: Runtime>(
     app: &AppHandle<R>,
     extension: &str,
     suggested: &str,
@@ -86,4 +90,37 @@ pub async fn save_file<R: Runtime>(
             let _ = tx.send(p);
         });
     answer(rx).await
+}
+
+/// Asks where to save `suggested`, then has `write` fill a temporary file (given its
+/// path) on a blocking thread and renames it over the chosen file once complete and
+/// fsynced (`atomic::write_with`): the file never appears half-written, and a failure
+/// leaves no temporary file. Returns the path, or None if cancelled.
+pub async fn save_with<R: Runtime>(
+    app: &AppHandle<R>,
+    extension: &str,
+    suggested: &str,
+    write: impl FnOnce(&Path) -> AppResult<()> + Send + 'static,
+) -> AppResult<Option<PathBuf>> {
+    let Some(path) = pick_save_path(app, extension, suggested).await? else {
+        return Ok(None);
+    };
+    let target = path.clone();
+    tokio::task::spawn_blocking(move || atomic::write_with(&target, write))
+        .await
+        .map_err(|e| AppError::State(format!("saving {} failed: {e}", path.display())))??;
+    Ok(Some(path))
+}
+
+/// [`save_with`] for content already in memory.
+pub async fn save_bytes<R: Runtime>(
+    app: &AppHandle<R>,
+    extension: &str,
+    suggested: &str,
+    bytes: Vec<u8>,
+) -> AppResult<Option<PathBuf>> {
+    save_with(app, extension, suggested, move |tmp| {
+        std::fs::write(tmp, &bytes).map_err(|e| AppError::io("write", tmp, e))
+    })
+    .await
 }

@@ -12,7 +12,7 @@ use super::models::{
 };
 use super::remote::{self, EndpointInput, RemoteEndpoint};
 use super::store;
-use crate::core::error::{AppError, AppResult};
+use crate::core::error::AppResult;
 use crate::core::state::AppState;
 
 fn emitter(ch: Channel<ChatStreamEvent>) -> Arc<dyn Fn(ChatStreamEvent) + Send + Sync> {
@@ -106,13 +106,8 @@ pub async fn conversation_export_save<R: Runtime>(
         })
         .collect();
     let name = format!("{}.{ext}", safe.trim());
-    let Some(path) = crate::core::app::dialog::save_file(&app, ext, &name).await? else {
-        return Ok(None);
-    };
-    tokio::fs::write(&path, text)
-        .await
-        .map_err(|e| AppError::io("write", &path, e))?;
-    Ok(Some(path.display().to_string()))
+    let saved = crate::core::app::dialog::save_bytes(&app, ext, &name, text.into_bytes()).await?;
+    Ok(saved.map(|p| p.display().to_string()))
 }
 
 /// Messages of a conversation.

@@ -12,7 +12,7 @@ use super::helpers;
 use super::models::{SchedMessage, SchedOptionsView, WhatIfReport, WhatIfRequest};
 use super::source::SchedSource;
 use super::stream::{Pacing, Subscriptions};
-use crate::core::app::dialog::save_file;
+use crate::core::app::dialog::{save_bytes, save_with};
 use crate::core::error::{AppError, AppResult};
 use crate::core::state::AppState;
 
@@ -128,18 +128,14 @@ pub async fn sched_export_trace<R: Runtime>(
     from_step: Option<u64>,
 ) -> AppResult<Option<String>> {
     let src = source(&state).await?;
-    let Some(path) = save_file(&app, "jsonl", "routing-trace.jsonl").await? else {
-        return Ok(None);
-    };
-    let shown = path.display().to_string();
-    blocking(move || {
+    let saved = save_with(&app, "jsonl", "routing-trace.jsonl", move |tmp| {
         let trace = src.trace().map_err(AppError::Engine)?;
         let part = helpers::slice_trace(&trace, from_step, usize::MAX);
-        part.save(&path)
-            .map_err(|e| AppError::io("write", &path, std::io::Error::other(e.to_string())))
+        part.save(tmp)
+            .map_err(|e| AppError::io("write", tmp, std::io::Error::other(e.to_string())))
     })
     .await?;
-    Ok(Some(shown))
+    Ok(saved.map(|p| p.display().to_string()))
 }
 
 /// Saves the what-if plot (the panel's SVG) where the user picks.
@@ -149,11 +145,6 @@ pub async fn sched_export_plot<R: Runtime>(
     svg: String,
 ) -> AppResult<Option<String>> {
     helpers::check_svg(&svg, MAX_PLOT_BYTES)?;
-    let Some(path) = save_file(&app, "svg", "what-if.svg").await? else {
-        return Ok(None);
-    };
-    tokio::fs::write(&path, svg)
-        .await
-        .map_err(|e| AppError::io("write", &path, e))?;
-    Ok(Some(path.display().to_string()))
+    let saved = save_bytes(&app, "svg", "what-if.svg", svg.into_bytes()).await?;
+    Ok(saved.map(|p| p.display().to_string()))
 }
