@@ -4,12 +4,11 @@
 // Environment: HMOE_APP (binary), HMOE_HUB_SERVER (hub-test-server binary), E2E_ARTIFACTS (screenshots),
 // E2E_DRIVER_PORT (tauri-driver's port, default 4444).
 import { spawn } from "node:child_process";
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, existsSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { copyFileSync, mkdirSync, readFileSync, readdirSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { connect, sleep, waitFor } from "./lib.mjs";
+import { connect, sleep, stopAll, tempDir, waitFor } from "./lib.mjs";
 
 const APP = process.env.HMOE_APP;
 const HUB = process.env.HMOE_HUB_SERVER;
@@ -20,7 +19,9 @@ const READY_TIMEOUT = 300_000;
 const STEP_TIMEOUT = 60_000;
 
 mkdirSync(ART, { recursive: true });
-const data = mkdtempSync(join(tmpdir(), "hmoe-e2e-"));
+// Removed when the file's tests end, pass or fail (screenshots go to ART, which is kept).
+const tmp = tempDir("hmoe-e2e-", ART);
+const data = tmp.dir;
 // Native file dialogs cannot be driven over WebDriver: the app's test seam answers them
 // with these paths (core/app/dialog.rs).
 const importSrc = join(data, "import", "picked-tiny.gguf");
@@ -75,7 +76,8 @@ function demoFileName() {
 }
 
 after(async () => {
-  for (const p of procs.reverse()) p.kill("SIGTERM");
+  await stopAll(procs);
+  tmp.remove();
 });
 
 test("chat, stop, export, import, download resumed after a restart, settings", { timeout: 1_200_000 }, async () => {

@@ -4,10 +4,10 @@
 // Environment: HMOE_APP, E2E_ARTIFACTS, E2E_DRIVER_PORT (default 4444), BENCH_ROUNDS (default 3).
 // Prints a Markdown table and writes $E2E_ARTIFACTS/bench-panel.json.
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
-import { cpus, tmpdir } from "node:os";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { cpus } from "node:os";
 import { join } from "node:path";
-import { connect, sleep, waitFor as waitEvery } from "./lib.mjs";
+import { connect, sleep, stopAll, tempDir, waitFor as waitEvery } from "./lib.mjs";
 
 const waitFor = (fn, timeout, what) => waitEvery(fn, timeout, what, 100);
 
@@ -27,7 +27,9 @@ const quantile = (xs, q) => {
 async function main() {
   if (!APP || !existsSync(APP)) throw new Error(`HMOE_APP must point at the app binary (got ${APP})`);
   mkdirSync(ART, { recursive: true });
-  const data = mkdtempSync(join(tmpdir(), "hmoe-bench-panel-"));
+  // Removed at the end (also on failure: on process exit); results go to ART.
+  const tmp = tempDir("hmoe-bench-panel-", ART);
+  const data = tmp.dir;
   const driver = spawn("tauri-driver", ["--port", String(DRIVER_PORT), "--native-driver", "/usr/bin/WebKitWebDriver"], {
     env: { ...process.env, HMOE_STUDIO_DATA: join(data, "studio"), HMOE_STUDIO_KEYRING: "off" },
     stdio: ["ignore", "inherit", "inherit"],
@@ -98,7 +100,8 @@ async function main() {
     }
   } finally {
     await b.deleteSession().catch(() => {});
-    driver.kill("SIGTERM");
+    await stopAll([driver]);
+    tmp.remove();
   }
   const mean = (mode, k) => {
     const xs = runs.filter((r) => r.mode === mode).map((r) => r[k]);

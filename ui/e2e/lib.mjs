@@ -1,5 +1,8 @@
 // Helpers shared by the end-to-end tests and the panel benchmark (real app under
 // tauri-driver + WebKitWebDriver, WebdriverIO 9 in classic WebDriver mode).
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { isAbsolute, join, relative, resolve } from "node:path";
 import { remote } from "webdriverio";
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -29,4 +32,58 @@ export function connect(port, app) {
     connectionRetryTimeout: 120_000,
     capabilities: { "tauri:options": { application: app }, "wdio:enforceWebDriverClassic": true },
   });
+}
+
+/**
+ * A fresh folder under the OS temp folder for one test file's data (app data, exports,
+ * models: ~300 MB). `remove()` deletes it; it is also removed when the process exits,
+ * whatever the outcome, in case an `after` hook never ran. Screenshots and other artefacts
+ * must not go here: they belong in E2E_ARTIFACTS (kept; refused below if inside).
+ */
+export function tempDir(prefix, keep = artifactsDir()) {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  if (keep && isInside(resolve(keep), dir)) throw new Error(`artefacts folder ${keep} is inside the temp folder ${dir}`);
+  let removed = false;
+  const remove = () => {
+    if (removed) return;
+    removed = true;
+    // Retries: the app may still be closing files when the driver has just gone.
+    rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
+  };
+  process.once("exit", remove);
+  exitOnSignals();
+  return { dir, remove };
+}
+
+let signalsHooked = false;
+/** Ctrl-C or the runner's SIGTERM end the process through `exit`, so the folders go too. */
+function exitOnSignals() {
+  if (signalsHooked) return;
+  signalsHooked = true;
+  process.once("SIGINT", () => process.exit(130));
+  process.once("SIGTERM", () => process.exit(143));
+}
+
+/** The artefacts folder (screenshots, benchmark JSON), kept after the run. */
+export function artifactsDir() {
+  return resolve(process.env.E2E_ARTIFACTS ?? "target/e2e-artifacts");
+}
+
+const isInside = (child, parent) => {
+  const r = relative(parent, child);
+  return r === "" || (!r.startsWith("..") && !isAbsolute(r));
+};
+
+/** Sends SIGTERM to each process (last started first) and waits up to `graceMs` for it to
+ * exit, then SIGKILL: files under a temp folder can only be removed once nobody writes them. */
+export async function stopAll(procs, graceMs = 5000) {
+  for (const p of [...procs].reverse()) {
+    if (p.exitCode != null || p.signalCode != null) continue;
+    const exited = new Promise((r) => p.once("exit", r));
+    p.kill("SIGTERM");
+    const t = setTimeout(() => p.kill("SIGKILL"), graceMs);
+    await exited;
+    clearTimeout(t);
+  }
+  procs.length = 0;
 }

@@ -5,12 +5,11 @@
 // Generates with the demo model on a machine without a GPU: every expert runs on the CPU,
 // the cache stays empty, and the panel has to say so.
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { connect, sleep, waitFor as waitEvery } from "./lib.mjs";
+import { connect, sleep, stopAll, tempDir, waitFor as waitEvery } from "./lib.mjs";
 
 const waitFor = (fn, timeout, what) => waitEvery(fn, timeout, what, 150);
 
@@ -22,7 +21,9 @@ const READY_TIMEOUT = 300_000;
 const STEP_TIMEOUT = 60_000;
 
 mkdirSync(ART, { recursive: true });
-const data = mkdtempSync(join(tmpdir(), "hmoe-panel-e2e-"));
+// Removed when the file's tests end, pass or fail (screenshots go to ART, which is kept).
+const tmp = tempDir("hmoe-panel-e2e-", ART);
+const data = tmp.dir;
 const exportDir = join(data, "exports");
 mkdirSync(exportDir, { recursive: true });
 const procs = [];
@@ -94,7 +95,8 @@ before(async () => {
 });
 
 after(async () => {
-  for (const p of procs.reverse()) p.kill("SIGTERM");
+  await stopAll(procs);
+  tmp.remove();
 });
 
 test("scheduler panel: live map and counters while streaming, no-GPU notice, controls, what-if, exports", { timeout: 1_200_000 }, async () => {
@@ -158,13 +160,16 @@ test("scheduler panel: live map and counters while streaming, no-GPU notice, con
     // Export the trace and the plot (the save dialog's test seam picks the folder).
     await (await b.$('[data-testid="sched-export-trace"]')).click();
     const tracePath = join(exportDir, "routing-trace.jsonl");
-    // The file appears before it is fully written: wait for a complete first line.
-    await waitFor(() => existsSync(tracePath) && readFileSync(tracePath, "utf8").includes("\n"), STEP_TIMEOUT, "trace file");
+    // Saved atomically (temporary file, fsync, rename; core/app/atomic.rs): once the file
+    // exists it is complete, so it is read as soon as it appears.
+    await waitFor(() => existsSync(tracePath), STEP_TIMEOUT, "trace file");
+    assert.ok(readFileSync(tracePath, "utf8").endsWith("\n"), "the trace file is complete when it appears");
     const header = JSON.parse(readFileSync(tracePath, "utf8").split("\n")[0]);
     assert.equal(header.format, "hmoe-trace");
     await (await b.$('[data-testid="sched-export-plot"]')).click();
     const plotPath = join(exportDir, "what-if.svg");
-    await waitFor(() => existsSync(plotPath) && readFileSync(plotPath, "utf8").includes("</svg>"), STEP_TIMEOUT, "plot file");
+    await waitFor(() => existsSync(plotPath), STEP_TIMEOUT, "plot file");
+    assert.ok(readFileSync(plotPath, "utf8").trimEnd().endsWith("</svg>"), "the plot file is complete when it appears");
     assert.match(readFileSync(plotPath, "utf8"), /^<svg[^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
 
     // Controls: switch to LRU; it is in force from the next generation on.
