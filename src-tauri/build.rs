@@ -52,6 +52,8 @@ const COMMANDS: &[&str] = &[
     "local_server_status",
     "local_server_start",
     "local_server_stop",
+    "panel_settings_get",
+    "panel_settings_set",
 ];
 
 fn main() {

@@ -61,6 +61,8 @@ pub fn handler<R: Runtime>() -> impl Fn(tauri::ipc::Invoke<R>) -> bool + Send + 
         settings::commands::local_server_status,
         settings::commands::local_server_start,
         settings::commands::local_server_stop,
+        settings::commands::panel_settings_get,
+        settings::commands::panel_settings_set,
     ]
 }
 

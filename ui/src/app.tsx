@@ -7,6 +7,7 @@ import { SchedulerPanel } from "./components/SchedulerSlot";
 import { SettingsScreen } from "./components/SettingsScreen";
 import { StatusBar } from "./components/StatusBar";
 import { engineStore } from "./stores/engine";
+import { panelSettingsStore } from "./stores/panelSettings";
 import { useStore } from "./stores/store";
 
 export type Route = "chat" | "models" | "downloads" | "settings" | "scheduler";
@@ -24,7 +25,8 @@ export function parseRoute(hash: string): Route {
 
 export function App() {
   const [route, setRoute] = useState<Route>(parseRoute(location.hash));
-  const [schedulerDocked, setSchedulerDocked] = useState(false);
+  // Docked or not is a saved panel setting (core/settings/panel.rs).
+  const schedulerDocked = useStore(panelSettingsStore).settings.docked;
   const engine = useStore(engineStore);
   useEffect(() => {
     const on = () => setRoute(parseRoute(location.hash));
@@ -51,7 +53,7 @@ export function App() {
         ))}
         <div class="spacer" />
         <button class={`rail-btn ${schedulerDocked ? "active" : ""}`} title="Scheduler panel" data-testid="toggle-scheduler"
-          onClick={() => setSchedulerDocked(!schedulerDocked)}>
+          onClick={() => panelSettingsStore.update({ docked: !schedulerDocked })}>
           <Icon name="scheduler" size={20} />
           <span>Scheduler</span>
         </button>

@@ -6,8 +6,9 @@ import { chatStore } from "./stores/chat";
 import { downloadsStore } from "./stores/downloads";
 import { engineStore } from "./stores/engine";
 import { libraryStore } from "./stores/library";
+import { panelSettingsStore } from "./stores/panelSettings";
 import { settingsStore } from "./stores/settings";
 
 const root = document.getElementById("app");
 if (root) render(<App />, root);
-void Promise.all([engineStore.init(), chatStore.refresh(), libraryStore.init(), downloadsStore.init(), settingsStore.load()]);
+void Promise.all([engineStore.init(), chatStore.refresh(), libraryStore.init(), downloadsStore.init(), settingsStore.load(), panelSettingsStore.load()]);

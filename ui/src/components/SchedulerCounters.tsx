@@ -34,12 +34,13 @@ interface Tile {
   max?: number;
 }
 
-export function SchedulerCounters({ panel }: { panel: PanelModel }) {
+/** Sparklines cover the last `windowSteps` steps (the panel's chart window). */
+export function SchedulerCounters({ panel, windowSteps }: { panel: PanelModel; windowSteps?: number }) {
   const c = panel.counters;
   const snap = panel.snapshot;
   const noGpu = snap ? snap.gpu == null : true;
   const capacity = snap ? snap.cache_slots * snap.expert_bytes : 0;
-  const h = panel.history;
+  const h = windowSteps ? panel.history.slice(-windowSteps) : panel.history;
   const tiles: Tile[] = [
     { key: "tok_s", label: "tokens / s", value: c ? c.tok_s.toFixed(c.tok_s >= 100 ? 0 : 1) : "—", raw: c?.tok_s ?? 0,
       sub: c ? `last ${c.window_steps} steps` : "waiting for tokens", color: "#9a82ff", values: series(h, "tok_s") },
@@ -56,7 +57,7 @@ export function SchedulerCounters({ panel }: { panel: PanelModel }) {
       sub: "predicted vs measured, median", color: "#ff8f8f", values: series(h, "cost_error") },
   ];
   return (
-    <div class="sched-counters" data-testid="sched-counters" data-steps={panel.steps}>
+    <div class="sched-counters" data-testid="sched-counters" data-steps={panel.steps} data-window={h.length}>
       {tiles.map((t) => (
         <div class="sched-tile" key={t.key} data-testid={`sched-counter-${t.key}`} data-value={t.raw}>
           <div class="sched-tile-label">{t.label}</div>

@@ -2,10 +2,21 @@
 // requestAnimationFrame only while something changes or fades. One pixel per cell is
 // written into an ImageData and scaled up (no per-cell draw calls), so a 48 × 128 map
 // costs the same as a 4 × 16 one.
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
 import { cellRgb, MARK_MS, type CellInput, type Rgb } from "../lib/schedColors";
 import { cellAt, gridLayout, panelCost, type ExpertInfo, type PanelModel } from "../lib/schedModel";
+import { fitCanvas, useCanvas } from "../lib/useCanvas";
 import { RES_ARRIVED, RES_EVICTED, RES_RESIDENT } from "../services/schedTypes";
+
+/** What the map overlays on residency and selections (the panel's view settings). */
+export interface GridView {
+  /** Use-frequency heat under non-resident experts. */
+  heat: boolean;
+  /** Flash experts copied in or evicted. */
+  marks: boolean;
+}
+
+const ALL_ON: GridView = { heat: true, marks: true };
 
 const RES_NAME: Record<number, string> = {
   0: "not in VRAM",
@@ -15,21 +26,10 @@ const RES_NAME: Record<number, string> = {
 };
 const PLACE_NAME = ["GPU (cache hit)", "GPU after a fetch", "CPU"];
 
-export function SchedulerGrid({ panel }: { panel: PanelModel }) {
-  const wrap = useRef<HTMLDivElement>(null);
-  const canvas = useRef<HTMLCanvasElement>(null);
-  const [width, setWidth] = useState(0);
+export function SchedulerGrid({ panel, view = ALL_ON }: { panel: PanelModel; view?: GridView }) {
+  const { wrap, canvas, width } = useCanvas();
   const [hover, setHover] = useState<{ x: number; y: number; info: ExpertInfo } | null>(null);
-
-  useEffect(() => {
-    const el = wrap.current;
-    if (!el) return;
-    const measure = () => setWidth(Math.floor(el.clientWidth));
-    measure();
-    const ro = typeof ResizeObserver !== "undefined" ? new ResizeObserver(measure) : null;
-    ro?.observe(el);
-    return () => ro?.disconnect();
-  }, []);
+  const { heat, marks } = view;
 
   useEffect(() => {
     const c = canvas.current;
@@ -49,20 +49,14 @@ export function SchedulerGrid({ panel }: { panel: PanelModel }) {
       raf = requestAnimationFrame(draw);
       const now = performance.now();
       // Only eviction/arrival marks fade with time; selections fade by tokens.
-      const fading = panel.marking(now, MARK_MS);
+      const fading = marks && panel.marking(now, MARK_MS);
       if (panel.version === drawnVersion && width === drawnWidth && !fading) return;
       drawnVersion = panel.version;
       const t0 = performance.now();
       drawnWidth = width;
       const g = panel.grid;
       const { cellW, cellH, height, gap } = gridLayout(width, g.nLayers, g.nExperts);
-      const dpr = Math.min(2, window.devicePixelRatio || 1);
-      if (c.width !== Math.round(width * dpr) || c.height !== Math.round(height * dpr)) {
-        c.width = Math.round(width * dpr);
-        c.height = Math.round(height * dpr);
-        c.style.height = `${height}px`;
-      }
-      const ctx = c.getContext("2d");
+      const ctx = fitCanvas(c, width, height);
       if (!ctx || g.nLayers === 0) return;
       if (!img || img.width !== g.nExperts || img.height !== g.nLayers) {
         small.width = g.nExperts;
@@ -72,12 +66,14 @@ export function SchedulerGrid({ panel }: { panel: PanelModel }) {
       const d = img.data;
       let glowing = 0;
       for (let i = 0; i < g.residency.length; i++) {
-        cell.residency = g.residency[i];
-        cell.heat = g.heat[i];
+        const r = g.residency[i];
+        // Without marks an expert that just arrived reads as resident.
+        cell.residency = !marks && r === RES_ARRIVED ? RES_RESIDENT : r;
+        cell.heat = heat ? g.heat[i] : 0;
         cell.place = g.place[i];
         cell.selectedAgo = panel.lastStep - g.selectedStep[i];
-        cell.evictedAgo = now - g.evictedAt[i];
-        cell.arrivedAgo = now - g.arrivedAt[i];
+        cell.evictedAgo = marks ? now - g.evictedAt[i] : Infinity;
+        cell.arrivedAgo = marks ? now - g.arrivedAt[i] : Infinity;
         if (cell.selectedAgo === 0) glowing++;
         cellRgb(cell, rgb);
         d[i * 4] = rgb[0];
@@ -86,7 +82,6 @@ export function SchedulerGrid({ panel }: { panel: PanelModel }) {
         d[i * 4 + 3] = 255;
       }
       small.getContext("2d")?.putImageData(img, 0, 0);
-      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
       ctx.imageSmoothingEnabled = false;
       ctx.clearRect(0, 0, width, height);
       ctx.drawImage(small, 0, 0, g.nExperts * cellW, g.nLayers * cellH);
@@ -108,7 +103,7 @@ export function SchedulerGrid({ panel }: { panel: PanelModel }) {
     };
     raf = requestAnimationFrame(draw);
     return () => cancelAnimationFrame(raf);
-  }, [panel, width]);
+  }, [panel, width, heat, marks]);
 
   const onMove = (ev: MouseEvent) => {
     const c = canvas.current;

@@ -3,31 +3,30 @@
 // on its critical path; the white tick is the cost model's prediction for the step.
 // Bottom: the latest step per layer, predicted CPU / GPU / PCIe busy time side by side
 // with the measured time as a dot.
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useEffect } from "preact/hooks";
 import { criticalSide, css, mix, PALETTE, sideRgb, type Rgb } from "../lib/schedColors";
 import { panelCost, type PanelModel } from "../lib/schedModel";
+import { fitCanvas, useCanvas } from "../lib/useCanvas";
 import type { StepSummary } from "../services/schedTypes";
 
 const TOP_H = 96;
 const BOTTOM_H = 64;
-const COL_W = 7;
+/** Column width bounds (px): columns stretch so that `window` steps fill the width. */
+const MIN_COL_W = 3;
+const MAX_COL_W = 14;
+/** Steps shown when the panel passes no window. */
+const DEFAULT_WINDOW = 64;
+
+/** Column width and count for `window` steps in `width` px. */
+export function timelineColumns(width: number, windowSteps: number): { colW: number; cols: number } {
+  const colW = Math.max(MIN_COL_W, Math.min(MAX_COL_W, width / Math.max(1, windowSteps)));
+  return { colW, cols: Math.max(1, Math.min(windowSteps, Math.floor(width / colW))) };
+}
 
 const layerTime = (l: StepSummary["layers"][number]) => (l.measured >= 0 ? l.measured : l.finish);
 
-export function SchedulerTimeline({ panel }: { panel: PanelModel }) {
-  const wrap = useRef<HTMLDivElement>(null);
-  const canvas = useRef<HTMLCanvasElement>(null);
-  const [width, setWidth] = useState(0);
-
-  useEffect(() => {
-    const el = wrap.current;
-    if (!el) return;
-    const measure = () => setWidth(Math.floor(el.clientWidth));
-    measure();
-    const ro = typeof ResizeObserver !== "undefined" ? new ResizeObserver(measure) : null;
-    ro?.observe(el);
-    return () => ro?.disconnect();
-  }, []);
+export function SchedulerTimeline({ panel, windowSteps = DEFAULT_WINDOW }: { panel: PanelModel; windowSteps?: number }) {
+  const { wrap, canvas, width } = useCanvas();
 
   useEffect(() => {
     const c = canvas.current;
@@ -44,17 +43,10 @@ export function SchedulerTimeline({ panel }: { panel: PanelModel }) {
       const t0 = performance.now();
       drawnWidth = width;
       const height = TOP_H + 14 + BOTTOM_H;
-      const dpr = Math.min(2, window.devicePixelRatio || 1);
-      if (c.width !== Math.round(width * dpr) || c.height !== Math.round(height * dpr)) {
-        c.width = Math.round(width * dpr);
-        c.height = Math.round(height * dpr);
-        c.style.height = `${height}px`;
-      }
-      const ctx = c.getContext("2d");
+      const ctx = fitCanvas(c, width, height);
       if (!ctx) return;
-      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
       ctx.clearRect(0, 0, width, height);
-      const cols = Math.max(1, Math.floor(width / COL_W));
+      const { colW, cols } = timelineColumns(width, windowSteps);
       const steps = panel.history.slice(-cols);
       // Scale: the 90th percentile of the visible steps (measured or predicted) fills
       // 85% of the height, so one long prefill step does not flatten the decode steps;
@@ -63,9 +55,9 @@ export function SchedulerTimeline({ panel }: { panel: PanelModel }) {
         .flatMap((s) => [s.layers.reduce((a, l) => a + layerTime(l), 0), s.predicted_s])
         .sort((a, b) => a - b);
       const max = Math.max(1e-9, (totals[Math.floor(0.9 * (totals.length - 1))] ?? 0) / 0.85);
-      const x0 = width - steps.length * COL_W;
+      const x0 = width - steps.length * colW;
       steps.forEach((s, k) => {
-        const x = x0 + k * COL_W;
+        const x = x0 + k * colW;
         let y = TOP_H;
         s.layers.forEach((l, li) => {
           const h = Math.min((layerTime(l) / max) * (TOP_H - 4), y);
@@ -73,7 +65,7 @@ export function SchedulerTimeline({ panel }: { panel: PanelModel }) {
           // Alternate shades so layer boundaries stay visible.
           mix(base, PALETTE.empty, li % 2 ? 0.28 : 0, shade);
           ctx.fillStyle = css(shade);
-          ctx.fillRect(x, y - h, COL_W - 1, h);
+          ctx.fillRect(x, y - h, colW - 1, h);
           y -= h;
         });
       });
@@ -82,7 +74,7 @@ export function SchedulerTimeline({ panel }: { panel: PanelModel }) {
       ctx.lineWidth = 1.5;
       ctx.beginPath();
       steps.forEach((s, k) => {
-        const px = x0 + k * COL_W + (COL_W - 1) / 2;
+        const px = x0 + k * colW + (colW - 1) / 2;
         const py = Math.max(1, TOP_H - (s.predicted_s / max) * (TOP_H - 4));
         if (k === 0) ctx.moveTo(px, py);
         else ctx.lineTo(px, py);
@@ -130,7 +122,7 @@ export function SchedulerTimeline({ panel }: { panel: PanelModel }) {
     };
     raf = requestAnimationFrame(draw);
     return () => cancelAnimationFrame(raf);
-  }, [panel, width]);
+  }, [panel, width, windowSteps]);
 
   return (
     <div class="sched-timeline-wrap" ref={wrap}>

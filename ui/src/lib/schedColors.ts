@@ -28,6 +28,25 @@ export function setLightTheme(light: boolean): void {
   PALETTE.predicted = t.predicted;
 }
 
+type Accents = Pick<typeof PALETTE, "resident" | "arrived" | "evicted" | "gpuHit" | "gpuFetch" | "cpu">;
+const ACCENTS: Record<"default" | "colorblind", Accents> = {
+  default: {
+    resident: [38, 118, 170], arrived: [92, 225, 230], evicted: [255, 107, 107],
+    gpuHit: [62, 207, 142], gpuFetch: [245, 184, 74], cpu: [167, 139, 250],
+  },
+  // Okabe–Ito: placements blue / orange / reddish purple, marks yellow and bluish green;
+  // told apart with protanopia and deuteranopia.
+  colorblind: {
+    resident: [0, 114, 178], arrived: [0, 158, 115], evicted: [240, 228, 66],
+    gpuHit: [86, 180, 233], gpuFetch: [230, 159, 0], cpu: [204, 121, 167],
+  },
+};
+
+/** Accent colours of the map and timeline (the panel's palette setting). */
+export function setPalette(name: "default" | "colorblind"): void {
+  Object.assign(PALETTE, ACCENTS[name] ?? ACCENTS.default);
+}
+
 /** Steps over which a selected expert's glow fades (0 = the current token, full colour). */
 export const GLOW_STEPS = 3;
 /** How long an eviction or arrival stays marked (ms). */

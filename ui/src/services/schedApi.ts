@@ -1,6 +1,6 @@
 // Typed wrappers of the scheduler panel's commands (src-tauri/src/core/sched/commands.rs).
 import { transport } from "./ipc";
-import type { RuntimeOptions, SchedMessage, SchedOptionsView, SchedSnapshot, WhatIfReport } from "./schedTypes";
+import type { PanelSettings, RuntimeOptions, SchedMessage, SchedOptionsView, SchedSnapshot, WhatIfReport } from "./schedTypes";
 
 const call = <T>(cmd: string, args?: Record<string, unknown>) => transport().invoke<T>(cmd, args);
 
@@ -19,4 +19,6 @@ export const schedApi = {
     call<WhatIfReport>("sched_whatif", { request: { from_step: fromStep, profile } }),
   exportTrace: (fromStep: number | null) => call<string | null>("sched_export_trace", { fromStep }),
   exportPlot: (svg: string) => call<string | null>("sched_export_plot", { svg }),
+  panelSettings: () => call<PanelSettings>("panel_settings_get"),
+  setPanelSettings: (settings: PanelSettings) => call<PanelSettings>("panel_settings_set", { settings }),
 };

@@ -138,3 +138,38 @@ export interface WhatIfReport {
   sizes: string[];
   rows: WhatIfRow[];
 }
+
+/** Sections of the panel that fold (true = open); core/settings/panel.rs. */
+export interface PanelSections {
+  counters: boolean;
+  cache_map: boolean;
+  timeline: boolean;
+  controls: boolean;
+  what_if: boolean;
+}
+
+export type PanelPalette = "default" | "colorblind";
+
+/** The panel's view settings, saved by the back end (`panel_settings_get/set`). */
+export interface PanelSettings {
+  docked: boolean;
+  sections: PanelSections;
+  /** Steps drawn by the sparklines and the timeline. */
+  window_steps: number;
+  heat_overlay: boolean;
+  cache_marks: boolean;
+  palette: PanelPalette;
+}
+
+/** Bounds of `window_steps` (MIN/MAX_WINDOW_STEPS in core/settings/panel.rs). */
+export const MIN_WINDOW_STEPS = 8;
+export const MAX_WINDOW_STEPS = 160;
+
+export const DEFAULT_PANEL_SETTINGS: PanelSettings = {
+  docked: false,
+  sections: { counters: true, cache_map: true, timeline: true, controls: true, what_if: true },
+  window_steps: 64,
+  heat_overlay: true,
+  cache_marks: true,
+  palette: "default",
+};

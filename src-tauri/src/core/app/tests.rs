@@ -281,3 +281,64 @@ fn folder_and_remote_commands_validate_their_input() {
     .unwrap_err();
     assert_eq!(e["kind"], "invalid");
 }
+
+#[test]
+fn panel_settings_persist_apart_from_app_settings() {
+    let h = harness();
+    let d = call(&h, "panel_settings_get", json!({})).unwrap();
+    assert_eq!(d["docked"], false);
+    assert_eq!(d["sections"]["cache_map"], true);
+    assert_eq!(d["palette"], "default");
+    let mut s = d.clone();
+    s["docked"] = json!(true);
+    s["sections"]["timeline"] = json!(false);
+    s["window_steps"] = json!(32);
+    s["palette"] = json!("colorblind");
+    let saved = call(&h, "panel_settings_set", json!({ "settings": s })).unwrap();
+    assert_eq!(saved, s);
+    // Saving the app settings (the settings screen) leaves the panel's document alone.
+    let app = call(&h, "settings_get", json!({})).unwrap()["settings"].clone();
+    call(&h, "settings_set", json!({ "settings": app })).unwrap();
+    assert_eq!(call(&h, "panel_settings_get", json!({})).unwrap(), s);
+    let mut bad = s.clone();
+    bad["window_steps"] = json!(4);
+    let e = call(&h, "panel_settings_set", json!({ "settings": bad })).unwrap_err();
+    assert_eq!(e["kind"], "invalid", "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("window_steps"),
+        "{e}"
+    );
+    let mut bad = s.clone();
+    bad["palette"] = json!(17);
+    assert!(call(&h, "panel_settings_set", json!({ "settings": bad })).is_err());
+    assert_eq!(call(&h, "panel_settings_get", json!({})).unwrap(), s);
+}
+
+/// Every command in build.rs (the app manifest) is allowed in the capability, and nothing
+/// else is: a command added to one list and not the other would be unreachable or open.
+#[test]
+fn capability_allows_exactly_the_manifest_commands() {
+    let build = include_str!("../../../build.rs");
+    let list = &build[build.find("const COMMANDS").unwrap()..];
+    let list = &list[..list.find("];").unwrap()];
+    let mut commands: Vec<String> = list
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('"'))
+        .filter_map(|l| l.strip_suffix("\","))
+        .map(|c| format!("allow-{}", c.replace('_', "-")))
+        .collect();
+    let cap: Value =
+        serde_json::from_str(include_str!("../../../capabilities/default.json")).unwrap();
+    let mut allowed: Vec<String> = cap["permissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p.as_str())
+        .filter(|p| p.starts_with("allow-"))
+        .map(String::from)
+        .collect();
+    commands.sort();
+    allowed.sort();
+    assert!(commands.len() > 40, "parsed {} commands", commands.len());
+    assert_eq!(commands, allowed);
+}

@@ -5,6 +5,7 @@ use tauri::{AppHandle, Emitter, Runtime, State};
 use super::folder::FolderCheck;
 use super::helpers::{self, FolderChange};
 use super::models::{AppSettings, SettingsView};
+use super::panel::{self, PanelSettings};
 use super::server::ServerStatus;
 use crate::core::error::AppResult;
 use crate::core::events;
@@ -103,4 +104,20 @@ pub async fn local_server_start(
 #[tauri::command]
 pub async fn local_server_stop(state: State<'_, AppState>) -> AppResult<ServerStatus> {
     Ok(state.server.stop().await)
+}
+
+/// The scheduler panel's view settings (docked, open sections, window, overlays, palette).
+#[tauri::command]
+pub async fn panel_settings_get(state: State<'_, AppState>) -> AppResult<PanelSettings> {
+    panel::load(&state.db).await
+}
+
+/// Validates and stores the panel's view settings; returns them as stored.
+#[tauri::command]
+pub async fn panel_settings_set(
+    state: State<'_, AppState>,
+    settings: PanelSettings,
+) -> AppResult<PanelSettings> {
+    panel::save(&state.db, &settings).await?;
+    panel::load(&state.db).await
 }
