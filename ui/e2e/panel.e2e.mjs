@@ -203,3 +203,59 @@ test("scheduler panel: live map and counters while streaming, no-GPU notice, con
     await b.deleteSession();
   }
 });
+
+test("view settings survive a restart; the cache map at Qwen3-30B-A3B's shape (synthetic stream)", { timeout: 900_000 }, async () => {
+  const ready = (b) => waitFor(async () => (await (await b.$('[data-testid="engine-status"]')).getAttribute("data-state")) === "ready",
+    READY_TIMEOUT, "model loaded");
+  const fullPanel = async (b) => {
+    await b.execute(() => { location.hash = "#/scheduler"; });
+    await waitFor(async () => /layers/.test(await (await b.$('[data-testid="sched-model"]')).getText()), STEP_TIMEOUT, "panel knows the model");
+  };
+  let b = await connect(DRIVER_PORT, APP);
+  try {
+    await ready(b);
+    await fullPanel(b);
+    // Chart window 32, Controls and What if folded, panel docked: saved 300 ms later.
+    await (await b.$('[data-testid="sched-window"]')).selectByAttribute("value", "32");
+    await (await b.$('[data-testid="sched-fold-controls"]')).click();
+    await (await b.$('[data-testid="sched-fold-what_if"]')).click();
+    await (await b.$('[data-testid="toggle-scheduler"]')).click();
+    await sleep(1500);
+  } finally {
+    await b.deleteSession();
+  }
+
+  // A new app process reads them back.
+  b = await connect(DRIVER_PORT, APP);
+  try {
+    await ready(b);
+    await waitFor(async () => (await b.$('[data-testid="sched-panel"]')).isExisting(), STEP_TIMEOUT, "docked panel back after the restart");
+    assert.match(await (await b.$('[data-testid="toggle-scheduler"]')).getAttribute("class"), /active/);
+    await fullPanel(b);
+    assert.equal(await (await b.$('[data-testid="sched-window"]')).getValue(), "32");
+    assert.equal(await (await b.$('[data-testid="sched-section-controls"]')).getAttribute("data-open"), "false");
+    assert.equal(await (await b.$('[data-testid="sched-section-what_if"]')).getAttribute("data-open"), "false");
+    assert.equal(await (await b.$('[data-testid="sched-section-cache_map"]')).getAttribute("data-open"), "true");
+
+    // Qwen3-30B-A3B's 48 × 128 map cannot run here (17 GB, no GPU): the panel plays a
+    // synthetic stream of that shape through its normal message path (lib/synthSched.ts).
+    await b.execute(() => window.__hmoeSchedDemo.start(300, 20));
+    await waitFor(async () => /48 layers × 128 experts/.test(await (await b.$('[data-testid="sched-model"]')).getText()),
+      STEP_TIMEOUT, "synthetic 48 × 128 model");
+    const grid = await b.$('[data-testid="sched-grid"]');
+    assert.equal(await grid.getAttribute("aria-label"), "Cache map: 48 layers by 128 experts");
+    const size = await b.execute(() => {
+      const c = document.querySelector('[data-testid="sched-grid"]');
+      return { w: c.clientWidth, h: c.clientHeight };
+    });
+    // One row per layer, cells about square: height ≈ 48 × (width / 128), at least 3 px a row.
+    assert.ok(size.h >= 48 * 3 && Math.abs(size.h - 48 * Math.max(3, size.w / 128)) <= 2, `grid size ${JSON.stringify(size)}`);
+    await waitFor(async () => Number(await grid.getAttribute("data-glowing")) > 0, STEP_TIMEOUT, "selections lit on the 48 × 128 map");
+    assert.match(await (await b.$('[data-testid="sched-device"]')).getText(), /synthetic/);
+    await sleep(1200);
+    await shot(b, "panel-48x128-synthetic");
+    await b.execute(() => window.__hmoeSchedDemo.stop());
+  } finally {
+    await b.deleteSession();
+  }
+});

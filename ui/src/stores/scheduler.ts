@@ -172,3 +172,29 @@ export class SchedulerStore extends Store<SchedulerState> {
 }
 
 export const schedulerStore = new SchedulerStore();
+
+/** Docs/test seam: plays a synthetic stream at Qwen3-30B-A3B's shape (48 × 128, which this
+ * machine cannot run; lib/synthSched.ts) into the panel, through the same message path as
+ * the back end's. Used by the e2e run for the docs screenshot: `start(warm, perSecond)`
+ * replays `warm` steps at once, then streams `perSecond` steps a second until `stop()`.
+ * Loaded on demand, so it costs nothing unless called. */
+export const synthDemo = {
+  timer: null as ReturnType<typeof setInterval> | null,
+  async start(warm = 300, perSecond = 20, store: SchedulerStore = schedulerStore): Promise<number> {
+    this.stop();
+    const { SynthScheduler, QWEN3_30B_A3B } = await import("../lib/synthSched");
+    const s = new SynthScheduler(QWEN3_30B_A3B);
+    for (const m of s.warmUp(warm)) store.onMessage(m);
+    let k = 0;
+    this.timer = setInterval(() => {
+      store.onMessage(s.next());
+      if (++k % 5 === 0) store.onMessage(s.snapshot());
+    }, 1000 / perSecond);
+    return s.step;
+  },
+  stop(): void {
+    if (this.timer != null) clearInterval(this.timer);
+    this.timer = null;
+  },
+};
+(globalThis as unknown as { __hmoeSchedDemo?: typeof synthDemo }).__hmoeSchedDemo = synthDemo;
