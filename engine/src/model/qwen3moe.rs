@@ -2,7 +2,7 @@
 //! batch of sequences: all new tokens of all sequences go through the dense layers
 //! and the MoE layer together; attention runs per sequence against its own cache.
 
-use super::attention::{attend, HeadShape};
+use super::attention::{attend_into, HeadShape};
 use super::config::Qwen3MoeConfig;
 use super::kv_cache::KvCache;
 use super::ops::{rms_norm_rows, Rope};
@@ -186,7 +186,7 @@ impl Qwen3Moe {
             let v = lw.wv.forward(&self.file, &self.pool, &hn)?;
             rms_norm_rows(&mut q, &lw.q_norm, cfg.rms_eps);
             rms_norm_rows(&mut k, &lw.k_norm, cfg.rms_eps);
-            let mut attn = Vec::with_capacity(n * q_w);
+            let mut attn = vec![0f32; n * q_w];
             let mut row = 0;
             for s in batch.iter_mut() {
                 let m = s.tokens.len();
@@ -201,7 +201,8 @@ impl Qwen3Moe {
                 let kv = &mut s.cache.layers[li];
                 kv.k.extend_from_slice(&k[row * kv_w..(row + m) * kv_w]);
                 kv.v.extend_from_slice(&v[row * kv_w..(row + m) * kv_w]);
-                attn.extend(attend(&q[row * q_w..(row + m) * q_w], kv, start, shape));
+                let rows = row * q_w..(row + m) * q_w;
+                attend_into(&q[rows.clone()], kv, start, shape, &mut attn[rows]);
                 row += m;
             }
             let o = lw.wo.forward(&self.file, &self.pool, &attn)?;
@@ -227,7 +228,8 @@ impl Qwen3Moe {
                 (None, None) => Vec::new(),
             };
             let mut moe_out = vec![0f32; n * h];
-            let next_layer = (li + 1 < self.weights.layers.len()).then(|| self.layer_experts(li + 1));
+            let next_layer =
+                (li + 1 < self.weights.layers.len()).then(|| self.layer_experts(li + 1));
             moe.run_layer(
                 &self.layer_experts(li),
                 next_layer.as_ref(),
