@@ -15,7 +15,7 @@ if [ ! -f "$m" ]; then
   "$hmoe" synth --preset qwen3-30b-a3b --dtype "$dtype" --seed 7 -o "$m" 2>&1 | tail -1
   echo "synth took $(($(date +%s) - s)) s"
 fi
-"$hmoe" info -m "$m" | head -8
+"$hmoe" info "$m" | head -8
 HMOE_LOG=${HMOE_LOG:-info} "$hmoe" bench -m "$m" --device cuda --threads 16 --vram-budget 70GiB \
   --sweep --routing "$routing" --budgets "$budgets" --policies "$policies" \
   --gen "$gen" --prompt-len "$prompt" --jsonl "$out/sweep-$dtype-$routing.jsonl" 2> "$out/sweep-$dtype-$routing.err" \

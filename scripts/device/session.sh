@@ -44,6 +44,9 @@ for s in $stages; do
     replay-q4) stage replay-q4 300 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT" q4_k_m replay 256 ;;
     sweep-q8) stage sweep-q8 400 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT" q8_0 model 128 1024 16GiB,all cpu-only,static,value ;;
     serve-full) stage serve-full 200 bash scripts/device/serve-bench.sh "$hmoe" "$work" "$OUT/serve" "$work/qwen3-30b-a3b-q4_k_m.gguf" --device cuda --threads 16 ;;
+    diag) stage diag 150 bash scripts/device/diag-dense.sh "$hmoe" "$work" "$OUT" ;;
+    replay-q4s) stage replay-q4s 260 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT" q4_k_m replay 48 16 8GiB,16GiB,all ;;
+    registered) stage registered 150 env HMOE_CUDA_HOST=registered bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/registered" q4_k_m model 64 512 16GiB value ;;
     *) echo "unknown stage $s" ;;
   esac
 done

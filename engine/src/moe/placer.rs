@@ -125,6 +125,7 @@ impl SchedPlacer {
         hub: TelemetryHub,
     ) -> Result<Self> {
         let mut cost = CostModel::new(profile);
+        cost.set_layers(shape.n_layers);
         let options = PlacerOptions {
             policy: policy.to_string(),
             vram_budget_bytes: Some(vram_budget),
@@ -343,6 +344,11 @@ impl Placer for SchedPlacer {
         if predicted > 0.0 && m.wall_s > 0.0 {
             self.cost.observe_layer(predicted, m.wall_s);
         }
+        // Hybrid layers: what the wall time exceeds the CPU/GPU finish by is the join.
+        if m.gpu.is_some() && m.wall_s > 0.0 {
+            let busy = m.cpu_s.max(m.gpu.map_or(0.0, |t| t.gpu_ms as f64 / 1e3));
+            self.cost.observe_sync(m.wall_s - busy);
+        }
         let work = self.shape.expert_work();
         // Decode layers give clean per-expert samples: every expert serves one token.
         if !m.cpu_items.is_empty() && m.cpu_items.iter().all(|it| it.rows.len() == 1) {
@@ -378,7 +384,15 @@ impl Placer for SchedPlacer {
     }
 
     fn end_step(&mut self, measured_s: f64) {
-        let predicted_s = self.layers.iter().map(|l| l.predicted.finish_s).sum();
+        let moe_pred: f64 = self.layers.iter().map(|l| l.predicted.finish_s).sum();
+        let predicted_s = moe_pred + self.cost.dense_step_s(self.step_tokens);
+        // What the step took outside its measured MoE layers refits the dense term.
+        if self.layers.iter().all(|l| l.measured_s.is_some()) && measured_s > 0.0 {
+            let moe: f64 = self.layers.iter().filter_map(|l| l.measured_s).sum();
+            self.cost.observe_step(predicted_s, measured_s);
+            self.cost
+                .observe_dense_step(self.step_tokens, measured_s - moe);
+        }
         let step = StepTelemetry {
             step: self.step,
             n_tokens: self.step_tokens,

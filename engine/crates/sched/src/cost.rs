@@ -16,6 +16,10 @@ const FIT_DECAY: f64 = 0.9995;
 /// The prior weighs a tenth of a sample: a handful of measurements override it.
 const FIT_RIDGE: f64 = 0.1;
 /// Layer-error samples kept for the median.
+/// Weight of a new sample in the join-cost average (~50 layers of memory).
+const SYNC_EWMA: f64 = 0.02;
+/// A join cost above this is an outlier (a stall), not the join.
+const SYNC_MAX_S: f64 = 5e-3;
 const ERROR_WINDOW: usize = 4096;
 
 /// Cost of one expert (of a given model) as a linear function of its token count.
@@ -122,7 +126,11 @@ pub struct CostModel {
     cpu_fit: PriorLeastSquares,
     gpu_fit: Option<PriorLeastSquares>,
     link_fit: Option<PriorLeastSquares>,
+    /// Dense part of a step (everything but the MoE layers): `[fixed, per token]`.
+    dense_fit: PriorLeastSquares,
+    n_layers: u16,
     layer_err: ErrorTracker,
+    step_err: ErrorTracker,
     dirty: bool,
 }
 
@@ -195,13 +203,74 @@ impl CostModel {
             )
         });
         Self {
+            dense_fit: PriorLeastSquares::new(vec![1e-3, 1e-4], FIT_DECAY, FIT_RIDGE),
+            n_layers: 0,
             profile,
             cpu_fit,
             gpu_fit,
             link_fit,
             layer_err: ErrorTracker::default(),
+            step_err: ErrorTracker::default(),
             dirty: false,
         }
+    }
+
+    /// Sets the layer count the profile's dense terms are per (0 until set: the step
+    /// predictions then have no dense part until the first observation).
+    pub fn set_layers(&mut self, n_layers: u16) {
+        self.n_layers = n_layers;
+        let (fixed, per_token) = self.profile_dense(1);
+        self.dense_fit = PriorLeastSquares::new(
+            vec![fixed.max(1e-6), per_token.max(1e-7)],
+            FIT_DECAY,
+            FIT_RIDGE,
+        );
+    }
+
+    fn profile_dense(&self, _n_tokens: u32) -> (f64, f64) {
+        let l = self.n_layers as f64;
+        (
+            self.profile.dense_layer_s * l + self.profile.token_fixed_s,
+            self.profile.dense_layer_per_token_s * l,
+        )
+    }
+
+    /// Predicted dense time of a step of `n_tokens` (attention, norms, routers, head:
+    /// everything but the MoE layers), from the online fit once steps were observed.
+    pub fn dense_step_s(&self, n_tokens: u32) -> f64 {
+        let p = if self.dense_fit.samples() > 0.0 {
+            self.dense_fit.solve()
+        } else {
+            let (a, b) = self.profile_dense(n_tokens);
+            vec![a, b]
+        };
+        p[0] + p[1] * n_tokens as f64
+    }
+
+    /// A measured step: `dense_s` is its time outside the MoE layers.
+    pub fn observe_dense_step(&mut self, n_tokens: u32, dense_s: f64) {
+        if dense_s.is_finite() && dense_s > 0.0 {
+            self.dense_fit.observe(&[1.0, n_tokens as f64], dense_s);
+        }
+    }
+
+    /// A measured hybrid layer's time beyond its predicted CPU/GPU finish: the join cost
+    /// (upload, launch, download, combine), refitted as a moving average.
+    pub fn observe_sync(&mut self, residual_s: f64) {
+        if residual_s.is_finite() {
+            let r = residual_s.clamp(0.0, SYNC_MAX_S);
+            self.profile.sync_s += SYNC_EWMA * (r - self.profile.sync_s);
+        }
+    }
+
+    /// A step's predicted vs measured time, for the error report.
+    pub fn observe_step(&mut self, predicted_s: f64, measured_s: f64) {
+        self.step_err.record(predicted_s, measured_s);
+    }
+
+    /// Step-time prediction error so far.
+    pub fn step_error_report(&self) -> Option<ErrorReport> {
+        self.step_err.report()
     }
 
     /// The current (refitted) profile, ready to be saved for the next start.
@@ -391,5 +460,44 @@ mod tests {
         assert!(!c.has_gpu());
         assert!(c.cpu(1) > 0.0 && c.cpu(512) > c.cpu(1));
         assert_eq!(c.hit_saving(1), 0.0);
+    }
+
+    /// Relative error allowed for the dense fit after many exact samples: the ridge
+    /// toward the prior keeps a small bias.
+    const DENSE_FIT_TOL: f64 = 0.05;
+
+    #[test]
+    fn dense_fit_learns_fixed_and_per_token_parts() {
+        let mut c = CostModel::new(MachineProfile::build_box());
+        c.set_layers(48);
+        // A machine whose dense part is 10 ms + 0.2 ms per token.
+        for i in 0..400 {
+            let n = if i % 4 == 0 { 512 } else { 1 };
+            c.observe_dense_step(n, 10e-3 + 0.2e-3 * n as f64);
+        }
+        for n in [1u32, 512] {
+            let want = 10e-3 + 0.2e-3 * n as f64;
+            let got = c.dense_step_s(n);
+            assert!((got - want).abs() / want < DENSE_FIT_TOL, "n={n}: {got} vs {want}");
+        }
+        // Non-finite or non-positive samples are ignored.
+        let before = c.dense_step_s(1);
+        c.observe_dense_step(1, f64::NAN);
+        c.observe_dense_step(1, -1.0);
+        assert_eq!(c.dense_step_s(1), before);
+    }
+
+    #[test]
+    fn sync_average_follows_the_join_and_ignores_stalls() {
+        let mut c = CostModel::new(MachineProfile::h100_box());
+        for _ in 0..500 {
+            c.observe_sync(80e-6);
+        }
+        let s = c.profile().sync_s;
+        assert!((s - 80e-6).abs() < 2e-6, "{s}");
+        // One 1-second stall moves the average by at most SYNC_EWMA x SYNC_MAX_S.
+        c.observe_sync(1.0);
+        let after = c.profile().sync_s;
+        assert!(after - s <= SYNC_EWMA * SYNC_MAX_S + 1e-12);
     }
 }
