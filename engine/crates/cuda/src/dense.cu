@@ -73,23 +73,18 @@ KERNEL void rope_neox(float* x, const u32* pos, const float* inv_freq, u32 n_tok
     hd[i + half] = x1 * c + x0 * s;
 }
 
-// Causal grouped-query attention of n new tokens (positions start .. start + n - 1) of one
-// sequence over its cache k, v [start + n][n_kv * head_dim]; q, out [n][n_heads * head_dim].
-// One warp per (token, head): online softmax over the visible positions; lane L holds
-// elements L, L + 32, ... of the head (head_dim a multiple of 32, at most 256).
-// Grid (n_heads, n), block 32.
-KERNEL void attend(const float* q, const float* k, const float* v, float* out, u32 n, u32 start,
-                   u32 n_heads, u32 n_kv, u32 head_dim, float scale) {
-    u32 lane = threadIdx.x & 31, h = blockIdx.x, i = blockIdx.y;
-    u32 per = head_dim / 32, kvh = h / (n_heads / n_kv), kvw = n_kv * head_dim;
-    const float* qh = q + (u64)i * n_heads * head_dim + (u64)h * head_dim;
+// One warp: query head qh (head_dim floats) over `visible` cached positions of k, v (rows
+// of kvw floats; this head's KV slice starts at kvh * head_dim); online softmax; lane L
+// holds elements L, L + 32, ... (head_dim a multiple of 32, at most 256). Writes o.
+DEV void attend_head(const float* qh, const float* k, const float* v, float* o, u32 visible,
+                     u32 kvw, u32 kvh, u32 head_dim, float scale) {
+    u32 lane = threadIdx.x & 31, per = head_dim / 32;
     float qv[8], acc[8];
     for (u32 e = 0; e < 8; ++e) {
         qv[e] = e < per ? qh[lane + 32 * e] : 0.0f;
         acc[e] = 0.0f;
     }
     float m = AS_FLOAT(0xff800000u), l = 0.0f;  // -inf, 0
-    u32 visible = start + i + 1;
     for (u32 t = 0; t < visible; ++t) {
         const float* kt = k + (u64)t * kvw + (u64)kvh * head_dim;
         float s = 0.0f;
@@ -102,6 +97,49 @@ KERNEL void attend(const float* q, const float* k, const float* v, float* out, u
         for (u32 e = 0; e < per; ++e) acc[e] = acc[e] * corr + p * vt[lane + 32 * e];
         m = mn;
     }
-    float* o = out + (u64)i * n_heads * head_dim + (u64)h * head_dim;
     for (u32 e = 0; e < per; ++e) o[lane + 32 * e] = acc[e] / l;
+}
+
+// Causal grouped-query attention of n new tokens (positions start .. start + n - 1) of one
+// sequence over its cache k, v [start + n][n_kv * head_dim]; q, out [n][n_heads * head_dim].
+// One warp per (token, head). Grid (n_heads, n), block 32.
+KERNEL void attend(const float* q, const float* k, const float* v, float* out, u32 n, u32 start,
+                   u32 n_heads, u32 n_kv, u32 head_dim, float scale) {
+    u32 h = blockIdx.x, i = blockIdx.y;
+    u64 row = (u64)i * n_heads * head_dim + (u64)h * head_dim;
+    attend_head(q + row, k, v, out + row, start + i + 1, n_kv * head_dim, h / (n_heads / n_kv),
+                head_dim, scale);
+    (void)n;
+}
+
+// The device-resident forward pass (GpuDense) batches tokens of several sequences: token i
+// belongs to a sequence whose K and V cache of this layer start at device addresses kc[i],
+// vc[i] (rows of n_kv * head_dim floats), at position pos[i].
+
+// Writes the new keys and values: row i of k, v ([n][kvw]) to row pos[i] of its cache.
+// Grid (ceil(kvw / 128), n), block 128.
+KERNEL void kv_write(const float* k, const float* v, const u64* kc, const u64* vc, const u32* pos,
+                     u32 kvw) {
+    u32 i = blockIdx.y, e = blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= kvw) return;
+    u64 src = (u64)i * kvw + e, dst = (u64)pos[i] * kvw + e;
+    ((float*)kc[i])[dst] = k[src];
+    ((float*)vc[i])[dst] = v[src];
+}
+
+// Causal GQA attention of token i over positions 0 ..= pos[i] of its own cache (written by
+// kv_write first, so new tokens of the same sequence see each other in order).
+// q, out [n][n_heads * head_dim]. Grid (n_heads, n), block 32.
+KERNEL void attend_rows(const float* q, const u64* kc, const u64* vc, const u32* pos, float* out,
+                        u32 n_heads, u32 n_kv, u32 head_dim, float scale) {
+    u32 h = blockIdx.x, i = blockIdx.y;
+    u64 row = (u64)i * n_heads * head_dim + (u64)h * head_dim;
+    attend_head(q + row, (const float*)kc[i], (const float*)vc[i], out + row, pos[i] + 1,
+                n_kv * head_dim, h / (n_heads / n_kv), head_dim, scale);
+}
+
+// Residual add: x[j] += y[j] for j < len. Grid ceil(len / 256), block 256.
+KERNEL void add_to(float* x, const float* y, u64 len) {
+    u64 j = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j < len) x[j] += y[j];
 }

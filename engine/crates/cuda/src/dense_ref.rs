@@ -1,6 +1,7 @@
 //! Plain f64 references of the dense-path kernels (dense.cu), for the emulator test and
 //! `hmoe-cuda-check`. Obviously-right loops, no speed.
 
+use crate::dense_model::{positions, validate_spans, DenseLayer, DenseMatrix, DenseShape, SeqSpan};
 use crate::dtype::KernelType;
 use crate::error::{CudaError, Result};
 
@@ -96,4 +97,99 @@ pub fn attend(
         }
     }
     out
+}
+
+/// One sequence's keys and values of one layer in the reference, rows of `kv_dim` floats
+/// by position (grown as written).
+#[derive(Debug, Clone, Default)]
+pub struct RefKv {
+    /// Keys.
+    pub k: Vec<f32>,
+    /// Values.
+    pub v: Vec<f32>,
+}
+
+/// The outputs of [`attention_block`].
+#[derive(Debug, Clone, Default)]
+pub struct BlockOut {
+    /// Pre-MoE normed hidden state `[n, hidden]`.
+    pub hn: Vec<f32>,
+    /// Router logits `[n, n_experts]`.
+    pub router: Vec<f32>,
+    /// The next layer's router on `hn` (empty without one).
+    pub next_router: Vec<f32>,
+}
+
+/// What [`crate::GpuDense::attention_block`] computes, from the references above: norm,
+/// Q/K/V, per-head Q/K norm, NeoX RoPE at each row's position, K/V written at the
+/// positions of its sequence (`caches[i]` belongs to `spans[i]`), causal attention, output
+/// projection and residual add into `x`, then the pre-MoE norm and the router(s).
+pub fn attention_block(
+    shape: &DenseShape,
+    w: &DenseLayer<'_>,
+    next_router: Option<&DenseMatrix<'_>>,
+    caches: &mut [&mut RefKv],
+    spans: &[SeqSpan],
+    x: &mut [f32],
+) -> Result<BlockOut> {
+    let (h, hd, kvw) = (shape.hidden, shape.head_dim, shape.kv_dim());
+    let n = x.len() / h.max(1);
+    validate_spans(spans, n)?;
+    if caches.len() != spans.len() {
+        return Err(CudaError::InvalidBatch(format!(
+            "{} caches for {} spans",
+            caches.len(),
+            spans.len()
+        )));
+    }
+    let lin = |m: &DenseMatrix<'_>, a: &[f32]| linear(m.t, m.data, m.rows, m.cols, a);
+    let hn0 = rms_norm(x, w.attn_norm, shape.rms_eps);
+    let (q, k, v) = (lin(&w.wq, &hn0)?, lin(&w.wk, &hn0)?, lin(&w.wv, &hn0)?);
+    let (q, k) = (
+        rms_norm(&q, w.q_norm, shape.rms_eps),
+        rms_norm(&k, w.k_norm, shape.rms_eps),
+    );
+    let (pos, inv) = (positions(spans), shape.inv_freq());
+    let q = rope(&q, &pos, &inv, shape.n_heads, hd);
+    let k = rope(&k, &pos, &inv, shape.n_kv_heads, hd);
+    let qw = shape.q_dim();
+    let mut attn = vec![0f32; n * qw];
+    let mut row = 0;
+    for (s, kv) in spans.iter().zip(caches.iter_mut()) {
+        let used = (s.start + s.n) * kvw;
+        kv.k.resize(kv.k.len().max(used), 0.0);
+        kv.v.resize(kv.v.len().max(used), 0.0);
+        kv.k[s.start * kvw..used].copy_from_slice(&k[row * kvw..(row + s.n) * kvw]);
+        kv.v[s.start * kvw..used].copy_from_slice(&v[row * kvw..(row + s.n) * kvw]);
+        let rows = row * qw..(row + s.n) * qw;
+        attn[rows.clone()].copy_from_slice(&attend(
+            &q[rows],
+            &kv.k[..used],
+            &kv.v[..used],
+            s.start,
+            shape.n_heads,
+            shape.n_kv_heads,
+            hd,
+        ));
+        row += s.n;
+    }
+    let o = lin(&w.wo, &attn)?;
+    x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+    let hn = rms_norm(x, w.ffn_norm, shape.rms_eps);
+    let router = lin(&w.router, &hn)?;
+    let next_router = match next_router {
+        Some(m) => lin(m, &hn)?,
+        None => Vec::new(),
+    };
+    Ok(BlockOut {
+        hn,
+        router,
+        next_router,
+    })
+}
+
+/// What [`crate::GpuDense::head`] computes: final norm, then the output head.
+pub fn head(norm: &[f32], output: &DenseMatrix<'_>, x: &[f32], eps: f32) -> Result<Vec<f32>> {
+    let hn = rms_norm(x, norm, eps);
+    linear(output.t, output.data, output.rows, output.cols, &hn)
 }

@@ -52,6 +52,18 @@ pub enum CudaError {
         /// Total device memory.
         total_bytes: usize,
     },
+    /// The dense path's weights, scratch or a sequence's KV cache do not fit in VRAM.
+    #[error("out of GPU memory for the dense path: {what} needs {bytes} bytes ({free_bytes} bytes free of {total_bytes})")]
+    DenseOutOfMemory {
+        /// What was being allocated (e.g. `weights`, `KV cache of sequence 3`).
+        what: String,
+        /// Bytes asked for.
+        bytes: usize,
+        /// Free device memory reported by the driver.
+        free_bytes: usize,
+        /// Total device memory.
+        total_bytes: usize,
+    },
     /// A weight type the GPU kernels do not implement.
     #[error("the GPU expert kernels do not support weight type {0} (supported: f32, f16, bf16, q8_0, q4_K, q5_K, q6_K)")]
     UnsupportedType(GgmlDType),

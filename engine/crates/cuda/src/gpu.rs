@@ -27,6 +27,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod dense;
+mod resident;
+
+pub use resident::GpuDense;
 
 fn drv(op: impl Into<String>) -> impl FnOnce(DriverError) -> CudaError {
     let op = op.into();
@@ -239,12 +242,19 @@ pub fn compile_kernels(cc: (i32, i32)) -> Result<String> {
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
         return Err(CudaError::NoNvrtc);
     }
+    // The expert backend and the dense path both load the module: compile once.
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<HashMap<(i32, i32), String>>> =
+        std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(ptx) = cache.lock().ok().and_then(|c| c.get(&cc).cloned()) {
+        return Ok(ptx);
+    }
     let opts = cudarc::nvrtc::CompileOptions {
         options: vec![format!("--gpu-architecture=compute_{}{}", cc.0, cc.1)],
         name: Some("hmoe_kernels.cu".into()),
         ..Default::default()
     };
-    no_panic("NVRTC", || {
+    let ptx = no_panic("NVRTC", || {
         cudarc::nvrtc::compile_ptx_with_opts(KERNEL_SOURCE, opts)
             .map(|p| p.to_src())
             .map_err(|e| match e {
@@ -253,7 +263,11 @@ pub fn compile_kernels(cc: (i32, i32)) -> Result<String> {
                 }
                 e => CudaError::Compile(format!("{e}")),
             })
-    })
+    })?;
+    if let Ok(mut c) = cache.lock() {
+        c.insert(cc, ptx.clone());
+    }
+    Ok(ptx)
 }
 
 /// Environment variable (bytes) overriding the free device memory the arena is sized
@@ -1063,7 +1077,14 @@ mod tests {
                 for t in KernelType::ALL {
                     assert!(src.contains(&format!("linear_{}", t.suffix())));
                 }
-                for k in ["rms_norm", "rope_neox", "attend"] {
+                for k in [
+                    "rms_norm",
+                    "rope_neox",
+                    "attend",
+                    "kv_write",
+                    "attend_rows",
+                    "add_to",
+                ] {
                     assert!(src.contains(k), "{k}");
                 }
             }

@@ -10,8 +10,11 @@
 //!   (Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16, F32) straight from slot memory; compiled by NVRTC
 //!   at start-up, and by g++ in the emulator test (`tests/emu.rs`).
 //! - `dense.cu`: dense-path kernels (quantised linear, RMSNorm, NeoX RoPE, causal GQA
-//!   attention) for the GPU forward pass designed in docs/notes/cuda.md; emulator-tested
-//!   (`tests/emu_dense.rs`), checked on the device, not yet called by the engine.
+//!   attention, batched KV write and attention, residual add); emulator-tested
+//!   (`tests/emu_dense.rs`) and checked on the device.
+//! - [`dense_model`]: the dense path's shape, borrowed weights, sequence handles and
+//!   spans; [`GpuDense`] (feature `cuda`) keeps every dense weight and the KV caches in
+//!   VRAM and runs a layer's attention block in one upload, one stream, one download.
 //! - [`GpuExperts`] (feature `cuda`): the VRAM arena, pinned staging, the copy stream
 //!   with per-slot events, and the batched launches. Without the feature it is a stub
 //!   whose constructor returns [`CudaError::NotBuilt`].
@@ -21,6 +24,7 @@
 pub mod api;
 pub mod arena;
 pub mod batch;
+pub mod dense_model;
 pub mod dense_ref;
 pub mod device;
 pub mod dtype;
@@ -28,20 +32,26 @@ pub mod error;
 pub mod pages;
 pub mod slots;
 pub mod verify;
+pub mod verify_dense;
 
 #[cfg(feature = "cuda")]
 mod gpu;
 #[cfg(not(feature = "cuda"))]
 mod stub;
+#[cfg(not(feature = "cuda"))]
+mod stub_dense;
 
 #[cfg(feature = "cuda")]
 pub use gpu::{
-    compile_kernels, GpuExperts, PendingLayer, ASSUME_FREE_ENV, PTX_ENV, PTX_FALLBACK_ENV,
+    compile_kernels, GpuDense, GpuExperts, PendingLayer, ASSUME_FREE_ENV, PTX_ENV, PTX_FALLBACK_ENV,
 };
 #[cfg(not(feature = "cuda"))]
 pub use stub::{GpuExperts, PendingLayer};
+#[cfg(not(feature = "cuda"))]
+pub use stub_dense::GpuDense;
 
 pub use api::{GpuConfig, GpuItem, HostSource, LayerTimings, OverlapReport};
+pub use dense_model::{DenseLayer, DenseMatrix, DenseSeq, DenseShape, DenseWeights, SeqSpan};
 pub use device::{probe, DeviceInfo};
 pub use dtype::{ExpertLayout, KernelType};
 pub use error::{CudaError, Result};

@@ -151,3 +151,83 @@ fn dense_kernels_match_references_in_the_emulator() {
     let got = run(&exe, d, inp.f32s(&[scale]).f32s(&q).f32s(&k).f32s(&v));
     check("attend", &got, &want);
 }
+
+/// The batched attention of the device-resident forward pass: three sequences with
+/// different histories (one fresh, one decoding, one prefilling) in one `kv_write` and one
+/// `attend_rows` launch, against the one-sequence f64 reference per sequence; the caches
+/// must hold exactly the history followed by the new rows (a copy: bit-exact).
+#[test]
+fn batched_kv_write_and_attention_match_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile_harness(dir.path(), "dense_harness");
+    let (nh, nkv, hd) = (8usize, 2usize, 64usize);
+    let kvw = nkv * hd;
+    let scale = 1.0 / (hd as f32).sqrt();
+    // (start, new tokens, capacity)
+    let seqs = [(0usize, 4usize, 8usize), (29, 1, 40), (5, 6, 16)];
+    let n: usize = seqs.iter().map(|s| s.1).sum();
+    let mut inp = Input(Vec::new())
+        .u32(4)
+        .u32(seqs.len() as u32)
+        .u32(nh as u32)
+        .u32(nkv as u32)
+        .u32(hd as u32)
+        .f32s(&[scale]);
+    for &(start, m, cap) in &seqs {
+        inp = inp.u32(start as u32).u32(m as u32).u32(cap as u32);
+    }
+    let hist: Vec<(Vec<f32>, Vec<f32>)> = seqs
+        .iter()
+        .enumerate()
+        .map(|(s, &(start, _, _))| {
+            (
+                vals(start * kvw, 20 + s as u64),
+                vals(start * kvw, 40 + s as u64),
+            )
+        })
+        .collect();
+    for (k, v) in &hist {
+        inp = inp.f32s(k).f32s(v);
+    }
+    let q = vals(n * nh * hd, 9);
+    let k = vals(n * kvw, 10);
+    let v = vals(n * kvw, 11);
+    let got = run(&exe, dir.path(), inp.f32s(&q).f32s(&k).f32s(&v));
+    let (att, mut caches) = got.split_at(n * nh * hd);
+    let mut row = 0;
+    for (s, &(start, m, _)) in seqs.iter().enumerate() {
+        let mut kf = hist[s].0.clone();
+        kf.extend_from_slice(&k[row * kvw..(row + m) * kvw]);
+        let mut vf = hist[s].1.clone();
+        vf.extend_from_slice(&v[row * kvw..(row + m) * kvw]);
+        let used = (start + m) * kvw;
+        assert_eq!(&caches[..used], &kf[..], "K cache of sequence {s}");
+        assert_eq!(&caches[used..2 * used], &vf[..], "V cache of sequence {s}");
+        caches = &caches[2 * used..];
+        let qs = &q[row * nh * hd..(row + m) * nh * hd];
+        let want = dense_ref::attend(qs, &kf, &vf, start, nh, nkv, hd);
+        check(
+            &format!("attend_rows sequence {s}"),
+            &att[row * nh * hd..(row + m) * nh * hd],
+            &want,
+        );
+        row += m;
+    }
+    assert!(caches.is_empty(), "{} values left over", caches.len());
+}
+
+/// The residual add is one f32 addition per element: exact.
+#[test]
+fn add_to_adds_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile_harness(dir.path(), "dense_harness");
+    let len = 1000usize; // not a multiple of the block
+    let (x, y) = (vals(len, 12), vals(len, 13));
+    let got = run(
+        &exe,
+        dir.path(),
+        Input(Vec::new()).u32(5).u32(len as u32).f32s(&x).f32s(&y),
+    );
+    let want: Vec<f32> = x.iter().zip(&y).map(|(a, b)| a + b).collect();
+    assert_eq!(got, want);
+}

@@ -7,7 +7,9 @@
 //! Checks: device info; each kernel type against the CPU reference on random experts with
 //! Qwen3-30B-A3B shapes (hidden 2048, expert FFN 768) for 1, 4, 16 and 128 tokens, with all
 //! experts copied, half resident, all resident; H2D bandwidth pinned / pageable /
-//! registered map and the three ways experts reach the GPU; copy/compute overlap; arena
+//! registered map and the three ways experts reach the GPU; the dense-path kernels, and the
+//! device-resident dense path (`GpuDense`: attention blocks and head) against its host
+//! reference; copy/compute overlap; arena
 //! out-of-memory handling (shrink with a warning, refuse with an error).
 
 use anyhow::{bail, Context, Result};
@@ -393,6 +395,61 @@ fn oom_checks(rep: &mut Report, cfg: &GpuConfig, total: usize) {
     }
 }
 
+/// The device-resident dense path (`GpuDense`) against the host reference (`RefDense`) on
+/// random small weights of each type: the scenario of `verify_dense` (batched prefill and
+/// decode, a sequence dropped, a KV cache outgrowing its first allocation). One line per
+/// type for the attention blocks (every residual, normed state and router output) and one
+/// for the head; the worst output is named.
+fn resident_checks(rep: &mut Report) -> Result<()> {
+    use hmoe_cuda::verify_dense::{scenario, small_shape, RandomDense, RefDense};
+    use hmoe_cuda::{GpuDense, KernelType};
+    let shape = small_shape();
+    for t in [
+        KernelType::Q8_0,
+        KernelType::Q4K,
+        KernelType::Q6K,
+        KernelType::F16,
+    ] {
+        let w = RandomDense::new(&shape, t, 21)?;
+        // The GPU instance lives only for its run (its VRAM is back before the next).
+        let (got, kv_bytes, weight_bytes) = {
+            let mut gpu = GpuDense::new(0, &shape, &w.weights())?;
+            let got = scenario(&mut gpu, &shape)?;
+            (got, gpu.kv_bytes(), gpu.weight_bytes())
+        };
+        let want = scenario(&mut RefDense::new(&shape, w.weights())?, &shape)?;
+        if got.len() != want.len() {
+            bail!(
+                "{} GPU outputs, {} reference outputs",
+                got.len(),
+                want.len()
+            );
+        }
+        for head in [false, true] {
+            let mut worst = (String::new(), 0f64, 0f64);
+            let mut pass = true;
+            for ((name, g), (_, r)) in got.iter().zip(&want) {
+                if name.ends_with("head") != head {
+                    continue;
+                }
+                let c = compare(g, r);
+                pass &= c.pass;
+                if c.rel_l2 >= worst.1 {
+                    worst = (name.clone(), c.rel_l2, c.max_rel);
+                }
+            }
+            let what = if head { "head" } else { "attention_block" };
+            rep.check(
+                &format!("dense {what} (GpuDense) {}", t.suffix()),
+                pass,
+                json!({"worst": worst.0, "rel_l2": worst.1, "max_rel": worst.2,
+                       "weight_bytes": weight_bytes, "kv_bytes_after": kv_bytes}),
+            );
+        }
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("ptx") {
@@ -462,6 +519,13 @@ fn main() -> Result<()> {
                     if let Err(e) = dense_checks(&mut g, &mut rep) {
                         rep.check(
                             "dense checks ran",
+                            false,
+                            json!({"error": format!("{e:#}")}),
+                        );
+                    }
+                    if let Err(e) = resident_checks(&mut rep) {
+                        rep.check(
+                            "GpuDense checks ran",
                             false,
                             json!({"error": format!("{e:#}")}),
                         );

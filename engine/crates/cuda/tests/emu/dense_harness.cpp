@@ -6,7 +6,14 @@
 //              | f32 x[n_tokens*n_heads*head_dim]                             -> f32 x
 //   3 attend:  n start n_heads n_kv head_dim | f32 scale | f32 q[n*n_heads*head_dim]
 //              | f32 k[(start+n)*n_kv*head_dim] | f32 v[same]                 -> f32 out
+//   4 kv_write + attend_rows (a batch of sequences, kvw = n_kv*head_dim):
+//              n_seq n_heads n_kv head_dim | f32 scale | per seq: start m cap
+//              | per seq: f32 K history[start*kvw], V history[start*kvw]
+//              | f32 q[n*n_heads*head_dim] | f32 k[n*kvw] | f32 v[n*kvw]
+//              -> f32 out[n*n_heads*head_dim], then per seq K[(start+m)*kvw], V[same]
+//   5 add_to:  len | f32 x[len] | f32 y[len]                                  -> f32 x + y
 #include "emu.h"
+#include <algorithm>
 #include "../../src/kernels.cu"
 #include "../../src/dense.cu"
 #include <cstdio>
@@ -68,6 +75,56 @@ int main(int argc, char** argv) {
         out.assign(q.size(), -7.0f);
         emu_launch(EmuDim{nh, n, 1}, EmuDim{32, 1, 1},
                    [&] { attend(q.data(), k.data(), v.data(), out.data(), n, start, nh, nkv, hd, scale); });
+        break;
+    }
+    case 4: {
+        u32 ns = rd32(), nh = rd32(), nkv = rd32(), hd = rd32();
+        float scale = rdf();
+        u32 kvw = nkv * hd;
+        std::vector<u32> start(ns), m(ns), cap(ns);
+        u32 n = 0;
+        for (u32 s = 0; s < ns; ++s) {
+            start[s] = rd32(), m[s] = rd32(), cap[s] = rd32();
+            n += m[s];
+        }
+        std::vector<std::vector<float>> kc(ns), vc(ns);
+        for (u32 s = 0; s < ns; ++s) {
+            kc[s].assign((size_t)cap[s] * kvw, -9.0f);
+            vc[s].assign((size_t)cap[s] * kvw, -9.0f);
+            auto kh = rdv<float>((size_t)start[s] * kvw), vh = rdv<float>((size_t)start[s] * kvw);
+            std::copy(kh.begin(), kh.end(), kc[s].begin());
+            std::copy(vh.begin(), vh.end(), vc[s].begin());
+        }
+        auto q = rdv<float>((size_t)n * nh * hd);
+        auto k = rdv<float>((size_t)n * kvw);
+        auto v = rdv<float>((size_t)n * kvw);
+        std::vector<u64> kt, vt;
+        std::vector<u32> pos;
+        for (u32 s = 0; s < ns; ++s)
+            for (u32 i = 0; i < m[s]; ++i) {
+                kt.push_back((u64)(uintptr_t)kc[s].data());
+                vt.push_back((u64)(uintptr_t)vc[s].data());
+                pos.push_back(start[s] + i);
+            }
+        emu_launch(EmuDim{(kvw + 127) / 128, n, 1}, EmuDim{128, 1, 1},
+                   [&] { kv_write(k.data(), v.data(), kt.data(), vt.data(), pos.data(), kvw); });
+        out.assign(q.size(), -7.0f);
+        emu_launch(EmuDim{nh, n, 1}, EmuDim{32, 1, 1}, [&] {
+            attend_rows(q.data(), kt.data(), vt.data(), pos.data(), out.data(), nh, nkv, hd, scale);
+        });
+        for (u32 s = 0; s < ns; ++s) {
+            size_t used = (size_t)(start[s] + m[s]) * kvw;
+            out.insert(out.end(), kc[s].begin(), kc[s].begin() + used);
+            out.insert(out.end(), vc[s].begin(), vc[s].begin() + used);
+        }
+        break;
+    }
+    case 5: {
+        u32 len = rd32();
+        out = rdv<float>(len);
+        auto y = rdv<float>(len);
+        emu_launch(EmuDim{(len + 255) / 256, 1, 1}, EmuDim{256, 1, 1},
+                   [&] { add_to(out.data(), y.data(), (u64)len); });
         break;
     }
     default: fprintf(stderr, "bad op\n"); return 2;

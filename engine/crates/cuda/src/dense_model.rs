@@ -1,0 +1,415 @@
+//! The device-resident dense path's host-side types (both builds): shape, borrowed
+//! weights, sequence handles whose drop releases the device KV cache, the spans of a layer
+//! call, and their validation. [`crate::GpuDense`] (feature `cuda`) runs them on the GPU;
+//! [`crate::dense_ref::attention_block`] is the f64 reference.
+
+use crate::dtype::KernelType;
+use crate::error::{CudaError, Result};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Smallest KV capacity (tokens) allocated for a sequence: growth doubles from here, so a
+/// long generation reallocates O(log n) times.
+pub const KV_MIN_TOKENS: usize = 256;
+/// Largest head the attention kernels take (`attend_head` keeps 8 floats per lane).
+pub const MAX_HEAD_DIM: usize = 256;
+
+/// Hyper-parameters of the dense path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DenseShape {
+    /// Residual width.
+    pub hidden: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads.
+    pub n_kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Experts per layer (router rows).
+    pub n_experts: usize,
+    /// Output head rows.
+    pub vocab: usize,
+    /// Blocks.
+    pub n_layers: usize,
+    /// RMSNorm epsilon.
+    pub rms_eps: f32,
+    /// RoPE base.
+    pub rope_theta: f32,
+}
+
+impl DenseShape {
+    /// Query width (`n_heads × head_dim`).
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head_dim
+    }
+
+    /// Key/value width per token (`n_kv_heads × head_dim`).
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+
+    /// Device bytes of one token's keys and values over all layers (f32).
+    pub fn kv_bytes_per_token(&self) -> usize {
+        self.n_layers * 2 * self.kv_dim() * 4
+    }
+
+    /// RoPE inverse frequencies, computed in f32 exactly as the engine's CPU path
+    /// (`model::ops::Rope::new`), so angles round the same way.
+    pub fn inv_freq(&self) -> Vec<f32> {
+        (0..self.head_dim / 2)
+            .map(|i| 1.0f32 / self.rope_theta.powf((2 * i) as f32 / self.head_dim as f32))
+            .collect()
+    }
+
+    /// Checks what the kernels need: head_dim a multiple of 32 and at most
+    /// [`MAX_HEAD_DIM`], whole query groups, non-zero sizes.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(CudaError::InvalidBatch(format!("dense shape: {m}")));
+        if self.hidden == 0 || self.n_layers == 0 || self.vocab == 0 || self.n_experts == 0 {
+            return bad(format!("empty dimension in {self:?}"));
+        }
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(32) || self.head_dim > MAX_HEAD_DIM {
+            return bad(format!(
+                "head_dim {} (the attention kernel needs a multiple of 32, at most {MAX_HEAD_DIM})",
+                self.head_dim
+            ));
+        }
+        if self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
+            return bad(format!(
+                "{} query heads over {} KV heads",
+                self.n_heads, self.n_kv_heads
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A `[rows, cols]` matrix of raw GGUF blocks.
+#[derive(Debug, Clone, Copy)]
+pub struct DenseMatrix<'a> {
+    /// Block type.
+    pub t: KernelType,
+    /// Output features.
+    pub rows: usize,
+    /// Input features.
+    pub cols: usize,
+    /// `rows × row_bytes(cols)` bytes.
+    pub data: &'a [u8],
+}
+
+impl DenseMatrix<'_> {
+    /// Checks the shape and the byte count; `what` names the tensor in the error.
+    pub fn check(&self, what: &str, rows: usize, cols: usize) -> Result<()> {
+        let want = self.t.row_bytes(cols)? * rows;
+        if self.rows != rows || self.cols != cols || self.data.len() != want {
+            return Err(CudaError::InvalidBatch(format!(
+                "{what}: {}×{} with {} bytes, expected {rows}×{cols} ({want} bytes of {})",
+                self.rows,
+                self.cols,
+                self.data.len(),
+                self.t.ggml()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One block's dense weights.
+#[derive(Debug, Clone)]
+pub struct DenseLayer<'a> {
+    /// Pre-attention RMSNorm weight `[hidden]`.
+    pub attn_norm: &'a [f32],
+    /// Query projection `[q_dim, hidden]`.
+    pub wq: DenseMatrix<'a>,
+    /// Key projection `[kv_dim, hidden]`.
+    pub wk: DenseMatrix<'a>,
+    /// Value projection `[kv_dim, hidden]`.
+    pub wv: DenseMatrix<'a>,
+    /// Output projection `[hidden, q_dim]`.
+    pub wo: DenseMatrix<'a>,
+    /// Per-head query RMSNorm `[head_dim]`.
+    pub q_norm: &'a [f32],
+    /// Per-head key RMSNorm `[head_dim]`.
+    pub k_norm: &'a [f32],
+    /// Pre-MoE RMSNorm `[hidden]`.
+    pub ffn_norm: &'a [f32],
+    /// Router `[n_experts, hidden]`.
+    pub router: DenseMatrix<'a>,
+}
+
+/// Every dense weight of a model (borrowed: the caller's mapped file or decoded vectors).
+#[derive(Debug, Clone)]
+pub struct DenseWeights<'a> {
+    /// Blocks.
+    pub layers: Vec<DenseLayer<'a>>,
+    /// Final RMSNorm `[hidden]`.
+    pub output_norm: &'a [f32],
+    /// Output head `[vocab, hidden]`.
+    pub output: DenseMatrix<'a>,
+}
+
+fn check_vec(what: &str, v: &[f32], len: usize) -> Result<()> {
+    if v.len() != len {
+        return Err(CudaError::InvalidBatch(format!(
+            "{what}: {} values, expected {len}",
+            v.len()
+        )));
+    }
+    Ok(())
+}
+
+impl DenseWeights<'_> {
+    /// Checks every tensor against `shape`.
+    pub fn validate(&self, shape: &DenseShape) -> Result<()> {
+        shape.validate()?;
+        let (h, q, kv, hd) = (shape.hidden, shape.q_dim(), shape.kv_dim(), shape.head_dim);
+        if self.layers.len() != shape.n_layers {
+            return Err(CudaError::InvalidBatch(format!(
+                "{} layers of dense weights for a {}-layer shape",
+                self.layers.len(),
+                shape.n_layers
+            )));
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            let n = |s: &str| format!("blk.{i}.{s}");
+            check_vec(&n("attn_norm"), l.attn_norm, h)?;
+            l.wq.check(&n("attn_q"), q, h)?;
+            l.wk.check(&n("attn_k"), kv, h)?;
+            l.wv.check(&n("attn_v"), kv, h)?;
+            l.wo.check(&n("attn_output"), h, q)?;
+            check_vec(&n("attn_q_norm"), l.q_norm, hd)?;
+            check_vec(&n("attn_k_norm"), l.k_norm, hd)?;
+            check_vec(&n("ffn_norm"), l.ffn_norm, h)?;
+            l.router.check(&n("ffn_gate_inp"), shape.n_experts, h)?;
+        }
+        check_vec("output_norm", self.output_norm, h)?;
+        self.output.check("output", shape.vocab, h)
+    }
+
+    /// Device bytes the weights take (raw blocks, f32 vectors, RoPE table).
+    pub fn device_bytes(&self, shape: &DenseShape) -> usize {
+        let v = |s: &[f32]| s.len() * 4;
+        let per: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                v(l.attn_norm)
+                    + v(l.q_norm)
+                    + v(l.k_norm)
+                    + v(l.ffn_norm)
+                    + [l.wq, l.wk, l.wv, l.wo, l.router]
+                        .iter()
+                        .map(|m| m.data.len())
+                        .sum::<usize>()
+            })
+            .sum();
+        per + v(self.output_norm) + self.output.data.len() + shape.head_dim / 2 * 4
+    }
+}
+
+/// A sequence's KV cache on the device. Dropping the handle queues its memory for release
+/// (done at the next call of the backend, on the backend's thread).
+#[derive(Debug)]
+pub struct DenseSeq {
+    id: u64,
+    capacity: usize,
+    released: Arc<Mutex<Vec<u64>>>,
+}
+
+impl DenseSeq {
+    /// The id the backend knows the sequence by.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Tokens the sequence may hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Its span in a layer call: `n` new tokens at positions `start..start + n`.
+    pub fn span(&self, start: usize, n: usize) -> SeqSpan {
+        SeqSpan {
+            seq: self.id,
+            capacity: self.capacity,
+            start,
+            n,
+        }
+    }
+}
+
+impl Drop for DenseSeq {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.released.lock() {
+            r.push(self.id);
+        }
+    }
+}
+
+/// Hands out sequence ids and collects the released ones.
+#[derive(Debug, Default)]
+pub struct SeqRegistry {
+    next: AtomicU64,
+    released: Arc<Mutex<Vec<u64>>>,
+}
+
+impl SeqRegistry {
+    /// A new sequence of at most `capacity` tokens (nothing is allocated until it is used).
+    pub fn new_seq(&self, capacity: usize) -> DenseSeq {
+        DenseSeq {
+            id: self.next.fetch_add(1, Ordering::Relaxed),
+            capacity,
+            released: self.released.clone(),
+        }
+    }
+
+    /// Ids dropped since the last call.
+    pub fn take_released(&self) -> Vec<u64> {
+        self.released
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
+    }
+}
+
+/// One sequence's share of a layer call: `n` new tokens at positions `start..start + n`,
+/// rows in call order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqSpan {
+    /// [`DenseSeq::id`].
+    pub seq: u64,
+    /// [`DenseSeq::capacity`].
+    pub capacity: usize,
+    /// Tokens already cached.
+    pub start: usize,
+    /// New tokens.
+    pub n: usize,
+}
+
+/// Checks a call's spans against `n_tokens` rows: every span non-empty and within its
+/// capacity, each sequence once, rows adding up.
+pub fn validate_spans(spans: &[SeqSpan], n_tokens: usize) -> Result<()> {
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for s in spans {
+        if s.n == 0 || s.start + s.n > s.capacity {
+            return Err(CudaError::InvalidBatch(format!(
+                "sequence {}: {} new tokens after {} do not fit its {} positions",
+                s.seq, s.n, s.start, s.capacity
+            )));
+        }
+        if !seen.insert(s.seq) {
+            return Err(CudaError::InvalidBatch(format!(
+                "sequence {} appears twice in one call",
+                s.seq
+            )));
+        }
+        total += s.n;
+    }
+    if total != n_tokens || n_tokens == 0 {
+        return Err(CudaError::InvalidBatch(format!(
+            "spans cover {total} tokens, the call has {n_tokens}"
+        )));
+    }
+    Ok(())
+}
+
+/// Position of every row of a call.
+pub fn positions(spans: &[SeqSpan]) -> Vec<u32> {
+    spans
+        .iter()
+        .flat_map(|s| (s.start..s.start + s.n).map(|p| p as u32))
+        .collect()
+}
+
+/// The capacity (tokens) to allocate when a sequence holding `have` needs `need`:
+/// at least double, at least [`KV_MIN_TOKENS`], never beyond `max`.
+pub fn grown_capacity(have: usize, need: usize, max: usize) -> usize {
+    need.max(2 * have).max(KV_MIN_TOKENS).min(max.max(need))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape() -> DenseShape {
+        DenseShape {
+            hidden: 256,
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 64,
+            n_experts: 16,
+            vocab: 100,
+            n_layers: 2,
+            rms_eps: 1e-6,
+            rope_theta: 1e6,
+        }
+    }
+
+    #[test]
+    fn shapes_the_kernels_cannot_run_are_refused() {
+        assert!(shape().validate().is_ok());
+        for bad in [
+            DenseShape {
+                head_dim: 48,
+                ..shape()
+            },
+            DenseShape {
+                head_dim: 512,
+                ..shape()
+            },
+            DenseShape {
+                n_kv_heads: 3,
+                ..shape()
+            },
+            DenseShape {
+                vocab: 0,
+                ..shape()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        assert_eq!(shape().kv_bytes_per_token(), 2 * 2 * 128 * 4);
+    }
+
+    #[test]
+    fn dropped_sequences_are_released_once() {
+        let r = SeqRegistry::default();
+        let (a, b) = (r.new_seq(10), r.new_seq(20));
+        assert_ne!(a.id(), b.id());
+        let id = a.id();
+        drop(a);
+        assert_eq!(r.take_released(), vec![id]);
+        assert!(r.take_released().is_empty());
+        assert_eq!(b.span(3, 2).capacity, 20);
+    }
+
+    #[test]
+    fn spans_are_checked_and_positions_follow_them() {
+        let s = |seq, start, n| SeqSpan {
+            seq,
+            capacity: 8,
+            start,
+            n,
+        };
+        assert!(validate_spans(&[s(0, 0, 3), s(1, 5, 1)], 4).is_ok());
+        assert_eq!(positions(&[s(0, 0, 3), s(1, 5, 1)]), vec![0, 1, 2, 5]);
+        assert!(validate_spans(&[s(0, 0, 3)], 4).is_err(), "row count");
+        assert!(validate_spans(&[s(0, 6, 3)], 3).is_err(), "capacity");
+        assert!(
+            validate_spans(&[s(0, 0, 1), s(0, 1, 1)], 2).is_err(),
+            "twice"
+        );
+        assert!(validate_spans(&[s(0, 0, 0)], 0).is_err(), "empty");
+    }
+
+    #[test]
+    fn capacity_doubles_within_the_limit() {
+        assert_eq!(grown_capacity(0, 1, 40960), KV_MIN_TOKENS);
+        assert_eq!(grown_capacity(256, 257, 40960), 512);
+        assert_eq!(grown_capacity(256, 1000, 40960), 1000);
+        assert_eq!(grown_capacity(32768, 32769, 40960), 40960);
+        assert_eq!(grown_capacity(0, 5, 8), 8);
+    }
+}

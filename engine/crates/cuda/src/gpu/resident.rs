@@ -1,0 +1,679 @@
+//! [`GpuDense`]: the dense path of every layer with its weights and the KV caches in VRAM.
+//!
+//! One call per layer ([`GpuDense::attention_block`]): one upload (the residual rows and
+//! a small table of positions and cache addresses), the kernels of dense.cu on one stream,
+//! one download (residual, normed hidden state, router logits), one synchronisation.
+//!
+//! Device memory of a call (`io`, mirrored by one pinned host buffer of the same layout):
+//! `[meta | x | hn | router | next_router]`, where meta is `pos: u32[n]`, then (8-aligned)
+//! `kc: u64[n]`, `vc: u64[n]`, the addresses of each row's K and V cache of the layer.
+//! The upload covers `meta | x`, the download `x | hn | router | next_router`.
+//! `hn` first holds the attention-normed input, then the output projection, then the
+//! pre-MoE normed state (each dead before the next is written).
+//!
+//! KV caches: per sequence one K and one V buffer `[layer][cap][kv_dim]` f32, allocated on
+//! first use with [`grown_capacity`] and grown by doubling (a device copy per layer and a
+//! synchronisation: O(log n) times per sequence); freed at the next call after the
+//! engine drops the sequence's [`DenseSeq`]. Writes go by position, so the host may
+//! truncate a sequence without telling the device.
+
+use super::{compile, context, drv, info, is_oom, DeviceBuf, Pinned};
+use crate::dense_model::{
+    grown_capacity, positions, validate_spans, DenseMatrix, DenseSeq, DenseShape, DenseWeights,
+    SeqRegistry, SeqSpan,
+};
+use crate::device::{no_panic, DeviceInfo};
+use crate::dtype::KernelType;
+use crate::error::{CudaError, Result};
+use crate::WARPS_PER_BLOCK;
+use cudarc::driver::result as cu;
+use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Token rows per weight pass of `linear_*` (`TT` in kernels.cu).
+const TOKEN_TILE: u32 = 8;
+/// Threads per block of the element-wise kernels (`rope_neox`, `kv_write`).
+const ELEM_THREADS: u32 = 128;
+/// Threads per block of `add_to`.
+const ADD_THREADS: u32 = 256;
+/// Token rows the buffers are sized for at start-up (grown once for larger calls).
+const START_TOKENS: usize = 64;
+
+fn align(v: usize, a: usize) -> usize {
+    v.div_ceil(a) * a
+}
+
+/// Byte offsets of one call's `io` buffer for `n` rows.
+#[derive(Debug, Clone, Copy)]
+struct Io {
+    kc: usize,
+    vc: usize,
+    x: usize,
+    hn: usize,
+    router: usize,
+    next: usize,
+    end: usize,
+}
+
+impl Io {
+    fn new(n: usize, s: &DenseShape) -> Self {
+        let kc = align(4 * n, 8);
+        let vc = kc + 8 * n;
+        let x = align(vc + 8 * n, 256);
+        let hn = x + 4 * n * s.hidden;
+        let router = hn + 4 * n * s.hidden;
+        let next = router + 4 * n * s.n_experts;
+        let end = next + 4 * n * s.n_experts;
+        Self {
+            kc,
+            vc,
+            x,
+            hn,
+            router,
+            next,
+            end,
+        }
+    }
+}
+
+struct Mat {
+    buf: DeviceBuf,
+    t: KernelType,
+    rows: u32,
+    cols: u32,
+}
+
+struct Layer {
+    attn_norm: DeviceBuf,
+    q_norm: DeviceBuf,
+    k_norm: DeviceBuf,
+    ffn_norm: DeviceBuf,
+    wq: Mat,
+    wk: Mat,
+    wv: Mat,
+    wo: Mat,
+    router: Mat,
+}
+
+/// One sequence's caches: `[layer][cap][kv_dim]` f32 each.
+struct Kv {
+    k: DeviceBuf,
+    v: DeviceBuf,
+    cap: usize,
+}
+
+struct Fns {
+    linear: HashMap<KernelType, CudaFunction>,
+    rms_norm: CudaFunction,
+    rope: CudaFunction,
+    kv_write: CudaFunction,
+    attend_rows: CudaFunction,
+    add_to: CudaFunction,
+}
+
+/// The dense path on the GPU (see the module docs).
+pub struct GpuDense {
+    info: DeviceInfo,
+    shape: DenseShape,
+    fns: Fns,
+    layers: Vec<Layer>,
+    output_norm: DeviceBuf,
+    output: Mat,
+    inv_freq: DeviceBuf,
+    weight_bytes: usize,
+    seqs: SeqRegistry,
+    kv: HashMap<u64, Kv>,
+    io: DeviceBuf,
+    work: DeviceBuf,
+    logits: DeviceBuf,
+    io_host: Pinned,
+    logits_host: Pinned,
+    warnings: Vec<String>,
+    stream: Arc<CudaStream>,
+    ctx: Arc<CudaContext>,
+}
+
+// SAFETY: the raw pointers are owned allocations used only through &mut self; the CUDA
+// context is bound to the calling thread at the start of every method.
+unsafe impl Send for GpuDense {}
+unsafe impl Sync for GpuDense {}
+
+/// `cuMemAlloc` with out-of-memory reported as [`CudaError::DenseOutOfMemory`].
+fn alloc(ctx: &CudaContext, bytes: usize, what: &str) -> Result<DeviceBuf> {
+    // SAFETY: allocation; owned (and freed) by the DeviceBuf.
+    match unsafe { cu::malloc_sync(bytes.max(1)) } {
+        Ok(ptr) => Ok(DeviceBuf { ptr, len: bytes }),
+        Err(e) if is_oom(&e) => {
+            let (free_bytes, total_bytes) = ctx.mem_get_info().unwrap_or((0, 0));
+            Err(CudaError::DenseOutOfMemory {
+                what: what.to_string(),
+                bytes,
+                free_bytes,
+                total_bytes,
+            })
+        }
+        Err(e) => Err(drv(format!("cuMemAlloc({what}, {bytes} bytes)"))(e)),
+    }
+}
+
+fn upload<T>(ctx: &CudaContext, data: &[T], what: &str) -> Result<DeviceBuf> {
+    let b = alloc(ctx, std::mem::size_of_val(data), what)?;
+    // SAFETY: the buffer holds size_of_val(data) bytes.
+    unsafe { cu::memcpy_htod_sync(b.ptr, data) }.map_err(drv(format!("cuMemcpyHtoD({what})")))?;
+    Ok(b)
+}
+
+fn upload_mat(ctx: &CudaContext, m: &DenseMatrix<'_>, what: &str) -> Result<Mat> {
+    Ok(Mat {
+        buf: upload(ctx, m.data, what)?,
+        t: m.t,
+        rows: m.rows as u32,
+        cols: m.cols as u32,
+    })
+}
+
+impl GpuDense {
+    /// Uploads every dense weight to device `ordinal` and compiles (or loads) the kernels.
+    /// Fails with [`CudaError::DenseOutOfMemory`] when the weights do not fit; never panics.
+    pub fn new(ordinal: usize, shape: &DenseShape, weights: &DenseWeights<'_>) -> Result<Self> {
+        weights.validate(shape)?;
+        no_panic("GPU dense path start-up", || {
+            Self::start(ordinal, shape, weights)
+        })
+    }
+
+    fn start(ordinal: usize, shape: &DenseShape, w: &DenseWeights<'_>) -> Result<Self> {
+        let ctx = context(ordinal)?;
+        let info = info(&ctx)?;
+        let weight_bytes = w.device_bytes(shape);
+        let io0 = Io::new(START_TOKENS, shape);
+        let work0 = START_TOKENS * 4 * (2 * shape.q_dim() + 2 * shape.kv_dim());
+        let need = weight_bytes + io0.end + work0 + 4 * shape.vocab;
+        // Refuse up front rather than fill the card and fail half-way.
+        if need > info.free_bytes {
+            return Err(CudaError::DenseOutOfMemory {
+                what: "weights and buffers".into(),
+                bytes: need,
+                free_bytes: info.free_bytes,
+                total_bytes: info.total_bytes,
+            });
+        }
+        let mut warnings = Vec::new();
+        let module = compile(&ctx, info.compute_capability, &mut warnings)?;
+        let f = |name: &str| {
+            module
+                .load_function(name)
+                .map_err(drv(format!("kernel `{name}`")))
+        };
+        let mut linear = HashMap::new();
+        for t in KernelType::ALL {
+            linear.insert(t, f(&format!("linear_{}", t.suffix()))?);
+        }
+        let fns = Fns {
+            linear,
+            rms_norm: f("rms_norm")?,
+            rope: f("rope_neox")?,
+            kv_write: f("kv_write")?,
+            attend_rows: f("attend_rows")?,
+            add_to: f("add_to")?,
+        };
+        let mut layers = Vec::with_capacity(w.layers.len());
+        for (i, l) in w.layers.iter().enumerate() {
+            let n = |s: &str| format!("blk.{i}.{s}");
+            layers.push(Layer {
+                attn_norm: upload(&ctx, l.attn_norm, &n("attn_norm"))?,
+                q_norm: upload(&ctx, l.q_norm, &n("attn_q_norm"))?,
+                k_norm: upload(&ctx, l.k_norm, &n("attn_k_norm"))?,
+                ffn_norm: upload(&ctx, l.ffn_norm, &n("ffn_norm"))?,
+                wq: upload_mat(&ctx, &l.wq, &n("attn_q"))?,
+                wk: upload_mat(&ctx, &l.wk, &n("attn_k"))?,
+                wv: upload_mat(&ctx, &l.wv, &n("attn_v"))?,
+                wo: upload_mat(&ctx, &l.wo, &n("attn_output"))?,
+                router: upload_mat(&ctx, &l.router, &n("ffn_gate_inp"))?,
+            });
+        }
+        let output_norm = upload(&ctx, w.output_norm, "output_norm")?;
+        let output = upload_mat(&ctx, &w.output, "output")?;
+        let inv_freq = upload(&ctx, &shape.inv_freq(), "RoPE frequencies")?;
+        let stream = ctx.new_stream().map_err(drv("create dense stream"))?;
+        Ok(Self {
+            info,
+            shape: shape.clone(),
+            fns,
+            layers,
+            output_norm,
+            output,
+            inv_freq,
+            weight_bytes,
+            seqs: SeqRegistry::default(),
+            kv: HashMap::new(),
+            io: alloc(&ctx, io0.end, "dense layer buffer")?,
+            work: alloc(&ctx, work0, "dense work buffer")?,
+            logits: alloc(&ctx, 4 * shape.vocab, "logits")?,
+            io_host: Pinned::new(io0.end, "dense layer buffer")?,
+            logits_host: Pinned::new(4 * shape.vocab, "logits")?,
+            warnings,
+            stream,
+            ctx,
+        })
+    }
+
+    /// The device.
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    /// The shape it was built for.
+    pub fn shape(&self) -> &DenseShape {
+        &self.shape
+    }
+
+    /// Device bytes of the weights.
+    pub fn weight_bytes(&self) -> usize {
+        self.weight_bytes
+    }
+
+    /// Device bytes of the KV caches allocated now.
+    pub fn kv_bytes(&self) -> usize {
+        self.kv.values().map(|k| k.k.len + k.v.len).sum()
+    }
+
+    /// Warnings from start-up (e.g. the PTX fallback).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// A new sequence of at most `capacity` tokens; its cache is allocated on first use
+    /// and freed after the handle is dropped.
+    pub fn new_seq(&self, capacity: usize) -> DenseSeq {
+        self.seqs.new_seq(capacity)
+    }
+
+    fn release_dropped(&mut self) {
+        for id in self.seqs.take_released() {
+            self.kv.remove(&id);
+        }
+    }
+
+    /// Grows the device and pinned buffers for calls of `n` rows and head calls of `n`.
+    fn ensure(&mut self, n: usize) -> Result<Io> {
+        let io = Io::new(n, &self.shape);
+        let work = n * 4 * (2 * self.shape.q_dim() + 2 * self.shape.kv_dim());
+        if self.io.len < io.end {
+            self.io = alloc(&self.ctx, io.end, "dense layer buffer")?;
+        }
+        if self.work.len < work {
+            self.work = alloc(&self.ctx, work, "dense work buffer")?;
+        }
+        if self.io_host.len < io.end {
+            self.io_host = Pinned::new(io.end, "dense layer buffer")?;
+        }
+        Ok(io)
+    }
+
+    /// The layer-0 K and V addresses and the capacity of a span's sequence, growing its
+    /// cache to hold `start + n` positions.
+    fn cache_for(&mut self, s: &SeqSpan) -> Result<(u64, u64, usize)> {
+        let need = s.start + s.n;
+        let have = self.kv.get(&s.seq).map_or(0, |k| k.cap);
+        if have < need {
+            let cap = grown_capacity(have, need, s.capacity);
+            let row = self.shape.kv_dim() * 4;
+            let bytes = self.shape.n_layers * cap * row;
+            let what = format!("KV cache of sequence {} ({cap} tokens)", s.seq);
+            let (k, v) = (
+                alloc(&self.ctx, bytes, &what)?,
+                alloc(&self.ctx, bytes, &what)?,
+            );
+            if let Some(old) = self.kv.get(&s.seq) {
+                let cs = self.stream.cu_stream();
+                for l in 0..self.shape.n_layers {
+                    let (src, dst) = ((l * old.cap * row) as u64, (l * cap * row) as u64);
+                    // SAFETY: both ranges lie inside their buffers (old.cap ≤ cap rows).
+                    unsafe {
+                        cu::memcpy_dtod_async(k.ptr + dst, old.k.ptr + src, old.cap * row, cs)
+                            .map_err(drv("cuMemcpyDtoDAsync(KV grow)"))?;
+                        cu::memcpy_dtod_async(v.ptr + dst, old.v.ptr + src, old.cap * row, cs)
+                            .map_err(drv("cuMemcpyDtoDAsync(KV grow)"))?;
+                    }
+                }
+                // The old buffers are freed below: the copies must have read them.
+                self.stream
+                    .synchronize()
+                    .map_err(drv("cuStreamSynchronize(KV grow)"))?;
+            }
+            self.kv.insert(s.seq, Kv { k, v, cap });
+        }
+        let kv = self
+            .kv
+            .get(&s.seq)
+            .ok_or_else(|| CudaError::InvalidBatch(format!("sequence {} has no cache", s.seq)))?;
+        Ok((kv.k.ptr, kv.v.ptr, kv.cap))
+    }
+
+    /// Runs the dense part of `layer` for the rows of `seqs` (in order): `x` (`[n, hidden]`,
+    /// the residual) gains the attention output; `hn_out` gets the pre-MoE normed state,
+    /// `router_out` (`[n, n_experts]`) the router logits, and `next_router_out` (empty,
+    /// or `[n, n_experts]` when `layer` is not the last) the next layer's router logits on
+    /// `hn_out` (the scheduler's prediction). New keys and values go to each sequence's
+    /// cache at positions `start..start + n`.
+    pub fn attention_block(
+        &mut self,
+        layer: usize,
+        seqs: &[SeqSpan],
+        x: &mut [f32],
+        hn_out: &mut [f32],
+        router_out: &mut [f32],
+        next_router_out: &mut [f32],
+    ) -> Result<()> {
+        let (h, e) = (self.shape.hidden, self.shape.n_experts);
+        let n = x.len() / h;
+        let next = !next_router_out.is_empty();
+        if layer >= self.layers.len()
+            || x.len() != n * h
+            || hn_out.len() != n * h
+            || router_out.len() != n * e
+            || (next && (next_router_out.len() != n * e || layer + 1 >= self.layers.len()))
+        {
+            return Err(CudaError::InvalidBatch(format!(
+                "attention block of layer {layer}: x {} hn {} router {} next {} values for {n} rows",
+                x.len(),
+                hn_out.len(),
+                router_out.len(),
+                next_router_out.len()
+            )));
+        }
+        validate_spans(seqs, n)?;
+        self.ctx.bind_to_thread().map_err(drv("bind context"))?;
+        self.release_dropped();
+        let io = self.ensure(n)?;
+        let row = (self.shape.kv_dim() * 4) as u64;
+        let mut kc = Vec::with_capacity(n);
+        let mut vc = Vec::with_capacity(n);
+        for s in seqs {
+            let (k0, v0, cap) = self.cache_for(s)?;
+            let off = (layer * cap) as u64 * row;
+            kc.extend(std::iter::repeat_n(k0 + off, s.n));
+            vc.extend(std::iter::repeat_n(v0 + off, s.n));
+        }
+        let pos = positions(seqs);
+        // The previous call synchronised, so the pinned buffer is free.
+        let host = self.io_host.bytes();
+        host[..4 * n].copy_from_slice(bytes_of(&pos));
+        host[io.kc..io.vc].copy_from_slice(bytes_of(&kc));
+        host[io.vc..io.vc + 8 * n].copy_from_slice(bytes_of(&vc));
+        host[io.x..io.hn].copy_from_slice(bytes_of(x));
+        let cs = self.stream.cu_stream();
+        // SAFETY: pinned source of io.hn bytes; the device buffer holds io.end ≥ io.hn.
+        unsafe { cu::memcpy_htod_async(self.io.ptr, &self.io_host.bytes()[..io.hn], cs) }
+            .map_err(drv("cuMemcpyHtoDAsync(dense input)"))?;
+        self.launch_block(layer, n, &io, next)?;
+        let end = if next { io.end } else { io.next };
+        // SAFETY: pinned destination inside io_host (io.end bytes); read after the sync.
+        unsafe {
+            cu::memcpy_dtoh_async(
+                &mut self.io_host.bytes()[io.x..end],
+                self.io.ptr + io.x as u64,
+                cs,
+            )
+        }
+        .map_err(drv("cuMemcpyDtoHAsync(dense output)"))?;
+        self.stream
+            .synchronize()
+            .map_err(drv("cuStreamSynchronize(dense layer)"))?;
+        let host = self.io_host.bytes();
+        floats_from(&host[io.x..io.hn], x);
+        floats_from(&host[io.hn..io.router], hn_out);
+        floats_from(&host[io.router..io.next], router_out);
+        if next {
+            floats_from(&host[io.next..io.end], next_router_out);
+        }
+        Ok(())
+    }
+
+    fn launch_block(&self, layer: usize, n: usize, io: &Io, next: bool) -> Result<()> {
+        let s = &self.shape;
+        let l = &self.layers[layer];
+        let base = self.io.ptr;
+        let (pos, kc, vc) = (base, base + io.kc as u64, base + io.vc as u64);
+        let (x, hn) = (base + io.x as u64, base + io.hn as u64);
+        let (qd, kvd) = (s.q_dim() as u64, s.kv_dim() as u64);
+        let nn = n as u64;
+        let q = self.work.ptr;
+        let k = q + 4 * nn * qd;
+        let v = k + 4 * nn * kvd;
+        let attn = v + 4 * nn * kvd;
+        let (n32, h32, hd) = (n as u32, s.hidden as u32, s.head_dim as u32);
+        self.rms_norm(x, l.attn_norm.ptr, hn, n32, h32)?;
+        self.linear(&l.wq, hn, q, n32)?;
+        self.linear(&l.wk, hn, k, n32)?;
+        self.linear(&l.wv, hn, v, n32)?;
+        let (nh, nkv) = (s.n_heads as u32, s.n_kv_heads as u32);
+        self.rms_norm(q, l.q_norm.ptr, q, n32 * nh, hd)?;
+        self.rms_norm(k, l.k_norm.ptr, k, n32 * nkv, hd)?;
+        self.rope(q, pos, n32, nh)?;
+        self.rope(k, pos, n32, nkv)?;
+        self.kv_write(k, v, kc, vc, pos, n32)?;
+        self.attend_rows(q, kc, vc, pos, attn, n32)?;
+        self.linear(&l.wo, attn, hn, n32)?;
+        self.add_to(x, hn, nn * s.hidden as u64)?;
+        self.rms_norm(x, l.ffn_norm.ptr, hn, n32, h32)?;
+        self.linear(&l.router, hn, base + io.router as u64, n32)?;
+        if next {
+            self.linear(
+                &self.layers[layer + 1].router,
+                hn,
+                base + io.next as u64,
+                n32,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Final norm and output head of the rows `x` (`[r, hidden]`): logits `[r, vocab]`.
+    pub fn head(&mut self, x: &[f32]) -> Result<Vec<f32>> {
+        let h = self.shape.hidden;
+        let r = x.len() / h;
+        if r == 0 || x.len() != r * h {
+            return Err(CudaError::InvalidBatch(format!(
+                "head: {} values for rows of {h}",
+                x.len()
+            )));
+        }
+        self.ctx.bind_to_thread().map_err(drv("bind context"))?;
+        self.release_dropped();
+        let io = self.ensure(r)?;
+        let lb = 4 * r * self.shape.vocab;
+        if self.logits.len < lb {
+            self.logits = alloc(&self.ctx, lb, "logits")?;
+        }
+        if self.logits_host.len < lb {
+            self.logits_host = Pinned::new(lb, "logits")?;
+        }
+        self.io_host.bytes()[io.x..io.hn].copy_from_slice(bytes_of(x));
+        let cs = self.stream.cu_stream();
+        let (xd, hn) = (self.io.ptr + io.x as u64, self.io.ptr + io.hn as u64);
+        // SAFETY: pinned source inside io_host; device range inside io.
+        unsafe { cu::memcpy_htod_async(xd, &self.io_host.bytes()[io.x..io.hn], cs) }
+            .map_err(drv("cuMemcpyHtoDAsync(head input)"))?;
+        self.rms_norm(xd, self.output_norm.ptr, hn, r as u32, h as u32)?;
+        self.linear(&self.output, hn, self.logits.ptr, r as u32)?;
+        // SAFETY: pinned destination of lb bytes; read after the sync.
+        unsafe { cu::memcpy_dtoh_async(&mut self.logits_host.bytes()[..lb], self.logits.ptr, cs) }
+            .map_err(drv("cuMemcpyDtoHAsync(logits)"))?;
+        self.stream
+            .synchronize()
+            .map_err(drv("cuStreamSynchronize(head)"))?;
+        Ok(self.logits_host.floats(r * self.shape.vocab).to_vec())
+    }
+
+    fn linear(&self, m: &Mat, x: u64, y: u64, n: u32) -> Result<()> {
+        let f = self
+            .fns
+            .linear
+            .get(&m.t)
+            .ok_or(CudaError::UnsupportedType(m.t.ggml()))?;
+        let cfg = LaunchConfig {
+            grid_dim: (m.rows.div_ceil(WARPS_PER_BLOCK), n.div_ceil(TOKEN_TILE), 1),
+            block_dim: (32 * WARPS_PER_BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: matches linear_*(const u8*, const float*, float*, u32 rows, u32 cols,
+        // u32 n); x holds n × cols floats, y n × rows.
+        unsafe {
+            self.stream
+                .launch_builder(f)
+                .arg(&m.buf.ptr)
+                .arg(&x)
+                .arg(&y)
+                .arg(&m.rows)
+                .arg(&m.cols)
+                .arg(&n)
+                .launch(cfg)
+        }
+        .map(|_| ())
+        .map_err(drv(format!("launch linear_{}", m.t.suffix())))
+    }
+
+    fn rms_norm(&self, x: u64, w: u64, y: u64, rows: u32, cols: u32) -> Result<()> {
+        let cfg = LaunchConfig {
+            grid_dim: (rows.div_ceil(WARPS_PER_BLOCK), 1, 1),
+            block_dim: (32 * WARPS_PER_BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let eps = self.shape.rms_eps;
+        // SAFETY: matches rms_norm(const float*, const float*, float*, u32, u32, float);
+        // in place (x == y) is safe: each lane rewrites only elements it read.
+        unsafe {
+            self.stream
+                .launch_builder(&self.fns.rms_norm)
+                .arg(&x)
+                .arg(&w)
+                .arg(&y)
+                .arg(&rows)
+                .arg(&cols)
+                .arg(&eps)
+                .launch(cfg)
+        }
+        .map(|_| ())
+        .map_err(drv("launch rms_norm"))
+    }
+
+    fn rope(&self, x: u64, pos: u64, n: u32, heads: u32) -> Result<()> {
+        let hd = self.shape.head_dim as u32;
+        let total = n * heads * (hd / 2);
+        let cfg = LaunchConfig {
+            grid_dim: (total.div_ceil(ELEM_THREADS), 1, 1),
+            block_dim: (ELEM_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: matches rope_neox(float*, const u32*, const float*, u32, u32, u32).
+        unsafe {
+            self.stream
+                .launch_builder(&self.fns.rope)
+                .arg(&x)
+                .arg(&pos)
+                .arg(&self.inv_freq.ptr)
+                .arg(&n)
+                .arg(&heads)
+                .arg(&hd)
+                .launch(cfg)
+        }
+        .map(|_| ())
+        .map_err(drv("launch rope_neox"))
+    }
+
+    fn kv_write(&self, k: u64, v: u64, kc: u64, vc: u64, pos: u64, n: u32) -> Result<()> {
+        let kvw = self.shape.kv_dim() as u32;
+        let cfg = LaunchConfig {
+            grid_dim: (kvw.div_ceil(ELEM_THREADS), n, 1),
+            block_dim: (ELEM_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: matches kv_write(const float*, const float*, const u64*, const u64*,
+        // const u32*, u32); every kc/vc row address + pos < cap lies inside its cache.
+        unsafe {
+            self.stream
+                .launch_builder(&self.fns.kv_write)
+                .arg(&k)
+                .arg(&v)
+                .arg(&kc)
+                .arg(&vc)
+                .arg(&pos)
+                .arg(&kvw)
+                .launch(cfg)
+        }
+        .map(|_| ())
+        .map_err(drv("launch kv_write"))
+    }
+
+    fn attend_rows(&self, q: u64, kc: u64, vc: u64, pos: u64, out: u64, n: u32) -> Result<()> {
+        let s = &self.shape;
+        let (nh, nkv, hd) = (s.n_heads as u32, s.n_kv_heads as u32, s.head_dim as u32);
+        let scale = 1.0f32 / (s.head_dim as f32).sqrt();
+        let cfg = LaunchConfig {
+            grid_dim: (nh, n, 1),
+            block_dim: (32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: matches attend_rows(const float*, const u64*, const u64*, const u32*,
+        // float*, u32, u32, u32, float).
+        unsafe {
+            self.stream
+                .launch_builder(&self.fns.attend_rows)
+                .arg(&q)
+                .arg(&kc)
+                .arg(&vc)
+                .arg(&pos)
+                .arg(&out)
+                .arg(&nh)
+                .arg(&nkv)
+                .arg(&hd)
+                .arg(&scale)
+                .launch(cfg)
+        }
+        .map(|_| ())
+        .map_err(drv("launch attend_rows"))
+    }
+
+    fn add_to(&self, x: u64, y: u64, len: u64) -> Result<()> {
+        let cfg = LaunchConfig {
+            grid_dim: (len.div_ceil(ADD_THREADS as u64) as u32, 1, 1),
+            block_dim: (ADD_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: matches add_to(float*, const float*, u64).
+        unsafe {
+            self.stream
+                .launch_builder(&self.fns.add_to)
+                .arg(&x)
+                .arg(&y)
+                .arg(&len)
+                .launch(cfg)
+        }
+        .map(|_| ())
+        .map_err(drv("launch add_to"))
+    }
+}
+
+impl Drop for GpuDense {
+    fn drop(&mut self) {
+        if self.ctx.bind_to_thread().is_ok() {
+            let _ = self.stream.synchronize();
+        }
+    }
+}
+
+/// The bytes of a slice of plain numbers.
+fn bytes_of<T: Copy>(v: &[T]) -> &[u8] {
+    // SAFETY: u32/u64/f32 have no padding and any alignment ≥ u8's.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
+}
+
+/// Fills `out` from little-endian f32 bytes.
+fn floats_from(b: &[u8], out: &mut [f32]) {
+    for (o, c) in out.iter_mut().zip(b.chunks_exact(4)) {
+        *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    }
+}
