@@ -60,12 +60,12 @@ function ViewOptions() {
         </select>
         tokens
       </label>
-      <label class="sched-check">
+      <label>
         <input type="checkbox" checked={v.heat_overlay} data-testid="sched-heat"
           onChange={(e) => up({ heat_overlay: (e.target as HTMLInputElement).checked })} />
         use heat map
       </label>
-      <label class="sched-check">
+      <label>
         <input type="checkbox" checked={v.cache_marks} data-testid="sched-marks"
           onChange={(e) => up({ cache_marks: (e.target as HTMLInputElement).checked })} />
         copy / evict flashes

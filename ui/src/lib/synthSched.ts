@@ -1,10 +1,12 @@
 // A synthetic scheduler stream for the docs screenshot and tests at shapes this machine
 // cannot run (Qwen3-30B-A3B: 48 layers × 128 experts, a 17 GB file, and no GPU here). It
 // produces the same messages as the back end (model, frame, snapshot) from a small model of
-// the real thing: skewed routing per layer (Zipf over a random order of experts), an LRU
-// VRAM cache holding a fraction of all experts, at most `fetchesPerLayer` copies per layer
-// and step (the rest runs on the CPU), and layer times from a simple cost model. Nothing
-// here is measured: the panel labels the model "synthetic".
+// the real thing: skewed routing per layer (Zipf over a random order of experts), a
+// frequency-valued VRAM cache holding a fraction of all experts (a miss is copied in only
+// if it has been used more than the coldest resident expert, which it evicts; LFU with
+// admission, like the engine's `lfu`/`value` policies keep hot experts), at most
+// `fetchesPerLayer` copies per layer and step (the rest runs on the CPU), and layer times
+// from a simple cost model. Nothing here is measured: the panel labels it "synthetic".
 import type { Counters, SchedFrame, SchedMessage, SchedModel, SchedSnapshot, StepSummary } from "../services/schedTypes";
 import { PLACE_CPU, PLACE_GPU_FETCH, PLACE_GPU_HIT, RES_ABSENT, RES_ARRIVED, RES_EVICTED, RES_RESIDENT } from "../services/schedTypes";
 
@@ -51,7 +53,7 @@ export class SynthScheduler {
   private readonly cdf: Float64Array[];
   private readonly n: number;
   private readonly slots: number;
-  /** Last use (step) of each resident expert, flat index → step; LRU order by value. */
+  /** Resident experts, flat index → step of the last use. */
   private readonly resident = new Map<number, number>();
   private readonly uses: number[];
   private readonly hits: number[];
@@ -105,17 +107,21 @@ export class SynthScheduler {
     return out;
   }
 
-  private evictOne(): number | null {
+  /** The coldest resident expert not used in this step (fewest uses, then least
+   * recently used), or -1. */
+  private coldest(): number {
     let victim = -1;
-    let oldest = Infinity;
+    let best = Infinity;
+    let bestT = Infinity;
     for (const [i, t] of this.resident) {
-      if (t < oldest && t < this.step) {
-        oldest = t;
+      if (t >= this.step) continue;
+      const u = this.uses[i];
+      if (u < best || (u === best && t < bestT)) {
+        best = u;
+        bestT = t;
         victim = i;
       }
     }
-    if (victim < 0) return null;
-    this.resident.delete(victim);
     return victim;
   }
 
@@ -146,9 +152,12 @@ export class SynthScheduler {
           this.hits[i]++;
           hits++;
         } else if (nFetch < o.fetchesPerLayer) {
-          const out = this.resident.size >= this.slots ? this.evictOne() : -1;
-          if (out !== null) {
+          const full = this.resident.size >= this.slots;
+          const out = full ? this.coldest() : -1;
+          // Admission: when full, only an expert hotter than the coldest resident one.
+          if (!full || (out >= 0 && this.uses[i] > this.uses[out])) {
             if (out >= 0) {
+              this.resident.delete(out);
               evicted.push([Math.floor(out / o.experts), out % o.experts]);
               this.evicted.add(out);
             }
@@ -219,12 +228,12 @@ export class SynthScheduler {
     const residency = new Array<number>(this.n).fill(RES_ABSENT);
     for (const i of this.resident.keys()) residency[i] = this.arrived.has(i) ? RES_ARRIVED : RES_RESIDENT;
     for (const i of this.evicted) residency[i] = RES_EVICTED;
-    // LRU's "score": how recently each expert was used (higher stays longer).
-    const score = this.lastUse.map((t) => (t < 0 ? 0 : t + 1));
+    // The policy's score: uses (higher stays longer).
+    const score = [...this.uses];
     const snap: SchedSnapshot = {
       steps: this.step + 1, n_layers: o.layers, n_experts: o.experts, top_k: o.topK, expert_bytes: o.expertBytes,
       gpu: "H100 80GB (synthetic)",
-      applied: { policy: "lru", vram_budget_bytes: this.slots * o.expertBytes, prefetch: false, threads: 16 },
+      applied: { policy: "lfu", vram_budget_bytes: this.slots * o.expertBytes, prefetch: false, threads: 16 },
       cache_slots: this.slots, cache_resident: this.resident.size, cache_bytes_used: this.resident.size * o.expertBytes,
       stats: { uses: [...this.uses], hits: [...this.hits], fetches: [...this.fetches], cpu_runs: [...this.cpuRuns], last_use: [...this.lastUse] },
       score, residency, prediction_error: this.counters().cost_error,
