@@ -9,7 +9,66 @@ use hmoe_cpu::CpuPool;
 use hmoe_quant::{
     row_bytes, ActBuf, ActFormat, DotKernel, GEMM_TILE_ROWS, GEMM_TILE_TOKENS, MAX_ROWS_PER_CALL,
 };
+use std::cell::RefCell;
 use std::sync::Mutex;
+
+thread_local! {
+    /// The quantised activations of this thread's products, one buffer per format,
+    /// kept between calls: a 512-token prefill quantises ~1–2 MB per product, seven
+    /// products per layer, and fresh buffers cost page faults every time.
+    static ACT_BUFS: RefCell<Vec<ActBuf>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Rows from which the activations are quantised on every pool thread rather than on
+/// the caller alone (a 2048-wide row takes ~1 µs; waking the pool costs more).
+const PARALLEL_QUANT_MIN_ROWS: usize = 32;
+
+/// This thread's reusable buffer for `format` (taken out so the pool can borrow it).
+fn take_acts(format: ActFormat) -> ActBuf {
+    ACT_BUFS.with(|b| {
+        let mut b = b.borrow_mut();
+        match b.iter().position(|a| a.format() == format) {
+            Some(i) => b.swap_remove(i),
+            None => ActBuf::new(format),
+        }
+    })
+}
+
+fn put_acts(acts: ActBuf) {
+    ACT_BUFS.with(|b| b.borrow_mut().push(acts));
+}
+
+/// Quantises the `n` rows of `x` into `acts`; with many rows each pool thread takes a
+/// contiguous block (the token split's thread `t` then reads back the rows it wrote).
+fn quantize_acts(pool: &CpuPool, acts: &mut ActBuf, x: &[f32], cols: usize) -> Result<()> {
+    let n = x.len() / cols.max(1);
+    if n < PARALLEL_QUANT_MIN_ROWS || pool.threads() < 2 {
+        return Ok(acts.quantize(x, cols)?);
+    }
+    acts.prepare(n, cols)?;
+    let writer = acts.writer();
+    let failure: Mutex<Option<String>> = Mutex::new(None);
+    pool.broadcast(|t, threads| {
+        // The token split's blocks (see `token_split`).
+        let per = n
+            .div_ceil(threads.max(1))
+            .next_multiple_of(GEMM_TILE_TOKENS);
+        for r in t * per..((t + 1) * per).min(n) {
+            // SAFETY: thread t alone writes rows t·per..(t+1)·per.
+            if let Err(e) = unsafe { writer.quantize_row(r, &x[r * cols..(r + 1) * cols]) } {
+                if let Ok(mut f) = failure.lock() {
+                    f.get_or_insert(e.to_string());
+                }
+                return;
+            }
+        }
+    })
+    .map_err(compute)?;
+    match failure.into_inner().ok().flatten() {
+        Some(err) => Err(EngineError::Compute(format!("dense product: {err}"))),
+        None => Ok(()),
+    }
+}
 
 /// Tokens whose quantised activations are reused across all weight rows before the next
 /// tile: 64 rows of a 2048-wide Q8_K activation are ~140 KB, inside a core's L2.
@@ -89,8 +148,34 @@ pub fn matmul(
             x.len()
         )));
     }
-    let mut acts = ActBuf::new(ActFormat::for_weights(kernel.dtype())?);
-    acts.quantize(x, cols)?;
+    let mut acts = take_acts(ActFormat::for_weights(kernel.dtype())?);
+    let out = quantize_acts(pool, &mut acts, x, cols)
+        .and_then(|()| product(pool, kernel, w, rows, cols, &acts, n));
+    put_acts(acts);
+    out
+}
+
+/// The product on quantised activations (`acts` holds the `n` input rows).
+fn product(
+    pool: &CpuPool,
+    kernel: &DotKernel,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    acts: &ActBuf,
+    n: usize,
+) -> Result<Vec<f32>> {
+    let rb = row_bytes(kernel.dtype(), cols)?;
+    // Checked once here so the hot loops can use the unchecked kernels.
+    if acts.format() != kernel.act_format() || acts.cols() != cols || acts.rows() != n {
+        return Err(EngineError::Compute(format!(
+            "dense product: {:?} activations of {}×{} for a {} kernel of {n}×{cols}",
+            acts.format(),
+            acts.rows(),
+            acts.cols(),
+            kernel.dtype()
+        )));
+    }
     let threads = pool.threads().max(1);
     // Whole register tiles per thread (the last thread takes the remainder).
     let per = rows
@@ -100,7 +185,7 @@ pub fn matmul(
     // Same threshold (and benchmark switch) as the experts.
     let gemm = n >= hmoe_cpu::gemm_min_tokens() && kernel.has_gemm();
     if gemm && n >= TOKEN_SPLIT_MIN_PER_THREAD * threads {
-        return token_split(pool, kernel, w, rows, &acts, n);
+        return token_split(pool, kernel, w, rows, acts, n);
     }
     // Each thread owns a contiguous block of output features, written transposed.
     let mut out_t = vec![0f32; rows * n];
@@ -115,15 +200,15 @@ pub fn matmul(
         if r0 >= r1 {
             return;
         }
+        if act_rows.len() != n {
+            if let Ok(mut f) = failure.lock() {
+                f.get_or_insert("activation rows missing".into());
+            }
+            return;
+        }
         if gemm {
             // The thread's weight rows × each token tile: the tile's quantised
             // activations stay in L2 while the weights stream past; part is [row][token].
-            if act_rows.len() != n {
-                if let Ok(mut f) = failure.lock() {
-                    f.get_or_insert("activation rows missing".into());
-                }
-                return;
-            }
             for t0 in (0..n).step_by(TOKEN_TILE) {
                 let t1 = (t0 + TOKEN_TILE).min(n);
                 // SAFETY: `w` is rows × row_bytes(cols) (checked above), the activation
@@ -152,12 +237,10 @@ pub fn matmul(
                 for g in (t0..t1).step_by(MAX_ROWS_PER_CALL) {
                     let e = (g + MAX_ROWS_PER_CALL).min(t1);
                     let dst = &mut part[j * n + g..j * n + e];
-                    if let Err(err) = kernel.dot_rows(wr, &act_rows[g..e], dst) {
-                        if let Ok(mut f) = failure.lock() {
-                            f.get_or_insert(err.to_string());
-                        }
-                        return;
-                    }
+                    // SAFETY: `wr` is one row of row_bytes(cols) and the activation rows
+                    // are cols wide in the kernel's format (all checked on entry);
+                    // dst has e - g elements, one per activation row.
+                    unsafe { kernel.dot_rows_unchecked(wr, &act_rows[g..e], dst) };
                 }
             }
         }
@@ -167,6 +250,10 @@ pub fn matmul(
         return Err(EngineError::Compute(format!("dense product: {err}")));
     }
     drop(parts);
+    if n == 1 {
+        // [rows][1] is already [1][rows] (decode: the 151936-row output head).
+        return Ok(out_t);
+    }
     let mut out = vec![0f32; n * rows];
     for r in 0..rows {
         for i in 0..n {

@@ -58,6 +58,12 @@ impl Rope {
 
     /// Rotates every head (`head_dim` wide) of one token's vector `x` at position `pos`.
     pub fn apply(&self, x: &mut [f32], head_dim: usize, pos: usize) {
+        self.apply_all(&mut [x], head_dim, pos);
+    }
+
+    /// Rotates every head of each of `xs` (one token's queries and keys) at position
+    /// `pos`, computing the angles once.
+    pub fn apply_all(&self, xs: &mut [&mut [f32]], head_dim: usize, pos: usize) {
         let half = head_dim / 2;
         let p = pos as f32;
         let (cos, sin): (Vec<f32>, Vec<f32>) = self
@@ -68,11 +74,14 @@ impl Rope {
                 (a.cos() as f32, a.sin() as f32)
             })
             .unzip();
-        for head in x.chunks_exact_mut(head_dim) {
-            for i in 0..half {
-                let (x0, x1) = (head[i], head[i + half]);
-                head[i] = x0 * cos[i] - x1 * sin[i];
-                head[i + half] = x1 * cos[i] + x0 * sin[i];
+        for x in xs.iter_mut() {
+            for head in x.chunks_exact_mut(head_dim) {
+                let (h0, h1) = head.split_at_mut(half);
+                for (((x0, x1), c), s) in h0.iter_mut().zip(h1).zip(&cos).zip(&sin) {
+                    let (a, b) = (*x0, *x1);
+                    *x0 = a * c - b * s;
+                    *x1 = b * c + a * s;
+                }
             }
         }
     }

@@ -177,26 +177,27 @@ impl Qwen3Moe {
             row += s.tokens.len();
         }
 
+        // Buffers reused by every layer (the products still return fresh outputs).
+        let mut hn = vec![0f32; n * h];
+        let mut attn = vec![0f32; n * q_w];
         for (li, lw) in self.weights.layers.iter().enumerate() {
             // Attention block.
-            let mut hn = x.clone();
+            hn.copy_from_slice(&x);
             rms_norm_rows(&mut hn, &lw.attn_norm, cfg.rms_eps);
             let mut q = lw.wq.forward(&self.file, &self.pool, &hn)?;
             let mut k = lw.wk.forward(&self.file, &self.pool, &hn)?;
             let v = lw.wv.forward(&self.file, &self.pool, &hn)?;
             rms_norm_rows(&mut q, &lw.q_norm, cfg.rms_eps);
             rms_norm_rows(&mut k, &lw.k_norm, cfg.rms_eps);
-            let mut attn = vec![0f32; n * q_w];
             let mut row = 0;
             for s in batch.iter_mut() {
                 let m = s.tokens.len();
                 let start = s.cache.len();
                 for i in 0..m {
                     let r = row + i;
+                    let (qr, kr) = (r * q_w..(r + 1) * q_w, r * kv_w..(r + 1) * kv_w);
                     self.rope
-                        .apply(&mut q[r * q_w..(r + 1) * q_w], hd, start + i);
-                    self.rope
-                        .apply(&mut k[r * kv_w..(r + 1) * kv_w], hd, start + i);
+                        .apply_all(&mut [&mut q[qr], &mut k[kr]], hd, start + i);
                 }
                 let kv = &mut s.cache.layers[li];
                 kv.k.extend_from_slice(&k[row * kv_w..(row + m) * kv_w]);
@@ -211,7 +212,7 @@ impl Qwen3Moe {
             }
 
             // MoE block: the router decides which experts, the dispatcher decides where.
-            let mut hn = x.clone();
+            hn.copy_from_slice(&x);
             rms_norm_rows(&mut hn, &lw.ffn_norm, cfg.rms_eps);
             let logits = lw.router.forward(&self.file, &self.pool, &hn)?;
             let mut routing = route(&logits, cfg.n_experts, cfg.top_k, cfg.norm_topk_prob);
