@@ -173,7 +173,7 @@ impl Engine {
         };
         report(LoadStage::Tokenizer, 1, 1);
         let pool = CpuExecutor::pool(opts.runtime.threads)?;
-        let model = Qwen3Moe::load(file, opts.exact_math, pool.clone(), |d, t| {
+        let mut model = Qwen3Moe::load(file, opts.exact_math, pool.clone(), |d, t| {
             report(LoadStage::Weights, d, t)
         })?;
         let context = opts
@@ -199,12 +199,23 @@ impl Engine {
         // Experts on the GPU when CUDA is usable; `Auto` falls back to the CPU with the
         // reason, `Cuda` fails with it. Without a GPU the cache has no VRAM and every plan
         // is all-CPU (the telemetry says so).
-        let gpu = crate::backend::cuda::setup_gpu(
+        // The dense path on the GPU (opt-in, HMOE_CUDA_DENSE=1) starts first: the expert
+        // arena gets what its weights and KV reserve leave.
+        let dense = crate::backend::cuda::setup_dense(opts.device, &model);
+        let gpu = crate::backend::cuda::setup_gpu_with(
             opts.device,
             &opts.runtime,
             model.file(),
             info.config.top_k,
+            dense.as_deref(),
         )?;
+        match (dense, &gpu.executor) {
+            (Some(d), Some(_)) => model.set_dense(crate::model::DenseExec::Device(d)),
+            (Some(_), None) => tracing::warn!(
+                "the GPU dense path runs only with the CUDA expert backend, which did not start; the dense path stays on the CPU"
+            ),
+            (None, _) => {}
+        }
         tracing::info!("experts: {}; policy `{}`", gpu.note, opts.runtime.policy);
         report(LoadStage::Calibrating, 0, 1);
         let profile = crate::calibrate::profile_for(

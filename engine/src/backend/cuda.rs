@@ -21,10 +21,21 @@ use hmoe_gguf::GgufFile;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+mod gpu_dense;
+pub use gpu_dense::{
+    dense_requested, dense_shape, setup_dense, with_dense_weights, GpuDenseExecutor,
+};
+
 /// Environment variable choosing how expert weights reach the GPU: `staged` (default:
 /// CPU copy into pinned buffers, then DMA), `registered` (page-lock the mapped experts,
 /// DMA straight from the map) or `pageable` (baseline).
 pub const HOST_SOURCE_ENV: &str = "HMOE_CUDA_HOST";
+/// Environment variable: `1` runs the dense path (attention with the KV cache, norms,
+/// router, head) on the GPU too, when the CUDA expert backend starts (opt-in for now).
+pub const DENSE_ENV: &str = "HMOE_CUDA_DENSE";
+/// Tokens of KV cache (all sequences together) kept free for the GPU dense path when the
+/// expert arena is sized: Qwen3-30B-A3B takes 192 KiB a token in f32, so 1.5 GiB.
+pub const DEFAULT_KV_RESERVE_TOKENS: usize = 8192;
 /// Share of the free VRAM the expert arena takes when no budget is given (the rest is for
 /// scratch buffers, the dense path and other processes).
 pub const DEFAULT_FREE_SHARE: f64 = 0.8;
@@ -362,6 +373,18 @@ pub fn setup_gpu(
     file: &GgufFile,
     top_k: usize,
 ) -> Result<GpuSetup> {
+    setup_gpu_with(choice, runtime, file, top_k, None)
+}
+
+/// [`setup_gpu`] after the GPU dense path started (`dense`): the arena gets what the
+/// dense weights and a KV reserve leave (see [`arena_budget`]).
+pub fn setup_gpu_with(
+    choice: DeviceChoice,
+    runtime: &RuntimeOptions,
+    file: &GgufFile,
+    top_k: usize,
+    dense: Option<&GpuDenseExecutor>,
+) -> Result<GpuSetup> {
     let cpu = |note: String| GpuSetup {
         executor: None,
         device: None,
@@ -373,9 +396,11 @@ pub fn setup_gpu(
         return Ok(cpu(format!("CPU: {reason}")));
     };
     let (slot_bytes, hidden, ffn) = largest_expert(file)?;
-    let budget = runtime
-        .vram_budget_bytes
-        .unwrap_or((info.free_bytes as f64 * DEFAULT_FREE_SHARE) as u64);
+    let budget = arena_budget(
+        runtime.vram_budget_bytes,
+        info.free_bytes,
+        dense.map(|d| (d.weight_bytes(), d.kv_reserve_bytes())),
+    );
     let cfg = GpuConfig {
         ordinal: info.ordinal,
         budget_bytes: budget,
@@ -420,9 +445,48 @@ pub fn setup_gpu(
     }
 }
 
+/// The expert arena's budget: the user's (`--vram-budget`, which covers all of the
+/// engine's VRAM, so the dense weights come out of it) or [`DEFAULT_FREE_SHARE`] of the
+/// free memory (measured after the dense path started, so its weights are already out);
+/// with the dense path, never more than what leaves its KV reserve free.
+pub fn arena_budget(user: Option<u64>, free: usize, dense: Option<(usize, usize)>) -> u64 {
+    let share = (free as f64 * DEFAULT_FREE_SHARE) as u64;
+    match dense {
+        None => user.unwrap_or(share),
+        Some((weights, kv_reserve)) => {
+            let b = user.map_or(share, |u| u.saturating_sub(weights as u64));
+            b.min(free.saturating_sub(kv_reserve) as u64)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dense_path_comes_out_of_the_arena_budget() {
+        let gib = 1usize << 30;
+        let free = 70 * gib;
+        assert_eq!(arena_budget(Some(16 << 30), free, None), 16 << 30);
+        assert_eq!(arena_budget(None, free, None), (free as f64 * 0.8) as u64);
+        // A user budget covers the dense weights too.
+        assert_eq!(
+            arena_budget(Some(16 << 30), free, Some((2 * gib, gib))),
+            14 << 30
+        );
+        // The default share is of what the dense path left free.
+        assert_eq!(
+            arena_budget(None, free, Some((2 * gib, gib))),
+            (free as f64 * 0.8) as u64
+        );
+        // Never into the KV reserve; a budget below the weights leaves nothing.
+        assert_eq!(
+            arena_budget(Some(100 << 30), free, Some((2 * gib, 3 * gib))),
+            67 << 30
+        );
+        assert_eq!(arena_budget(Some(1 << 30), free, Some((2 * gib, gib))), 0);
+    }
 
     fn h100() -> DeviceInfo {
         DeviceInfo {
@@ -506,6 +570,7 @@ mod tests {
 mod device_tests {
     use super::*;
     use crate::backend::cpu::CpuExecutor;
+    use crate::model::dense_exec::DenseDevice;
     use crate::model::qwen3moe::Qwen3Moe;
     use crate::moe::reference::ReferenceExecutor;
     use crate::synth::{preset, write_synthetic, Recipe, SynthOptions};
@@ -540,6 +605,54 @@ mod device_tests {
             }
         }
         items
+    }
+
+    /// The GPU dense path (`HMOE_CUDA_DENSE=1`'s `GpuDense`) against the CPU dense path:
+    /// whole-model logits of two sequences batched through prefill and decode on tiny
+    /// synthetic models, same f32 reference experts on both sides (tolerance and why:
+    /// `LOGITS_REL_L2_TOL` in model::dense_exec::testing), and the greedy tokens agree.
+    #[test]
+    fn gpu_dense_path_gives_the_cpu_logits() {
+        use crate::model::dense_exec::testing::{logits, tiny_model, LOGITS_REL_L2_TOL};
+        use crate::model::DenseExec;
+        if !enabled() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        for recipe in ["q8_0", "q4_k_m", "q6_k", "bf16"] {
+            let mut model = tiny_model(dir.path(), recipe);
+            let want = logits(&model);
+            let gpu = with_dense_weights(model.file(), &model.cfg, |s, w| {
+                hmoe_cuda::GpuDense::new(0, s, w)
+            })
+            .expect("dense weights")
+            .expect("GPU dense path");
+            let exec = Arc::new(GpuDenseExecutor::new(gpu));
+            model.set_dense(DenseExec::Device(exec.clone()));
+            let got = logits(&model);
+            let c = compare(&got, &want);
+            let vocab = model.cfg.vocab_size;
+            let argmax = |v: &[f32]| -> Vec<usize> {
+                v.chunks(vocab)
+                    .map(|r| {
+                        (0..r.len())
+                            .max_by(|&a, &b| r[a].total_cmp(&r[b]))
+                            .unwrap_or(0)
+                    })
+                    .collect()
+            };
+            println!(
+                "{recipe}: rel_l2 {:.2e} max_rel {:.2e}; {}",
+                c.rel_l2,
+                c.max_rel,
+                exec.describe()
+            );
+            assert!(
+                got.len() == want.len() && c.rel_l2 <= LOGITS_REL_L2_TOL,
+                "{recipe}: {c:?}"
+            );
+            assert_eq!(argmax(&got), argmax(&want), "{recipe}: greedy tokens");
+        }
     }
 
     #[test]

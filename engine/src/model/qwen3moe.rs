@@ -4,6 +4,7 @@
 
 use super::attention::{attend_into, HeadShape};
 use super::config::Qwen3MoeConfig;
+use super::dense_exec::DenseExec;
 use super::kv_cache::KvCache;
 use super::ops::{rms_norm_rows, Rope};
 use super::weights::ModelWeights;
@@ -42,6 +43,7 @@ pub struct Qwen3Moe {
     weights: ModelWeights,
     rope: Rope,
     pool: Arc<CpuPool>,
+    dense: DenseExec,
 }
 
 impl Qwen3Moe {
@@ -63,7 +65,19 @@ impl Qwen3Moe {
             weights,
             rope,
             pool,
+            dense: DenseExec::Cpu,
         })
+    }
+
+    /// Where the dense path runs (the service sets it at load, before any cache exists:
+    /// caches made earlier have no device sequence and fail on a device).
+    pub fn set_dense(&mut self, dense: DenseExec) {
+        self.dense = dense;
+    }
+
+    /// Where the dense path runs.
+    pub fn dense(&self) -> &DenseExec {
+        &self.dense
     }
 
     /// Threads of the CPU pool the dense products (and CPU experts) run on.
@@ -85,11 +99,11 @@ impl Qwen3Moe {
     /// An empty cache holding up to `capacity` tokens.
     pub fn new_cache(&self, capacity: usize) -> KvCache {
         let cap = capacity.min(self.cfg.context_length);
-        KvCache::new(
-            self.cfg.n_layers,
-            self.cfg.n_kv_heads * self.cfg.head_dim,
-            cap,
-        )
+        let (layers, kv_dim) = (self.cfg.n_layers, self.cfg.n_kv_heads * self.cfg.head_dim);
+        match self.dense.device() {
+            Some(d) => KvCache::on_device(layers, kv_dim, cap, d.new_seq(cap)),
+            None => KvCache::new(layers, kv_dim, cap),
+        }
     }
 
     /// The expert tensors of layer `layer`, addressable per expert.
@@ -98,7 +112,7 @@ impl Qwen3Moe {
         LayerExperts::new(layer, &self.file, &lw.gate_exps, &lw.up_exps, &lw.down_exps)
     }
 
-    fn embed(&self, tokens: &[u32], out: &mut [f32]) -> Result<()> {
+    pub(super) fn embed(&self, tokens: &[u32], out: &mut [f32]) -> Result<()> {
         let h = self.cfg.hidden;
         let info = &self.weights.token_embd;
         let row_bytes = info.dtype.bytes_for(h as u64).unwrap_or(0) as usize;
@@ -161,6 +175,9 @@ impl Qwen3Moe {
         batch: &mut [SeqStep<'_>],
         moe: &mut MoeDispatch,
     ) -> Result<Vec<Vec<f32>>> {
+        if let Some(d) = self.dense.device() {
+            return self.forward_device(d.as_ref(), batch, moe);
+        }
         let cfg = &self.cfg;
         let (h, hd) = (cfg.hidden, cfg.head_dim);
         let shape = HeadShape {

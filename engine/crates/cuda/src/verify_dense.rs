@@ -53,17 +53,17 @@ impl DenseRunner for GpuDense {
 
 /// The dense path on the host in f64 references, with [`GpuDense`]'s semantics
 /// (per-sequence caches written by position, released when the handle drops).
-pub struct RefDense<'a> {
+pub struct RefDense {
     shape: DenseShape,
-    weights: DenseWeights<'a>,
+    weights: OwnedDense,
     seqs: SeqRegistry,
     caches: HashMap<u64, Vec<RefKv>>,
 }
 
-impl<'a> RefDense<'a> {
+impl RefDense {
     /// A reference over `weights` (validated against `shape`).
-    pub fn new(shape: &DenseShape, weights: DenseWeights<'a>) -> Result<Self> {
-        weights.validate(shape)?;
+    pub fn new(shape: &DenseShape, weights: OwnedDense) -> Result<Self> {
+        weights.weights().validate(shape)?;
         Ok(Self {
             shape: shape.clone(),
             weights,
@@ -81,7 +81,7 @@ impl<'a> RefDense<'a> {
     }
 }
 
-impl DenseRunner for RefDense<'_> {
+impl DenseRunner for RefDense {
     fn new_seq(&mut self, capacity: usize) -> DenseSeq {
         self.seqs.new_seq(capacity)
     }
@@ -97,14 +97,14 @@ impl DenseRunner for RefDense<'_> {
     ) -> Result<()> {
         self.live_seqs();
         let nl = self.shape.n_layers;
-        let w = self
-            .weights
+        let weights = self.weights.weights();
+        let w = weights
             .layers
             .get(layer)
             .ok_or_else(|| CudaError::InvalidBatch(format!("no layer {layer}")))?;
         let next = match next_router.is_empty() {
             true => None,
-            false => self.weights.layers.get(layer + 1).map(|l| &l.router),
+            false => weights.layers.get(layer + 1).map(|l| &l.router),
         };
         // Take the spans' caches out of the map for the call, put them back after.
         let mut taken: Vec<Vec<RefKv>> = seqs
@@ -144,12 +144,8 @@ impl DenseRunner for RefDense<'_> {
     }
 
     fn head(&mut self, x: &[f32]) -> Result<Vec<f32>> {
-        head(
-            self.weights.output_norm,
-            &self.weights.output,
-            x,
-            self.shape.rms_eps,
-        )
+        let w = self.weights.weights();
+        head(w.output_norm, &w.output, x, self.shape.rms_eps)
     }
 }
 
@@ -166,19 +162,19 @@ pub fn vals(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+#[derive(Debug, Clone)]
 struct OwnedLayer {
     norms: [Vec<f32>; 4],
-    mats: [Vec<u8>; 5],
+    mats: [(KernelType, Vec<u8>); 5],
 }
 
-/// Random dense weights of one block type (norm weights near 1, matrices scaled so the
-/// activations stay O(1)).
-pub struct RandomDense {
+/// Dense weights owned on the host: random ones for checks, or a copy of a model's.
+#[derive(Debug, Clone)]
+pub struct OwnedDense {
     shape: DenseShape,
-    t: KernelType,
     layers: Vec<OwnedLayer>,
     output_norm: Vec<f32>,
-    output: Vec<u8>,
+    output: (KernelType, Vec<u8>),
 }
 
 fn quantized(t: KernelType, rows: usize, cols: usize, seed: u64) -> Result<Vec<u8>> {
@@ -194,9 +190,34 @@ fn norm(len: usize, seed: u64) -> Vec<f32> {
     vals(len, seed).iter().map(|v| 1.0 + 0.2 * v).collect()
 }
 
-impl RandomDense {
-    /// Random weights of `shape`, every matrix of type `t`.
-    pub fn new(shape: &DenseShape, t: KernelType, seed: u64) -> Result<Self> {
+impl OwnedDense {
+    /// A copy of `w` (of `shape`).
+    pub fn copy_of(shape: &DenseShape, w: &DenseWeights<'_>) -> Self {
+        let own = |m: &DenseMatrix<'_>| (m.t, m.data.to_vec());
+        Self {
+            shape: shape.clone(),
+            layers: w
+                .layers
+                .iter()
+                .map(|l| OwnedLayer {
+                    norms: [l.attn_norm, l.q_norm, l.k_norm, l.ffn_norm].map(<[f32]>::to_vec),
+                    mats: [
+                        own(&l.wq),
+                        own(&l.wk),
+                        own(&l.wv),
+                        own(&l.wo),
+                        own(&l.router),
+                    ],
+                })
+                .collect(),
+            output_norm: w.output_norm.to_vec(),
+            output: own(&w.output),
+        }
+    }
+
+    /// Random weights of `shape` (norm weights near 1, matrices scaled so activations
+    /// stay O(1)), every matrix of type `t`.
+    pub fn random(shape: &DenseShape, t: KernelType, seed: u64) -> Result<Self> {
         let (h, q, kv, hd) = (shape.hidden, shape.q_dim(), shape.kv_dim(), shape.head_dim);
         let mut layers = Vec::new();
         for l in 0..shape.n_layers as u64 {
@@ -204,34 +225,32 @@ impl RandomDense {
             layers.push(OwnedLayer {
                 norms: [norm(h, s), norm(hd, s + 1), norm(hd, s + 2), norm(h, s + 3)],
                 mats: [
-                    quantized(t, q, h, s + 4)?,
-                    quantized(t, kv, h, s + 5)?,
-                    quantized(t, kv, h, s + 6)?,
-                    quantized(t, h, q, s + 7)?,
-                    quantized(t, shape.n_experts, h, s + 8)?,
+                    (t, quantized(t, q, h, s + 4)?),
+                    (t, quantized(t, kv, h, s + 5)?),
+                    (t, quantized(t, kv, h, s + 6)?),
+                    (t, quantized(t, h, q, s + 7)?),
+                    (t, quantized(t, shape.n_experts, h, s + 8)?),
                 ],
             });
         }
         Ok(Self {
             shape: shape.clone(),
-            t,
             layers,
             output_norm: norm(h, seed + 1),
-            output: quantized(t, shape.vocab, h, seed + 2)?,
+            output: (t, quantized(t, shape.vocab, h, seed + 2)?),
         })
     }
 
-    /// The borrowed view [`GpuDense::new`] and [`RefDense::new`] take.
+    /// The borrowed view [`GpuDense::new`] takes.
     pub fn weights(&self) -> DenseWeights<'_> {
         let s = &self.shape;
         let (h, q, kv) = (s.hidden, s.q_dim(), s.kv_dim());
-        let t = self.t;
-        fn m(t: KernelType, data: &[u8], rows: usize, cols: usize) -> DenseMatrix<'_> {
+        fn m(td: &(KernelType, Vec<u8>), rows: usize, cols: usize) -> DenseMatrix<'_> {
             DenseMatrix {
-                t,
+                t: td.0,
                 rows,
                 cols,
-                data,
+                data: &td.1,
             }
         }
         DenseWeights {
@@ -243,15 +262,15 @@ impl RandomDense {
                     q_norm: &l.norms[1],
                     k_norm: &l.norms[2],
                     ffn_norm: &l.norms[3],
-                    wq: m(t, &l.mats[0], q, h),
-                    wk: m(t, &l.mats[1], kv, h),
-                    wv: m(t, &l.mats[2], kv, h),
-                    wo: m(t, &l.mats[3], h, q),
-                    router: m(t, &l.mats[4], s.n_experts, h),
+                    wq: m(&l.mats[0], q, h),
+                    wk: m(&l.mats[1], kv, h),
+                    wv: m(&l.mats[2], kv, h),
+                    wo: m(&l.mats[3], h, q),
+                    router: m(&l.mats[4], s.n_experts, h),
                 })
                 .collect(),
             output_norm: &self.output_norm,
-            output: m(t, &self.output, s.vocab, h),
+            output: m(&self.output, s.vocab, h),
         }
     }
 }
@@ -342,13 +361,13 @@ mod tests {
     #[test]
     fn reference_decode_matches_its_prefill() {
         let shape = small_shape();
-        let w = RandomDense::new(&shape, KernelType::Q8_0, 5).unwrap();
+        let w = OwnedDense::random(&shape, KernelType::Q8_0, 5).unwrap();
         let (h, e) = (shape.hidden, shape.n_experts);
         let rows = 4;
         let x0 = vals(rows * h, 77);
         // Router logits of every row, calling the block with the rows in `chunks`.
         let run = |chunks: &[usize]| {
-            let mut r = RefDense::new(&shape, w.weights()).unwrap();
+            let mut r = RefDense::new(&shape, w.clone()).unwrap();
             let s = r.new_seq(16);
             let mut all = Vec::new();
             let mut start = 0;
@@ -387,15 +406,15 @@ mod tests {
     #[test]
     fn scenario_runs_on_the_reference_and_releases_dropped_sequences() {
         let shape = small_shape();
-        let w = RandomDense::new(&shape, KernelType::Q4K, 9).unwrap();
-        let mut r = RefDense::new(&shape, w.weights()).unwrap();
+        let w = OwnedDense::random(&shape, KernelType::Q4K, 9).unwrap();
+        let mut r = RefDense::new(&shape, w.clone()).unwrap();
         let out = scenario(&mut r, &shape).unwrap();
         // 3 steps × (2 layers × 3 or 4 outputs + head).
         assert_eq!(out.len(), 3 * (4 + 3 + 1));
         assert!(out.iter().all(|(_, v)| v.iter().all(|x| x.is_finite())));
         assert_eq!(r.live_seqs(), 0, "every handle was dropped");
         // Deterministic.
-        let mut r2 = RefDense::new(&shape, w.weights()).unwrap();
+        let mut r2 = RefDense::new(&shape, w.clone()).unwrap();
         let again = scenario(&mut r2, &shape).unwrap();
         assert_eq!(out, again);
     }
@@ -403,11 +422,11 @@ mod tests {
     #[test]
     fn wrong_sizes_are_errors() {
         let shape = small_shape();
-        let w = RandomDense::new(&shape, KernelType::F16, 3).unwrap();
-        let mut bad = w.weights();
+        let w = OwnedDense::random(&shape, KernelType::F16, 3).unwrap();
+        let mut bad = w.clone();
         bad.layers.pop();
         assert!(RefDense::new(&shape, bad).is_err());
-        let mut r = RefDense::new(&shape, w.weights()).unwrap();
+        let mut r = RefDense::new(&shape, w.clone()).unwrap();
         let s = r.new_seq(4);
         let mut x = vec![0.5f32; shape.hidden];
         let (mut hn, mut rt) = (vec![0f32; shape.hidden], vec![0f32; shape.n_experts]);

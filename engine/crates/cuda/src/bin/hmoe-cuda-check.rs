@@ -401,7 +401,7 @@ fn oom_checks(rep: &mut Report, cfg: &GpuConfig, total: usize) {
 /// type for the attention blocks (every residual, normed state and router output) and one
 /// for the head; the worst output is named.
 fn resident_checks(rep: &mut Report) -> Result<()> {
-    use hmoe_cuda::verify_dense::{scenario, small_shape, RandomDense, RefDense};
+    use hmoe_cuda::verify_dense::{scenario, small_shape, OwnedDense, RefDense};
     use hmoe_cuda::{GpuDense, KernelType};
     let shape = small_shape();
     for t in [
@@ -410,14 +410,14 @@ fn resident_checks(rep: &mut Report) -> Result<()> {
         KernelType::Q6K,
         KernelType::F16,
     ] {
-        let w = RandomDense::new(&shape, t, 21)?;
+        let w = OwnedDense::random(&shape, t, 21)?;
         // The GPU instance lives only for its run (its VRAM is back before the next).
         let (got, kv_bytes, weight_bytes) = {
             let mut gpu = GpuDense::new(0, &shape, &w.weights())?;
             let got = scenario(&mut gpu, &shape)?;
             (got, gpu.kv_bytes(), gpu.weight_bytes())
         };
-        let want = scenario(&mut RefDense::new(&shape, w.weights())?, &shape)?;
+        let want = scenario(&mut RefDense::new(&shape, w)?, &shape)?;
         if got.len() != want.len() {
             bail!(
                 "{} GPU outputs, {} reference outputs",
