@@ -37,6 +37,9 @@ pub struct SweepOptions {
     pub gen: usize,
     /// CPU threads (0: keep the engine's).
     pub threads: usize,
+    /// Tokens decoded before the timed run (not timed, not counted): a new setting
+    /// starts with an empty cache, and a cache is judged warm, as in a conversation.
+    pub warmup: usize,
 }
 
 /// One measured setting.
@@ -66,6 +69,10 @@ pub struct SweepRow {
     pub layer_pred_err_median: f64,
     /// Median |predicted − measured| / measured of whole decode steps.
     pub step_pred_err_median: f64,
+    /// MoE milliseconds per decoded token (layers issued to both outputs, measured).
+    pub moe_ms_per_token: f64,
+    /// Everything else per decoded token (attention, norms, routers, head, sampling).
+    pub dense_ms_per_token: f64,
     /// Scheduler (planning + feedback) seconds per decoded token.
     pub sched_s_per_token: f64,
     /// `sched_s_per_token` ÷ decode seconds per token.
@@ -132,12 +139,13 @@ fn run_one(
     // Replayed rows time decode only: a short prompt is enough to start it.
     let prompt_len = if replaying { REPLAY_PROMPT } else { opts.prompt_len.max(1) };
     let gen = opts.gen.max(1);
+    let warmup = opts.warmup;
     let mut rx = engine.subscribe_telemetry();
     let (prefill_s, decode_s, sched_s) = engine.with_model(move |model, moe| -> Result<(f64, f64, f64)> {
         let prompt: Vec<u32> = (0..prompt_len as u64)
             .map(|i| ((i * 2_654_435_761) % vocab) as u32)
             .collect();
-        let mut cache = model.new_cache(prompt_len + gen + 1);
+        let mut cache = model.new_cache(prompt_len + warmup + gen + 1);
         let t0 = Instant::now();
         let mut last = Vec::new();
         for part in prompt.chunks(512) {
@@ -146,9 +154,14 @@ fn run_one(
         }
         let prefill_s = t0.elapsed().as_secs_f64();
         moe.set_routing_replay(replay);
+        let mut tok = argmax(&last);
+        for _ in 0..warmup {
+            let one = [tok];
+            let mut s = [SeqStep { cache: &mut cache, tokens: &one, logits: LogitsFor::Last }];
+            tok = argmax(&model.forward(&mut s, moe)?.swap_remove(0));
+        }
         let sched0 = moe.summary().sched_seconds;
         let t1 = Instant::now();
-        let mut tok = argmax(&last);
         for _ in 0..gen {
             let one = [tok];
             let mut s = [SeqStep { cache: &mut cache, tokens: &one, logits: LogitsFor::Last }];
@@ -163,10 +176,13 @@ fn run_one(
     while let Ok(s) = rx.try_recv() {
         steps.push(s);
     }
-    let decode: Vec<&StepTelemetry> = steps.iter().filter(|s| s.n_tokens == 1).map(|s| &**s).collect();
+    // The timed decode steps are the last `gen` one-token steps (warm-up comes first).
+    let ones: Vec<&StepTelemetry> = steps.iter().filter(|s| s.n_tokens == 1).map(|s| &**s).collect();
+    let decode = &ones[ones.len().saturating_sub(gen)..];
+    let mut moe_s = 0.0;
     let (mut routed, mut hits, mut on_gpu, mut bytes) = (0u64, 0u64, 0u64, 0u64);
     let (mut layer_err, mut step_err) = (Vec::new(), Vec::new());
-    for s in &decode {
+    for s in decode {
         for l in &s.layers {
             routed += l.experts.len() as u64;
             hits += l.hits as u64;
@@ -176,6 +192,7 @@ fn run_one(
                 .filter(|e| e.placement != hmoe_sched::Placement::Cpu)
                 .count() as u64;
             bytes += l.bytes_fetched + l.bytes_prefetched;
+            moe_s += l.measured_s.unwrap_or(0.0);
             if let Some(e) = l.measured_s.and_then(|m| rel(l.predicted.finish_s, m)) {
                 layer_err.push(e);
             }
@@ -199,6 +216,8 @@ fn run_one(
         pcie_gb_s: bytes as f64 / decode_s / 1e9,
         layer_pred_err_median: median(layer_err),
         step_pred_err_median: median(step_err),
+        moe_ms_per_token: moe_s / gen as f64 * 1e3,
+        dense_ms_per_token: (per_token - moe_s / gen as f64) * 1e3,
         sched_s_per_token: sched_s / gen as f64,
         sched_share: sched_s / gen as f64 / per_token,
     })
@@ -206,8 +225,8 @@ fn run_one(
 
 /// Prints rows as a Markdown table.
 pub fn print_table(rows: &[SweepRow]) {
-    println!("| routing | policy | budget | slots | prefetch | prefill tok/s | decode tok/s | hit rate | GPU share | PCIe GB/s | layer err | step err | sched us/token | sched share |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| routing | policy | budget | slots | prefetch | prefill tok/s | decode tok/s | hit rate | GPU share | PCIe GB/s | layer err | step err | MoE ms/tok | dense ms/tok | sched us/token | sched share |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{}", row_line(r));
     }
@@ -216,7 +235,7 @@ pub fn print_table(rows: &[SweepRow]) {
 /// One row of [`print_table`].
 pub fn row_line(r: &SweepRow) -> String {
     format!(
-        "| {} | {} | {} | {} | {} | {:.1} | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.1}% | {:.1}% | {:.0} | {:.2}% |",
+        "| {} | {} | {} | {} | {} | {:.1} | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.2} | {:.0} | {:.2}% |",
         r.routing,
         r.policy,
         r.budget_bytes.map_or("all".into(), |b| if b >= 1 << 30 {
@@ -233,6 +252,8 @@ pub fn row_line(r: &SweepRow) -> String {
         r.pcie_gb_s,
         r.layer_pred_err_median * 100.0,
         r.step_pred_err_median * 100.0,
+        r.moe_ms_per_token,
+        r.dense_ms_per_token,
         r.sched_s_per_token * 1e6,
         r.sched_share * 100.0
     )

@@ -38,6 +38,9 @@ pub struct BenchArgs {
     /// Routing to sweep: model (the router), replay (calibrated synthetic trace) or both.
     #[arg(long, default_value = "both")]
     pub routing: String,
+    /// Decode tokens before each timed sweep run (cache warm-up; not timed).
+    #[arg(long, default_value_t = 64)]
+    pub warmup: usize,
     /// Append each sweep row as JSON to this file as it is measured.
     #[arg(long)]
     pub jsonl: Option<PathBuf>,
@@ -70,6 +73,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         prompt_len: a.prompt_len,
         gen: a.gen,
         threads: a.model.engine.threads,
+        warmup: a.warmup,
     };
     let mut out = match &a.jsonl {
         Some(p) => Some(std::fs::OpenOptions::new().create(true).append(true).open(p)?),

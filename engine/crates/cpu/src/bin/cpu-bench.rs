@@ -32,6 +32,7 @@ struct Args {
     skip_prefill: bool,
     kernels_only: bool,
     prefill_only: bool,
+    latency: bool,
 }
 
 fn parse_type(s: &str) -> Result<GgmlDType> {
@@ -66,6 +67,7 @@ fn parse_args() -> Result<Args> {
         pin: true,
         skip_prefill: false,
         kernels_only: false,
+        latency: false,
         prefill_only: false,
     };
     let mut it = std::env::args().skip(1);
@@ -95,6 +97,7 @@ fn parse_args() -> Result<Args> {
             "--no-prefill" => a.skip_prefill = true,
             "--prefill-only" => a.prefill_only = true,
             "--kernels-only" => a.kernels_only = true,
+            "--latency" => a.latency = true,
             "-h" | "--help" => {
                 println!(
                     "{}",
@@ -388,6 +391,9 @@ fn main() -> Result<()> {
         args.pin
     );
     println!("amx: {}", hmoe_cpu::amx::amx_status().describe());
+    if args.latency {
+        return latency_section(&args.threads, args.pin);
+    }
     println!("shape: hidden {HIDDEN}, expert FFN {FFN}, top-{TOP_K} of {N_EXPERTS}; expert working set {} MB per type\n", args.set_mb);
     if !args.prefill_only {
         kernel_section(&args.types)?;
@@ -530,6 +536,49 @@ fn main() -> Result<()> {
                     n.weight_gbps()
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// Broadcasts timed per point of the latency section.
+const LATENCY_ROUNDS: usize = 2000;
+
+/// Median and 90th percentile of `f` over [`LATENCY_ROUNDS`] calls, µs, with `gap` of
+/// idle time before each call (the time a decode step spends elsewhere between jobs).
+fn time_broadcasts(pool: &CpuPool, gap: std::time::Duration) -> Result<(f64, f64)> {
+    let mut us = Vec::with_capacity(LATENCY_ROUNDS);
+    for _ in 0..LATENCY_ROUNDS {
+        if !gap.is_zero() {
+            let until = Instant::now() + gap;
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        }
+        let t = Instant::now();
+        pool.broadcast(|_, _| {})?;
+        us.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    us.sort_by(f64::total_cmp);
+    Ok((us[us.len() / 2], us[us.len() * 9 / 10]))
+}
+
+/// The cost of one empty broadcast (wake every worker, wait for all), back to back and
+/// after idle gaps long enough for the workers to park, for each spin setting.
+fn latency_section(threads: &[usize], pin: bool) -> Result<()> {
+    println!("## pool broadcast latency (empty job; µs, median / p90)");
+    println!("| threads | spin µs | back to back | after 20 µs idle | after 200 µs idle | after 2 ms idle |");
+    println!("|---|---|---|---|---|---|");
+    for &t in threads {
+        for spin in [None, Some(0), Some(250)] {
+            let pool = CpuPool::new(PoolConfig { threads: t, pin, spin })?;
+            let mut cells = Vec::new();
+            for gap_us in [0u64, 20, 200, 2000] {
+                let (m, p) = time_broadcasts(&pool, std::time::Duration::from_micros(gap_us))?;
+                cells.push(format!("{m:.1} / {p:.1}"));
+            }
+            let spin = spin.map_or("auto".to_string(), |s| s.to_string());
+            println!("| {t} | {spin} | {} |", cells.join(" | "));
         }
     }
     Ok(())
