@@ -205,8 +205,8 @@ pub(crate) mod testing {
     }
 
     /// Logits of two sequences decoded together: A's prompt (5 tokens, every row's
-    /// logits) and B's (3), then 3 decode steps of both with fixed tokens; all logits
-    /// concatenated in order.
+    /// logits) and B's (3), then 3 decode steps of both with fixed tokens, then A cut back
+    /// to 3 tokens and given 2 new ones; all logits concatenated in order.
     pub fn logits(model: &Qwen3Moe) -> Vec<f32> {
         let mut moe = MoeDispatch::new(Arc::new(ReferenceExecutor), None, Box::new(CpuOnly));
         let (mut a, mut b) = (model.new_cache(64), model.new_cache(64));
@@ -235,6 +235,18 @@ pub(crate) mod testing {
             }
         }
         assert_eq!((a.len(), b.len()), (8, 6));
+        // Reuse of a prefix: A goes back to 3 tokens and continues differently (the
+        // device overwrites positions 3.. without being told).
+        a.truncate(3);
+        let mut batch = [SeqStep {
+            cache: &mut a,
+            tokens: &[9, 8],
+            logits: LogitsFor::All,
+        }];
+        for l in model.forward(&mut batch, &mut moe).expect("forward") {
+            all.extend(l);
+        }
+        assert_eq!(a.len(), 5);
         all
     }
 }

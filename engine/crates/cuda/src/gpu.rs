@@ -271,7 +271,8 @@ pub fn compile_kernels(cc: (i32, i32)) -> Result<String> {
 }
 
 /// Environment variable (bytes) overriding the free device memory the arena is sized
-/// from: a test knob that makes the first allocations fail for real.
+/// from (and the dense path checks its weights against): a test knob that makes the
+/// first allocations fail for real.
 pub const ASSUME_FREE_ENV: &str = "HMOE_CUDA_ASSUME_FREE_BYTES";
 
 /// Environment variable naming a PTX file of `kernels.cu` to load instead of compiling

@@ -417,7 +417,7 @@ fn resident_checks(rep: &mut Report) -> Result<()> {
             let got = scenario(&mut gpu, &shape)?;
             (got, gpu.kv_bytes(), gpu.weight_bytes())
         };
-        let want = scenario(&mut RefDense::new(&shape, w)?, &shape)?;
+        let want = scenario(&mut RefDense::new(&shape, w.clone())?, &shape)?;
         if got.len() != want.len() {
             bail!(
                 "{} GPU outputs, {} reference outputs",
@@ -446,6 +446,26 @@ fn resident_checks(rep: &mut Report) -> Result<()> {
                        "weight_bytes": weight_bytes, "kv_bytes_after": kv_bytes}),
             );
         }
+    }
+    // Too little memory: a typed refusal before any allocation, never a crash.
+    #[cfg(feature = "cuda")]
+    {
+        let w = OwnedDense::random(&shape, KernelType::Q8_0, 22)?;
+        std::env::set_var(hmoe_cuda::ASSUME_FREE_ENV, (1usize << 20).to_string());
+        let r = GpuDense::new(0, &shape, &w.weights());
+        std::env::remove_var(hmoe_cuda::ASSUME_FREE_ENV);
+        let (ok, detail) = match r {
+            Ok(_) => (false, "started with 1 MiB free".to_string()),
+            Err(e) => (
+                matches!(e, CudaError::DenseOutOfMemory { .. }),
+                e.to_string(),
+            ),
+        };
+        rep.check(
+            "GpuDense refuses when its weights do not fit",
+            ok,
+            json!({ "error": detail }),
+        );
     }
     Ok(())
 }
