@@ -46,6 +46,9 @@ for s in $stages; do
     serve-full) stage serve-full 200 bash scripts/device/serve-bench.sh "$hmoe" "$work" "$OUT/serve" "$work/qwen3-30b-a3b-q4_k_m.gguf" --device cuda --threads 16 ;;
     diag) stage diag 150 bash scripts/device/diag-dense.sh "$hmoe" "$work" "$OUT" ;;
     replay-q4s) stage replay-q4s 260 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT" q4_k_m replay 48 16 8GiB,16GiB,all ;;
+    grid-q4) stage grid-q4 330 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT" q4_k_m model 64 512 8GiB,16GiB,24GiB,all cpu-only,static,lru,mrs,value 32 ;;
+    grid-q4-replay) stage grid-q4-replay 300 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT" q4_k_m replay 64 16 8GiB,16GiB,24GiB,all cpu-only,static,lru,mrs,value 64 ;;
+    spec-q4) stage spec-q4 300 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/spec" q4_k_m model 256 1024 16GiB cpu-only,static,value 64 ;;
     registered) stage registered 150 env HMOE_CUDA_HOST=registered bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/registered" q4_k_m model 64 512 16GiB value ;;
     *) echo "unknown stage $s" ;;
   esac
