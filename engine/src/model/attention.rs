@@ -13,7 +13,9 @@ use super::kv_cache::LayerKv;
 #[cfg(target_arch = "x86_64")]
 use lanes::{Avx2, Avx512};
 use lanes::{Lanes, Scalar};
+use hmoe_cpu::CpuPool;
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Shape of the attention heads.
 #[derive(Debug, Clone, Copy)]
@@ -99,13 +101,21 @@ impl AttnIsa {
 /// Returns `[n, n_heads * head_dim]`.
 pub fn attend(q: &[f32], kv: &LayerKv, start: usize, shape: HeadShape) -> Vec<f32> {
     let mut out = vec![0f32; q.len()];
-    attend_into(q, kv, start, shape, &mut out);
+    attend_with(AttnIsa::best(), q, kv, start, shape, &mut out);
     out
 }
 
-/// [`attend`] into a caller's buffer (`out.len() == q.len()`), on the best kernels.
-pub fn attend_into(q: &[f32], kv: &LayerKv, start: usize, shape: HeadShape, out: &mut [f32]) {
-    attend_with(AttnIsa::best(), q, kv, start, shape, out);
+/// [`attend`] into a caller's buffer (`out.len() == q.len()`), on the best kernels and
+/// the threads of `pool`.
+pub fn attend_into(
+    pool: &CpuPool,
+    q: &[f32],
+    kv: &LayerKv,
+    start: usize,
+    shape: HeadShape,
+    out: &mut [f32],
+) {
+    attend_units(Some(pool), AttnIsa::best(), q, kv, start, shape, out);
 }
 
 /// [`attend_into`] on the kernels of `isa` (or narrower, see [`AttnIsa::best`]).
@@ -115,6 +125,19 @@ pub fn attend_into(q: &[f32], kv: &LayerKv, start: usize, shape: HeadShape, out:
 /// `out`, `q` or the cache are shorter than the shape says (internal invariants of the
 /// forward pass, not user input).
 pub fn attend_with(
+    isa: AttnIsa,
+    q: &[f32],
+    kv: &LayerKv,
+    start: usize,
+    shape: HeadShape,
+    out: &mut [f32],
+) {
+    attend_units(None, isa, q, kv, start, shape, out);
+}
+
+/// [`attend_with`] on `pool`'s threads, or on rayon's without one.
+fn attend_units(
+    pool: Option<&CpuPool>,
     isa: AttnIsa,
     q: &[f32],
     kv: &LayerKv,
@@ -151,30 +174,66 @@ pub fn attend_with(
     let isa = isa.for_head_dim(head_dim);
     let per_unit = (UNIT_ROWS / ctx.group).max(1);
     let blocks = n.div_ceil(per_unit);
-    (0..blocks * n_kv_heads)
-        .into_par_iter()
-        .for_each_init(Scratch::default, |s, u| {
-            // Later token blocks see more keys: start them first.
-            let b = blocks - 1 - u / n_kv_heads;
-            let unit = Unit {
-                g: u % n_kv_heads,
-                i0: b * per_unit,
-                nt: per_unit.min(n - b * per_unit),
-            };
-            // SAFETY: the level is supported (asserted above) and divides head_dim
-            // (`for_head_dim`); `ctx` slices hold what the shape says (sliced above);
-            // units are distinct (KV head, token block) pairs, so their output rows
-            // (tokens i0..i0+nt, heads g·group..(g+1)·group) are disjoint.
-            unsafe {
-                match isa {
-                    #[cfg(target_arch = "x86_64")]
-                    AttnIsa::Avx512 => unit_avx512(&ctx, unit, s),
-                    #[cfg(target_arch = "x86_64")]
-                    AttnIsa::Avx2 => unit_avx2(&ctx, unit, s),
-                    _ => run_unit::<Scalar, 4, 4, 4, 4>(&ctx, unit, s),
+    let units = blocks * n_kv_heads;
+    match pool {
+        // On the engine's pool: its workers are awake between the dense products, and
+        // a second (rayon) pool spinning beside it cost decode ~30% on 16 cores.
+        Some(pool) => {
+            let next = AtomicUsize::new(0);
+            let ran = pool.broadcast(|_, _| {
+                let mut s = Scratch::default();
+                loop {
+                    let u = next.fetch_add(1, Ordering::Relaxed);
+                    if u >= units {
+                        break;
+                    }
+                    run_unit_at(&ctx, isa, blocks, per_unit, u, &mut s);
+                }
+            });
+            // The pool refuses only a broadcast from inside one of its jobs; finish
+            // whatever it left on this thread.
+            if ran.is_err() {
+                let mut s = Scratch::default();
+                loop {
+                    let u = next.fetch_add(1, Ordering::Relaxed);
+                    if u >= units {
+                        break;
+                    }
+                    run_unit_at(&ctx, isa, blocks, per_unit, u, &mut s);
                 }
             }
-        });
+        }
+        None => (0..units)
+            .into_par_iter()
+            .for_each_init(Scratch::default, |s, u| {
+                run_unit_at(&ctx, isa, blocks, per_unit, u, s)
+            }),
+    }
+}
+
+/// Runs unit `u` of `blocks × n_kv_heads` (later token blocks first: they see more keys).
+fn run_unit_at(ctx: &Ctx<'_>, isa: AttnIsa, blocks: usize, per_unit: usize, u: usize, s: &mut Scratch) {
+    let n_kv_heads = ctx.kv_w / ctx.hd;
+    let n = ctx.q.len() / ctx.q_w;
+    let b = blocks - 1 - u / n_kv_heads;
+    let unit = Unit {
+        g: u % n_kv_heads,
+        i0: b * per_unit,
+        nt: per_unit.min(n - b * per_unit),
+    };
+    // SAFETY: the level is supported (asserted by the caller) and divides head_dim
+    // (`for_head_dim`); `ctx` slices hold what the shape says (sliced by the caller);
+    // units are distinct (KV head, token block) pairs, so their output rows
+    // (tokens i0..i0+nt, heads g·group..(g+1)·group) are disjoint.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            AttnIsa::Avx512 => unit_avx512(ctx, unit, s),
+            #[cfg(target_arch = "x86_64")]
+            AttnIsa::Avx2 => unit_avx2(ctx, unit, s),
+            _ => run_unit::<Scalar, 4, 4, 4, 4>(ctx, unit, s),
+        }
+    }
 }
 
 /// The output pointer shared by the units (each writes only its own rows).
@@ -612,6 +671,35 @@ mod tests {
         for start in [0, 37] {
             for n in [1, 2, 7, 8, 9, 27, 63, 64, 65, 70] {
                 check(qwen, n, start, (n * 7 + start) as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn pool_threads_give_the_rayon_result_exactly() {
+        // Same units, same kernels: only which thread runs a unit changes, and each unit
+        // writes its own rows, so the outputs are bit-identical.
+        let shape = HeadShape {
+            n_heads: 32,
+            n_kv_heads: 4,
+            head_dim: 128,
+        };
+        for threads in [1, 3] {
+            let pool = CpuPool::with_threads(threads).expect("pool");
+            for (n, start) in [(1, 40), (9, 0), (70, 37)] {
+                let q = values(n * 32 * 128, n as u64, 3.0);
+                let kv = LayerKv {
+                    k: values((start + n) * 512, 11, 1.0),
+                    v: values((start + n) * 512, 12, 1.0),
+                };
+                let mut on_rayon = vec![f32::NAN; q.len()];
+                attend_with(AttnIsa::best(), &q, &kv, start, shape, &mut on_rayon);
+                let mut on_pool = vec![f32::NAN; q.len()];
+                attend_into(&pool, &q, &kv, start, shape, &mut on_pool);
+                assert!(
+                    on_pool.iter().zip(&on_rayon).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "threads {threads} n {n} start {start}"
+                );
             }
         }
     }
