@@ -26,9 +26,9 @@ pub use gpu_dense::{
     dense_requested, dense_shape, setup_dense, with_dense_weights, GpuDenseExecutor,
 };
 
-/// Environment variable choosing how expert weights reach the GPU: `staged` (default:
-/// CPU copy into pinned buffers, then DMA), `registered` (page-lock the mapped experts,
-/// DMA straight from the map) or `pageable` (baseline).
+/// Environment variable choosing how expert weights reach the GPU: `registered` (page-
+/// lock the mapped experts, DMA straight from the map), `staged` (CPU copy into pinned
+/// buffers, then DMA) or `pageable` (baseline). Unset: see [`default_host_source`].
 pub const HOST_SOURCE_ENV: &str = "HMOE_CUDA_HOST";
 /// Environment variable: `1` runs the dense path (attention with the KV cache, norms,
 /// router, head) on the GPU too, when the CUDA expert backend starts (opt-in for now).
@@ -354,13 +354,38 @@ impl GpuSetup {
     }
 }
 
-/// How expert weights reach the GPU, from [`HOST_SOURCE_ENV`].
-pub fn host_source_from_env() -> Result<HostSource> {
+/// Share of the machine's memory the page-locked experts may take by default.
+pub const REGISTER_MAX_RAM_SHARE: f64 = 0.5;
+
+/// How expert weights reach the GPU when [`HOST_SOURCE_ENV`] is unset: page-locking the
+/// mapped experts is 7x faster (H100 machine: 48-55 GB/s against 7 GB/s through the
+/// staging copy, which first touches the map page by page), but it pins them in RAM,
+/// so only when they take at most [`REGISTER_MAX_RAM_SHARE`] of it.
+pub fn default_host_source(expert_bytes: u64, mem_total_bytes: Option<u64>) -> HostSource {
+    match mem_total_bytes {
+        Some(total) if (expert_bytes as f64) <= total as f64 * REGISTER_MAX_RAM_SHARE => {
+            HostSource::Registered
+        }
+        _ => HostSource::Staged,
+    }
+}
+
+/// Total RAM from /proc/meminfo (None where it cannot be read).
+fn mem_total_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// How expert weights reach the GPU: [`HOST_SOURCE_ENV`], else [`default_host_source`]
+/// for `expert_bytes` of experts on this machine.
+pub fn host_source_for(expert_bytes: u64) -> Result<HostSource> {
     match std::env::var(HOST_SOURCE_ENV) {
         Ok(v) => v
             .parse()
             .map_err(|e: String| EngineError::InvalidRequest(format!("{HOST_SOURCE_ENV}: {e}"))),
-        Err(_) => Ok(HostSource::Staged),
+        Err(_) => Ok(default_host_source(expert_bytes, mem_total_bytes())),
     }
 }
 
@@ -410,15 +435,25 @@ pub fn setup_gpu_with(
         ffn,
         max_tokens: DEFAULT_MAX_TOKENS,
         top_k,
-        host: host_source_from_env()?,
+        host: host_source_for(
+            file.tensors()
+                .filter(|t| t.name.contains("_exps."))
+                .map(|t| t.n_bytes)
+                .sum(),
+        )?,
         staging_buffers: 4,
     };
     let started = GpuExpertExecutor::new(&cfg).map(Arc::new);
     match started {
         Ok(g) => {
             if cfg.host == HostSource::Registered {
-                let locked = g.register_experts(file)?;
-                tracing::info!("page-locked {} MiB of expert weights", locked >> 20);
+                // A failed registration is slower copies, not a failed start.
+                match g.register_experts(file) {
+                    Ok(locked) => {
+                        tracing::info!("page-locked {} MiB of expert weights", locked >> 20)
+                    }
+                    Err(e) => tracing::warn!("expert weights stay pageable (slower copies): {e}"),
+                }
             }
             let note = format!(
                 "CUDA on {}: {} expert slots of {} MiB ({} MiB), weights via {:?}",
@@ -545,6 +580,20 @@ mod tests {
         assert_eq!(h.get(3, 7), None);
         assert_eq!(h.get(3, 9), Some(12));
         assert_eq!(h.get(4, 7), Some(20));
+    }
+
+    #[test]
+    fn registered_by_default_only_when_the_experts_fit_half_the_ram() {
+        let gib = 1u64 << 30;
+        assert_eq!(
+            default_host_source(17 * gib, Some(128 * gib)),
+            HostSource::Registered
+        );
+        assert_eq!(
+            default_host_source(17 * gib, Some(32 * gib)),
+            HostSource::Staged
+        );
+        assert_eq!(default_host_source(17 * gib, None), HostSource::Staged);
     }
 
     #[test]
