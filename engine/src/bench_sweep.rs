@@ -92,9 +92,17 @@ fn rel(pred: f64, meas: f64) -> Option<f64> {
 }
 
 /// Runs every setting of `opts` on `engine` and returns one row per setting.
-pub fn sweep(engine: &Engine, opts: &SweepOptions, mut progress: impl FnMut(&SweepRow)) -> Result<Vec<SweepRow>> {
+pub fn sweep(
+    engine: &Engine,
+    opts: &SweepOptions,
+    mut progress: impl FnMut(&SweepRow),
+) -> Result<Vec<SweepRow>> {
     let base = engine.runtime_options();
-    let threads = if opts.threads > 0 { opts.threads } else { base.threads };
+    let threads = if opts.threads > 0 {
+        opts.threads
+    } else {
+        base.threads
+    };
     let trace = synth_trace(
         engine.model_shape(),
         &SynthParams::qwen3_calibrated(),
@@ -105,9 +113,17 @@ pub fn sweep(engine: &Engine, opts: &SweepOptions, mut progress: impl FnMut(&Swe
     for &replay in &opts.replay {
         for policy in &opts.policies {
             let cpu_only = policy == "cpu-only";
-            let budgets: Vec<Option<u64>> = if cpu_only { vec![Some(0)] } else { opts.budgets.clone() };
+            let budgets: Vec<Option<u64>> = if cpu_only {
+                vec![Some(0)]
+            } else {
+                opts.budgets.clone()
+            };
             for budget in budgets {
-                let prefetches: Vec<bool> = if cpu_only { vec![false] } else { opts.prefetch.clone() };
+                let prefetches: Vec<bool> = if cpu_only {
+                    vec![false]
+                } else {
+                    opts.prefetch.clone()
+                };
                 for prefetch in prefetches {
                     engine.set_runtime_options(RuntimeOptions {
                         threads,
@@ -115,7 +131,14 @@ pub fn sweep(engine: &Engine, opts: &SweepOptions, mut progress: impl FnMut(&Swe
                         vram_budget_bytes: budget,
                         prefetch,
                     })?;
-                    let row = run_one(engine, opts, replay.then(|| trace.clone()), policy, budget, prefetch)?;
+                    let row = run_one(
+                        engine,
+                        opts,
+                        replay.then(|| trace.clone()),
+                        policy,
+                        budget,
+                        prefetch,
+                    )?;
                     progress(&row);
                     rows.push(row);
                 }
@@ -137,47 +160,68 @@ fn run_one(
     let replaying = replay.is_some();
     let vocab = (engine.info().config.vocab_size as u64).min(150_000);
     // Replayed rows time decode only: a short prompt is enough to start it.
-    let prompt_len = if replaying { REPLAY_PROMPT } else { opts.prompt_len.max(1) };
+    let prompt_len = if replaying {
+        REPLAY_PROMPT
+    } else {
+        opts.prompt_len.max(1)
+    };
     let gen = opts.gen.max(1);
     let warmup = opts.warmup;
     let mut rx = engine.subscribe_telemetry();
-    let (prefill_s, decode_s, sched_s) = engine.with_model(move |model, moe| -> Result<(f64, f64, f64)> {
-        let prompt: Vec<u32> = (0..prompt_len as u64)
-            .map(|i| ((i * 2_654_435_761) % vocab) as u32)
-            .collect();
-        let mut cache = model.new_cache(prompt_len + warmup + gen + 1);
-        let t0 = Instant::now();
-        let mut last = Vec::new();
-        for part in prompt.chunks(512) {
-            let mut s = [SeqStep { cache: &mut cache, tokens: part, logits: LogitsFor::Last }];
-            last = model.forward(&mut s, moe)?.swap_remove(0);
-        }
-        let prefill_s = t0.elapsed().as_secs_f64();
-        moe.set_routing_replay(replay);
-        let mut tok = argmax(&last);
-        for _ in 0..warmup {
-            let one = [tok];
-            let mut s = [SeqStep { cache: &mut cache, tokens: &one, logits: LogitsFor::Last }];
-            tok = argmax(&model.forward(&mut s, moe)?.swap_remove(0));
-        }
-        let sched0 = moe.summary().sched_seconds;
-        let t1 = Instant::now();
-        for _ in 0..gen {
-            let one = [tok];
-            let mut s = [SeqStep { cache: &mut cache, tokens: &one, logits: LogitsFor::Last }];
-            tok = argmax(&model.forward(&mut s, moe)?.swap_remove(0));
-        }
-        let decode_s = t1.elapsed().as_secs_f64();
-        let sched_s = moe.summary().sched_seconds - sched0;
-        moe.set_routing_replay(None);
-        Ok((prefill_s, decode_s, sched_s))
-    })??;
+    let (prefill_s, decode_s, sched_s) =
+        engine.with_model(move |model, moe| -> Result<(f64, f64, f64)> {
+            let prompt: Vec<u32> = (0..prompt_len as u64)
+                .map(|i| ((i * 2_654_435_761) % vocab) as u32)
+                .collect();
+            let mut cache = model.new_cache(prompt_len + warmup + gen + 1);
+            let t0 = Instant::now();
+            let mut last = Vec::new();
+            for part in prompt.chunks(512) {
+                let mut s = [SeqStep {
+                    cache: &mut cache,
+                    tokens: part,
+                    logits: LogitsFor::Last,
+                }];
+                last = model.forward(&mut s, moe)?.swap_remove(0);
+            }
+            let prefill_s = t0.elapsed().as_secs_f64();
+            moe.set_routing_replay(replay);
+            let mut tok = argmax(&last);
+            for _ in 0..warmup {
+                let one = [tok];
+                let mut s = [SeqStep {
+                    cache: &mut cache,
+                    tokens: &one,
+                    logits: LogitsFor::Last,
+                }];
+                tok = argmax(&model.forward(&mut s, moe)?.swap_remove(0));
+            }
+            let sched0 = moe.summary().sched_seconds;
+            let t1 = Instant::now();
+            for _ in 0..gen {
+                let one = [tok];
+                let mut s = [SeqStep {
+                    cache: &mut cache,
+                    tokens: &one,
+                    logits: LogitsFor::Last,
+                }];
+                tok = argmax(&model.forward(&mut s, moe)?.swap_remove(0));
+            }
+            let decode_s = t1.elapsed().as_secs_f64();
+            let sched_s = moe.summary().sched_seconds - sched0;
+            moe.set_routing_replay(None);
+            Ok((prefill_s, decode_s, sched_s))
+        })??;
     let mut steps: Vec<Arc<StepTelemetry>> = Vec::new();
     while let Ok(s) = rx.try_recv() {
         steps.push(s);
     }
     // The timed decode steps are the last `gen` one-token steps (warm-up comes first).
-    let ones: Vec<&StepTelemetry> = steps.iter().filter(|s| s.n_tokens == 1).map(|s| &**s).collect();
+    let ones: Vec<&StepTelemetry> = steps
+        .iter()
+        .filter(|s| s.n_tokens == 1)
+        .map(|s| &**s)
+        .collect();
     let decode = &ones[ones.len().saturating_sub(gen)..];
     let mut moe_s = 0.0;
     let (mut routed, mut hits, mut on_gpu, mut bytes) = (0u64, 0u64, 0u64, 0u64);
@@ -209,7 +253,11 @@ fn run_one(
         budget_bytes: budget,
         cache_slots: snap.cache_slots,
         prefetch,
-        prefill_tok_s: if replaying { 0.0 } else { prompt_len as f64 / prefill_s },
+        prefill_tok_s: if replaying {
+            0.0
+        } else {
+            prompt_len as f64 / prefill_s
+        },
         decode_tok_s: gen as f64 / decode_s,
         hit_rate: hits as f64 / routed.max(1) as f64,
         gpu_share: on_gpu as f64 / routed.max(1) as f64,

@@ -166,9 +166,10 @@ pub fn calibrate_gpu(
         let h = MachineProfile::h100_box();
         profile.gpu = profile.gpu.or(h.gpu);
         profile.pcie = profile.pcie.or(h.pcie);
-        profile
-            .notes
-            .push("GPU and link priors from the H100 machine, refitted by calibrate_gpu and online".into());
+        profile.notes.push(
+            "GPU and link priors from the H100 machine, refitted by calibrate_gpu and online"
+                .into(),
+        );
     }
     let mut cost = CostModel::new(profile);
     let work = shape.expert_work();
@@ -195,10 +196,16 @@ pub fn calibrate_gpu(
     let sets = (experts.n_experts() / n).clamp(1, GPU_CAL_REPS);
     for set in 0..sets {
         let it = items(set * n, 1);
-        let t = gpu.complete(gpu.submit(experts, &x[..hidden], hidden, &it)?, &mut out[..hidden])?;
+        let t = gpu.complete(
+            gpu.submit(experts, &x[..hidden], hidden, &it)?,
+            &mut out[..hidden],
+        )?;
         if t.fetches > 0 && t.copied_bytes > 0 && t.copy_ms > 0.0 {
             let f = t.fetches as f64;
-            cost.observe_pcie((t.copied_bytes as f64 / f) as u64, t.copy_ms as f64 / 1e3 / f);
+            cost.observe_pcie(
+                (t.copied_bytes as f64 / f) as u64,
+                t.copy_ms as f64 / 1e3 / f,
+            );
         }
     }
     // Kernels on the last set, now resident.
@@ -207,7 +214,10 @@ pub fn calibrate_gpu(
         let it = items(first, tokens);
         let xs = &x[..tokens * hidden];
         for _ in 0..GPU_CAL_REPS {
-            let t = gpu.complete(gpu.submit(experts, xs, hidden, &it)?, &mut out[..tokens * hidden])?;
+            let t = gpu.complete(
+                gpu.submit(experts, xs, hidden, &it)?,
+                &mut out[..tokens * hidden],
+            )?;
             if t.fetches == 0 && t.gpu_ms > 0.0 {
                 cost.observe_gpu_expert(&work, tokens as u32, t.gpu_ms as f64 / 1e3 / n as f64);
             }

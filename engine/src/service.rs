@@ -226,7 +226,9 @@ impl Engine {
             MachineProfile::build_box(),
         )?;
         let profile = match &gpu.executor {
-            Some(g) => crate::calibrate::calibrate_gpu(g, &model.layer_experts(0), &shape, profile)?,
+            Some(g) => {
+                crate::calibrate::calibrate_gpu(g, &model.layer_experts(0), &shape, profile)?
+            }
             None => profile,
         };
         report(LoadStage::Calibrating, 1, 1);

@@ -27,7 +27,11 @@ pub struct BenchArgs {
     #[arg(long)]
     pub sweep: bool,
     /// Policies to sweep.
-    #[arg(long, value_delimiter = ',', default_value = "cpu-only,static,lru,mrs,value")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "cpu-only,static,lru,mrs,value"
+    )]
     pub policies: Vec<String>,
     /// VRAM budgets to sweep (sizes like 8GiB, or `all` for the whole arena).
     #[arg(long, value_delimiter = ',', default_value = "all")]
@@ -58,12 +62,23 @@ fn both(s: &str, a: &str, b: &str) -> Result<Vec<bool>> {
 pub fn bench(a: BenchArgs) -> Result<()> {
     let engine = a.model.load()?;
     if !a.sweep {
-        return Ok(hmoe_engine::bench::run(&engine, a.prompt_len, a.gen, a.json)?);
+        return Ok(hmoe_engine::bench::run(
+            &engine,
+            a.prompt_len,
+            a.gen,
+            a.json,
+        )?);
     }
     let budgets = a
         .budgets
         .iter()
-        .map(|b| if b == "all" { Ok(None) } else { parse_bytes(b).map(Some) })
+        .map(|b| {
+            if b == "all" {
+                Ok(None)
+            } else {
+                parse_bytes(b).map(Some)
+            }
+        })
         .collect::<Result<Vec<_>>>()?;
     let opts = SweepOptions {
         policies: a.policies.clone(),
@@ -76,7 +91,12 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         warmup: a.warmup,
     };
     let mut out = match &a.jsonl {
-        Some(p) => Some(std::fs::OpenOptions::new().create(true).append(true).open(p)?),
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)?,
+        ),
         None => None,
     };
     let rows = sweep(&engine, &opts, |r| {

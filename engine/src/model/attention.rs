@@ -10,10 +10,10 @@
 mod lanes;
 
 use super::kv_cache::LayerKv;
+use hmoe_cpu::CpuPool;
 #[cfg(target_arch = "x86_64")]
 use lanes::{Avx2, Avx512};
 use lanes::{Lanes, Scalar};
-use hmoe_cpu::CpuPool;
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -212,7 +212,14 @@ fn attend_units(
 }
 
 /// Runs unit `u` of `blocks × n_kv_heads` (later token blocks first: they see more keys).
-fn run_unit_at(ctx: &Ctx<'_>, isa: AttnIsa, blocks: usize, per_unit: usize, u: usize, s: &mut Scratch) {
+fn run_unit_at(
+    ctx: &Ctx<'_>,
+    isa: AttnIsa,
+    blocks: usize,
+    per_unit: usize,
+    u: usize,
+    s: &mut Scratch,
+) {
     let n_kv_heads = ctx.kv_w / ctx.hd;
     let n = ctx.q.len() / ctx.q_w;
     let b = blocks - 1 - u / n_kv_heads;
@@ -697,7 +704,10 @@ mod tests {
                 let mut on_pool = vec![f32::NAN; q.len()];
                 attend_into(&pool, &q, &kv, start, shape, &mut on_pool);
                 assert!(
-                    on_pool.iter().zip(&on_rayon).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    on_pool
+                        .iter()
+                        .zip(&on_rayon)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
                     "threads {threads} n {n} start {start}"
                 );
             }

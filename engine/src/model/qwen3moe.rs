@@ -220,7 +220,14 @@ impl Qwen3Moe {
                 kv.k.extend_from_slice(&k[row * kv_w..(row + m) * kv_w]);
                 kv.v.extend_from_slice(&v[row * kv_w..(row + m) * kv_w]);
                 let rows = row * q_w..(row + m) * q_w;
-                attend_into(&self.pool, &q[rows.clone()], kv, start, shape, &mut attn[rows]);
+                attend_into(
+                    &self.pool,
+                    &q[rows.clone()],
+                    kv,
+                    start,
+                    shape,
+                    &mut attn[rows],
+                );
                 row += m;
             }
             let o = lw.wo.forward(&self.file, &self.pool, &attn)?;

@@ -183,13 +183,11 @@ impl MoeDispatch {
 
     /// Replays `trace`'s routing in one-token steps from now on (None: the router's).
     pub fn set_routing_replay(&mut self, trace: Option<Trace>) {
-        self.replay = trace
-            .filter(|t| !t.steps.is_empty())
-            .map(|trace| Replay {
-                trace,
-                step: 0,
-                active: false,
-            });
+        self.replay = trace.filter(|t| !t.steps.is_empty()).map(|trace| Replay {
+            trace,
+            step: 0,
+            active: false,
+        });
     }
 
     /// Under replay, in a one-token step: rewrites the token's choice at `layer` to the

@@ -370,8 +370,10 @@ impl Placer for SchedPlacer {
             }
             if t.fetches > 0 && t.copied_bytes > 0 && t.copy_ms > 0.0 {
                 let f = t.fetches as f64;
-                self.cost
-                    .observe_pcie((t.copied_bytes as f64 / f) as u64, t.copy_ms as f64 / 1e3 / f);
+                self.cost.observe_pcie(
+                    (t.copied_bytes as f64 / f) as u64,
+                    t.copy_ms as f64 / 1e3 / f,
+                );
             }
         }
         if let Some(l) = self.layers.last_mut() {

@@ -478,7 +478,10 @@ mod tests {
         for n in [1u32, 512] {
             let want = 10e-3 + 0.2e-3 * n as f64;
             let got = c.dense_step_s(n);
-            assert!((got - want).abs() / want < DENSE_FIT_TOL, "n={n}: {got} vs {want}");
+            assert!(
+                (got - want).abs() / want < DENSE_FIT_TOL,
+                "n={n}: {got} vs {want}"
+            );
         }
         // Non-finite or non-positive samples are ignored.
         let before = c.dense_step_s(1);

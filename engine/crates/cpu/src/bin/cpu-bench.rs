@@ -571,7 +571,11 @@ fn latency_section(threads: &[usize], pin: bool) -> Result<()> {
     println!("|---|---|---|---|---|---|");
     for &t in threads {
         for spin in [None, Some(0), Some(250)] {
-            let pool = CpuPool::new(PoolConfig { threads: t, pin, spin })?;
+            let pool = CpuPool::new(PoolConfig {
+                threads: t,
+                pin,
+                spin,
+            })?;
             let mut cells = Vec::new();
             for gap_us in [0u64, 20, 200, 2000] {
                 let (m, p) = time_broadcasts(&pool, std::time::Duration::from_micros(gap_us))?;
