@@ -50,6 +50,8 @@ for s in $stages; do
     grid-q4-replay) stage grid-q4-replay 300 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT" q4_k_m replay 64 16 8GiB,16GiB,24GiB,all cpu-only,static,lru,mrs,value 64 ;;
     spec-q4) stage spec-q4 300 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/spec" q4_k_m model 256 1024 16GiB cpu-only,static,value 64 ;;
     registered) stage registered 150 env HMOE_CUDA_HOST=registered bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/registered" q4_k_m model 64 512 16GiB value ;;
+    correctness-dense) stage correctness-dense 200 env HMOE_CUDA_DENSE=1 bash scripts/device/cuda-correctness.sh "$hmoe" "$work" "$OUT/correctness-dense" ;;
+    spec-dense) stage spec-dense 240 env HMOE_CUDA_DENSE=1 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/spec-dense" q4_k_m model 256 1024 16GiB cpu-only,static,value 64 ;;
     *) echo "unknown stage $s" ;;
   esac
 done
