@@ -9,7 +9,8 @@
 # Usage: scripts/device/cuda-correctness.sh HMOE_BINARY WORKDIR OUTDIR
 set -uo pipefail
 hmoe=$1; work=$2; out=$3
-mkdir -p "$work" "$out"
+mkdir -p "$work" "$out" "$work/npy"
+npy=$work/npy  # logits stay out of $OUT: the device call returns a limited number of files
 TOL_FACTOR=1.5
 fails=0
 pass() { echo "PASS $*"; }
@@ -27,10 +28,10 @@ done
 toks="151644,872,198,9707,11,1246,525,498,30,151645,198,151644,77091,198,785,3974,13876,38835,34208,916,279,15678,5562,13,576,6722,374,220,16,17,18,19"
 for m in "${models[@]}"; do
   n=$(basename "$m" .gguf)
-  "$hmoe" logits -m "$m" --device cpu --tokens "$toks" --out "$out/$n-cpu.npy" 2>>"$out/logits.log" || fail "$n logits cpu"
-  "$hmoe" logits -m "$m" --device cpu --exact --tokens "$toks" --out "$out/$n-exact.npy" 2>>"$out/logits.log" || fail "$n logits exact"
-  "$hmoe" logits -m "$m" --device cuda --vram-budget 64GiB --tokens "$toks" --out "$out/$n-cuda.npy" 2>>"$out/logits.log" || fail "$n logits cuda"
-  python3 - "$out/$n" "$TOL_FACTOR" <<'PY' && pass "$n logits cuda vs cpu" || fail "$n logits cuda vs cpu"
+  "$hmoe" logits -m "$m" --device cpu --tokens "$toks" --out "$npy/$n-cpu.npy" 2>>"$out/logits.log" || fail "$n logits cpu"
+  "$hmoe" logits -m "$m" --device cpu --exact --tokens "$toks" --out "$npy/$n-exact.npy" 2>>"$out/logits.log" || fail "$n logits exact"
+  "$hmoe" logits -m "$m" --device cuda --vram-budget 64GiB --tokens "$toks" --out "$npy/$n-cuda.npy" 2>>"$out/logits.log" || fail "$n logits cuda"
+  python3 - "$npy/$n" "$TOL_FACTOR" <<'PY' && pass "$n logits cuda vs cpu" || fail "$n logits cuda vs cpu"
 import sys, numpy as np
 p, f = sys.argv[1], float(sys.argv[2])
 cpu, exact, cuda = (np.load(f"{p}-{k}.npy").astype(np.float64) for k in ("cpu", "exact", "cuda"))

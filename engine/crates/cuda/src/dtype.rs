@@ -74,6 +74,18 @@ impl KernelType {
         }
     }
 
+    /// How the CPU kernels round activations multiplied with weights of this type
+    /// (`act_round`'s `fmt` in kernels.cu: 0 none, 1 bf16, 2 Q8_0, 3 Q8_K) and the block
+    /// those rounding steps work on.
+    pub fn act_format(self) -> (u32, usize) {
+        match self {
+            KernelType::F32 | KernelType::F16 => (0, 1),
+            KernelType::Bf16 => (1, 32),
+            KernelType::Q8_0 => (2, 32),
+            KernelType::Q4K | KernelType::Q5K | KernelType::Q6K => (3, 256),
+        }
+    }
+
     /// Elements per block.
     pub fn block_elems(self) -> usize {
         self.ggml().block_size()

@@ -203,6 +203,7 @@ pub struct GpuExperts {
     cfg: GpuConfig,
     kernels: HashMap<KernelType, TypeKernels>,
     combine: CudaFunction,
+    act_round: CudaFunction,
     spin: CudaFunction,
     dense_fns: dense::DenseKernels,
     arena: DeviceBuf,
@@ -347,7 +348,7 @@ impl GpuExperts {
                 },
             );
         }
-        let (combine, spin) = (f("combine")?, f("spin")?);
+        let (combine, spin, act_round) = (f("combine")?, f("spin")?, f("act_round")?);
         let dense_fns = dense::DenseKernels::load(&f)?;
         let copy = ctx.new_stream().map_err(drv("create copy stream"))?;
         let compute = ctx.new_stream().map_err(drv("create compute stream"))?;
@@ -412,6 +413,7 @@ impl GpuExperts {
             },
             kernels,
             combine,
+            act_round,
             spin,
             dense_fns,
             arena: out.alloc,
@@ -779,6 +781,8 @@ impl GpuExperts {
             cu::memcpy_htod_async(self.meta_dev.ptr, &self.meta_host.bytes()[..bl.bytes], cs)
                 .map_err(drv("cuMemcpyHtoDAsync(index tables)"))?;
         }
+        // x as the CPU kernels see it (rounded to the gate/up activation format).
+        self.round_acts(layout.gate_up, self.x_dev.ptr, n_tokens, hidden)?;
         let m = self.meta_dev.ptr;
         let (items_p, rows_p, wts_p) = (
             m + bl.items as u64,
@@ -794,12 +798,15 @@ impl GpuExperts {
                     .wait(&self.ready[actions[i].slot as usize])
                     .map_err(drv("cuStreamWaitEvent(slot ready)"))?;
             }
+            let first_pair: usize = order[..lo].iter().map(|&i| items[i].rows.len()).sum();
+            let n_pairs: usize = order[lo..hi].iter().map(|&i| items[i].rows.len()).sum();
             self.launch_experts(
                 layout,
                 items_p + (lo * ITEM_WORDS * 8) as u64,
                 rows_p,
                 wts_p,
                 (hi - lo) as u32,
+                (first_pair, n_pairs),
             )?;
         }
         for a in &actions {
@@ -845,6 +852,39 @@ impl GpuExperts {
         })
     }
 
+    /// Rounds `rows × width` activations at `ptr` in place to what the CPU kernels
+    /// multiply with weights of type `t` (`act_round` in kernels.cu).
+    fn round_acts(&self, t: KernelType, ptr: u64, rows: usize, width: usize) -> Result<()> {
+        let (fmt, block) = t.act_format();
+        if fmt == 0 || rows == 0 {
+            return Ok(());
+        }
+        if !width.is_multiple_of(block) {
+            return Err(CudaError::InvalidBatch(format!(
+                "activations {width} wide are not whole {block}-value blocks for {}",
+                t.suffix()
+            )));
+        }
+        let cfg = LaunchConfig {
+            grid_dim: ((width / block) as u32, rows as u32, 1),
+            block_dim: (32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (w, f) = (width as u32, fmt);
+        // SAFETY: argument types match `act_round` in kernels.cu; `ptr` holds rows ×
+        // width floats (a buffer ensured for this batch).
+        unsafe {
+            self.compute
+                .launch_builder(&self.act_round)
+                .arg(&ptr)
+                .arg(&w)
+                .arg(&f)
+                .launch(cfg)
+        }
+        .map(|_| ())
+        .map_err(drv("launch act_round"))
+    }
+
     fn launch_experts(
         &self,
         l: &ExpertLayout,
@@ -852,6 +892,7 @@ impl GpuExperts {
         rows: u64,
         wts: u64,
         n: u32,
+        pairs: (usize, usize),
     ) -> Result<()> {
         let (gu, dn) = (
             self.kernels
@@ -887,6 +928,12 @@ impl GpuExperts {
                 .arg(&ffn)
                 .launch(c1)
                 .map_err(drv(format!("launch gate_up_{}", l.gate_up.suffix())))?;
+        }
+        // The SwiGLU products of these pairs as the CPU's down product sees them.
+        let act_rows = act + (pairs.0 * l.ffn * 4) as u64;
+        self.round_acts(l.down, act_rows, pairs.1, l.ffn)?;
+        // SAFETY: as above.
+        unsafe {
             self.compute
                 .launch_builder(&dn.down)
                 .arg(&items)

@@ -23,6 +23,7 @@ typedef unsigned long long u64;
 #define KERNEL extern "C" __global__
 #define SHFL_XOR(v, m) __shfl_xor_sync(0xffffffffu, (v), (m))
 #define AS_FLOAT(u) __uint_as_float(u)
+#define AS_UINT(f) __float_as_uint(f)
 #endif
 
 #define WARPS 8   // warps per block (256 threads); must match WARPS_PER_BLOCK in Rust
@@ -236,6 +237,65 @@ KERNEL void combine(const u32* tok_start, const u32* tok_pairs, const float* y, 
     float s = 0.0f;
     for (u32 p = tok_start[t]; p < tok_start[t + 1]; ++p) s += y[(u64)tok_pairs[p] * hidden + i];
     out[(u64)t * hidden + i] = s;
+}
+
+// Rounds activations in place to the values the CPU kernels multiply with (hmoe-quant's
+// ActBuf), so that an expert gives the same result on either side and placement never
+// changes the output beyond float rounding. fmt 1: bf16 (nearest even); 2: Q8_0 blocks
+// of 32 (d = amax / 127, q = rint(v / d)); 3: Q8_K blocks of 256 (the first value of
+// largest magnitude maps to -127). Grid: (width / block, rows); one warp per block.
+#define ACT_BF16 1
+#define ACT_Q8_0 2
+#define ACT_Q8K 3
+KERNEL void act_round(float* a, u32 width, u32 fmt) {
+    u32 lane = threadIdx.x & 31;
+    u32 bs = fmt == ACT_Q8K ? 256 : 32;
+    float* p = a + (u64)blockIdx.y * width + (u64)blockIdx.x * bs;
+    if (fmt == ACT_BF16) {
+        u32 u = AS_UINT(p[lane]);
+        if ((u & 0x7fffffffu) <= 0x7f800000u) u += 0x7fffu + ((u >> 16) & 1u);
+        p[lane] = AS_FLOAT(u & 0xffff0000u);
+        return;
+    }
+    // Largest magnitude and the first index holding it (indices travel as floats:
+    // exact below 2^24, and the emulator shuffles floats only).
+    float amax = 0.0f, idx = 1e9f;
+    for (u32 j = lane; j < bs; j += 32) {
+        float av = fabsf(p[j]);
+        if (av > amax) {
+            amax = av;
+            idx = (float)j;
+        }
+    }
+    for (int m = 16; m > 0; m >>= 1) {
+        float oa = SHFL_XOR(amax, m), oi = SHFL_XOR(idx, m);
+        if (oa > amax || (oa == amax && oi < idx)) {
+            amax = oa;
+            idx = oi;
+        }
+    }
+    if (fmt == ACT_Q8_0) {
+        float d = amax / 127.0f;
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        float q = fminf(fmaxf(rintf(p[lane] * id), -127.0f), 127.0f);
+        p[lane] = q * d;
+        return;
+    }
+    if (amax == 0.0f) {
+        for (u32 j = lane; j < bs; j += 32) p[j] = 0.0f;
+        return;
+    }
+    // Every lane read the block before any lane writes it back.
+    float mx = p[(u32)idx];
+    float vals[8];
+    for (u32 k = 0; k < 8; ++k) vals[k] = p[lane + 32 * k];
+    mx = SHFL_XOR(mx, 0);
+    float iscale = -127.0f / mx;
+    float d = 1.0f / iscale;
+    for (u32 k = 0; k < 8; ++k) {
+        float q = fminf(fmaxf(rintf(iscale * vals[k]), -127.0f), 127.0f);
+        p[lane + 32 * k] = q * d;
+    }
 }
 
 // Spins for about `cycles` clock cycles: the copy/compute overlap check keeps the compute

@@ -198,7 +198,8 @@ impl TestBatch {
         pack(&items, self.n_tokens, buf)
     }
 
-    /// The CPU reference: dequantised weights, f64 accumulation, f32 activations.
+    /// The CPU reference: dequantised weights, f64 accumulation, activations rounded as
+    /// the CPU kernels round them (the GPU rounds them the same way: `act_round`).
     pub fn reference(&self) -> Result<Vec<f32>> {
         let l = &self.layout;
         let tasks: Vec<ExpertTask<'_>> = (0..self.rows.len())
@@ -232,8 +233,14 @@ impl TestBatch {
                 .map(|chunk| {
                     sc.spawn(move || {
                         let mut out = vec![0f32; n_out];
-                        reference_experts(&self.x, l.hidden, chunk, &mut out, RefActivations::F32)
-                            .map_err(|e| CudaError::InvalidBatch(format!("CPU reference: {e}")))?;
+                        reference_experts(
+                            &self.x,
+                            l.hidden,
+                            chunk,
+                            &mut out,
+                            RefActivations::AsKernels,
+                        )
+                        .map_err(|e| CudaError::InvalidBatch(format!("CPU reference: {e}")))?;
                         Ok(out)
                     })
                 })

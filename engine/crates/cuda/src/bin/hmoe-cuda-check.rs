@@ -318,8 +318,11 @@ fn bandwidth(g: &mut GpuExperts, scratch: &std::path::Path) -> Result<Value> {
         out[format!("experts_{mode:?}_gb_s").to_lowercase()] = json!(gbs);
     }
     g.set_host_source(HostSource::Staged)?;
-    drop(map);
     let _ = std::fs::remove_file(&path);
+    // The backend keeps the map registered until it drops: unmapping it first left a
+    // registered hole that a later cuMemHostAlloc got back (CUDA_ERROR_ALREADY_MAPPED in
+    // the overlap check). The map lives as long as the process instead.
+    std::mem::forget(map);
     Ok(out)
 }
 

@@ -42,10 +42,17 @@ static inline float emu_as_float(u32 u) {
     return f;
 }
 
+static inline u32 emu_as_uint(float f) {
+    u32 u;
+    std::memcpy(&u, &f, 4);
+    return u;
+}
+
 #define DEV inline
 #define KERNEL extern "C"
 #define SHFL_XOR(v, m) emu_shfl_xor((v), (m))
 #define AS_FLOAT(u) emu_as_float(u)
+#define AS_UINT(f) emu_as_uint(f)
 // expf comes from <math.h> (via <cmath>).
 
 // Launches `f` over grid x block (block.x must be a multiple of 32): block.x host threads

@@ -38,8 +38,17 @@ int main(int argc, char** argv) {
     GateUpFn gu[] = {gate_up_f32, gate_up_f16, gate_up_bf16, gate_up_q8_0, gate_up_q4_k, gate_up_q5_k, gate_up_q6_k};
     DownFn dn[] = {down_f32, down_f16, down_bf16, down_q8_0, down_q4_k, down_q5_k, down_q6_k};
     if (tgu > 6 || tdn > 6) { fprintf(stderr, "bad type\n"); return 2; }
+    // Activation rounding as src/gpu.rs does it (KernelType::act_format): x for gate/up,
+    // the SwiGLU products for down.
+    const u32 fmt[] = {0, 0, 1, 2, 3, 3, 3}, blk[] = {1, 1, 32, 32, 256, 256, 256};
+    if (fmt[tgu])
+        emu_launch(EmuDim{hidden / blk[tgu], n_tokens, 1}, EmuDim{32, 1, 1},
+                   [&] { act_round(x.data(), hidden, fmt[tgu]); });
     emu_launch(EmuDim{(ffn + WARPS - 1) / WARPS, n_items, 1}, EmuDim{32 * WARPS, 1, 1},
                [&] { gu[tgu](items, rows, x.data(), act.data(), hidden, ffn); });
+    if (fmt[tdn])
+        emu_launch(EmuDim{ffn / blk[tdn], n_pairs, 1}, EmuDim{32, 1, 1},
+                   [&] { act_round(act.data(), ffn, fmt[tdn]); });
     emu_launch(EmuDim{(hidden + WARPS - 1) / WARPS, n_items, 1}, EmuDim{32 * WARPS, 1, 1},
                [&] { dn[tdn](items, wts, act.data(), y.data(), hidden, ffn); });
     emu_launch(EmuDim{(hidden + 127) / 128, n_tokens, 1}, EmuDim{128, 1, 1},
