@@ -12,6 +12,9 @@ policies=${9:-cpu-only,static,lru,mrs,value}; warmup=${10:-64}
 # 7 GB/s through the pinned staging copy) unless the caller says otherwise.
 export HMOE_CUDA_HOST=${HMOE_CUDA_HOST:-registered}
 mkdir -p "$out" "$work"
+# The device call returns only a few files: the table goes to stdout (the stage log),
+# the JSON rows and the engine log stay next to the model unless OUT_FILES=1.
+side=$out; [ "${OUT_FILES:-0}" = 1 ] || side=$work
 m=$work/qwen3-30b-a3b-$dtype.gguf
 if [ ! -f "$m" ]; then
   s=$(date +%s)
@@ -21,6 +24,5 @@ fi
 "$hmoe" info "$m" | head -8
 HMOE_LOG=${HMOE_LOG:-info} "$hmoe" bench -m "$m" --device cuda --threads 16 --vram-budget 70GiB \
   --sweep --routing "$routing" --budgets "$budgets" --policies "$policies" \
-  --gen "$gen" --prompt-len "$prompt" --warmup "$warmup" --jsonl "$out/sweep-$dtype-$routing.jsonl" 2> "$out/sweep-$dtype-$routing.err" \
-  | tee "$out/sweep-$dtype-$routing.md"
-grep -E "calibration|CUDA on|warn|error" "$out/sweep-$dtype-$routing.err" | head -20
+  --gen "$gen" --prompt-len "$prompt" --warmup "$warmup" --jsonl "$side/sweep-$dtype-$routing.jsonl" 2> "$side/sweep-$dtype-$routing.err"
+grep -E "calibration|CUDA on|dense path|warn|error" "$side/sweep-$dtype-$routing.err" | head -20

@@ -27,10 +27,11 @@ stage() { # name timeout command...
   local s=$(date +%s)
   timeout "$t" "$@" > "$OUT/$name.log" 2>&1
   local rc=$?
-  grep -E '^(PASS|FAIL|SKIP)|rel err|differs' "$OUT/$name.log" | head -60
+  grep -E '^(PASS|FAIL|SKIP)|rel err|differs|^\| (model|replay) \| (cpu-only|value)' "$OUT/$name.log" | head -40
   echo "=== $name rc=$rc in $(($(date +%s) - s))s"
 }
-{ nvidia-smi; lscpu | head -20; free -g; } > "$OUT/machine.txt" 2>&1
+{ nvidia-smi; lscpu | head -20; free -g; } > "$work/machine.txt" 2>&1
+nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1
 stages=${*:-check correctness bench cpu serve}
 for s in $stages; do
   case $s in
@@ -52,6 +53,10 @@ for s in $stages; do
     registered) stage registered 150 env HMOE_CUDA_HOST=registered bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/registered" q4_k_m model 64 512 16GiB value ;;
     correctness-dense) stage correctness-dense 200 env HMOE_CUDA_DENSE=1 bash scripts/device/cuda-correctness.sh "$hmoe" "$work" "$OUT/correctness-dense" ;;
     spec-dense) stage spec-dense 240 env HMOE_CUDA_DENSE=1 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/spec-dense" q4_k_m model 256 1024 16GiB cpu-only,static,value 64 ;;
+    grid-dense) stage grid-dense 240 env HMOE_CUDA_DENSE=1 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT" q4_k_m model 64 512 8GiB,16GiB,24GiB,all cpu-only,static,lru,mrs,value 32 ;;
+    replay-dense) stage replay-dense 150 env HMOE_CUDA_DENSE=1 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT" q4_k_m replay 64 16 8GiB,16GiB,all cpu-only,static,lru,value 64 ;;
+    serve-dense) stage serve-dense 120 env HMOE_CUDA_DENSE=1 bash scripts/device/serve-bench.sh "$hmoe" "$work" "$OUT" "$work/qwen3-30b-a3b-q4_k_m-l4.gguf" --device cuda --threads 16 ;;
+    serve-cpu) stage serve-cpu 120 bash scripts/device/serve-bench.sh "$hmoe" "$work" "$OUT" "$work/qwen3-30b-a3b-q4_k_m-l4.gguf" --device cpu --threads 16 ;;
     *) echo "unknown stage $s" ;;
   esac
 done
