@@ -22,7 +22,10 @@ if [ ! -f "$m" ]; then
   echo "synth took $(($(date +%s) - s)) s"
 fi
 "$hmoe" info "$m" | head -8
+echo "| routing | policy | budget | slots | prefetch | prefill tok/s | decode tok/s | hit rate | GPU share | PCIe GB/s | layer err | step err | MoE ms/tok | dense ms/tok | sched us/token | sched share |"
 HMOE_LOG=${HMOE_LOG:-info} "$hmoe" bench -m "$m" --device cuda --threads 16 --vram-budget 70GiB \
   --sweep --routing "$routing" --budgets "$budgets" --policies "$policies" \
-  --gen "$gen" --prompt-len "$prompt" --warmup "$warmup" --jsonl "$side/sweep-$dtype-$routing.jsonl" 2> "$side/sweep-$dtype-$routing.err"
+  --gen "$gen" --prompt-len "$prompt" --warmup "$warmup" --jsonl "$side/sweep-$dtype-$routing.jsonl" 2>&1 >/dev/null \
+  | tee "$side/sweep-$dtype-$routing.err" | grep --line-buffered '^| '
+# (rows are printed as they are measured: a run cut by its timeout keeps what it did)
 grep -E "calibration|CUDA on|dense path|warn|error" "$side/sweep-$dtype-$routing.err" | head -20

@@ -27,7 +27,7 @@ stage() { # name timeout command...
   local s=$(date +%s)
   timeout "$t" "$@" > "$OUT/$name.log" 2>&1
   local rc=$?
-  grep -E '^(PASS|FAIL|SKIP)|rel err|differs|^\| (model|replay) \| (cpu-only|value)' "$OUT/$name.log" | head -40
+  grep -E '^(PASS|FAIL|SKIP)|rel err|differs|GPU dense path|^\| (model|replay) \| (cpu-only|value)' "$OUT/$name.log" | head -40
   echo "=== $name rc=$rc in $(($(date +%s) - s))s"
 }
 { nvidia-smi; lscpu | head -20; free -g; } > "$work/machine.txt" 2>&1

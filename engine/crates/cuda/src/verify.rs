@@ -9,9 +9,13 @@ use hmoe_quant::quantize;
 use serde::Serialize;
 
 /// Pass bound on the relative L2 error of a GPU expert batch against the f64-accumulated
-/// reference on the same quantised weights. The kernels accumulate in f32 in another
-/// order (2048- and 768-term dots): expected error ~1e-6; a decoding mistake gives O(1).
-pub const KERNEL_REL_L2_TOL: f64 = 1e-4;
+/// reference on the same quantised weights and the same activation rounding. The kernels
+/// accumulate in f32 in another order (2048- and 768-term dots, error ~1e-6), and an
+/// activation within that rounding of an 8-bit rounding boundary lands one step (≤ 1/127
+/// of its block's largest value) from the reference's: measured on the H200 up to 1.7e-4
+/// over 16 tokens × 62 experts. A decoding mistake gives O(1), activations not rounded
+/// like the CPU's ~1e-2.
+pub const KERNEL_REL_L2_TOL: f64 = 1e-3;
 /// Pass bound on the largest element error relative to the largest reference magnitude
 /// (catches a single wrong row that the L2 norm would average away).
 pub const KERNEL_MAX_REL_TOL: f64 = 1e-3;
