@@ -179,8 +179,9 @@ fn attend_units(
         // On the engine's pool: its workers are awake between the dense products, and
         // a second (rayon) pool spinning beside it cost decode ~30% on 16 cores.
         Some(pool) => {
+            // Every thread takes the next unit until none is left.
             let next = AtomicUsize::new(0);
-            let ran = pool.broadcast(|_, _| {
+            let drain = || {
                 let mut s = Scratch::default();
                 loop {
                     let u = next.fetch_add(1, Ordering::Relaxed);
@@ -189,18 +190,11 @@ fn attend_units(
                     }
                     run_unit_at(&ctx, isa, blocks, per_unit, u, &mut s);
                 }
-            });
-            // The pool refuses only a broadcast from inside one of its jobs; finish
-            // whatever it left on this thread.
-            if ran.is_err() {
-                let mut s = Scratch::default();
-                loop {
-                    let u = next.fetch_add(1, Ordering::Relaxed);
-                    if u >= units {
-                        break;
-                    }
-                    run_unit_at(&ctx, isa, blocks, per_unit, u, &mut s);
-                }
+            };
+            // The pool refuses only a broadcast from inside one of its jobs; this thread
+            // then finishes whatever is left.
+            if pool.broadcast(|_, _| drain()).is_err() {
+                drain();
             }
         }
         None => (0..units)

@@ -8,9 +8,9 @@
 //! on the host; the MoE block is the same as the CPU path's.
 
 use super::kv_cache::KvCache;
-use super::qwen3moe::{LogitsFor, Qwen3Moe, SeqStep};
+use super::qwen3moe::{output_rows, Qwen3Moe, SeqStep};
 use crate::error::{EngineError, Result};
-use crate::moe::{predict_next, route, MoeDispatch};
+use crate::moe::MoeDispatch;
 use hmoe_cuda::{DenseSeq, SeqSpan};
 use std::sync::Arc;
 
@@ -110,47 +110,12 @@ impl Qwen3Moe {
                 &mut next_logits[..]
             };
             dev.attention_block(li, &spans, &mut x, &mut hn, &mut logits, next_out)?;
-            // MoE block, as on the CPU path: the router decides which experts, the
-            // dispatcher decides where.
-            let mut routing = route(&logits, e, cfg.top_k, cfg.norm_topk_prob);
-            let replayed_next = moe.replay_routing(li, &mut routing);
-            let items = routing.work_items(e);
-            let next = match replayed_next {
-                Some(pred) => pred,
-                None if !last => predict_next(&next_logits, e, cfg.top_k),
-                None => Vec::new(),
-            };
-            let mut moe_out = vec![0f32; n * h];
-            let next_layer = (!last).then(|| self.layer_experts(li + 1));
-            moe.run_layer(
-                &self.layer_experts(li),
-                next_layer.as_ref(),
-                &hn,
-                h,
-                &items,
-                &next,
-                &mut moe_out,
-            )?;
-            for (xi, mi) in x.iter_mut().zip(&moe_out) {
-                *xi += mi;
-            }
+            // MoE block, as on the CPU path.
+            let next = (!last && !moe.replaying()).then_some(&next_logits[..]);
+            self.moe_block(li, moe, &hn, &logits, next, &mut x)?;
         }
         // Output head for the rows each sequence wants.
-        let mut wanted = Vec::new();
-        let mut counts = Vec::with_capacity(batch.len());
-        let mut row = 0;
-        for s in batch.iter_mut() {
-            let m = s.tokens.len();
-            s.cache.advance(m);
-            let rows: Vec<usize> = match s.logits {
-                LogitsFor::None => vec![],
-                LogitsFor::Last => vec![row + m - 1],
-                LogitsFor::All => (row..row + m).collect(),
-            };
-            counts.push(rows.len());
-            wanted.extend(rows);
-            row += m;
-        }
+        let (wanted, counts) = output_rows(batch);
         let mut xs = Vec::with_capacity(wanted.len() * h);
         for &r in &wanted {
             xs.extend_from_slice(&x[r * h..(r + 1) * h]);
@@ -176,6 +141,7 @@ impl Qwen3Moe {
 #[cfg(test)]
 pub(crate) mod testing {
     use super::*;
+    use crate::model::qwen3moe::LogitsFor;
     use crate::moe::dispatch::CpuOnly;
     use crate::moe::reference::ReferenceExecutor;
     use crate::synth::{preset, write_synthetic, Recipe, SynthOptions};
@@ -256,6 +222,7 @@ mod tests {
     use super::testing::{logits, tiny_model, LOGITS_REL_L2_TOL};
     use super::*;
     use crate::backend::cuda::with_dense_weights;
+    use crate::model::LogitsFor;
     use hmoe_cuda::verify::compare;
     use hmoe_cuda::verify_dense::{DenseRunner, OwnedDense, RefDense};
     use std::sync::Mutex;

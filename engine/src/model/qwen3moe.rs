@@ -170,6 +170,47 @@ impl Qwen3Moe {
         out
     }
 
+    /// The MoE block of layer `li` on the normed input `hn`, whatever device ran the
+    /// dense part: routes `router_logits` (or the replayed trace's choice), predicts the
+    /// next layer's experts from `next_logits` (that layer's router on `hn`; None for
+    /// the last layer or under replay), lets the dispatcher place and run the experts,
+    /// and adds their output into the residual `x`.
+    pub(crate) fn moe_block(
+        &self,
+        li: usize,
+        moe: &mut MoeDispatch,
+        hn: &[f32],
+        router_logits: &[f32],
+        next_logits: Option<&[f32]>,
+        x: &mut [f32],
+    ) -> Result<()> {
+        let cfg = &self.cfg;
+        let (h, e) = (cfg.hidden, cfg.n_experts);
+        let mut routing = route(router_logits, e, cfg.top_k, cfg.norm_topk_prob);
+        let replayed_next = moe.replay_routing(li, &mut routing);
+        let items = routing.work_items(e);
+        let next = match (replayed_next, next_logits) {
+            (Some(pred), _) => pred,
+            (None, Some(l)) => predict_next(l, e, cfg.top_k),
+            (None, None) => Vec::new(),
+        };
+        let mut moe_out = vec![0f32; hn.len()];
+        let next_layer = (li + 1 < self.weights.layers.len()).then(|| self.layer_experts(li + 1));
+        moe.run_layer(
+            &self.layer_experts(li),
+            next_layer.as_ref(),
+            hn,
+            h,
+            &items,
+            &next,
+            &mut moe_out,
+        )?;
+        for (xi, mi) in x.iter_mut().zip(&moe_out) {
+            *xi += mi;
+        }
+        Ok(())
+    }
+
     fn forward_inner(
         &self,
         batch: &mut [SeqStep<'_>],
@@ -239,52 +280,19 @@ impl Qwen3Moe {
             hn.copy_from_slice(&x);
             rms_norm_rows(&mut hn, &lw.ffn_norm, cfg.rms_eps);
             let logits = lw.router.forward(&self.file, &self.pool, &hn)?;
-            let mut routing = route(&logits, cfg.n_experts, cfg.top_k, cfg.norm_topk_prob);
-            let replayed_next = moe.replay_routing(li, &mut routing);
-            let items = routing.work_items(cfg.n_experts);
             // The next layer's router on this layer's input predicts what comes next,
             // so the scheduler can prefetch while the link is idle.
-            let next = match (replayed_next, self.weights.layers.get(li + 1)) {
-                (Some(pred), _) => pred,
-                (None, Some(next_lw)) => {
-                    let l = next_lw.router.forward(&self.file, &self.pool, &hn)?;
-                    predict_next(&l, cfg.n_experts, cfg.top_k)
+            let next_logits = match self.weights.layers.get(li + 1) {
+                Some(next_lw) if !moe.replaying() => {
+                    Some(next_lw.router.forward(&self.file, &self.pool, &hn)?)
                 }
-                (None, None) => Vec::new(),
+                _ => None,
             };
-            let mut moe_out = vec![0f32; n * h];
-            let next_layer =
-                (li + 1 < self.weights.layers.len()).then(|| self.layer_experts(li + 1));
-            moe.run_layer(
-                &self.layer_experts(li),
-                next_layer.as_ref(),
-                &hn,
-                h,
-                &items,
-                &next,
-                &mut moe_out,
-            )?;
-            for (xi, mi) in x.iter_mut().zip(&moe_out) {
-                *xi += mi;
-            }
+            self.moe_block(li, moe, &hn, &logits, next_logits.as_deref(), &mut x)?;
         }
 
         // Output head for the rows each sequence wants.
-        let mut wanted = Vec::new();
-        let mut counts = Vec::with_capacity(batch.len());
-        let mut row = 0;
-        for s in batch.iter_mut() {
-            let m = s.tokens.len();
-            s.cache.advance(m);
-            let rows: Vec<usize> = match s.logits {
-                LogitsFor::None => vec![],
-                LogitsFor::Last => vec![row + m - 1],
-                LogitsFor::All => (row..row + m).collect(),
-            };
-            counts.push(rows.len());
-            wanted.extend(rows);
-            row += m;
-        }
+        let (wanted, counts) = output_rows(batch);
         let mut hn = Vec::with_capacity(wanted.len() * h);
         for &r in &wanted {
             hn.extend_from_slice(&x[r * h..(r + 1) * h]);
@@ -304,4 +312,25 @@ impl Qwen3Moe {
         }
         Ok(out)
     }
+}
+
+/// The rows of a step whose logits the sequences asked for (all sequences' rows in
+/// order), and how many each sequence gets; advances every cache past its new tokens.
+pub(crate) fn output_rows(batch: &mut [SeqStep<'_>]) -> (Vec<usize>, Vec<usize>) {
+    let mut wanted = Vec::new();
+    let mut counts = Vec::with_capacity(batch.len());
+    let mut row = 0;
+    for s in batch.iter_mut() {
+        let m = s.tokens.len();
+        s.cache.advance(m);
+        let rows: Vec<usize> = match s.logits {
+            LogitsFor::None => vec![],
+            LogitsFor::Last => vec![row + m - 1],
+            LogitsFor::All => (row..row + m).collect(),
+        };
+        counts.push(rows.len());
+        wanted.extend(rows);
+        row += m;
+    }
+    (wanted, counts)
 }

@@ -190,6 +190,12 @@ impl MoeDispatch {
         });
     }
 
+    /// Whether this step's routing comes from a replayed trace (the model then need not
+    /// predict the next layer's experts: the trace says which).
+    pub fn replaying(&self) -> bool {
+        self.replay.as_ref().is_some_and(|r| r.active)
+    }
+
     /// Under replay, in a one-token step: rewrites the token's choice at `layer` to the
     /// trace's experts (keeping the router's weights, best first) and returns the trace's
     /// prediction of the next layer's experts. `None` when not replaying.
