@@ -4,7 +4,10 @@
 
 use crate::error::Result;
 use crate::generate::sampler::argmax;
+use crate::model::kv_cache::KvCache;
+use crate::model::qwen3moe::Qwen3Moe;
 use crate::model::{LogitsFor, SeqStep};
+use crate::moe::MoeDispatch;
 use crate::service::Engine;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -63,44 +66,71 @@ pub fn memory_read_bandwidth() -> f64 {
     best
 }
 
+/// Prompt chunk per prefill step in the benchmarks (the engine's default chunk).
+pub(crate) const BENCH_CHUNK: usize = 512;
+
+/// A deterministic pseudo-random prompt over the ordinary-token range of `vocab_size`.
+pub(crate) fn bench_prompt(len: usize, vocab_size: usize) -> Vec<u32> {
+    let vocab = (vocab_size as u64).min(150_000);
+    (0..len as u64)
+        .map(|i| ((i * 2_654_435_761) % vocab) as u32)
+        .collect()
+}
+
+/// Prefills `prompt` into `cache` in [`BENCH_CHUNK`] steps; returns the last logits.
+pub(crate) fn prefill(
+    model: &Qwen3Moe,
+    moe: &mut MoeDispatch,
+    cache: &mut KvCache,
+    prompt: &[u32],
+) -> Result<Vec<f32>> {
+    let mut last = Vec::new();
+    for part in prompt.chunks(BENCH_CHUNK) {
+        let mut s = [SeqStep {
+            cache: &mut *cache,
+            tokens: part,
+            logits: LogitsFor::Last,
+        }];
+        last = model.forward(&mut s, moe)?.swap_remove(0);
+    }
+    Ok(last)
+}
+
+/// Decodes `n` greedy tokens after `tok`; returns the last one.
+pub(crate) fn decode_greedy(
+    model: &Qwen3Moe,
+    moe: &mut MoeDispatch,
+    cache: &mut KvCache,
+    mut tok: u32,
+    n: usize,
+) -> Result<u32> {
+    for _ in 0..n {
+        let one = [tok];
+        let mut s = [SeqStep {
+            cache: &mut *cache,
+            tokens: &one,
+            logits: LogitsFor::Last,
+        }];
+        tok = argmax(&model.forward(&mut s, moe)?.swap_remove(0));
+    }
+    Ok(tok)
+}
+
 /// Runs the benchmark on a loaded engine.
 pub fn measure(engine: &Engine, prompt_len: usize, gen: usize) -> Result<BenchReport> {
     let info = engine.info().clone();
     let cfg = info.config.clone();
-    let chunk = 512;
     let r = engine.with_model(move |model, moe| -> Result<(f64, f64, f64, f64, usize)> {
-        // Deterministic pseudo-random prompt over the ordinary-token range.
-        let vocab = (cfg.vocab_size as u64).min(150_000);
-        let prompt: Vec<u32> = (0..prompt_len as u64)
-            .map(|i| ((i * 2_654_435_761) % vocab) as u32)
-            .collect();
+        let prompt = bench_prompt(prompt_len, cfg.vocab_size);
         let mut cache = model.new_cache(prompt_len + gen + 1);
         let t0 = Instant::now();
         let c0 = hmoe_cpu::topology::process_cpu_seconds();
-        let mut last = Vec::new();
-        for part in prompt.chunks(chunk) {
-            let mut s = [SeqStep {
-                cache: &mut cache,
-                tokens: part,
-                logits: LogitsFor::Last,
-            }];
-            last = model.forward(&mut s, moe)?.swap_remove(0);
-        }
+        let last = prefill(model, moe, &mut cache, &prompt)?;
         let prefill_s = t0.elapsed().as_secs_f64();
         let prefill_cpu_s = hmoe_cpu::topology::process_cpu_seconds() - c0;
         let cpu_before = moe.summary().cpu_seconds;
         let t1 = Instant::now();
-        let mut tok = argmax(&last);
-        for _ in 0..gen {
-            let one = [tok];
-            let mut s = [SeqStep {
-                cache: &mut cache,
-                tokens: &one,
-                logits: LogitsFor::Last,
-            }];
-            let l = model.forward(&mut s, moe)?.swap_remove(0);
-            tok = argmax(&l);
-        }
+        decode_greedy(model, moe, &mut cache, argmax(&last), gen)?;
         let decode_s = t1.elapsed().as_secs_f64();
         Ok((
             prefill_s,

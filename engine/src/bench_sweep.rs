@@ -3,9 +3,9 @@
 //! from a synthetic trace), switching settings between runs without reloading.
 
 use crate::api::RuntimeOptions;
+use crate::bench::{bench_prompt, decode_greedy, prefill};
 use crate::error::Result;
 use crate::generate::sampler::argmax;
-use crate::model::{LogitsFor, SeqStep};
 use crate::service::Engine;
 use hmoe_sched::synth::{generate as synth_trace, SynthParams};
 use hmoe_sched::StepTelemetry;
@@ -158,7 +158,7 @@ fn run_one(
     prefetch: bool,
 ) -> Result<SweepRow> {
     let replaying = replay.is_some();
-    let vocab = (engine.info().config.vocab_size as u64).min(150_000);
+    let vocab_size = engine.info().config.vocab_size;
     // Replayed rows time decode only: a short prompt is enough to start it.
     let prompt_len = if replaying {
         REPLAY_PROMPT
@@ -170,43 +170,16 @@ fn run_one(
     let mut rx = engine.subscribe_telemetry();
     let (prefill_s, decode_s, sched_s) =
         engine.with_model(move |model, moe| -> Result<(f64, f64, f64)> {
-            let prompt: Vec<u32> = (0..prompt_len as u64)
-                .map(|i| ((i * 2_654_435_761) % vocab) as u32)
-                .collect();
+            let prompt = bench_prompt(prompt_len, vocab_size);
             let mut cache = model.new_cache(prompt_len + warmup + gen + 1);
             let t0 = Instant::now();
-            let mut last = Vec::new();
-            for part in prompt.chunks(512) {
-                let mut s = [SeqStep {
-                    cache: &mut cache,
-                    tokens: part,
-                    logits: LogitsFor::Last,
-                }];
-                last = model.forward(&mut s, moe)?.swap_remove(0);
-            }
+            let last = prefill(model, moe, &mut cache, &prompt)?;
             let prefill_s = t0.elapsed().as_secs_f64();
             moe.set_routing_replay(replay);
-            let mut tok = argmax(&last);
-            for _ in 0..warmup {
-                let one = [tok];
-                let mut s = [SeqStep {
-                    cache: &mut cache,
-                    tokens: &one,
-                    logits: LogitsFor::Last,
-                }];
-                tok = argmax(&model.forward(&mut s, moe)?.swap_remove(0));
-            }
+            let tok = decode_greedy(model, moe, &mut cache, argmax(&last), warmup)?;
             let sched0 = moe.summary().sched_seconds;
             let t1 = Instant::now();
-            for _ in 0..gen {
-                let one = [tok];
-                let mut s = [SeqStep {
-                    cache: &mut cache,
-                    tokens: &one,
-                    logits: LogitsFor::Last,
-                }];
-                tok = argmax(&model.forward(&mut s, moe)?.swap_remove(0));
-            }
+            decode_greedy(model, moe, &mut cache, tok, gen)?;
             let decode_s = t1.elapsed().as_secs_f64();
             let sched_s = moe.summary().sched_seconds - sched0;
             moe.set_routing_replay(None);

@@ -317,3 +317,59 @@ impl MoeDispatch {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::CpuExecutor;
+    use crate::moe::routing::Routing;
+    use hmoe_sched::synth::{generate, SynthParams};
+    use hmoe_sched::ModelShape;
+
+    fn dispatch() -> MoeDispatch {
+        let pool = CpuExecutor::pool(1).expect("pool");
+        MoeDispatch::new(Arc::new(CpuExecutor::new(pool)), None, Box::new(CpuOnly))
+    }
+
+    fn routing(rows: usize) -> Routing {
+        Routing {
+            top_k: 2,
+            ids: (0..rows * 2).map(|i| (i % 8) as u16).collect(),
+            weights: vec![0.5; rows * 2],
+        }
+    }
+
+    #[test]
+    fn replay_rewrites_decode_steps_only_and_follows_the_trace() {
+        let trace = generate(&ModelShape::tiny(2, 8, 2), &SynthParams::uniform(), 4, 1);
+        let mut d = dispatch();
+        // Not replaying: the router's choice stays.
+        d.begin_step(1);
+        let mut r = routing(1);
+        assert!(d.replay_routing(0, &mut r).is_none());
+        assert_eq!(r, routing(1));
+        d.end_step();
+        d.set_routing_replay(Some(trace.clone()));
+        for step in 0..6 {
+            // A prefill step (several tokens) keeps the router's choice.
+            d.begin_step(3);
+            assert!(!d.replaying());
+            let mut r = routing(3);
+            assert!(d.replay_routing(1, &mut r).is_none());
+            assert_eq!(r, routing(3));
+            d.end_step();
+            // A decode step takes trace step `step mod len`, weights unchanged.
+            d.begin_step(1);
+            assert!(d.replaying());
+            for layer in 0..2 {
+                let mut r = routing(1);
+                let pred = d.replay_routing(layer, &mut r).expect("replayed");
+                let want = &trace.steps[step % trace.steps.len()].layers[layer];
+                assert_eq!(&r.ids[..], &want.e[..2], "step {step} layer {layer}");
+                assert_eq!(r.weights, routing(1).weights);
+                assert_eq!(pred, want.pred);
+            }
+            d.end_step();
+        }
+    }
+}

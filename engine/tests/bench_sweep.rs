@@ -1,0 +1,58 @@
+//! `hmoe bench --sweep`: one load measured under every setting, model routing and the
+//! replayed calibrated trace.
+
+mod common;
+
+use hmoe_engine::bench_sweep::{sweep, SweepOptions};
+use hmoe_engine::synth::{preset, write_synthetic, Recipe, SynthOptions};
+use hmoe_engine::EngineOptions;
+
+#[test]
+fn sweep_measures_every_setting_and_replays_the_trace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tiny.gguf");
+    let opts = SynthOptions {
+        preset: preset("tiny").expect("preset"),
+        recipe: Recipe::Q8_0,
+        seed: 9,
+        layers: Some(2),
+    };
+    write_synthetic(&opts, &path, |_, _| {}).expect("synth");
+    let engine = common::load(&path, EngineOptions::default());
+    let sweep_opts = SweepOptions {
+        policies: vec!["cpu-only".into(), "lru".into()],
+        budgets: vec![Some(1 << 20), None],
+        prefetch: vec![false, true],
+        replay: vec![false, true],
+        prompt_len: 20,
+        gen: 6,
+        threads: 0,
+        warmup: 3,
+    };
+    let mut seen = 0;
+    let rows = sweep(&engine, &sweep_opts, |_| seen += 1).expect("sweep");
+    // Per routing: cpu-only once, lru × 2 budgets × 2 prefetch settings.
+    assert_eq!(rows.len(), 2 * (1 + 4));
+    assert_eq!(seen, rows.len());
+    for r in &rows {
+        assert!(r.decode_tok_s > 0.0 && r.decode_tok_s.is_finite(), "{r:?}");
+        assert!((0.0..=1.0).contains(&r.hit_rate), "{r:?}");
+        // No GPU here: every expert runs on the CPU, whatever the policy.
+        assert_eq!(r.gpu_share, 0.0, "{r:?}");
+        assert!(
+            r.moe_ms_per_token > 0.0 && r.dense_ms_per_token >= 0.0,
+            "{r:?}"
+        );
+        assert!(r.sched_share > 0.0 && r.sched_share < 1.0, "{r:?}");
+        match r.routing {
+            "model" => assert!(r.prefill_tok_s > 0.0, "{r:?}"),
+            "replay" => assert_eq!(r.prefill_tok_s, 0.0, "{r:?}"),
+            other => panic!("routing {other}"),
+        }
+    }
+    // The settings in force afterwards are the engine's own again.
+    assert_eq!(
+        engine.runtime_options().policy,
+        EngineOptions::default().runtime.policy
+    );
+}
