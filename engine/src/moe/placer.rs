@@ -437,3 +437,95 @@ impl Placer for SchedPlacer {
         Some(SchedPlacer::snapshot(self, threads))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hmoe_cuda::LayerTimings;
+
+    /// The refit must land within this share of the measured per-expert times (the
+    /// ridge toward the H100 prior keeps a bias; the prior is ~100x off here).
+    const REFIT_TOL: f64 = 0.5;
+
+    fn item(expert: u16) -> WorkItem {
+        WorkItem {
+            expert,
+            rows: vec![0],
+            weights: vec![0.5],
+        }
+    }
+
+    #[test]
+    fn gpu_and_copy_measurements_refit_the_cost_model() {
+        let shape = ModelShape::tiny(2, 8, 2);
+        let hub = SchedPlacer::hub(&shape);
+        let mut p = SchedPlacer::new(
+            shape.clone(),
+            "value",
+            0,
+            true,
+            MachineProfile::h100_box(),
+            hub,
+        )
+        .expect("placer");
+        p.set_gpu(
+            "test GPU".into(),
+            shape.expert_bytes() * 16,
+            Arc::new(SlotHints::default()),
+        )
+        .expect("gpu");
+        let work = shape.expert_work();
+        let bytes = work.bytes();
+        let (gpu0, link0) = (p.cost.t_gpu(&work, 1), p.cost.t_pcie(bytes));
+        // A slow card and link: 1 ms per resident expert, 5 ms per copy.
+        let items = [item(0), item(1)];
+        for _ in 0..300 {
+            p.begin_step(1);
+            p.place(0, &items, &[], true);
+            let resident = LayerTimings {
+                hits: 2,
+                gpu_ms: 2.0,
+                wall_ms: 2.1,
+                ..Default::default()
+            };
+            p.observe(
+                0,
+                &LayerMeasure {
+                    cpu_items: &[],
+                    cpu_s: 0.0,
+                    gpu_items: &items,
+                    gpu: Some(resident),
+                    wall_s: 2.1e-3,
+                },
+            );
+            p.place(1, &items, &[], true);
+            let fetched = LayerTimings {
+                fetches: 2,
+                copied_bytes: 2 * bytes,
+                copy_ms: 10.0,
+                gpu_ms: 12.0,
+                wall_ms: 12.1,
+                ..Default::default()
+            };
+            p.observe(
+                1,
+                &LayerMeasure {
+                    cpu_items: &[],
+                    cpu_s: 0.0,
+                    gpu_items: &items,
+                    gpu: Some(fetched),
+                    wall_s: 12.1e-3,
+                },
+            );
+            p.end_step(14.5e-3);
+        }
+        let (gpu1, link1) = (p.cost.t_gpu(&work, 1), p.cost.t_pcie(bytes));
+        assert!(gpu1 > 10.0 * gpu0, "GPU time {gpu0} -> {gpu1}");
+        assert!((gpu1 - 1e-3).abs() / 1e-3 < REFIT_TOL, "GPU time {gpu1}");
+        assert!(link1 > 10.0 * link0, "copy time {link0} -> {link1}");
+        assert!((link1 - 5e-3).abs() / 5e-3 < REFIT_TOL, "copy time {link1}");
+        // The join cost learned from wall minus busy time (0.1 ms per layer).
+        let sync = p.cost.profile().sync_s;
+        assert!((sync - 1e-4).abs() < 3e-5, "join {sync}");
+    }
+}
