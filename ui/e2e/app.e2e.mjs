@@ -34,7 +34,7 @@ const procs = [];
 let hubEndpoint = "";
 
 function start(cmd, args, env = {}) {
-  const p = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ["ignore", "inherit", "inherit"] });
+  const p = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ["ignore", "inherit", "inherit"], detached: true });
   procs.push(p);
   return p;
 }

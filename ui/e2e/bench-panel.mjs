@@ -32,7 +32,7 @@ async function main() {
   const data = tmp.dir;
   const driver = spawn("tauri-driver", ["--port", String(DRIVER_PORT), "--native-driver", "/usr/bin/WebKitWebDriver"], {
     env: { ...process.env, HMOE_STUDIO_DATA: join(data, "studio"), HMOE_STUDIO_KEYRING: "off" },
-    stdio: ["ignore", "inherit", "inherit"],
+    stdio: ["ignore", "inherit", "inherit"], detached: true,
   });
   await sleep(1500);
   const b = await connect(DRIVER_PORT, APP);

@@ -79,16 +79,35 @@ const isInside = (child, parent) => {
   return r === "" || (!r.startsWith("..") && !isAbsolute(r));
 };
 
-/** Sends SIGTERM to each process (last started first) and waits up to `graceMs` for it to
- * exit, then SIGKILL: files under a temp folder can only be removed once nobody writes them. */
+/** Signals the process group of `p` (spawned with `detached: true`, so tauri-driver,
+ * WebKitWebDriver and the app they start share it), or `p` alone if that fails. */
+function signalGroup(p, sig) {
+  try {
+    process.kill(-p.pid, sig);
+  } catch {
+    try {
+      p.kill(sig);
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
+/** Sends SIGTERM to each process group (last started first) and waits up to `graceMs` for
+ * its leader to exit, then SIGKILLs the whole group: files under a temp folder can only be
+ * removed once nobody writes them, and an app left running by the driver would keep the
+ * test runner's output pipe open and hang it (seen once in CI: the runner waited forever). */
 export async function stopAll(procs, graceMs = 5000) {
   for (const p of [...procs].reverse()) {
-    if (p.exitCode != null || p.signalCode != null) continue;
-    const exited = new Promise((r) => p.once("exit", r));
-    p.kill("SIGTERM");
-    const t = setTimeout(() => p.kill("SIGKILL"), graceMs);
-    await exited;
-    clearTimeout(t);
+    if (p.exitCode == null && p.signalCode == null) {
+      const exited = new Promise((r) => p.once("exit", r));
+      signalGroup(p, "SIGTERM");
+      const t = setTimeout(() => signalGroup(p, "SIGKILL"), graceMs);
+      await exited;
+      clearTimeout(t);
+    }
+    // The leader is gone; whatever it started in its group goes too.
+    signalGroup(p, "SIGKILL");
   }
   procs.length = 0;
 }

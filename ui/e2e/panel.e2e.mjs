@@ -88,7 +88,7 @@ before(async () => {
       // The save dialog's test seam (core/app/dialog.rs): exports land here.
       HMOE_STUDIO_DIALOG_SAVE_DIR: exportDir,
     },
-    stdio: ["ignore", "inherit", "inherit"],
+    stdio: ["ignore", "inherit", "inherit"], detached: true,
   });
   procs.push(p);
   await sleep(1500);
