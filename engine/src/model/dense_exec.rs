@@ -93,12 +93,7 @@ impl Qwen3Moe {
             .iter()
             .map(|s| span_of(s.cache, s.tokens.len()))
             .collect::<Result<Vec<_>>>()?;
-        let mut x = vec![0f32; n * h];
-        let mut row = 0;
-        for s in batch.iter() {
-            self.embed(s.tokens, &mut x[row * h..(row + s.tokens.len()) * h])?;
-            row += s.tokens.len();
-        }
+        let mut x = self.embed_batch(batch)?;
         let mut hn = vec![0f32; n * h];
         let mut logits = vec![0f32; n * e];
         let mut next_logits = vec![0f32; n * e];

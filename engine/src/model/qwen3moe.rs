@@ -112,6 +112,19 @@ impl Qwen3Moe {
         LayerExperts::new(layer, &self.file, &lw.gate_exps, &lw.up_exps, &lw.down_exps)
     }
 
+    /// The embeddings of every sequence's new tokens, in batch order: `[n, hidden]`.
+    pub(super) fn embed_batch(&self, batch: &[SeqStep<'_>]) -> Result<Vec<f32>> {
+        let h = self.cfg.hidden;
+        let n: usize = batch.iter().map(|s| s.tokens.len()).sum();
+        let mut x = vec![0f32; n * h];
+        let mut row = 0;
+        for s in batch {
+            self.embed(s.tokens, &mut x[row * h..(row + s.tokens.len()) * h])?;
+            row += s.tokens.len();
+        }
+        Ok(x)
+    }
+
     pub(super) fn embed(&self, tokens: &[u32], out: &mut [f32]) -> Result<()> {
         let h = self.cfg.hidden;
         let info = &self.weights.token_embd;
@@ -228,12 +241,7 @@ impl Qwen3Moe {
         };
         let (q_w, kv_w) = (cfg.n_heads * hd, cfg.n_kv_heads * hd);
         let n: usize = batch.iter().map(|s| s.tokens.len()).sum();
-        let mut x = vec![0f32; n * h];
-        let mut row = 0;
-        for s in batch.iter() {
-            self.embed(s.tokens, &mut x[row * h..(row + s.tokens.len()) * h])?;
-            row += s.tokens.len();
-        }
+        let mut x = self.embed_batch(batch)?;
 
         // Buffers reused by every layer (the products still return fresh outputs).
         let mut hn = vec![0f32; n * h];

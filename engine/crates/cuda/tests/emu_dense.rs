@@ -2,6 +2,7 @@
 
 use hmoe_cuda::dense_ref;
 use hmoe_cuda::verify::compare;
+use hmoe_cuda::verify_dense::vals;
 use hmoe_cuda::KernelType;
 use hmoe_gguf::GgmlDType;
 use hmoe_quant::quantize;
@@ -43,19 +44,6 @@ fn run(exe: &Path, dir: &Path, input: Input) -> Vec<f32> {
         .unwrap()
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
-}
-
-/// Deterministic values in [-1, 1).
-fn vals(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
         .collect()
 }
 

@@ -14,6 +14,7 @@
 
 use anyhow::{bail, Context, Result};
 use hmoe_cuda::verify::{compare, TestBatch, KERNEL_MAX_REL_TOL, KERNEL_REL_L2_TOL};
+use hmoe_cuda::verify_dense::vals;
 use hmoe_cuda::{probe, CudaError, ExpertLayout, GpuConfig, GpuExperts, GpuItem, HostSource};
 use hmoe_gguf::GgmlDType;
 use serde_json::{json, Value};
@@ -178,19 +179,6 @@ fn kernel_checks(g: &mut GpuExperts, rep: &mut Report, quick: bool) -> Result<Va
         }
     }
     Ok(Value::Array(rows))
-}
-
-/// Deterministic values in [-1, 1).
-fn vals(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
 }
 
 /// Dense-path kernels at Qwen3-30B-A3B shapes against the f64 references.
