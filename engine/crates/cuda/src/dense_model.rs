@@ -329,8 +329,68 @@ pub fn grown_capacity(have: usize, need: usize, max: usize) -> usize {
     need.max(2 * have).max(KV_MIN_TOKENS).min(max.max(need))
 }
 
+/// Warps the split attention aims for: enough independent K/V streams in flight to cover
+/// the memory latency of a 132-SM card (~8k resident warps) without merging too many partials.
+pub const ATTEND_TARGET_WARPS: usize = 4096;
+/// Fewest positions per split: below this the partials cost more than they save.
+pub const ATTEND_MIN_CHUNK: usize = 32;
+/// Most positions per split, so that one warp never walks a long prefill context alone.
+pub const ATTEND_MAX_CHUNK: usize = 512;
+
+/// How the split-context attention (attend.cu) cuts a call of `n_rows` query rows over
+/// `n_heads` heads whose longest context is `max_visible` positions: `(chunk, n_splits)`,
+/// positions per split and splits per (row, head), with `chunk * n_splits >= max_visible`
+/// and no split left empty for the longest row.
+pub fn attention_split(n_rows: usize, n_heads: usize, max_visible: usize) -> (usize, usize) {
+    let max_visible = max_visible.max(1);
+    let most = max_visible.div_ceil(ATTEND_MIN_CHUNK);
+    let want = ATTEND_TARGET_WARPS
+        .div_ceil((n_rows * n_heads).max(1))
+        .max(max_visible.div_ceil(ATTEND_MAX_CHUNK));
+    let chunk = max_visible.div_ceil(want.clamp(1, most));
+    (chunk, max_visible.div_ceil(chunk))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn attention_split_covers_the_context_without_empty_splits() {
+        for (n, heads) in [
+            (1usize, 32usize),
+            (4, 32),
+            (64, 32),
+            (512, 32),
+            (1, 4),
+            (3, 8),
+        ] {
+            for vis in [1usize, 2, 31, 32, 33, 100, 511, 1300, 4096, 40_000] {
+                let (chunk, splits) = attention_split(n, heads, vis);
+                assert!(chunk >= 1 && splits >= 1, "{n} {heads} {vis}");
+                assert!(
+                    chunk * splits >= vis,
+                    "{n} {heads} {vis}: {chunk} x {splits}"
+                );
+                assert!(
+                    chunk * (splits - 1) < vis,
+                    "{n} {heads} {vis}: empty last split"
+                );
+                // ceil(vis / ceil(vis / MIN)) is at least half of MIN.
+                assert!(
+                    2 * chunk >= ATTEND_MIN_CHUNK.min(vis),
+                    "{n} {heads} {vis}: chunk {chunk}"
+                );
+                assert!(
+                    chunk <= ATTEND_MAX_CHUNK || splits * n * heads >= ATTEND_TARGET_WARPS,
+                    "{n} {heads} {vis}: chunk {chunk}"
+                );
+            }
+        }
+        // Decode of one sequence at a 1.3k context: many short splits.
+        assert_eq!(attention_split(1, 32, 1300), (32, 41));
+        // A long prefill already has warps enough: chunks as long as allowed.
+        assert_eq!(attention_split(1024, 32, 1024), (512, 2));
+    }
+
     use super::*;
 
     fn shape() -> DenseShape {

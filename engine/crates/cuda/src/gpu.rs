@@ -1131,6 +1131,8 @@ mod tests {
                     "attend",
                     "kv_write",
                     "attend_rows",
+                    "attend_split",
+                    "attend_combine",
                     "add_to",
                 ] {
                     assert!(src.contains(k), "{k}");

@@ -56,9 +56,15 @@ pub use device::{probe, DeviceInfo};
 pub use dtype::{ExpertLayout, KernelType};
 pub use error::{CudaError, Result};
 
-/// The kernel source (expert kernels, then the dense-path kernels), compiled by NVRTC at
+/// The kernel source (expert kernels, the dense-path kernels, the split attention), compiled by NVRTC at
 /// start-up.
-pub const KERNEL_SOURCE: &str = concat!(include_str!("kernels.cu"), "\n", include_str!("dense.cu"));
+pub const KERNEL_SOURCE: &str = concat!(
+    include_str!("kernels.cu"),
+    "\n",
+    include_str!("dense.cu"),
+    "\n",
+    include_str!("attend.cu")
+);
 /// Warps per block of the gate/up and down kernels (`WARPS` in kernels.cu).
 pub const WARPS_PER_BLOCK: u32 = 8;
 /// Threads per block of the combine kernel.

@@ -19,8 +19,8 @@
 
 use super::{compile, context, drv, info, is_oom, DeviceBuf, Pinned, ASSUME_FREE_ENV};
 use crate::dense_model::{
-    grown_capacity, positions, validate_spans, DenseMatrix, DenseSeq, DenseShape, DenseWeights,
-    SeqRegistry, SeqSpan,
+    attention_split, grown_capacity, positions, validate_spans, DenseMatrix, DenseSeq, DenseShape,
+    DenseWeights, SeqRegistry, SeqSpan,
 };
 use crate::device::{no_panic, DeviceInfo};
 use crate::dtype::KernelType;
@@ -31,6 +31,8 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKe
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// Warps per block of `attend_split` (`ATT_WARPS` in attend.cu).
+const ATT_WARPS: u32 = 4;
 /// Token rows per weight pass of `linear_*` (`TT` in kernels.cu).
 const TOKEN_TILE: u32 = 8;
 /// Threads per block of the element-wise kernels (`rope_neox`, `kv_write`).
@@ -108,7 +110,8 @@ struct Fns {
     rms_norm: CudaFunction,
     rope: CudaFunction,
     kv_write: CudaFunction,
-    attend_rows: CudaFunction,
+    attend_split: CudaFunction,
+    attend_combine: CudaFunction,
     add_to: CudaFunction,
 }
 
@@ -126,6 +129,8 @@ pub struct GpuDense {
     kv: HashMap<u64, Kv>,
     io: DeviceBuf,
     work: DeviceBuf,
+    /// Partial softmax states of the split attention (grown on demand).
+    part: DeviceBuf,
     logits: DeviceBuf,
     io_host: Pinned,
     logits_host: Pinned,
@@ -220,7 +225,8 @@ impl GpuDense {
             rms_norm: f("rms_norm")?,
             rope: f("rope_neox")?,
             kv_write: f("kv_write")?,
-            attend_rows: f("attend_rows")?,
+            attend_split: f("attend_split")?,
+            attend_combine: f("attend_combine")?,
             add_to: f("add_to")?,
         };
         let mut layers = Vec::with_capacity(w.layers.len());
@@ -255,6 +261,7 @@ impl GpuDense {
             kv: HashMap::new(),
             io: alloc(&ctx, io0.end, "dense layer buffer")?,
             work: alloc(&ctx, work0, "dense work buffer")?,
+            part: alloc(&ctx, 4, "attention partials")?,
             logits: alloc(&ctx, 4 * shape.vocab, "logits")?,
             io_host: Pinned::new(io0.end, "dense layer buffer")?,
             logits_host: Pinned::new(4 * shape.vocab, "logits")?,
@@ -403,6 +410,12 @@ impl GpuDense {
             vc.extend(std::iter::repeat_n(v0 + off, s.n));
         }
         let pos = positions(seqs);
+        let max_visible = pos.iter().max().map_or(1, |&p| p as usize + 1);
+        let split = attention_split(n, self.shape.n_heads, max_visible);
+        let part = 4 * n * self.shape.n_heads * split.1 * (self.shape.head_dim + 2);
+        if self.part.len < part {
+            self.part = alloc(&self.ctx, part, "attention partials")?;
+        }
         // The previous call synchronised, so the pinned buffer is free.
         let host = self.io_host.bytes();
         host[..4 * n].copy_from_slice(bytes_of(&pos));
@@ -413,7 +426,7 @@ impl GpuDense {
         // SAFETY: pinned source of io.hn bytes; the device buffer holds io.end ≥ io.hn.
         unsafe { cu::memcpy_htod_async(self.io.ptr, &self.io_host.bytes()[..io.hn], cs) }
             .map_err(drv("cuMemcpyHtoDAsync(dense input)"))?;
-        self.launch_block(layer, n, &io, next)?;
+        self.launch_block(layer, n, &io, next, split)?;
         let end = if next { io.end } else { io.next };
         // SAFETY: pinned destination inside io_host (io.end bytes); read after the sync.
         unsafe {
@@ -437,7 +450,14 @@ impl GpuDense {
         Ok(())
     }
 
-    fn launch_block(&self, layer: usize, n: usize, io: &Io, next: bool) -> Result<()> {
+    fn launch_block(
+        &self,
+        layer: usize,
+        n: usize,
+        io: &Io,
+        next: bool,
+        split: (usize, usize),
+    ) -> Result<()> {
         let s = &self.shape;
         let l = &self.layers[layer];
         let base = self.io.ptr;
@@ -460,7 +480,7 @@ impl GpuDense {
         self.rope(q, pos, n32, nh)?;
         self.rope(k, pos, n32, nkv)?;
         self.kv_write(k, v, kc, vc, pos, n32)?;
-        self.attend_rows(q, kc, vc, pos, attn, n32)?;
+        self.attend(q, kc, vc, pos, attn, n32, split)?;
         self.linear(&l.wo, attn, hn, n32)?;
         self.add_to(x, hn, nn * s.hidden as u64)?;
         self.rms_norm(x, l.ffn_norm.ptr, hn, n32, h32)?;
@@ -613,33 +633,70 @@ impl GpuDense {
         .map_err(drv("launch kv_write"))
     }
 
-    fn attend_rows(&self, q: u64, kc: u64, vc: u64, pos: u64, out: u64, n: u32) -> Result<()> {
+    /// Split-context attention of every row (`attend_split`), then one merge of each
+    /// row's partials (`attend_combine`); `split` is [`attention_split`]'s plan.
+    #[allow(clippy::too_many_arguments)]
+    fn attend(
+        &self,
+        q: u64,
+        kc: u64,
+        vc: u64,
+        pos: u64,
+        out: u64,
+        n: u32,
+        (chunk, n_splits): (usize, usize),
+    ) -> Result<()> {
         let s = &self.shape;
         let (nh, nkv, hd) = (s.n_heads as u32, s.n_kv_heads as u32, s.head_dim as u32);
         let scale = 1.0f32 / (s.head_dim as f32).sqrt();
+        let (chunk, ns) = (chunk as u32, n_splits as u32);
+        let part = self.part.ptr;
+        let cfg = LaunchConfig {
+            grid_dim: (nh * ns.div_ceil(ATT_WARPS), n, 1),
+            block_dim: (32 * ATT_WARPS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: matches attend_split(const float*, const u64*, const u64*, const u32*,
+        // float*, u32, u32, u32, float, u32, u32); `part` holds n * nh * ns * (hd + 2)
+        // floats (grown by attention_block) and chunk * ns covers every row's context.
+        unsafe {
+            self.stream
+                .launch_builder(&self.fns.attend_split)
+                .arg(&q)
+                .arg(&kc)
+                .arg(&vc)
+                .arg(&pos)
+                .arg(&part)
+                .arg(&nh)
+                .arg(&nkv)
+                .arg(&hd)
+                .arg(&scale)
+                .arg(&chunk)
+                .arg(&ns)
+                .launch(cfg)
+        }
+        .map_err(drv("launch attend_split"))?;
         let cfg = LaunchConfig {
             grid_dim: (nh, n, 1),
             block_dim: (32, 1, 1),
             shared_mem_bytes: 0,
         };
-        // SAFETY: matches attend_rows(const float*, const u64*, const u64*, const u32*,
-        // float*, u32, u32, u32, float).
+        // SAFETY: matches attend_combine(const float*, const u32*, float*, u32, u32, u32,
+        // u32); reads only the partials attend_split wrote.
         unsafe {
             self.stream
-                .launch_builder(&self.fns.attend_rows)
-                .arg(&q)
-                .arg(&kc)
-                .arg(&vc)
+                .launch_builder(&self.fns.attend_combine)
+                .arg(&part)
                 .arg(&pos)
                 .arg(&out)
                 .arg(&nh)
-                .arg(&nkv)
                 .arg(&hd)
-                .arg(&scale)
+                .arg(&chunk)
+                .arg(&ns)
                 .launch(cfg)
         }
         .map(|_| ())
-        .map_err(drv("launch attend_rows"))
+        .map_err(drv("launch attend_combine"))
     }
 
     fn add_to(&self, x: u64, y: u64, len: u64) -> Result<()> {
