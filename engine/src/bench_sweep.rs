@@ -71,6 +71,11 @@ pub struct SweepRow {
     pub step_pred_err_median: f64,
     /// MoE milliseconds per decoded token (layers issued to both outputs, measured).
     pub moe_ms_per_token: f64,
+    /// Of `moe_ms_per_token`: the CPU shares' time (host clock), summed over layers.
+    pub moe_cpu_ms_per_token: f64,
+    /// Of `moe_ms_per_token`: the GPU shares' time (CUDA events: upload, waits for copies,
+    /// kernels, download), summed over layers.
+    pub moe_gpu_ms_per_token: f64,
     /// Everything else per decoded token (attention, norms, routers, head, sampling).
     pub dense_ms_per_token: f64,
     /// Scheduler (planning + feedback) seconds per decoded token.
@@ -196,7 +201,7 @@ fn run_one(
         .map(|s| &**s)
         .collect();
     let decode = &ones[ones.len().saturating_sub(gen)..];
-    let mut moe_s = 0.0;
+    let (mut moe_s, mut cpu_s, mut gpu_s) = (0.0, 0.0, 0.0);
     let (mut routed, mut hits, mut on_gpu, mut bytes) = (0u64, 0u64, 0u64, 0u64);
     let (mut layer_err, mut step_err) = (Vec::new(), Vec::new());
     for s in decode {
@@ -210,6 +215,8 @@ fn run_one(
                 .count() as u64;
             bytes += l.bytes_fetched + l.bytes_prefetched;
             moe_s += l.measured_s.unwrap_or(0.0);
+            cpu_s += l.measured_cpu_s.unwrap_or(0.0);
+            gpu_s += l.measured_gpu_s.unwrap_or(0.0);
             if let Some(e) = l.measured_s.and_then(|m| rel(l.predicted.finish_s, m)) {
                 layer_err.push(e);
             }
@@ -238,6 +245,8 @@ fn run_one(
         layer_pred_err_median: median(layer_err),
         step_pred_err_median: median(step_err),
         moe_ms_per_token: moe_s / gen as f64 * 1e3,
+        moe_cpu_ms_per_token: cpu_s / gen as f64 * 1e3,
+        moe_gpu_ms_per_token: gpu_s / gen as f64 * 1e3,
         dense_ms_per_token: (per_token - moe_s / gen as f64) * 1e3,
         sched_s_per_token: sched_s / gen as f64,
         sched_share: sched_s / gen as f64 / per_token,
@@ -246,8 +255,8 @@ fn run_one(
 
 /// Prints rows as a Markdown table.
 pub fn print_table(rows: &[SweepRow]) {
-    println!("| routing | policy | budget | slots | prefetch | prefill tok/s | decode tok/s | hit rate | GPU share | PCIe GB/s | layer err | step err | MoE ms/tok | dense ms/tok | sched us/token | sched share |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| routing | policy | budget | slots | prefetch | prefill tok/s | decode tok/s | hit rate | GPU share | PCIe GB/s | layer err | step err | MoE ms/tok | MoE CPU ms | MoE GPU ms | dense ms/tok | sched us/token | sched share |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{}", row_line(r));
     }
@@ -256,7 +265,7 @@ pub fn print_table(rows: &[SweepRow]) {
 /// One row of [`print_table`].
 pub fn row_line(r: &SweepRow) -> String {
     format!(
-        "| {} | {} | {} | {} | {} | {:.1} | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.2} | {:.0} | {:.2}% |",
+        "| {} | {} | {} | {} | {} | {:.1} | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.2}% |",
         r.routing,
         r.policy,
         r.budget_bytes.map_or("all".into(), |b| if b >= 1 << 30 {
@@ -274,6 +283,8 @@ pub fn row_line(r: &SweepRow) -> String {
         r.layer_pred_err_median * 100.0,
         r.step_pred_err_median * 100.0,
         r.moe_ms_per_token,
+        r.moe_cpu_ms_per_token,
+        r.moe_gpu_ms_per_token,
         r.dense_ms_per_token,
         r.sched_s_per_token * 1e6,
         r.sched_share * 100.0

@@ -56,6 +56,8 @@ for s in $stages; do
     grid-dense) stage grid-dense 240 env HMOE_CUDA_DENSE=1 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT" q4_k_m model 64 512 8GiB,16GiB,24GiB,all cpu-only,static,lru,mrs,value 32 ;;
     replay-dense) stage replay-dense 150 env HMOE_CUDA_DENSE=1 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT" q4_k_m replay 64 16 8GiB,16GiB,all cpu-only,static,lru,value 64 ;;
     serve-dense) stage serve-dense 120 env HMOE_CUDA_DENSE=1 bash scripts/device/serve-bench.sh "$hmoe" "$work" "$OUT" "$work/qwen3-30b-a3b-q4_k_m-l4.gguf" --device cuda --threads 16 ;;
+    dense-ab) stage dense-ab 160 env HMOE_CUDA_DENSE=1 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/dense-ab" q4_k_m model 64 1024 16GiB cpu-only,value 32 ;;
+    cpu-ab) stage cpu-ab 160 env HMOE_CUDA_DENSE=0 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/cpu-ab" q4_k_m model 64 1024 16GiB cpu-only,value 32 ;;
     serve-cpu) stage serve-cpu 120 bash scripts/device/serve-bench.sh "$hmoe" "$work" "$OUT" "$work/qwen3-30b-a3b-q4_k_m-l4.gguf" --device cpu --threads 16 ;;
     *) echo "unknown stage $s" ;;
   esac
