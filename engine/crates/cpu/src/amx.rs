@@ -1,157 +1,17 @@
-//! AMX (Advanced Matrix Extensions) detection: CPU support (CPUID), OS support (XCR0
-//! tile state) and, on Linux, the per-process permission to use the tile data state
-//! (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`), which must be granted
-//! before the first tile instruction or the process is killed with SIGILL.
+//! AMX (Advanced Matrix Extensions) status for the CPU backend: CPU support (CPUID),
+//! OS support (XCR0 tile state), the Linux per-process tile data permission
+//! (`arch_prctl(ARCH_REQ_XCOMP_PERM)`) and a tile probe run in a forked child.
 //!
-//! Detection only: no kernel uses AMX yet (none could be tested: the build machine
-//! has no AMX, and llama.cpp's AMX path crashed on the GPU machine's VMs). A future
-//! tile kernel must check [`amx_status`] and fall back on anything but
-//! [`AmxStatus::Available`].
+//! Detection and the kernels live in `hmoe-quant` (so that the tile kernel itself
+//! refuses to run without a positive status); this module re-exports them. The
+//! many-token expert GEMM (`experts_gemm`) uses the AMX-INT8 kernel for Q8_0 experts
+//! with at least [`AMX_MIN_TOKENS`] tokens per chunk where [`amx_status`] is
+//! [`AmxStatus::Available`] with INT8, unless `HMOE_AMX=0` (see `docs/notes/amx.md`).
 
-use std::sync::OnceLock;
-
-/// Whether AMX can be used by this process, and if not, why.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AmxStatus {
-    /// Not x86-64, or CPUID does not report AMX-TILE.
-    NoCpuSupport,
-    /// The CPU has AMX but the OS has not enabled the tile state in XCR0.
-    NotEnabledByOs,
-    /// Linux refused the tile data permission (`errno` of `arch_prctl`).
-    PermissionDenied(i32),
-    /// Usable: tiles enabled and permitted; which tile arithmetic the CPU has.
-    Available {
-        /// AMX-INT8 (`tdpbusd` and friends).
-        int8: bool,
-        /// AMX-BF16 (`tdpbf16ps`).
-        bf16: bool,
-    },
-}
-
-impl AmxStatus {
-    /// Short description for logs and benchmarks.
-    pub fn describe(self) -> String {
-        match self {
-            AmxStatus::NoCpuSupport => "no (CPU lacks AMX-TILE)".into(),
-            AmxStatus::NotEnabledByOs => "no (OS has not enabled tile state in XCR0)".into(),
-            AmxStatus::PermissionDenied(e) => {
-                format!("no (arch_prctl XCOMP_PERM denied, errno {e})")
-            }
-            AmxStatus::Available { int8, bf16 } => {
-                format!("available (int8: {int8}, bf16: {bf16}), unused")
-            }
-        }
-    }
-}
-
-/// CPUID.(EAX=7, ECX=0):EDX bits.
-const AMX_BF16_BIT: u32 = 22;
-const AMX_TILE_BIT: u32 = 24;
-const AMX_INT8_BIT: u32 = 25;
-/// XCR0 bits of the tile configuration and tile data state components.
-const XCR0_TILE_MASK: u64 = (1 << 17) | (1 << 18);
-/// Linux `arch_prctl` codes and the tile data state component.
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-const ARCH_GET_XCOMP_PERM: libc::c_long = 0x1022;
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-const XFEATURE_XTILEDATA: libc::c_long = 18;
-
-/// The CPUID leaf-7 EDX AMX bits: (tile, int8, bf16).
-pub fn amx_cpuid() -> (bool, bool, bool) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // CPUID is always available on x86-64; leaf 7 is checked against the maximum
-        // leaf first.
-        let max = core::arch::x86_64::__cpuid(0).eax;
-        if max < 7 {
-            return (false, false, false);
-        }
-        let edx = core::arch::x86_64::__cpuid_count(7, 0).edx;
-        let bit = |b: u32| edx & (1 << b) != 0;
-        (bit(AMX_TILE_BIT), bit(AMX_INT8_BIT), bit(AMX_BF16_BIT))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    (false, false, false)
-}
-
-#[cfg(target_arch = "x86_64")]
-fn os_enabled_tiles() -> bool {
-    // XGETBV is only executed when OSXSAVE says the OS has enabled it.
-    let osxsave = core::arch::x86_64::__cpuid(1).ecx & (1 << 27) != 0;
-    if !osxsave {
-        return false;
-    }
-    // SAFETY: OSXSAVE checked above.
-    let xcr0 = unsafe { xgetbv0() };
-    xcr0 & XCR0_TILE_MASK == XCR0_TILE_MASK
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "xsave")]
-unsafe fn xgetbv0() -> u64 {
-    // SAFETY: the caller checked OSXSAVE.
-    unsafe { core::arch::x86_64::_xgetbv(0) }
-}
-
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-fn request_permission() -> Result<(), i32> {
-    // SAFETY: plain syscalls with integer arguments and a pointer to a local u64.
-    unsafe {
-        if libc::syscall(
-            libc::SYS_arch_prctl,
-            ARCH_REQ_XCOMP_PERM,
-            XFEATURE_XTILEDATA,
-        ) != 0
-        {
-            return Err(*libc::__errno_location());
-        }
-        let mut mask: u64 = 0;
-        if libc::syscall(
-            libc::SYS_arch_prctl,
-            ARCH_GET_XCOMP_PERM,
-            &mut mask as *mut u64,
-        ) != 0
-        {
-            return Err(*libc::__errno_location());
-        }
-        if mask & (1 << XFEATURE_XTILEDATA) == 0 {
-            return Err(libc::EPERM);
-        }
-    }
-    Ok(())
-}
-
-fn detect() -> AmxStatus {
-    let (tile, int8, bf16) = amx_cpuid();
-    if !tile {
-        return AmxStatus::NoCpuSupport;
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        if !os_enabled_tiles() {
-            return AmxStatus::NotEnabledByOs;
-        }
-        #[cfg(target_os = "linux")]
-        if let Err(e) = request_permission() {
-            return AmxStatus::PermissionDenied(e);
-        }
-        AmxStatus::Available { int8, bf16 }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (int8, bf16);
-        AmxStatus::NoCpuSupport
-    }
-}
-
-/// AMX status of this process (detected once; on Linux the first call requests the
-/// tile data permission).
-pub fn amx_status() -> AmxStatus {
-    static STATUS: OnceLock<AmxStatus> = OnceLock::new();
-    *STATUS.get_or_init(detect)
-}
+pub use hmoe_quant::amx::{
+    amx_cpuid, amx_env_enabled, amx_int8_usable, amx_status, set_amx_enabled, AmxStatus, GemmPath,
+    AMX_MIN_TOKENS,
+};
 
 #[cfg(test)]
 mod tests {
@@ -163,14 +23,105 @@ mod tests {
         let s = amx_status();
         eprintln!("AMX: {}", s.describe());
         match s {
-            AmxStatus::NoCpuSupport => assert!(!tile),
+            AmxStatus::NoCpuSupport => {
+                assert!(!tile || !cfg!(all(target_arch = "x86_64", target_os = "linux")))
+            }
             AmxStatus::Available { int8: i, bf16: b } => {
                 assert!(tile);
-                assert_eq!((i, b), (int8, bf16));
+                // int8 is reported only where the kernels can use it (AVX-512 too).
+                assert!(!i || int8);
+                assert_eq!(b, bf16);
             }
-            AmxStatus::NotEnabledByOs | AmxStatus::PermissionDenied(_) => assert!(tile),
+            AmxStatus::NotEnabledByOs
+            | AmxStatus::PermissionDenied(_)
+            | AmxStatus::ProbeFailed(_) => assert!(tile),
         }
         // Detected once: a second call gives the same answer.
         assert_eq!(amx_status(), s);
+        assert_eq!(
+            amx_int8_usable(),
+            amx_env_enabled() && matches!(s, AmxStatus::Available { int8: true, .. })
+        );
+    }
+}
+
+/// `run_experts` on Q8_0 experts with many tokens per expert — the AMX-INT8 path
+/// where AMX is usable (the GPU machine), the AVX-512 path elsewhere — against the
+/// reference fed the same quantised activations.
+#[cfg(test)]
+mod expert_tests {
+    use super::*;
+    use crate::calib::{random_expert, Rng};
+    use crate::{reference_experts, run_experts, CpuPool, ExpertScratch, RefActivations};
+    use hmoe_quant::{DotKernel, GgmlDType};
+
+    /// As `tests::SAME_ACTS_REL`/`SAME_ACTS_MEDIAN_REL`: only f32 summation order
+    /// differs from the reference, except that an intermediate value on a rounding
+    /// boundary may quantise to the neighbouring 8-bit level (one step of 1/127 on one
+    /// of the ffn values moves that token by up to ~2e-3); the median token must stay
+    /// at summation-order noise.
+    const WORST_REL: f64 = 5e-3;
+    const MEDIAN_REL: f64 = 1e-5;
+
+    #[test]
+    fn amx_experts_match_reference() {
+        let (hidden, ffn, n_tokens) = (512, 224, 200);
+        let experts: Vec<_> = (0..4)
+            .map(|e| random_expert(GgmlDType::Q8_0, hidden, ffn, 90 + e).unwrap())
+            .collect();
+        let mut rng = Rng::new(7);
+        let (mut rows, mut weights) = (vec![Vec::new(); 4], vec![Vec::new(); 4]);
+        for t in 0..n_tokens {
+            let a = (rng.next_u64() % 4) as usize;
+            let b = (a + 1 + (rng.next_u64() % 3) as usize) % 4;
+            for e in [a, b] {
+                rows[e].push(t as u32);
+                weights[e].push(rng.uniform() + 0.05);
+            }
+        }
+        let x = rng.gaussian(n_tokens * hidden, 1.0);
+        let tasks: Vec<_> = (0..4)
+            .map(|e| experts[e].task(&rows[e], &weights[e]))
+            .collect();
+        let path = DotKernel::best(GgmlDType::Q8_0).unwrap().gemm_path(64);
+        eprintln!(
+            "AMX: {}; Q8_0 expert chunks of 64 tokens take {path:?}",
+            amx_status().describe()
+        );
+        assert_eq!(
+            path == GemmPath::AmxInt8,
+            amx_int8_usable() && hmoe_quant::Isa::best() != hmoe_quant::Isa::Avx2
+        );
+        let mut want = vec![0f32; n_tokens * hidden];
+        reference_experts(&x, hidden, &tasks, &mut want, RefActivations::AsKernels).unwrap();
+        for threads in [1, 3] {
+            let pool = CpuPool::with_threads(threads).unwrap();
+            let mut got = vec![0f32; n_tokens * hidden];
+            let mut scratch = ExpertScratch::new();
+            run_experts(&pool, &x, hidden, &tasks, &mut got, &mut scratch).unwrap();
+            let mut errs: Vec<f64> = got
+                .chunks_exact(hidden)
+                .zip(want.chunks_exact(hidden))
+                .map(|(g, w)| {
+                    let num: f64 = g
+                        .iter()
+                        .zip(w)
+                        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+                        .sum();
+                    let den: f64 = w.iter().map(|&b| (b as f64).powi(2)).sum();
+                    (num / den.max(1e-30)).sqrt()
+                })
+                .collect();
+            errs.sort_by(f64::total_cmp);
+            let (median, worst) = (errs[errs.len() / 2], errs[errs.len() - 1]);
+            assert!(
+                worst <= WORST_REL,
+                "{threads} threads: worst token {worst:e}"
+            );
+            assert!(
+                median <= MEDIAN_REL,
+                "{threads} threads: median token {median:e}"
+            );
+        }
     }
 }

@@ -3,7 +3,10 @@
 //! by the tiled GEMM kernels ([`DotKernel::gemm_unchecked`]), in chunks of
 //! [`GEMM_CHUNK`] tokens, so each weight block is decoded once per
 //! [`hmoe_quant::GEMM_TILE_TOKENS`] tokens and each activation chunk is loaded once
-//! per [`hmoe_quant::GEMM_TILE_ROWS`] rows.
+//! per [`hmoe_quant::GEMM_TILE_ROWS`] rows. Through
+//! [`hmoe_quant::DotKernel::gemm_prefill_unchecked`]: Q8_0 chunks of at least
+//! [`hmoe_quant::amx::AMX_MIN_TOKENS`] tokens take the AMX-INT8 tile kernel where
+//! the CPU and OS allow it (`crate::amx`), everything else the SIMD kernels.
 
 use crate::experts::{silu, ExpertTask, Plan, DOWN_TILE, TILE};
 use crate::shared::SharedMut;
@@ -65,8 +68,9 @@ pub(crate) fn gate_up(
         // cols = hidden, the rows come from the ActBufs of exactly these kernels'
         // formats, and r < nr ≤ TILE, k < n ≤ GEMM_CHUNK index inside the buffers.
         unsafe {
-            p.gate.gemm_unchecked(gw, nr, &ga[..n], &mut gv, 1, TILE);
-            p.up.gemm_unchecked(uw, nr, &ua[..n], &mut uv, 1, TILE);
+            p.gate
+                .gemm_prefill_unchecked(gw, nr, &ga[..n], &mut gv, 1, TILE);
+            p.up.gemm_prefill_unchecked(uw, nr, &ua[..n], &mut uv, 1, TILE);
         }
         for k in 0..n {
             let base = (p.inter_row + ci * GEMM_CHUNK + k) * ffn + r0;
@@ -110,7 +114,7 @@ pub(crate) fn down(
         // k < n ≤ GEMM_CHUNK.
         unsafe {
             p.down
-                .gemm_unchecked(dw, nc, &acts[..n], &mut v, 1, DOWN_TILE)
+                .gemm_prefill_unchecked(dw, nc, &acts[..n], &mut v, 1, DOWN_TILE)
         };
         for k in 0..n {
             let base = rows[k] as usize * hidden + c0;

@@ -22,10 +22,18 @@ mod reference;
 mod testutil;
 
 pub use act::{ActBuf, ActFormat, ActRow, ActWriter};
-pub use dot::{DotKernel, Isa, GEMM_TILE_ROWS, GEMM_TILE_TOKENS, MAX_ROWS_PER_CALL};
+pub use dot::{DotKernel, GemmPath, Isa, GEMM_TILE_ROWS, GEMM_TILE_TOKENS, MAX_ROWS_PER_CALL};
 pub use error::QuantError;
 pub use hmoe_gguf::GgmlDType;
 pub use reference::{dequantize, is_supported, quantize, row_bytes};
+
+/// AMX detection and switches of the AMX-INT8 prefill kernel (`docs/notes/amx.md`).
+pub mod amx {
+    pub use crate::dot::{
+        amx_cpuid, amx_env_enabled, amx_int8_usable, amx_status, set_amx_enabled, AmxStatus,
+        GemmPath, AMX_MIN_TOKENS,
+    };
+}
 
 /// Elements in one k-quant super-block.
 pub const QK_K: usize = 256;

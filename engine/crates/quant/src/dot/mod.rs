@@ -2,6 +2,14 @@
 //! runtime dispatch: AVX-512 (F, BW, VL, VNNI; BF16 dot where present), AVX2 + FMA
 //! + F16C, or the portable scalar code.
 
+mod amx;
+mod amx_detect;
+#[cfg(target_arch = "x86_64")]
+mod amx_kernel;
+#[cfg(all(test, target_arch = "x86_64"))]
+mod amx_tests;
+#[cfg(target_arch = "x86_64")]
+mod amx_tiles;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
@@ -17,6 +25,8 @@ mod scalar;
 #[cfg(test)]
 mod tests;
 
+pub use amx::{set_amx_enabled, GemmPath, AMX_MIN_TOKENS};
+pub use amx_detect::{amx_cpuid, amx_env_enabled, amx_int8_usable, amx_status, AmxStatus};
 pub use gemm::{GEMM_TILE_ROWS, GEMM_TILE_TOKENS};
 
 use crate::act::{ActFormat, ActRow};
