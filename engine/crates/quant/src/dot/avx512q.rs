@@ -131,7 +131,17 @@ macro_rules! single {
         }
     };
 }
-single!(q4k_1, q4k_n);
+/// One Q4_K row × one Q8_K row: the GFNI kernel where the CPU has it.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(super) unsafe fn q4k_1(w: &[u8], a: &ActRow<'_>) -> f32 {
+    if super::q4k_gfni::available() {
+        // SAFETY: GFNI checked; the rest is this function's contract.
+        return unsafe { super::q4k_gfni::q4k_1(w, a) };
+    }
+    let mut o = [0f32];
+    unsafe { q4k_n::<1>(w, core::slice::from_ref(a), &mut o) };
+    o[0]
+}
 single!(q5k_1, q5k_n);
 single!(q6k_1, q6k_n);
 single!(q8_0_1, q8_0_n);
@@ -406,6 +416,10 @@ pub(super) fn select_multi(dtype: hmoe_gguf::GgmlDType) -> Option<[super::RawDot
     use hmoe_gguf::GgmlDType as T;
     Some(match dtype {
         T::Q8_0 => [q8_0_n::<1>, q8_0_n::<2>, q8_0_n::<3>, q8_0_n::<4>],
+        T::Q4K if super::q4k_gfni::available() => {
+            use super::q4k_gfni::q4k_n as g;
+            [g::<1>, g::<2>, g::<3>, g::<4>]
+        }
         T::Q4K => [q4k_n::<1>, q4k_n::<2>, q4k_n::<3>, q4k_n::<4>],
         T::Q5K => [q5k_n::<1>, q5k_n::<2>, q5k_n::<3>, q5k_n::<4>],
         T::Q6K => [q6k_n::<1>, q6k_n::<2>, q6k_n::<3>, q6k_n::<4>],

@@ -21,6 +21,8 @@ mod gemm;
 mod gemm512;
 #[cfg(test)]
 mod gemm_tests;
+#[cfg(target_arch = "x86_64")]
+mod q4k_gfni;
 mod scalar;
 #[cfg(test)]
 mod tests;
@@ -132,7 +134,7 @@ impl DotKernel {
             act,
             f,
             multi: select_multi(dtype, isa),
-            tiles: gemm::select_tiles(dtype, isa),
+            tiles: select_tiles(dtype, isa),
         })
     }
 
@@ -271,6 +273,17 @@ impl DotKernel {
         // SAFETY: the caller upholds what `dot` would have checked.
         unsafe { (self.f)(w, a) }
     }
+}
+
+/// The GEMM tiles: the Q4_K GFNI kernels where they apply, else `gemm`'s choice.
+fn select_tiles(dtype: GgmlDType, isa: Isa) -> Option<gemm::Tiles> {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(isa, Isa::Avx512 | Isa::Avx512Bf16) {
+        if let Some(t) = q4k_gfni::select_tiles(dtype) {
+            return Some(t);
+        }
+    }
+    gemm::select_tiles(dtype, isa)
 }
 
 fn select_multi(dtype: GgmlDType, isa: Isa) -> Option<[RawDotN; MAX_ROWS_PER_CALL]> {

@@ -1,0 +1,282 @@
+//! Q4_K × Q8_K for the decode shapes (1–4 tokens, 1–2 weight rows per call) with
+//! AVX-512 VNNI + GFNI, built to be memory-bound on cores with two 512-bit ports.
+//!
+//! Against `avx512q::affine_k` (per 64 weights: and, shift, and, one 256-bit insert for
+//! the activation, maddubs, vpdpwssd, one scale permute), each 32-byte chunk of packed
+//! nibbles is broadcast to both halves of a register and one `vgf2p8affineqb` with a
+//! per-half bit matrix extracts the low nibbles into the low half and the high nibbles
+//! into the high half: the register then holds 64 consecutive weights (sub-blocks 2c
+//! and 2c+1), so the activation is one plain 64-byte load (no insert) and the unpack
+//! is one instruction instead of three. `d` and `dmin` convert in one `vcvtph2ps`; one
+//! token and one row split the accumulation over two chains (the vpdpwssd latency
+//! otherwise serialises a super-block); the min term stays a 128-bit madd per row and
+//! token (ports 0/1/5, not the two 512-bit ones).
+
+// Register tiles are indexed [row][token] in several arrays at once.
+#![allow(clippy::needless_range_loop)]
+
+use super::avx512q::{idx_halves, q8k_rows, unpack_k4};
+use crate::act::ActRow;
+use core::arch::x86_64::*;
+
+/// Bytes per Q4_K super-block.
+const BLOCK: usize = 144;
+
+/// Bit matrices for `vgf2p8affineqb` (result bit i = parity(x & byte[7 - i])): the
+/// low nibble of each byte, and the high nibble moved down; upper result bits zero.
+const LO_NIBBLE: i64 = 0x0102_0408_0000_0000;
+const HI_NIBBLE: i64 = 0x1020_4080_0000_0000;
+
+/// `acc + Σ pairs a·b` (vpdpwssd) as one instruction: LLVM otherwise splits it into
+/// vpmaddwd + vpaddd (a reassociation meant to shorten chains), one more uop on the
+/// two 512-bit ports per 64 weights.
+#[inline]
+#[target_feature(enable = "avx512f,avx512vnni")]
+pub(super) fn dpwssd(mut acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+    // SAFETY: register-only instruction of the enabled features.
+    unsafe {
+        core::arch::asm!(
+            "vpdpwssd {acc}, {a}, {b}",
+            acc = inout(zmm_reg) acc,
+            a = in(zmm_reg) a,
+            b = in(zmm_reg) b,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    acc
+}
+
+/// Whether these kernels replace the `avx512q` Q4_K kernels: the CPU has GFNI (beyond
+/// the AVX-512 level) and `HMOE_Q4K_GFNI` is not `off` (read once; lets a benchmark
+/// compare both kernels in one build).
+pub(super) fn available() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        is_x86_feature_detected!("gfni")
+            && std::env::var("HMOE_Q4K_GFNI").map_or(true, |v| v.trim() != "off")
+    })
+}
+
+/// `R` weight rows (`rb` bytes apart) × `T` Q8_K rows; `out[r * rs + t * ts]`.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI, GFNI, F16C available; `acts.len() == T`, all Q8_K rows of
+/// `n` values; `w` points at `R` rows of `rb = row_bytes(Q4_K, n)` bytes; the output
+/// indices are writable.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
+pub(super) unsafe fn q4k_rt<const R: usize, const T: usize>(
+    w: *const u8,
+    rb: usize,
+    acts: &[ActRow<'_>],
+    out: *mut f32,
+    rs: usize,
+    ts: usize,
+) {
+    let Some((qs, ds, _, bs32)) = q8k_rows::<T>(acts) else {
+        return;
+    };
+    // Two accumulation chains per (row, token) when there are too few pairs to hide
+    // the vpdpwssd latency.
+    let split = R * T == 1;
+    let nb = rb / BLOCK;
+    unsafe {
+        let mat = _mm512_inserti64x4(
+            _mm512_set1_epi64(LO_NIBBLE),
+            _mm256_set1_epi64x(HI_NIBBLE),
+            1,
+        );
+        let idx = [
+            idx_halves(0, 1),
+            idx_halves(2, 3),
+            idx_halves(4, 5),
+            idx_halves(6, 7),
+        ];
+        let mut accf = [[_mm512_setzero_ps(); T]; R];
+        let mut minf = [[_mm_setzero_ps(); T]; R];
+        for i in 0..nb {
+            let mut da = [0f32; T];
+            for t in 0..T {
+                da[t] = *ds[t].add(i);
+            }
+            let mut sc16 = [_mm512_setzero_si512(); R];
+            let mut m16 = [_mm_setzero_si128(); R];
+            let mut dd = [_mm_setzero_ps(); R];
+            for r in 0..R {
+                let b = w.add(r * rb + BLOCK * i);
+                // [d, dmin] in lanes 0 and 1.
+                dd[r] = _mm_cvtph_ps(_mm_cvtsi32_si128((b as *const i32).read_unaligned()));
+                let (sc8, m8) = unpack_k4(b.add(4));
+                sc16[r] = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc8 as i64)));
+                m16[r] = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(m8 as i64));
+            }
+            let mut acc = [[[_mm512_setzero_si512(); 2]; T]; R];
+            for c in 0..4 {
+                let mut wv = [_mm512_setzero_si512(); R];
+                let mut s = [_mm512_setzero_si512(); R];
+                for r in 0..R {
+                    let q = w.add(r * rb + BLOCK * i + 16 + 32 * c);
+                    let qq = _mm512_broadcast_i64x4(_mm256_loadu_si256(q as *const __m256i));
+                    wv[r] = _mm512_gf2p8affine_epi64_epi8::<0>(qq, mat);
+                    s[r] = _mm512_permutexvar_epi16(idx[c], sc16[r]);
+                }
+                let k = if split { c & 1 } else { 0 };
+                for t in 0..T {
+                    let a = _mm512_loadu_si512(qs[t].add(256 * i + 64 * c) as *const __m512i);
+                    for r in 0..R {
+                        acc[r][t][k] = dpwssd(acc[r][t][k], _mm512_maddubs_epi16(wv[r], a), s[r]);
+                    }
+                }
+            }
+            for r in 0..R {
+                let d = _mm_cvtss_f32(dd[r]);
+                let dmin = _mm_cvtss_f32(_mm_movehdup_ps(dd[r]));
+                for t in 0..T {
+                    let a = if split {
+                        _mm512_add_epi32(acc[r][t][0], acc[r][t][1])
+                    } else {
+                        acc[r][t][0]
+                    };
+                    accf[r][t] = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(a),
+                        _mm512_set1_ps(d * da[t]),
+                        accf[r][t],
+                    );
+                    let mt = _mm_madd_epi16(
+                        m16[r],
+                        _mm_loadu_si128(bs32[t].add(8 * i) as *const __m128i),
+                    );
+                    minf[r][t] =
+                        _mm_fmadd_ps(_mm_cvtepi32_ps(mt), _mm_set1_ps(dmin * da[t]), minf[r][t]);
+                }
+            }
+        }
+        for r in 0..R {
+            for t in 0..T {
+                let v = _mm512_sub_ps(accf[r][t], _mm512_zextps128_ps512(minf[r][t]));
+                *out.add(r * rs + t * ts) = _mm512_reduce_add_ps(v);
+            }
+        }
+    }
+}
+
+/// Q4_K weights × N Q8_K rows (the `RawDotN` shape).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
+pub(super) unsafe fn q4k_n<const N: usize>(w: &[u8], acts: &[ActRow<'_>], out: &mut [f32]) {
+    unsafe { q4k_rt::<1, N>(w.as_ptr(), w.len(), acts, out.as_mut_ptr(), 0, 1) }
+}
+
+/// One Q4_K row × one Q8_K row (the `RawDot` shape).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
+pub(super) unsafe fn q4k_1(w: &[u8], a: &ActRow<'_>) -> f32 {
+    let mut o = 0f32;
+    unsafe { q4k_rt::<1, 1>(w.as_ptr(), w.len(), core::slice::from_ref(a), &mut o, 0, 1) };
+    o
+}
+
+/// One `R × T` tile of the tiled GEMM (the `gemm512::RawTile` shape).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
+unsafe fn q4k_tile<const R: usize, const T: usize>(
+    w: *const u8,
+    rb: usize,
+    acts: &[ActRow<'_>],
+    out: *mut f32,
+    rs: usize,
+    ts: usize,
+) {
+    unsafe { q4k_rt::<R, T>(w, rb, acts, out, rs, ts) }
+}
+
+/// The tile table for Q4_K when these kernels are on (`None` otherwise, or for
+/// other types).
+pub(super) fn select_tiles(
+    dtype: hmoe_gguf::GgmlDType,
+) -> Option<[[super::gemm512::RawTile; super::gemm512::TILE_T]; super::gemm512::TILE_R]> {
+    const _: () = assert!(super::gemm512::TILE_R == 2 && super::gemm512::TILE_T == 4);
+    if dtype != hmoe_gguf::GgmlDType::Q4K || !available() {
+        return None;
+    }
+    Some([
+        [
+            q4k_tile::<1, 1>,
+            q4k_tile::<1, 2>,
+            q4k_tile::<1, 3>,
+            q4k_tile::<1, 4>,
+        ],
+        [
+            q4k_tile::<2, 1>,
+            q4k_tile::<2, 2>,
+            q4k_tile::<2, 3>,
+            q4k_tile::<2, 4>,
+        ],
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{abs_sum, dequant_act, random_blocks, SIMD_VS_SCALAR_REL};
+    use super::super::{DotKernel, Isa};
+    use crate::act::{ActBuf, ActFormat, ActRow};
+    use crate::testutil::{gaussian, Rng};
+    use crate::GgmlDType;
+
+    /// The GFNI kernels (1–4 tokens, 1–2 rows) and the `avx512q` kernels they replace,
+    /// both against the scalar kernel: 1–9 super-blocks, raw random blocks.
+    #[test]
+    fn gfni_and_plain_kernels_match_scalar() {
+        if !(Isa::Avx512.is_available() && is_x86_feature_detected!("gfni")) {
+            eprintln!("note: Q4_K GFNI kernels not tested: this CPU lacks the instructions");
+            return;
+        }
+        let mut rng = Rng::new(4444);
+        let scalar = DotKernel::new(GgmlDType::Q4K, Isa::Scalar).unwrap();
+        for nb in 1..=9usize {
+            let n = 256 * nb;
+            let w = random_blocks(GgmlDType::Q4K, 2 * n, &mut rng);
+            let rb = w.len() / 2;
+            let mut acts = ActBuf::new(ActFormat::Q8K);
+            acts.quantize(&gaussian(4 * n, rng.next_u64(), 1.0), n)
+                .unwrap();
+            let rows: Vec<ActRow<'_>> = (0..4).map(|r| acts.row(r).unwrap()).collect();
+            let mut want = [[0f64; 4]; 2];
+            let mut scale = [[0f64; 4]; 2];
+            for r in 0..2 {
+                for t in 0..4 {
+                    let wr = &w[r * rb..(r + 1) * rb];
+                    want[r][t] = scalar.dot(wr, &rows[t]).unwrap() as f64;
+                    scale[r][t] = abs_sum(wr, GgmlDType::Q4K, &dequant_act(&rows[t]));
+                }
+            }
+            let check = |what: &str, r: usize, t: usize, got: f32| {
+                let rel = (got as f64 - want[r][t]).abs() / scale[r][t];
+                assert!(
+                    rel <= SIMD_VS_SCALAR_REL,
+                    "{what} nb={nb} row {r} token {t}: {got} vs {}",
+                    want[r][t]
+                );
+            };
+            // SAFETY: the features were checked above; shapes are consistent.
+            unsafe {
+                check("q4k_1", 0, 0, super::q4k_1(&w[..rb], &rows[0]));
+                type N = unsafe fn(&[u8], &[ActRow<'_>], &mut [f32]);
+                let gfni: [N; 4] = [
+                    super::q4k_n::<1>,
+                    super::q4k_n::<2>,
+                    super::q4k_n::<3>,
+                    super::q4k_n::<4>,
+                ];
+                use super::super::avx512q::q4k_n as p;
+                let plain: [N; 4] = [p::<1>, p::<2>, p::<3>, p::<4>];
+                for (what, table) in [("gfni", gfni), ("plain", plain)] {
+                    for count in 1..=4 {
+                        let mut out = vec![f32::NAN; count];
+                        table[count - 1](&w[rb..], &rows[..count], &mut out);
+                        for (t, &got) in out.iter().enumerate() {
+                            check(what, 1, t, got);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
