@@ -1,31 +1,29 @@
 // Dense-path kernels (docs/notes/cuda.md, "Dense path"): appended to kernels.cu, whose
-// decode8<T>, warp_sum and macros they use. Verified in the emulator (tests/emu_dense.rs)
+// rows_dot<T>, warp_sum and macros they use. Verified in the emulator (tests/emu_dense.rs)
 // and by hmoe-cuda-check; not yet called by the engine's forward pass.
 
 // y[t][r] = w_r . x[t] for a [rows, cols] matrix of raw GGUF blocks and n tokens.
-// Grid (ceil(rows / WARPS), ceil(n / TT)); one warp per row, TT tokens per block row.
+// Grid (ceil(rows / WARPS), ceil(n / TT)); one warp per row, TT tokens per block row; the
+// row walk is rows_dot (kernels.cu): 32-bit weight words, 16-byte activation loads.
 template <int T>
 DEV void linear(const u8* w, const float* x, float* y, u32 rows, u32 cols, u32 n) {
     u32 lane = threadIdx.x & 31, r = blockIdx.x * WARPS + (threadIdx.x >> 5);
     if (r >= rows) return;
     u32 t0 = blockIdx.y * TT;
     u32 nt = n - t0 < TT ? n - t0 : TT;
-    const u8* row = w + r * row_bytes<T>(cols);
-    float acc[TT];
-    for (int t = 0; t < TT; ++t) acc[t] = 0.0f;
-    for (u32 c = lane; c < cols / 8; c += 32) {
-        float wv[8];
-        decode8<T>(row, c, wv);
-        for (int t = 0; t < TT; ++t) {
-            if (t < (int)nt) {
-                const float* xv = x + (u64)(t0 + t) * cols + 8 * c;
-                for (int k = 0; k < 8; ++k) acc[t] += wv[k] * xv[k];
-            }
-        }
-    }
+    const u8* const wr[1] = {w + r * row_bytes<T>(cols)};
+    float acc[1][TT];
+    const float* xr[TT];
     for (int t = 0; t < TT; ++t) {
-        float s = warp_sum(acc[t]);
-        if (lane == 0 && t < (int)nt) y[(u64)(t0 + t) * rows + r] = s;
+        acc[0][t] = 0.0f;
+        xr[t] = x + (u64)(t0 + (t < (int)nt ? t : 0)) * cols;
+    }
+    rows_dot<T, 1>(wr, xr, nt, cols, acc);
+    for (int t = 0; t < TT; ++t) {
+        if (t < (int)nt) {
+            float s = warp_sum(acc[0][t]);
+            if (lane == 0) y[(u64)(t0 + t) * rows + r] = s;
+        }
     }
 }
 

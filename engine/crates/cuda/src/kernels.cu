@@ -10,8 +10,18 @@
 // megabytes of weights), and f32 keeps the GPU result within float rounding of the
 // dequantise-and-multiply reference, whatever the placement.
 //
-// One warp per output row; lane L decodes the 8-element chunks L, L+32, ... of the row and
-// multiplies them with up to TT tokens at once (the weights are read once per TT tokens).
+// One warp per output row (gate and up rows together in gate_up), walking the row in
+// steps of 256 elements (one k-quant super-block, eight Q8_0 blocks). In a step, lane L
+// owns the two 4-element runs at 64 * (L / 8) + 4 * (L % 8) and 32 further on: one
+// sub-block pair of a k-quant group (the low and high nibbles of the same 4 bytes), so
+// every weight read is a 32-bit word of the block, consecutive lanes read consecutive
+// words, and the activations come as 16-byte loads that cover whole 128-byte lines
+// (the activations are read from L1 once per element and token: a layout where a lane
+// owns a whole sub-block would touch 8x more cache lines per load and was the bottleneck
+// of the first kernels). Quants become floats through the mantissa of 2^23 (one byte
+// permute and one subtraction, exact) instead of the slow integer-to-float conversion.
+// Up to TT tokens share each weight read; the lane's partial sums stay in registers and
+// each row ends with one warp_sum per token.
 
 #ifndef HMOE_EMU
 typedef unsigned char u8;
@@ -24,6 +34,32 @@ typedef unsigned long long u64;
 #define SHFL_XOR(v, m) __shfl_xor_sync(0xffffffffu, (v), (m))
 #define AS_FLOAT(u) __uint_as_float(u)
 #define AS_UINT(f) __float_as_uint(f)
+#define PRMT(a, b, s) __byte_perm((a), (b), (s))
+#define FSHR(lo, hi, s) __funnelshift_r((lo), (hi), (s))
+DEV u32 ld16(const u8* p) { return *(const u16*)p; }      // 2-byte aligned
+DEV u32 ld32(const u8* p) { return *(const u32*)p; }      // 4-byte aligned
+DEV void ld2x32(const u8* p, u32* o) {                     // 8-byte aligned
+    uint2 v = *(const uint2*)p;
+    o[0] = v.x, o[1] = v.y;
+}
+DEV void ldf4(const float* p, float* o) {                  // 16-byte aligned
+    float4 v = *(const float4*)p;
+    o[0] = v.x, o[1] = v.y, o[2] = v.z, o[3] = v.w;
+}
+DEV float h2f(u32 h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"((unsigned short)h));
+    return f;
+}
+#else
+// emu.h provides PRMT, FSHR, ld16, ld32, ld2x32, ldf4 with the CUDA semantics.
+DEV float h2f(u32 h) {
+    u32 s = (h >> 15) & 1u, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    float sign = s ? -1.0f : 1.0f;
+    if (e == 0) return sign * (float)m * 5.9604644775390625e-8f;  // subnormal: m * 2^-24
+    if (e == 31) return AS_FLOAT((s << 31) | 0x7f800000u | (m << 13));
+    return AS_FLOAT((s << 31) | ((e + 112u) << 23) | (m << 13));
+}
 #endif
 
 #define WARPS 8   // warps per block (256 threads); must match WARPS_PER_BLOCK in Rust
@@ -38,27 +74,6 @@ typedef unsigned long long u64;
 #define T_Q5K 5
 #define T_Q6K 6
 
-DEV u32 ld16(const u8* p) { return (u32)p[0] | ((u32)p[1] << 8); }
-
-DEV float h2f(u32 h) {
-    u32 s = (h >> 15) & 1u, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-    float sign = s ? -1.0f : 1.0f;
-    if (e == 0) return sign * (float)m * 5.9604644775390625e-8f;  // subnormal: m * 2^-24
-    if (e == 31) return AS_FLOAT((s << 31) | 0x7f800000u | (m << 13));
-    return AS_FLOAT((s << 31) | ((e + 112u) << 23) | (m << 13));
-}
-
-// ggml's get_scale_min_k4: 6-bit scale and min j of a Q4_K/Q5_K super-block.
-DEV void scale_min_k4(int j, const u8* q, u32* sc, u32* mn) {
-    if (j < 4) {
-        *sc = q[j] & 63u;
-        *mn = q[j + 4] & 63u;
-    } else {
-        *sc = (q[j + 4] & 0xFu) | ((q[j - 4] >> 6) << 4);
-        *mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
-
 // Elements per block and bytes per block of each type.
 template <int T> struct Blk;
 template <> struct Blk<T_F32> { enum { E = 1, B = 4 }; };
@@ -71,61 +86,144 @@ template <> struct Blk<T_Q6K> { enum { E = 256, B = 210 }; };
 
 template <int T> DEV u64 row_bytes(u32 cols) { return (u64)(cols / Blk<T>::E) * Blk<T>::B; }
 
-// Decodes elements 8c .. 8c+7 of a row into w.
-template <int T> DEV void decode8(const u8* row, u32 c, float* w);
+// A 32-bit word at a 2-byte aligned address (Q8_0 and Q6_K blocks are 34 and 210 bytes):
+// two aligned loads, each holding bytes of the word (never a word outside the block).
+DEV u32 ld32_a2(const u8* p) {
+    u32 mis = (u32)(u64)p & 2u;
+    const u8* a = p - mis;
+    return FSHR(ld32(a), ld32(a + 2 * mis), 8 * mis);
+}
 
-template <> DEV void decode8<T_F32>(const u8* row, u32 c, float* w) {
-    const float* p = (const float*)row + 8 * c;
-    for (int k = 0; k < 8; ++k) w[k] = p[k];
+// Byte k of w as a float, minus `bias - 2^23`: the byte goes into the mantissa of 2^23
+// (exact), so bias 2^23 gives the unsigned byte, 2^23 + 32 the Q6_K value, and so on.
+#define MAGIC 0x4B000000u
+#define F_2P23 8388608.0f
+DEV float bytef(u32 w, u32 k, float bias) { return AS_FLOAT(PRMT(w, MAGIC, 0x7440u | k)) - bias; }
+
+// Decodes the lane's two runs of step s of a row: wa = elements e .. e+3, wb = e+32 ..
+// e+35 with e = 256 s + 64 (lane / 8) + 4 (lane % 8). va / vb: the run lies inside the
+// row (always for k-quants; the last step of a Q8_0 or float row may be partial).
+template <int T>
+DEV void dec(const u8* row, u32 s, u32 lane, bool va, bool vb, float* wa, float* wb);
+
+DEV void zero4(float* w) { w[0] = w[1] = w[2] = w[3] = 0.0f; }
+
+template <>
+DEV void dec<T_F32>(const u8* row, u32 s, u32 lane, bool va, bool vb, float* wa, float* wb) {
+    const float* p = (const float*)row + 256 * s + 64 * (lane >> 3) + 4 * (lane & 7);
+    if (va) ldf4(p, wa); else zero4(wa);
+    if (vb) ldf4(p + 32, wb); else zero4(wb);
 }
-template <> DEV void decode8<T_F16>(const u8* row, u32 c, float* w) {
-    const u8* p = row + 16 * c;
-    for (int k = 0; k < 8; ++k) w[k] = h2f(ld16(p + 2 * k));
+template <>
+DEV void dec<T_F16>(const u8* row, u32 s, u32 lane, bool va, bool vb, float* wa, float* wb) {
+    const u8* p = row + 2 * (256 * s + 64 * (lane >> 3) + 4 * (lane & 7));
+    u32 q[2];
+    if (va) {
+        ld2x32(p, q);
+        wa[0] = h2f(q[0] & 0xffffu), wa[1] = h2f(q[0] >> 16);
+        wa[2] = h2f(q[1] & 0xffffu), wa[3] = h2f(q[1] >> 16);
+    } else zero4(wa);
+    if (vb) {
+        ld2x32(p + 64, q);
+        wb[0] = h2f(q[0] & 0xffffu), wb[1] = h2f(q[0] >> 16);
+        wb[2] = h2f(q[1] & 0xffffu), wb[3] = h2f(q[1] >> 16);
+    } else zero4(wb);
 }
-template <> DEV void decode8<T_BF16>(const u8* row, u32 c, float* w) {
-    const u8* p = row + 16 * c;
-    for (int k = 0; k < 8; ++k) w[k] = AS_FLOAT(ld16(p + 2 * k) << 16);
+template <>
+DEV void dec<T_BF16>(const u8* row, u32 s, u32 lane, bool va, bool vb, float* wa, float* wb) {
+    const u8* p = row + 2 * (256 * s + 64 * (lane >> 3) + 4 * (lane & 7));
+    u32 q[2];
+    if (va) {
+        ld2x32(p, q);
+        wa[0] = AS_FLOAT(q[0] << 16), wa[1] = AS_FLOAT(q[0] & 0xffff0000u);
+        wa[2] = AS_FLOAT(q[1] << 16), wa[3] = AS_FLOAT(q[1] & 0xffff0000u);
+    } else zero4(wa);
+    if (vb) {
+        ld2x32(p + 64, q);
+        wb[0] = AS_FLOAT(q[0] << 16), wb[1] = AS_FLOAT(q[0] & 0xffff0000u);
+        wb[2] = AS_FLOAT(q[1] << 16), wb[3] = AS_FLOAT(q[1] & 0xffff0000u);
+    } else zero4(wb);
 }
-template <> DEV void decode8<T_Q8_0>(const u8* row, u32 c, float* w) {
-    const u8* b = row + (c >> 2) * 34;
-    float d = h2f(ld16(b));
-    const i8* q = (const i8*)(b + 2 + (c & 3) * 8);
-    for (int k = 0; k < 8; ++k) w[k] = d * (float)q[k];
+
+// Q8_0: runs a and b are blocks 8 s + 2 g and the next one; 4 quants at 4 (lane % 8).
+DEV void q8_run(const u8* blk, u32 l4, float* w) {
+    float d = h2f(ld16(blk));
+    u32 q = ld32_a2(blk + 2 + l4) ^ 0x80808080u;  // i8 + 128: unsigned bytes
+    for (u32 k = 0; k < 4; ++k) w[k] = d * bytef(q, k, F_2P23 + 128.0f);
 }
-template <> DEV void decode8<T_Q4K>(const u8* row, u32 c, float* w) {
-    const u8* b = row + (c >> 5) * 144;
-    u32 e = (c & 31) * 8, g = e >> 6, sub = (e >> 5) & 1, l0 = e & 31;
+template <>
+DEV void dec<T_Q8_0>(const u8* row, u32 s, u32 lane, bool va, bool vb, float* wa, float* wb) {
+    const u8* blk = row + (u64)(8 * s + 2 * (lane >> 3)) * 34;
+    if (va) q8_run(blk, 4 * (lane & 7), wa); else zero4(wa);
+    if (vb) q8_run(blk + 34, 4 * (lane & 7), wb); else zero4(wb);
+}
+
+// Q4_K/Q5_K header: d, dmin, then 12 bytes of 6-bit scales and mins (ggml's
+// get_scale_min_k4). Gives scale and min of sub-blocks 2g (a) and 2g + 1 (b) times d
+// and dmin.
+DEV void kscales(const u8* blk, u32 g, float* da, float* ma, float* db, float* mb) {
+    u32 dm = ld32(blk), s0 = ld32(blk + 4), s1 = ld32(blk + 8), s2 = ld32(blk + 12);
+    float d = h2f(dm & 0xffffu), dmin = h2f(dm >> 16);
     u32 sc, mn;
-    scale_min_k4(2 * g + sub, b + 4, &sc, &mn);
-    float d1 = h2f(ld16(b)) * (float)sc, m1 = h2f(ld16(b + 2)) * (float)mn;
-    const u8* q = b + 16 + 32 * g + l0;
-    for (int k = 0; k < 8; ++k) w[k] = d1 * (float)((q[k] >> (4 * sub)) & 0xFu) - m1;
+    if (g < 2) {
+        sc = s0 & 0x3f3f3f3fu;
+        mn = s1 & 0x3f3f3f3fu;
+    } else {
+        sc = (s2 & 0x0f0f0f0fu) | ((s0 >> 2) & 0x30303030u);
+        mn = ((s2 >> 4) & 0x0f0f0f0fu) | ((s1 >> 2) & 0x30303030u);
+    }
+    u32 j = 2 * (g & 1);
+    *da = d * bytef(sc, j, F_2P23);
+    *ma = dmin * bytef(mn, j, F_2P23);
+    *db = d * bytef(sc, j + 1, F_2P23);
+    *mb = dmin * bytef(mn, j + 1, F_2P23);
 }
-template <> DEV void decode8<T_Q5K>(const u8* row, u32 c, float* w) {
-    const u8* b = row + (c >> 5) * 176;
-    u32 e = (c & 31) * 8, g = e >> 6, sub = (e >> 5) & 1, l0 = e & 31;
-    u32 sc, mn;
-    scale_min_k4(2 * g + sub, b + 4, &sc, &mn);
-    float d1 = h2f(ld16(b)) * (float)sc, m1 = h2f(ld16(b + 2)) * (float)mn;
-    const u8* qh = b + 16 + l0;
-    const u8* q = b + 48 + 32 * g + l0;
-    u32 hb = 2 * g + sub;
-    for (int k = 0; k < 8; ++k) {
-        u32 v = ((q[k] >> (4 * sub)) & 0xFu) | (((qh[k] >> hb) & 1u) << 4);
-        w[k] = d1 * (float)v - m1;
+
+template <>
+DEV void dec<T_Q4K>(const u8* row, u32 s, u32 lane, bool, bool, float* wa, float* wb) {
+    const u8* blk = row + (u64)s * 144;
+    u32 g = lane >> 3;
+    float da, ma, db, mb;
+    kscales(blk, g, &da, &ma, &db, &mb);
+    u32 q = ld32(blk + 16 + 32 * g + 4 * (lane & 7));
+    u32 qa = q & 0x0f0f0f0fu, qb = (q >> 4) & 0x0f0f0f0fu;
+    for (u32 k = 0; k < 4; ++k) {
+        wa[k] = da * bytef(qa, k, F_2P23) - ma;
+        wb[k] = db * bytef(qb, k, F_2P23) - mb;
     }
 }
-template <> DEV void decode8<T_Q6K>(const u8* row, u32 c, float* w) {
-    const u8* b = row + (c >> 5) * 210;
-    u32 e = (c & 31) * 8, n = e >> 7, r = e & 127, quarter = r >> 5, l0 = r & 31;
-    const u8* ql = b + 64 * n + l0 + 32 * (quarter & 1);
-    const u8* qh = b + 128 + 32 * n + l0;
-    const i8* scales = (const i8*)(b + 192);
-    float d = h2f(ld16(b + 208)) * (float)scales[8 * n + (l0 >> 4) + 2 * quarter];
-    u32 shift = 4 * (quarter >> 1);
-    for (int k = 0; k < 8; ++k) {
-        int v = (int)(((ql[k] >> shift) & 0xFu) | (((qh[k] >> (2 * quarter)) & 3u) << 4)) - 32;
-        w[k] = d * (float)v;
+template <>
+DEV void dec<T_Q5K>(const u8* row, u32 s, u32 lane, bool, bool, float* wa, float* wb) {
+    const u8* blk = row + (u64)s * 176;
+    u32 g = lane >> 3, l4 = 4 * (lane & 7);
+    float da, ma, db, mb;
+    kscales(blk, g, &da, &ma, &db, &mb);
+    u32 q = ld32(blk + 48 + 32 * g + l4), h = ld32(blk + 16 + l4);
+    u32 qa = (q & 0x0f0f0f0fu) | (((h >> (2 * g)) & 0x01010101u) << 4);
+    u32 qb = ((q >> 4) & 0x0f0f0f0fu) | (((h >> (2 * g + 1)) & 0x01010101u) << 4);
+    for (u32 k = 0; k < 4; ++k) {
+        wa[k] = da * bytef(qa, k, F_2P23) - ma;
+        wb[k] = db * bytef(qb, k, F_2P23) - mb;
+    }
+}
+// Q6_K (210-byte blocks, 2-byte aligned): ql[128], qh[64], 16 i8 scales, d. Sub-block 2g
+// is quarter 2 (g % 2) of half g / 2, so runs a and b read the same nibble of two ql words
+// and two bit pairs of one qh word.
+template <>
+DEV void dec<T_Q6K>(const u8* row, u32 s, u32 lane, bool, bool, float* wa, float* wb) {
+    const u8* blk = row + (u64)s * 210;
+    u32 g = lane >> 3, l4 = 4 * (lane & 7), n = g >> 1, sh = 4 * (g & 1);
+    u32 qla = ld32_a2(blk + 64 * n + l4), qlb = ld32_a2(blk + 64 * n + 32 + l4);
+    u32 h = ld32_a2(blk + 128 + 32 * n + l4);
+    u32 va = ((qla >> sh) & 0x0f0f0f0fu) | (((h >> sh) & 0x03030303u) << 4);
+    u32 vb = ((qlb >> sh) & 0x0f0f0f0fu) | (((h >> (sh + 2)) & 0x03030303u) << 4);
+    const u8* sc = blk + 192 + 8 * n + ((lane & 7) >> 2) + sh;
+    float d = h2f(ld16(blk + 208));
+    float da = d * bytef((u32)sc[0] ^ 0x80u, 0, F_2P23 + 128.0f);
+    float db = d * bytef((u32)sc[2] ^ 0x80u, 0, F_2P23 + 128.0f);
+    for (u32 k = 0; k < 4; ++k) {
+        wa[k] = da * bytef(va, k, F_2P23 + 32.0f);
+        wb[k] = db * bytef(vb, k, F_2P23 + 32.0f);
     }
 }
 
@@ -136,6 +234,33 @@ DEV float warp_sum(float v) {
 
 DEV float silu(float g) { return g / (1.0f + expf(-g)); }
 
+// This lane's share of w[r] . x[t] for NR rows of `cols` elements that share their columns
+// (gate and up) and nt <= TT token rows: acc[r][t] += partial sums (reduce with warp_sum).
+template <int T, int NR>
+DEV void rows_dot(const u8* const (&w)[NR], const float* const (&xr)[TT], u32 nt, u32 cols,
+                  float (&acc)[NR][TT]) {
+    u32 lane = threadIdx.x & 31, oa = 64 * (lane >> 3) + 4 * (lane & 7);
+    u32 steps = (cols + 255) / 256;
+    for (u32 s = 0; s < steps; ++s) {
+        u32 e = 256 * s + oa;
+        bool va = e + 4 <= cols, vb = e + 36 <= cols;
+        float wa[NR][4], wb[NR][4];
+        for (int r = 0; r < NR; ++r) dec<T>(w[r], s, lane, va, vb, wa[r], wb[r]);
+        for (int t = 0; t < TT; ++t) {
+            if (t < (int)nt) {
+                float xa[4], xb[4];
+                if (va) ldf4(xr[t] + e, xa); else zero4(xa);
+                if (vb) ldf4(xr[t] + e + 32, xb); else zero4(xb);
+                for (int r = 0; r < NR; ++r)
+                    for (int k = 0; k < 4; ++k) {
+                        acc[r][t] += wa[r][k] * xa[k];
+                        acc[r][t] += wb[r][k] * xb[k];
+                    }
+            }
+        }
+    }
+}
+
 // act[pair][j] = silu(gate_j . x[row]) * (up_j . x[row]) for every pair of the item.
 template <int T>
 DEV void gate_up(const u64* items, const u32* rows, const float* x, float* act, u32 hidden,
@@ -145,35 +270,21 @@ DEV void gate_up(const u64* items, const u32* rows, const float* x, float* act, 
     const u64* it = items + 4 * blockIdx.y;
     u32 pair0 = (u32)(it[3] & 0xffffffffu), n = (u32)(it[3] >> 32);
     u64 rb = row_bytes<T>(hidden);
-    const u8* g = (const u8*)it[0] + j * rb;
-    const u8* u = (const u8*)it[1] + j * rb;
-    u32 chunks = hidden / 8;
+    const u8* const w[2] = {(const u8*)it[0] + j * rb, (const u8*)it[1] + j * rb};
     for (u32 t0 = 0; t0 < n; t0 += TT) {
         u32 nt = n - t0 < TT ? n - t0 : TT;
-        float ag[TT], au[TT];
+        float acc[2][TT];
         const float* xr[TT];
         for (int t = 0; t < TT; ++t) {
-            ag[t] = 0.0f;
-            au[t] = 0.0f;
+            acc[0][t] = acc[1][t] = 0.0f;
             xr[t] = x + (u64)rows[pair0 + t0 + (t < (int)nt ? t : 0)] * hidden;
         }
-        for (u32 c = lane; c < chunks; c += 32) {
-            float wg[8], wu[8];
-            decode8<T>(g, c, wg);
-            decode8<T>(u, c, wu);
-            for (int t = 0; t < TT; ++t) {
-                if (t < (int)nt) {
-                    const float* xv = xr[t] + 8 * c;
-                    for (int k = 0; k < 8; ++k) {
-                        ag[t] += wg[k] * xv[k];
-                        au[t] += wu[k] * xv[k];
-                    }
-                }
-            }
-        }
+        rows_dot<T, 2>(w, xr, nt, hidden, acc);
         for (int t = 0; t < TT; ++t) {
-            float sg = warp_sum(ag[t]), su = warp_sum(au[t]);
-            if (lane == 0 && t < (int)nt) act[(u64)(pair0 + t0 + t) * ffn + j] = silu(sg) * su;
+            if (t < (int)nt) {
+                float sg = warp_sum(acc[0][t]), su = warp_sum(acc[1][t]);
+                if (lane == 0) act[(u64)(pair0 + t0 + t) * ffn + j] = silu(sg) * su;
+            }
         }
     }
 }
@@ -186,26 +297,22 @@ DEV void down(const u64* items, const float* wts, const float* act, float* y, u3
     if (i >= hidden) return;
     const u64* it = items + 4 * blockIdx.y;
     u32 pair0 = (u32)(it[3] & 0xffffffffu), n = (u32)(it[3] >> 32);
-    const u8* d = (const u8*)it[2] + i * row_bytes<T>(ffn);
-    u32 chunks = ffn / 8;
+    const u8* const w[1] = {(const u8*)it[2] + i * row_bytes<T>(ffn)};
     for (u32 t0 = 0; t0 < n; t0 += TT) {
         u32 nt = n - t0 < TT ? n - t0 : TT;
-        float acc[TT];
-        for (int t = 0; t < TT; ++t) acc[t] = 0.0f;
-        for (u32 c = lane; c < chunks; c += 32) {
-            float w[8];
-            decode8<T>(d, c, w);
-            for (int t = 0; t < TT; ++t) {
-                if (t < (int)nt) {
-                    const float* a = act + (u64)(pair0 + t0 + t) * ffn + 8 * c;
-                    for (int k = 0; k < 8; ++k) acc[t] += w[k] * a[k];
-                }
-            }
-        }
+        float acc[1][TT];
+        const float* xr[TT];
         for (int t = 0; t < TT; ++t) {
-            float s = warp_sum(acc[t]);
-            u32 p = pair0 + t0 + t;
-            if (lane == 0 && t < (int)nt) y[(u64)p * hidden + i] = wts[p] * s;
+            acc[0][t] = 0.0f;
+            xr[t] = act + (u64)(pair0 + t0 + (t < (int)nt ? t : 0)) * ffn;
+        }
+        rows_dot<T, 1>(w, xr, nt, ffn, acc);
+        for (int t = 0; t < TT; ++t) {
+            if (t < (int)nt) {
+                float s = warp_sum(acc[0][t]);
+                u32 p = pair0 + t0 + t;
+                if (lane == 0) y[(u64)p * hidden + i] = wts[p] * s;
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Runs the CUDA kernels (src/kernels.cu) on the host through the thread-per-CUDA-thread
 //! emulator in tests/emu/ and compares them with the CPU reference, for every weight type
-//! and token counts that exercise the token tiling (items with more than 8 rows). Needs
-//! g++ with C++20 (present wherever Rust links with the system toolchain).
+//! (as gate/up and as down) and 1 ..= 16 tokens per expert (the token tiling). Needs g++
+//! with C++20 (present wherever Rust links with the system toolchain).
 
 use hmoe_cuda::verify::{compare, TestBatch};
 use hmoe_cuda::{ExpertLayout, KernelType};
@@ -80,25 +80,46 @@ fn run_case(
     assert!(c.pass, "{:?}/{:?}: {c:?}", layout.gate_up, layout.down);
 }
 
+/// Each type once as gate/up and once as down (a rotation of the seven), one token: every
+/// decoder against the CPU reference.
 #[test]
-fn kernels_match_the_cpu_reference_in_the_emulator() {
+fn every_type_matches_the_cpu_reference_in_the_emulator() {
     let dir = tempfile::tempdir().unwrap();
     let exe = compile_harness(dir.path(), "harness");
     // Small shapes keep the emulator (one host thread per CUDA thread) fast; 256 is the
-    // smallest width a k-quant row can have.
-    let (hidden, ffn) = (256, 256);
-    let types = [
-        (GgmlDType::Q8_0, GgmlDType::Q8_0),
-        (GgmlDType::Q4K, GgmlDType::Q6K), // Q4_K_M experts
-        (GgmlDType::Q5K, GgmlDType::Q5K),
-        (GgmlDType::F16, GgmlDType::BF16),
-        (GgmlDType::F32, GgmlDType::Q4K),
-    ];
-    for (gu, dn) in types {
-        let layout = ExpertLayout::new(gu, gu, dn, hidden, ffn).unwrap();
+    // smallest width a k-quant row can have; hidden 512 walks rows in two steps.
+    let (hidden, ffn) = (512, 256);
+    let all = KernelType::ALL;
+    for (i, gu) in all.iter().enumerate() {
+        let dn = all[(i + 3) % all.len()];
+        let layout = ExpertLayout::new(gu.ggml(), gu.ggml(), dn.ggml(), hidden, ffn).unwrap();
         run_case(&exe, dir.path(), layout, 2, 1, 2);
     }
-    // Token tiling: 11 tokens, 3 experts, top-2: some experts serve more than 8 rows.
+}
+
+/// Token tiling: every item serves every token (top-k = items), 1 ..= 16 tokens, so the
+/// kernels see each count of valid tokens in a tile and a second tile.
+#[test]
+fn token_counts_1_to_16_match_the_cpu_reference_in_the_emulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile_harness(dir.path(), "harness");
+    let (hidden, ffn) = (256, 256);
+    let q4km =
+        ExpertLayout::new(GgmlDType::Q4K, GgmlDType::Q4K, GgmlDType::Q6K, hidden, ffn).unwrap();
+    for n in 1..=16 {
+        run_case(&exe, dir.path(), q4km, 2, n, 2);
+    }
+    for (gu, dn) in [
+        (GgmlDType::Q8_0, GgmlDType::Q8_0),
+        (GgmlDType::Q5K, GgmlDType::BF16),
+        (GgmlDType::F16, GgmlDType::F32),
+    ] {
+        let layout = ExpertLayout::new(gu, gu, dn, hidden, ffn).unwrap();
+        for n in [3, 9, 16] {
+            run_case(&exe, dir.path(), layout, 2, n, 2);
+        }
+    }
+    // Items serving different numbers of tokens (3 experts, top-2 of 11 tokens).
     let q6 =
         ExpertLayout::new(GgmlDType::Q6K, GgmlDType::Q6K, GgmlDType::Q8_0, hidden, ffn).unwrap();
     run_case(&exe, dir.path(), q6, 3, 11, 2);

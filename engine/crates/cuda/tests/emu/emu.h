@@ -6,6 +6,8 @@
 #include <barrier>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <thread>
@@ -48,11 +50,36 @@ static inline u32 emu_as_uint(float f) {
     return u;
 }
 
+// CUDA's __byte_perm (selector nibbles 0-7; the sign-replicate bit is not used by the
+// kernels) and __funnelshift_r (shift taken modulo 32).
+static inline u32 emu_prmt(u32 a, u32 b, u32 s) {
+    u64 v = ((u64)b << 32) | a;
+    u32 r = 0;
+    for (u32 i = 0; i < 4; ++i) r |= (u32)((v >> (8 * ((s >> (4 * i)) & 7u))) & 0xffu) << (8 * i);
+    return r;
+}
+static inline u32 emu_fshr(u32 lo, u32 hi, u32 s) { return (u32)((((u64)hi << 32) | lo) >> (s & 31u)); }
+
+// Loads with the alignment the device needs checked, so a layout the GPU would fault on
+// fails here too (the kernels use these instead of pointer casts).
+static inline void emu_align(const void* p, uintptr_t a) {
+    if ((uintptr_t)p % a) {
+        fprintf(stderr, "misaligned %zu-byte load at %p\n", (size_t)a, p);
+        abort();
+    }
+}
+static inline u32 ld16(const u8* p) { emu_align(p, 2); u16 v; std::memcpy(&v, p, 2); return v; }
+static inline u32 ld32(const u8* p) { emu_align(p, 4); u32 v; std::memcpy(&v, p, 4); return v; }
+static inline void ld2x32(const u8* p, u32* o) { emu_align(p, 8); std::memcpy(o, p, 8); }
+static inline void ldf4(const float* p, float* o) { emu_align(p, 16); std::memcpy(o, p, 16); }
+
 #define DEV inline
 #define KERNEL extern "C"
 #define SHFL_XOR(v, m) emu_shfl_xor((v), (m))
 #define AS_FLOAT(u) emu_as_float(u)
 #define AS_UINT(f) emu_as_uint(f)
+#define PRMT(a, b, s) emu_prmt((a), (b), (s))
+#define FSHR(lo, hi, s) emu_fshr((lo), (hi), (s))
 // expf comes from <math.h> (via <cmath>).
 
 // Launches `f` over grid x block (block.x must be a multiple of 32): block.x host threads

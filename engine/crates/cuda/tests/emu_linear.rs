@@ -1,0 +1,88 @@
+//! The dense `linear_*` kernels (src/dense.cu, row walk in kernels.cu's `rows_dot`) in the
+//! host emulator against the f64 reference: every weight type, row counts that leave a
+//! block of warps partly empty, rows that end in a partial 256-element step (Q8_0 and
+//! float types), and 1 ..= 16 tokens (one and two token tiles).
+
+use hmoe_cuda::dense_ref;
+use hmoe_cuda::verify::compare;
+use hmoe_cuda::verify_dense::vals;
+use hmoe_cuda::KernelType;
+use hmoe_quant::quantize;
+use std::path::Path;
+use std::process::Command;
+
+#[path = "emu/build.rs"]
+mod emu_build;
+use emu_build::compile_harness;
+
+/// Runs op 0 (linear) of tests/emu/dense_harness.cpp and checks it against the reference.
+fn check_linear(exe: &Path, dir: &Path, t: KernelType, rows: usize, cols: usize, n: usize) {
+    let wf: Vec<f32> = vals(rows * cols, 3 + rows as u64)
+        .iter()
+        .map(|v| v * 0.05)
+        .collect();
+    let mut wq = vec![0u8; t.row_bytes(cols).unwrap() * rows];
+    quantize(t.ggml(), &wf, &mut wq).unwrap();
+    let x = vals(n * cols, 4 + n as u64);
+    let want = dense_ref::linear(t, &wq, rows, cols, &x).unwrap();
+    let code = KernelType::ALL.iter().position(|&k| k == t).unwrap() as u32;
+    let mut input = Vec::new();
+    for v in [0, code, rows as u32, cols as u32, n as u32, wq.len() as u32] {
+        input.extend_from_slice(&v.to_le_bytes());
+    }
+    input.extend_from_slice(&wq);
+    x.iter()
+        .for_each(|v| input.extend_from_slice(&v.to_le_bytes()));
+    let (i, o) = (dir.join("lin.in"), dir.join("lin.out"));
+    std::fs::write(&i, &input).unwrap();
+    let st = Command::new(exe).arg(&i).arg(&o).output().unwrap();
+    assert!(
+        st.status.success(),
+        "harness: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let got: Vec<f32> = std::fs::read(&o)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let c = compare(&got, &want);
+    println!(
+        "linear {} {rows}x{cols} tokens {n}: rel_l2 {:.2e} max_rel {:.2e}",
+        t.suffix(),
+        c.rel_l2,
+        c.max_rel
+    );
+    assert!(c.pass, "linear {} {rows}x{cols} n={n}: {c:?}", t.suffix());
+}
+
+#[test]
+fn linear_matches_the_reference_for_every_type_in_the_emulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile_harness(dir.path(), "dense_harness");
+    for t in KernelType::ALL {
+        // k-quants: whole 256-element steps; Q8_0: 11 blocks (a step of 3 blocks at the
+        // end); float types: 200 columns (a step of 200 elements, half a run group).
+        let cols = match t.block_elems() {
+            256 => 512,
+            32 => 352,
+            _ => 200,
+        };
+        for (rows, n) in [(13, 1), (37, 5), (8, 9)] {
+            check_linear(&exe, dir.path(), t, rows, cols, n);
+        }
+    }
+}
+
+#[test]
+fn linear_token_counts_1_to_16_in_the_emulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile_harness(dir.path(), "dense_harness");
+    for n in 1..=16 {
+        check_linear(&exe, dir.path(), KernelType::Q4K, 11, 256, n);
+    }
+    for n in [2, 8, 16] {
+        check_linear(&exe, dir.path(), KernelType::Q8_0, 19, 96, n);
+        check_linear(&exe, dir.path(), KernelType::Q6K, 5, 768, n);
+    }
+}
