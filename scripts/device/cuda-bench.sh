@@ -29,3 +29,5 @@ HMOE_LOG=${HMOE_LOG:-info} "$hmoe" bench -m "$m" --device cuda --threads 16 --vr
   | tee "$side/sweep-$dtype-$routing.err" | grep --line-buffered '^| '
 # (rows are printed as they are measured: a run cut by its timeout keeps what it did)
 grep -E "calibration|CUDA on|dense path|warn|error" "$side/sweep-$dtype-$routing.err" | head -20
+# HMOE_DENSE_PROFILE=1: the GPU dense path's per-kernel profile (logged when the engine ends).
+grep -A18 "dense path profile" "$side/sweep-$dtype-$routing.err" | sed 's/\x1b\[[0-9;]*m//g' | head -40

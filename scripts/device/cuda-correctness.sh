@@ -50,9 +50,10 @@ for m in "${models[@]}"; do
   size=$(stat -c %s "$m")
   gen() { "$hmoe" generate -m "$m" --temperature 0 -n 24 --seed 1 -p "The quick brown fox" "$@" 2>>"$out/greedy.log"; }
   # The reference is the same device configuration with every expert on the CPU: with
-  # the GPU dense path (HMOE_CUDA_DENSE=1) the dense part runs on f32 activations and
-  # legitimately differs from the CPU dense path (its logits are checked above).
-  if [ "${HMOE_CUDA_DENSE:-0}" = 1 ]; then
+  # the GPU dense path (the default; HMOE_CUDA_DENSE=0 turns it off) the dense part runs
+  # on f32 activations and legitimately differs from the CPU dense path (its logits are
+  # checked above).
+  if [ "${HMOE_CUDA_DENSE:-1}" != 0 ]; then
     ref=$(gen --device cuda --policy cpu-only) || { fail "$n greedy cuda cpu-only"; continue; }
     cpu=$(gen --device cpu) || { fail "$n greedy cpu"; continue; }
     [ "$cpu" = "$ref" ] && echo "  GPU dense path gives the CPU's tokens too" || echo "  GPU dense path: tokens differ from the CPU dense path (f32 vs 8-bit activations)"

@@ -4,6 +4,8 @@
 #   run(command="bash scripts/device/session.sh [STAGES]", carry=[".devbin/pack.tar.xz"])
 # STAGES (default: check correctness bench cpu serve; also sweep-q4 replay-q4 sweep-q8 serve-full): each runs under its own timeout and
 # is skipped once the call's time is nearly spent. Everything lands in $OUT.
+# The dense path runs on the GPU by default; stages named *cpudense / cpu-ab set
+# HMOE_CUDA_DENSE=0 (dense path on the CPU) for comparison.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 root=$PWD
@@ -51,6 +53,8 @@ for s in $stages; do
     grid-q4-replay) stage grid-q4-replay 300 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT" q4_k_m replay 64 16 8GiB,16GiB,24GiB,all cpu-only,static,lru,mrs,value 64 ;;
     spec-q4) stage spec-q4 300 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/spec" q4_k_m model 256 1024 16GiB cpu-only,static,value 64 ;;
     registered) stage registered 150 env HMOE_CUDA_HOST=registered bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/registered" q4_k_m model 64 512 16GiB value ;;
+    correctness-cpudense) stage correctness-cpudense 240 env HMOE_CUDA_DENSE=0 bash scripts/device/cuda-correctness.sh "$hmoe" "$work" "$OUT/correctness-cpudense" ;;
+    profile) stage profile 160 env HMOE_DENSE_PROFILE=1 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/profile" q4_k_m model 64 1024 16GiB value 32 ;;
     correctness-dense) stage correctness-dense 200 env HMOE_CUDA_DENSE=1 bash scripts/device/cuda-correctness.sh "$hmoe" "$work" "$OUT/correctness-dense" ;;
     spec-dense) stage spec-dense 240 env HMOE_CUDA_DENSE=1 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/spec-dense" q4_k_m model 256 1024 16GiB cpu-only,static,value 64 ;;
     grid-dense) stage grid-dense 240 env HMOE_CUDA_DENSE=1 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT" q4_k_m model 64 512 8GiB,16GiB,24GiB,all cpu-only,static,lru,mrs,value 32 ;;

@@ -30,8 +30,10 @@ pub use gpu_dense::{
 /// lock the mapped experts, DMA straight from the map), `staged` (CPU copy into pinned
 /// buffers, then DMA) or `pageable` (baseline). Unset: see [`default_host_source`].
 pub const HOST_SOURCE_ENV: &str = "HMOE_CUDA_HOST";
-/// Environment variable: `1` runs the dense path (attention with the KV cache, norms,
-/// router, head) on the GPU too, when the CUDA expert backend starts (opt-in for now).
+/// Environment variable: the dense path (attention with the KV cache, norms, router, head)
+/// runs on the GPU whenever the CUDA expert backend starts and its weights fit; `0` keeps
+/// it on the CPU (measured on an H200 at a 1k context: 15 ms a token on the GPU against
+/// 45-50 ms on 16 CPU threads, docs/BENCHMARKS.md).
 pub const DENSE_ENV: &str = "HMOE_CUDA_DENSE";
 /// Tokens of KV cache (all sequences together) kept free for the GPU dense path when the
 /// expert arena is sized: Qwen3-30B-A3B takes 192 KiB a token in f32, so 1.5 GiB.

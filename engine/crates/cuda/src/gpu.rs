@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod dense;
+mod dense_profile;
 mod resident;
 
 pub use resident::GpuDense;

@@ -56,6 +56,10 @@ pub use device::{probe, DeviceInfo};
 pub use dtype::{ExpertLayout, KernelType};
 pub use error::{CudaError, Result};
 
+/// Environment variable: `1` profiles the GPU dense path (a CUDA event after every launch;
+/// `GpuDense::profile_report` gives the table).
+pub const DENSE_PROFILE_ENV: &str = "HMOE_DENSE_PROFILE";
+
 /// The kernel source (expert kernels, the dense-path kernels, the split attention), compiled by NVRTC at
 /// start-up.
 pub const KERNEL_SOURCE: &str = concat!(

@@ -38,6 +38,10 @@ impl GpuDense {
     pub fn warnings(&self) -> &[String] {
         match self.never {}
     }
+    /// The profile table when `HMOE_DENSE_PROFILE=1`.
+    pub fn profile_report(&self) -> Option<String> {
+        match self.never {}
+    }
     /// A new sequence of at most `capacity` tokens.
     pub fn new_seq(&self, _capacity: usize) -> DenseSeq {
         match self.never {}

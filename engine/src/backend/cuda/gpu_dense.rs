@@ -15,9 +15,14 @@ use hmoe_cuda::{
 use hmoe_gguf::GgufFile;
 use std::sync::{Arc, Mutex};
 
-/// Whether [`DENSE_ENV`] asks for the GPU dense path (`1`).
+/// Whether the GPU dense path is wanted: yes unless [`DENSE_ENV`] is `0` (or `off`).
 pub fn dense_requested() -> bool {
-    std::env::var(DENSE_ENV).is_ok_and(|v| v.trim() == "1")
+    dense_wanted(std::env::var(DENSE_ENV).ok().as_deref())
+}
+
+/// [`dense_requested`] for a value of [`DENSE_ENV`].
+fn dense_wanted(value: Option<&str>) -> bool {
+    !matches!(value.map(str::trim), Some("0" | "off" | "false"))
 }
 
 /// The dense path's shape of a model.
@@ -176,6 +181,15 @@ impl GpuDenseExecutor {
     }
 }
 
+impl Drop for GpuDenseExecutor {
+    fn drop(&mut self) {
+        // HMOE_DENSE_PROFILE=1: the per-kernel profile of the whole run.
+        if let Some(r) = self.gpu.get_mut().ok().and_then(|g| g.profile_report()) {
+            tracing::info!("{r}");
+        }
+    }
+}
+
 fn cuda_err(what: String) -> impl FnOnce(CudaError) -> EngineError {
     move |e| EngineError::Compute(format!("CUDA dense path ({what}): {e}"))
 }
@@ -232,12 +246,27 @@ pub fn setup_dense(choice: DeviceChoice, model: &Qwen3Moe) -> Option<Arc<GpuDens
             Some(Arc::new(exec))
         }
         Ok(Err(e)) => {
-            tracing::warn!("{DENSE_ENV}=1 but the GPU dense path did not start ({e}); the dense path stays on the CPU");
+            tracing::warn!("the GPU dense path did not start ({e}); the dense path stays on the CPU ({DENSE_ENV}=0 skips it)");
             None
         }
         Err(e) => {
-            tracing::warn!("{DENSE_ENV}=1 but the GPU dense path cannot run this model ({e}); the dense path stays on the CPU");
+            tracing::warn!("the GPU dense path cannot run this model ({e}); the dense path stays on the CPU ({DENSE_ENV}=0 skips it)");
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dense_wanted;
+
+    #[test]
+    fn the_gpu_dense_path_is_on_unless_switched_off() {
+        for v in [None, Some("1"), Some(" 1 "), Some("on"), Some("")] {
+            assert!(dense_wanted(v), "{v:?}");
+        }
+        for v in [Some("0"), Some(" 0"), Some("off"), Some("false")] {
+            assert!(!dense_wanted(v), "{v:?}");
         }
     }
 }

@@ -17,6 +17,7 @@
 //! engine drops the sequence's [`DenseSeq`]. Writes go by position, so the host may
 //! truncate a sequence without telling the device.
 
+use super::dense_profile::DenseProfile;
 use super::{compile, context, drv, info, is_oom, DeviceBuf, Pinned, ASSUME_FREE_ENV};
 use crate::dense_model::{
     attention_split, grown_capacity, positions, validate_spans, DenseMatrix, DenseSeq, DenseShape,
@@ -30,6 +31,7 @@ use cudarc::driver::result as cu;
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Warps per block of `attend_split` (`ATT_WARPS` in attend.cu).
 const ATT_WARPS: u32 = 4;
@@ -135,6 +137,8 @@ pub struct GpuDense {
     io_host: Pinned,
     logits_host: Pinned,
     warnings: Vec<String>,
+    /// Per-kernel stream times (`HMOE_DENSE_PROFILE=1`).
+    profile: Option<DenseProfile>,
     stream: Arc<CudaStream>,
     ctx: Arc<CudaContext>,
 }
@@ -266,6 +270,7 @@ impl GpuDense {
             io_host: Pinned::new(io0.end, "dense layer buffer")?,
             logits_host: Pinned::new(4 * shape.vocab, "logits")?,
             warnings,
+            profile: DenseProfile::from_env(&ctx),
             stream,
             ctx,
         })
@@ -289,6 +294,11 @@ impl GpuDense {
     /// Device bytes of the KV caches allocated now.
     pub fn kv_bytes(&self) -> usize {
         self.kv.values().map(|k| k.k.len + k.v.len).sum()
+    }
+
+    /// The profile table when `HMOE_DENSE_PROFILE=1` (see `DENSE_PROFILE_ENV`).
+    pub fn profile_report(&self) -> Option<String> {
+        self.profile.as_ref().map(DenseProfile::report)
     }
 
     /// Warnings from start-up (e.g. the PTX fallback).
@@ -397,6 +407,7 @@ impl GpuDense {
             )));
         }
         validate_spans(seqs, n)?;
+        let t0 = Instant::now();
         self.ctx.bind_to_thread().map_err(drv("bind context"))?;
         self.release_dropped();
         let io = self.ensure(n)?;
@@ -422,11 +433,18 @@ impl GpuDense {
         host[io.kc..io.vc].copy_from_slice(bytes_of(&kc));
         host[io.vc..io.vc + 8 * n].copy_from_slice(bytes_of(&vc));
         host[io.x..io.hn].copy_from_slice(bytes_of(x));
+        let t1 = Instant::now();
+        let mut prof = self.profile.take();
+        if let Some(p) = prof.as_mut() {
+            p.begin(&self.stream, n)?;
+        }
         let cs = self.stream.cu_stream();
         // SAFETY: pinned source of io.hn bytes; the device buffer holds io.end ≥ io.hn.
         unsafe { cu::memcpy_htod_async(self.io.ptr, &self.io_host.bytes()[..io.hn], cs) }
             .map_err(drv("cuMemcpyHtoDAsync(dense input)"))?;
-        self.launch_block(layer, n, &io, next, split)?;
+        let launched = self.launch_block(&mut prof, layer, n, &io, next, split);
+        self.profile = prof;
+        launched?;
         let end = if next { io.end } else { io.next };
         // SAFETY: pinned destination inside io_host (io.end bytes); read after the sync.
         unsafe {
@@ -437,9 +455,14 @@ impl GpuDense {
             )
         }
         .map_err(drv("cuMemcpyDtoHAsync(dense output)"))?;
+        self.mark("download")?;
+        let t2 = Instant::now();
         self.stream
             .synchronize()
             .map_err(drv("cuStreamSynchronize(dense layer)"))?;
+        if let Some(p) = self.profile.as_mut() {
+            p.end(t1 - t0, t2 - t1, t2.elapsed())?;
+        }
         let host = self.io_host.bytes();
         floats_from(&host[io.x..io.hn], x);
         floats_from(&host[io.hn..io.router], hn_out);
@@ -450,8 +473,17 @@ impl GpuDense {
         Ok(())
     }
 
+    /// Marks the end of step `name` in the profile, if on.
+    fn mark(&mut self, name: &'static str) -> Result<()> {
+        match self.profile.as_mut() {
+            Some(p) => p.mark(&self.stream, name),
+            None => Ok(()),
+        }
+    }
+
     fn launch_block(
         &self,
+        prof: &mut Option<DenseProfile>,
         layer: usize,
         n: usize,
         io: &Io,
@@ -470,21 +502,37 @@ impl GpuDense {
         let v = k + 4 * nn * kvd;
         let attn = v + 4 * nn * kvd;
         let (n32, h32, hd) = (n as u32, s.hidden as u32, s.head_dim as u32);
+        let mut m = |name: &'static str| match prof.as_mut() {
+            Some(p) => p.mark(&self.stream, name),
+            None => Ok(()),
+        };
+        m("upload")?;
         self.rms_norm(x, l.attn_norm.ptr, hn, n32, h32)?;
+        m("attn_norm")?;
         self.linear(&l.wq, hn, q, n32)?;
+        m("wq")?;
         self.linear(&l.wk, hn, k, n32)?;
+        m("wk")?;
         self.linear(&l.wv, hn, v, n32)?;
+        m("wv")?;
         let (nh, nkv) = (s.n_heads as u32, s.n_kv_heads as u32);
         self.rms_norm(q, l.q_norm.ptr, q, n32 * nh, hd)?;
         self.rms_norm(k, l.k_norm.ptr, k, n32 * nkv, hd)?;
+        m("qk_norm")?;
         self.rope(q, pos, n32, nh)?;
         self.rope(k, pos, n32, nkv)?;
+        m("rope")?;
         self.kv_write(k, v, kc, vc, pos, n32)?;
+        m("kv_write")?;
         self.attend(q, kc, vc, pos, attn, n32, split)?;
+        m("attention")?;
         self.linear(&l.wo, attn, hn, n32)?;
+        m("wo")?;
         self.add_to(x, hn, nn * s.hidden as u64)?;
         self.rms_norm(x, l.ffn_norm.ptr, hn, n32, h32)?;
+        m("residual+norm")?;
         self.linear(&l.router, hn, base + io.router as u64, n32)?;
+        m("router")?;
         if next {
             self.linear(
                 &self.layers[layer + 1].router,
@@ -492,6 +540,7 @@ impl GpuDense {
                 base + io.next as u64,
                 n32,
             )?;
+            m("next router")?;
         }
         Ok(())
     }
@@ -517,19 +566,30 @@ impl GpuDense {
             self.logits_host = Pinned::new(lb, "logits")?;
         }
         self.io_host.bytes()[io.x..io.hn].copy_from_slice(bytes_of(x));
+        let t1 = Instant::now();
+        if let Some(p) = self.profile.as_mut() {
+            p.begin(&self.stream, r)?;
+        }
         let cs = self.stream.cu_stream();
         let (xd, hn) = (self.io.ptr + io.x as u64, self.io.ptr + io.hn as u64);
         // SAFETY: pinned source inside io_host; device range inside io.
         unsafe { cu::memcpy_htod_async(xd, &self.io_host.bytes()[io.x..io.hn], cs) }
             .map_err(drv("cuMemcpyHtoDAsync(head input)"))?;
+        self.mark("head upload")?;
         self.rms_norm(xd, self.output_norm.ptr, hn, r as u32, h as u32)?;
         self.linear(&self.output, hn, self.logits.ptr, r as u32)?;
+        self.mark("head")?;
         // SAFETY: pinned destination of lb bytes; read after the sync.
         unsafe { cu::memcpy_dtoh_async(&mut self.logits_host.bytes()[..lb], self.logits.ptr, cs) }
             .map_err(drv("cuMemcpyDtoHAsync(logits)"))?;
+        self.mark("head download")?;
+        let t2 = Instant::now();
         self.stream
             .synchronize()
             .map_err(drv("cuStreamSynchronize(head)"))?;
+        if let Some(p) = self.profile.as_mut() {
+            p.end(Duration::ZERO, t2 - t1, t2.elapsed())?;
+        }
         Ok(self.logits_host.floats(r * self.shape.vocab).to_vec())
     }
 
