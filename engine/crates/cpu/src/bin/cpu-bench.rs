@@ -5,7 +5,11 @@
 //!
 //! `cargo run --release -p hmoe-cpu --bin cpu-bench -- [--threads 1,2,4] [--types q8_0,q4_k]
 //!  [--set-mb 1536] [--bw-mb 2048] [--layers 24] [--prefill-tokens 512] [--isa avx2] [--no-pin]
-//!  [--no-prefill] [--kernels-only] [--prefill-only]`
+//!  [--no-prefill] [--kernels-only] [--prefill-only] [--amx]`
+//!
+//! `--amx`: only the AMX section: the Q8_0 prefill GEMM with the AMX-INT8 tile kernel
+//! against the AVX-512 kernels (one-thread kernel rate, then one MoE layer of 512
+//! tokens on 1 and the largest `--threads` count), see `docs/notes/amx.md`.
 
 use anyhow::{anyhow, bail, Context, Result};
 use hmoe_cpu::{
@@ -33,6 +37,7 @@ struct Args {
     kernels_only: bool,
     prefill_only: bool,
     latency: bool,
+    amx: bool,
 }
 
 fn parse_type(s: &str) -> Result<GgmlDType> {
@@ -69,6 +74,7 @@ fn parse_args() -> Result<Args> {
         kernels_only: false,
         latency: false,
         prefill_only: false,
+        amx: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -98,12 +104,13 @@ fn parse_args() -> Result<Args> {
             "--prefill-only" => a.prefill_only = true,
             "--kernels-only" => a.kernels_only = true,
             "--latency" => a.latency = true,
+            "--amx" => a.amx = true,
             "-h" | "--help" => {
                 println!(
                     "{}",
                     include_str!("cpu-bench.rs")
                         .lines()
-                        .take(8)
+                        .take(12)
                         .collect::<Vec<_>>()
                         .join("\n")
                 );
@@ -394,6 +401,9 @@ fn main() -> Result<()> {
     if args.latency {
         return latency_section(&args.threads, args.pin);
     }
+    if args.amx {
+        return amx_section(&args.threads, args.pin);
+    }
     println!("shape: hidden {HIDDEN}, expert FFN {FFN}, top-{TOP_K} of {N_EXPERTS}; expert working set {} MB per type\n", args.set_mb);
     if !args.prefill_only {
         kernel_section(&args.types)?;
@@ -583,6 +593,178 @@ fn latency_section(threads: &[usize], pin: bool) -> Result<()> {
             }
             let spin = spin.map_or("auto".to_string(), |s| s.to_string());
             println!("| {t} | {spin} | {} |", cells.join(" | "));
+        }
+    }
+    Ok(())
+}
+
+/// Runs `f(amx_on)` alternately with AMX on and off (`rounds` times each, at least);
+/// medians of the wall-clock seconds, `[off, on]`.
+fn alternate(mut f: impl FnMut() -> Result<()>, with_amx: bool) -> Result<[f64; 2]> {
+    let mut times = [Vec::new(), Vec::new()];
+    let t_all = Instant::now();
+    let mut round = 0;
+    while round < 5 || (round < 25 && t_all.elapsed().as_secs_f64() < 4.0) {
+        for (k, on) in [false, true].into_iter().enumerate() {
+            if on && !with_amx {
+                continue;
+            }
+            hmoe_quant::amx::set_amx_enabled(on);
+            let t = Instant::now();
+            f()?;
+            times[k].push(t.elapsed().as_secs_f64());
+        }
+        round += 1;
+    }
+    hmoe_quant::amx::set_amx_enabled(true);
+    Ok(times.map(|mut v| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    }))
+}
+
+/// The AMX-INT8 Q8_0 prefill GEMM against the AVX-512 kernels: one-thread kernel
+/// rate with the weights in cache (calls of 16 weight rows × 64 tokens, as the expert
+/// executor makes them), then one MoE layer of 512 tokens (8 experts × 512 tokens
+/// each, and top-8 of 128 experts ≈ 32 tokens each) on 1 and the most threads.
+fn amx_section(threads: &[usize], pin: bool) -> Result<()> {
+    use hmoe_quant::amx::{amx_int8_usable, GemmPath};
+    use hmoe_quant::{ActBuf, ActFormat, DotKernel};
+    const NT: usize = 64;
+    const ROWS: usize = 16;
+    const TOKENS: usize = 512;
+    let usable = amx_int8_usable();
+    let k = DotKernel::best(GgmlDType::Q8_0)?;
+    println!(
+        "## AMX: Q8_0 prefill GEMM, AMX-INT8 vs {} (AMX path for {NT} tokens: {:?})",
+        k.isa().name(),
+        k.gemm_path(NT)
+    );
+    if !usable {
+        println!(
+            "AMX-INT8 is not usable here: only the {} columns are measured\n",
+            k.isa().name()
+        );
+    }
+    let na = |x: f64| {
+        if x.is_nan() {
+            "n/a".to_string()
+        } else {
+            format!("{x:.1}")
+        }
+    };
+
+    println!(
+        "### kernel: one thread, weights in cache, calls of {ROWS} rows × {NT} tokens (GFLOP/s)"
+    );
+    println!(
+        "| shape | {} | AMX | AMX / {} |",
+        k.isa().name(),
+        k.isa().name()
+    );
+    println!("|---|---|---|---|");
+    let e = random_expert(GgmlDType::Q8_0, HIDDEN, FFN, 3)?;
+    for (name, w, rows, cols) in [
+        ("gate/up 768 × 2048", &e.gate, FFN, HIDDEN),
+        ("down 2048 × 768", &e.down, HIDDEN, FFN),
+    ] {
+        let mut acts = ActBuf::new(ActFormat::Q8_0);
+        let x: Vec<f32> = (0..NT * cols)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect();
+        acts.quantize(&x, cols)?;
+        let a = act_rows(&acts, NT)?;
+        let rb = w.len() / rows;
+        let mut out = vec![0f32; ROWS * NT];
+        let [off, on] = alternate(
+            || {
+                for r0 in (0..rows).step_by(ROWS) {
+                    let ww = &w[r0 * rb..(r0 + ROWS) * rb];
+                    if k.gemm_path(NT) == GemmPath::AmxInt8 {
+                        k.gemm_amx(ww, ROWS, &a, &mut out, 1, ROWS)?;
+                    } else {
+                        k.gemm(ww, ROWS, &a, &mut out, 1, ROWS)?;
+                    }
+                }
+                std::hint::black_box(&out);
+                Ok(())
+            },
+            usable,
+        )?;
+        let gf = |s: f64| 2.0 * (rows * cols * NT) as f64 / s / 1e9;
+        println!(
+            "| {name} | {:.1} | {} | {} |",
+            gf(off),
+            na(gf(on)),
+            na(off / on)
+        );
+    }
+
+    println!("\n### MoE layer: Q8_0 experts {HIDDEN} × {FFN}, {TOKENS} tokens (gate, up, down; medians of alternating runs)");
+    println!("| routing | threads | {} ms | AMX ms | {} tokens/s | AMX tokens/s | {} GFLOP/s | AMX GFLOP/s | speed-up |", k.isa().name(), k.isa().name(), k.isa().name());
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let base = random_expert(GgmlDType::Q8_0, HIDDEN, FFN, 7)?;
+    let x: Vec<f32> = (0..TOKENS * HIDDEN)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+        .collect();
+    let mut y = vec![0f32; TOKENS * HIDDEN];
+    // 8 distinct experts with every token; and top-8 of 128 (pseudo-random routing).
+    let all: Vec<u32> = (0..TOKENS as u32).collect();
+    let w8 = vec![0.125f32; TOKENS];
+    let set8: Vec<RandomExpert> = (0..TOP_K).map(|_| base.clone()).collect();
+    let mut rows = vec![Vec::new(); N_EXPERTS];
+    let mut weights = vec![Vec::new(); N_EXPERTS];
+    let mut state = 12345u64;
+    for t in 0..TOKENS {
+        let mut chosen = Vec::with_capacity(TOP_K);
+        while chosen.len() < TOP_K {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let e = ((state >> 33) % N_EXPERTS as u64) as usize;
+            if !chosen.contains(&e) {
+                chosen.push(e);
+            }
+        }
+        for e in chosen {
+            rows[e].push(t as u32);
+            weights[e].push(0.125f32);
+        }
+    }
+    let set128: Vec<RandomExpert> = (0..N_EXPERTS).map(|_| base.clone()).collect();
+    let max_t = threads.iter().copied().max().unwrap_or(1);
+    let mut counts = vec![1, max_t];
+    counts.dedup();
+    let flops = 2.0 * (TOKENS * TOP_K * 3 * HIDDEN * FFN) as f64;
+    for (label, tasks) in [
+        (
+            "8 experts × 512 tokens",
+            set8.iter().map(|e| e.task(&all, &w8)).collect::<Vec<_>>(),
+        ),
+        (
+            "top-8 of 128 (~32 tokens each)",
+            (0..N_EXPERTS)
+                .map(|e| set128[e].task(&rows[e], &weights[e]))
+                .collect(),
+        ),
+    ] {
+        for &t in &counts {
+            let p = pool(t, pin)?;
+            let mut scratch = ExpertScratch::new();
+            let [off, on] = alternate(
+                || Ok(run_experts(&p, &x, HIDDEN, &tasks, &mut y, &mut scratch)?),
+                usable,
+            )?;
+            println!(
+                "| {label} | {t} | {:.1} | {} | {:.0} | {} | {:.0} | {} | {} |",
+                off * 1e3,
+                na(on * 1e3),
+                TOKENS as f64 / off,
+                na(TOKENS as f64 / on),
+                flops / off / 1e9,
+                na(flops / on / 1e9),
+                na(off / on)
+            );
         }
     }
     Ok(())

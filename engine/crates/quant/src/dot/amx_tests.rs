@@ -5,7 +5,9 @@
 
 use super::amx::{GemmPath, AMX_MIN_TOKENS};
 use super::amx_detect::{amx_int8_usable, amx_status};
-use super::amx_kernel::{a_source, pack_weights, q8_0_gemm, Packed, Staged, SLAB};
+use super::amx_kernel::{
+    a_source, pack_weights, pack_weights_scalar, q8_0_gemm, Packed, Staged, SLAB,
+};
 use super::amx_tiles::{reference_dpbssd, Emulated, TileConfig, TileUnit, A0, B0, C0, TK, TM, TN};
 use super::tests::{random_blocks, random_weights};
 use super::{DotKernel, Isa};
@@ -126,7 +128,12 @@ fn tile_config_bytes_follow_palette_1() {
     let colsb = |t: usize| u16::from_le_bytes([b[16 + 2 * t], b[17 + 2 * t]]) as usize;
     let rows = |t: usize| b[48 + t] as usize;
     // C: 16 tokens × 16 int32; A: 16 tokens × one block; B: K/4 rows × 16 dwords.
-    for t in [C0, super::amx_tiles::C1] {
+    for t in [
+        C0,
+        super::amx_tiles::C1,
+        super::amx_tiles::C2,
+        super::amx_tiles::C3,
+    ] {
         assert_eq!((rows(t as usize), colsb(t as usize)), (TM, 4 * TN));
     }
     for t in [A0, super::amx_tiles::A1] {
@@ -135,8 +142,8 @@ fn tile_config_bytes_follow_palette_1() {
     for t in [B0, super::amx_tiles::B1] {
         assert_eq!((rows(t as usize), colsb(t as usize)), (TK / 4, 4 * TN));
     }
-    for t in 6..16 {
-        assert_eq!((rows(t), colsb(t)), (0, 0), "tile {t} unused");
+    for t in 8..16 {
+        assert_eq!((rows(t), colsb(t)), (0, 0), "tile {t} absent in palette 1");
     }
 }
 
@@ -176,40 +183,59 @@ fn probe_expectation_matches_emulated_tdpbssd() {
     assert_eq!(c[3][7], 32 * 128 * 128);
 }
 
+/// A weight packer: `(w, rb, nr, s0, ns, out)`.
+type Packer = unsafe fn(*const u8, usize, usize, usize, usize, *mut Packed);
+
 #[test]
 fn packed_weights_are_vnni_tiles() {
     let mut rng = Rng::new(11);
-    for &(n, nr, s0) in &[
+    let mut packers: Vec<(&str, Packer)> = vec![("scalar", pack_weights_scalar)];
+    if avx512() {
+        packers.push(("avx512", pack_weights));
+    }
+    let shapes = [
         (2048usize, 16usize, 0usize),
         (768, 5, 3),
         (32 * 67, 16, 64),
+        (32 * 67, 15, 0),
         (32, 1, 0),
-    ] {
+    ];
+    for &(n, nr, s0) in &shapes {
         let nb = n / 32;
         let ns = SLAB.min(nb - s0);
         let w = weights(n, nr, &mut rng);
         let rb = row_bytes(GgmlDType::Q8_0, n).unwrap();
-        let mut p = MaybeUninit::<Packed>::uninit();
-        // SAFETY: nr rows of rb bytes with nb ≥ s0 + ns blocks; ns ≤ SLAB.
-        unsafe { pack_weights(w.as_ptr(), rb, nr, s0, ns, p.as_mut_ptr()) };
-        let pp = p.as_ptr();
-        for blk in 0..ns {
-            // SAFETY: blocks < ns were fully written by pack_weights.
-            let (bt, dw) = unsafe { (&(*pp).b[blk], &(*pp).dw[blk]) };
-            for col in 0..TN {
-                let src = (col < nr).then(|| &w[col * rb + (s0 + blk) * 34..][..34]);
-                let d = src.map_or(0.0, |s| {
-                    half::f16::from_bits(u16::from_le_bytes([s[0], s[1]])).to_f32()
-                });
-                assert_eq!(
-                    dw[col].to_bits(),
-                    d.to_bits(),
-                    "scale n={n} blk={blk} col={col}"
-                );
-                for k in 0..TK / 4 {
-                    for j in 0..4 {
-                        let want = src.map_or(0, |s| s[2 + 4 * k + j]);
-                        assert_eq!(bt[k * 4 * TN + 4 * col + j], want, "B[{k}][{col}.{j}]");
+        for &(name, pack) in &packers {
+            // Poisoned first: every byte the kernel reads must be written.
+            let mut p = MaybeUninit::<Packed>::uninit();
+            // SAFETY: Packed is plain bytes and floats.
+            unsafe { core::ptr::write_bytes(p.as_mut_ptr(), 0xA5, 1) };
+            // SAFETY: nr rows of rb bytes with nb ≥ s0 + ns blocks; ns ≤ SLAB;
+            // AVX-512 checked for that packer.
+            unsafe { pack(w.as_ptr(), rb, nr, s0, ns, p.as_mut_ptr()) };
+            // SAFETY: initialised above.
+            let pk = unsafe { p.assume_init_ref() };
+            for blk in 0..ns {
+                let (bt, dw) = (&pk.b[blk], &pk.dw[blk]);
+                for col in 0..TN {
+                    let src = (col < nr).then(|| &w[col * rb + (s0 + blk) * 34..][..34]);
+                    let d = src.map_or(0.0, |s| {
+                        half::f16::from_bits(u16::from_le_bytes([s[0], s[1]])).to_f32()
+                    });
+                    assert_eq!(
+                        dw[col].to_bits(),
+                        d.to_bits(),
+                        "{name} scale n={n} blk={blk} col={col}"
+                    );
+                    for k in 0..TK / 4 {
+                        for j in 0..4 {
+                            let want = src.map_or(0, |s| s[2 + 4 * k + j]);
+                            assert_eq!(
+                                bt[k * 4 * TN + 4 * col + j],
+                                want,
+                                "{name} B[{k}][{col}.{j}] n={n} blk={blk}"
+                            );
+                        }
                     }
                 }
             }

@@ -8,14 +8,16 @@
 
 use core::arch::asm;
 
-/// Tile registers the kernel uses: two accumulators, two A and two B tiles, so that
-/// two blocks are in flight at once.
+/// Tile registers the kernel uses (all eight): four accumulators (two block pairs,
+/// double-buffered), two A and two B tiles (one block pair).
 pub(super) const C0: u8 = 0;
 pub(super) const C1: u8 = 1;
 pub(super) const A0: u8 = 2;
 pub(super) const A1: u8 = 3;
 pub(super) const B0: u8 = 4;
 pub(super) const B1: u8 = 5;
+pub(super) const C2: u8 = 6;
+pub(super) const C3: u8 = 7;
 
 /// Rows of A and C: tokens per tile (the maximum a tile holds).
 pub(super) const TM: usize = 16;
@@ -42,7 +44,7 @@ pub(super) struct TileConfig {
 const _: () = assert!(core::mem::size_of::<TileConfig>() == 64);
 
 impl TileConfig {
-    /// The kernel's configuration: C0/C1 16 × 64 B, A0/A1 16 × 32 B, B0/B1 8 × 64 B.
+    /// The kernel's configuration: C0..C3 16 × 64 B, A0/A1 16 × 32 B, B0/B1 8 × 64 B.
     pub(super) fn q8_0() -> Self {
         let mut c = TileConfig {
             palette: 1,
@@ -55,8 +57,9 @@ impl TileConfig {
             c.colsb[t as usize] = colsb as u16;
             c.rows[t as usize] = rows as u8;
         };
-        set(C0, TM, 4 * TN);
-        set(C1, TM, 4 * TN);
+        for t in [C0, C1, C2, C3] {
+            set(t, TM, 4 * TN);
+        }
         set(A0, TM, TK);
         set(A1, TM, TK);
         set(B0, TK / 4, 4 * TN);
