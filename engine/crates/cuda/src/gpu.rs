@@ -28,6 +28,7 @@ use std::time::Instant;
 
 mod dense;
 mod dense_profile;
+mod kernel_bench;
 mod resident;
 
 pub use resident::GpuDense;

@@ -123,6 +123,29 @@ impl GpuExperts {
     ) -> Result<Vec<f32>> {
         match self.never {}
     }
+    /// Expert kernels alone, timed (`hmoe-cuda-check`).
+    pub fn time_expert_kernels(
+        &mut self,
+        _layout: &crate::dtype::ExpertLayout,
+        _items: &[crate::api::GpuItem<'_>],
+        _x: &[f32],
+        _n_tokens: usize,
+        _reps: usize,
+    ) -> Result<(Vec<f32>, f32)> {
+        match self.never {}
+    }
+    /// Dense linear alone, timed (`hmoe-cuda-check`).
+    pub fn time_dense_linear(
+        &mut self,
+        _t: crate::dtype::KernelType,
+        _w: &[u8],
+        _rows: usize,
+        _cols: usize,
+        _x: &[f32],
+        _reps: usize,
+    ) -> Result<(Vec<f32>, f32)> {
+        match self.never {}
+    }
     /// RMSNorm (verification launcher).
     pub fn dense_rms_norm(&mut self, _x: &[f32], _w: &[f32], _eps: f32) -> Result<Vec<f32>> {
         match self.never {}

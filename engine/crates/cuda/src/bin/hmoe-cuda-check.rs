@@ -181,6 +181,74 @@ fn kernel_checks(g: &mut GpuExperts, rep: &mut Report, quick: bool) -> Result<Va
     Ok(Value::Array(rows))
 }
 
+/// Timed passes per kernel-only measurement (mean of the passes between two events).
+const TIMING_REPS: usize = 50;
+/// Experts of the kernel-only timing: a decode step's top-8.
+const TIMING_EXPERTS: usize = 8;
+
+/// The expert kernels alone (no uploads, no downloads) on 8 experts that every token is
+/// routed to, for 1 and 8 tokens, per type; and `linear_*` on a 4096 × 2048 matrix
+/// (the q projection) for 1 and 8 tokens. Each result is also checked against the
+/// reference. Prints a table: microseconds per pass and GB/s of weights read.
+fn kernel_only_timings(g: &mut GpuExperts, rep: &mut Report) -> Result<Value> {
+    use hmoe_cuda::{dense_ref, KernelType};
+    let mut rows = Vec::new();
+    println!("kernel-only timings (mean of {TIMING_REPS} passes, weights already on the GPU):");
+    for (name, layout) in layouts() {
+        for n in [1usize, 8] {
+            let b = TestBatch::random(layout, TIMING_EXPERTS, n, TIMING_EXPERTS, 77 + n as u64)?;
+            let all: Vec<usize> = (0..TIMING_EXPERTS).collect();
+            let (got, ms) =
+                g.time_expert_kernels(&layout, &items(&b, &all), &b.x, n, TIMING_REPS)?;
+            let c = compare(&got, &b.reference()?);
+            let bytes = TIMING_EXPERTS * layout.expert_bytes();
+            let gbs = bytes as f64 / (ms as f64 * 1e-3) / 1e9;
+            rep.check(
+                &format!("kernel-only {name} {TIMING_EXPERTS} experts x {n} tokens"),
+                c.pass,
+                json!({"rel_l2": c.rel_l2, "max_rel": c.max_rel, "us": ms * 1e3, "weights_gb_per_s": gbs}),
+            );
+            println!(
+                "  experts {name:>9} {TIMING_EXPERTS} x {n} tok: {:8.1} us {gbs:7.0} GB/s ({:.1} MB of weights)",
+                ms * 1e3,
+                bytes as f64 / 1e6
+            );
+            rows.push(
+                json!({"kernel": "experts", "type": name, "experts": TIMING_EXPERTS,
+                "tokens": n, "us": ms * 1e3, "weights_gb_per_s": gbs, "weight_bytes": bytes}),
+            );
+        }
+    }
+    let (r, c) = (4096usize, HIDDEN);
+    for t in KernelType::ALL {
+        let wf: Vec<f32> = vals(r * c, 21).iter().map(|v| v * 0.03).collect();
+        let mut wq = vec![0u8; t.row_bytes(c)? * r];
+        hmoe_quant::quantize(t.ggml(), &wf, &mut wq)?;
+        for n in [1usize, 8] {
+            let x = vals(n * c, 22 + n as u64);
+            let (got, ms) = g.time_dense_linear(t, &wq, r, c, &x, TIMING_REPS)?;
+            let cmp = compare(&got, &dense_ref::linear(t, &wq, r, c, &x)?);
+            let gbs = wq.len() as f64 / (ms as f64 * 1e-3) / 1e9;
+            rep.check(
+                &format!("kernel-only linear {} {r}x{c} x {n} tokens", t.suffix()),
+                cmp.pass,
+                json!({"rel_l2": cmp.rel_l2, "max_rel": cmp.max_rel, "us": ms * 1e3, "weights_gb_per_s": gbs}),
+            );
+            println!(
+                "  linear  {:>9} {r}x{c} x {n} tok: {:8.1} us {gbs:7.0} GB/s ({:.1} MB of weights)",
+                t.suffix(),
+                ms * 1e3,
+                wq.len() as f64 / 1e6
+            );
+            rows.push(
+                json!({"kernel": "linear", "type": t.suffix(), "rows": r, "cols": c,
+                "tokens": n, "us": ms * 1e3, "weights_gb_per_s": gbs, "weight_bytes": wq.len()}),
+            );
+        }
+    }
+    Ok(Value::Array(rows))
+}
+
 /// Dense-path kernels at Qwen3-30B-A3B shapes against the f64 references.
 fn dense_checks(g: &mut GpuExperts, rep: &mut Report) -> Result<()> {
     use hmoe_cuda::{dense_ref, KernelType};
@@ -523,6 +591,14 @@ fn main() -> Result<()> {
                         Ok(v) => summary["kernel_timings"] = v,
                         Err(e) => rep.check(
                             "kernel checks ran",
+                            false,
+                            json!({"error": format!("{e:#}")}),
+                        ),
+                    }
+                    match kernel_only_timings(&mut g, &mut rep) {
+                        Ok(v) => summary["kernel_only_timings"] = v,
+                        Err(e) => rep.check(
+                            "kernel-only timings ran",
                             false,
                             json!({"error": format!("{e:#}")}),
                         ),

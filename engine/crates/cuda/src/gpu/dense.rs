@@ -68,6 +68,20 @@ impl GpuExperts {
         cols: usize,
         x: &[f32],
     ) -> Result<Vec<f32>> {
+        let (wd, xd, yd, n) = self.linear_buffers(t, w, rows, cols, x)?;
+        self.launch_linear(t, wd.ptr, xd.ptr, yd.ptr, rows, cols, n)?;
+        self.dense_finish(&yd, n * rows)
+    }
+
+    /// Checks a linear call's sizes and uploads weights and input: (w, x, y, tokens).
+    pub(super) fn linear_buffers(
+        &mut self,
+        t: KernelType,
+        w: &[u8],
+        rows: usize,
+        cols: usize,
+        x: &[f32],
+    ) -> Result<(DeviceBuf, DeviceBuf, DeviceBuf, usize)> {
         let n = x.len() / cols.max(1);
         if w.len() != t.row_bytes(cols)? * rows || x.len() != n * cols || n == 0 {
             return Err(bad(format!(
@@ -79,6 +93,21 @@ impl GpuExperts {
         self.ctx.bind_to_thread().map_err(drv("bind context"))?;
         let (wd, xd) = (upload(w, "linear weights")?, upload(x, "linear input")?);
         let yd = DeviceBuf::new(n * rows * 4, "linear output")?;
+        Ok((wd, xd, yd, n))
+    }
+
+    /// Launches `linear_<t>`: one warp per row, `TOKEN_TILE` tokens per block row.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn launch_linear(
+        &self,
+        t: KernelType,
+        w: u64,
+        x: u64,
+        y: u64,
+        rows: usize,
+        cols: usize,
+        n: usize,
+    ) -> Result<()> {
         let f = self
             .dense_fns
             .linear
@@ -94,20 +123,21 @@ impl GpuExperts {
             shared_mem_bytes: 0,
         };
         let (r, c, nn) = (rows as u32, cols as u32, n as u32);
-        // SAFETY: matches linear_*(const u8*, const float*, float*, u32, u32, u32).
+        // SAFETY: matches linear_*(const u8*, const float*, float*, u32, u32, u32); the
+        // caller's buffers hold rows × cols weights, n × cols inputs, n × rows outputs.
         unsafe {
             self.compute
                 .launch_builder(f)
-                .arg(&wd.ptr)
-                .arg(&xd.ptr)
-                .arg(&yd.ptr)
+                .arg(&w)
+                .arg(&x)
+                .arg(&y)
                 .arg(&r)
                 .arg(&c)
                 .arg(&nn)
                 .launch(cfg)
         }
-        .map_err(drv("launch linear"))?;
-        self.dense_finish(&yd, n * rows)
+        .map(|_| ())
+        .map_err(drv("launch linear"))
     }
 
     /// RMSNorm of each `cols`-wide row of `x` with weight `w`.

@@ -1,0 +1,223 @@
+//! Kernel-only timings for `hmoe-cuda-check`: the expert kernels and `linear_*` launched
+//! back to back between two CUDA events on weights already in device memory. `run_layer`'s
+//! `gpu_ms` also covers the uploads of x and the index tables and the download of the
+//! output (a few microseconds each), which hide a 10 µs kernel; these numbers do not.
+
+use super::{drv, DeviceBuf, GpuExperts};
+use crate::api::GpuItem;
+use crate::batch::{pack, BatchItem};
+use crate::dtype::{ExpertLayout, KernelType};
+use crate::error::{CudaError, Result};
+use crate::COMBINE_THREADS;
+use cudarc::driver::result as cu;
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+
+/// Upper bound on timed passes (the caller's count is clamped to 1 ..= this).
+const MAX_REPS: usize = 10_000;
+/// Weights cycled through by the timed passes: several times the L2 cache (50 MB on H100
+/// and H200), so each pass reads its weights from HBM as a real layer does.
+const L2_DEFEAT_BYTES: usize = 256 << 20;
+/// At most this many copies of the timed weights.
+const MAX_COPIES: usize = 64;
+
+impl GpuExperts {
+    /// Runs the expert kernels of one batch (`act_round` of x, `gate_up`, `act_round` of
+    /// the SwiGLU products, `down`, `combine`) `reps` times on weights uploaded once to a
+    /// scratch buffer (the slot arena is untouched). Returns the `[n_tokens][hidden]`
+    /// output of the last pass (to check it) and the mean GPU milliseconds per pass.
+    pub fn time_expert_kernels(
+        &mut self,
+        layout: &ExpertLayout,
+        items: &[GpuItem<'_>],
+        x: &[f32],
+        n_tokens: usize,
+        reps: usize,
+    ) -> Result<(Vec<f32>, f32)> {
+        let (hidden, g) = (layout.hidden, layout.gate_bytes());
+        if x.len() != n_tokens * hidden || items.is_empty() {
+            return Err(CudaError::InvalidBatch(format!(
+                "kernel timing: {} inputs for {n_tokens} × {hidden}, {} items",
+                x.len(),
+                items.len()
+            )));
+        }
+        if items.iter().any(|it| {
+            it.gate.len() != g || it.up.len() != g || it.down.len() != layout.down_bytes()
+        }) {
+            return Err(CudaError::InvalidBatch(
+                "kernel timing: matrix sizes do not match the layout".into(),
+            ));
+        }
+        self.ctx.bind_to_thread().map_err(drv("bind context"))?;
+        // Experts 256-byte aligned, gate/up/down back to back, as in the arena's slots;
+        // `copies` copies of the batch, used in turn, so that no pass finds its weights
+        // in L2 from the previous one.
+        let eb = layout.expert_bytes().div_ceil(256) * 256;
+        let set = eb * items.len();
+        let copies = L2_DEFEAT_BYTES.div_ceil(set).clamp(1, MAX_COPIES);
+        let w = DeviceBuf::new(set * copies, "kernel timing weights")?;
+        let mut tables = Vec::new();
+        let mut stride = 0;
+        let mut bl = None;
+        for c in 0..copies {
+            let base = |i: usize| w.ptr + (c * set + i * eb) as u64;
+            for (i, it) in items.iter().enumerate() {
+                for (off, m) in [(0, it.gate), (g, it.up), (2 * g, it.down)] {
+                    // SAFETY: the destination range lies inside `w` (eb ≥ expert_bytes).
+                    unsafe { cu::memcpy_htod_sync(base(i) + off as u64, m) }
+                        .map_err(drv("cuMemcpyHtoD(kernel timing weights)"))?;
+                }
+            }
+            let batch: Vec<BatchItem<'_>> = items
+                .iter()
+                .enumerate()
+                .map(|(i, it)| BatchItem {
+                    gate: base(i),
+                    up: base(i) + g as u64,
+                    down: base(i) + 2 * g as u64,
+                    rows: it.rows,
+                    weights: it.weights,
+                    rank: i as u32,
+                })
+                .collect();
+            let l = pack(&batch, n_tokens, &mut self.packed)?;
+            stride = l.bytes.div_ceil(256) * 256;
+            tables.resize(c * stride, 0u8);
+            tables.extend_from_slice(&self.packed[..l.bytes]);
+            bl = Some(l);
+        }
+        let bl = bl.ok_or_else(|| CudaError::InvalidBatch("kernel timing: no batch".into()))?;
+        let xb = n_tokens * hidden * 4;
+        self.x_dev.ensure(xb, "layer input")?;
+        self.out_dev.ensure(xb, "layer output")?;
+        self.meta_dev.ensure(tables.len(), "index tables")?;
+        self.act_dev
+            .ensure(bl.n_pairs * layout.ffn * 4, "SwiGLU activations")?;
+        self.y_dev
+            .ensure(bl.n_pairs * hidden * 4, "per-pair outputs")?;
+        // SAFETY: device buffers ensured above for these sizes.
+        unsafe {
+            cu::memcpy_htod_sync(self.x_dev.ptr, x).map_err(drv("cuMemcpyHtoD(x)"))?;
+            cu::memcpy_htod_sync(self.meta_dev.ptr, &tables[..])
+                .map_err(drv("cuMemcpyHtoD(index tables)"))?;
+        }
+        let pass = |me: &Self, k: usize| -> Result<()> {
+            let m = me.meta_dev.ptr + (k % copies * stride) as u64;
+            // Rounding x again each pass is idempotent up to an ulp of d: timing only.
+            me.round_acts(layout.gate_up, me.x_dev.ptr, n_tokens, hidden)?;
+            me.launch_experts(
+                layout,
+                m + bl.items as u64,
+                m + bl.rows as u64,
+                m + bl.weights as u64,
+                bl.n_items as u32,
+                (0, bl.n_pairs),
+            )?;
+            me.launch_combine(
+                m + bl.tok_start as u64,
+                m + bl.tok_pairs as u64,
+                n_tokens,
+                hidden,
+            )
+        };
+        let reps = reps.clamp(1, MAX_REPS);
+        pass(self, 0)?; // warm-up (and instruction cache)
+        self.t[0]
+            .record(&self.compute)
+            .map_err(drv("cuEventRecord"))?;
+        for k in 1..=reps {
+            pass(self, k)?;
+        }
+        self.t[1]
+            .record(&self.compute)
+            .map_err(drv("cuEventRecord"))?;
+        self.t[1]
+            .synchronize()
+            .map_err(drv("cuEventSynchronize(kernel timing)"))?;
+        let ms = self.t[0]
+            .elapsed_ms(&self.t[1])
+            .map_err(drv("cuEventElapsedTime"))?;
+        let mut out = vec![0f32; n_tokens * hidden];
+        // SAFETY: out_dev holds n_tokens × hidden floats written by the last combine.
+        unsafe { cu::memcpy_dtoh_sync(&mut out, self.out_dev.ptr) }
+            .map_err(drv("cuMemcpyDtoH(kernel timing output)"))?;
+        drop(w);
+        Ok((out, ms / reps as f32))
+    }
+
+    /// `combine` of the packed batch at `tok_start` / `tok_pairs` into `out_dev`.
+    fn launch_combine(&self, ts: u64, tp: u64, n_tokens: usize, hidden: usize) -> Result<()> {
+        let cfg = LaunchConfig {
+            grid_dim: (
+                (hidden as u32).div_ceil(COMBINE_THREADS),
+                n_tokens as u32,
+                1,
+            ),
+            block_dim: (COMBINE_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (y, o, h) = (self.y_dev.ptr, self.out_dev.ptr, hidden as u32);
+        // SAFETY: argument types match `combine` in kernels.cu; buffers sized by the caller.
+        unsafe {
+            self.compute
+                .launch_builder(&self.combine)
+                .arg(&ts)
+                .arg(&tp)
+                .arg(&y)
+                .arg(&o)
+                .arg(&h)
+                .launch(cfg)
+        }
+        .map(|_| ())
+        .map_err(drv("launch combine"))
+    }
+
+    /// `linear_<t>` on `rows × cols` weights and `x` (`n × cols`) uploaded once, launched
+    /// `reps` times. Returns `y` (`n × rows`) and the mean GPU milliseconds per launch.
+    pub fn time_dense_linear(
+        &mut self,
+        t: KernelType,
+        w: &[u8],
+        rows: usize,
+        cols: usize,
+        x: &[f32],
+        reps: usize,
+    ) -> Result<(Vec<f32>, f32)> {
+        let (wd, xd, yd, n) = self.linear_buffers(t, w, rows, cols, x)?;
+        // Copies of the matrix used in turn (see L2_DEFEAT_BYTES); the first is `wd`.
+        let copies = L2_DEFEAT_BYTES.div_ceil(w.len()).clamp(1, MAX_COPIES);
+        let mut extra = Vec::new();
+        for _ in 1..copies {
+            let b = DeviceBuf::new(w.len(), "linear timing weights")?;
+            // SAFETY: both buffers hold w.len() bytes.
+            unsafe { cu::memcpy_dtod_sync(b.ptr, wd.ptr, w.len()) }
+                .map_err(drv("cuMemcpyDtoD(linear timing weights)"))?;
+            extra.push(b);
+        }
+        let wk = |k: usize| match k % copies {
+            0 => wd.ptr,
+            c => extra[c - 1].ptr,
+        };
+        let reps = reps.clamp(1, MAX_REPS);
+        self.launch_linear(t, wd.ptr, xd.ptr, yd.ptr, rows, cols, n)?;
+        self.t[0]
+            .record(&self.compute)
+            .map_err(drv("cuEventRecord"))?;
+        for k in 1..=reps {
+            self.launch_linear(t, wk(k), xd.ptr, yd.ptr, rows, cols, n)?;
+        }
+        self.t[1]
+            .record(&self.compute)
+            .map_err(drv("cuEventRecord"))?;
+        self.t[1]
+            .synchronize()
+            .map_err(drv("cuEventSynchronize(linear timing)"))?;
+        let ms = self.t[0]
+            .elapsed_ms(&self.t[1])
+            .map_err(drv("cuEventElapsedTime"))?;
+        let mut y = vec![0f32; n * rows];
+        // SAFETY: yd holds n × rows floats written by the last launch.
+        unsafe { cu::memcpy_dtoh_sync(&mut y, yd.ptr) }.map_err(drv("cuMemcpyDtoH(linear)"))?;
+        Ok((y, ms / reps as f32))
+    }
+}
