@@ -65,10 +65,14 @@ impl AmxStatus {
 }
 
 /// CPUID.(EAX=7, ECX=0):EDX bits.
+#[cfg(target_arch = "x86_64")]
 const AMX_BF16_BIT: u32 = 22;
+#[cfg(target_arch = "x86_64")]
 const AMX_TILE_BIT: u32 = 24;
+#[cfg(target_arch = "x86_64")]
 const AMX_INT8_BIT: u32 = 25;
 /// XCR0 bits of the tile configuration and tile data state components.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 const XCR0_TILE_MASK: u64 = (1 << 17) | (1 << 18);
 
 /// The CPUID leaf-7 EDX AMX bits: (tile, int8, bf16).
@@ -89,7 +93,7 @@ pub fn amx_cpuid() -> (bool, bool, bool) {
     (false, false, false)
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 fn os_enabled_tiles() -> bool {
     // XGETBV is only executed when OSXSAVE says the OS has enabled it.
     let osxsave = core::arch::x86_64::__cpuid(1).ecx & (1 << 27) != 0;
@@ -101,7 +105,7 @@ fn os_enabled_tiles() -> bool {
     xcr0 & XCR0_TILE_MASK == XCR0_TILE_MASK
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 #[target_feature(enable = "xsave")]
 unsafe fn xgetbv0() -> u64 {
     // SAFETY: the caller checked OSXSAVE.

@@ -25,8 +25,9 @@ pub(super) struct Packed {
 pub(super) struct Staged([u8; TM * SLAB * TK]);
 
 /// The reference packer (tests check [`pack_weights`] against it): packs blocks
-/// `s0..s0 + ns` of weight rows `0..nr` (`nr ≤ 16`, row stride `rb`) into B tiles: `b[blk][k * 64 + 4n + j] = q_n[4k + j]`, `dw[blk][n] = d_n`; columns
-/// `n ≥ nr` get zeros. Writes every byte of the first `ns` tiles and scale rows.
+/// `s0..s0 + ns` of weight rows `0..nr` (`nr ≤ 16`, row stride `rb`) into B tiles:
+/// `b[blk][k * 64 + 4n + j] = q_n[4k + j]`, `dw[blk][n] = d_n`; columns `n ≥ nr` get
+/// zeros. Writes every byte of the first `ns` tiles and scale rows.
 ///
 /// # Safety
 /// `w` points at `nr` rows of `rb` bytes holding at least `s0 + ns` Q8_0 blocks;
@@ -227,6 +228,8 @@ pub(super) unsafe fn a_source(
     ns: usize,
     staged: *mut Staged,
 ) -> (*const u8, usize) {
+    // Addresses as integers (exposing every row's provenance): the tile unit reads
+    // all 16 rows through one base pointer and stride.
     let ptr = |t: usize| q8_parts(&group[t]).0.as_ptr() as usize;
     if group.len() == TM {
         let stride = ptr(1).wrapping_sub(ptr(0));

@@ -159,6 +159,7 @@ impl TileUnit for Amx {
 }
 
 /// Deterministic probe data: A and B bytes cover -128..=127 and both signs.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn probe_bytes(seed: u32, i: usize) -> u8 {
     (i as u32)
         .wrapping_mul(2_654_435_761)
@@ -169,6 +170,7 @@ fn probe_bytes(seed: u32, i: usize) -> u8 {
 /// One C = A·B on the tile unit, checked against the scalar formula: run by the
 /// detection in a forked child (no allocation, stack memory only). `true` when every
 /// element matches.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(super) fn probe() -> bool {
     #[repr(C, align(64))]
     struct Buf([u8; 1024]);
@@ -209,6 +211,7 @@ pub(super) fn probe() -> bool {
 /// The scalar definition of one full-shape `tdpbssd` (A 16 × 32 B at row stride
 /// `sa`, B 8 × 64 B at row stride `sb`, VNNI layout): `c[m][n] += Σ_k Σ_j
 /// A[m][4k + j] · B[k][4n + j]`, wrapping like the hardware's int32 adds.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(super) fn reference_dpbssd(a: &[u8], sa: usize, b: &[u8], sb: usize, c: &mut [[i32; TN]; TM]) {
     for (m, cm) in c.iter_mut().enumerate() {
         for (n, cmn) in cm.iter_mut().enumerate() {
