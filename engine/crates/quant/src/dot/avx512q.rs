@@ -41,6 +41,25 @@ pub(super) unsafe fn unpack_k4(p: *const u8) -> (u64, u64) {
     )
 }
 
+/// `acc + Σ pairs a·b` (vpdpwssd) as one instruction: LLVM otherwise splits it into
+/// vpmaddwd + vpaddd (a reassociation meant to shorten chains), one more uop on the
+/// two 512-bit ports per 64 weights.
+#[inline]
+#[target_feature(enable = "avx512f,avx512vnni")]
+pub(super) fn dpwssd(mut acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+    // SAFETY: register-only instruction of the enabled features.
+    unsafe {
+        core::arch::asm!(
+            "vpdpwssd {acc}, {a}, {b}",
+            acc = inout(zmm_reg) acc,
+            a = in(zmm_reg) a,
+            b = in(zmm_reg) b,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    acc
+}
+
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn load(p: *const u8) -> __m512i {
@@ -215,9 +234,8 @@ unsafe fn affine_k<const N: usize, const HIGH: bool>(
                     let qa = qs[t].add(256 * i + 128 * p) as *const u8;
                     let alo = load2x256(qa, qa.add(64));
                     let ahi = load2x256(qa.add(32), qa.add(96));
-                    acc[t] = _mm512_dpwssd_epi32(acc[t], _mm512_maddubs_epi16(lo, alo), s[2 * p]);
-                    acc[t] =
-                        _mm512_dpwssd_epi32(acc[t], _mm512_maddubs_epi16(hi, ahi), s[2 * p + 1]);
+                    acc[t] = dpwssd(acc[t], _mm512_maddubs_epi16(lo, alo), s[2 * p]);
+                    acc[t] = dpwssd(acc[t], _mm512_maddubs_epi16(hi, ahi), s[2 * p + 1]);
                 }
             }
             for t in 0..N {
@@ -280,12 +298,8 @@ pub(super) unsafe fn q6k_n<const N: usize>(w: &[u8], acts: &[ActRow<'_>], out: &
                 let shi = _mm512_permutexvar_epi16(idx[2 * hf + 1], sc16);
                 for t in 0..N {
                     let qa = qs[t].add(256 * i + 128 * hf) as *const u8;
-                    acc[t] = _mm512_dpwssd_epi32(acc[t], _mm512_maddubs_epi16(lo, load(qa)), slo);
-                    acc[t] = _mm512_dpwssd_epi32(
-                        acc[t],
-                        _mm512_maddubs_epi16(hi, load(qa.add(64))),
-                        shi,
-                    );
+                    acc[t] = dpwssd(acc[t], _mm512_maddubs_epi16(lo, load(qa)), slo);
+                    acc[t] = dpwssd(acc[t], _mm512_maddubs_epi16(hi, load(qa.add(64))), shi);
                 }
             }
             for t in 0..N {
@@ -416,10 +430,7 @@ pub(super) fn select_multi(dtype: hmoe_gguf::GgmlDType) -> Option<[super::RawDot
     use hmoe_gguf::GgmlDType as T;
     Some(match dtype {
         T::Q8_0 => [q8_0_n::<1>, q8_0_n::<2>, q8_0_n::<3>, q8_0_n::<4>],
-        T::Q4K if super::q4k_gfni::available() => {
-            use super::q4k_gfni::q4k_n as g;
-            [g::<1>, g::<2>, g::<3>, g::<4>]
-        }
+        T::Q4K if super::q4k_gfni::available() => super::q4k_gfni::select_multi(),
         T::Q4K => [q4k_n::<1>, q4k_n::<2>, q4k_n::<3>, q4k_n::<4>],
         T::Q5K => [q5k_n::<1>, q5k_n::<2>, q5k_n::<3>, q5k_n::<4>],
         T::Q6K => [q6k_n::<1>, q6k_n::<2>, q6k_n::<3>, q6k_n::<4>],

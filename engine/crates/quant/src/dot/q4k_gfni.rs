@@ -1,21 +1,27 @@
 //! Q4_K × Q8_K for the decode shapes (1–4 tokens, 1–2 weight rows per call) with
-//! AVX-512 VNNI + GFNI, built to be memory-bound on cores with two 512-bit ports.
+//! AVX-512 VNNI + GFNI, built to use fewer 512-bit uops (Sapphire Rapids issues them
+//! on two ports) than `avx512q::affine_k`, which per 64 weights spends and, shift,
+//! and, one 256-bit insert (activation halves to match the nibble layout), maddubs,
+//! vpdpwssd (split by LLVM into vpmaddwd + vpaddd) and one scale permute.
 //!
-//! Against `avx512q::affine_k` (per 64 weights: and, shift, and, one 256-bit insert for
-//! the activation, maddubs, vpdpwssd, one scale permute), each 32-byte chunk of packed
-//! nibbles is broadcast to both halves of a register and one `vgf2p8affineqb` with a
-//! per-half bit matrix extracts the low nibbles into the low half and the high nibbles
-//! into the high half: the register then holds 64 consecutive weights (sub-blocks 2c
-//! and 2c+1), so the activation is one plain 64-byte load (no insert) and the unpack
-//! is one instruction instead of three. `d` and `dmin` convert in one `vcvtph2ps`; one
-//! token and one row split the accumulation over two chains (the vpdpwssd latency
-//! otherwise serialises a super-block); the min term stays a 128-bit madd per row and
-//! token (ports 0/1/5, not the two 512-bit ones).
+//! Here each 32-byte chunk of packed nibbles is broadcast to both halves of a
+//! register and one `vgf2p8affineqb` with a per-half bit matrix puts the low nibbles
+//! in the low half and the high nibbles in the high half: 64 consecutive weights
+//! (sub-blocks 2c, 2c+1), so the activation is one plain 64-byte load and the unpack
+//! one instruction. Two forms of the products (`PACK`, chosen once at kernel
+//! selection, `HMOE_Q4K_PACK=0` for the second):
+//! - pack (default): `vpdpbusd` per chunk (i32 ≤ 4·15·128 fits i16), two chunks
+//!   packed to i16 (`vpackssdw`) and scaled by one `vpdpwssd`: per 128 weights 2 gfni,
+//!   2 vpdpbusd, 1 pack, 1 permute, 1 vpdpwssd (7 uops);
+//! - maddubs: `vpmaddubsw` + `vpdpwssd` per chunk, one permute each (8 uops).
+//!
+//! `vpdpwssd` goes through `asm!` so that it stays one instruction; `d` and `dmin`
+//! convert in one `vcvtph2ps`; the min term is a 128-bit madd per row and token.
 
 // Register tiles are indexed [row][token] in several arrays at once.
 #![allow(clippy::needless_range_loop)]
 
-use super::avx512q::{idx_halves, q8k_rows, unpack_k4};
+use super::avx512q::{dpwssd, idx_halves, q8k_rows, unpack_k4};
 use crate::act::ActRow;
 use core::arch::x86_64::*;
 
@@ -26,25 +32,6 @@ const BLOCK: usize = 144;
 /// low nibble of each byte, and the high nibble moved down; upper result bits zero.
 const LO_NIBBLE: i64 = 0x0102_0408_0000_0000;
 const HI_NIBBLE: i64 = 0x1020_4080_0000_0000;
-
-/// `acc + Σ pairs a·b` (vpdpwssd) as one instruction: LLVM otherwise splits it into
-/// vpmaddwd + vpaddd (a reassociation meant to shorten chains), one more uop on the
-/// two 512-bit ports per 64 weights.
-#[inline]
-#[target_feature(enable = "avx512f,avx512vnni")]
-pub(super) fn dpwssd(mut acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
-    // SAFETY: register-only instruction of the enabled features.
-    unsafe {
-        core::arch::asm!(
-            "vpdpwssd {acc}, {a}, {b}",
-            acc = inout(zmm_reg) acc,
-            a = in(zmm_reg) a,
-            b = in(zmm_reg) b,
-            options(pure, nomem, nostack, preserves_flags)
-        );
-    }
-    acc
-}
 
 /// Whether these kernels replace the `avx512q` Q4_K kernels: the CPU has GFNI (beyond
 /// the AVX-512 level) and `HMOE_Q4K_GFNI` is not `off` (read once; lets a benchmark
@@ -57,6 +44,31 @@ pub(super) fn available() -> bool {
     })
 }
 
+/// Whether the `PACK` form of [`q4k_rt`] is selected: `HMOE_Q4K_PACK` = `0` picks the
+/// maddubs form (read once).
+fn pack_mode() -> bool {
+    static P: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *P.get_or_init(|| std::env::var("HMOE_Q4K_PACK").map_or(true, |v| v.trim() != "0"))
+}
+
+/// Default of [`prefetch_ahead`]: 0 = no in-kernel prefetch (the executor prefetches
+/// whole rows ahead).
+const DEFAULT_PREFETCH: usize = 0;
+
+/// Bytes ahead of the current super-block (of each row) that the 1-token kernels
+/// prefetch into L2: `HMOE_Q4K_PREFETCH` (bytes, read once) or [`DEFAULT_PREFETCH`].
+/// Rows of a matrix are contiguous, so this reaches into the next rows and hides DRAM
+/// latency behind the arithmetic whatever the caller prefetches.
+fn prefetch_ahead() -> usize {
+    static P: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *P.get_or_init(|| {
+        std::env::var("HMOE_Q4K_PREFETCH")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(DEFAULT_PREFETCH)
+    })
+}
+
 /// `R` weight rows (`rb` bytes apart) × `T` Q8_K rows; `out[r * rs + t * ts]`.
 ///
 /// # Safety
@@ -65,7 +77,7 @@ pub(super) fn available() -> bool {
 /// indices are writable.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
-pub(super) unsafe fn q4k_rt<const R: usize, const T: usize>(
+pub(super) unsafe fn q4k_rt<const R: usize, const T: usize, const PACK: bool>(
     w: *const u8,
     rb: usize,
     acts: &[ActRow<'_>],
@@ -76,10 +88,11 @@ pub(super) unsafe fn q4k_rt<const R: usize, const T: usize>(
     let Some((qs, ds, _, bs32)) = q8k_rows::<T>(acts) else {
         return;
     };
-    // Two accumulation chains per (row, token) when there are too few pairs to hide
-    // the vpdpwssd latency.
-    let split = R * T == 1;
+    // maddubs form: two accumulation chains per (row, token) when there are too few
+    // pairs to hide the vpdpwssd latency (the pack form has two short chains anyway).
+    let split = !PACK && R * T == 1;
     let nb = rb / BLOCK;
+    let pf = if T == 1 { prefetch_ahead() } else { 0 };
     unsafe {
         let mat = _mm512_inserti64x4(
             _mm512_set1_epi64(LO_NIBBLE),
@@ -92,9 +105,31 @@ pub(super) unsafe fn q4k_rt<const R: usize, const T: usize>(
             idx_halves(4, 5),
             idx_halves(6, 7),
         ];
+        // Scale lanes of packs(chunk 2p, chunk 2p+1): per 128-bit lane L, words 0-3
+        // come from the first chunk, 4-7 from the second; lanes 0-1 hold low-nibble
+        // sub-blocks, lanes 2-3 high-nibble ones.
+        let pidx: [__m512i; 2] = core::array::from_fn(|p| {
+            let mut v = [0i16; 32];
+            for (k, x) in v.iter_mut().enumerate() {
+                let (lane, word) = (k / 8, k % 8);
+                let chunk = 2 * p + word / 4;
+                *x = (2 * chunk + usize::from(lane >= 2)) as i16;
+            }
+            _mm512_loadu_si512(v.as_ptr() as *const __m512i)
+        });
+        let zero = _mm512_setzero_si512();
         let mut accf = [[_mm512_setzero_ps(); T]; R];
         let mut minf = [[_mm_setzero_ps(); T]; R];
         for i in 0..nb {
+            if pf != 0 {
+                for r in 0..R {
+                    // Prefetch never faults: the address may lie past the matrix.
+                    let p = w.wrapping_add(r * rb + BLOCK * i + pf);
+                    _mm_prefetch::<_MM_HINT_T1>(p as *const i8);
+                    _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(64) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(128) as *const i8);
+                }
+            }
             let mut da = [0f32; T];
             for t in 0..T {
                 da[t] = *ds[t].add(i);
@@ -111,20 +146,51 @@ pub(super) unsafe fn q4k_rt<const R: usize, const T: usize>(
                 m16[r] = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(m8 as i64));
             }
             let mut acc = [[[_mm512_setzero_si512(); 2]; T]; R];
-            for c in 0..4 {
-                let mut wv = [_mm512_setzero_si512(); R];
-                let mut s = [_mm512_setzero_si512(); R];
-                for r in 0..R {
-                    let q = w.add(r * rb + BLOCK * i + 16 + 32 * c);
-                    let qq = _mm512_broadcast_i64x4(_mm256_loadu_si256(q as *const __m256i));
-                    wv[r] = _mm512_gf2p8affine_epi64_epi8::<0>(qq, mat);
-                    s[r] = _mm512_permutexvar_epi16(idx[c], sc16[r]);
-                }
-                let k = if split { c & 1 } else { 0 };
-                for t in 0..T {
-                    let a = _mm512_loadu_si512(qs[t].add(256 * i + 64 * c) as *const __m512i);
+            if PACK {
+                // Chunk pairs: vpdpbusd per chunk (each i32 ≤ 4·15·128, fits i16), the
+                // two packed to i16 and scaled by one vpdpwssd: half the scale permutes
+                // and scale multiplies of the maddubs form.
+                for p in 0..2 {
+                    let mut wv = [[_mm512_setzero_si512(); 2]; R];
+                    let mut s = [_mm512_setzero_si512(); R];
                     for r in 0..R {
-                        acc[r][t][k] = dpwssd(acc[r][t][k], _mm512_maddubs_epi16(wv[r], a), s[r]);
+                        let q = w.add(r * rb + BLOCK * i + 16 + 64 * p);
+                        for h in 0..2 {
+                            let qq = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                                q.add(32 * h) as *const __m256i
+                            ));
+                            wv[r][h] = _mm512_gf2p8affine_epi64_epi8::<0>(qq, mat);
+                        }
+                        s[r] = _mm512_permutexvar_epi16(pidx[p], sc16[r]);
+                    }
+                    for t in 0..T {
+                        let qa = qs[t].add(256 * i + 128 * p);
+                        let a0 = _mm512_loadu_si512(qa as *const __m512i);
+                        let a1 = _mm512_loadu_si512(qa.add(64) as *const __m512i);
+                        for r in 0..R {
+                            let v0 = _mm512_dpbusd_epi32(zero, wv[r][0], a0);
+                            let v1 = _mm512_dpbusd_epi32(zero, wv[r][1], a1);
+                            acc[r][t][0] = dpwssd(acc[r][t][0], _mm512_packs_epi32(v0, v1), s[r]);
+                        }
+                    }
+                }
+            } else {
+                for c in 0..4 {
+                    let mut wv = [_mm512_setzero_si512(); R];
+                    let mut s = [_mm512_setzero_si512(); R];
+                    for r in 0..R {
+                        let q = w.add(r * rb + BLOCK * i + 16 + 32 * c);
+                        let qq = _mm512_broadcast_i64x4(_mm256_loadu_si256(q as *const __m256i));
+                        wv[r] = _mm512_gf2p8affine_epi64_epi8::<0>(qq, mat);
+                        s[r] = _mm512_permutexvar_epi16(idx[c], sc16[r]);
+                    }
+                    let k = if split { c & 1 } else { 0 };
+                    for t in 0..T {
+                        let a = _mm512_loadu_si512(qs[t].add(256 * i + 64 * c) as *const __m512i);
+                        for r in 0..R {
+                            acc[r][t][k] =
+                                dpwssd(acc[r][t][k], _mm512_maddubs_epi16(wv[r], a), s[r]);
+                        }
                     }
                 }
             }
@@ -162,21 +228,47 @@ pub(super) unsafe fn q4k_rt<const R: usize, const T: usize>(
 
 /// Q4_K weights × N Q8_K rows (the `RawDotN` shape).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
-pub(super) unsafe fn q4k_n<const N: usize>(w: &[u8], acts: &[ActRow<'_>], out: &mut [f32]) {
-    unsafe { q4k_rt::<1, N>(w.as_ptr(), w.len(), acts, out.as_mut_ptr(), 0, 1) }
+unsafe fn q4k_n<const N: usize, const PACK: bool>(w: &[u8], acts: &[ActRow<'_>], out: &mut [f32]) {
+    unsafe { q4k_rt::<1, N, PACK>(w.as_ptr(), w.len(), acts, out.as_mut_ptr(), 0, 1) }
+}
+
+/// The N-row kernels (index `n - 1`) of the selected form.
+pub(super) fn select_multi() -> [super::RawDotN; 4] {
+    if pack_mode() {
+        [
+            q4k_n::<1, true>,
+            q4k_n::<2, true>,
+            q4k_n::<3, true>,
+            q4k_n::<4, true>,
+        ]
+    } else {
+        [
+            q4k_n::<1, false>,
+            q4k_n::<2, false>,
+            q4k_n::<3, false>,
+            q4k_n::<4, false>,
+        ]
+    }
 }
 
 /// One Q4_K row × one Q8_K row (the `RawDot` shape).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
 pub(super) unsafe fn q4k_1(w: &[u8], a: &ActRow<'_>) -> f32 {
     let mut o = 0f32;
-    unsafe { q4k_rt::<1, 1>(w.as_ptr(), w.len(), core::slice::from_ref(a), &mut o, 0, 1) };
+    let (p, a) = (w.as_ptr(), core::slice::from_ref(a));
+    unsafe {
+        if pack_mode() {
+            q4k_rt::<1, 1, true>(p, w.len(), a, &mut o, 0, 1)
+        } else {
+            q4k_rt::<1, 1, false>(p, w.len(), a, &mut o, 0, 1)
+        }
+    };
     o
 }
 
 /// One `R × T` tile of the tiled GEMM (the `gemm512::RawTile` shape).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
-unsafe fn q4k_tile<const R: usize, const T: usize>(
+unsafe fn q4k_tile<const R: usize, const T: usize, const PACK: bool>(
     w: *const u8,
     rb: usize,
     acts: &[ActRow<'_>],
@@ -184,32 +276,41 @@ unsafe fn q4k_tile<const R: usize, const T: usize>(
     rs: usize,
     ts: usize,
 ) {
-    unsafe { q4k_rt::<R, T>(w, rb, acts, out, rs, ts) }
+    unsafe { q4k_rt::<R, T, PACK>(w, rb, acts, out, rs, ts) }
 }
+
+/// The tile table (`[rows - 1][tokens - 1]`) of one form.
+fn tiles<const PACK: bool>() -> Tiles {
+    [
+        [
+            q4k_tile::<1, 1, PACK>,
+            q4k_tile::<1, 2, PACK>,
+            q4k_tile::<1, 3, PACK>,
+            q4k_tile::<1, 4, PACK>,
+        ],
+        [
+            q4k_tile::<2, 1, PACK>,
+            q4k_tile::<2, 2, PACK>,
+            q4k_tile::<2, 3, PACK>,
+            q4k_tile::<2, 4, PACK>,
+        ],
+    ]
+}
+
+type Tiles = [[super::gemm512::RawTile; super::gemm512::TILE_T]; super::gemm512::TILE_R];
 
 /// The tile table for Q4_K when these kernels are on (`None` otherwise, or for
 /// other types).
-pub(super) fn select_tiles(
-    dtype: hmoe_gguf::GgmlDType,
-) -> Option<[[super::gemm512::RawTile; super::gemm512::TILE_T]; super::gemm512::TILE_R]> {
+pub(super) fn select_tiles(dtype: hmoe_gguf::GgmlDType) -> Option<Tiles> {
     const _: () = assert!(super::gemm512::TILE_R == 2 && super::gemm512::TILE_T == 4);
     if dtype != hmoe_gguf::GgmlDType::Q4K || !available() {
         return None;
     }
-    Some([
-        [
-            q4k_tile::<1, 1>,
-            q4k_tile::<1, 2>,
-            q4k_tile::<1, 3>,
-            q4k_tile::<1, 4>,
-        ],
-        [
-            q4k_tile::<2, 1>,
-            q4k_tile::<2, 2>,
-            q4k_tile::<2, 3>,
-            q4k_tile::<2, 4>,
-        ],
-    ])
+    Some(if pack_mode() {
+        tiles::<true>()
+    } else {
+        tiles::<false>()
+    })
 }
 
 #[cfg(test)]
@@ -220,8 +321,9 @@ mod tests {
     use crate::testutil::{gaussian, Rng};
     use crate::GgmlDType;
 
-    /// The GFNI kernels (1–4 tokens, 1–2 rows) and the `avx512q` kernels they replace,
-    /// both against the scalar kernel: 1–9 super-blocks, raw random blocks.
+    /// Both forms of the GFNI kernels (1–4 tokens; 1–2 rows × 1–4 tokens tiles) and the
+    /// `avx512q` kernels they replace, against the scalar kernel: 1–9 super-blocks, raw
+    /// random blocks (every bit pattern of scales, mins and nibbles).
     #[test]
     fn gfni_and_plain_kernels_match_scalar() {
         if !(Isa::Avx512.is_available() && is_x86_feature_detected!("gfni")) {
@@ -259,20 +361,41 @@ mod tests {
             unsafe {
                 check("q4k_1", 0, 0, super::q4k_1(&w[..rb], &rows[0]));
                 type N = unsafe fn(&[u8], &[ActRow<'_>], &mut [f32]);
-                let gfni: [N; 4] = [
-                    super::q4k_n::<1>,
-                    super::q4k_n::<2>,
-                    super::q4k_n::<3>,
-                    super::q4k_n::<4>,
-                ];
+                use super::q4k_n as g;
+                let pack: [N; 4] = [g::<1, true>, g::<2, true>, g::<3, true>, g::<4, true>];
+                let madd: [N; 4] = [g::<1, false>, g::<2, false>, g::<3, false>, g::<4, false>];
                 use super::super::avx512q::q4k_n as p;
                 let plain: [N; 4] = [p::<1>, p::<2>, p::<3>, p::<4>];
-                for (what, table) in [("gfni", gfni), ("plain", plain)] {
+                for (what, table) in [("pack", pack), ("maddubs", madd), ("plain", plain)] {
                     for count in 1..=4 {
                         let mut out = vec![f32::NAN; count];
                         table[count - 1](&w[rb..], &rows[..count], &mut out);
                         for (t, &got) in out.iter().enumerate() {
                             check(what, 1, t, got);
+                        }
+                    }
+                }
+                // Tiles: 1-2 rows x 1-4 tokens, out[r * 4 + t].
+                for (what, tab) in [
+                    ("pack tile", super::tiles::<true>()),
+                    ("maddubs tile", super::tiles::<false>()),
+                ] {
+                    for nr in 1..=2 {
+                        for nt in 1..=4 {
+                            let mut out = [f32::NAN; 8];
+                            tab[nr - 1][nt - 1](
+                                w.as_ptr(),
+                                rb,
+                                &rows[..nt],
+                                out.as_mut_ptr(),
+                                4,
+                                1,
+                            );
+                            for r in 0..nr {
+                                for t in 0..nt {
+                                    check(what, r, t, out[r * 4 + t]);
+                                }
+                            }
                         }
                     }
                 }
