@@ -1,6 +1,6 @@
 //! The many-token path of [`crate::run_experts`]: a work item's weight tile (gate/up
 //! rows of one expert, or down rows) is multiplied with all of the expert's tokens
-//! by the tiled GEMM kernels ([`DotKernel::gemm_unchecked`]), in chunks of
+//! by the tiled GEMM kernels ([`hmoe_quant::DotKernel::gemm_unchecked`]), in chunks of
 //! [`GEMM_CHUNK`] tokens, so each weight block is decoded once per
 //! [`hmoe_quant::GEMM_TILE_TOKENS`] tokens and each activation chunk is loaded once
 //! per [`hmoe_quant::GEMM_TILE_ROWS`] rows. Through

@@ -9,8 +9,8 @@
 //! - A (16 rows × 32 B): the block's int8 values of 16 tokens, straight from the
 //!   activation rows when they lie at one stride, else from a staging copy.
 //! - B (8 rows × 64 B, VNNI): `B[k][4n + j] = w_n[4k + j]`, the block's values of 16
-//!   weight rows, packed once per call and slab of [`SLAB`] blocks.
-//! - C (16 × 16 int32) = Σ_k x_t[k]·w_n[k], exact; stored, converted to f32 and
+//!   weight rows, packed once per call and slab of 64 blocks (`amx_kernel::SLAB`).
+//! - C (16 × 16 int32) = `Σ_k x_t[k]·w_n[k]`, exact; stored, converted to f32 and
 //!   accumulated as `acc[t][n] += C[t][n] · d_w[n] · d_x[t]` (AVX-512).
 //!
 //! Padding: a short token group (< 16) is staged with its missing rows, a short row
@@ -22,8 +22,8 @@ use crate::{row_bytes, GgmlDType, QuantError};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Tokens from which a Q8_0 GEMM call uses AMX: one full A tile (16 tokens). Below,
-/// a padded tile wastes most of the tile unit and the AVX-512 register tiles win; the
-/// decode path (1 token) never gets here.
+/// a padded tile wastes most of the tile unit (a guess until timed on AMX hardware:
+/// `cpu-bench --amx`); the decode path (1 token) never gets here.
 pub const AMX_MIN_TOKENS: usize = 16;
 
 /// Process-wide switch for benchmarks comparing AMX with AVX-512 in one run (the

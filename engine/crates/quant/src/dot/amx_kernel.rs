@@ -126,11 +126,11 @@ const fn transpose_idx() -> [[[u32; 16]; 2]; 3] {
 
 const TRANSPOSE_IDX: [[[u32; 16]; 2]; 3] = transpose_idx();
 
-/// [`pack_weights_scalar`] with AVX-512: per block, 16 row loads, a three-stage
+/// `pack_weights_scalar` (the tests' reference) with AVX-512: per block, 16 row loads, a three-stage
 /// permute transpose into the eight B-tile rows, and the 16 scales through F16C.
 ///
 /// # Safety
-/// As for [`pack_weights_scalar`]; the CPU has AVX-512F.
+/// As for `pack_weights_scalar`; the CPU has AVX-512F.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
 #[allow(clippy::needless_range_loop)] // the stage indices name lane layouts
 pub(super) unsafe fn pack_weights(
