@@ -27,7 +27,9 @@ HMOE_LOG=${HMOE_LOG:-info} "$hmoe" bench -m "$m" --device cuda --threads 16 --vr
   --sweep --routing "$routing" --budgets "$budgets" --policies "$policies" \
   --gen "$gen" --prompt-len "$prompt" --warmup "$warmup" --jsonl "$side/sweep-$dtype-$routing.jsonl" 2>&1 >/dev/null \
   | tee "$side/sweep-$dtype-$routing.err" | grep --line-buffered '^| '
+rc=${PIPESTATUS[0]}
 # (rows are printed as they are measured: a run cut by its timeout keeps what it did)
 grep -E "calibration|CUDA on|dense path|warn|error" "$side/sweep-$dtype-$routing.err" | head -20
 # HMOE_DENSE_PROFILE=1: the GPU dense path's per-kernel profile (logged when the engine ends).
 grep -A18 "dense path profile" "$side/sweep-$dtype-$routing.err" | sed 's/\x1b\[[0-9;]*m//g' | head -40
+exit "$rc"

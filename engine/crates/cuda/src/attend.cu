@@ -8,6 +8,10 @@
 // merges a row's partials. Each warp also works on ATT_UNROLL positions at a time, so that
 // many K/V loads are in flight. No shared memory (the host emulator has none).
 //
+// The plan (chunk, n_splits) is read from device memory (plan[0], plan[1]) so that a
+// captured CUDA graph stays valid while the context grows: the grid is sized for a split
+// count rounded up (grid_splits), and warps past n_splits return at once.
+//
 // Partial layout: part[((row * n_heads + head) * n_splits + split) * (head_dim + 2) ...]
 // = m, l, acc[head_dim]. Row i has ceil((pos[i] + 1) / chunk) valid splits; the others
 // are neither written nor read.
@@ -35,14 +39,15 @@ DEV void att_load(const float* p, float* o, u32 per) {
     for (u32 e = 0; e < per; ++e) o[e] = p[e];
 }
 
-// Grid (n_heads * ceil(n_splits / ATT_WARPS), n_rows), block 32 * ATT_WARPS.
-// Warp w of block (bx, i) is split (bx % groups) * ATT_WARPS + w of head bx / groups of
-// row i; it covers positions [split * chunk, min((split + 1) * chunk, pos[i] + 1)).
+// Grid (n_heads * ceil(grid_splits / ATT_WARPS), n_rows), block 32 * ATT_WARPS, with
+// grid_splits >= n_splits. Warp w of block (bx, i) is split (bx % groups) * ATT_WARPS + w
+// of head bx / groups of row i; it covers [split * chunk, min((split + 1) * chunk, pos[i] + 1)).
 KERNEL void attend_split(const float* q, const u64* kc, const u64* vc, const u32* pos, float* part,
-                         u32 n_heads, u32 n_kv, u32 head_dim, float scale, u32 chunk,
-                         u32 n_splits) {
+                         u32 n_heads, u32 n_kv, u32 head_dim, float scale, const u32* plan,
+                         u32 grid_splits) {
     u32 lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    u32 groups = (n_splits + ATT_WARPS - 1) / ATT_WARPS;
+    u32 chunk = plan[0], n_splits = plan[1];
+    u32 groups = (grid_splits + ATT_WARPS - 1) / ATT_WARPS;
     u32 h = blockIdx.x / groups, split = (blockIdx.x % groups) * ATT_WARPS + w, i = blockIdx.y;
     u32 visible = pos[i] + 1, t0 = split * chunk;
     if (split >= n_splits || t0 >= visible) return;  // whole warp: no shuffle is left waiting
@@ -92,8 +97,9 @@ KERNEL void attend_split(const float* q, const u64* kc, const u64* vc, const u32
 
 // out[i][h] = merge of row i's valid partials of head h. Grid (n_heads, n_rows), block 32.
 KERNEL void attend_combine(const float* part, const u32* pos, float* out, u32 n_heads,
-                           u32 head_dim, u32 chunk, u32 n_splits) {
+                           u32 head_dim, const u32* plan) {
     u32 lane = threadIdx.x & 31, h = blockIdx.x, i = blockIdx.y;
+    u32 chunk = plan[0], n_splits = plan[1];
     u32 per = head_dim / 32, valid = (pos[i] + chunk) / chunk;  // ceil((pos + 1) / chunk)
     if (valid > n_splits) valid = n_splits;
     const float* p = part + ((u64)i * n_heads + h) * n_splits * (head_dim + 2);

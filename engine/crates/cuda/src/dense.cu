@@ -18,7 +18,8 @@ DEV void linear(const u8* w, const float* x, float* y, u32 rows, u32 cols, u32 n
         acc[0][t] = 0.0f;
         xr[t] = x + (u64)(t0 + (t < (int)nt ? t : 0)) * cols;
     }
-    rows_dot<T, 1>(wr, xr, nt, cols, acc);
+    if (nt == 1) rows_dot<T, 1, 1, U_ONE>(wr, xr, nt, cols, acc);
+    else rows_dot<T, 1, TT, U_TILE>(wr, xr, nt, cols, acc);
     for (int t = 0; t < TT; ++t) {
         if (t < (int)nt) {
             float s = warp_sum(acc[0][t]);

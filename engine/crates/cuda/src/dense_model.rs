@@ -351,6 +351,13 @@ pub fn attention_split(n_rows: usize, n_heads: usize, max_visible: usize) -> (us
     (chunk, max_visible.div_ceil(chunk))
 }
 
+/// Splits the attention grid is sized for: `n_splits` rounded up to a power of two (at
+/// least 4, one block), so that a captured decode graph serves a growing context until the
+/// split count passes the next power of two (the kernels read the real plan from memory).
+pub fn grid_split_count(n_splits: usize) -> usize {
+    n_splits.max(4).next_power_of_two()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

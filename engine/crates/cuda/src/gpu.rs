@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod dense;
+mod dense_graphs;
 mod dense_profile;
 mod kernel_bench;
 mod resident;

@@ -86,83 +86,107 @@ template <> struct Blk<T_Q6K> { enum { E = 256, B = 210 }; };
 
 template <int T> DEV u64 row_bytes(u32 cols) { return (u64)(cols / Blk<T>::E) * Blk<T>::B; }
 
-// A 32-bit word at a 2-byte aligned address (Q8_0 and Q6_K blocks are 34 and 210 bytes):
-// two aligned loads, each holding bytes of the word (never a word outside the block).
-DEV u32 ld32_a2(const u8* p) {
-    u32 mis = (u32)(u64)p & 2u;
-    const u8* a = p - mis;
-    return FSHR(ld32(a), ld32(a + 2 * mis), 8 * mis);
-}
-
 // Byte k of w as a float, minus `bias - 2^23`: the byte goes into the mantissa of 2^23
 // (exact), so bias 2^23 gives the unsigned byte, 2^23 + 32 the Q6_K value, and so on.
 #define MAGIC 0x4B000000u
 #define F_2P23 8388608.0f
 DEV float bytef(u32 w, u32 k, float bias) { return AS_FLOAT(PRMT(w, MAGIC, 0x7440u | k)) - bias; }
 
-// Decodes the lane's two runs of step s of a row: wa = elements e .. e+3, wb = e+32 ..
-// e+35 with e = 256 s + 64 (lane / 8) + 4 (lane % 8). va / vb: the run lies inside the
-// row (always for k-quants; the last step of a Q8_0 or float row may be partial).
-template <int T>
-DEV void dec(const u8* row, u32 s, u32 lane, bool va, bool vb, float* wa, float* wb);
+// A lane's raw words of one step of a row (loaded first, for several steps and rows at
+// once, so that many loads are in flight per warp) and their decoding into the lane's two
+// runs: wa = elements e .. e+3, wb = e+32 .. e+35 with e = 256 s + 64 (lane / 8) +
+// 4 (lane % 8). va / vb: the run lies inside the row (always for k-quants; the last step
+// of a Q8_0 or float row may be partial).
+template <int T> struct Raw;
 
 DEV void zero4(float* w) { w[0] = w[1] = w[2] = w[3] = 0.0f; }
+DEV u32 run_off(u32 s, u32 lane) { return 256 * s + 64 * (lane >> 3) + 4 * (lane & 7); }
 
-template <>
-DEV void dec<T_F32>(const u8* row, u32 s, u32 lane, bool va, bool vb, float* wa, float* wb) {
-    const float* p = (const float*)row + 256 * s + 64 * (lane >> 3) + 4 * (lane & 7);
-    if (va) ldf4(p, wa); else zero4(wa);
-    if (vb) ldf4(p + 32, wb); else zero4(wb);
-}
-template <>
-DEV void dec<T_F16>(const u8* row, u32 s, u32 lane, bool va, bool vb, float* wa, float* wb) {
-    const u8* p = row + 2 * (256 * s + 64 * (lane >> 3) + 4 * (lane & 7));
-    u32 q[2];
-    if (va) {
-        ld2x32(p, q);
-        wa[0] = h2f(q[0] & 0xffffu), wa[1] = h2f(q[0] >> 16);
-        wa[2] = h2f(q[1] & 0xffffu), wa[3] = h2f(q[1] >> 16);
-    } else zero4(wa);
-    if (vb) {
-        ld2x32(p + 64, q);
-        wb[0] = h2f(q[0] & 0xffffu), wb[1] = h2f(q[0] >> 16);
-        wb[2] = h2f(q[1] & 0xffffu), wb[3] = h2f(q[1] >> 16);
-    } else zero4(wb);
-}
-template <>
-DEV void dec<T_BF16>(const u8* row, u32 s, u32 lane, bool va, bool vb, float* wa, float* wb) {
-    const u8* p = row + 2 * (256 * s + 64 * (lane >> 3) + 4 * (lane & 7));
-    u32 q[2];
-    if (va) {
-        ld2x32(p, q);
-        wa[0] = AS_FLOAT(q[0] << 16), wa[1] = AS_FLOAT(q[0] & 0xffff0000u);
-        wa[2] = AS_FLOAT(q[1] << 16), wa[3] = AS_FLOAT(q[1] & 0xffff0000u);
-    } else zero4(wa);
-    if (vb) {
-        ld2x32(p + 64, q);
-        wb[0] = AS_FLOAT(q[0] << 16), wb[1] = AS_FLOAT(q[0] & 0xffff0000u);
-        wb[2] = AS_FLOAT(q[1] << 16), wb[3] = AS_FLOAT(q[1] & 0xffff0000u);
-    } else zero4(wb);
+template <> struct Raw<T_F32> {
+    float a[4], b[4];
+    DEV void load(const u8* row, u32 s, u32 lane, bool va, bool vb) {
+        const float* p = (const float*)row + run_off(s, lane);
+        if (va) ldf4(p, a); else zero4(a);
+        if (vb) ldf4(p + 32, b); else zero4(b);
+    }
+    DEV void dec(u32, float* wa, float* wb) const {
+        for (int k = 0; k < 4; ++k) wa[k] = a[k], wb[k] = b[k];
+    }
+};
+
+template <> struct Raw<T_F16> {
+    u32 a[2], b[2];
+    DEV void load(const u8* row, u32 s, u32 lane, bool va, bool vb) {
+        const u8* p = row + 2 * run_off(s, lane);
+        a[0] = a[1] = b[0] = b[1] = 0;
+        if (va) ld2x32(p, a);
+        if (vb) ld2x32(p + 64, b);
+    }
+    DEV void dec(u32, float* wa, float* wb) const {
+        for (int k = 0; k < 2; ++k) {
+            wa[2 * k] = h2f(a[k] & 0xffffu), wa[2 * k + 1] = h2f(a[k] >> 16);
+            wb[2 * k] = h2f(b[k] & 0xffffu), wb[2 * k + 1] = h2f(b[k] >> 16);
+        }
+    }
+};
+
+template <> struct Raw<T_BF16> {
+    u32 a[2], b[2];
+    DEV void load(const u8* row, u32 s, u32 lane, bool va, bool vb) {
+        const u8* p = row + 2 * run_off(s, lane);
+        a[0] = a[1] = b[0] = b[1] = 0;
+        if (va) ld2x32(p, a);
+        if (vb) ld2x32(p + 64, b);
+    }
+    DEV void dec(u32, float* wa, float* wb) const {
+        for (int k = 0; k < 2; ++k) {
+            wa[2 * k] = AS_FLOAT(a[k] << 16), wa[2 * k + 1] = AS_FLOAT(a[k] & 0xffff0000u);
+            wb[2 * k] = AS_FLOAT(b[k] << 16), wb[2 * k + 1] = AS_FLOAT(b[k] & 0xffff0000u);
+        }
+    }
+};
+
+// A 32-bit word at a 2-byte aligned address (Q8_0 and Q6_K blocks are 34 and 210 bytes)
+// as two aligned words that each hold bytes of it (never a word outside the block):
+// FSHR(lo, hi, 8 * mis) assembles it.
+DEV void ld32_a2(const u8* p, u32 mis, u32* lo, u32* hi) {
+    *lo = ld32(p - mis);
+    *hi = ld32(p + mis);
 }
 
 // Q8_0: runs a and b are blocks 8 s + 2 g and the next one; 4 quants at 4 (lane % 8).
-DEV void q8_run(const u8* blk, u32 l4, float* w) {
-    float d = h2f(ld16(blk));
-    u32 q = ld32_a2(blk + 2 + l4) ^ 0x80808080u;  // i8 + 128: unsigned bytes
-    for (u32 k = 0; k < 4; ++k) w[k] = d * bytef(q, k, F_2P23 + 128.0f);
-}
-template <>
-DEV void dec<T_Q8_0>(const u8* row, u32 s, u32 lane, bool va, bool vb, float* wa, float* wb) {
-    const u8* blk = row + (u64)(8 * s + 2 * (lane >> 3)) * 34;
-    if (va) q8_run(blk, 4 * (lane & 7), wa); else zero4(wa);
-    if (vb) q8_run(blk + 34, 4 * (lane & 7), wb); else zero4(wb);
-}
+template <> struct Raw<T_Q8_0> {
+    u32 da, db, alo, ahi, blo, bhi, mis;
+    DEV void load(const u8* row, u32 s, u32 lane, bool va, bool vb) {
+        const u8* blk = row + (u64)(8 * s + 2 * (lane >> 3)) * 34;
+        const u8* q = blk + 2 + 4 * (lane & 7);
+        mis = (u32)(u64)q & 2u;  // block b + 1 starts 34 bytes on: the other parity
+        da = db = alo = ahi = blo = bhi = 0;
+        if (va) {
+            da = ld16(blk);
+            ld32_a2(q, mis, &alo, &ahi);
+        }
+        if (vb) {
+            db = ld16(blk + 34);
+            ld32_a2(q + 34, mis ^ 2u, &blo, &bhi);
+        }
+    }
+    DEV void dec(u32, float* wa, float* wb) const {
+        float fa = h2f(da), fb = h2f(db);
+        u32 qa = FSHR(alo, ahi, 8 * mis) ^ 0x80808080u;  // i8 + 128: unsigned bytes
+        u32 qb = FSHR(blo, bhi, 8 * (mis ^ 2u)) ^ 0x80808080u;
+        for (u32 k = 0; k < 4; ++k) {
+            wa[k] = fa * bytef(qa, k, F_2P23 + 128.0f);
+            wb[k] = fb * bytef(qb, k, F_2P23 + 128.0f);
+        }
+    }
+};
 
 // Q4_K/Q5_K header: d, dmin, then 12 bytes of 6-bit scales and mins (ggml's
 // get_scale_min_k4). Gives scale and min of sub-blocks 2g (a) and 2g + 1 (b) times d
 // and dmin.
-DEV void kscales(const u8* blk, u32 g, float* da, float* ma, float* db, float* mb) {
-    u32 dm = ld32(blk), s0 = ld32(blk + 4), s1 = ld32(blk + 8), s2 = ld32(blk + 12);
+DEV void kscales(u32 dm, u32 s0, u32 s1, u32 s2, u32 g, float* da, float* ma, float* db,
+                 float* mb) {
     float d = h2f(dm & 0xffffu), dmin = h2f(dm >> 16);
     u32 sc, mn;
     if (g < 2) {
@@ -179,53 +203,76 @@ DEV void kscales(const u8* blk, u32 g, float* da, float* ma, float* db, float* m
     *mb = dmin * bytef(mn, j + 1, F_2P23);
 }
 
-template <>
-DEV void dec<T_Q4K>(const u8* row, u32 s, u32 lane, bool, bool, float* wa, float* wb) {
-    const u8* blk = row + (u64)s * 144;
-    u32 g = lane >> 3;
-    float da, ma, db, mb;
-    kscales(blk, g, &da, &ma, &db, &mb);
-    u32 q = ld32(blk + 16 + 32 * g + 4 * (lane & 7));
-    u32 qa = q & 0x0f0f0f0fu, qb = (q >> 4) & 0x0f0f0f0fu;
-    for (u32 k = 0; k < 4; ++k) {
-        wa[k] = da * bytef(qa, k, F_2P23) - ma;
-        wb[k] = db * bytef(qb, k, F_2P23) - mb;
+template <> struct Raw<T_Q4K> {
+    u32 dm, s0, s1, s2, q;
+    DEV void load(const u8* row, u32 s, u32 lane, bool, bool) {
+        const u8* blk = row + (u64)s * 144;
+        dm = ld32(blk), s0 = ld32(blk + 4), s1 = ld32(blk + 8), s2 = ld32(blk + 12);
+        q = ld32(blk + 16 + 32 * (lane >> 3) + 4 * (lane & 7));
     }
-}
-template <>
-DEV void dec<T_Q5K>(const u8* row, u32 s, u32 lane, bool, bool, float* wa, float* wb) {
-    const u8* blk = row + (u64)s * 176;
-    u32 g = lane >> 3, l4 = 4 * (lane & 7);
-    float da, ma, db, mb;
-    kscales(blk, g, &da, &ma, &db, &mb);
-    u32 q = ld32(blk + 48 + 32 * g + l4), h = ld32(blk + 16 + l4);
-    u32 qa = (q & 0x0f0f0f0fu) | (((h >> (2 * g)) & 0x01010101u) << 4);
-    u32 qb = ((q >> 4) & 0x0f0f0f0fu) | (((h >> (2 * g + 1)) & 0x01010101u) << 4);
-    for (u32 k = 0; k < 4; ++k) {
-        wa[k] = da * bytef(qa, k, F_2P23) - ma;
-        wb[k] = db * bytef(qb, k, F_2P23) - mb;
+    DEV void dec(u32 lane, float* wa, float* wb) const {
+        float da, ma, db, mb;
+        kscales(dm, s0, s1, s2, lane >> 3, &da, &ma, &db, &mb);
+        u32 qa = q & 0x0f0f0f0fu, qb = (q >> 4) & 0x0f0f0f0fu;
+        for (u32 k = 0; k < 4; ++k) {
+            wa[k] = da * bytef(qa, k, F_2P23) - ma;
+            wb[k] = db * bytef(qb, k, F_2P23) - mb;
+        }
     }
-}
+};
+
+template <> struct Raw<T_Q5K> {
+    u32 dm, s0, s1, s2, q, h;
+    DEV void load(const u8* row, u32 s, u32 lane, bool, bool) {
+        const u8* blk = row + (u64)s * 176;
+        u32 l4 = 4 * (lane & 7);
+        dm = ld32(blk), s0 = ld32(blk + 4), s1 = ld32(blk + 8), s2 = ld32(blk + 12);
+        q = ld32(blk + 48 + 32 * (lane >> 3) + l4);
+        h = ld32(blk + 16 + l4);
+    }
+    DEV void dec(u32 lane, float* wa, float* wb) const {
+        u32 g = lane >> 3;
+        float da, ma, db, mb;
+        kscales(dm, s0, s1, s2, g, &da, &ma, &db, &mb);
+        u32 qa = (q & 0x0f0f0f0fu) | (((h >> (2 * g)) & 0x01010101u) << 4);
+        u32 qb = ((q >> 4) & 0x0f0f0f0fu) | (((h >> (2 * g + 1)) & 0x01010101u) << 4);
+        for (u32 k = 0; k < 4; ++k) {
+            wa[k] = da * bytef(qa, k, F_2P23) - ma;
+            wb[k] = db * bytef(qb, k, F_2P23) - mb;
+        }
+    }
+};
+
 // Q6_K (210-byte blocks, 2-byte aligned): ql[128], qh[64], 16 i8 scales, d. Sub-block 2g
 // is quarter 2 (g % 2) of half g / 2, so runs a and b read the same nibble of two ql words
-// and two bit pairs of one qh word.
-template <>
-DEV void dec<T_Q6K>(const u8* row, u32 s, u32 lane, bool, bool, float* wa, float* wb) {
-    const u8* blk = row + (u64)s * 210;
-    u32 g = lane >> 3, l4 = 4 * (lane & 7), n = g >> 1, sh = 4 * (g & 1);
-    u32 qla = ld32_a2(blk + 64 * n + l4), qlb = ld32_a2(blk + 64 * n + 32 + l4);
-    u32 h = ld32_a2(blk + 128 + 32 * n + l4);
-    u32 va = ((qla >> sh) & 0x0f0f0f0fu) | (((h >> sh) & 0x03030303u) << 4);
-    u32 vb = ((qlb >> sh) & 0x0f0f0f0fu) | (((h >> (sh + 2)) & 0x03030303u) << 4);
-    const u8* sc = blk + 192 + 8 * n + ((lane & 7) >> 2) + sh;
-    float d = h2f(ld16(blk + 208));
-    float da = d * bytef((u32)sc[0] ^ 0x80u, 0, F_2P23 + 128.0f);
-    float db = d * bytef((u32)sc[2] ^ 0x80u, 0, F_2P23 + 128.0f);
-    for (u32 k = 0; k < 4; ++k) {
-        wa[k] = da * bytef(va, k, F_2P23 + 32.0f);
-        wb[k] = db * bytef(vb, k, F_2P23 + 32.0f);
+// and two bit pairs of one qh word; every word is at the block's offset parity.
+template <> struct Raw<T_Q6K> {
+    u32 alo, ahi, blo, bhi, hlo, hhi, sca, scb, d, mis;
+    DEV void load(const u8* row, u32 s, u32 lane, bool, bool) {
+        const u8* blk = row + (u64)s * 210;
+        u32 g = lane >> 3, l4 = 4 * (lane & 7), n = g >> 1;
+        mis = (u32)(u64)blk & 2u;
+        ld32_a2(blk + 64 * n + l4, mis, &alo, &ahi);
+        ld32_a2(blk + 64 * n + 32 + l4, mis, &blo, &bhi);
+        ld32_a2(blk + 128 + 32 * n + l4, mis, &hlo, &hhi);
+        const u8* sc = blk + 192 + 8 * n + ((lane & 7) >> 2) + 4 * (g & 1);
+        sca = sc[0], scb = sc[2];
+        d = ld16(blk + 208);
     }
-}
+    DEV void dec(u32 lane, float* wa, float* wb) const {
+        u32 sh = 4 * ((lane >> 3) & 1), fs = 8 * mis;
+        u32 qla = FSHR(alo, ahi, fs), qlb = FSHR(blo, bhi, fs), h = FSHR(hlo, hhi, fs);
+        u32 va = ((qla >> sh) & 0x0f0f0f0fu) | (((h >> sh) & 0x03030303u) << 4);
+        u32 vb = ((qlb >> sh) & 0x0f0f0f0fu) | (((h >> (sh + 2)) & 0x03030303u) << 4);
+        float fd = h2f(d);
+        float da = fd * bytef(sca ^ 0x80u, 0, F_2P23 + 128.0f);
+        float db = fd * bytef(scb ^ 0x80u, 0, F_2P23 + 128.0f);
+        for (u32 k = 0; k < 4; ++k) {
+            wa[k] = da * bytef(va, k, F_2P23 + 32.0f);
+            wb[k] = db * bytef(vb, k, F_2P23 + 32.0f);
+        }
+    }
+};
 
 DEV float warp_sum(float v) {
     for (int m = 16; m > 0; m >>= 1) v += SHFL_XOR(v, m);
@@ -234,19 +281,22 @@ DEV float warp_sum(float v) {
 
 DEV float silu(float g) { return g / (1.0f + expf(-g)); }
 
-// This lane's share of w[r] . x[t] for NR rows of `cols` elements that share their columns
-// (gate and up) and nt <= TT token rows: acc[r][t] += partial sums (reduce with warp_sum).
-template <int T, int NR>
-DEV void rows_dot(const u8* const (&w)[NR], const float* const (&xr)[TT], u32 nt, u32 cols,
-                  float (&acc)[NR][TT]) {
-    u32 lane = threadIdx.x & 31, oa = 64 * (lane >> 3) + 4 * (lane & 7);
-    u32 steps = (cols + 255) / 256;
-    for (u32 s = 0; s < steps; ++s) {
-        u32 e = 256 * s + oa;
+// U steps (s0 .. s0+U-1) of NR rows sharing their columns (gate and up), NT tokens at most
+// (nt valid): all raw loads of the U x NR row-steps first, then decode and multiply.
+template <int T, int NR, int NT, int U>
+DEV void dot_steps(const u8* const (&w)[NR], const float* const (&xr)[TT], u32 nt, u32 cols,
+                   u32 s0, u32 lane, float (&acc)[NR][TT]) {
+    Raw<T> raw[U][NR];
+    for (int u = 0; u < U; ++u) {
+        u32 e = run_off(s0 + u, lane);
+        for (int r = 0; r < NR; ++r) raw[u][r].load(w[r], s0 + u, lane, e + 4 <= cols, e + 36 <= cols);
+    }
+    for (int u = 0; u < U; ++u) {
+        u32 e = run_off(s0 + u, lane);
         bool va = e + 4 <= cols, vb = e + 36 <= cols;
         float wa[NR][4], wb[NR][4];
-        for (int r = 0; r < NR; ++r) dec<T>(w[r], s, lane, va, vb, wa[r], wb[r]);
-        for (int t = 0; t < TT; ++t) {
+        for (int r = 0; r < NR; ++r) raw[u][r].dec(lane, wa[r], wb[r]);
+        for (int t = 0; t < NT; ++t) {
             if (t < (int)nt) {
                 float xa[4], xb[4];
                 if (va) ldf4(xr[t] + e, xa); else zero4(xa);
@@ -260,6 +310,22 @@ DEV void rows_dot(const u8* const (&w)[NR], const float* const (&xr)[TT], u32 nt
         }
     }
 }
+
+// This lane's share of w[r] . x[t] for NR rows of `cols` elements that share their columns
+// (gate and up) and nt <= NT token rows: acc[r][t] += partial sums (reduce with warp_sum).
+// The row is walked U steps at a time (loads of U steps in flight), then one at a time.
+template <int T, int NR, int NT, int U>
+DEV void rows_dot(const u8* const (&w)[NR], const float* const (&xr)[TT], u32 nt, u32 cols,
+                  float (&acc)[NR][TT]) {
+    u32 lane = threadIdx.x & 31, steps = (cols + 255) / 256, s = 0;
+    for (; s + U <= steps; s += U) dot_steps<T, NR, NT, U>(w, xr, nt, cols, s, lane, acc);
+    for (; s < steps; ++s) dot_steps<T, NR, NT, 1>(w, xr, nt, cols, s, lane, acc);
+}
+
+// Steps in flight per row: a decode token (NT = 1) has registers to spare for loads; a
+// tile of TT tokens needs them for its accumulators.
+#define U_ONE 4
+#define U_TILE 2
 
 // act[pair][j] = silu(gate_j . x[row]) * (up_j . x[row]) for every pair of the item.
 template <int T>
@@ -279,7 +345,8 @@ DEV void gate_up(const u64* items, const u32* rows, const float* x, float* act, 
             acc[0][t] = acc[1][t] = 0.0f;
             xr[t] = x + (u64)rows[pair0 + t0 + (t < (int)nt ? t : 0)] * hidden;
         }
-        rows_dot<T, 2>(w, xr, nt, hidden, acc);
+        if (nt == 1) rows_dot<T, 2, 1, U_ONE / 2>(w, xr, nt, hidden, acc);
+        else rows_dot<T, 2, TT, U_TILE / 2>(w, xr, nt, hidden, acc);
         for (int t = 0; t < TT; ++t) {
             if (t < (int)nt) {
                 float sg = warp_sum(acc[0][t]), su = warp_sum(acc[1][t]);
@@ -306,7 +373,8 @@ DEV void down(const u64* items, const float* wts, const float* act, float* y, u3
             acc[0][t] = 0.0f;
             xr[t] = act + (u64)(pair0 + t0 + (t < (int)nt ? t : 0)) * ffn;
         }
-        rows_dot<T, 1>(w, xr, nt, ffn, acc);
+        if (nt == 1) rows_dot<T, 1, 1, U_ONE>(w, xr, nt, ffn, acc);
+        else rows_dot<T, 1, TT, U_TILE>(w, xr, nt, ffn, acc);
         for (int t = 0; t < TT; ++t) {
             if (t < (int)nt) {
                 float s = warp_sum(acc[0][t]);

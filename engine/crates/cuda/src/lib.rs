@@ -60,6 +60,10 @@ pub use error::{CudaError, Result};
 /// `GpuDense::profile_report` gives the table).
 pub const DENSE_PROFILE_ENV: &str = "HMOE_DENSE_PROFILE";
 
+/// Environment variable: `0` launches the GPU dense path's decode calls kernel by kernel
+/// instead of replaying captured CUDA graphs.
+pub const GRAPHS_ENV: &str = "HMOE_CUDA_GRAPHS";
+
 /// The kernel source (expert kernels, the dense-path kernels, the split attention), compiled by NVRTC at
 /// start-up.
 pub const KERNEL_SOURCE: &str = concat!(

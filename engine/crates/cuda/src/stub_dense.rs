@@ -38,6 +38,10 @@ impl GpuDense {
     pub fn warnings(&self) -> &[String] {
         match self.never {}
     }
+    /// Decode calls captured as CUDA graphs and graph launches so far.
+    pub fn graph_stats(&self) -> (u64, u64) {
+        match self.never {}
+    }
     /// The profile table when `HMOE_DENSE_PROFILE=1`.
     pub fn profile_report(&self) -> Option<String> {
         match self.never {}

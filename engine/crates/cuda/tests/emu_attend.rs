@@ -3,7 +3,7 @@
 //! (`attention_split`) and for forced ones (one split per row; tiny chunks that are not a
 //! multiple of the warp's unroll), with head sizes that take each load width.
 
-use hmoe_cuda::dense_model::attention_split;
+use hmoe_cuda::dense_model::{attention_split, grid_split_count};
 use hmoe_cuda::dense_ref;
 use hmoe_cuda::verify::compare;
 use hmoe_cuda::verify_dense::vals;
@@ -30,7 +30,8 @@ fn push_f32s(b: &mut Vec<u8>, v: &[f32]) {
     v.iter().for_each(|x| b.extend_from_slice(&x.to_le_bytes()));
 }
 
-/// Runs the case with the plan `(chunk, n_splits)` and checks every sequence's output.
+/// Runs the case with the plan `(chunk, n_splits)` on a grid sized for
+/// `grid_split_count(n_splits)` splits and checks every sequence's output.
 fn check(exe: &Path, dir: &Path, c: &Case, (chunk, n_splits): (usize, usize), what: &str) {
     let (nh, nkv, hd) = (c.nh, c.nkv, c.hd);
     let kvw = nkv * hd;
@@ -43,6 +44,7 @@ fn check(exe: &Path, dir: &Path, c: &Case, (chunk, n_splits): (usize, usize), wh
     push_f32s(&mut b, &[scale]);
     push_u32(&mut b, chunk);
     push_u32(&mut b, n_splits);
+    push_u32(&mut b, grid_split_count(n_splits));
     for &(start, m, cap) in &c.seqs {
         [start, m, cap].iter().for_each(|&v| push_u32(&mut b, v));
     }

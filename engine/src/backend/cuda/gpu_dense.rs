@@ -183,8 +183,11 @@ impl GpuDenseExecutor {
 
 impl Drop for GpuDenseExecutor {
     fn drop(&mut self) {
+        let Ok(g) = self.gpu.get_mut() else { return };
+        let (captured, replayed) = g.graph_stats();
+        tracing::debug!("dense path: {captured} decode graphs captured, {replayed} replays");
         // HMOE_DENSE_PROFILE=1: the per-kernel profile of the whole run.
-        if let Some(r) = self.gpu.get_mut().ok().and_then(|g| g.profile_report()) {
+        if let Some(r) = g.profile_report() {
             tracing::info!("{r}");
         }
     }

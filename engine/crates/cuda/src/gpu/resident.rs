@@ -17,11 +17,12 @@
 //! engine drops the sequence's [`DenseSeq`]. Writes go by position, so the host may
 //! truncate a sequence without telling the device.
 
+use super::dense_graphs::{GraphCache, GraphKey};
 use super::dense_profile::DenseProfile;
 use super::{compile, context, drv, info, is_oom, DeviceBuf, Pinned, ASSUME_FREE_ENV};
 use crate::dense_model::{
-    attention_split, grown_capacity, positions, validate_spans, DenseMatrix, DenseSeq, DenseShape,
-    DenseWeights, SeqRegistry, SeqSpan,
+    attention_split, grid_split_count, grown_capacity, positions, validate_spans, DenseMatrix,
+    DenseSeq, DenseShape, DenseWeights, SeqRegistry, SeqSpan,
 };
 use crate::device::{no_panic, DeviceInfo};
 use crate::dtype::KernelType;
@@ -51,6 +52,8 @@ fn align(v: usize, a: usize) -> usize {
 /// Byte offsets of one call's `io` buffer for `n` rows.
 #[derive(Debug, Clone, Copy)]
 struct Io {
+    /// `u32[2]`: the attention's (chunk, n_splits), after `pos: u32[n]`.
+    plan: usize,
     kc: usize,
     vc: usize,
     x: usize,
@@ -62,7 +65,8 @@ struct Io {
 
 impl Io {
     fn new(n: usize, s: &DenseShape) -> Self {
-        let kc = align(4 * n, 8);
+        let plan = 4 * n;
+        let kc = align(plan + 8, 8);
         let vc = kc + 8 * n;
         let x = align(vc + 8 * n, 256);
         let hn = x + 4 * n * s.hidden;
@@ -70,6 +74,7 @@ impl Io {
         let next = router + 4 * n * s.n_experts;
         let end = next + 4 * n * s.n_experts;
         Self {
+            plan,
             kc,
             vc,
             x,
@@ -139,6 +144,8 @@ pub struct GpuDense {
     warnings: Vec<String>,
     /// Per-kernel stream times (`HMOE_DENSE_PROFILE=1`).
     profile: Option<DenseProfile>,
+    /// Captured decode calls (off while profiling: a graph's kernels are not timed apart).
+    graphs: GraphCache,
     stream: Arc<CudaStream>,
     ctx: Arc<CudaContext>,
 }
@@ -271,6 +278,7 @@ impl GpuDense {
             logits_host: Pinned::new(4 * shape.vocab, "logits")?,
             warnings,
             profile: DenseProfile::from_env(&ctx),
+            graphs: GraphCache::from_env(),
             stream,
             ctx,
         })
@@ -294,6 +302,11 @@ impl GpuDense {
     /// Device bytes of the KV caches allocated now.
     pub fn kv_bytes(&self) -> usize {
         self.kv.values().map(|k| k.k.len + k.v.len).sum()
+    }
+
+    /// Decode calls captured as CUDA graphs and graph launches so far.
+    pub fn graph_stats(&self) -> (u64, u64) {
+        self.graphs.stats()
     }
 
     /// The profile table when `HMOE_DENSE_PROFILE=1` (see `DENSE_PROFILE_ENV`).
@@ -323,9 +336,11 @@ impl GpuDense {
         let io = Io::new(n, &self.shape);
         let work = n * 4 * (2 * self.shape.q_dim() + 2 * self.shape.kv_dim());
         if self.io.len < io.end {
+            self.graphs.invalidate();
             self.io = alloc(&self.ctx, io.end, "dense layer buffer")?;
         }
         if self.work.len < work {
+            self.graphs.invalidate();
             self.work = alloc(&self.ctx, work, "dense work buffer")?;
         }
         if self.io_host.len < io.end {
@@ -422,29 +437,37 @@ impl GpuDense {
         }
         let pos = positions(seqs);
         let max_visible = pos.iter().max().map_or(1, |&p| p as usize + 1);
-        let split = attention_split(n, self.shape.n_heads, max_visible);
-        let part = 4 * n * self.shape.n_heads * split.1 * (self.shape.head_dim + 2);
+        let (chunk, n_splits) = attention_split(n, self.shape.n_heads, max_visible);
+        let grid_splits = grid_split_count(n_splits);
+        let part = 4 * n * self.shape.n_heads * grid_splits * (self.shape.head_dim + 2);
         if self.part.len < part {
+            self.graphs.invalidate();
             self.part = alloc(&self.ctx, part, "attention partials")?;
         }
         // The previous call synchronised, so the pinned buffer is free.
         let host = self.io_host.bytes();
         host[..4 * n].copy_from_slice(bytes_of(&pos));
+        host[io.plan..io.plan + 8].copy_from_slice(bytes_of(&[chunk as u32, n_splits as u32]));
         host[io.kc..io.vc].copy_from_slice(bytes_of(&kc));
         host[io.vc..io.vc + 8 * n].copy_from_slice(bytes_of(&vc));
         host[io.x..io.hn].copy_from_slice(bytes_of(x));
         let t1 = Instant::now();
         let mut prof = self.profile.take();
-        if let Some(p) = prof.as_mut() {
-            p.begin(&self.stream, n)?;
-        }
-        let cs = self.stream.cu_stream();
-        // SAFETY: pinned source of io.hn bytes; the device buffer holds io.end ≥ io.hn.
-        unsafe { cu::memcpy_htod_async(self.io.ptr, &self.io_host.bytes()[..io.hn], cs) }
-            .map_err(drv("cuMemcpyHtoDAsync(dense input)"))?;
-        let launched = self.launch_block(&mut prof, layer, n, &io, next, split);
+        let key = GraphKey {
+            layer,
+            rows: n,
+            grid_splits,
+            next,
+        };
+        let graphed = prof.is_none() && self.graphs.wants(n);
+        let launched = if graphed {
+            self.run_graphed(&io, key)
+        } else {
+            self.run_direct(&mut prof, &io, key)
+        };
         self.profile = prof;
         launched?;
+        let cs = self.stream.cu_stream();
         let end = if next { io.end } else { io.next };
         // SAFETY: pinned destination inside io_host (io.end bytes); read after the sync.
         unsafe {
@@ -473,6 +496,40 @@ impl GpuDense {
         Ok(())
     }
 
+    /// Uploads the call's inputs (`meta | x`, from the pinned buffer) on the stream.
+    fn upload_inputs(&mut self, io: &Io) -> Result<()> {
+        let cs = self.stream.cu_stream();
+        // SAFETY: pinned source of io.hn bytes; the device buffer holds io.end ≥ io.hn.
+        unsafe { cu::memcpy_htod_async(self.io.ptr, &self.io_host.bytes()[..io.hn], cs) }
+            .map_err(drv("cuMemcpyHtoDAsync(dense input)"))
+    }
+
+    /// Runs the call's kernels from the graph of `key`, captured first if new (the stream
+    /// is idle: the previous call synchronised), after the upload in stream order.
+    fn run_graphed(&mut self, io: &Io, key: GraphKey) -> Result<()> {
+        let mut graphs = std::mem::take(&mut self.graphs);
+        let captured = graphs.ensure(&self.stream, key, || self.launch_block(&mut None, io, key));
+        let r = captured
+            .and_then(|()| self.upload_inputs(io))
+            .and_then(|()| graphs.launch(key));
+        self.graphs = graphs;
+        r
+    }
+
+    /// Uploads the inputs and launches the call's kernels one by one (profiled if on).
+    fn run_direct(
+        &mut self,
+        prof: &mut Option<DenseProfile>,
+        io: &Io,
+        key: GraphKey,
+    ) -> Result<()> {
+        if let Some(p) = prof.as_mut() {
+            p.begin(&self.stream, key.rows)?;
+        }
+        self.upload_inputs(io)?;
+        self.launch_block(prof, io, key)
+    }
+
     /// Marks the end of step `name` in the profile, if on.
     fn mark(&mut self, name: &'static str) -> Result<()> {
         match self.profile.as_mut() {
@@ -481,15 +538,14 @@ impl GpuDense {
         }
     }
 
-    fn launch_block(
-        &self,
-        prof: &mut Option<DenseProfile>,
-        layer: usize,
-        n: usize,
-        io: &Io,
-        next: bool,
-        split: (usize, usize),
-    ) -> Result<()> {
+    /// Enqueues the kernels of one call (nothing else: this is what a graph captures).
+    fn launch_block(&self, prof: &mut Option<DenseProfile>, io: &Io, key: GraphKey) -> Result<()> {
+        let GraphKey {
+            layer,
+            rows: n,
+            grid_splits,
+            next,
+        } = key;
         let s = &self.shape;
         let l = &self.layers[layer];
         let base = self.io.ptr;
@@ -524,7 +580,8 @@ impl GpuDense {
         m("rope")?;
         self.kv_write(k, v, kc, vc, pos, n32)?;
         m("kv_write")?;
-        self.attend(q, kc, vc, pos, attn, n32, split)?;
+        let plan = base + io.plan as u64;
+        self.attend(q, kc, vc, pos, attn, n32, plan, grid_splits as u32)?;
         m("attention")?;
         self.linear(&l.wo, attn, hn, n32)?;
         m("wo")?;
@@ -694,7 +751,8 @@ impl GpuDense {
     }
 
     /// Split-context attention of every row (`attend_split`), then one merge of each
-    /// row's partials (`attend_combine`); `split` is [`attention_split`]'s plan.
+    /// row's partials (`attend_combine`); `plan` points at [`attention_split`]'s
+    /// `(chunk, n_splits)` in device memory, and the grid has room for `grid_splits`.
     #[allow(clippy::too_many_arguments)]
     fn attend(
         &self,
@@ -704,21 +762,22 @@ impl GpuDense {
         pos: u64,
         out: u64,
         n: u32,
-        (chunk, n_splits): (usize, usize),
+        plan: u64,
+        grid_splits: u32,
     ) -> Result<()> {
         let s = &self.shape;
         let (nh, nkv, hd) = (s.n_heads as u32, s.n_kv_heads as u32, s.head_dim as u32);
         let scale = 1.0f32 / (s.head_dim as f32).sqrt();
-        let (chunk, ns) = (chunk as u32, n_splits as u32);
         let part = self.part.ptr;
         let cfg = LaunchConfig {
-            grid_dim: (nh * ns.div_ceil(ATT_WARPS), n, 1),
+            grid_dim: (nh * grid_splits.div_ceil(ATT_WARPS), n, 1),
             block_dim: (32 * ATT_WARPS, 1, 1),
             shared_mem_bytes: 0,
         };
         // SAFETY: matches attend_split(const float*, const u64*, const u64*, const u32*,
-        // float*, u32, u32, u32, float, u32, u32); `part` holds n * nh * ns * (hd + 2)
-        // floats (grown by attention_block) and chunk * ns covers every row's context.
+        // float*, u32, u32, u32, float, const u32*, u32); `part` holds n * nh *
+        // grid_splits * (hd + 2) floats (grown by attention_block), the plan's n_splits ≤
+        // grid_splits and chunk * n_splits covers every row's context.
         unsafe {
             self.stream
                 .launch_builder(&self.fns.attend_split)
@@ -731,8 +790,8 @@ impl GpuDense {
                 .arg(&nkv)
                 .arg(&hd)
                 .arg(&scale)
-                .arg(&chunk)
-                .arg(&ns)
+                .arg(&plan)
+                .arg(&grid_splits)
                 .launch(cfg)
         }
         .map_err(drv("launch attend_split"))?;
@@ -741,8 +800,8 @@ impl GpuDense {
             block_dim: (32, 1, 1),
             shared_mem_bytes: 0,
         };
-        // SAFETY: matches attend_combine(const float*, const u32*, float*, u32, u32, u32,
-        // u32); reads only the partials attend_split wrote.
+        // SAFETY: matches attend_combine(const float*, const u32*, float*, u32, u32,
+        // const u32*); reads only the partials attend_split wrote.
         unsafe {
             self.stream
                 .launch_builder(&self.fns.attend_combine)
@@ -751,8 +810,7 @@ impl GpuDense {
                 .arg(&out)
                 .arg(&nh)
                 .arg(&hd)
-                .arg(&chunk)
-                .arg(&ns)
+                .arg(&plan)
                 .launch(cfg)
         }
         .map(|_| ())

@@ -1,6 +1,6 @@
 // Runs the split-context attention of src/attend.cu in the emulator: kv_write of the new
 // rows, attend_split, attend_combine. Input (little-endian u32 unless noted):
-//   n_seq n_heads n_kv head_dim | f32 scale | chunk n_splits | per seq: start m cap
+//   n_seq n_heads n_kv head_dim | f32 scale | chunk n_splits grid_splits | per seq: start m cap
 //   | per seq: f32 K history[start*kvw], V history[start*kvw]
 //   | f32 q[n*n_heads*head_dim] | f32 k[n*kvw] | f32 v[n*kvw]
 // -> f32 out[n*n_heads*head_dim]
@@ -26,7 +26,8 @@ int main(int argc, char** argv) {
     if (!in) { perror("open input"); return 2; }
     u32 ns = rd32(), nh = rd32(), nkv = rd32(), hd = rd32();
     float scale = rdf();
-    u32 chunk = rd32(), n_splits = rd32();
+    u32 chunk = rd32(), n_splits = rd32(), grid_splits = rd32();
+    u32 plan[2] = {chunk, n_splits};
     u32 kvw = nkv * hd;
     std::vector<u32> start(ns), m(ns), cap(ns);
     u32 n = 0;
@@ -59,14 +60,14 @@ int main(int argc, char** argv) {
                [&] { kv_write(k.data(), v.data(), kt.data(), vt.data(), pos.data(), kvw); });
     // Partials start as NaN: a merge of a split that was never written poisons the output.
     std::vector<float> part((size_t)n * nh * n_splits * (hd + 2), NAN);
-    u32 groups = (n_splits + ATT_WARPS - 1) / ATT_WARPS;
+    u32 groups = (grid_splits + ATT_WARPS - 1) / ATT_WARPS;
     emu_launch(EmuDim{nh * groups, n, 1}, EmuDim{32 * ATT_WARPS, 1, 1}, [&] {
         attend_split(q.data(), kt.data(), vt.data(), pos.data(), part.data(), nh, nkv, hd, scale,
-                     chunk, n_splits);
+                     plan, grid_splits);
     });
     std::vector<float> out(q.size(), -7.0f);
     emu_launch(EmuDim{nh, n, 1}, EmuDim{32, 1, 1}, [&] {
-        attend_combine(part.data(), pos.data(), out.data(), nh, hd, chunk, n_splits);
+        attend_combine(part.data(), pos.data(), out.data(), nh, hd, plan);
     });
     FILE* o = fopen(argv[2], "wb");
     if (!o || fwrite(out.data(), 4, out.size(), o) != out.size()) { perror("write output"); return 2; }
