@@ -5,12 +5,13 @@
 //! Detection and the kernels live in `hmoe-quant` (so that the tile kernel itself
 //! refuses to run without a positive status); this module re-exports them. The
 //! many-token expert GEMM (`experts_gemm`) uses the AMX-INT8 kernel for Q8_0 experts
-//! with at least [`AMX_MIN_TOKENS`] tokens per chunk where [`amx_status`] is
-//! [`AmxStatus::Available`] with INT8, unless `HMOE_AMX=0` (see `docs/notes/amx.md`).
+//! with at least [`amx_min_tokens`] tokens per chunk (default [`AMX_MIN_TOKENS`],
+//! `HMOE_AMX_MIN_TOKENS` to tune) where [`amx_status`] is [`AmxStatus::Available`]
+//! with INT8, unless `HMOE_AMX=0` (see `docs/notes/amx.md`).
 
 pub use hmoe_quant::amx::{
-    amx_cpuid, amx_env_enabled, amx_int8_usable, amx_status, set_amx_enabled, AmxStatus, GemmPath,
-    AMX_MIN_TOKENS,
+    amx_cpuid, amx_env_enabled, amx_int8_usable, amx_min_tokens, amx_status, set_amx_enabled,
+    AmxStatus, GemmPath, AMX_MIN_TOKENS,
 };
 
 #[cfg(test)]

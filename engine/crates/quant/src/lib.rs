@@ -30,8 +30,8 @@ pub use reference::{dequantize, is_supported, quantize, row_bytes};
 /// AMX detection and switches of the AMX-INT8 prefill kernel (`docs/notes/amx.md`).
 pub mod amx {
     pub use crate::dot::{
-        amx_cpuid, amx_env_enabled, amx_int8_usable, amx_status, set_amx_enabled, AmxStatus,
-        GemmPath, AMX_MIN_TOKENS,
+        amx_cpuid, amx_env_enabled, amx_int8_usable, amx_min_tokens, amx_status, set_amx_enabled,
+        AmxStatus, GemmPath, AMX_MIN_TOKENS,
     };
 }
 

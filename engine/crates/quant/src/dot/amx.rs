@@ -2,7 +2,7 @@
 //! dispatch ([`DotKernel::gemm_prefill_unchecked`]) that picks it only where it can
 //! run: AMX-INT8 usable by this process (CPUID, XCR0, Linux permission and a forked
 //! probe, see `amx_detect`), not switched off (`HMOE_AMX=0`), Q8_0 weights, an
-//! AVX-512 kernel level and at least [`AMX_MIN_TOKENS`] tokens. Everything else takes
+//! AVX-512 kernel level and at least [`amx_min_tokens`] tokens. Everything else takes
 //! the AVX-512/AVX2 kernels ([`DotKernel::gemm_unchecked`]).
 //!
 //! Layout (one `tdpbssd` = one Q8_0 block of 16 tokens × 16 weight rows):
@@ -25,6 +25,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// a padded tile wastes most of the tile unit (a guess until timed on AMX hardware:
 /// `cpu-bench --amx`); the decode path (1 token) never gets here.
 pub const AMX_MIN_TOKENS: usize = 16;
+
+/// [`AMX_MIN_TOKENS`], or the `HMOE_AMX_MIN_TOKENS` environment variable (read once;
+/// at least 1) so that the threshold can be tuned on AMX hardware without a rebuild.
+pub fn amx_min_tokens() -> usize {
+    static MIN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MIN.get_or_init(|| match std::env::var("HMOE_AMX_MIN_TOKENS") {
+        Ok(v) => v.trim().parse().unwrap_or(AMX_MIN_TOKENS).max(1),
+        Err(_) => AMX_MIN_TOKENS,
+    })
+}
 
 /// Process-wide switch for benchmarks comparing AMX with AVX-512 in one run (the
 /// `HMOE_AMX` variable is the user's switch; this one cannot turn AMX on where it is
@@ -57,7 +67,7 @@ impl DotKernel {
     /// rows on this CPU and process.
     pub fn gemm_path(&self, tokens: usize) -> GemmPath {
         if self.amx_kind()
-            && tokens >= AMX_MIN_TOKENS
+            && tokens >= amx_min_tokens()
             && RUNTIME_ON.load(Ordering::Relaxed)
             && super::amx_detect::amx_int8_usable()
         {

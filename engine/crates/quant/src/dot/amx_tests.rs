@@ -3,7 +3,7 @@
 //! on the hardware tile unit where AMX-INT8 is usable (the GPU machine), else a check
 //! that the dispatcher falls back.
 
-use super::amx::{GemmPath, AMX_MIN_TOKENS};
+use super::amx::{amx_min_tokens, GemmPath};
 use super::amx_detect::{amx_int8_usable, amx_status};
 use super::amx_kernel::{
     a_source, pack_weights, pack_weights_scalar, q8_0_gemm, Packed, Staged, SLAB,
@@ -348,11 +348,11 @@ fn dispatch_takes_amx_only_for_q8_0_many_tokens_where_usable() {
     ] {
         for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
             let k = DotKernel::new(dtype, isa).unwrap();
-            for tokens in [1, AMX_MIN_TOKENS - 1, AMX_MIN_TOKENS, 512] {
+            for tokens in [1, amx_min_tokens() - 1, amx_min_tokens(), 512] {
                 let want = if usable
                     && dtype == GgmlDType::Q8_0
                     && matches!(isa, Isa::Avx512 | Isa::Avx512Bf16)
-                    && tokens >= AMX_MIN_TOKENS
+                    && tokens >= amx_min_tokens()
                 {
                     GemmPath::AmxInt8
                 } else {
@@ -400,7 +400,7 @@ fn amx_device_gemm_matches_reference() {
         "AMX usable: {}; testing the hardware kernel",
         status.describe()
     );
-    assert_eq!(k.gemm_path(AMX_MIN_TOKENS), GemmPath::AmxInt8);
+    assert_eq!(k.gemm_path(amx_min_tokens()), GemmPath::AmxInt8);
     let mut cases = 0;
     for &n in &LENGTHS {
         let buf = acts(n, 512, &mut rng);
@@ -417,7 +417,7 @@ fn amx_device_gemm_matches_reference() {
                 let mut out = vec![f32::NAN; tokens * (rows + 1)];
                 k.gemm_amx(&w, rows, a, &mut out, 1, rows + 1).unwrap();
                 check_out("hardware AMX", &w, rows, a, &out);
-                // The prefill entry: AMX from AMX_MIN_TOKENS, SIMD below; same answers.
+                // The prefill entry: AMX from amx_min_tokens(), SIMD below; same answers.
                 let mut out2 = vec![f32::NAN; tokens * (rows + 1)];
                 // SAFETY: as above.
                 unsafe { k.gemm_prefill_unchecked(&w, rows, a, &mut out2, 1, rows + 1) };

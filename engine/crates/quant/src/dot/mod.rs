@@ -27,7 +27,7 @@ mod scalar;
 #[cfg(test)]
 mod tests;
 
-pub use amx::{set_amx_enabled, GemmPath, AMX_MIN_TOKENS};
+pub use amx::{amx_min_tokens, set_amx_enabled, GemmPath, AMX_MIN_TOKENS};
 pub use amx_detect::{amx_cpuid, amx_env_enabled, amx_int8_usable, amx_status, AmxStatus};
 pub use gemm::{GEMM_TILE_ROWS, GEMM_TILE_TOKENS};
 
