@@ -21,7 +21,7 @@
 // Register tiles are indexed [row][token] in several arrays at once.
 #![allow(clippy::needless_range_loop)]
 
-use super::avx512q::{dpwssd, idx_halves, q8k_rows, unpack_k4};
+use super::avx512q::{dpwssd, q8k_rows, unpack_k4};
 use crate::act::ActRow;
 use core::arch::x86_64::*;
 
@@ -33,6 +33,52 @@ const BLOCK: usize = 144;
 const LO_NIBBLE: i64 = 0x0102_0408_0000_0000;
 const HI_NIBBLE: i64 = 0x1020_4080_0000_0000;
 
+/// `vpermb` indices that spread the 8 scale bytes (source bytes 0–7; byte 8 is zero)
+/// into i16 lanes: word `k` takes scale `scale(k)`, its high byte byte 8.
+const fn scale_lanes(scale: [u8; 32]) -> [u8; 64] {
+    let mut v = [8u8; 64];
+    let mut k = 0;
+    while k < 32 {
+        v[2 * k] = scale[k];
+        k += 1;
+    }
+    v
+}
+
+/// Word `k` of a packs(chunk 2p, chunk 2p+1) register: per 128-bit lane L, words 0–3
+/// come from the first chunk, 4–7 from the second; lanes 0–1 hold low-nibble
+/// sub-blocks (2·chunk), lanes 2–3 high-nibble ones (2·chunk + 1).
+const fn pack_scales(p: usize) -> [u8; 64] {
+    let mut w = [0u8; 32];
+    let mut k = 0;
+    while k < 32 {
+        let (lane, word) = (k / 8, k % 8);
+        let chunk = 2 * p + word / 4;
+        w[k] = (2 * chunk + if lane >= 2 { 1 } else { 0 }) as u8;
+        k += 1;
+    }
+    scale_lanes(w)
+}
+
+/// Word `k` of a maddubs(chunk c) register: words 0–15 sub-block 2c, 16–31 2c + 1.
+const fn madd_scales(c: usize) -> [u8; 64] {
+    let mut w = [0u8; 32];
+    let mut k = 0;
+    while k < 32 {
+        w[k] = (2 * c + k / 16) as u8;
+        k += 1;
+    }
+    scale_lanes(w)
+}
+
+const PACK_SCALES: [[u8; 64]; 2] = [pack_scales(0), pack_scales(1)];
+const MADD_SCALES: [[u8; 64]; 4] = [
+    madd_scales(0),
+    madd_scales(1),
+    madd_scales(2),
+    madd_scales(3),
+];
+
 /// Whether these kernels replace the `avx512q` Q4_K kernels: the CPU has GFNI (beyond
 /// the AVX-512 level) and `HMOE_Q4K_GFNI` is not `off` (read once; lets a benchmark
 /// compare both kernels in one build).
@@ -40,6 +86,7 @@ pub(super) fn available() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| {
         is_x86_feature_detected!("gfni")
+            && is_x86_feature_detected!("avx512vbmi")
             && std::env::var("HMOE_Q4K_GFNI").map_or(true, |v| v.trim() != "off")
     })
 }
@@ -76,7 +123,7 @@ fn prefetch_ahead() -> usize {
 /// `n` values; `w` points at `R` rows of `rb = row_bytes(Q4_K, n)` bytes; the output
 /// indices are writable.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
 pub(super) unsafe fn q4k_rt<const R: usize, const T: usize, const PACK: bool>(
     w: *const u8,
     rb: usize,
@@ -99,24 +146,10 @@ pub(super) unsafe fn q4k_rt<const R: usize, const T: usize, const PACK: bool>(
             _mm256_set1_epi64x(HI_NIBBLE),
             1,
         );
-        let idx = [
-            idx_halves(0, 1),
-            idx_halves(2, 3),
-            idx_halves(4, 5),
-            idx_halves(6, 7),
-        ];
-        // Scale lanes of packs(chunk 2p, chunk 2p+1): per 128-bit lane L, words 0-3
-        // come from the first chunk, 4-7 from the second; lanes 0-1 hold low-nibble
-        // sub-blocks, lanes 2-3 high-nibble ones.
-        let pidx: [__m512i; 2] = core::array::from_fn(|p| {
-            let mut v = [0i16; 32];
-            for (k, x) in v.iter_mut().enumerate() {
-                let (lane, word) = (k / 8, k % 8);
-                let chunk = 2 * p + word / 4;
-                *x = (2 * chunk + usize::from(lane >= 2)) as i16;
-            }
-            _mm512_loadu_si512(v.as_ptr() as *const __m512i)
-        });
+        let midx: [__m512i; 4] =
+            core::array::from_fn(|c| _mm512_loadu_si512(MADD_SCALES[c].as_ptr() as *const __m512i));
+        let pidx: [__m512i; 2] =
+            core::array::from_fn(|p| _mm512_loadu_si512(PACK_SCALES[p].as_ptr() as *const __m512i));
         let zero = _mm512_setzero_si512();
         let mut accf = [[_mm512_setzero_ps(); T]; R];
         let mut minf = [[_mm_setzero_ps(); T]; R];
@@ -134,15 +167,16 @@ pub(super) unsafe fn q4k_rt<const R: usize, const T: usize, const PACK: bool>(
             for t in 0..T {
                 da[t] = *ds[t].add(i);
             }
-            let mut sc16 = [_mm512_setzero_si512(); R];
+            let mut sc8 = [_mm512_setzero_si512(); R];
             let mut m16 = [_mm_setzero_si128(); R];
             let mut dd = [_mm_setzero_ps(); R];
             for r in 0..R {
                 let b = w.add(r * rb + BLOCK * i);
                 // [d, dmin] in lanes 0 and 1.
                 dd[r] = _mm_cvtph_ps(_mm_cvtsi32_si128((b as *const i32).read_unaligned()));
-                let (sc8, m8) = unpack_k4(b.add(4));
-                sc16[r] = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc8 as i64)));
+                let (sc, m8) = unpack_k4(b.add(4));
+                // Bytes 8.. are zero (vmovq): the i16 scale lanes' high bytes.
+                sc8[r] = _mm512_castsi128_si512(_mm_cvtsi64_si128(sc as i64));
                 m16[r] = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(m8 as i64));
             }
             let mut acc = [[[_mm512_setzero_si512(); 2]; T]; R];
@@ -161,7 +195,7 @@ pub(super) unsafe fn q4k_rt<const R: usize, const T: usize, const PACK: bool>(
                             ));
                             wv[r][h] = _mm512_gf2p8affine_epi64_epi8::<0>(qq, mat);
                         }
-                        s[r] = _mm512_permutexvar_epi16(pidx[p], sc16[r]);
+                        s[r] = _mm512_permutexvar_epi8(pidx[p], sc8[r]);
                     }
                     for t in 0..T {
                         let qa = qs[t].add(256 * i + 128 * p);
@@ -182,7 +216,7 @@ pub(super) unsafe fn q4k_rt<const R: usize, const T: usize, const PACK: bool>(
                         let q = w.add(r * rb + BLOCK * i + 16 + 32 * c);
                         let qq = _mm512_broadcast_i64x4(_mm256_loadu_si256(q as *const __m256i));
                         wv[r] = _mm512_gf2p8affine_epi64_epi8::<0>(qq, mat);
-                        s[r] = _mm512_permutexvar_epi16(idx[c], sc16[r]);
+                        s[r] = _mm512_permutexvar_epi8(midx[c], sc8[r]);
                     }
                     let k = if split { c & 1 } else { 0 };
                     for t in 0..T {
@@ -227,7 +261,7 @@ pub(super) unsafe fn q4k_rt<const R: usize, const T: usize, const PACK: bool>(
 }
 
 /// Q4_K weights × N Q8_K rows (the `RawDotN` shape).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
 unsafe fn q4k_n<const N: usize, const PACK: bool>(w: &[u8], acts: &[ActRow<'_>], out: &mut [f32]) {
     unsafe { q4k_rt::<1, N, PACK>(w.as_ptr(), w.len(), acts, out.as_mut_ptr(), 0, 1) }
 }
@@ -252,7 +286,7 @@ pub(super) fn select_multi() -> [super::RawDotN; 4] {
 }
 
 /// One Q4_K row × one Q8_K row (the `RawDot` shape).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
 pub(super) unsafe fn q4k_1(w: &[u8], a: &ActRow<'_>) -> f32 {
     let mut o = 0f32;
     let (p, a) = (w.as_ptr(), core::slice::from_ref(a));
@@ -267,7 +301,7 @@ pub(super) unsafe fn q4k_1(w: &[u8], a: &ActRow<'_>) -> f32 {
 }
 
 /// One `R × T` tile of the tiled GEMM (the `gemm512::RawTile` shape).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,gfni,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
 unsafe fn q4k_tile<const R: usize, const T: usize, const PACK: bool>(
     w: *const u8,
     rb: usize,
@@ -326,7 +360,10 @@ mod tests {
     /// random blocks (every bit pattern of scales, mins and nibbles).
     #[test]
     fn gfni_and_plain_kernels_match_scalar() {
-        if !(Isa::Avx512.is_available() && is_x86_feature_detected!("gfni")) {
+        if !(Isa::Avx512.is_available()
+            && is_x86_feature_detected!("gfni")
+            && is_x86_feature_detected!("avx512vbmi"))
+        {
             eprintln!("note: Q4_K GFNI kernels not tested: this CPU lacks the instructions");
             return;
         }
