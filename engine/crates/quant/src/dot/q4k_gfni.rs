@@ -21,7 +21,7 @@
 // Register tiles are indexed [row][token] in several arrays at once.
 #![allow(clippy::needless_range_loop)]
 
-use super::avx512q::{dpwssd, q8k_rows, unpack_k4};
+use super::avx512q::{dpwssd, q8k_rows};
 use crate::act::ActRow;
 use core::arch::x86_64::*;
 
@@ -33,10 +33,11 @@ const BLOCK: usize = 144;
 const LO_NIBBLE: i64 = 0x0102_0408_0000_0000;
 const HI_NIBBLE: i64 = 0x1020_4080_0000_0000;
 
-/// `vpermb` indices that spread the 8 scale bytes (source bytes 0–7; byte 8 is zero)
-/// into i16 lanes: word `k` takes scale `scale(k)`, its high byte byte 8.
+/// `vpermb` indices that spread the 8 scale bytes (bytes 0–7 of [`scales_mins`]'s
+/// result; its bytes 16.. are zero) into i16 lanes: word `k` takes scale `scale(k)`,
+/// its high byte byte 16.
 const fn scale_lanes(scale: [u8; 32]) -> [u8; 64] {
-    let mut v = [8u8; 64];
+    let mut v = [16u8; 64];
     let mut k = 0;
     while k < 32 {
         v[2 * k] = scale[k];
@@ -78,6 +79,30 @@ const MADD_SCALES: [[u8; 64]; 4] = [
     madd_scales(2),
     madd_scales(3),
 ];
+
+/// The 6-bit scales and mins of a Q4_K block from its first 16 bytes `x` (d, dmin,
+/// scales[12]) as [sc0..sc7, m0..m7], with SSE ops (ggml's `utmp` unpacking per byte):
+/// sc[j] = s[j] & 63, m[j] = s[j+4] & 63 (j < 4); sc[j] = (s[j+4] & 15) | (s[j-4] >> 6) << 4,
+/// m[j] = (s[j+4] >> 4) | (s[j] >> 6) << 4 (j ≥ 4), with s = x[4..16].
+#[inline]
+#[target_feature(enable = "avx512f,avx512vl,avx2")]
+fn scales_mins(x: __m128i) -> __m128i {
+    // [s0-3, s8-11, s4-7, s8-11] and the sources of the two top bits of the j ≥ 4 values.
+    let a = _mm_shuffle_epi8(
+        x,
+        _mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15),
+    );
+    let b = _mm_shuffle_epi8(
+        x,
+        _mm_setr_epi8(-1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11),
+    );
+    let lo_mask = _mm_setr_epi32(0x3f3f_3f3f, 0x0f0f_0f0f, 0x3f3f_3f3f, 0);
+    let hi_mask = _mm_setr_epi32(0, 0, 0, 0x0f0f_0f0f);
+    let lo = _mm_and_si128(a, lo_mask);
+    // (hi & mask) | lo; per-16-bit shifts: the masks drop what crosses bytes.
+    let v = _mm_ternarylogic_epi32::<0xEA>(_mm_srli_epi16::<4>(a), hi_mask, lo);
+    _mm_ternarylogic_epi32::<0xEA>(_mm_srli_epi16::<2>(b), _mm_set1_epi8(0x30), v)
+}
 
 /// Whether these kernels replace the `avx512q` Q4_K kernels: the CPU has GFNI (beyond
 /// the AVX-512 level) and `HMOE_Q4K_GFNI` is not `off` (read once; lets a benchmark
@@ -173,11 +198,11 @@ pub(super) unsafe fn q4k_rt<const R: usize, const T: usize, const PACK: bool>(
             for r in 0..R {
                 let b = w.add(r * rb + BLOCK * i);
                 // [d, dmin] in lanes 0 and 1.
-                dd[r] = _mm_cvtph_ps(_mm_cvtsi32_si128((b as *const i32).read_unaligned()));
-                let (sc, m8) = unpack_k4(b.add(4));
-                // Bytes 8.. are zero (vmovq): the i16 scale lanes' high bytes.
-                sc8[r] = _mm512_castsi128_si512(_mm_cvtsi64_si128(sc as i64));
-                m16[r] = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(m8 as i64));
+                let x = _mm_loadu_si128(b as *const __m128i);
+                dd[r] = _mm_cvtph_ps(x);
+                let sm = scales_mins(x);
+                sc8[r] = _mm512_zextsi128_si512(sm);
+                m16[r] = _mm_unpackhi_epi8(sm, _mm_setzero_si128());
             }
             let mut acc = [[[_mm512_setzero_si512(); 2]; T]; R];
             if PACK {
