@@ -41,10 +41,21 @@ fi
 # The CPU expert kernels' bandwidth sweep (issue 8's 16-core numbers).
 cargo build --release -p hmoe-cpu --bin cpu-bench
 cp "$CARGO_TARGET_DIR/release/cpu-bench" .devbin/
+# The CPU kernel crates' unit tests (AMX and the Q4_K kernels run only on the GPU machine's CPU).
+for crate in hmoe-quant hmoe-cpu; do
+  exe=$(cargo test --release -p "$crate" --lib --no-run --message-format=json \
+    | python3 -c 'import sys, json
+for l in sys.stdin:
+    try: m = json.loads(l)
+    except ValueError: continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["lib"]: print(m["executable"])')
+  cp "$exe" ".devbin/${crate}-tests"
+  strip ".devbin/${crate}-tests"
+done
 strip .devbin/hmoe-cuda-check .devbin/cpu-bench
 [ -f .devbin/hmoe ] && strip .devbin/hmoe
 ls -la .devbin/
 # The device call carries at most 64 MiB with the working tree: send one xz archive
 # (run(..., carry=[".devbin/pack.tar.xz"]); session.sh unpacks it).
-(cd .devbin && tar cJf pack.tar.xz --exclude pack.tar.xz --exclude out hmoe-cuda-check hmoe-kernels.ptx hmoe-engine-tests cpu-bench $( [ -f hmoe ] && echo hmoe ))
+(cd .devbin && tar cJf pack.tar.xz --exclude pack.tar.xz --exclude out hmoe-cuda-check hmoe-kernels.ptx hmoe-engine-tests cpu-bench hmoe-quant-tests hmoe-cpu-tests $( [ -f hmoe ] && echo hmoe ))
 ls -la .devbin/pack.tar.xz

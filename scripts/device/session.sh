@@ -29,7 +29,7 @@ stage() { # name timeout command...
   local s=$(date +%s)
   timeout "$t" "$@" > "$OUT/$name.log" 2>&1
   local rc=$?
-  grep -E '^(PASS|FAIL|SKIP)|rel err|differs|GPU dense path|^\| (model|replay) \| (cpu-only|value)' "$OUT/$name.log" | head -40
+  grep -E '^(PASS|FAIL|SKIP)|rel err|differs|GPU dense path|^\| (model|replay) \| (cpu-only|value)|AMX|rc=|test result' "$OUT/$name.log" | head -40
   echo "=== $name rc=$rc in $(($(date +%s) - s))s"
 }
 { nvidia-smi; lscpu | head -20; free -g; } > "$work/machine.txt" 2>&1
@@ -62,6 +62,7 @@ for s in $stages; do
     serve-dense) stage serve-dense 120 env HMOE_CUDA_DENSE=1 bash scripts/device/serve-bench.sh "$hmoe" "$work" "$OUT" "$work/qwen3-30b-a3b-q4_k_m-l4.gguf" --device cuda --threads 16 ;;
     dense-ab) stage dense-ab 160 env HMOE_CUDA_DENSE=1 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/dense-ab" q4_k_m model 64 1024 16GiB cpu-only,value 32 ;;
     cpu-ab) stage cpu-ab 160 env HMOE_CUDA_DENSE=0 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/cpu-ab" q4_k_m model 64 1024 16GiB cpu-only,value 32 ;;
+    amx) stage amx 200 bash -c '.devbin/hmoe-quant-tests amx --nocapture --test-threads 1; echo "rc=$?"; .devbin/hmoe-cpu-tests amx --nocapture; echo "rc=$?"; HMOE_AMX=0 .devbin/hmoe-quant-tests amx_device --nocapture; .devbin/hmoe-quant-tests -q; echo "quant suite rc=$?"; .devbin/hmoe-cpu-tests -q; echo "cpu suite rc=$?"; .devbin/cpu-bench --amx --threads 1,16' ;;
     serve-cpu) stage serve-cpu 120 bash scripts/device/serve-bench.sh "$hmoe" "$work" "$OUT" "$work/qwen3-30b-a3b-q4_k_m-l4.gguf" --device cpu --threads 16 ;;
     *) echo "unknown stage $s" ;;
   esac
