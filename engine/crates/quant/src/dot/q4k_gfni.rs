@@ -188,10 +188,6 @@ pub(super) unsafe fn q4k_rt<const R: usize, const T: usize, const PACK: bool>(
                     _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(128) as *const i8);
                 }
             }
-            let mut da = [0f32; T];
-            for t in 0..T {
-                da[t] = *ds[t].add(i);
-            }
             let mut sc8 = [_mm512_setzero_si512(); R];
             let mut m16 = [_mm_setzero_si128(); R];
             let mut dd = [_mm_setzero_ps(); R];
@@ -254,9 +250,9 @@ pub(super) unsafe fn q4k_rt<const R: usize, const T: usize, const PACK: bool>(
                 }
             }
             for r in 0..R {
-                let d = _mm_cvtss_f32(dd[r]);
-                let dmin = _mm_cvtss_f32(_mm_movehdup_ps(dd[r]));
                 for t in 0..T {
+                    // [d·da, dmin·da] in one multiply.
+                    let sd = _mm_mul_ps(dd[r], _mm_broadcast_ss(&*ds[t].add(i)));
                     let a = if split {
                         _mm512_add_epi32(acc[r][t][0], acc[r][t][1])
                     } else {
@@ -264,7 +260,7 @@ pub(super) unsafe fn q4k_rt<const R: usize, const T: usize, const PACK: bool>(
                     };
                     accf[r][t] = _mm512_fmadd_ps(
                         _mm512_cvtepi32_ps(a),
-                        _mm512_set1_ps(d * da[t]),
+                        _mm512_broadcastss_ps(sd),
                         accf[r][t],
                     );
                     let mt = _mm_madd_epi16(
@@ -272,7 +268,7 @@ pub(super) unsafe fn q4k_rt<const R: usize, const T: usize, const PACK: bool>(
                         _mm_loadu_si128(bs32[t].add(8 * i) as *const __m128i),
                     );
                     minf[r][t] =
-                        _mm_fmadd_ps(_mm_cvtepi32_ps(mt), _mm_set1_ps(dmin * da[t]), minf[r][t]);
+                        _mm_fmadd_ps(_mm_cvtepi32_ps(mt), _mm_permute_ps::<0x55>(sd), minf[r][t]);
                 }
             }
         }
