@@ -1,7 +1,8 @@
 //! The dense `linear_*` kernels (src/dense.cu, row walk in kernels.cu's `rows_dot`) in the
 //! host emulator against the f64 reference: every weight type, row counts that leave a
 //! block of warps partly empty, rows that end in a partial 256-element step (Q8_0 and
-//! float types), and 1 ..= 16 tokens (one and two token tiles).
+//! float types), rows long enough for the walk's multi-step groups, and 1 ..= 16 tokens
+//! (one and two token tiles).
 
 use hmoe_cuda::dense_ref;
 use hmoe_cuda::verify::compare;
@@ -70,6 +71,16 @@ fn linear_matches_the_reference_for_every_type_in_the_emulator() {
         };
         for (rows, n) in [(13, 1), (37, 5), (8, 9)] {
             check_linear(&exe, dir.path(), t, rows, cols, n);
+        }
+        // Long rows: the walk's groups of several steps, then the single steps left
+        // (5 steps for k-quants; 41 Q8_0 blocks and 1096 floats end in a partial step).
+        let long = match t.block_elems() {
+            256 => 1280,
+            32 => 1312,
+            _ => 1096,
+        };
+        for n in [1, 3] {
+            check_linear(&exe, dir.path(), t, 5, long, n);
         }
     }
 }

@@ -23,19 +23,23 @@ struct EmuDim { u32 x = 0, y = 0, z = 0; };
 thread_local EmuDim threadIdx, blockIdx;
 static EmuDim blockDim, gridDim;
 
+// Two exchange buffers used in turn: one barrier per shuffle. A lane can only write a
+// buffer again two shuffles later, after the barrier of the shuffle in between, which every
+// lane reaches only once it has read this one.
 struct EmuWarp {
     std::barrier<> bar{32};
-    float v[32];
+    float v[2][32];
 };
 thread_local EmuWarp* emu_warp = nullptr;
+thread_local u32 emu_phase = 0;
 
 static inline float emu_shfl_xor(float v, int m) {
     u32 lane = threadIdx.x & 31;
-    emu_warp->v[lane] = v;
+    float* buf = emu_warp->v[emu_phase];
+    emu_phase ^= 1;
+    buf[lane] = v;
     emu_warp->bar.arrive_and_wait();
-    float r = emu_warp->v[lane ^ (u32)m];
-    emu_warp->bar.arrive_and_wait();
-    return r;
+    return buf[lane ^ (u32)m];
 }
 
 static inline float emu_as_float(u32 u) {
@@ -96,6 +100,7 @@ template <class F> void emu_launch(EmuDim grid, EmuDim block, F f) {
         th.emplace_back([&, t] {
             threadIdx = EmuDim{t, 0, 0};
             emu_warp = warps[t / 32].get();
+            emu_phase = 0;
             for (u32 by = 0; by < grid.y; ++by)
                 for (u32 bx = 0; bx < grid.x; ++bx) {
                     blockIdx = EmuDim{bx, by, 0};
