@@ -162,7 +162,18 @@ pub(super) unsafe fn q4k_1(w: &[u8], a: &ActRow<'_>) -> f32 {
     o[0]
 }
 single!(q5k_1, q5k_n);
-single!(q6k_1, q6k_n);
+/// One Q6_K row × one Q8_K row: the GFNI kernel where the CPU has it.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(super) unsafe fn q6k_1(w: &[u8], a: &ActRow<'_>) -> f32 {
+    let mut o = [0f32];
+    if super::q4k_gfni_q6k::available() {
+        // SAFETY: GFNI and VBMI checked; the rest is this function's contract.
+        unsafe { super::q4k_gfni_q6k::q6k_n::<1>(w, core::slice::from_ref(a), &mut o) };
+    } else {
+        unsafe { q6k_n::<1>(w, core::slice::from_ref(a), &mut o) };
+    }
+    o[0]
+}
 single!(q8_0_1, q8_0_n);
 
 /// Affine k-quant body shared by Q4_K (`HIGH = false`) and Q5_K (`HIGH = true`).
@@ -433,6 +444,10 @@ pub(super) fn select_multi(dtype: hmoe_gguf::GgmlDType) -> Option<[super::RawDot
         T::Q4K if super::q4k_gfni::available() => super::q4k_gfni::select_multi(),
         T::Q4K => [q4k_n::<1>, q4k_n::<2>, q4k_n::<3>, q4k_n::<4>],
         T::Q5K => [q5k_n::<1>, q5k_n::<2>, q5k_n::<3>, q5k_n::<4>],
+        T::Q6K if super::q4k_gfni_q6k::available() => {
+            use super::q4k_gfni_q6k::q6k_n as g;
+            [g::<1>, g::<2>, g::<3>, g::<4>]
+        }
         T::Q6K => [q6k_n::<1>, q6k_n::<2>, q6k_n::<3>, q6k_n::<4>],
         _ => return None,
     })

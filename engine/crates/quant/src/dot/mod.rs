@@ -23,6 +23,8 @@ mod gemm512;
 mod gemm_tests;
 #[cfg(target_arch = "x86_64")]
 mod q4k_gfni;
+#[cfg(target_arch = "x86_64")]
+mod q4k_gfni_q6k;
 mod scalar;
 #[cfg(test)]
 mod tests;
