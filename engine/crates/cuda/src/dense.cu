@@ -29,7 +29,7 @@ DEV void linear(const u8* w, const float* x, float* y, u32 rows, u32 cols, u32 n
 }
 
 #define INSTANTIATE_LINEAR(T, name)                                                       \
-    KERNEL void linear_##name(const u8* w, const float* x, float* y, u32 rows, u32 cols,  \
+    KERNEL BOUNDS void linear_##name(const u8* w, const float* x, float* y, u32 rows, u32 cols,  \
                               u32 n) {                                                    \
         linear<T>(w, x, y, rows, cols, n);                                                \
     }

@@ -323,9 +323,22 @@ DEV void rows_dot(const u8* const (&w)[NR], const float* const (&xr)[TT], u32 nt
 }
 
 // Steps in flight per row: a decode token (NT = 1) has registers to spare for loads; a
-// tile of TT tokens needs them for its accumulators.
+// tile of TT tokens needs them for its accumulators. hmoe-cuda-check times variants
+// compiled with other values (-DU_ONE=.. -DU_TILE=.. -DMIN_BLOCKS=..).
+#ifndef U_ONE
 #define U_ONE 4
+#endif
+#ifndef U_TILE
 #define U_TILE 2
+#endif
+// gate_up walks two rows (gate and up) at once: half the steps in flight, at least one.
+#define U_PAIR(u) ((u) / 2 > 0 ? (u) / 2 : 1)
+// MIN_BLOCKS: blocks per SM the compiler must fit (caps registers); unset: no cap.
+#if defined(MIN_BLOCKS) && !defined(HMOE_EMU)
+#define BOUNDS __launch_bounds__(32 * WARPS, MIN_BLOCKS)
+#else
+#define BOUNDS
+#endif
 
 // act[pair][j] = silu(gate_j . x[row]) * (up_j . x[row]) for every pair of the item.
 template <int T>
@@ -345,8 +358,8 @@ DEV void gate_up(const u64* items, const u32* rows, const float* x, float* act, 
             acc[0][t] = acc[1][t] = 0.0f;
             xr[t] = x + (u64)rows[pair0 + t0 + (t < (int)nt ? t : 0)] * hidden;
         }
-        if (nt == 1) rows_dot<T, 2, 1, U_ONE / 2>(w, xr, nt, hidden, acc);
-        else rows_dot<T, 2, TT, U_TILE / 2>(w, xr, nt, hidden, acc);
+        if (nt == 1) rows_dot<T, 2, 1, U_PAIR(U_ONE)>(w, xr, nt, hidden, acc);
+        else rows_dot<T, 2, TT, U_PAIR(U_TILE)>(w, xr, nt, hidden, acc);
         for (int t = 0; t < TT; ++t) {
             if (t < (int)nt) {
                 float sg = warp_sum(acc[0][t]), su = warp_sum(acc[1][t]);
@@ -386,11 +399,11 @@ DEV void down(const u64* items, const float* wts, const float* act, float* y, u3
 }
 
 #define INSTANTIATE(T, name)                                                                  \
-    KERNEL void gate_up_##name(const u64* items, const u32* rows, const float* x, float* act, \
+    KERNEL BOUNDS void gate_up_##name(const u64* items, const u32* rows, const float* x, float* act, \
                                u32 hidden, u32 ffn) {                                         \
         gate_up<T>(items, rows, x, act, hidden, ffn);                                         \
     }                                                                                         \
-    KERNEL void down_##name(const u64* items, const float* wts, const float* act, float* y,   \
+    KERNEL BOUNDS void down_##name(const u64* items, const float* wts, const float* act, float* y,   \
                             u32 hidden, u32 ffn) {                                            \
         down<T>(items, wts, act, y, hidden, ffn);                                             \
     }

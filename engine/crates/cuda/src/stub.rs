@@ -126,6 +126,7 @@ impl GpuExperts {
     /// Expert kernels alone, timed (`hmoe-cuda-check`).
     pub fn time_expert_kernels(
         &mut self,
+        _variant: &[&str],
         _layout: &crate::dtype::ExpertLayout,
         _items: &[crate::api::GpuItem<'_>],
         _x: &[f32],
@@ -135,8 +136,10 @@ impl GpuExperts {
         match self.never {}
     }
     /// Dense linear alone, timed (`hmoe-cuda-check`).
+    #[allow(clippy::too_many_arguments)]
     pub fn time_dense_linear(
         &mut self,
+        _variant: &[&str],
         _t: crate::dtype::KernelType,
         _w: &[u8],
         _rows: usize,

@@ -199,7 +199,7 @@ fn kernel_only_timings(g: &mut GpuExperts, rep: &mut Report) -> Result<Value> {
             let b = TestBatch::random(layout, TIMING_EXPERTS, n, TIMING_EXPERTS, 77 + n as u64)?;
             let all: Vec<usize> = (0..TIMING_EXPERTS).collect();
             let (got, ms) =
-                g.time_expert_kernels(&layout, &items(&b, &all), &b.x, n, TIMING_REPS)?;
+                g.time_expert_kernels(&[], &layout, &items(&b, &all), &b.x, n, TIMING_REPS)?;
             let c = compare(&got, &b.reference()?);
             let bytes = TIMING_EXPERTS * layout.expert_bytes();
             let gbs = bytes as f64 / (ms as f64 * 1e-3) / 1e9;
@@ -226,7 +226,7 @@ fn kernel_only_timings(g: &mut GpuExperts, rep: &mut Report) -> Result<Value> {
         hmoe_quant::quantize(t.ggml(), &wf, &mut wq)?;
         for n in [1usize, 8] {
             let x = vals(n * c, 22 + n as u64);
-            let (got, ms) = g.time_dense_linear(t, &wq, r, c, &x, TIMING_REPS)?;
+            let (got, ms) = g.time_dense_linear(&[], t, &wq, r, c, &x, TIMING_REPS)?;
             let cmp = compare(&got, &dense_ref::linear(t, &wq, r, c, &x)?);
             let gbs = wq.len() as f64 / (ms as f64 * 1e-3) / 1e9;
             rep.check(
@@ -245,6 +245,114 @@ fn kernel_only_timings(g: &mut GpuExperts, rep: &mut Report) -> Result<Value> {
                 "tokens": n, "us": ms * 1e3, "weights_gb_per_s": gbs, "weight_bytes": wq.len()}),
             );
         }
+    }
+    Ok(Value::Array(rows))
+}
+
+/// Tuning variants of the expert and linear kernels (NVRTC defines, see kernels.cu):
+/// the same kernel-only timing as `kernel_only_timings` for the main types, so one device
+/// run shows which setting is fastest. `default` is the production build.
+const VARIANTS: &[(&str, &[&str])] = &[
+    ("default", &[]),
+    ("u_one=2", &["U_ONE=2"]),
+    ("u_one=8", &["U_ONE=8"]),
+    ("u_tile=1", &["U_TILE=1"]),
+    ("min_blocks=3", &["MIN_BLOCKS=3"]),
+    ("min_blocks=4", &["MIN_BLOCKS=4"]),
+    ("min_blocks=4,u_one=2", &["MIN_BLOCKS=4", "U_ONE=2"]),
+    ("min_blocks=4,u_tile=1", &["MIN_BLOCKS=4", "U_TILE=1"]),
+];
+
+fn variant_timings(g: &mut GpuExperts, rep: &mut Report) -> Result<Value> {
+    use hmoe_cuda::{dense_ref, KernelType};
+    let mut rows = Vec::new();
+    println!("kernel variants (kernel-only, mean of {TIMING_REPS} passes; us, GB/s of weights):");
+    let cases: Vec<(&str, ExpertLayout)> = layouts()
+        .into_iter()
+        .filter(|(n, _)| ["q4_k_m", "q8_0", "q6_k"].contains(n))
+        .collect();
+    let batches: Vec<(usize, TestBatch)> = [1usize, 8]
+        .iter()
+        .flat_map(|&n| cases.iter().map(move |c| (n, c)))
+        .map(|(n, (_, l))| {
+            Ok((
+                n,
+                TestBatch::random(*l, TIMING_EXPERTS, n, TIMING_EXPERTS, 99 + n as u64)?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let wants: Vec<Vec<f32>> = batches
+        .iter()
+        .map(|(_, b)| b.reference())
+        .collect::<std::result::Result<_, _>>()?;
+    let (r, c) = (4096usize, HIDDEN);
+    let lin: Vec<(KernelType, Vec<u8>)> = [KernelType::Q4K, KernelType::Q8_0]
+        .into_iter()
+        .map(|t| {
+            let wf: Vec<f32> = vals(r * c, 31).iter().map(|v| v * 0.03).collect();
+            let mut wq = vec![0u8; t.row_bytes(c)? * r];
+            hmoe_quant::quantize(t.ggml(), &wf, &mut wq)?;
+            Ok((t, wq))
+        })
+        .collect::<Result<_>>()?;
+    for (vname, defs) in VARIANTS {
+        let mut line = format!("  {vname:>22}:");
+        for ((n, b), want) in batches.iter().zip(&wants) {
+            let all: Vec<usize> = (0..TIMING_EXPERTS).collect();
+            let name = cases
+                .iter()
+                .find(|(_, l)| *l == b.layout)
+                .map_or("?", |c| c.0);
+            match g.time_expert_kernels(defs, &b.layout, &items(b, &all), &b.x, *n, TIMING_REPS) {
+                Ok((got, ms)) => {
+                    let cmp = compare(&got, want);
+                    let gbs = (TIMING_EXPERTS * b.layout.expert_bytes()) as f64
+                        / (ms as f64 * 1e-3)
+                        / 1e9;
+                    if !cmp.pass {
+                        rep.check(
+                            &format!("variant {vname} experts {name} x {n}"),
+                            false,
+                            json!({"rel_l2": cmp.rel_l2, "max_rel": cmp.max_rel}),
+                        );
+                    }
+                    line += &format!(" {name}x{n} {:.1}us/{gbs:.0}", ms * 1e3);
+                    rows.push(
+                        json!({"variant": vname, "kernel": "experts", "type": name, "tokens": n,
+                        "us": ms * 1e3, "weights_gb_per_s": gbs, "rel_l2": cmp.rel_l2}),
+                    );
+                }
+                Err(e) => {
+                    println!("  {vname}: skipped ({e})");
+                    rows.push(json!({"variant": vname, "error": e.to_string()}));
+                    break;
+                }
+            }
+        }
+        for (t, wq) in &lin {
+            for n in [1usize, 8] {
+                let x = vals(n * c, 32 + n as u64);
+                let res = g.time_dense_linear(defs, *t, wq, r, c, &x, TIMING_REPS);
+                if let Err(e) = &res {
+                    println!("  {vname} linear {}: skipped ({e})", t.suffix());
+                }
+                if let Ok((got, ms)) = res {
+                    let cmp = compare(&got, &dense_ref::linear(*t, wq, r, c, &x)?);
+                    let gbs = wq.len() as f64 / (ms as f64 * 1e-3) / 1e9;
+                    if !cmp.pass {
+                        rep.check(
+                            &format!("variant {vname} linear {} x {n}", t.suffix()),
+                            false,
+                            json!({"rel_l2": cmp.rel_l2, "max_rel": cmp.max_rel}),
+                        );
+                    }
+                    line += &format!(" lin_{}x{n} {:.1}us/{gbs:.0}", t.suffix(), ms * 1e3);
+                    rows.push(json!({"variant": vname, "kernel": "linear", "type": t.suffix(), "tokens": n,
+                        "us": ms * 1e3, "weights_gb_per_s": gbs, "rel_l2": cmp.rel_l2}));
+                }
+            }
+        }
+        println!("{line}");
     }
     Ok(Value::Array(rows))
 }
@@ -599,6 +707,14 @@ fn main() -> Result<()> {
                         Ok(v) => summary["kernel_only_timings"] = v,
                         Err(e) => rep.check(
                             "kernel-only timings ran",
+                            false,
+                            json!({"error": format!("{e:#}")}),
+                        ),
+                    }
+                    match variant_timings(&mut g, &mut rep) {
+                        Ok(v) => summary["kernel_variants"] = v,
+                        Err(e) => rep.check(
+                            "kernel variant timings ran",
                             false,
                             json!({"error": format!("{e:#}")}),
                         ),

@@ -16,7 +16,7 @@ const TOKEN_TILE: u32 = 8;
 
 /// The dense kernels of the module.
 pub(super) struct DenseKernels {
-    linear: HashMap<KernelType, CudaFunction>,
+    pub(super) linear: HashMap<KernelType, CudaFunction>,
     rms_norm: CudaFunction,
     rope: CudaFunction,
     attend: CudaFunction,
@@ -113,6 +113,21 @@ impl GpuExperts {
             .linear
             .get(&t)
             .ok_or(CudaError::UnsupportedType(t.ggml()))?;
+        self.launch_linear_fn(f, w, x, y, rows, cols, n)
+    }
+
+    /// Launches a `linear_*` function (the module's or a variant's).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn launch_linear_fn(
+        &self,
+        f: &CudaFunction,
+        w: u64,
+        x: u64,
+        y: u64,
+        rows: usize,
+        cols: usize,
+        n: usize,
+    ) -> Result<()> {
         let cfg = LaunchConfig {
             grid_dim: (
                 (rows as u32).div_ceil(WARPS_PER_BLOCK),

@@ -3,14 +3,26 @@
 //! `gpu_ms` also covers the uploads of x and the index tables and the download of the
 //! output (a few microseconds each), which hide a 10 µs kernel; these numbers do not.
 
+//!
+//! A timing can also run a *variant*: the same source compiled by NVRTC with extra
+//! defines (`U_ONE=8`, `MIN_BLOCKS=3`, ...; see kernels.cu), so one device run compares
+//! tuning choices. Variant modules are compiled once per context and define set.
+
 use super::{drv, DeviceBuf, GpuExperts};
 use crate::api::GpuItem;
 use crate::batch::{pack, BatchItem};
 use crate::dtype::{ExpertLayout, KernelType};
 use crate::error::{CudaError, Result};
-use crate::COMBINE_THREADS;
+use crate::{COMBINE_THREADS, KERNEL_SOURCE, WARPS_PER_BLOCK};
 use cudarc::driver::result as cu;
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, LaunchConfig, PushKernelArg};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Variant modules by define set; each entry keeps its context alive, so a pointer match
+/// is a context match.
+type VariantCache = Mutex<HashMap<String, Vec<(Arc<CudaContext>, Arc<CudaModule>)>>>;
+static VARIANTS: OnceLock<VariantCache> = OnceLock::new();
 
 /// Upper bound on timed passes (the caller's count is clamped to 1 ..= this).
 const MAX_REPS: usize = 10_000;
@@ -25,8 +37,11 @@ impl GpuExperts {
     /// the SwiGLU products, `down`, `combine`) `reps` times on weights uploaded once to a
     /// scratch buffer (the slot arena is untouched). Returns the `[n_tokens][hidden]`
     /// output of the last pass (to check it) and the mean GPU milliseconds per pass.
+    /// `variant`: NVRTC defines of a variant module for gate_up/down (empty: the
+    /// backend's own kernels).
     pub fn time_expert_kernels(
         &mut self,
+        variant: &[&str],
         layout: &ExpertLayout,
         items: &[GpuItem<'_>],
         x: &[f32],
@@ -49,6 +64,17 @@ impl GpuExperts {
             ));
         }
         self.ctx.bind_to_thread().map_err(drv("bind context"))?;
+        let fns = match variant {
+            [] => None,
+            v => {
+                let m = self.variant_module(v)?;
+                let f = |name: String| m.load_function(&name).map_err(drv(name));
+                Some((
+                    f(format!("gate_up_{}", layout.gate_up.suffix()))?,
+                    f(format!("down_{}", layout.down.suffix()))?,
+                ))
+            }
+        };
         // Experts 256-byte aligned, gate/up/down back to back, as in the arena's slots;
         // `copies` copies of the batch, used in turn, so that no pass finds its weights
         // in L2 from the previous one.
@@ -105,14 +131,19 @@ impl GpuExperts {
             let m = me.meta_dev.ptr + (k % copies * stride) as u64;
             // Rounding x again each pass is idempotent up to an ulp of d: timing only.
             me.round_acts(layout.gate_up, me.x_dev.ptr, n_tokens, hidden)?;
-            me.launch_experts(
-                layout,
+            let (it, rw, wt) = (
                 m + bl.items as u64,
                 m + bl.rows as u64,
                 m + bl.weights as u64,
-                bl.n_items as u32,
-                (0, bl.n_pairs),
-            )?;
+            );
+            match &fns {
+                None => {
+                    me.launch_experts(layout, it, rw, wt, bl.n_items as u32, (0, bl.n_pairs))?
+                }
+                Some((gu, dn)) => {
+                    me.launch_variant(layout, gu, dn, it, rw, wt, bl.n_items as u32, bl.n_pairs)?
+                }
+            }
             me.launch_combine(
                 m + bl.tok_start as u64,
                 m + bl.tok_pairs as u64,
@@ -174,8 +205,11 @@ impl GpuExperts {
 
     /// `linear_<t>` on `rows × cols` weights and `x` (`n × cols`) uploaded once, launched
     /// `reps` times. Returns `y` (`n × rows`) and the mean GPU milliseconds per launch.
+    /// `variant` as for [`GpuExperts::time_expert_kernels`].
+    #[allow(clippy::too_many_arguments)]
     pub fn time_dense_linear(
         &mut self,
+        variant: &[&str],
         t: KernelType,
         w: &[u8],
         rows: usize,
@@ -184,6 +218,20 @@ impl GpuExperts {
         reps: usize,
     ) -> Result<(Vec<f32>, f32)> {
         let (wd, xd, yd, n) = self.linear_buffers(t, w, rows, cols, x)?;
+        let f = match variant {
+            [] => self
+                .dense_fns
+                .linear
+                .get(&t)
+                .ok_or(CudaError::UnsupportedType(t.ggml()))?
+                .clone(),
+            v => {
+                let name = format!("linear_{}", t.suffix());
+                self.variant_module(v)?
+                    .load_function(&name)
+                    .map_err(drv(name))?
+            }
+        };
         // Copies of the matrix used in turn (see L2_DEFEAT_BYTES); the first is `wd`.
         let copies = L2_DEFEAT_BYTES.div_ceil(w.len()).clamp(1, MAX_COPIES);
         let mut extra = Vec::new();
@@ -199,12 +247,12 @@ impl GpuExperts {
             c => extra[c - 1].ptr,
         };
         let reps = reps.clamp(1, MAX_REPS);
-        self.launch_linear(t, wd.ptr, xd.ptr, yd.ptr, rows, cols, n)?;
+        self.launch_linear_fn(&f, wd.ptr, xd.ptr, yd.ptr, rows, cols, n)?;
         self.t[0]
             .record(&self.compute)
             .map_err(drv("cuEventRecord"))?;
         for k in 1..=reps {
-            self.launch_linear(t, wk(k), xd.ptr, yd.ptr, rows, cols, n)?;
+            self.launch_linear_fn(&f, wk(k), xd.ptr, yd.ptr, rows, cols, n)?;
         }
         self.t[1]
             .record(&self.compute)
@@ -219,5 +267,87 @@ impl GpuExperts {
         // SAFETY: yd holds n × rows floats written by the last launch.
         unsafe { cu::memcpy_dtoh_sync(&mut y, yd.ptr) }.map_err(drv("cuMemcpyDtoH(linear)"))?;
         Ok((y, ms / reps as f32))
+    }
+
+    /// The kernel source compiled by NVRTC with `-D<define>` for each of `defines` and
+    /// loaded into this context (cached).
+    fn variant_module(&self, defines: &[&str]) -> Result<Arc<CudaModule>> {
+        let key = defines.join(" ");
+        let cache = VARIANTS.get_or_init(Default::default);
+        let mut map = cache
+            .lock()
+            .map_err(|_| CudaError::Compile("variant cache poisoned".into()))?;
+        let entries = map.entry(key).or_default();
+        if let Some((_, m)) = entries.iter().find(|(c, _)| Arc::ptr_eq(c, &self.ctx)) {
+            return Ok(m.clone());
+        }
+        let cc = self.info.compute_capability;
+        let mut options = vec![format!("--gpu-architecture=compute_{}{}", cc.0, cc.1)];
+        options.extend(defines.iter().map(|d| format!("-D{d}")));
+        let opts = cudarc::nvrtc::CompileOptions {
+            options,
+            name: Some("hmoe_variant.cu".into()),
+            ..Default::default()
+        };
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(KERNEL_SOURCE, opts)
+            .map_err(|e| CudaError::Compile(format!("variant {defines:?}: {e:?}")))?;
+        let m = self
+            .ctx
+            .load_module(ptx)
+            .map_err(drv(format!("cuModuleLoadData(variant {defines:?})")))?;
+        entries.push((self.ctx.clone(), m.clone()));
+        Ok(m)
+    }
+
+    /// gate_up, act_round of the products, down, with variant functions and the launch
+    /// configuration of `launch_experts`.
+    #[allow(clippy::too_many_arguments)]
+    fn launch_variant(
+        &self,
+        l: &ExpertLayout,
+        gu: &CudaFunction,
+        dn: &CudaFunction,
+        items: u64,
+        rows: u64,
+        wts: u64,
+        n: u32,
+        n_pairs: usize,
+    ) -> Result<()> {
+        let (hidden, ffn) = (l.hidden as u32, l.ffn as u32);
+        let (x, act, y) = (self.x_dev.ptr, self.act_dev.ptr, self.y_dev.ptr);
+        let cfg = |r: u32| LaunchConfig {
+            grid_dim: (r.div_ceil(WARPS_PER_BLOCK), n, 1),
+            block_dim: (32 * WARPS_PER_BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: argument lists match gate_up_* / down_* in kernels.cu; the index tables
+        // and buffers were sized for this batch by the caller.
+        unsafe {
+            self.compute
+                .launch_builder(gu)
+                .arg(&items)
+                .arg(&rows)
+                .arg(&x)
+                .arg(&act)
+                .arg(&hidden)
+                .arg(&ffn)
+                .launch(cfg(ffn))
+                .map_err(drv("launch variant gate_up"))?;
+        }
+        self.round_acts(l.down, act, n_pairs, l.ffn)?;
+        // SAFETY: as above.
+        unsafe {
+            self.compute
+                .launch_builder(dn)
+                .arg(&items)
+                .arg(&wts)
+                .arg(&act)
+                .arg(&y)
+                .arg(&hidden)
+                .arg(&ffn)
+                .launch(cfg(hidden))
+                .map_err(drv("launch variant down"))?;
+        }
+        Ok(())
     }
 }
