@@ -78,6 +78,8 @@ pub struct SweepRow {
     pub moe_gpu_ms_per_token: f64,
     /// Everything else per decoded token (attention, norms, routers, head, sampling).
     pub dense_ms_per_token: f64,
+    /// Of `dense_ms_per_token`: host time in the GPU dense path's calls (0 on the CPU).
+    pub dense_device_ms_per_token: f64,
     /// Scheduler (planning + feedback) seconds per decoded token.
     pub sched_s_per_token: f64,
     /// `sched_s_per_token` ÷ decode seconds per token.
@@ -173,8 +175,8 @@ fn run_one(
     let gen = opts.gen.max(1);
     let warmup = opts.warmup;
     let mut rx = engine.subscribe_telemetry();
-    let (prefill_s, decode_s, sched_s) =
-        engine.with_model(move |model, moe| -> Result<(f64, f64, f64)> {
+    let (prefill_s, decode_s, sched_s, device_s) =
+        engine.with_model(move |model, moe| -> Result<(f64, f64, f64, f64)> {
             let prompt = bench_prompt(prompt_len, vocab_size);
             let mut cache = model.new_cache(prompt_len + warmup + gen + 1);
             let t0 = Instant::now();
@@ -183,12 +185,14 @@ fn run_one(
             moe.set_routing_replay(replay);
             let tok = decode_greedy(model, moe, &mut cache, argmax(&last), warmup)?;
             let sched0 = moe.summary().sched_seconds;
+            let device0 = model.device_dense_seconds();
             let t1 = Instant::now();
             decode_greedy(model, moe, &mut cache, tok, gen)?;
             let decode_s = t1.elapsed().as_secs_f64();
             let sched_s = moe.summary().sched_seconds - sched0;
+            let device_s = model.device_dense_seconds() - device0;
             moe.set_routing_replay(None);
-            Ok((prefill_s, decode_s, sched_s))
+            Ok((prefill_s, decode_s, sched_s, device_s))
         })??;
     let mut steps: Vec<Arc<StepTelemetry>> = Vec::new();
     while let Ok(s) = rx.try_recv() {
@@ -248,6 +252,7 @@ fn run_one(
         moe_cpu_ms_per_token: cpu_s / gen as f64 * 1e3,
         moe_gpu_ms_per_token: gpu_s / gen as f64 * 1e3,
         dense_ms_per_token: (per_token - moe_s / gen as f64) * 1e3,
+        dense_device_ms_per_token: device_s / gen as f64 * 1e3,
         sched_s_per_token: sched_s / gen as f64,
         sched_share: sched_s / gen as f64 / per_token,
     })
@@ -255,8 +260,8 @@ fn run_one(
 
 /// Prints rows as a Markdown table.
 pub fn print_table(rows: &[SweepRow]) {
-    println!("| routing | policy | budget | slots | prefetch | prefill tok/s | decode tok/s | hit rate | GPU share | PCIe GB/s | layer err | step err | MoE ms/tok | MoE CPU ms | MoE GPU ms | dense ms/tok | sched us/token | sched share |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| routing | policy | budget | slots | prefetch | prefill tok/s | decode tok/s | hit rate | GPU share | PCIe GB/s | layer err | step err | MoE ms/tok | MoE CPU ms | MoE GPU ms | dense ms/tok | dense GPU calls ms | sched us/token | sched share |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{}", row_line(r));
     }
@@ -265,7 +270,7 @@ pub fn print_table(rows: &[SweepRow]) {
 /// One row of [`print_table`].
 pub fn row_line(r: &SweepRow) -> String {
     format!(
-        "| {} | {} | {} | {} | {} | {:.1} | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.2}% |",
+        "| {} | {} | {} | {} | {} | {:.1} | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.2}% |",
         r.routing,
         r.policy,
         r.budget_bytes.map_or("all".into(), |b| if b >= 1 << 30 {
@@ -286,6 +291,7 @@ pub fn row_line(r: &SweepRow) -> String {
         r.moe_cpu_ms_per_token,
         r.moe_gpu_ms_per_token,
         r.dense_ms_per_token,
+        r.dense_device_ms_per_token,
         r.sched_s_per_token * 1e6,
         r.sched_share * 100.0
     )

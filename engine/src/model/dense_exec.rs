@@ -104,7 +104,9 @@ impl Qwen3Moe {
             } else {
                 &mut next_logits[..]
             };
+            let t = std::time::Instant::now();
             dev.attention_block(li, &spans, &mut x, &mut hn, &mut logits, next_out)?;
+            self.count_device_dense(t.elapsed());
             // MoE block, as on the CPU path.
             let next = (!last && !moe.replaying()).then_some(&next_logits[..]);
             self.moe_block(li, moe, &hn, &logits, next, &mut x)?;
@@ -115,11 +117,13 @@ impl Qwen3Moe {
         for &r in &wanted {
             xs.extend_from_slice(&x[r * h..(r + 1) * h]);
         }
+        let t = std::time::Instant::now();
         let logits = if wanted.is_empty() {
             Vec::new()
         } else {
             dev.head(&xs)?
         };
+        self.count_device_dense(t.elapsed());
         let vocab = cfg.vocab_size;
         let mut out = Vec::with_capacity(batch.len());
         let mut at = 0;

@@ -44,6 +44,8 @@ pub struct Qwen3Moe {
     rope: Rope,
     pool: Arc<CpuPool>,
     dense: DenseExec,
+    /// Host time spent in the dense device's calls (attention blocks and head), ns.
+    device_dense_ns: std::sync::atomic::AtomicU64,
 }
 
 impl Qwen3Moe {
@@ -66,7 +68,22 @@ impl Qwen3Moe {
             rope,
             pool,
             dense: DenseExec::Cpu,
+            device_dense_ns: Default::default(),
         })
+    }
+
+    /// Seconds spent so far in the dense device's calls (0 with the dense path on the
+    /// CPU): with the MoE layer times, what the benchmarks split a decode step into.
+    pub fn device_dense_seconds(&self) -> f64 {
+        self.device_dense_ns
+            .load(std::sync::atomic::Ordering::Relaxed) as f64
+            / 1e9
+    }
+
+    /// Adds `t` to [`Qwen3Moe::device_dense_seconds`].
+    pub(super) fn count_device_dense(&self, t: std::time::Duration) {
+        self.device_dense_ns
+            .fetch_add(t.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Where the dense path runs (the service sets it at load, before any cache exists:
