@@ -344,10 +344,12 @@ impl Placer for SchedPlacer {
         if predicted > 0.0 && m.wall_s > 0.0 {
             self.cost.observe_layer(predicted, m.wall_s);
         }
-        // Hybrid layers: what the wall time exceeds the CPU/GPU finish by is the join.
+        // Layers with GPU work: what the wall time exceeds the busier side by is the
+        // host's overhead (plus the join when the layer was split with the CPU).
         if m.gpu.is_some() && m.wall_s > 0.0 {
             let busy = m.cpu_s.max(m.gpu.map_or(0.0, |t| t.gpu_ms as f64 / 1e3));
-            self.cost.observe_sync(m.wall_s - busy);
+            self.cost
+                .observe_sync(m.wall_s - busy, !m.cpu_items.is_empty());
         }
         let work = self.shape.expert_work();
         // Decode layers give clean per-expert samples: every expert serves one token.

@@ -132,6 +132,9 @@ pub struct CostModel {
     layer_err: ErrorTracker,
     step_err: ErrorTracker,
     dirty: bool,
+    /// Moving average of split (CPU and GPU) layers' overhead; minus `profile.sync_s`
+    /// (GPU-only layers') it is `profile.split_s`.
+    split_sync_s: f64,
 }
 
 /// Parameter vector of a device: `[fixed, s_d for d in ALL, c_d for d in ALL]`.
@@ -202,6 +205,7 @@ impl CostModel {
                 FIT_RIDGE,
             )
         });
+        let split_sync_s = profile.sync_s + profile.split_s;
         Self {
             dense_fit: PriorLeastSquares::new(vec![1e-3, 1e-4], FIT_DECAY, FIT_RIDGE),
             n_layers: 0,
@@ -212,6 +216,7 @@ impl CostModel {
             layer_err: ErrorTracker::default(),
             step_err: ErrorTracker::default(),
             dirty: false,
+            split_sync_s,
         }
     }
 
@@ -254,12 +259,19 @@ impl CostModel {
         }
     }
 
-    /// A measured hybrid layer's time beyond its predicted CPU/GPU finish: the join cost
-    /// (upload, launch, download, combine), refitted as a moving average.
-    pub fn observe_sync(&mut self, residual_s: f64) {
+    /// A measured layer with GPU work: its time beyond the busier side's (upload, launch,
+    /// download, waiting, and for a layer `split` between CPU and GPU the join), refitted
+    /// as moving averages: GPU-only layers give `sync_s`, split layers their own overhead,
+    /// whose excess over `sync_s` is `split_s`.
+    pub fn observe_sync(&mut self, residual_s: f64, split: bool) {
         if residual_s.is_finite() {
             let r = residual_s.clamp(0.0, SYNC_MAX_S);
-            self.profile.sync_s += SYNC_EWMA * (r - self.profile.sync_s);
+            if split {
+                self.split_sync_s += SYNC_EWMA * (r - self.split_sync_s);
+            } else {
+                self.profile.sync_s += SYNC_EWMA * (r - self.profile.sync_s);
+            }
+            self.profile.split_s = (self.split_sync_s - self.profile.sync_s).max(0.0);
         }
     }
 
@@ -494,13 +506,32 @@ mod tests {
     fn sync_average_follows_the_join_and_ignores_stalls() {
         let mut c = CostModel::new(MachineProfile::h100_box());
         for _ in 0..500 {
-            c.observe_sync(80e-6);
+            c.observe_sync(80e-6, false);
         }
         let s = c.profile().sync_s;
         assert!((s - 80e-6).abs() < 2e-6, "{s}");
         // One 1-second stall moves the average by at most SYNC_EWMA x SYNC_MAX_S.
-        c.observe_sync(1.0);
+        c.observe_sync(1.0, false);
         let after = c.profile().sync_s;
         assert!(after - s <= SYNC_EWMA * SYNC_MAX_S + 1e-12);
+    }
+
+    #[test]
+    fn split_cost_is_the_split_layers_overhead_beyond_the_gpu_only_layers() {
+        let mut c = CostModel::new(MachineProfile::h100_box());
+        assert_eq!(c.profile().split_s, 0.0);
+        // Split layers cost 37 us beyond the busier side, GPU-only layers 15 us.
+        for _ in 0..800 {
+            c.observe_sync(37e-6, true);
+            c.observe_sync(15e-6, false);
+        }
+        let p = c.profile();
+        assert!((p.sync_s - 15e-6).abs() < 1e-6, "{}", p.sync_s);
+        assert!((p.split_s - 22e-6).abs() < 1e-6, "{}", p.split_s);
+        // Splits as cheap as GPU-only layers: no extra cost (never negative).
+        for _ in 0..800 {
+            c.observe_sync(10e-6, true);
+        }
+        assert_eq!(c.profile().split_s, 0.0);
     }
 }

@@ -95,8 +95,14 @@ pub struct MachineProfile {
     pub gpu: Option<DeviceCosts>,
     /// Host→device link (`None` without a GPU).
     pub pcie: Option<LinkCosts>,
-    /// Per MoE layer: joining CPU and GPU partial results.
+    /// Per MoE layer with GPU work: the host's overhead beyond the kernels (upload,
+    /// launches, download, waiting).
     pub sync_s: f64,
+    /// Per MoE layer split between CPU and GPU: what joining the two shares costs beyond
+    /// `sync_s` (measured: hybrid layers' overhead minus GPU-only layers'). The solvers
+    /// charge it to split plans only, so a split must save more than it costs.
+    #[serde(default)]
+    pub split_s: f64,
     /// Per layer per step: attention, norms and router (fixed part).
     pub dense_layer_s: f64,
     /// Per layer per token: the token-proportional part of the dense work.
@@ -129,6 +135,7 @@ impl MachineProfile {
             gpu: Some(DeviceCosts::from_rates(10e-6, 2.0e12, gpu_weight_token)),
             pcie: Some(LinkCosts { fixed_s: 8e-6, bytes_per_s: 54e9 }),
             sync_s: 15e-6,
+            split_s: 0.0,
             dense_layer_s: 45e-6,
             dense_layer_per_token_s: 0.4e-6,
             token_fixed_s: 250e-6,
@@ -149,6 +156,7 @@ impl MachineProfile {
             gpu: None,
             pcie: None,
             sync_s: 0.0,
+            split_s: 0.0,
             dense_layer_s: 200e-6,
             dense_layer_per_token_s: 20e-6,
             token_fixed_s: 20e-3,

@@ -6,7 +6,7 @@ use crate::cache::{ExpertCache, SlotLoad};
 use crate::cost::{CostModel, ExpertCosts};
 use crate::profile::MachineProfile;
 use crate::shape::{ExpertKey, ModelShape};
-use crate::solve::{evaluate, solve_exact, Greedy, Job, PlanTiming, Solution};
+use crate::solve::{evaluate_split, solve_exact_split, Greedy, Job, PlanTiming, Solution};
 
 /// One routed expert of a layer in this step.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -141,6 +141,7 @@ pub struct Scheduler {
     shape: ModelShape,
     costs: ExpertCosts,
     sync_s: f64,
+    split_s: f64,
     dense_s: f64,
     dense_per_token_s: f64,
     config: SchedConfig,
@@ -162,6 +163,7 @@ impl Scheduler {
             shape: shape.clone(),
             costs,
             sync_s: p.sync_s,
+            split_s: p.split_s,
             dense_s: p.dense_layer_s,
             dense_per_token_s: p.dense_layer_per_token_s,
             config,
@@ -180,6 +182,7 @@ impl Scheduler {
         self.costs = cost.expert_costs(&self.shape.expert_work());
         let p = cost.profile();
         self.sync_s = p.sync_s;
+        self.split_s = p.split_s;
         self.dense_s = p.dense_layer_s;
         self.dense_per_token_s = p.dense_layer_per_token_s;
     }
@@ -284,17 +287,21 @@ impl Scheduler {
             0
         };
         let mut sol = std::mem::take(&mut self.sol);
+        self.greedy.split_s = self.split_s;
         match self.config.solver {
             SolverKind::Greedy => {
                 self.greedy
                     .solve_into(&self.jobs, link_ready_s, cap, has_gpu, &mut sol)
             }
-            SolverKind::Exact => match solve_exact(&self.jobs, link_ready_s, cap, has_gpu) {
-                Some(e) => sol = e,
-                None => self
-                    .greedy
-                    .solve_into(&self.jobs, link_ready_s, cap, has_gpu, &mut sol),
-            },
+            SolverKind::Exact => {
+                match solve_exact_split(&self.jobs, link_ready_s, cap, has_gpu, self.split_s) {
+                    Some(e) => sol = e,
+                    None => {
+                        self.greedy
+                            .solve_into(&self.jobs, link_ready_s, cap, has_gpu, &mut sol)
+                    }
+                }
+            }
         }
 
         // The policy learns of every access before loads, so admission sees it.
@@ -330,7 +337,13 @@ impl Scheduler {
         }
         if refused {
             let mut order = Vec::new();
-            sol.timing = evaluate(&self.jobs, &sol.on_gpu, link_ready_s, &mut order);
+            sol.timing = evaluate_split(
+                &self.jobs,
+                &sol.on_gpu,
+                link_ready_s,
+                self.split_s,
+                &mut order,
+            );
             sol.fetch_order = order;
         }
         for (i, r) in routed.iter().enumerate() {

@@ -69,6 +69,18 @@ pub fn evaluate(
     link_ready_s: f64,
     order: &mut Vec<usize>,
 ) -> PlanTiming {
+    evaluate_split(jobs, on_gpu, link_ready_s, 0.0, order)
+}
+
+/// [`evaluate`] with `split_s` added to the finish of a plan that uses both the CPU and
+/// the GPU (the cost of joining the shares; see `MachineProfile::split_s`).
+pub fn evaluate_split(
+    jobs: &[Job],
+    on_gpu: &[bool],
+    link_ready_s: f64,
+    split_s: f64,
+    order: &mut Vec<usize>,
+) -> PlanTiming {
     let mut cpu = 0.0;
     let mut gpu = 0.0;
     order.clear();
@@ -90,17 +102,25 @@ pub fn evaluate(
         link += jobs[i].fetch_s;
         gpu = gpu.max(link) + jobs[i].gpu_s;
     }
+    let n_gpu = on_gpu.iter().filter(|&&g| g).count();
+    let split = if n_gpu > 0 && n_gpu < jobs.len() {
+        split_s
+    } else {
+        0.0
+    };
     PlanTiming {
         cpu_s: cpu,
         gpu_s: gpu,
         pcie_s: link - link_ready_s,
-        finish_s: cpu.max(gpu),
+        finish_s: cpu.max(gpu) + split,
     }
 }
 
 /// Reusable buffers for the greedy (no allocation per layer once warm).
 #[derive(Debug, Default, Clone)]
 pub struct Greedy {
+    /// Join cost charged to CPU/GPU split plans ([`evaluate_split`]).
+    pub split_s: f64,
     on_gpu: Vec<bool>,
     order: Vec<usize>,
     cand: Vec<usize>,
@@ -137,7 +157,13 @@ impl Greedy {
         self.on_gpu.clear();
         self.on_gpu
             .extend(jobs.iter().map(|j| has_gpu && j.resident));
-        let mut best = evaluate(jobs, &self.on_gpu, link_ready_s, &mut self.order);
+        let mut best = evaluate_split(
+            jobs,
+            &self.on_gpu,
+            link_ready_s,
+            self.split_s,
+            &mut self.order,
+        );
         if has_gpu {
             self.cand.clear();
             self.cand.extend(0..n);
@@ -168,7 +194,13 @@ impl Greedy {
                         break;
                     }
                     self.on_gpu[i] = true;
-                    let t = evaluate(jobs, &self.on_gpu, link_ready_s, &mut self.order);
+                    let t = evaluate_split(
+                        jobs,
+                        &self.on_gpu,
+                        link_ready_s,
+                        self.split_s,
+                        &mut self.order,
+                    );
                     if t.finish_s < best.finish_s - TIME_EPS {
                         best = t;
                         fetches += 1;
@@ -184,7 +216,13 @@ impl Greedy {
                         continue;
                     }
                     self.on_gpu[i] = false;
-                    let t = evaluate(jobs, &self.on_gpu, link_ready_s, &mut self.order);
+                    let t = evaluate_split(
+                        jobs,
+                        &self.on_gpu,
+                        link_ready_s,
+                        self.split_s,
+                        &mut self.order,
+                    );
                     if t.finish_s < best.finish_s - TIME_EPS {
                         best = t;
                         moved = true;
@@ -198,7 +236,13 @@ impl Greedy {
                 }
             }
         }
-        let timing = evaluate(jobs, &self.on_gpu, link_ready_s, &mut self.order);
+        let timing = evaluate_split(
+            jobs,
+            &self.on_gpu,
+            link_ready_s,
+            self.split_s,
+            &mut self.order,
+        );
         debug_assert!((timing.finish_s - best.finish_s).abs() <= TIME_EPS);
         timing
     }
@@ -235,6 +279,17 @@ pub fn solve_exact(
     max_fetches: usize,
     has_gpu: bool,
 ) -> Option<Solution> {
+    solve_exact_split(jobs, link_ready_s, max_fetches, has_gpu, 0.0)
+}
+
+/// [`solve_exact`] charging `split_s` to split plans ([`evaluate_split`]).
+pub fn solve_exact_split(
+    jobs: &[Job],
+    link_ready_s: f64,
+    max_fetches: usize,
+    has_gpu: bool,
+    split_s: f64,
+) -> Option<Solution> {
     let n = jobs.len();
     if n > EXACT_MAX_JOBS {
         return None;
@@ -254,7 +309,7 @@ pub fn solve_exact(
         if fetches > max_fetches {
             continue;
         }
-        let t = evaluate(jobs, &on_gpu, link_ready_s, &mut order);
+        let t = evaluate_split(jobs, &on_gpu, link_ready_s, split_s, &mut order);
         if best
             .as_ref()
             .is_none_or(|b| t.finish_s < b.timing.finish_s - TIME_EPS)
@@ -379,5 +434,41 @@ mod tests {
         }
         // Reported, not asserted beyond sanity: the greedy is optimal on most layers.
         assert!(equal * 2 > cases, "greedy optimal on only {equal}/{cases}");
+    }
+
+    #[test]
+    fn a_split_must_save_more_than_its_join_cost() {
+        // Eight resident experts: 10 us each on the GPU, 58 us on the CPU. Without a join
+        // cost one goes to the CPU (max(58, 70) < 80); a 22 us join makes that a loss.
+        let jobs = vec![
+            Job {
+                cpu_s: 58e-6,
+                gpu_s: 10e-6,
+                fetch_s: 0.0,
+                resident: true,
+            };
+            8
+        ];
+        let free = Greedy::default().solve(&jobs, 0.0, 8, true);
+        assert_eq!(free.on_gpu.iter().filter(|&&g| g).count(), 7);
+        let mut g = Greedy {
+            split_s: 22e-6,
+            ..Greedy::default()
+        };
+        let costly = g.solve(&jobs, 0.0, 8, true);
+        assert!(costly.on_gpu.iter().all(|&x| x), "{:?}", costly.on_gpu);
+        assert!((costly.timing.finish_s - 80e-6).abs() < 1e-12);
+        let exact = solve_exact_split(&jobs, 0.0, 8, true, 22e-6).unwrap();
+        assert_eq!(exact.on_gpu, costly.on_gpu);
+        // The join is charged to split plans only.
+        let mut order = Vec::new();
+        let mut split = vec![true; 8];
+        split[0] = false;
+        let t = evaluate_split(&jobs, &split, 0.0, 22e-6, &mut order);
+        assert!((t.finish_s - (70e-6 + 22e-6)).abs() < 1e-12);
+        let t = evaluate_split(&jobs, &[true; 8], 0.0, 22e-6, &mut order);
+        assert!((t.finish_s - 80e-6).abs() < 1e-12);
+        let t = evaluate_split(&jobs, &[false; 8], 0.0, 22e-6, &mut order);
+        assert!((t.finish_s - 8.0 * 58e-6).abs() < 1e-12);
     }
 }
