@@ -277,11 +277,12 @@ impl DotKernel {
     }
 }
 
-/// The GEMM tiles: the Q4_K GFNI kernels where they apply, else `gemm`'s choice.
+/// The GEMM tiles: the Q4_K/Q6_K GFNI kernels where they apply, else `gemm`'s choice.
 fn select_tiles(dtype: GgmlDType, isa: Isa) -> Option<gemm::Tiles> {
     #[cfg(target_arch = "x86_64")]
     if matches!(isa, Isa::Avx512 | Isa::Avx512Bf16) {
-        if let Some(t) = q4k_gfni::select_tiles(dtype) {
+        if let Some(t) = q4k_gfni::select_tiles(dtype).or_else(|| q4k_gfni_q6k::select_tiles(dtype))
+        {
             return Some(t);
         }
     }

@@ -1,5 +1,6 @@
-//! Q6_K × Q8_K for 1–4 tokens with AVX-512 VNNI + GFNI + VBMI: the down projection of
-//! Q4_K_M models (the same construction as `q4k_gfni`'s pack form).
+//! Q6_K × Q8_K for 1–4 tokens and the 1–2 × 1–4 GEMM tiles with AVX-512 VNNI + GFNI +
+//! VBMI: the down projection of Q4_K_M models (the same construction as `q4k_gfni`'s
+//! pack form).
 //!
 //! Per 128 weights (half a super-block: `ql[64]` low nibbles, `qh[32]` 2-bit highs
 //! broadcast to both register halves): the low register (weights 0–63) is
@@ -12,7 +13,7 @@
 //! Against `avx512q::q6k_n` (2 variable shifts, 2 and, 2 shifts, 2 or, nibble split, 2
 //! permutes, 4 maddubs + 4 vpdpwssd per 128 weights) about half the 512-bit uops.
 
-// Token arrays are indexed [token] alongside the pointer arrays.
+// Register tiles are indexed [row][token] in several arrays at once.
 #![allow(clippy::needless_range_loop)]
 
 use super::avx512q::{dpwssd, q8k_rows};
@@ -60,17 +61,26 @@ pub(super) fn available() -> bool {
     })
 }
 
-/// Q6_K weights × N Q8_K rows (the `RawDotN` shape).
+/// `R` Q6_K rows (`rb` bytes apart) × `T` Q8_K rows; `out[r * rs + t * ts]`.
 ///
 /// # Safety
-/// AVX-512 F/BW/VL/VNNI/VBMI, GFNI, F16C available; `acts.len() == N == out.len()`,
-/// all Q8_K rows of `n` values; `w` is `n` Q6_K values.
+/// AVX-512 F/BW/VL/VNNI/VBMI, GFNI, F16C available; `acts.len() == T`, all Q8_K rows of
+/// `n` values; `w` points at `R` rows of `rb = row_bytes(Q6_K, n)` bytes; the output
+/// indices are writable.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
-pub(super) unsafe fn q6k_n<const N: usize>(w: &[u8], acts: &[ActRow<'_>], out: &mut [f32]) {
-    let Some((qs, ds, bs, _)) = q8k_rows::<N>(acts) else {
+unsafe fn q6k_rt<const R: usize, const T: usize>(
+    w: *const u8,
+    rb: usize,
+    acts: &[ActRow<'_>],
+    out: *mut f32,
+    rs: usize,
+    ts: usize,
+) {
+    let Some((qs, ds, bs, _)) = q8k_rows::<T>(acts) else {
         return;
     };
-    let nb = w.len() / BLOCK;
+    let nb = rb / BLOCK;
     unsafe {
         let m4 = _mm512_set1_epi8(0xF);
         let mat_lo = _mm512_inserti64x4(
@@ -87,61 +97,124 @@ pub(super) unsafe fn q6k_n<const N: usize>(w: &[u8], acts: &[ActRow<'_>], out: &
         let sidx: [__m512i; 2] =
             core::array::from_fn(|h| _mm512_loadu_si512(SCALE_IDX[h].as_ptr() as *const __m512i));
         let zero = _mm512_setzero_si512();
-        let mut accf = [_mm512_setzero_ps(); N];
+        let mut accf = [[_mm512_setzero_ps(); T]; R];
         for i in 0..nb {
-            let b = w.as_ptr().add(BLOCK * i);
-            let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
-                (b.add(208) as *const u16).read_unaligned() as i32,
-            )));
-            let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(192) as *const __m128i));
-            let sc = _mm512_zextsi256_si512(sc16);
-            let mut acc = [zero; N];
+            let mut d = [0f32; R];
+            let mut sc16 = [_mm256_setzero_si256(); R];
+            for r in 0..R {
+                let b = w.add(r * rb + BLOCK * i);
+                d[r] = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+                    (b.add(208) as *const u16).read_unaligned() as i32,
+                )));
+                sc16[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(192) as *const __m128i));
+            }
+            let mut acc = [[zero; T]; R];
             for h in 0..2 {
-                let ql = _mm512_loadu_si512(b.add(64 * h) as *const __m512i);
-                let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                    b.add(128 + 32 * h) as *const __m256i
-                ));
-                // Weights 0-63 and 64-127 of this half, 6-bit unsigned.
-                let lo = _mm512_ternarylogic_epi32::<0xEA>(
-                    ql,
-                    m4,
-                    _mm512_gf2p8affine_epi64_epi8::<0>(qh, mat_lo),
-                );
-                let hi = _mm512_or_si512(
-                    _mm512_gf2p8affine_epi64_epi8::<0>(ql, nib),
-                    _mm512_gf2p8affine_epi64_epi8::<0>(qh, mat_hi),
-                );
-                let s = _mm512_permutexvar_epi8(sidx[h], sc);
-                for t in 0..N {
-                    let qa = qs[t].add(256 * i + 128 * h);
-                    let v0 =
-                        _mm512_dpbusd_epi32(zero, lo, _mm512_loadu_si512(qa as *const __m512i));
-                    let v1 = _mm512_dpbusd_epi32(
-                        zero,
-                        hi,
-                        _mm512_loadu_si512(qa.add(64) as *const __m512i),
+                let mut lo = [zero; R];
+                let mut hi = [zero; R];
+                let mut s = [zero; R];
+                for r in 0..R {
+                    let b = w.add(r * rb + BLOCK * i);
+                    let ql = _mm512_loadu_si512(b.add(64 * h) as *const __m512i);
+                    let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                        b.add(128 + 32 * h) as *const __m256i
+                    ));
+                    // Weights 0-63 and 64-127 of this half, 6-bit unsigned.
+                    lo[r] = _mm512_ternarylogic_epi32::<0xEA>(
+                        ql,
+                        m4,
+                        _mm512_gf2p8affine_epi64_epi8::<0>(qh, mat_lo),
                     );
-                    acc[t] = dpwssd(acc[t], _mm512_packs_epi32(v0, v1), s);
+                    hi[r] = _mm512_or_si512(
+                        _mm512_gf2p8affine_epi64_epi8::<0>(ql, nib),
+                        _mm512_gf2p8affine_epi64_epi8::<0>(qh, mat_hi),
+                    );
+                    s[r] = _mm512_permutexvar_epi8(sidx[h], _mm512_zextsi256_si512(sc16[r]));
+                }
+                for t in 0..T {
+                    let qa = qs[t].add(256 * i + 128 * h);
+                    let a0 = _mm512_loadu_si512(qa as *const __m512i);
+                    let a1 = _mm512_loadu_si512(qa.add(64) as *const __m512i);
+                    for r in 0..R {
+                        let v0 = _mm512_dpbusd_epi32(zero, lo[r], a0);
+                        let v1 = _mm512_dpbusd_epi32(zero, hi[r], a1);
+                        acc[r][t] = dpwssd(acc[r][t], _mm512_packs_epi32(v0, v1), s[r]);
+                    }
                 }
             }
-            for t in 0..N {
-                // Values are stored +32: subtract 32 · Σ_j scale_j · bsum_j.
-                let off = _mm256_madd_epi16(
-                    sc16,
-                    _mm256_loadu_si256(bs[t].add(16 * i) as *const __m256i),
-                );
-                let a = _mm512_sub_epi32(acc[t], _mm512_zextsi256_si512(_mm256_slli_epi32(off, 5)));
-                accf[t] = _mm512_fmadd_ps(
-                    _mm512_cvtepi32_ps(a),
-                    _mm512_set1_ps(d * *ds[t].add(i)),
-                    accf[t],
-                );
+            for t in 0..T {
+                let bst = _mm256_loadu_si256(bs[t].add(16 * i) as *const __m256i);
+                let da = *ds[t].add(i);
+                for r in 0..R {
+                    // Values are stored +32: subtract 32 · Σ_j scale_j · bsum_j.
+                    let off = _mm256_madd_epi16(sc16[r], bst);
+                    let a = _mm512_sub_epi32(
+                        acc[r][t],
+                        _mm512_zextsi256_si512(_mm256_slli_epi32(off, 5)),
+                    );
+                    accf[r][t] = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(a),
+                        _mm512_set1_ps(d[r] * da),
+                        accf[r][t],
+                    );
+                }
             }
         }
-        for t in 0..N {
-            out[t] = _mm512_reduce_add_ps(accf[t]);
+        for r in 0..R {
+            for t in 0..T {
+                *out.add(r * rs + t * ts) = _mm512_reduce_add_ps(accf[r][t]);
+            }
         }
     }
+}
+
+/// Q6_K weights × N Q8_K rows (the `RawDotN` shape).
+///
+/// # Safety
+/// As [`q6k_rt`] with one row of `w.len()` bytes and `out.len() == N`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
+pub(super) unsafe fn q6k_n<const N: usize>(w: &[u8], acts: &[ActRow<'_>], out: &mut [f32]) {
+    unsafe { q6k_rt::<1, N>(w.as_ptr(), w.len(), acts, out.as_mut_ptr(), 0, 1) }
+}
+
+/// One `R × T` tile of the tiled GEMM (the `gemm512::RawTile` shape).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
+unsafe fn q6k_tile<const R: usize, const T: usize>(
+    w: *const u8,
+    rb: usize,
+    acts: &[ActRow<'_>],
+    out: *mut f32,
+    rs: usize,
+    ts: usize,
+) {
+    unsafe { q6k_rt::<R, T>(w, rb, acts, out, rs, ts) }
+}
+
+type Tiles = [[super::gemm512::RawTile; super::gemm512::TILE_T]; super::gemm512::TILE_R];
+
+/// The Q6_K tile table (`[rows - 1][tokens - 1]`).
+fn tiles() -> Tiles {
+    [
+        [
+            q6k_tile::<1, 1>,
+            q6k_tile::<1, 2>,
+            q6k_tile::<1, 3>,
+            q6k_tile::<1, 4>,
+        ],
+        [
+            q6k_tile::<2, 1>,
+            q6k_tile::<2, 2>,
+            q6k_tile::<2, 3>,
+            q6k_tile::<2, 4>,
+        ],
+    ]
+}
+
+/// The tile table for Q6_K when these kernels are on (`None` otherwise, or for other
+/// types).
+pub(super) fn select_tiles(dtype: hmoe_gguf::GgmlDType) -> Option<Tiles> {
+    const _: () = assert!(super::gemm512::TILE_R == 2 && super::gemm512::TILE_T == 4);
+    (dtype == hmoe_gguf::GgmlDType::Q6K && available()).then(tiles)
 }
 
 #[cfg(test)]
@@ -152,8 +225,8 @@ mod tests {
     use crate::testutil::{gaussian, Rng};
     use crate::GgmlDType;
 
-    /// 1–4 tokens against the scalar kernel, 1–9 super-blocks of raw random blocks
-    /// (every bit pattern of ql/qh and scales, including −128).
+    /// 1–4 tokens and the 1–2 × 1–4 tiles against the scalar kernel, 1–9 super-blocks
+    /// of raw random blocks (every bit pattern of ql/qh and scales, including −128).
     #[test]
     fn gfni_q6k_matches_scalar() {
         if !(Isa::Avx512.is_available()
@@ -167,7 +240,7 @@ mod tests {
         let scalar = DotKernel::new(GgmlDType::Q6K, Isa::Scalar).unwrap();
         for nb in 1..=9usize {
             let n = 256 * nb;
-            let w = random_blocks(GgmlDType::Q6K, n, &mut rng);
+            let w = random_blocks(GgmlDType::Q6K, 2 * n, &mut rng);
             let mut acts = ActBuf::new(ActFormat::Q8K);
             acts.quantize(&gaussian(4 * n, rng.next_u64(), 1.0), n)
                 .unwrap();
@@ -179,18 +252,39 @@ mod tests {
                 super::q6k_n::<3>,
                 super::q6k_n::<4>,
             ];
+            let rb = w.len() / 2;
+            let check = |what: &str, r: usize, t: usize, got: f32| {
+                let wr = &w[r * rb..(r + 1) * rb];
+                let want = scalar.dot(wr, &rows[t]).unwrap() as f64;
+                let scale = abs_sum(wr, GgmlDType::Q6K, &dequant_act(&rows[t]));
+                let rel = (got as f64 - want).abs() / scale;
+                assert!(
+                    rel <= SIMD_VS_SCALAR_REL,
+                    "{what} nb={nb} row {r} token {t}: {got} vs {want}"
+                );
+            };
             for count in 1..=4 {
                 let mut out = vec![f32::NAN; count];
                 // SAFETY: the features were checked above; shapes are consistent.
-                unsafe { table[count - 1](&w, &rows[..count], &mut out) };
+                unsafe { table[count - 1](&w[rb..], &rows[..count], &mut out) };
                 for (t, &got) in out.iter().enumerate() {
-                    let want = scalar.dot(&w, &rows[t]).unwrap() as f64;
-                    let scale = abs_sum(&w, GgmlDType::Q6K, &dequant_act(&rows[t]));
-                    let rel = (got as f64 - want).abs() / scale;
-                    assert!(
-                        rel <= SIMD_VS_SCALAR_REL,
-                        "nb={nb} {count} tokens, token {t}: {got} vs {want}"
-                    );
+                    check("n-row", 1, t, got);
+                }
+            }
+            // Tiles: 1-2 rows x 1-4 tokens, out[r * 4 + t].
+            let tab = super::tiles();
+            for nr in 1..=2 {
+                for nt in 1..=4 {
+                    let mut out = [f32::NAN; 8];
+                    // SAFETY: as above; 2 rows of rb bytes, 8 outputs.
+                    unsafe {
+                        tab[nr - 1][nt - 1](w.as_ptr(), rb, &rows[..nt], out.as_mut_ptr(), 4, 1)
+                    };
+                    for r in 0..nr {
+                        for t in 0..nt {
+                            check("tile", r, t, out[r * 4 + t]);
+                        }
+                    }
                 }
             }
         }
