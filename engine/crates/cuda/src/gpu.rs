@@ -3,11 +3,12 @@
 //!
 //! Ordering (nothing synchronous on the hot path except the final wait for the layer's
 //! output, which the caller needs):
-//! - a copy into slot `s` runs on the copy stream after `released[s]` (the last kernel
-//!   that read the slot's previous expert) and records `ready[s]`;
+//! - a copy into slot `s` runs on the copy stream after the release event of the last
+//!   layer whose kernels read the slot's previous expert, and records `ready[s]`;
 //! - the compute stream uploads x and the index tables, runs the hits' kernels after
 //!   waiting on their `ready` events only, then the fetched items' kernels after theirs,
-//!   records `released[s]` for every slot it read, combines and downloads the output.
+//!   records one release event (from a ring of [`RELEASE_RING`]) after its expert
+//!   kernels, noted for every slot it read, combines and downloads the output.
 
 use crate::api::{GpuConfig, GpuItem, HostSource, LayerTimings, OverlapReport};
 use crate::arena::{allocate, ArenaRequest};
@@ -33,6 +34,10 @@ mod kernel_bench;
 mod resident;
 
 pub use resident::GpuDense;
+
+/// Release events in the ring (more than a model's layers, so that a slot's event is
+/// normally still its own layer's when a copy waits on it).
+const RELEASE_RING: usize = 256;
 
 fn drv(op: impl Into<String>) -> impl FnOnce(DriverError) -> CudaError {
     let op = op.into();
@@ -213,7 +218,12 @@ pub struct GpuExperts {
     n_slots: usize,
     table: SlotTable,
     ready: Vec<CudaEvent>,
-    released: Vec<CudaEvent>,
+    /// Release events, one recorded per layer after its expert kernels (a ring: one event
+    /// per slot cost an event record per expert per layer).
+    release_ring: Vec<CudaEvent>,
+    release_next: usize,
+    /// Per slot: the ring index of the release event of the last layer that read it.
+    slot_release: Vec<Option<u16>>,
     staging: Vec<(Pinned, CudaEvent)>,
     staging_next: usize,
     registered: Vec<Registered>,
@@ -389,10 +399,12 @@ impl GpuExperts {
         })?;
         let n_slots = out.slots;
         let mut ready = Vec::with_capacity(n_slots);
-        let mut released = Vec::with_capacity(n_slots);
         for _ in 0..n_slots {
             ready.push(ctx.new_event(None).map_err(drv("cuEventCreate(slot)"))?);
-            released.push(ctx.new_event(None).map_err(drv("cuEventCreate(slot)"))?);
+        }
+        let mut release_ring = Vec::with_capacity(RELEASE_RING);
+        for _ in 0..RELEASE_RING {
+            release_ring.push(ctx.new_event(None).map_err(drv("cuEventCreate(release)"))?);
         }
         let mut staging = Vec::new();
         if cfg.host != HostSource::Pageable {
@@ -423,7 +435,9 @@ impl GpuExperts {
             n_slots,
             table: SlotTable::new(n_slots),
             ready,
-            released,
+            release_ring,
+            release_next: 0,
+            slot_release: vec![None; n_slots],
             staging,
             staging_next: 0,
             registered: Vec::new(),
@@ -527,9 +541,14 @@ impl GpuExperts {
         }
         let s = slot as usize;
         let dst = self.slot_ptr(slot);
-        self.copy
-            .wait(&self.released[s])
-            .map_err(drv("cuStreamWaitEvent(slot released)"))?;
+        // After the last kernels that read the slot. If the ring has since wrapped, the
+        // event stands for a later layer: a longer wait than needed, never a shorter one
+        // (and none at all in practice: that layer's output was already waited for).
+        if let Some(k) = self.slot_release.get(s).copied().flatten() {
+            self.copy
+                .wait(&self.release_ring[k as usize])
+                .map_err(drv("cuStreamWaitEvent(slot released)"))?;
+        }
         let cs = self.copy.cu_stream();
         let direct = match self.cfg.host {
             HostSource::Pageable => true,
@@ -812,10 +831,15 @@ impl GpuExperts {
                 (first_pair, n_pairs),
             )?;
         }
+        let k = self.release_next;
+        self.release_next = (k + 1) % RELEASE_RING;
+        self.release_ring[k]
+            .record(&self.compute)
+            .map_err(drv("cuEventRecord(layer release)"))?;
         for a in &actions {
-            self.released[a.slot as usize]
-                .record(&self.compute)
-                .map_err(drv("cuEventRecord(slot released)"))?;
+            if let Some(r) = self.slot_release.get_mut(a.slot as usize) {
+                *r = Some(k as u16);
+            }
         }
         let (ts, tp) = (m + bl.tok_start as u64, m + bl.tok_pairs as u64);
         let cfg = LaunchConfig {
