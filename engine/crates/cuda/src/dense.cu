@@ -1,5 +1,5 @@
 // Dense-path kernels (docs/notes/cuda.md, "Dense path"): appended to kernels.cu, whose
-// rows_dot<T>, warp_sum and macros they use. Verified in the emulator (tests/emu_dense.rs)
+// rows_dot<T>, reduce_rows, warp_sum and macros they use. Verified in the emulator (tests/emu_dense.rs)
 // and by hmoe-cuda-check; not yet called by the engine's forward pass.
 
 // y[t][r] = w_r . x[t] for a [rows, cols] matrix of raw GGUF blocks and n tokens.
@@ -7,7 +7,7 @@
 // row walk is rows_dot (kernels.cu): 32-bit weight words, 16-byte activation loads.
 template <int T>
 DEV void linear(const u8* w, const float* x, float* y, u32 rows, u32 cols, u32 n) {
-    u32 lane = threadIdx.x & 31, r = blockIdx.x * WARPS + (threadIdx.x >> 5);
+    u32 r = blockIdx.x * WARPS + (threadIdx.x >> 5);
     if (r >= rows) return;
     u32 t0 = blockIdx.y * TT;
     u32 nt = n - t0 < TT ? n - t0 : TT;
@@ -18,13 +18,13 @@ DEV void linear(const u8* w, const float* x, float* y, u32 rows, u32 cols, u32 n
         acc[0][t] = 0.0f;
         xr[t] = x + (u64)(t0 + (t < (int)nt ? t : 0)) * cols;
     }
-    if (nt == 1) rows_dot<T, 1, 1, U_ONE>(wr, xr, nt, cols, acc);
-    else rows_dot<T, 1, TT, U_TILE>(wr, xr, nt, cols, acc);
-    for (int t = 0; t < TT; ++t) {
-        if (t < (int)nt) {
-            float s = warp_sum(acc[0][t]);
-            if (lane == 0) y[(u64)(t0 + t) * rows + r] = s;
-        }
+    auto put = [&](u32, u32 t, float s, float) { y[(u64)(t0 + t) * rows + r] = s; };
+    if (nt == 1) {
+        rows_dot<T, 1, 1, U_ONE>(wr, xr, nt, cols, acc);
+        reduce_rows<1, 1, false>(acc, nt, put);
+    } else {
+        rows_dot<T, 1, TT, U_TILE>(wr, xr, nt, cols, acc);
+        reduce_rows<1, TT, false>(acc, nt, put);
     }
 }
 

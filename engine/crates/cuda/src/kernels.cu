@@ -284,7 +284,7 @@ DEV float silu(float g) { return g / (1.0f + expf(-g)); }
 // U steps (s0 .. s0+U-1) of NR rows sharing their columns (gate and up), NT tokens at most
 // (nt valid): all raw loads of the U x NR row-steps first, then decode and multiply.
 template <int T, int NR, int NT, int U>
-DEV void dot_steps(const u8* const (&w)[NR], const float* const (&xr)[TT], u32 nt, u32 cols,
+DEV void dot_steps(const u8* const* w, const float* const (&xr)[TT], u32 nt, u32 cols,
                    u32 s0, u32 lane, float (&acc)[NR][TT]) {
     Raw<T> raw[U][NR];
     for (int u = 0; u < U; ++u) {
@@ -315,7 +315,7 @@ DEV void dot_steps(const u8* const (&w)[NR], const float* const (&xr)[TT], u32 n
 // (gate and up) and nt <= NT token rows: acc[r][t] += partial sums (reduce with warp_sum).
 // The row is walked U steps at a time (loads of U steps in flight), then one at a time.
 template <int T, int NR, int NT, int U>
-DEV void rows_dot(const u8* const (&w)[NR], const float* const (&xr)[TT], u32 nt, u32 cols,
+DEV void rows_dot(const u8* const* w, const float* const (&xr)[TT], u32 nt, u32 cols,
                   float (&acc)[NR][TT]) {
     u32 lane = threadIdx.x & 31, steps = (cols + 255) / 256, s = 0;
     for (; s + U <= steps; s += U) dot_steps<T, NR, NT, U>(w, xr, nt, cols, s, lane, acc);
@@ -324,15 +324,24 @@ DEV void rows_dot(const u8* const (&w)[NR], const float* const (&xr)[TT], u32 nt
 
 // Steps in flight per row: a decode token (NT = 1) has registers to spare for loads; a
 // tile of TT tokens needs them for its accumulators. hmoe-cuda-check times variants
-// compiled with other values (-DU_ONE=.. -DU_TILE=.. -DMIN_BLOCKS=..).
+// compiled with other values (-DU_ONE=.. -DU_TILE=.. -DMIN_BLOCKS=.. -DRPW_GU=.. -DRPW_DN=..).
 #ifndef U_ONE
 #define U_ONE 4
 #endif
 #ifndef U_TILE
 #define U_TILE 2
 #endif
-// gate_up walks two rows (gate and up) at once: half the steps in flight, at least one.
-#define U_PAIR(u) ((u) / 2 > 0 ? (u) / 2 : 1)
+// Row-steps in flight spread over NR rows walked together: u / NR steps, at least one.
+#define U_FOR(u, nr) ((u) / (nr) > 0 ? (u) / (nr) : 1)
+// Output rows per warp of gate_up (RPW_GU; it walks 2 RPW_GU weight rows) and down
+// (RPW_DN): the rows share each activation load. Grids are ceil(rows / (WARPS * RPW))
+// blocks wide (gpu.rs launch_experts). linear always has one row per warp.
+#ifndef RPW_GU
+#define RPW_GU 1
+#endif
+#ifndef RPW_DN
+#define RPW_DN 1
+#endif
 // MIN_BLOCKS: blocks per SM the compiler must fit (caps registers); unset: no cap.
 #if defined(MIN_BLOCKS) && !defined(HMOE_EMU)
 #define BOUNDS __launch_bounds__(32 * WARPS, MIN_BLOCKS)
@@ -340,31 +349,88 @@ DEV void rows_dot(const u8* const (&w)[NR], const float* const (&xr)[TT], u32 nt
 #define BOUNDS
 #endif
 
+// Warp sums of V values at once (V a power of two): each halving step exchanges half of
+// the values with the partner lane, so 32 values take 31 shuffles instead of 160.
+// out[c] = the warp's sum of v[c * W + lane / (32 / W)], W = min(V, 32), in every lane.
+template <int V> struct Red { enum { W = V > 32 ? 32 : V, C = V > 32 ? V / 32 : 1 }; };
+
+template <int W> DEV float warp_sum_w(float* v) {
+    u32 lane = threadIdx.x & 31;
+    int m = 16;
+    for (int h = W / 2; h >= 1; h /= 2, m /= 2) {
+        bool up = (lane & (u32)m) != 0;
+        for (int i = 0; i < h; ++i) {
+            float send = up ? v[i] : v[i + h], keep = up ? v[i + h] : v[i];
+            v[i] = keep + SHFL_XOR(send, m);
+        }
+    }
+    float s = v[0];
+    for (; m >= 1; m /= 2) s += SHFL_XOR(s, m);
+    return s;
+}
+
+template <int V> DEV void warp_sums(float (&v)[V], float (&out)[Red<V>::C]) {
+    for (int c = 0; c < Red<V>::C; ++c) out[c] = warp_sum_w<Red<V>::W>(v + c * Red<V>::W);
+}
+
+// Reduces acc[NR][TT] (first NT tokens) over the warp and calls put(r, t, sum) once per
+// row r < NR and token t < nt, from the lane that holds the sum. With PAIRED, rows come
+// in (gate, up) pairs and put(r, t, gate, up) gets both (r even).
+template <int NR, int NT, bool PAIRED, class Put>
+DEV void reduce_rows(float (&acc)[NR][TT], u32 nt, Put put) {
+    u32 lane = threadIdx.x & 31;
+    float v[NR * NT];
+    for (int t = 0; t < NT; ++t)
+        for (int r = 0; r < NR; ++r) v[t * NR + r] = acc[r][t];
+    float out[Red<NR * NT>::C];
+    warp_sums<NR * NT>(v, out);
+    const u32 W = Red<NR * NT>::W, spread = 32 / W;
+    for (int c = 0; c < Red<NR * NT>::C; ++c) {
+        u32 idx = c * W + lane / spread;
+        u32 t = idx / NR, r = idx % NR;
+        float other = 0.0f;
+        if (PAIRED) other = SHFL_XOR(out[c], spread);  // the partner value: idx ^ 1
+        if (lane % spread == 0 && t < nt) {
+            if (!PAIRED) put(r, t, out[c], 0.0f);
+            else if ((r & 1) == 0) put(r, t, out[c], other);
+        }
+    }
+}
+
 // act[pair][j] = silu(gate_j . x[row]) * (up_j . x[row]) for every pair of the item.
 template <int T>
 DEV void gate_up(const u64* items, const u32* rows, const float* x, float* act, u32 hidden,
                  u32 ffn) {
-    u32 lane = threadIdx.x & 31, j = blockIdx.x * WARPS + (threadIdx.x >> 5);
-    if (j >= ffn) return;  // whole warp leaves together: no shuffle is left half-done
+    u32 j0 = (blockIdx.x * WARPS + (threadIdx.x >> 5)) * RPW_GU;
+    if (j0 >= ffn) return;  // whole warp leaves together: no shuffle is left half-done
     const u64* it = items + 4 * blockIdx.y;
     u32 pair0 = (u32)(it[3] & 0xffffffffu), n = (u32)(it[3] >> 32);
     u64 rb = row_bytes<T>(hidden);
-    const u8* const w[2] = {(const u8*)it[0] + j * rb, (const u8*)it[1] + j * rb};
+    const u8* w[2 * RPW_GU];
+    for (int r = 0; r < RPW_GU; ++r) {
+        u32 j = j0 + r < ffn ? j0 + r : ffn - 1;  // past the end: recompute the last row
+        w[2 * r] = (const u8*)it[0] + j * rb;
+        w[2 * r + 1] = (const u8*)it[1] + j * rb;
+    }
+    auto put = [&](u32 r, u32 t, float g, float u) {
+        u32 j = j0 + r / 2;
+        if (j < ffn) act[(u64)(pair0 + t) * ffn + j] = silu(g) * u;
+    };
     for (u32 t0 = 0; t0 < n; t0 += TT) {
         u32 nt = n - t0 < TT ? n - t0 : TT;
-        float acc[2][TT];
+        float acc[2 * RPW_GU][TT];
         const float* xr[TT];
         for (int t = 0; t < TT; ++t) {
-            acc[0][t] = acc[1][t] = 0.0f;
+            for (int r = 0; r < 2 * RPW_GU; ++r) acc[r][t] = 0.0f;
             xr[t] = x + (u64)rows[pair0 + t0 + (t < (int)nt ? t : 0)] * hidden;
         }
-        if (nt == 1) rows_dot<T, 2, 1, U_PAIR(U_ONE)>(w, xr, nt, hidden, acc);
-        else rows_dot<T, 2, TT, U_PAIR(U_TILE)>(w, xr, nt, hidden, acc);
-        for (int t = 0; t < TT; ++t) {
-            if (t < (int)nt) {
-                float sg = warp_sum(acc[0][t]), su = warp_sum(acc[1][t]);
-                if (lane == 0) act[(u64)(pair0 + t0 + t) * ffn + j] = silu(sg) * su;
-            }
+        auto put_t = [&](u32 r, u32 t, float g, float u) { put(r, t0 + t, g, u); };
+        if (nt == 1) {
+            rows_dot<T, 2 * RPW_GU, 1, U_FOR(U_ONE, 2 * RPW_GU)>(w, xr, nt, hidden, acc);
+            reduce_rows<2 * RPW_GU, 1, true>(acc, nt, put_t);
+        } else {
+            rows_dot<T, 2 * RPW_GU, TT, U_FOR(U_TILE, 2 * RPW_GU)>(w, xr, nt, hidden, acc);
+            reduce_rows<2 * RPW_GU, TT, true>(acc, nt, put_t);
         }
     }
 }
@@ -373,27 +439,31 @@ DEV void gate_up(const u64* items, const u32* rows, const float* x, float* act, 
 template <int T>
 DEV void down(const u64* items, const float* wts, const float* act, float* y, u32 hidden,
               u32 ffn) {
-    u32 lane = threadIdx.x & 31, i = blockIdx.x * WARPS + (threadIdx.x >> 5);
-    if (i >= hidden) return;
+    u32 i0 = (blockIdx.x * WARPS + (threadIdx.x >> 5)) * RPW_DN;
+    if (i0 >= hidden) return;
     const u64* it = items + 4 * blockIdx.y;
     u32 pair0 = (u32)(it[3] & 0xffffffffu), n = (u32)(it[3] >> 32);
-    const u8* const w[1] = {(const u8*)it[2] + i * row_bytes<T>(ffn)};
+    u64 rb = row_bytes<T>(ffn);
+    const u8* w[RPW_DN];
+    for (int r = 0; r < RPW_DN; ++r) w[r] = (const u8*)it[2] + (i0 + r < hidden ? i0 + r : hidden - 1) * rb;
     for (u32 t0 = 0; t0 < n; t0 += TT) {
         u32 nt = n - t0 < TT ? n - t0 : TT;
-        float acc[1][TT];
+        float acc[RPW_DN][TT];
         const float* xr[TT];
         for (int t = 0; t < TT; ++t) {
-            acc[0][t] = 0.0f;
+            for (int r = 0; r < RPW_DN; ++r) acc[r][t] = 0.0f;
             xr[t] = act + (u64)(pair0 + t0 + (t < (int)nt ? t : 0)) * ffn;
         }
-        if (nt == 1) rows_dot<T, 1, 1, U_ONE>(w, xr, nt, ffn, acc);
-        else rows_dot<T, 1, TT, U_TILE>(w, xr, nt, ffn, acc);
-        for (int t = 0; t < TT; ++t) {
-            if (t < (int)nt) {
-                float s = warp_sum(acc[0][t]);
-                u32 p = pair0 + t0 + t;
-                if (lane == 0) y[(u64)p * hidden + i] = wts[p] * s;
-            }
+        auto put = [&](u32 r, u32 t, float s, float) {
+            u32 p = pair0 + t0 + t;
+            if (i0 + r < hidden) y[(u64)p * hidden + i0 + r] = wts[p] * s;
+        };
+        if (nt == 1) {
+            rows_dot<T, RPW_DN, 1, U_FOR(U_ONE, RPW_DN)>(w, xr, nt, ffn, acc);
+            reduce_rows<RPW_DN, 1, false>(acc, nt, put);
+        } else {
+            rows_dot<T, RPW_DN, TT, U_FOR(U_TILE, RPW_DN)>(w, xr, nt, ffn, acc);
+            reduce_rows<RPW_DN, TT, false>(acc, nt, put);
         }
     }
 }

@@ -11,7 +11,7 @@ use std::process::Command;
 
 #[path = "emu/build.rs"]
 mod emu_build;
-use emu_build::compile_harness;
+use emu_build::{compile_harness, compile_harness_with};
 
 fn type_code(t: KernelType) -> u32 {
     KernelType::ALL.iter().position(|&k| k == t).unwrap() as u32
@@ -121,4 +121,24 @@ fn token_counts_1_to_16_match_the_cpu_reference_in_the_emulator() {
     let q6 =
         ExpertLayout::new(GgmlDType::Q6K, GgmlDType::Q6K, GgmlDType::Q8_0, hidden, ffn).unwrap();
     run_case(&exe, dir.path(), q6, 3, 11, 2);
+}
+
+/// The tuning knobs hmoe-cuda-check compiles variants with (several output rows per warp,
+/// more or fewer steps in flight) give the same results: one-token and tile paths.
+#[test]
+fn kernel_variants_match_the_cpu_reference_in_the_emulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let q4km = ExpertLayout::new(GgmlDType::Q4K, GgmlDType::Q4K, GgmlDType::Q6K, 512, 256).unwrap();
+    let q8 = ExpertLayout::new(GgmlDType::Q8_0, GgmlDType::Q8_0, GgmlDType::F16, 512, 256).unwrap();
+    for defines in [
+        &["RPW_GU=2", "RPW_DN=4"][..],
+        &["RPW_DN=2", "U_ONE=8"],
+        &["U_TILE=1"],
+    ] {
+        println!("variant {defines:?}");
+        let exe = compile_harness_with(dir.path(), "harness", defines);
+        run_case(&exe, dir.path(), q4km, 1, 1, 1);
+        run_case(&exe, dir.path(), q4km, 1, 9, 1);
+        run_case(&exe, dir.path(), q8, 2, 3, 2);
+    }
 }

@@ -32,6 +32,22 @@ const L2_DEFEAT_BYTES: usize = 256 << 20;
 /// At most this many copies of the timed weights.
 const MAX_COPIES: usize = 64;
 
+/// gate_up / down of a variant module and its output rows per warp (RPW_GU, RPW_DN).
+struct VariantFns {
+    gate_up: CudaFunction,
+    down: CudaFunction,
+    rows_per_warp: (u32, u32),
+}
+
+/// The value of `-D<name>=<v>` among `defines`, 1 if absent (the kernels' default).
+fn define(defines: &[&str], name: &str) -> u32 {
+    defines
+        .iter()
+        .filter_map(|d| d.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+        .next()
+        .unwrap_or(1)
+}
+
 impl GpuExperts {
     /// Runs the expert kernels of one batch (`act_round` of x, `gate_up`, `act_round` of
     /// the SwiGLU products, `down`, `combine`) `reps` times on weights uploaded once to a
@@ -69,10 +85,11 @@ impl GpuExperts {
             v => {
                 let m = self.variant_module(v)?;
                 let f = |name: String| m.load_function(&name).map_err(drv(name));
-                Some((
-                    f(format!("gate_up_{}", layout.gate_up.suffix()))?,
-                    f(format!("down_{}", layout.down.suffix()))?,
-                ))
+                Some(VariantFns {
+                    gate_up: f(format!("gate_up_{}", layout.gate_up.suffix()))?,
+                    down: f(format!("down_{}", layout.down.suffix()))?,
+                    rows_per_warp: (define(v, "RPW_GU"), define(v, "RPW_DN")),
+                })
             }
         };
         // Experts 256-byte aligned, gate/up/down back to back, as in the arena's slots;
@@ -140,8 +157,8 @@ impl GpuExperts {
                 None => {
                     me.launch_experts(layout, it, rw, wt, bl.n_items as u32, (0, bl.n_pairs))?
                 }
-                Some((gu, dn)) => {
-                    me.launch_variant(layout, gu, dn, it, rw, wt, bl.n_items as u32, bl.n_pairs)?
+                Some(v) => {
+                    me.launch_variant(layout, v, it, rw, wt, bl.n_items as u32, bl.n_pairs)?
                 }
             }
             me.launch_combine(
@@ -305,8 +322,7 @@ impl GpuExperts {
     fn launch_variant(
         &self,
         l: &ExpertLayout,
-        gu: &CudaFunction,
-        dn: &CudaFunction,
+        v: &VariantFns,
         items: u64,
         rows: u64,
         wts: u64,
@@ -315,8 +331,8 @@ impl GpuExperts {
     ) -> Result<()> {
         let (hidden, ffn) = (l.hidden as u32, l.ffn as u32);
         let (x, act, y) = (self.x_dev.ptr, self.act_dev.ptr, self.y_dev.ptr);
-        let cfg = |r: u32| LaunchConfig {
-            grid_dim: (r.div_ceil(WARPS_PER_BLOCK), n, 1),
+        let cfg = |r: u32, per_warp: u32| LaunchConfig {
+            grid_dim: (r.div_ceil(WARPS_PER_BLOCK * per_warp), n, 1),
             block_dim: (32 * WARPS_PER_BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -324,28 +340,28 @@ impl GpuExperts {
         // and buffers were sized for this batch by the caller.
         unsafe {
             self.compute
-                .launch_builder(gu)
+                .launch_builder(&v.gate_up)
                 .arg(&items)
                 .arg(&rows)
                 .arg(&x)
                 .arg(&act)
                 .arg(&hidden)
                 .arg(&ffn)
-                .launch(cfg(ffn))
+                .launch(cfg(ffn, v.rows_per_warp.0))
                 .map_err(drv("launch variant gate_up"))?;
         }
         self.round_acts(l.down, act, n_pairs, l.ffn)?;
         // SAFETY: as above.
         unsafe {
             self.compute
-                .launch_builder(dn)
+                .launch_builder(&v.down)
                 .arg(&items)
                 .arg(&wts)
                 .arg(&act)
                 .arg(&y)
                 .arg(&hidden)
                 .arg(&ffn)
-                .launch(cfg(hidden))
+                .launch(cfg(hidden, v.rows_per_warp.1))
                 .map_err(drv("launch variant down"))?;
         }
         Ok(())

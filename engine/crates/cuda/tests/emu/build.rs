@@ -4,11 +4,25 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Builds `tests/emu/<name>.cpp` into `dir/<name>` and returns the executable.
+#[allow(dead_code)] // each test binary includes this file and uses one of the two
 pub fn compile_harness(dir: &Path, name: &str) -> PathBuf {
+    compile_harness_with(dir, name, &[])
+}
+
+/// As [`compile_harness`], with `-D<define>` for each of `defines` (kernel tuning knobs);
+/// the executable is named after the defines.
+#[allow(dead_code)]
+pub fn compile_harness_with(dir: &Path, name: &str, defines: &[&str]) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/emu/{name}.cpp"));
-    let exe = dir.join(name);
+    let tag: String = defines
+        .iter()
+        .map(|d| format!("_{}", d.replace('=', "")))
+        .collect();
+    let exe = dir.join(format!("{name}{tag}"));
     let out = Command::new("g++")
-        .args(["-std=c++20", "-O2", "-pthread", "-Wall", "-Werror", "-o"])
+        .args(["-std=c++20", "-O2", "-pthread", "-Wall", "-Werror"])
+        .args(defines.iter().map(|d| format!("-D{d}")))
+        .arg("-o")
         .arg(&exe)
         .arg(&src)
         .output()

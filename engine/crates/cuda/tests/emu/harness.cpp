@@ -44,12 +44,13 @@ int main(int argc, char** argv) {
     if (fmt[tgu])
         emu_launch(EmuDim{hidden / blk[tgu], n_tokens, 1}, EmuDim{32, 1, 1},
                    [&] { act_round(x.data(), hidden, fmt[tgu]); });
-    emu_launch(EmuDim{(ffn + WARPS - 1) / WARPS, n_items, 1}, EmuDim{32 * WARPS, 1, 1},
+    const u32 gu_rows = WARPS * RPW_GU, dn_rows = WARPS * RPW_DN;  // per block, as src/gpu.rs
+    emu_launch(EmuDim{(ffn + gu_rows - 1) / gu_rows, n_items, 1}, EmuDim{32 * WARPS, 1, 1},
                [&] { gu[tgu](items, rows, x.data(), act.data(), hidden, ffn); });
     if (fmt[tdn])
         emu_launch(EmuDim{ffn / blk[tdn], n_pairs, 1}, EmuDim{32, 1, 1},
                    [&] { act_round(act.data(), ffn, fmt[tdn]); });
-    emu_launch(EmuDim{(hidden + WARPS - 1) / WARPS, n_items, 1}, EmuDim{32 * WARPS, 1, 1},
+    emu_launch(EmuDim{(hidden + dn_rows - 1) / dn_rows, n_items, 1}, EmuDim{32 * WARPS, 1, 1},
                [&] { dn[tdn](items, wts, act.data(), y.data(), hidden, ffn); });
     emu_launch(EmuDim{(hidden + 127) / 128, n_tokens, 1}, EmuDim{128, 1, 1},
                [&] { combine(ts, tp, y.data(), out.data(), hidden); });
