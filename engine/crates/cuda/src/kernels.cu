@@ -281,17 +281,21 @@ DEV float warp_sum(float v) {
 
 DEV float silu(float g) { return g / (1.0f + expf(-g)); }
 
-// U steps (s0 .. s0+U-1) of NR rows sharing their columns (gate and up), NT tokens at most
-// (nt valid): all raw loads of the U x NR row-steps first, then decode and multiply.
+// U steps (s0 .. s0+U-1, those below `steps`) of NR rows sharing their columns (gate and
+// up), NT tokens at most (nt valid): all raw loads of the U x NR row-steps first, then
+// decode and multiply. Steps past the row's end load nothing and are skipped (the test is
+// the same for the whole warp).
 template <int T, int NR, int NT, int U>
 DEV void dot_steps(const u8* const* w, const float* const (&xr)[TT], u32 nt, u32 cols,
-                   u32 s0, u32 lane, float (&acc)[NR][TT]) {
+                   u32 steps, u32 s0, u32 lane, float (&acc)[NR][TT]) {
     Raw<T> raw[U][NR];
     for (int u = 0; u < U; ++u) {
+        if (s0 + u >= steps) break;
         u32 e = run_off(s0 + u, lane);
         for (int r = 0; r < NR; ++r) raw[u][r].load(w[r], s0 + u, lane, e + 4 <= cols, e + 36 <= cols);
     }
     for (int u = 0; u < U; ++u) {
+        if (s0 + u >= steps) break;
         u32 e = run_off(s0 + u, lane);
         bool va = e + 4 <= cols, vb = e + 36 <= cols;
         float wa[NR][4], wb[NR][4];
@@ -313,13 +317,13 @@ DEV void dot_steps(const u8* const* w, const float* const (&xr)[TT], u32 nt, u32
 
 // This lane's share of w[r] . x[t] for NR rows of `cols` elements that share their columns
 // (gate and up) and nt <= NT token rows: acc[r][t] += partial sums (reduce with warp_sum).
-// The row is walked U steps at a time (loads of U steps in flight), then one at a time.
+// The row is walked U steps at a time (loads of U steps in flight; a row of 3 steps, an
+// expert's down row at FFN 768, is one group of 3 with U = 4).
 template <int T, int NR, int NT, int U>
 DEV void rows_dot(const u8* const* w, const float* const (&xr)[TT], u32 nt, u32 cols,
                   float (&acc)[NR][TT]) {
-    u32 lane = threadIdx.x & 31, steps = (cols + 255) / 256, s = 0;
-    for (; s + U <= steps; s += U) dot_steps<T, NR, NT, U>(w, xr, nt, cols, s, lane, acc);
-    for (; s < steps; ++s) dot_steps<T, NR, NT, 1>(w, xr, nt, cols, s, lane, acc);
+    u32 lane = threadIdx.x & 31, steps = (cols + 255) / 256;
+    for (u32 s = 0; s < steps; s += U) dot_steps<T, NR, NT, U>(w, xr, nt, cols, steps, s, lane, acc);
 }
 
 // Steps in flight per row: a decode token (NT = 1) has registers to spare for loads; a

@@ -254,15 +254,14 @@ fn kernel_only_timings(g: &mut GpuExperts, rep: &mut Report) -> Result<Value> {
 /// run shows which setting is fastest. `default` is the production build.
 const VARIANTS: &[(&str, &[&str])] = &[
     ("default", &[]),
-    ("min_blocks=3", &["MIN_BLOCKS=3"]),
-    ("min_blocks=4", &["MIN_BLOCKS=4"]),
     ("u_one=2", &["U_ONE=2"]),
+    ("u_one=2,min_blocks=3", &["U_ONE=2", "MIN_BLOCKS=3"]),
+    ("u_one=2,min_blocks=4", &["U_ONE=2", "MIN_BLOCKS=4"]),
     ("u_one=8", &["U_ONE=8"]),
     ("u_tile=1", &["U_TILE=1"]),
-    ("min_blocks=4,u_tile=1", &["MIN_BLOCKS=4", "U_TILE=1"]),
-    ("rpw_dn=2", &["RPW_DN=2"]),
+    ("min_blocks=3", &["MIN_BLOCKS=3"]),
+    ("rpw_dn=2,u_one=2", &["RPW_DN=2", "U_ONE=2"]),
     ("rpw_dn=4", &["RPW_DN=4"]),
-    ("rpw_dn=2,min_blocks=3", &["RPW_DN=2", "MIN_BLOCKS=3"]),
     ("rpw_gu=2", &["RPW_GU=2"]),
 ];
 
