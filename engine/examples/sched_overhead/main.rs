@@ -1,0 +1,163 @@
+//! Scheduler overhead per MoE layer, without a GPU: the engine's `SchedPlacer` driven
+//! through decode steps of the 48-layer Qwen3-30B-A3B shape with a 16 GiB VRAM cache
+//! (`value` policy, GPU timings fed back), timing `place`, `observe` and `end_step` as
+//! `MoeSummary::sched_seconds` does on the GPU machine.
+//!
+//! ```text
+//! cargo run --release -p hmoe-engine --example sched_overhead -- [STEPS] [WARMUP] [COLD_STEPS]
+//! ```
+//! Prints ns per layer for each call (end_step and begin_step amortised over the
+//! layers) with and without prefetch, and heap allocations per layer; then the same with
+//! every call's caches made cold first (defaults: 2000 steps, 200 warm-up, 20 cold).
+
+mod drive;
+
+use drive::{Driver, NoProbe, Phase, Probe};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::time::Instant;
+
+/// Counts heap allocations of this thread (the driver is single-threaded).
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator; the counter is a const thread-local (no
+// allocation of its own).
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocs() -> u64 {
+    ALLOCS.with(|c| c.get())
+}
+
+const PHASES: [Phase; 4] = [Phase::Begin, Phase::Place, Phase::Observe, Phase::End];
+
+/// Bytes swept before each timed call in the cold runs: above the build machine's
+/// 32 MiB L3, as the expert weights streamed between two layers evict the
+/// scheduler's state on the GPU machine.
+const COLD_BYTES: usize = 48 << 20;
+
+/// Time and allocations per phase.
+#[derive(Default)]
+struct Timer {
+    started: Option<(Instant, u64)>,
+    ns: [u128; 4],
+    allocs: [u64; 4],
+    /// Swept before every call when timing cold caches.
+    cold: Vec<u8>,
+}
+
+impl Timer {
+    /// Writes the sweep buffer (one byte per cache line) to evict the caches.
+    fn evict(&mut self) {
+        for b in self.cold.iter_mut().step_by(64) {
+            *b = b.wrapping_add(1);
+        }
+        std::hint::black_box(&self.cold);
+    }
+}
+
+fn idx(p: Phase) -> usize {
+    PHASES.iter().position(|&q| q == p).unwrap_or(0)
+}
+
+impl Probe for Timer {
+    fn enter(&mut self, _: Phase) {
+        if !self.cold.is_empty() {
+            self.evict();
+        }
+        self.started = Some((Instant::now(), allocs()));
+    }
+    fn exit(&mut self, p: Phase) {
+        let a = allocs();
+        if let Some((t, a0)) = self.started.take() {
+            self.ns[idx(p)] += t.elapsed().as_nanos();
+            self.allocs[idx(p)] += a - a0;
+        }
+    }
+}
+
+fn run(prefetch: bool, cold: bool, steps: usize, warmup: usize) {
+    let mut d = Driver::new(prefetch);
+    for _ in 0..warmup {
+        d.step(&mut NoProbe);
+    }
+    let c0 = d.counts;
+    let mut t = Timer {
+        cold: if cold {
+            vec![0; COLD_BYTES]
+        } else {
+            Vec::new()
+        },
+        ..Timer::default()
+    };
+    let wall = Instant::now();
+    for _ in 0..steps {
+        d.step(&mut t);
+    }
+    let wall = wall.elapsed().as_secs_f64();
+    let layers = (steps * d.n_layers()) as f64;
+    let per = |i: usize| t.ns[i] as f64 / layers;
+    let al = |i: usize| t.allocs[i] as f64 / layers;
+    let c = d.counts;
+    let routed =
+        (c.cpu + c.gpu_hits + c.gpu_fetches - c0.cpu - c0.gpu_hits - c0.gpu_fetches).max(1) as f64;
+    println!(
+        "| {} | {} | {steps} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} | {:.2} | {:.2} |",
+        if prefetch { "on" } else { "off" },
+        if cold { "cold" } else { "warm" },
+        per(1),
+        per(2),
+        per(1) + per(2),
+        per(3),
+        per(0),
+        per(0) + per(1) + per(2) + per(3),
+        al(1),
+        al(2),
+        al(0) + al(3),
+        (c.gpu_hits - c0.gpu_hits) as f64 / routed,
+        (c.gpu_fetches - c0.gpu_fetches) as f64 / routed,
+        wall,
+    );
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let steps: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(2000);
+    let warmup: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(200);
+    let cold_steps: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(20);
+    println!(
+        "ns per MoE layer (begin/end_step amortised over the 48 layers); allocations per layer"
+    );
+    println!();
+    println!("| prefetch | caches | steps | place ns | observe ns | place+observe ns | end_step ns | begin_step ns | total ns/layer | allocs place / observe / step | GPU hit share | fetch share | wall s |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for prefetch in [true, false] {
+        run(prefetch, false, steps, warmup);
+    }
+    // Cold: every call starts with its state evicted from L1-L3 (slow: each sweep
+    // writes COLD_BYTES).
+    if cold_steps > 0 {
+        run(true, true, cold_steps, warmup);
+    }
+}
