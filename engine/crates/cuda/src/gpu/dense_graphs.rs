@@ -6,6 +6,9 @@
 //! per such key and replayed with one launch. Everything else a call changes lives in device
 //! memory the graph reads: positions, cache addresses, the split plan, the inputs.
 //!
+//! Profiling (`HMOE_DENSE_PROFILE=1`) times a graph as a whole; `HMOE_CUDA_GRAPHS=0`
+//! with it times each kernel.
+//!
 //! A graph holds the addresses of the call buffers: [`GraphCache::invalidate`] drops every
 //! graph when one of them is reallocated.
 

@@ -144,7 +144,7 @@ pub struct GpuDense {
     warnings: Vec<String>,
     /// Per-kernel stream times (`HMOE_DENSE_PROFILE=1`).
     profile: Option<DenseProfile>,
-    /// Captured decode calls (off while profiling: a graph's kernels are not timed apart).
+    /// Captured decode calls.
     graphs: GraphCache,
     stream: Arc<CudaStream>,
     ctx: Arc<CudaContext>,
@@ -459,9 +459,11 @@ impl GpuDense {
             grid_splits,
             next,
         };
-        let graphed = prof.is_none() && self.graphs.wants(n);
+        // Profiling with graphs on times the upload and the whole graph (events outside
+        // it); with HMOE_CUDA_GRAPHS=0 every kernel apart.
+        let graphed = self.graphs.wants(n);
         let launched = if graphed {
-            self.run_graphed(&io, key)
+            self.run_graphed(&mut prof, &io, key)
         } else {
             self.run_direct(&mut prof, &io, key)
         };
@@ -506,14 +508,38 @@ impl GpuDense {
 
     /// Runs the call's kernels from the graph of `key`, captured first if new (the stream
     /// is idle: the previous call synchronised), after the upload in stream order.
-    fn run_graphed(&mut self, io: &Io, key: GraphKey) -> Result<()> {
+    fn run_graphed(
+        &mut self,
+        prof: &mut Option<DenseProfile>,
+        io: &Io,
+        key: GraphKey,
+    ) -> Result<()> {
         let mut graphs = std::mem::take(&mut self.graphs);
-        let captured = graphs.ensure(&self.stream, key, || self.launch_block(&mut None, io, key));
-        let r = captured
-            .and_then(|()| self.upload_inputs(io))
-            .and_then(|()| graphs.launch(key));
+        let r = self.run_graph_of(&mut graphs, prof, io, key);
         self.graphs = graphs;
         r
+    }
+
+    fn run_graph_of(
+        &mut self,
+        graphs: &mut GraphCache,
+        prof: &mut Option<DenseProfile>,
+        io: &Io,
+        key: GraphKey,
+    ) -> Result<()> {
+        graphs.ensure(&self.stream, key, || self.launch_block(&mut None, io, key))?;
+        if let Some(p) = prof.as_mut() {
+            p.begin(&self.stream, key.rows)?;
+        }
+        self.upload_inputs(io)?;
+        if let Some(p) = prof.as_mut() {
+            p.mark(&self.stream, "upload")?;
+        }
+        graphs.launch(key)?;
+        if let Some(p) = prof.as_mut() {
+            p.mark(&self.stream, "layer graph")?;
+        }
+        Ok(())
     }
 
     /// Uploads the inputs and launches the call's kernels one by one (profiled if on).
