@@ -20,7 +20,11 @@ DEV void linear(const u8* w, const float* x, float* y, u32 rows, u32 cols, u32 n
     }
     auto put = [&](u32, u32 t, float s, float) { y[(u64)(t0 + t) * rows + r] = s; };
     if (nt == 1) {
+#if ASYNC
+        rows_dot_async<T, 1>(wr, xr[0], cols, acc);
+#else
         rows_dot<T, 1, 1, U_ONE>(wr, xr, nt, cols, acc);
+#endif
         reduce_rows<1, 1, false>(acc, nt, put);
     } else {
         rows_dot<T, 1, TT, U_TILE>(wr, xr, nt, cols, acc);

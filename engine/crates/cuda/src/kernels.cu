@@ -51,8 +51,19 @@ DEV float h2f(u32 h) {
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"((unsigned short)h));
     return f;
 }
+// Asynchronous 16-byte global -> shared copies (sm_80+): no registers hold the data in
+// flight. Both addresses 16-byte aligned.
+#define SHARED __shared__
+#define SYNCWARP() __syncwarp()
+DEV void cp_async16(void* smem, const void* gmem) {
+    u32 s = (u32)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
+}
+DEV void cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N> DEV void cp_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
 #else
-// emu.h provides PRMT, FSHR, ld16, ld32, ld2x32, ldf4 with the CUDA semantics.
+// emu.h provides PRMT, FSHR, ld16, ld32, ld2x32, ldf4, SHARED, SYNCWARP, cp_async16,
+// cp_commit, cp_wait with the CUDA semantics.
 DEV float h2f(u32 h) {
     u32 s = (h >> 15) & 1u, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
     float sign = s ? -1.0f : 1.0f;
@@ -86,6 +97,9 @@ template <> struct Blk<T_Q6K> { enum { E = 256, B = 210 }; };
 
 template <int T> DEV u64 row_bytes(u32 cols) { return (u64)(cols / Blk<T>::E) * Blk<T>::B; }
 
+// Bytes of one 256-element step of a row (see rows_dot).
+template <int T> struct Step { enum { B = 256 / Blk<T>::E * Blk<T>::B }; };
+
 // Byte k of w as a float, minus `bias - 2^23`: the byte goes into the mantissa of 2^23
 // (exact), so bias 2^23 gives the unsigned byte, 2^23 + 32 the Q6_K value, and so on.
 #define MAGIC 0x4B000000u
@@ -95,8 +109,9 @@ DEV float bytef(u32 w, u32 k, float bias) { return AS_FLOAT(PRMT(w, MAGIC, 0x744
 // A lane's raw words of one step of a row (loaded first, for several steps and rows at
 // once, so that many loads are in flight per warp) and their decoding into the lane's two
 // runs: wa = elements e .. e+3, wb = e+32 .. e+35 with e = 256 s + 64 (lane / 8) +
-// 4 (lane % 8). va / vb: the run lies inside the row (always for k-quants; the last step
-// of a Q8_0 or float row may be partial).
+// 4 (lane % 8). `load` takes the step's first byte (row + s * Step<T>::B, in global or
+// shared memory). va / vb: the run lies inside the row (always for k-quants; the last
+// step of a Q8_0 or float row may be partial).
 template <int T> struct Raw;
 
 DEV void zero4(float* w) { w[0] = w[1] = w[2] = w[3] = 0.0f; }
@@ -104,8 +119,8 @@ DEV u32 run_off(u32 s, u32 lane) { return 256 * s + 64 * (lane >> 3) + 4 * (lane
 
 template <> struct Raw<T_F32> {
     float a[4], b[4];
-    DEV void load(const u8* row, u32 s, u32 lane, bool va, bool vb) {
-        const float* p = (const float*)row + run_off(s, lane);
+    DEV void load(const u8* step, u32 lane, bool va, bool vb) {
+        const float* p = (const float*)step + run_off(0, lane);
         if (va) ldf4(p, a); else zero4(a);
         if (vb) ldf4(p + 32, b); else zero4(b);
     }
@@ -116,8 +131,8 @@ template <> struct Raw<T_F32> {
 
 template <> struct Raw<T_F16> {
     u32 a[2], b[2];
-    DEV void load(const u8* row, u32 s, u32 lane, bool va, bool vb) {
-        const u8* p = row + 2 * run_off(s, lane);
+    DEV void load(const u8* step, u32 lane, bool va, bool vb) {
+        const u8* p = step + 2 * run_off(0, lane);
         a[0] = a[1] = b[0] = b[1] = 0;
         if (va) ld2x32(p, a);
         if (vb) ld2x32(p + 64, b);
@@ -132,8 +147,8 @@ template <> struct Raw<T_F16> {
 
 template <> struct Raw<T_BF16> {
     u32 a[2], b[2];
-    DEV void load(const u8* row, u32 s, u32 lane, bool va, bool vb) {
-        const u8* p = row + 2 * run_off(s, lane);
+    DEV void load(const u8* step, u32 lane, bool va, bool vb) {
+        const u8* p = step + 2 * run_off(0, lane);
         a[0] = a[1] = b[0] = b[1] = 0;
         if (va) ld2x32(p, a);
         if (vb) ld2x32(p + 64, b);
@@ -157,8 +172,8 @@ DEV void ld32_a2(const u8* p, u32 mis, u32* lo, u32* hi) {
 // Q8_0: runs a and b are blocks 8 s + 2 g and the next one; 4 quants at 4 (lane % 8).
 template <> struct Raw<T_Q8_0> {
     u32 da, db, alo, ahi, blo, bhi, mis;
-    DEV void load(const u8* row, u32 s, u32 lane, bool va, bool vb) {
-        const u8* blk = row + (u64)(8 * s + 2 * (lane >> 3)) * 34;
+    DEV void load(const u8* step, u32 lane, bool va, bool vb) {
+        const u8* blk = step + 2 * (lane >> 3) * 34;
         const u8* q = blk + 2 + 4 * (lane & 7);
         mis = (u32)(u64)q & 2u;  // block b + 1 starts 34 bytes on: the other parity
         da = db = alo = ahi = blo = bhi = 0;
@@ -205,8 +220,7 @@ DEV void kscales(u32 dm, u32 s0, u32 s1, u32 s2, u32 g, float* da, float* ma, fl
 
 template <> struct Raw<T_Q4K> {
     u32 dm, s0, s1, s2, q;
-    DEV void load(const u8* row, u32 s, u32 lane, bool, bool) {
-        const u8* blk = row + (u64)s * 144;
+    DEV void load(const u8* blk, u32 lane, bool, bool) {
         dm = ld32(blk), s0 = ld32(blk + 4), s1 = ld32(blk + 8), s2 = ld32(blk + 12);
         q = ld32(blk + 16 + 32 * (lane >> 3) + 4 * (lane & 7));
     }
@@ -223,8 +237,7 @@ template <> struct Raw<T_Q4K> {
 
 template <> struct Raw<T_Q5K> {
     u32 dm, s0, s1, s2, q, h;
-    DEV void load(const u8* row, u32 s, u32 lane, bool, bool) {
-        const u8* blk = row + (u64)s * 176;
+    DEV void load(const u8* blk, u32 lane, bool, bool) {
         u32 l4 = 4 * (lane & 7);
         dm = ld32(blk), s0 = ld32(blk + 4), s1 = ld32(blk + 8), s2 = ld32(blk + 12);
         q = ld32(blk + 48 + 32 * (lane >> 3) + l4);
@@ -248,8 +261,7 @@ template <> struct Raw<T_Q5K> {
 // and two bit pairs of one qh word; every word is at the block's offset parity.
 template <> struct Raw<T_Q6K> {
     u32 alo, ahi, blo, bhi, hlo, hhi, sca, scb, d, mis;
-    DEV void load(const u8* row, u32 s, u32 lane, bool, bool) {
-        const u8* blk = row + (u64)s * 210;
+    DEV void load(const u8* blk, u32 lane, bool, bool) {
         u32 g = lane >> 3, l4 = 4 * (lane & 7), n = g >> 1;
         mis = (u32)(u64)blk & 2u;
         ld32_a2(blk + 64 * n + l4, mis, &alo, &ahi);
@@ -292,7 +304,8 @@ DEV void dot_steps(const u8* const* w, const float* const (&xr)[TT], u32 nt, u32
     for (int u = 0; u < U; ++u) {
         if (s0 + u >= steps) break;
         u32 e = run_off(s0 + u, lane);
-        for (int r = 0; r < NR; ++r) raw[u][r].load(w[r], s0 + u, lane, e + 4 <= cols, e + 36 <= cols);
+        for (int r = 0; r < NR; ++r)
+            raw[u][r].load(w[r] + (u64)(s0 + u) * Step<T>::B, lane, e + 4 <= cols, e + 36 <= cols);
     }
     for (int u = 0; u < U; ++u) {
         if (s0 + u >= steps) break;
@@ -326,6 +339,68 @@ DEV void rows_dot(const u8* const* w, const float* const (&xr)[TT], u32 nt, u32 
     for (u32 s = 0; s < steps; s += U) dot_steps<T, NR, NT, U>(w, xr, nt, cols, steps, s, lane, acc);
 }
 
+// One token through shared memory (variant ASYNC=1): each step of the NR rows is copied
+// by cp.async into a per-warp ring of S stages, S steps ahead of the one being decoded, so
+// the loads in flight cost shared memory instead of registers. The copy of a step covers
+// its bytes from the 16-byte boundary below to the one above, clipped to the row's end
+// (whole 16-byte chunks: inside the allocation, whose size is a multiple of 256); its
+// bytes keep their address mod 16, so Raw<T>::load reads them as from global memory.
+#ifndef ASYNC_SMEM
+#define ASYNC_SMEM 40960  // bytes of shared memory per block for the rings
+#endif
+template <int T, int NR> struct Ring {
+    enum {
+        SLOT = (Step<T>::B + 30) / 16 * 16,  // the step's chunks at any start mod 16
+        S0 = ASYNC_SMEM / (WARPS * NR * SLOT),
+        S = S0 > 8 ? 8 : (S0 < 1 ? 1 : S0)
+    };
+};
+
+template <int T, int NR>
+DEV void rows_dot_async(const u8* const* w, const float* xr, u32 cols, float (&acc)[NR][TT]) {
+    typedef Ring<T, NR> R;
+    SHARED __attribute__((aligned(16))) u8 ring[WARPS][R::S][NR][R::SLOT];
+    u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5, steps = (cols + 255) / 256;
+    u64 rb = row_bytes<T>(cols);
+    // Issues the copies of step s into stage s % S (every lane commits a group, empty or not).
+    auto issue = [&](u32 s) {
+        if (s < steps) {
+            for (int r = 0; r < NR; ++r) {
+                u64 p = (u64)(w[r] + (u64)s * Step<T>::B), end = (u64)(w[r] + rb);
+                u64 a = p & ~15ull, e = p + Step<T>::B < end ? p + Step<T>::B : end;
+                u32 n = (u32)((((e + 15) & ~15ull) - a) / 16);
+                for (u32 c = lane; c < n; c += 32)
+                    cp_async16(&ring[warp][s % R::S][r][16 * c], (const void*)(a + 16 * c));
+            }
+        }
+        cp_commit();
+    };
+    for (u32 s = 0; s < R::S; ++s) issue(s);
+    for (u32 s = 0; s < steps; ++s) {
+        cp_wait<R::S - 1>();  // this lane's copies of step s are done
+        SYNCWARP();           // and every lane's
+        u32 e = run_off(s, lane);
+        bool va = e + 4 <= cols, vb = e + 36 <= cols;
+        float xa[4], xb[4];
+        if (va) ldf4(xr + e, xa); else zero4(xa);
+        if (vb) ldf4(xr + e + 32, xb); else zero4(xb);
+        for (int r = 0; r < NR; ++r) {
+            u64 p = (u64)(w[r] + (u64)s * Step<T>::B);
+            Raw<T> raw;
+            raw.load(&ring[warp][s % R::S][r][p & 15], lane, va, vb);
+            float wa[4], wb[4];
+            raw.dec(lane, wa, wb);
+            for (int k = 0; k < 4; ++k) {
+                acc[r][0] += wa[k] * xa[k];
+                acc[r][0] += wb[k] * xb[k];
+            }
+        }
+        SYNCWARP();  // stage s % S is read: it may be refilled
+        issue(s + R::S);
+    }
+    cp_wait<0>();
+}
+
 // Steps in flight per row: a decode token (NT = 1) has registers to spare for loads; a
 // tile of TT tokens needs them for its accumulators. hmoe-cuda-check times variants
 // compiled with other values (-DU_ONE=.. -DU_TILE=.. -DMIN_BLOCKS=.. -DRPW_GU=.. -DRPW_DN=..).
@@ -345,6 +420,10 @@ DEV void rows_dot(const u8* const* w, const float* const (&xr)[TT], u32 nt, u32 
 #endif
 #ifndef RPW_DN
 #define RPW_DN 1
+#endif
+// ASYNC=1: the one-token path copies weights through shared memory (rows_dot_async).
+#ifndef ASYNC
+#define ASYNC 0
 #endif
 // MIN_BLOCKS: blocks per SM the compiler must fit (caps registers); unset: no cap.
 #if defined(MIN_BLOCKS) && !defined(HMOE_EMU)
@@ -430,7 +509,11 @@ DEV void gate_up(const u64* items, const u32* rows, const float* x, float* act, 
         }
         auto put_t = [&](u32 r, u32 t, float g, float u) { put(r, t0 + t, g, u); };
         if (nt == 1) {
+#if ASYNC
+            rows_dot_async<T, 2 * RPW_GU>(w, xr[0], hidden, acc);
+#else
             rows_dot<T, 2 * RPW_GU, 1, U_FOR(U_ONE, 2 * RPW_GU)>(w, xr, nt, hidden, acc);
+#endif
             reduce_rows<2 * RPW_GU, 1, true>(acc, nt, put_t);
         } else {
             rows_dot<T, 2 * RPW_GU, TT, U_FOR(U_TILE, 2 * RPW_GU)>(w, xr, nt, hidden, acc);
@@ -463,7 +546,11 @@ DEV void down(const u64* items, const float* wts, const float* act, float* y, u3
             if (i0 + r < hidden) y[(u64)p * hidden + i0 + r] = wts[p] * s;
         };
         if (nt == 1) {
+#if ASYNC
+            rows_dot_async<T, RPW_DN>(w, xr[0], ffn, acc);
+#else
             rows_dot<T, RPW_DN, 1, U_FOR(U_ONE, RPW_DN)>(w, xr, nt, ffn, acc);
+#endif
             reduce_rows<RPW_DN, 1, false>(acc, nt, put);
         } else {
             rows_dot<T, RPW_DN, TT, U_FOR(U_TILE, RPW_DN)>(w, xr, nt, ffn, acc);

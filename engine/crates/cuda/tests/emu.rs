@@ -124,7 +124,8 @@ fn token_counts_1_to_16_match_the_cpu_reference_in_the_emulator() {
 }
 
 /// The tuning knobs hmoe-cuda-check compiles variants with (several output rows per warp,
-/// more or fewer steps in flight) give the same results: one-token and tile paths.
+/// more or fewer steps in flight, the one-token path through shared memory) give the same
+/// results: one-token and tile paths.
 #[test]
 fn kernel_variants_match_the_cpu_reference_in_the_emulator() {
     let dir = tempfile::tempdir().unwrap();
@@ -134,6 +135,8 @@ fn kernel_variants_match_the_cpu_reference_in_the_emulator() {
         &["RPW_GU=2", "RPW_DN=4"][..],
         &["RPW_DN=2", "U_ONE=8"],
         &["U_TILE=1"],
+        &["ASYNC=1"],
+        &["ASYNC=1", "RPW_DN=2"],
     ] {
         println!("variant {defines:?}");
         let exe = compile_harness_with(dir.path(), "harness", defines);

@@ -14,7 +14,7 @@ use std::process::Command;
 
 #[path = "emu/build.rs"]
 mod emu_build;
-use emu_build::compile_harness;
+use emu_build::{compile_harness, compile_harness_with};
 
 /// Runs op 0 (linear) of tests/emu/dense_harness.cpp and checks it against the reference.
 fn check_linear(exe: &Path, dir: &Path, t: KernelType, rows: usize, cols: usize, n: usize) {
@@ -95,5 +95,25 @@ fn linear_token_counts_1_to_16_in_the_emulator() {
     for n in [2, 8, 16] {
         check_linear(&exe, dir.path(), KernelType::Q8_0, 19, 96, n);
         check_linear(&exe, dir.path(), KernelType::Q6K, 5, 768, n);
+    }
+}
+
+/// The one-token path through shared memory (variant ASYNC=1): every type, rows that start
+/// at every address parity (Q6_K, Q8_0 rows of odd byte counts), partial last steps, and
+/// rows of 1 to 6 steps (fewer and more steps than the ring has stages).
+#[test]
+fn linear_async_variant_in_the_emulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile_harness_with(dir.path(), "dense_harness", &["ASYNC=1"]);
+    for t in KernelType::ALL {
+        let cols: &[usize] = match t.block_elems() {
+            256 => &[256, 1536],
+            32 => &[352, 1312],
+            _ => &[200, 1096],
+        };
+        for &c in cols {
+            check_linear(&exe, dir.path(), t, 7, c, 1);
+        }
+        check_linear(&exe, dir.path(), t, 7, cols[1], 3);
     }
 }

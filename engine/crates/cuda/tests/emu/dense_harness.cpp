@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
     case 0: {
         u32 ty = rd32(), rows = rd32(), cols = rd32(), n = rd32(), wb = rd32();
         auto w = rdv<u8>(wb);
+        w.resize(wb + 16);  // whole 16-byte chunks for the async path (see harness.cpp)
         auto x = rdv<float>((size_t)n * cols);
         out.assign((size_t)n * rows, -7.0f);
         LinearFn f[] = {linear_f32, linear_f16, linear_bf16, linear_q8_0, linear_q4_k, linear_q5_k, linear_q6_k};

@@ -72,6 +72,19 @@ static inline void emu_align(const void* p, uintptr_t a) {
         abort();
     }
 }
+// Shared memory: the emulator runs one block at a time, so a function-local static is the
+// block's shared array (the kernels give each warp its own part of it). cp.async copies
+// at once; __syncwarp is the warp's barrier.
+#define SHARED static
+static inline void cp_async16(void* s, const void* g) {
+    emu_align(s, 16);
+    emu_align(g, 16);
+    std::memcpy(s, g, 16);
+}
+static inline void cp_commit() {}
+template <int N> static inline void cp_wait() {}
+#define SYNCWARP() emu_warp->bar.arrive_and_wait()
+
 static inline u32 ld16(const u8* p) { emu_align(p, 2); u16 v; std::memcpy(&v, p, 2); return v; }
 static inline u32 ld32(const u8* p) { emu_align(p, 4); u32 v; std::memcpy(&v, p, 4); return v; }
 static inline void ld2x32(const u8* p, u32* o) { emu_align(p, 8); std::memcpy(o, p, 8); }

@@ -19,7 +19,9 @@ int main(int argc, char** argv) {
     if (!f) { perror("open input"); return 2; }
     u32 tgu = rd32(f), tdn = rd32(f), hidden = rd32(f), ffn = rd32(f), n_tokens = rd32(f);
     u32 n_wbytes = rd32(f), n_bbytes = rd32(f);
-    std::vector<u8> weights(n_wbytes), batch(n_bbytes);
+    // 16 spare bytes: the async path copies whole 16-byte chunks (on the GPU, inside the
+    // allocation, whose size is a multiple of 256).
+    std::vector<u8> weights(n_wbytes + 16), batch(n_bbytes);
     if (fread(weights.data(), 1, n_wbytes, f) != n_wbytes || fread(batch.data(), 1, n_bbytes, f) != n_bbytes) { fprintf(stderr, "short input\n"); return 2; }
     u32 o_items = rd32(f), o_rows = rd32(f), o_wts = rd32(f), o_ts = rd32(f), o_tp = rd32(f);
     u32 n_items = rd32(f), n_pairs = rd32(f);
