@@ -8,7 +8,7 @@
 
 use hmoe_cuda::LayerTimings;
 use hmoe_engine::backend::cuda::SlotHints;
-use hmoe_engine::moe::dispatch::{LayerMeasure, Placer};
+use hmoe_engine::moe::dispatch::{LayerMeasure, LayerPlacement, Placer};
 use hmoe_engine::moe::placer::{PlacerOptions, SchedPlacer};
 use hmoe_engine::moe::WorkItem;
 use hmoe_engine::sched::synth::{generate, SynthParams};
@@ -71,6 +71,7 @@ pub struct Driver {
     step: usize,
     cpu_items: Vec<WorkItem>,
     gpu_items: Vec<WorkItem>,
+    plan: LayerPlacement,
     /// Plan counts so far.
     pub counts: PlanCounts,
 }
@@ -135,6 +136,7 @@ impl Driver {
             step: 0,
             cpu_items: Vec::new(),
             gpu_items: Vec::new(),
+            plan: LayerPlacement::default(),
             counts: PlanCounts::default(),
         }
     }
@@ -152,7 +154,8 @@ impl Driver {
             let items = &self.items[s][layer];
             let next = &self.trace.steps[s].layers[layer].pred;
             probe.enter(Phase::Place);
-            let plan = self.placer.place(layer, items, next, true);
+            let plan = &mut self.plan;
+            self.placer.place(layer, items, next, true, plan);
             probe.exit(Phase::Place);
             self.cpu_items.clear();
             self.cpu_items

@@ -41,15 +41,17 @@ pub struct LayerMeasure<'a> {
 /// Decides placement per layer. The hybrid scheduler implements this; with no GPU
 /// the [`CpuOnly`] placer puts everything on the CPU.
 pub trait Placer: Send {
-    /// Plans one layer of one step. `next` predicts the next layer's experts
-    /// (expert, probability of selection) for prefetching.
+    /// Plans one layer of one step into `out` (its lists are replaced; the dispatcher
+    /// reuses one placement, so a placer need not allocate per layer). `next` predicts
+    /// the next layer's experts (expert, probability of selection) for prefetching.
     fn place(
         &mut self,
         layer: usize,
         items: &[WorkItem],
         next: &[(u16, f32)],
         gpu_available: bool,
-    ) -> LayerPlacement;
+        out: &mut LayerPlacement,
+    );
     /// Feeds back what the layer's execution measured.
     fn observe(&mut self, _layer: usize, _measure: &LayerMeasure<'_>) {}
     /// A forward step over `n_tokens` tokens begins.
@@ -80,12 +82,12 @@ impl Placer for CpuOnly {
         items: &[WorkItem],
         _next: &[(u16, f32)],
         _gpu: bool,
-    ) -> LayerPlacement {
-        LayerPlacement {
-            cpu: (0..items.len()).collect(),
-            gpu: Vec::new(),
-            loads: Vec::new(),
-        }
+        out: &mut LayerPlacement,
+    ) {
+        out.cpu.clear();
+        out.cpu.extend(0..items.len());
+        out.gpu.clear();
+        out.loads.clear();
     }
 }
 
@@ -130,6 +132,8 @@ pub struct MoeDispatch {
     summary: PlacementSummary,
     step_started: Option<Instant>,
     replay: Option<Replay>,
+    /// The placement buffers, reused from layer to layer.
+    placement: LayerPlacement,
 }
 
 impl MoeDispatch {
@@ -147,6 +151,7 @@ impl MoeDispatch {
             summary: PlacementSummary::default(),
             step_started: None,
             replay: None,
+            placement: LayerPlacement::default(),
         }
     }
 
@@ -254,10 +259,10 @@ impl MoeDispatch {
         next: &[(u16, f32)],
         out: &mut [f32],
     ) -> Result<()> {
+        let mut plan = std::mem::take(&mut self.placement);
         let t_plan = Instant::now();
-        let plan = self
-            .placer
-            .place(experts.layer, items, next, self.gpu.is_some());
+        self.placer
+            .place(experts.layer, items, next, self.gpu.is_some(), &mut plan);
         self.summary.sched_seconds += t_plan.elapsed().as_secs_f64();
         debug_assert_eq!(plan.cpu.len() + plan.gpu.len(), items.len());
         let pick = |idx: &[usize]| idx.iter().map(|&i| items[i].clone()).collect::<Vec<_>>();
@@ -314,6 +319,7 @@ impl MoeDispatch {
         self.summary.cpu_seconds += cpu_s;
         self.summary.gpu_seconds += gpu.map_or(0.0, |t| t.gpu_ms as f64 / 1e3);
         self.summary.moe_wall_seconds += wall_s;
+        self.placement = plan;
         Ok(())
     }
 }

@@ -2,6 +2,8 @@
 //! layer of every step, learns from measured times, records the routing trace and
 //! publishes per-step telemetry.
 
+mod record;
+
 use super::dispatch::{LayerMeasure, LayerPlacement, Placer};
 use super::stats::{policy_scores, residency_map, AppliedOptions, ExpertStats, SchedSnapshot};
 use super::WorkItem;
@@ -9,12 +11,13 @@ use crate::backend::cuda::SlotHints;
 use crate::error::{EngineError, Result};
 use crate::info::ModelInfo;
 use hmoe_gguf::GgmlDType;
-use hmoe_sched::shape::ExpertQuant;
+use hmoe_sched::shape::{ExpertQuant, ExpertWork};
 use hmoe_sched::{
-    make_policy, CostModel, ExpertCache, LayerPlan, LayerTelemetry, MachineProfile, ModelShape,
-    PredictedExpert, QuantType, RoutedExpert, SchedConfig, Scheduler, StepTelemetry, Telemetry,
-    TelemetryTotals, Trace, TraceHeader, TraceLayer, TraceStep, ValueParams,
+    make_policy, CostModel, ExpertCache, LayerPlan, MachineProfile, ModelShape, PredictedExpert,
+    QuantType, RoutedExpert, SchedConfig, Scheduler, StepTelemetry, Telemetry, TelemetryTotals,
+    Trace, TraceHeader, TraceStep, ValueParams,
 };
+use record::{Measured, Sample, StepRecord};
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
@@ -105,12 +108,17 @@ pub struct SchedPlacer {
     plan: LayerPlan,
     step: u64,
     step_tokens: u32,
-    layers: Vec<LayerTelemetry>,
-    trace_layers: Vec<TraceLayer>,
+    /// The step in progress: plans, routing, measurements and cost samples.
+    record: StepRecord,
     telemetry: Telemetry,
     hub: TelemetryHub,
     routed: Vec<RoutedExpert>,
     next: Vec<PredictedExpert>,
+    /// One expert's work and bytes (the shape's, computed once).
+    work: ExpertWork,
+    expert_bytes: u64,
+    /// Scratch of the per-step prediction-error median.
+    err_scratch: Vec<f64>,
 }
 
 impl SchedPlacer {
@@ -133,6 +141,7 @@ impl SchedPlacer {
         };
         let (sched, cache) = Self::build(&shape, &mut cost, &options, vram_budget)?;
         let stats = ExpertStats::new(shape.total_experts());
+        let (work, expert_bytes) = (shape.expert_work(), shape.expert_bytes());
         Ok(Self {
             shape,
             cost,
@@ -146,12 +155,14 @@ impl SchedPlacer {
             plan: LayerPlan::default(),
             step: 0,
             step_tokens: 0,
-            layers: Vec::new(),
-            trace_layers: Vec::new(),
+            record: StepRecord::default(),
             telemetry: Telemetry::default(),
             hub,
             routed: Vec::new(),
             next: Vec::new(),
+            work,
+            expert_bytes,
+            err_scratch: Vec::new(),
         })
     }
 
@@ -190,6 +201,8 @@ impl SchedPlacer {
     /// history for what is resident). Without a GPU the budget is recorded but the cache
     /// has no slots.
     pub fn reconfigure(&mut self, options: PlacerOptions) -> Result<()> {
+        // The new scheduler starts from the model with every measurement so far.
+        self.apply_samples();
         let vram = match (&self.gpu, &self.gpu_arena) {
             (Some(_), Some((arena, _))) => options.vram_budget_bytes.unwrap_or(*arena).min(*arena),
             (Some(_), None) => options.vram_budget_bytes.unwrap_or(0),
@@ -260,13 +273,19 @@ impl SchedPlacer {
     pub fn prediction_error(&self) -> Option<f64> {
         self.cost.error_report().map(|r| r.median_rel)
     }
+
+    /// Applies the cost-model samples of the layers run so far.
+    fn apply_samples(&mut self) {
+        self.record.apply_samples(&mut self.cost, &self.work);
+    }
 }
 
 impl Placer for SchedPlacer {
     fn begin_step(&mut self, n_tokens: usize) {
+        // A step cut short (cancelled) leaves no telemetry, but its samples count.
+        self.apply_samples();
         self.step_tokens = n_tokens as u32;
-        self.layers.clear();
-        self.trace_layers.clear();
+        self.record.clear_layers();
     }
 
     fn place(
@@ -275,7 +294,8 @@ impl Placer for SchedPlacer {
         items: &[WorkItem],
         next: &[(u16, f32)],
         _gpu: bool,
-    ) -> LayerPlacement {
+        out: &mut LayerPlacement,
+    ) {
         self.routed.clear();
         self.routed.extend(items.iter().map(|it| RoutedExpert {
             expert: it.expert,
@@ -304,58 +324,51 @@ impl Placer for SchedPlacer {
             );
         }
         let index_of = |e: u16| items.iter().position(|it| it.expert == e);
-        let gpu: Vec<usize> = self
-            .plan
-            .gpu_hit
-            .iter()
-            .chain(&self.plan.gpu_fetch)
-            .filter_map(|p| index_of(p.expert))
-            .collect();
-        let cpu: Vec<usize> = self
-            .plan
-            .cpu
-            .iter()
-            .filter_map(|p| index_of(p.expert))
-            .collect();
-        self.layers.push(LayerTelemetry::from_plan(
-            &self.plan,
-            self.shape.expert_bytes(),
-        ));
-        self.trace_layers.push(TraceLayer {
-            e: self.routed.iter().map(|r| r.expert).collect(),
-            n: self.routed.iter().map(|r| r.n_tokens).collect(),
-            w: self.routed.iter().map(|r| r.weight).collect(),
-            pred: next.to_vec(),
-        });
-        let loads = if self.gpu_arena.is_some() {
+        out.gpu.clear();
+        out.gpu.extend(
             self.plan
-                .prefetch
+                .gpu_hit
                 .iter()
-                .map(|l| (l.key.layer, l.key.expert, l.slot))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        LayerPlacement { cpu, gpu, loads }
+                .chain(&self.plan.gpu_fetch)
+                .filter_map(|p| index_of(p.expert)),
+        );
+        out.cpu.clear();
+        out.cpu
+            .extend(self.plan.cpu.iter().filter_map(|p| index_of(p.expert)));
+        out.loads.clear();
+        if self.gpu_arena.is_some() {
+            out.loads.extend(
+                self.plan
+                    .prefetch
+                    .iter()
+                    .map(|l| (l.key.layer, l.key.expert, l.slot)),
+            );
+        }
+        self.record.push_layer(&self.plan, &self.routed, next);
     }
 
     fn observe(&mut self, _layer: usize, m: &LayerMeasure<'_>) {
+        // Samples only here; the cost model takes them at the end of the step.
         let predicted = self.plan.predicted.finish_s;
         if predicted > 0.0 && m.wall_s > 0.0 {
-            self.cost.observe_layer(predicted, m.wall_s);
+            self.record.sample(Sample::Layer {
+                predicted_s: predicted,
+                measured_s: m.wall_s,
+            });
         }
         // Layers with GPU work: what the wall time exceeds the busier side by is the
         // host's overhead (plus the join when the layer was split with the CPU).
         if m.gpu.is_some() && m.wall_s > 0.0 {
             let busy = m.cpu_s.max(m.gpu.map_or(0.0, |t| t.gpu_ms as f64 / 1e3));
-            self.cost
-                .observe_sync(m.wall_s - busy, !m.cpu_items.is_empty());
+            self.record.sample(Sample::Sync {
+                residual_s: m.wall_s - busy,
+                split: !m.cpu_items.is_empty(),
+            });
         }
-        let work = self.shape.expert_work();
         // Decode layers give clean per-expert samples: every expert serves one token.
         if !m.cpu_items.is_empty() && m.cpu_items.iter().all(|it| it.rows.len() == 1) {
-            self.cost
-                .observe_cpu_expert(&work, 1, m.cpu_s / m.cpu_items.len() as f64);
+            self.record
+                .sample(Sample::CpuExpert(m.cpu_s / m.cpu_items.len() as f64));
         }
         if let Some(t) = m.gpu {
             let n = m.gpu_items.len();
@@ -364,35 +377,33 @@ impl Placer for SchedPlacer {
             // the same token count (the per-expert time is then the mean).
             let uniform = m.gpu_items.iter().all(|it| it.rows.len() == tokens);
             if t.fetches == 0 && n > 0 && uniform && t.gpu_ms > 0.0 {
-                self.cost.observe_gpu_expert(
-                    &work,
-                    tokens as u32,
-                    t.gpu_ms as f64 / 1e3 / n as f64,
-                );
+                self.record.sample(Sample::GpuExpert {
+                    tokens: tokens as u32,
+                    seconds: t.gpu_ms as f64 / 1e3 / n as f64,
+                });
             }
             if t.fetches > 0 && t.copied_bytes > 0 && t.copy_ms > 0.0 {
                 let f = t.fetches as f64;
-                self.cost.observe_pcie(
-                    (t.copied_bytes as f64 / f) as u64,
-                    t.copy_ms as f64 / 1e3 / f,
-                );
+                self.record.sample(Sample::Pcie {
+                    bytes: (t.copied_bytes as f64 / f) as u64,
+                    seconds: t.copy_ms as f64 / 1e3 / f,
+                });
             }
         }
-        if let Some(l) = self.layers.last_mut() {
-            l.measured_s = Some(m.wall_s);
-            l.measured_cpu_s = Some(m.cpu_s);
-            l.measured_gpu_s = m.gpu.map(|t| t.gpu_ms as f64 / 1e3);
-            l.measured_copy_s = m.gpu.map(|t| t.copy_ms as f64 / 1e3);
-        }
+        self.record.measure_last(Measured {
+            wall_s: m.wall_s,
+            cpu_s: m.cpu_s,
+            gpu_s: m.gpu.map(|t| t.gpu_ms as f64 / 1e3),
+            copy_s: m.gpu.map(|t| t.copy_ms as f64 / 1e3),
+        });
         self.sched.finish_layer(&mut self.cache);
     }
 
     fn end_step(&mut self, measured_s: f64) {
-        let moe_pred: f64 = self.layers.iter().map(|l| l.predicted.finish_s).sum();
-        let predicted_s = moe_pred + self.cost.dense_step_s(self.step_tokens);
+        self.apply_samples();
+        let predicted_s = self.record.predicted_s() + self.cost.dense_step_s(self.step_tokens);
         // What the step took outside its measured MoE layers refits the dense term.
-        if self.layers.iter().all(|l| l.measured_s.is_some()) && measured_s > 0.0 {
-            let moe: f64 = self.layers.iter().filter_map(|l| l.measured_s).sum();
+        if let Some(moe) = self.record.measured_s().filter(|_| measured_s > 0.0) {
             self.cost.observe_step(predicted_s, measured_s);
             self.cost
                 .observe_dense_step(self.step_tokens, measured_s - moe);
@@ -400,7 +411,7 @@ impl Placer for SchedPlacer {
         let step = StepTelemetry {
             step: self.step,
             n_tokens: self.step_tokens,
-            layers: std::mem::take(&mut self.layers),
+            layers: self.record.telemetry(self.expert_bytes),
             predicted_s,
             measured_s: Some(measured_s),
         };
@@ -408,18 +419,21 @@ impl Placer for SchedPlacer {
         for l in &step.layers {
             self.stats.record(&self.shape, step.step, l);
         }
+        let trace = TraceStep {
+            step: self.step,
+            tokens: self.step_tokens,
+            layers: self.record.trace(),
+        };
+        self.record.clear_layers();
+        let error = self.cost.layer_error_median(&mut self.err_scratch);
         if let Ok(mut t) = self.hub.totals.lock() {
             *t = *self.telemetry.totals();
         }
         if let Ok(mut e) = self.hub.prediction_error.lock() {
-            *e = self.prediction_error();
+            *e = error;
         }
         if let Ok(mut tr) = self.hub.trace.lock() {
-            tr.steps.push(TraceStep {
-                step: self.step,
-                tokens: self.step_tokens,
-                layers: std::mem::take(&mut self.trace_layers),
-            });
+            tr.steps.push(trace);
         }
         if (self.step + 1).is_multiple_of(COST_REFRESH_STEPS) {
             self.sched.update_costs(&mut self.cost);
@@ -481,9 +495,10 @@ mod tests {
         let (gpu0, link0) = (p.cost.t_gpu(&work, 1), p.cost.t_pcie(bytes));
         // A slow card and link: 1 ms per resident expert, 5 ms per copy.
         let items = [item(0), item(1)];
+        let mut out = LayerPlacement::default();
         for _ in 0..300 {
             p.begin_step(1);
-            p.place(0, &items, &[], true);
+            p.place(0, &items, &[], true, &mut out);
             let resident = LayerTimings {
                 hits: 2,
                 gpu_ms: 2.0,
@@ -500,7 +515,7 @@ mod tests {
                     wall_s: 2.1e-3,
                 },
             );
-            p.place(1, &items, &[], true);
+            p.place(1, &items, &[], true, &mut out);
             let fetched = LayerTimings {
                 fetches: 2,
                 copied_bytes: 2 * bytes,
