@@ -55,6 +55,7 @@ DEV float h2f(u32 h) {
 // flight. Both addresses 16-byte aligned.
 #define SHARED __shared__
 #define SYNCWARP() __syncwarp()
+#define NO_UNROLL _Pragma("unroll 1")
 DEV void cp_async16(void* smem, const void* gmem) {
     u32 s = (u32)__cvta_generic_to_shared(smem);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
@@ -62,8 +63,8 @@ DEV void cp_async16(void* smem, const void* gmem) {
 DEV void cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int N> DEV void cp_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
 #else
-// emu.h provides PRMT, FSHR, ld16, ld32, ld2x32, ldf4, SHARED, SYNCWARP, cp_async16,
-// cp_commit, cp_wait with the CUDA semantics.
+// emu.h provides PRMT, FSHR, ld16, ld32, ld2x32, ldf4, SHARED, SYNCWARP, NO_UNROLL,
+// cp_async16, cp_commit, cp_wait with the CUDA semantics.
 DEV float h2f(u32 h) {
     u32 s = (h >> 15) & 1u, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
     float sign = s ? -1.0f : 1.0f;
@@ -375,7 +376,9 @@ DEV void rows_dot_async(const u8* const* w, const float* xr, u32 cols, float (&a
         }
         cp_commit();
     };
+NO_UNROLL
     for (u32 s = 0; s < R::S; ++s) issue(s);
+NO_UNROLL
     for (u32 s = 0; s < steps; ++s) {
         cp_wait<R::S - 1>();  // this lane's copies of step s are done
         SYNCWARP();           // and every lane's

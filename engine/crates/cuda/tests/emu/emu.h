@@ -84,6 +84,7 @@ static inline void cp_async16(void* s, const void* g) {
 static inline void cp_commit() {}
 template <int N> static inline void cp_wait() {}
 #define SYNCWARP() emu_warp->bar.arrive_and_wait()
+#define NO_UNROLL
 
 static inline u32 ld16(const u8* p) { emu_align(p, 2); u16 v; std::memcpy(&v, p, 2); return v; }
 static inline u32 ld32(const u8* p) { emu_align(p, 4); u32 v; std::memcpy(&v, p, 4); return v; }
