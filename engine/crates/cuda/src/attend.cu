@@ -17,7 +17,7 @@
 // are neither written nor read.
 
 #define ATT_WARPS 4   // warps per block; must match ATT_WARPS in gpu/resident.rs
-#define ATT_UNROLL 4  // positions per warp step
+#define ATT_UNROLL 8  // positions per warp step (K and V rows in flight)
 #define ATT_MAX_PER 8 // head_dim / 32 at most (head_dim <= 256)
 
 // Loads per (head_dim / 32) consecutive floats: lane L owns elements per*L .. per*L+per-1,
@@ -65,14 +65,20 @@ KERNEL void attend_split(const float* q, const u64* kc, const u64* vc, const u32
     float m = AS_FLOAT(0xff800000u), l = 0.0f;  // -inf, 0
     for (u32 t = t0; t < t1; t += ATT_UNROLL) {
         u32 nt = t1 - t < ATT_UNROLL ? t1 - t : ATT_UNROLL;
+        // Every K and V row of the step is requested before any is used: one memory
+        // latency per step instead of one per row.
+        float kv[ATT_UNROLL][ATT_MAX_PER], vv[ATT_UNROLL][ATT_MAX_PER];
+        for (u32 j = 0; j < ATT_UNROLL; ++j) {
+            if (j < nt) {
+                att_load(k + (u64)(t + j) * kvw, kv[j], per);
+                att_load(v + (u64)(t + j) * kvw, vv[j], per);
+            }
+        }
         float s[ATT_UNROLL];
         for (u32 j = 0; j < ATT_UNROLL; ++j) {
-            float kv[ATT_MAX_PER];
             s[j] = 0.0f;
-            if (j < nt) {
-                att_load(k + (u64)(t + j) * kvw, kv, per);
-                for (u32 e = 0; e < per; ++e) s[j] += qv[e] * kv[e];
-            }
+            if (j < nt)
+                for (u32 e = 0; e < per; ++e) s[j] += qv[e] * kv[j][e];
         }
         float mx = m;
         for (u32 j = 0; j < ATT_UNROLL; ++j) {
@@ -83,10 +89,9 @@ KERNEL void attend_split(const float* q, const u64* kc, const u64* vc, const u32
         l *= corr;
         for (u32 e = 0; e < per; ++e) acc[e] *= corr;
         for (u32 j = 0; j < nt; ++j) {
-            float p = expf(s[j] - mx), vv[ATT_MAX_PER];
-            att_load(v + (u64)(t + j) * kvw, vv, per);
+            float p = expf(s[j] - mx);
             l += p;
-            for (u32 e = 0; e < per; ++e) acc[e] += p * vv[e];
+            for (u32 e = 0; e < per; ++e) acc[e] += p * vv[j][e];
         }
         m = mx;
     }
@@ -96,25 +101,44 @@ KERNEL void attend_split(const float* q, const u64* kc, const u64* vc, const u32
 }
 
 // out[i][h] = merge of row i's valid partials of head h. Grid (n_heads, n_rows), block 32.
+// The lanes find the largest partial max together, then every lane walks the splits
+// ATT_UNROLL at a time with all their loads issued first (a decode row has ~40 splits:
+// one load after another cost ~40 memory latencies).
 KERNEL void attend_combine(const float* part, const u32* pos, float* out, u32 n_heads,
                            u32 head_dim, const u32* plan) {
     u32 lane = threadIdx.x & 31, h = blockIdx.x, i = blockIdx.y;
     u32 chunk = plan[0], n_splits = plan[1];
     u32 per = head_dim / 32, valid = (pos[i] + chunk) / chunk;  // ceil((pos + 1) / chunk)
     if (valid > n_splits) valid = n_splits;
-    const float* p = part + ((u64)i * n_heads + h) * n_splits * (head_dim + 2);
+    u32 stride = head_dim + 2;
+    const float* p = part + ((u64)i * n_heads + h) * n_splits * stride;
     float mx = AS_FLOAT(0xff800000u);
-    for (u32 s = 0; s < valid; ++s) {
-        float ms = p[(u64)s * (head_dim + 2)];
+    for (u32 s = lane; s < valid; s += 32) {
+        float ms = p[(u64)s * stride];
         if (ms > mx) mx = ms;
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float other = SHFL_XOR(mx, o);
+        if (other > mx) mx = other;
     }
     float acc[ATT_MAX_PER], l = 0.0f;
     for (u32 e = 0; e < ATT_MAX_PER; ++e) acc[e] = 0.0f;
-    for (u32 s = 0; s < valid; ++s) {
-        const float* ps = p + (u64)s * (head_dim + 2);
-        float c = expf(ps[0] - mx);
-        l += ps[1] * c;
-        for (u32 e = 0; e < per; ++e) acc[e] += ps[2 + per * lane + e] * c;
+    for (u32 s0 = 0; s0 < valid; s0 += ATT_UNROLL) {
+        u32 ns = valid - s0 < ATT_UNROLL ? valid - s0 : ATT_UNROLL;
+        float ml[ATT_UNROLL][2], a[ATT_UNROLL][ATT_MAX_PER];
+        for (u32 j = 0; j < ATT_UNROLL; ++j) {
+            if (j < ns) {
+                const float* ps = p + (u64)(s0 + j) * stride;
+                ml[j][0] = ps[0];
+                ml[j][1] = ps[1];
+                for (u32 e = 0; e < per; ++e) a[j][e] = ps[2 + per * lane + e];
+            }
+        }
+        for (u32 j = 0; j < ns; ++j) {
+            float c = expf(ml[j][0] - mx);
+            l += ml[j][1] * c;
+            for (u32 e = 0; e < per; ++e) acc[e] += a[j][e] * c;
+        }
     }
     float* o = out + ((u64)i * n_heads + h) * head_dim + per * lane;
     for (u32 e = 0; e < per; ++e) o[e] = acc[e] / l;

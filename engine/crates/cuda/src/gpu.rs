@@ -1160,6 +1160,7 @@ mod tests {
                     "attend_rows",
                     "attend_split",
                     "attend_combine",
+                    "rms_norm_rows",
                     "add_to",
                 ] {
                     assert!(src.contains(k), "{k}");
