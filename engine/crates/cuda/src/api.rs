@@ -101,3 +101,15 @@ pub struct OverlapReport {
     /// `(copy + compute − both) / min(copy, compute)`: 1 = fully hidden, 0 = serial.
     pub overlap: f32,
 }
+
+/// Kernel-only timing of an expert batch (`GpuExperts::time_expert_kernels`, for
+/// `hmoe-cuda-check`).
+#[derive(Debug, Clone)]
+pub struct KernelTiming {
+    /// `[n_tokens][hidden]` output of the last full pass.
+    pub out: Vec<f32>,
+    /// Mean GPU milliseconds of a full pass (act_round, gate_up, act_round, down, combine).
+    pub pass_ms: f32,
+    /// Mean GPU milliseconds of gate_up + down alone.
+    pub matmul_ms: f32,
+}

@@ -132,7 +132,7 @@ impl GpuExperts {
         _x: &[f32],
         _n_tokens: usize,
         _reps: usize,
-    ) -> Result<(Vec<f32>, f32)> {
+    ) -> Result<crate::api::KernelTiming> {
         match self.never {}
     }
     /// Dense linear alone, timed (`hmoe-cuda-check`).

@@ -198,24 +198,28 @@ fn kernel_only_timings(g: &mut GpuExperts, rep: &mut Report) -> Result<Value> {
         for n in [1usize, 8] {
             let b = TestBatch::random(layout, TIMING_EXPERTS, n, TIMING_EXPERTS, 77 + n as u64)?;
             let all: Vec<usize> = (0..TIMING_EXPERTS).collect();
-            let (got, ms) =
-                g.time_expert_kernels(&[], &layout, &items(&b, &all), &b.x, n, TIMING_REPS)?;
-            let c = compare(&got, &b.reference()?);
+            let kt = g.time_expert_kernels(&[], &layout, &items(&b, &all), &b.x, n, TIMING_REPS)?;
+            let c = compare(&kt.out, &b.reference()?);
+            let (ms, mm) = (kt.pass_ms, kt.matmul_ms);
             let bytes = TIMING_EXPERTS * layout.expert_bytes();
             let gbs = bytes as f64 / (ms as f64 * 1e-3) / 1e9;
+            let mm_gbs = bytes as f64 / (mm as f64 * 1e-3) / 1e9;
             rep.check(
                 &format!("kernel-only {name} {TIMING_EXPERTS} experts x {n} tokens"),
                 c.pass,
-                json!({"rel_l2": c.rel_l2, "max_rel": c.max_rel, "us": ms * 1e3, "weights_gb_per_s": gbs}),
+                json!({"rel_l2": c.rel_l2, "max_rel": c.max_rel, "us": ms * 1e3,
+                    "weights_gb_per_s": gbs, "gate_up_down_us": mm * 1e3}),
             );
             println!(
-                "  experts {name:>9} {TIMING_EXPERTS} x {n} tok: {:8.1} us {gbs:7.0} GB/s ({:.1} MB of weights)",
+                "  experts {name:>9} {TIMING_EXPERTS} x {n} tok: {:8.1} us {gbs:7.0} GB/s | gate_up+down alone {:8.1} us {mm_gbs:7.0} GB/s ({:.1} MB of weights)",
                 ms * 1e3,
+                mm * 1e3,
                 bytes as f64 / 1e6
             );
             rows.push(
                 json!({"kernel": "experts", "type": name, "experts": TIMING_EXPERTS,
-                "tokens": n, "us": ms * 1e3, "weights_gb_per_s": gbs, "weight_bytes": bytes}),
+                "tokens": n, "us": ms * 1e3, "weights_gb_per_s": gbs, "weight_bytes": bytes,
+                "gate_up_down_us": mm * 1e3, "gate_up_down_gb_per_s": mm_gbs}),
             );
         }
     }
@@ -273,7 +277,7 @@ const VARIANTS: &[(&str, &[&str])] = &[
 fn variant_timings(g: &mut GpuExperts, rep: &mut Report) -> Result<Value> {
     use hmoe_cuda::{dense_ref, KernelType};
     let mut rows = Vec::new();
-    println!("kernel variants (kernel-only, mean of {TIMING_REPS} passes; us, GB/s of weights):");
+    println!("kernel variants (kernel-only, mean of {TIMING_REPS} passes; us/GB/s of weights per full pass, (us of gate_up+down alone)):");
     let cases: Vec<(&str, ExpertLayout)> = layouts()
         .into_iter()
         .filter(|(n, _)| ["q4_k_m", "q8_0", "q6_k"].contains(n))
@@ -311,8 +315,9 @@ fn variant_timings(g: &mut GpuExperts, rep: &mut Report) -> Result<Value> {
                 .find(|(_, l)| *l == b.layout)
                 .map_or("?", |c| c.0);
             match g.time_expert_kernels(defs, &b.layout, &items(b, &all), &b.x, *n, TIMING_REPS) {
-                Ok((got, ms)) => {
-                    let cmp = compare(&got, want);
+                Ok(kt) => {
+                    let (ms, mm) = (kt.pass_ms, kt.matmul_ms);
+                    let cmp = compare(&kt.out, want);
                     let gbs = (TIMING_EXPERTS * b.layout.expert_bytes()) as f64
                         / (ms as f64 * 1e-3)
                         / 1e9;
@@ -323,10 +328,11 @@ fn variant_timings(g: &mut GpuExperts, rep: &mut Report) -> Result<Value> {
                             json!({"rel_l2": cmp.rel_l2, "max_rel": cmp.max_rel}),
                         );
                     }
-                    line += &format!(" {name}x{n} {:.1}us/{gbs:.0}", ms * 1e3);
+                    line += &format!(" {name}x{n} {:.1}us/{gbs:.0}({:.1})", ms * 1e3, mm * 1e3);
                     rows.push(
                         json!({"variant": vname, "kernel": "experts", "type": name, "tokens": n,
-                        "us": ms * 1e3, "weights_gb_per_s": gbs, "rel_l2": cmp.rel_l2}),
+                        "us": ms * 1e3, "weights_gb_per_s": gbs, "rel_l2": cmp.rel_l2,
+                        "gate_up_down_us": mm * 1e3}),
                     );
                 }
                 Err(e) => {

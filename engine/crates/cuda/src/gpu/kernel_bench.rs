@@ -9,7 +9,7 @@
 //! tuning choices. Variant modules are compiled once per context and define set.
 
 use super::{drv, DeviceBuf, GpuExperts};
-use crate::api::GpuItem;
+use crate::api::{GpuItem, KernelTiming};
 use crate::batch::{pack, BatchItem};
 use crate::dtype::{ExpertLayout, KernelType};
 use crate::error::{CudaError, Result};
@@ -32,7 +32,8 @@ const L2_DEFEAT_BYTES: usize = 256 << 20;
 /// At most this many copies of the timed weights.
 const MAX_COPIES: usize = 64;
 
-/// gate_up / down of a variant module and its output rows per warp (RPW_GU, RPW_DN).
+/// gate_up / down (the backend's or a variant module's) and their output rows per warp
+/// (RPW_GU, RPW_DN).
 struct VariantFns {
     gate_up: CudaFunction,
     down: CudaFunction,
@@ -51,8 +52,9 @@ fn define(defines: &[&str], name: &str) -> u32 {
 impl GpuExperts {
     /// Runs the expert kernels of one batch (`act_round` of x, `gate_up`, `act_round` of
     /// the SwiGLU products, `down`, `combine`) `reps` times on weights uploaded once to a
-    /// scratch buffer (the slot arena is untouched). Returns the `[n_tokens][hidden]`
-    /// output of the last pass (to check it) and the mean GPU milliseconds per pass.
+    /// scratch buffer (the slot arena is untouched), then gate_up and down alone `reps`
+    /// times. Returns the `[n_tokens][hidden]` output of the last full pass (to check it)
+    /// and the mean GPU milliseconds of both kinds of pass.
     /// `variant`: NVRTC defines of a variant module for gate_up/down (empty: the
     /// backend's own kernels).
     pub fn time_expert_kernels(
@@ -63,7 +65,7 @@ impl GpuExperts {
         x: &[f32],
         n_tokens: usize,
         reps: usize,
-    ) -> Result<(Vec<f32>, f32)> {
+    ) -> Result<KernelTiming> {
         let (hidden, g) = (layout.hidden, layout.gate_bytes());
         if x.len() != n_tokens * hidden || items.is_empty() {
             return Err(CudaError::InvalidBatch(format!(
@@ -81,15 +83,26 @@ impl GpuExperts {
         }
         self.ctx.bind_to_thread().map_err(drv("bind context"))?;
         let fns = match variant {
-            [] => None,
+            [] => {
+                let k = |t: KernelType| {
+                    self.kernels
+                        .get(&t)
+                        .ok_or(CudaError::UnsupportedType(t.ggml()))
+                };
+                VariantFns {
+                    gate_up: k(layout.gate_up)?.gate_up.clone(),
+                    down: k(layout.down)?.down.clone(),
+                    rows_per_warp: (1, 1),
+                }
+            }
             v => {
                 let m = self.variant_module(v)?;
                 let f = |name: String| m.load_function(&name).map_err(drv(name));
-                Some(VariantFns {
+                VariantFns {
                     gate_up: f(format!("gate_up_{}", layout.gate_up.suffix()))?,
                     down: f(format!("down_{}", layout.down.suffix()))?,
                     rows_per_warp: (define(v, "RPW_GU"), define(v, "RPW_DN")),
-                })
+                }
             }
         };
         // Experts 256-byte aligned, gate/up/down back to back, as in the arena's slots;
@@ -144,53 +157,62 @@ impl GpuExperts {
             cu::memcpy_htod_sync(self.meta_dev.ptr, &tables[..])
                 .map_err(drv("cuMemcpyHtoD(index tables)"))?;
         }
-        let pass = |me: &Self, k: usize| -> Result<()> {
+        // A full pass, or (full = false) gate_up and down alone: the difference is the
+        // cost of the small kernels (act_round twice, combine) and their launches.
+        let pass = |me: &Self, k: usize, full: bool| -> Result<()> {
             let m = me.meta_dev.ptr + (k % copies * stride) as u64;
-            // Rounding x again each pass is idempotent up to an ulp of d: timing only.
-            me.round_acts(layout.gate_up, me.x_dev.ptr, n_tokens, hidden)?;
+            if full {
+                // Rounding x again each pass is idempotent up to an ulp of d: timing only.
+                me.round_acts(layout.gate_up, me.x_dev.ptr, n_tokens, hidden)?;
+            }
             let (it, rw, wt) = (
                 m + bl.items as u64,
                 m + bl.rows as u64,
                 m + bl.weights as u64,
             );
-            match &fns {
-                None => {
-                    me.launch_experts(layout, it, rw, wt, bl.n_items as u32, (0, bl.n_pairs))?
-                }
-                Some(v) => {
-                    me.launch_variant(layout, v, it, rw, wt, bl.n_items as u32, bl.n_pairs)?
-                }
+            let n_items = bl.n_items as u32;
+            me.launch_variant(layout, &fns, it, rw, wt, n_items, bl.n_pairs, full)?;
+            if full {
+                me.launch_combine(
+                    m + bl.tok_start as u64,
+                    m + bl.tok_pairs as u64,
+                    n_tokens,
+                    hidden,
+                )?;
             }
-            me.launch_combine(
-                m + bl.tok_start as u64,
-                m + bl.tok_pairs as u64,
-                n_tokens,
-                hidden,
-            )
+            Ok(())
         };
         let reps = reps.clamp(1, MAX_REPS);
-        pass(self, 0)?; // warm-up (and instruction cache)
-        self.t[0]
-            .record(&self.compute)
-            .map_err(drv("cuEventRecord"))?;
-        for k in 1..=reps {
-            pass(self, k)?;
+        let mut ms = [0f32; 2];
+        for (i, full) in [false, true].into_iter().enumerate() {
+            pass(self, 0, full)?; // warm-up (and instruction cache)
+            self.t[0]
+                .record(&self.compute)
+                .map_err(drv("cuEventRecord"))?;
+            for k in 1..=reps {
+                pass(self, k, full)?;
+            }
+            self.t[1]
+                .record(&self.compute)
+                .map_err(drv("cuEventRecord"))?;
+            self.t[1]
+                .synchronize()
+                .map_err(drv("cuEventSynchronize(kernel timing)"))?;
+            ms[i] = self.t[0]
+                .elapsed_ms(&self.t[1])
+                .map_err(drv("cuEventElapsedTime"))?
+                / reps as f32;
         }
-        self.t[1]
-            .record(&self.compute)
-            .map_err(drv("cuEventRecord"))?;
-        self.t[1]
-            .synchronize()
-            .map_err(drv("cuEventSynchronize(kernel timing)"))?;
-        let ms = self.t[0]
-            .elapsed_ms(&self.t[1])
-            .map_err(drv("cuEventElapsedTime"))?;
         let mut out = vec![0f32; n_tokens * hidden];
         // SAFETY: out_dev holds n_tokens × hidden floats written by the last combine.
         unsafe { cu::memcpy_dtoh_sync(&mut out, self.out_dev.ptr) }
             .map_err(drv("cuMemcpyDtoH(kernel timing output)"))?;
         drop(w);
-        Ok((out, ms / reps as f32))
+        Ok(KernelTiming {
+            out,
+            pass_ms: ms[1],
+            matmul_ms: ms[0],
+        })
     }
 
     /// `combine` of the packed batch at `tok_start` / `tok_pairs` into `out_dev`.
@@ -316,8 +338,8 @@ impl GpuExperts {
         Ok(m)
     }
 
-    /// gate_up, act_round of the products, down, with variant functions and the launch
-    /// configuration of `launch_experts`.
+    /// gate_up, act_round of the products (if `round`), down, with the given functions and
+    /// the launch configuration of `launch_experts` (grids follow the rows per warp).
     #[allow(clippy::too_many_arguments)]
     fn launch_variant(
         &self,
@@ -328,6 +350,7 @@ impl GpuExperts {
         wts: u64,
         n: u32,
         n_pairs: usize,
+        round: bool,
     ) -> Result<()> {
         let (hidden, ffn) = (l.hidden as u32, l.ffn as u32);
         let (x, act, y) = (self.x_dev.ptr, self.act_dev.ptr, self.y_dev.ptr);
@@ -350,7 +373,9 @@ impl GpuExperts {
                 .launch(cfg(ffn, v.rows_per_warp.0))
                 .map_err(drv("launch variant gate_up"))?;
         }
-        self.round_acts(l.down, act, n_pairs, l.ffn)?;
+        if round {
+            self.round_acts(l.down, act, n_pairs, l.ffn)?;
+        }
         // SAFETY: as above.
         unsafe {
             self.compute
