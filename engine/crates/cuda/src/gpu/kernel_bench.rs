@@ -40,6 +40,30 @@ struct VariantFns {
     rows_per_warp: (u32, u32),
 }
 
+/// The `.version` line of the PTX file named by `HMOE_CUDA_PTX_FALLBACK`, if any.
+fn fallback_version_line() -> Option<String> {
+    let path = std::env::var_os(super::PTX_FALLBACK_ENV)?;
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(".version"))?;
+    Some(line.trim().to_string())
+}
+
+/// `ptx` with its `.version` line replaced by `line`.
+fn with_version_line(ptx: &str, line: &str) -> String {
+    ptx.lines()
+        .map(|l| {
+            if l.trim_start().starts_with(".version") {
+                line
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The value of `-D<name>=<v>` among `defines`, 1 if absent (the kernels' default).
 fn define(defines: &[&str], name: &str) -> u32 {
     defines
@@ -329,11 +353,23 @@ impl GpuExperts {
             ..Default::default()
         };
         let ptx = cudarc::nvrtc::compile_ptx_with_opts(KERNEL_SOURCE, opts)
-            .map_err(|e| CudaError::Compile(format!("variant {defines:?}: {e:?}")))?;
-        let m = self
-            .ctx
-            .load_module(ptx)
-            .map_err(drv(format!("cuModuleLoadData(variant {defines:?})")))?;
+            .map_err(|e| CudaError::Compile(format!("variant {defines:?}: {e:?}")))?
+            .to_src();
+        let load = |src: String| {
+            self.ctx
+                .load_module(cudarc::nvrtc::Ptx::from_src(src))
+                .map_err(drv(format!("cuModuleLoadData(variant {defines:?})")))
+        };
+        // An NVRTC newer than the driver writes a PTX ISA version the driver rejects; the
+        // fallback PTX (built by the driver's NVRTC version) names one it accepts, and the
+        // kernels use nothing newer: retry with that version line.
+        let m = match load(ptx.clone()) {
+            Ok(m) => m,
+            Err(e) => match fallback_version_line() {
+                Some(v) => load(with_version_line(&ptx, &v)).map_err(|_| e)?,
+                None => return Err(e),
+            },
+        };
         entries.push((self.ctx.clone(), m.clone()));
         Ok(m)
     }
@@ -390,5 +426,27 @@ impl GpuExperts {
                 .map_err(drv("launch variant down"))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{define, with_version_line};
+
+    #[test]
+    fn version_line_is_replaced_and_nothing_else() {
+        let ptx = "//\n// x\n.version 9.1\n.target sm_90\n.address_size 64\n";
+        let out = with_version_line(ptx, ".version 9.0");
+        assert_eq!(
+            out,
+            "//\n// x\n.version 9.0\n.target sm_90\n.address_size 64"
+        );
+    }
+
+    #[test]
+    fn defines_parse_with_default_one() {
+        assert_eq!(define(&["RPW_DN=4", "U_ONE=2"], "RPW_DN"), 4);
+        assert_eq!(define(&["RPW_DN=4"], "RPW_GU"), 1);
+        assert_eq!(define(&["RPW_DNX=3"], "RPW_DN"), 1);
     }
 }
