@@ -35,12 +35,13 @@ pub enum Phase {
     End,
 }
 
-/// Sees the start and end of every placer call.
+/// Sees the start and end of every placer call (`layer`: the layer of `place` and
+/// `observe`, 0 for the step calls).
 pub trait Probe {
     /// Right before the call.
-    fn enter(&mut self, phase: Phase);
+    fn enter(&mut self, phase: Phase, layer: usize);
     /// Right after it.
-    fn exit(&mut self, phase: Phase);
+    fn exit(&mut self, phase: Phase, layer: usize);
 }
 
 /// What the driver counts of the plans (to check the benchmark exercises the GPU paths).
@@ -146,17 +147,17 @@ impl Driver {
         let s = self.step % self.trace.steps.len();
         self.step += 1;
         let n_layers = self.trace.steps[s].layers.len();
-        probe.enter(Phase::Begin);
+        probe.enter(Phase::Begin, 0);
         self.placer.begin_step(1);
-        probe.exit(Phase::Begin);
+        probe.exit(Phase::Begin, 0);
         let mut moe_s = 0.0;
         for layer in 0..n_layers {
             let items = &self.items[s][layer];
             let next = &self.trace.steps[s].layers[layer].pred;
-            probe.enter(Phase::Place);
+            probe.enter(Phase::Place, layer);
             let plan = &mut self.plan;
             self.placer.place(layer, items, next, true, plan);
-            probe.exit(Phase::Place);
+            probe.exit(Phase::Place, layer);
             self.cpu_items.clear();
             self.cpu_items
                 .extend(plan.cpu.iter().map(|&i| items[i].clone()));
@@ -211,15 +212,15 @@ impl Driver {
                 gpu,
                 wall_s,
             };
-            probe.enter(Phase::Observe);
+            probe.enter(Phase::Observe, layer);
             self.placer.observe(layer, &m);
-            probe.exit(Phase::Observe);
+            probe.exit(Phase::Observe, layer);
         }
         // Dense part: ~6 ms a token on the GPU dense path.
         let measured = moe_s + 6e-3;
-        probe.enter(Phase::End);
+        probe.enter(Phase::End, 0);
         self.placer.end_step(measured);
-        probe.exit(Phase::End);
+        probe.exit(Phase::End, 0);
     }
 
     /// Layers per step.
@@ -232,6 +233,6 @@ impl Driver {
 pub struct NoProbe;
 
 impl Probe for NoProbe {
-    fn enter(&mut self, _: Phase) {}
-    fn exit(&mut self, _: Phase) {}
+    fn enter(&mut self, _: Phase, _: usize) {}
+    fn exit(&mut self, _: Phase, _: usize) {}
 }

@@ -62,6 +62,9 @@ const COLD_BYTES: usize = 48 << 20;
 struct Timer {
     started: Option<(Instant, u64)>,
     ns: [u128; 4],
+    /// Every call's nanoseconds per phase (for medians: robust to preemption by the
+    /// other jobs on a shared machine).
+    calls: [Vec<u32>; 4],
     allocs: [u64; 4],
     /// Swept before every call when timing cold caches.
     cold: Vec<u8>,
@@ -82,16 +85,18 @@ fn idx(p: Phase) -> usize {
 }
 
 impl Probe for Timer {
-    fn enter(&mut self, _: Phase) {
+    fn enter(&mut self, _: Phase, _: usize) {
         if !self.cold.is_empty() {
             self.evict();
         }
         self.started = Some((Instant::now(), allocs()));
     }
-    fn exit(&mut self, p: Phase) {
+    fn exit(&mut self, p: Phase, _: usize) {
         let a = allocs();
         if let Some((t, a0)) = self.started.take() {
-            self.ns[idx(p)] += t.elapsed().as_nanos();
+            let ns = t.elapsed().as_nanos();
+            self.ns[idx(p)] += ns;
+            self.calls[idx(p)].push(ns.min(u32::MAX as u128) as u32);
             self.allocs[idx(p)] += a - a0;
         }
     }
@@ -118,16 +123,23 @@ fn run(prefetch: bool, cold: bool, steps: usize, warmup: usize) {
     let wall = wall.elapsed().as_secs_f64();
     let layers = (steps * d.n_layers()) as f64;
     let per = |i: usize| t.ns[i] as f64 / layers;
+    let median = |i: usize| {
+        let mut v = t.calls[i].clone();
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0)
+    };
     let al = |i: usize| t.allocs[i] as f64 / layers;
     let c = d.counts;
     let routed =
         (c.cpu + c.gpu_hits + c.gpu_fetches - c0.cpu - c0.gpu_hits - c0.gpu_fetches).max(1) as f64;
     println!(
-        "| {} | {} | {steps} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} | {:.2} | {:.2} |",
+        "| {} | {} | {steps} | {:.0} ({}) | {:.0} ({}) | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} | {:.2} | {:.2} |",
         if prefetch { "on" } else { "off" },
         if cold { "cold" } else { "warm" },
         per(1),
+        median(1),
         per(2),
+        median(2),
         per(1) + per(2),
         per(3),
         per(0),
@@ -147,7 +159,7 @@ fn main() {
     let warmup: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(200);
     let cold_steps: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(20);
     println!(
-        "ns per MoE layer (begin/end_step amortised over the 48 layers); allocations per layer"
+        "ns per MoE layer: mean (median of the calls); begin/end_step amortised over the 48 layers; allocations per layer"
     );
     println!();
     println!("| prefetch | caches | steps | place ns | observe ns | place+observe ns | end_step ns | begin_step ns | total ns/layer | allocs place / observe / step | GPU hit share | fetch share | wall s |");

@@ -151,7 +151,10 @@ impl ExpertCache {
             skipped: Vec::new(),
             resident: 0,
             res_layer: vec![0; shape.n_layers as usize],
-            layer_res: vec![Vec::new(); shape.n_layers as usize],
+            // Full size up front: no reallocation while the cache fills (hot path).
+            layer_res: (0..shape.n_layers)
+                .map(|_| Vec::with_capacity(shape.n_experts as usize))
+                .collect(),
             pos: vec![NONE; total],
             quota: None,
             now: 0.0,
