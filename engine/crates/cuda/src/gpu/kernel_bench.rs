@@ -344,6 +344,10 @@ impl GpuExperts {
         if let Some((_, m)) = entries.iter().find(|(c, _)| Arc::ptr_eq(c, &self.ctx)) {
             return Ok(m.clone());
         }
+        // SAFETY: only probes dlopen (cudarc panics on a missing libnvrtc otherwise).
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            return Err(CudaError::NoNvrtc);
+        }
         let cc = self.info.compute_capability;
         let mut options = vec![format!("--gpu-architecture=compute_{}{}", cc.0, cc.1)];
         options.extend(defines.iter().map(|d| format!("-D{d}")));
