@@ -62,17 +62,24 @@ impl DenseShape {
             .collect()
     }
 
-    /// Checks what the kernels need: head_dim a multiple of 32 and at most
-    /// [`MAX_HEAD_DIM`], whole query groups, non-zero sizes.
+    /// Checks what the kernels need: head_dim 32, 64, 128 or 256 ([`MAX_HEAD_DIM`]; the
+    /// attention kernels are instantiated for those), a residual of whole 16-byte chunks,
+    /// whole query groups, non-zero sizes.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(CudaError::InvalidBatch(format!("dense shape: {m}")));
         if self.hidden == 0 || self.n_layers == 0 || self.vocab == 0 || self.n_experts == 0 {
             return bad(format!("empty dimension in {self:?}"));
         }
-        if self.head_dim == 0 || !self.head_dim.is_multiple_of(32) || self.head_dim > MAX_HEAD_DIM {
+        if !matches!(self.head_dim, 32 | 64 | 128 | 256) || self.head_dim > MAX_HEAD_DIM {
             return bad(format!(
-                "head_dim {} (the attention kernel needs a multiple of 32, at most {MAX_HEAD_DIM})",
+                "head_dim {} (the attention kernels take 32, 64, 128 or 256)",
                 self.head_dim
+            ));
+        }
+        if !self.hidden.is_multiple_of(4) {
+            return bad(format!(
+                "hidden {} (the norms read whole 16-byte chunks)",
+                self.hidden
             ));
         }
         if self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
@@ -424,6 +431,15 @@ mod tests {
             },
             DenseShape {
                 head_dim: 512,
+                ..shape()
+            },
+            // A multiple of 32 without an attention kernel instance.
+            DenseShape {
+                head_dim: 96,
+                ..shape()
+            },
+            DenseShape {
+                hidden: 1022,
                 ..shape()
             },
             DenseShape {
