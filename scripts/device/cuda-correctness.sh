@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Whole-model correctness of the CUDA path, on the GPU machine (prints PASS/FAIL per check):
-#  1. logits: the CUDA path (every expert on the GPU) against the CPU path, on synthetic
-#     models, with the tolerance justified by the CPU itself: the CUDA path may differ from
-#     the CPU's quantised-activation path by no more than TOL_FACTOR x what that path differs
-#     from the exact f32 path (`--exact`), i.e. by no more than activation rounding.
+#  1. logits: the CUDA path (every expert on the GPU, the dense path on the GPU) and the
+#     CPU path are two quantised computations of the same model; each is checked against
+#     the exact f32 path (`--exact`), and the CUDA path may be no more than TOL_FACTOR x as
+#     far from it as the CPU path is. (Comparing the two quantised paths directly has no
+#     tight bound: on these random-weight models any change of f32 summation order flips
+#     a few 8-bit activation roundings and moves logits by ~1e-2 — measured with the CPU's
+#     own kernel variants, docs/notes/bench-q4k.md "Bug".)
 #  2. greedy generation gives the same tokens on the CPU and under every policy, every VRAM
 #     budget and with prefetch on and off (placement must never change the result).
 # Usage: scripts/device/cuda-correctness.sh HMOE_BINARY WORKDIR OUTDIR
@@ -11,7 +14,7 @@ set -uo pipefail
 hmoe=$1; work=$2; out=$3
 mkdir -p "$work" "$out" "$work/npy"
 npy=$work/npy  # logits stay out of $OUT: the device call returns a limited number of files
-TOL_FACTOR=1.5
+TOL_FACTOR=2
 fails=0
 pass() { echo "PASS $*"; }
 fail() { echo "FAIL $*"; fails=$((fails + 1)); }
@@ -41,7 +44,7 @@ e_cuda_cpu = np.abs(cuda - cpu).max() / scale
 e_cuda_exact = np.abs(cuda - exact).max() / scale
 argmax_same = float((cuda.argmax(-1) == cpu.argmax(-1)).mean())
 print(f"  rel err: cpu-vs-exact {e_cpu:.2e}  cuda-vs-cpu {e_cuda_cpu:.2e}  cuda-vs-exact {e_cuda_exact:.2e}  argmax agreement {argmax_same:.3f}")
-sys.exit(0 if e_cuda_cpu <= f * max(e_cpu, 1e-6) and np.isfinite(cuda).all() else 1)
+sys.exit(0 if e_cuda_exact <= f * max(e_cpu, 1e-6) and np.isfinite(cuda).all() else 1)
 PY
 done
 # Greedy tokens under every placement.

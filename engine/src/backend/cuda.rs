@@ -634,6 +634,17 @@ mod device_tests {
     use crate::synth::{preset, write_synthetic, Recipe, SynthOptions};
     use hmoe_cuda::verify::compare;
 
+    /// GPU vs CPU experts, both rounding activations to 8 bits the same way: float-level
+    /// agreement (~1e-7) except where the two sides' f32 sums fall on either side of a
+    /// rounding boundary of the 8-bit activations (summation orders differ), and one
+    /// value moves by one step (1/127 of its block's largest). One such step in a layer
+    /// of 5 tokens moves the output by ~2-6e-4 (rel. L2) and its worst element by ~1e-3
+    /// (seen on an H200: 7.1e-4 / 1.3e-3). A real error (wrong slot, expert or row) is
+    /// O(1).
+    const PLACEMENT_REL_L2_TOL: f64 = 2e-3;
+    /// See [`PLACEMENT_REL_L2_TOL`].
+    const PLACEMENT_MAX_REL_TOL: f64 = 5e-3;
+
     fn enabled() -> bool {
         let on = std::env::var_os("HMOE_CUDA_DEVICE_TESTS").is_some();
         if !on {
@@ -756,7 +767,8 @@ mod device_tests {
                             .collect();
                         let it = items(n_tokens, experts.n_experts(), 4);
                         // Against the CPU's own kernels: the GPU rounds activations
-                        // as they do, so placement changes results by float rounding only.
+                        // as they do, so placement changes results by float rounding
+                        // (and rare one-step rounding flips: PLACEMENT_REL_L2_TOL).
                         let mut want = vec![0f32; x.len()];
                         cpu.execute(&experts, &x, hidden, &it, &mut want)
                             .expect("CPU experts");
@@ -771,7 +783,9 @@ mod device_tests {
                                 c.rel_l2, c.max_rel
                             );
                             assert!(
-                                c.pass,
+                                c.rel_l2 <= PLACEMENT_REL_L2_TOL
+                                    && c.max_rel <= PLACEMENT_MAX_REL_TOL
+                                    && got.iter().all(|v| v.is_finite()),
                                 "{recipe} slots {slots} layer {layer} tokens {n_tokens}: {c:?}"
                             );
                         }
