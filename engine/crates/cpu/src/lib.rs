@@ -26,6 +26,7 @@ pub use pool::{CpuPool, PoolConfig};
 pub use reference::{reference_experts, RefActivations};
 
 /// Revision of the CPU kernels' performance: bumped whenever their speed changes
-/// enough to invalidate cached calibrations (2: tiled GEMM path for ≥ 4 tokens).
+/// enough to invalidate cached calibrations (2: tiled GEMM path for ≥ 4 tokens; 3: GFNI
+/// Q4_K/Q6_K kernels and the AMX-INT8 Q8_0 prefill GEMM).
 /// Calibration caches should include it in their key.
-pub const KERNEL_REVISION: u32 = 2;
+pub const KERNEL_REVISION: u32 = 3;
