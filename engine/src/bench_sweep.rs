@@ -59,6 +59,9 @@ pub struct SweepRow {
     pub prefill_tok_s: f64,
     /// Decode tokens per second.
     pub decode_tok_s: f64,
+    /// Prefill seconds in MoE layers, and of those the CPU and GPU shares' times
+    /// (model routing only; zeros otherwise).
+    pub prefill_moe_s: [f64; 3],
     /// Routed experts found resident in decode.
     pub hit_rate: f64,
     /// Share of routed experts run on the GPU in decode.
@@ -205,6 +208,15 @@ fn run_one(
         .map(|s| &**s)
         .collect();
     let decode = &ones[ones.len().saturating_sub(gen)..];
+    // Prefill: the many-token steps (the prompt's chunks), MoE wall and its CPU/GPU shares.
+    let mut prefill_moe = [0.0f64; 3];
+    for s in steps.iter().filter(|s| s.n_tokens > 1) {
+        for l in &s.layers {
+            prefill_moe[0] += l.measured_s.unwrap_or(0.0);
+            prefill_moe[1] += l.measured_cpu_s.unwrap_or(0.0);
+            prefill_moe[2] += l.measured_gpu_s.unwrap_or(0.0);
+        }
+    }
     let (mut moe_s, mut cpu_s, mut gpu_s) = (0.0, 0.0, 0.0);
     let (mut routed, mut hits, mut on_gpu, mut bytes) = (0u64, 0u64, 0u64, 0u64);
     let (mut layer_err, mut step_err) = (Vec::new(), Vec::new());
@@ -243,6 +255,7 @@ fn run_one(
             prompt_len as f64 / prefill_s
         },
         decode_tok_s: gen as f64 / decode_s,
+        prefill_moe_s: if replaying { [0.0; 3] } else { prefill_moe },
         hit_rate: hits as f64 / routed.max(1) as f64,
         gpu_share: on_gpu as f64 / routed.max(1) as f64,
         pcie_gb_s: bytes as f64 / decode_s / 1e9,
@@ -260,8 +273,8 @@ fn run_one(
 
 /// Prints rows as a Markdown table.
 pub fn print_table(rows: &[SweepRow]) {
-    println!("| routing | policy | budget | slots | prefetch | prefill tok/s | decode tok/s | hit rate | GPU share | PCIe GB/s | layer err | step err | MoE ms/tok | MoE CPU ms | MoE GPU ms | dense ms/tok | dense GPU calls ms | sched us/token | sched share |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| routing | policy | budget | slots | prefetch | prefill tok/s | prefill MoE s (CPU/GPU) | decode tok/s | hit rate | GPU share | PCIe GB/s | layer err | step err | MoE ms/tok | MoE CPU ms | MoE GPU ms | dense ms/tok | dense GPU calls ms | sched us/token | sched share |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{}", row_line(r));
     }
@@ -270,7 +283,7 @@ pub fn print_table(rows: &[SweepRow]) {
 /// One row of [`print_table`].
 pub fn row_line(r: &SweepRow) -> String {
     format!(
-        "| {} | {} | {} | {} | {} | {:.1} | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.2}% |",
+        "| {} | {} | {} | {} | {} | {:.1} | {:.2} ({:.2}/{:.2}) | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.2}% |",
         r.routing,
         r.policy,
         r.budget_bytes.map_or("all".into(), |b| if b >= 1 << 30 {
@@ -281,6 +294,9 @@ pub fn row_line(r: &SweepRow) -> String {
         r.cache_slots,
         if r.prefetch { "on" } else { "off" },
         r.prefill_tok_s,
+        r.prefill_moe_s[0],
+        r.prefill_moe_s[1],
+        r.prefill_moe_s[2],
         r.decode_tok_s,
         r.hit_rate * 100.0,
         r.gpu_share * 100.0,
