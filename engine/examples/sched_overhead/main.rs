@@ -8,7 +8,8 @@
 //! ```
 //! Prints ns per layer for each call (end_step and begin_step amortised over the
 //! layers) with and without prefetch, and heap allocations per layer; then the same with
-//! every call's caches made cold first (defaults: 2000 steps, 200 warm-up, 20 cold).
+//! the caches evicted before every call (`cold`) and in the engine's order (`engine`);
+//! defaults: 2000 steps, 200 warm-up, 20 cold.
 
 mod drive;
 
@@ -53,10 +54,25 @@ fn allocs() -> u64 {
 
 const PHASES: [Phase; 4] = [Phase::Begin, Phase::Place, Phase::Observe, Phase::End];
 
-/// Bytes swept before each timed call in the cold runs: above the build machine's
-/// 32 MiB L3, as the expert weights streamed between two layers evict the
-/// scheduler's state on the GPU machine.
+/// Bytes swept to evict everything: above the build machine's 32 MiB L3, as the expert
+/// weights streamed by the CPU share evict the scheduler's state on the GPU machine.
 const COLD_BYTES: usize = 48 << 20;
+/// Bytes swept for the host work between a layer's end and the next plan (the dense
+/// path's launches, routing): about half the L2 (an assumption, see the notes).
+const DENSE_BYTES: usize = 1 << 20;
+
+/// What the caches hold when a call starts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Caches {
+    /// Back-to-back calls: everything stays cached.
+    Warm,
+    /// Everything evicted before every call (worst case).
+    Cold,
+    /// The engine's order: the CPU share's streaming (between `place` and `observe`)
+    /// evicts everything; the dense path's host work (between `observe` and the next
+    /// `place`) evicts part.
+    Engine,
+}
 
 /// Time and allocations per phase.
 #[derive(Default)]
@@ -67,17 +83,47 @@ struct Timer {
     /// other jobs on a shared machine).
     calls: [Vec<u32>; 4],
     allocs: [u64; 4],
-    /// Swept before every call when timing cold caches.
-    cold: Vec<u8>,
+    /// Swept to evict the caches (empty: warm runs).
+    full: Vec<u8>,
+    part: Vec<u8>,
+    engine: bool,
+}
+
+/// Writes one byte per cache line of `buf`.
+fn sweep(buf: &mut [u8]) {
+    for b in buf.iter_mut().step_by(64) {
+        *b = b.wrapping_add(1);
+    }
+    std::hint::black_box(buf);
 }
 
 impl Timer {
-    /// Writes the sweep buffer (one byte per cache line) to evict the caches.
-    fn evict(&mut self) {
-        for b in self.cold.iter_mut().step_by(64) {
-            *b = b.wrapping_add(1);
+    fn new(caches: Caches) -> Self {
+        let buf = |n: usize| {
+            if caches == Caches::Warm {
+                Vec::new()
+            } else {
+                vec![0; n]
+            }
+        };
+        Self {
+            full: buf(COLD_BYTES),
+            part: buf(DENSE_BYTES),
+            engine: caches == Caches::Engine,
+            ..Self::default()
         }
-        std::hint::black_box(&self.cold);
+    }
+
+    /// Evicts what the work before `phase` would have evicted.
+    fn evict(&mut self, phase: Phase) {
+        if !self.engine {
+            sweep(&mut self.full);
+            return;
+        }
+        match phase {
+            Phase::Observe => sweep(&mut self.full),
+            Phase::Place | Phase::Begin | Phase::End => sweep(&mut self.part),
+        }
     }
 }
 
@@ -86,9 +132,9 @@ fn idx(p: Phase) -> usize {
 }
 
 impl Probe for Timer {
-    fn enter(&mut self, _: Phase, _: usize) {
-        if !self.cold.is_empty() {
-            self.evict();
+    fn enter(&mut self, p: Phase, _: usize) {
+        if !self.full.is_empty() {
+            self.evict(p);
         }
         self.started = Some((Instant::now(), allocs()));
     }
@@ -103,54 +149,48 @@ impl Probe for Timer {
     }
 }
 
-fn run(prefetch: bool, cold: bool, steps: usize, warmup: usize) {
+fn run(prefetch: bool, caches: Caches, steps: usize, warmup: usize) {
     let mut d = Driver::new(prefetch);
     for _ in 0..warmup {
         d.step(&mut NoProbe);
     }
     let c0 = d.counts;
-    let mut t = Timer {
-        cold: if cold {
-            vec![0; COLD_BYTES]
-        } else {
-            Vec::new()
-        },
-        ..Timer::default()
-    };
+    let mut t = Timer::new(caches);
     let wall = Instant::now();
     for _ in 0..steps {
         d.step(&mut t);
     }
     let wall = wall.elapsed().as_secs_f64();
     let layers = (steps * d.n_layers()) as f64;
-    let per = |i: usize| t.ns[i] as f64 / layers;
-    let median = |i: usize| {
-        let mut v = t.calls[i].clone();
+    let per = |p: Phase| t.ns[idx(p)] as f64 / layers;
+    let median = |p: Phase| {
+        let mut v = t.calls[idx(p)].clone();
         v.sort_unstable();
         v.get(v.len() / 2).copied().unwrap_or(0)
     };
-    let al = |i: usize| t.allocs[i] as f64 / layers;
+    let al = |p: Phase| t.allocs[idx(p)] as f64 / layers;
     let c = d.counts;
     let routed =
         (c.cpu + c.gpu_hits + c.gpu_fetches - c0.cpu - c0.gpu_hits - c0.gpu_fetches).max(1) as f64;
+    let (place, observe) = (per(Phase::Place), per(Phase::Observe));
+    let (end, begin) = (per(Phase::End), per(Phase::Begin));
     println!(
-        "| {} | {} | {steps} | {:.0} ({}) | {:.0} ({}) | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} | {:.2} | {:.2} |",
+        "| {} | {} | {steps} | {place:.0} ({}) | {observe:.0} ({}) | {:.0} | {end:.0} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} | {:.2} | {wall:.2} |",
         if prefetch { "on" } else { "off" },
-        if cold { "cold" } else { "warm" },
-        per(1),
-        median(1),
-        per(2),
-        median(2),
-        per(1) + per(2),
-        per(3),
-        per(0),
-        per(0) + per(1) + per(2) + per(3),
-        al(1),
-        al(2),
-        al(0) + al(3),
+        match caches {
+            Caches::Warm => "warm",
+            Caches::Cold => "cold",
+            Caches::Engine => "engine",
+        },
+        median(Phase::Place),
+        median(Phase::Observe),
+        place + observe,
+        place + observe + end + begin,
+        al(Phase::Place),
+        al(Phase::Observe),
+        al(Phase::Begin) + al(Phase::End),
         (c.gpu_hits - c0.gpu_hits) as f64 / routed,
         (c.gpu_fetches - c0.gpu_fetches) as f64 / routed,
-        wall,
     );
 }
 
@@ -159,14 +199,7 @@ fn run(prefetch: bool, cold: bool, steps: usize, warmup: usize) {
 /// caches evicted before each call if `cold`.
 fn publish_alone(cold: bool, iters: usize) -> u32 {
     let hints = SlotHints::default();
-    let mut t = Timer {
-        cold: if cold {
-            vec![0; COLD_BYTES]
-        } else {
-            Vec::new()
-        },
-        ..Timer::default()
-    };
+    let mut t = Timer::new(if cold { Caches::Cold } else { Caches::Warm });
     for i in 0..iters {
         let layer = (i % 48) as u16;
         let pairs = (0..7u16).map(|k| ((k * 17 + i as u16) % 128, (layer as u32) * 128 + k as u32));
@@ -188,19 +221,18 @@ fn main() {
     let steps: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(2000);
     let warmup: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(200);
     let cold_steps: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(20);
-    println!(
-        "ns per MoE layer: mean (median of the calls); begin/end_step amortised over the 48 layers; allocations per layer"
-    );
+    println!("ns per MoE layer: mean (median of the calls); begin/end_step amortised over the 48 layers; allocations per layer");
     println!();
-    println!("| prefetch | caches | steps | place ns | observe ns | place+observe ns | end_step ns | begin_step ns | total ns/layer | allocs place / observe / step | GPU hit share | fetch share | wall s |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| prefetch | caches | steps | place ns | observe ns | place+observe ns | end_step ns | total ns/layer | allocs place / observe / step | GPU hit share | fetch share | wall s |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for prefetch in [true, false] {
-        run(prefetch, false, steps, warmup);
+        run(prefetch, Caches::Warm, steps, warmup);
     }
-    // Cold: every call starts with its state evicted from L1-L3 (slow: each sweep
-    // writes COLD_BYTES).
+    // Cold: every call starts with its state evicted from L1-L3; engine: the evictions
+    // in the engine's order (slow: each full sweep writes COLD_BYTES).
     if cold_steps > 0 {
-        run(true, true, cold_steps, warmup);
+        run(true, Caches::Cold, cold_steps, warmup);
+        run(true, Caches::Engine, cold_steps, warmup);
     }
     println!();
     println!(

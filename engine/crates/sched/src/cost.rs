@@ -180,10 +180,14 @@ fn device_from_params(p: &[f64]) -> DeviceCosts {
     }
 }
 
-/// Features of one expert (or matrix) run: `[1, mb_d…, mb_d·n…]`.
-fn device_features(work: &[(QuantType, u64)], n_tokens: u32, fixed: f64) -> Vec<f64> {
+/// Parameters (and features) of a device fit: fixed, then per type per MB and per MB-token.
+const DEVICE_PARAMS: usize = 1 + 2 * QuantType::ALL.len();
+
+/// Features of one expert (or matrix) run: `[1, mb_d…, mb_d·n…]` (on the stack: the
+/// engine observes every layer).
+fn device_features(work: &[(QuantType, u64)], n_tokens: u32, fixed: f64) -> [f64; DEVICE_PARAMS] {
     let k = QuantType::ALL.len();
-    let mut x = vec![0.0; 1 + 2 * k];
+    let mut x = [0.0; DEVICE_PARAMS];
     x[0] = fixed;
     for &(q, bytes) in work {
         let mb = bytes as f64 / 1e6;
@@ -494,7 +498,7 @@ mod tests {
         for n in 1..(ERROR_WINDOW + 300) {
             x = (x * 7.13 + 0.11).fract();
             t.record(1.0 + (x - 0.5) * (n % 5) as f64, 1.0);
-            if n % 97 == 0 || n < 6 || n > ERROR_WINDOW + 290 {
+            if n % 97 == 0 || !(6..=ERROR_WINDOW + 290).contains(&n) {
                 let want = t.report().map(|r| r.median_rel);
                 assert_eq!(t.median_abs(&mut scratch), want, "after {n} samples");
             }

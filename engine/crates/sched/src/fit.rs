@@ -52,10 +52,18 @@ impl PriorLeastSquares {
             *v *= self.decay;
         }
         self.samples = self.samples * self.decay + 1.0;
+        // A zero feature's terms are exact zeros, and adding a zero of either sign leaves
+        // these sums unchanged (they start at +0 and never reach −0): skipping them is
+        // exact, and the cost model's features are mostly zeros (one quant type of seven).
         for i in 0..n {
+            if x[i] == 0.0 {
+                continue;
+            }
             self.atb[i] += w * x[i] * y;
             for j in 0..n {
-                self.ata[i * n + j] += w * x[i] * x[j];
+                if x[j] != 0.0 {
+                    self.ata[i * n + j] += w * x[i] * x[j];
+                }
             }
         }
     }
@@ -163,6 +171,52 @@ mod tests {
                 "{got} vs {want}"
             );
         }
+    }
+
+    #[test]
+    fn skipping_zero_features_is_exact() {
+        // The accumulation before zero features were skipped.
+        fn dense(f: &mut PriorLeastSquares, x: &[f64], y: f64) {
+            let n = f.prior.len();
+            let w = 1.0 / (y * y);
+            for v in f.ata.iter_mut().chain(f.atb.iter_mut()) {
+                *v *= f.decay;
+            }
+            f.samples = f.samples * f.decay + 1.0;
+            for i in 0..n {
+                f.atb[i] += w * x[i] * y;
+                for j in 0..n {
+                    f.ata[i * n + j] += w * x[i] * x[j];
+                }
+            }
+        }
+        let prior = vec![1e-6, 2e-5, 3e-7, 4e-6, 5e-9];
+        let (mut a, mut b) = (
+            PriorLeastSquares::new(prior.clone(), 0.9995, 0.1),
+            PriorLeastSquares::new(prior, 0.9995, 0.1),
+        );
+        let mut r = 0.618f64;
+        for k in 0..500 {
+            // Sparse features of both signs (zeros of both signs too), positive targets.
+            let x: Vec<f64> = (0..5)
+                .map(|i| {
+                    r = (r * 9.77 + 0.31).fract();
+                    match (k + i) % 4 {
+                        0 => 0.0,
+                        1 => -0.0,
+                        2 => r * 3.0,
+                        _ => -r,
+                    }
+                })
+                .collect();
+            let y = 1e-4 * (1.0 + r);
+            a.observe(&x, y);
+            dense(&mut b, &x, y);
+        }
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a.ata), bits(&b.ata));
+        assert_eq!(bits(&a.atb), bits(&b.atb));
+        assert_eq!(bits(&a.solve()), bits(&b.solve()));
     }
 
     #[test]
