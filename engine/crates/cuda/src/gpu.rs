@@ -27,6 +27,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Output rows per warp of gate_up and down: the defaults of `RPW_GU` and `RPW_DN` in
+/// kernels.cu (checked by a test in gpu/kernel_bench.rs).
+const EXPERT_ROWS_PER_WARP: (u32, u32) = (1, 1);
+
 mod dense;
 mod dense_graphs;
 mod dense_profile;
@@ -932,13 +936,14 @@ impl GpuExperts {
         let (hidden, ffn) = (l.hidden as u32, l.ffn as u32);
         let (x, act, y) = (self.x_dev.ptr, self.act_dev.ptr, self.y_dev.ptr);
         let block = (32 * WARPS_PER_BLOCK, 1, 1);
+        let (rg, rd) = EXPERT_ROWS_PER_WARP;
         let c1 = LaunchConfig {
-            grid_dim: (ffn.div_ceil(WARPS_PER_BLOCK), n, 1),
+            grid_dim: (ffn.div_ceil(WARPS_PER_BLOCK * rg), n, 1),
             block_dim: block,
             shared_mem_bytes: 0,
         };
         let c2 = LaunchConfig {
-            grid_dim: (hidden.div_ceil(WARPS_PER_BLOCK), n, 1),
+            grid_dim: (hidden.div_ceil(WARPS_PER_BLOCK * rd), n, 1),
             block_dim: block,
             shared_mem_bytes: 0,
         };

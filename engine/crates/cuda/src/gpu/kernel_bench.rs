@@ -436,6 +436,26 @@ impl GpuExperts {
 #[cfg(test)]
 mod tests {
     use super::{define, with_version_line};
+    use crate::KERNEL_SOURCE;
+
+    /// The default of `#define <name> <v>` (inside `#ifndef <name>`) in the kernel source.
+    fn source_default(name: &str) -> Option<u32> {
+        let key = format!("#define {name} ");
+        KERNEL_SOURCE.lines().find_map(|l| {
+            l.strip_prefix(&key)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+    }
+
+    #[test]
+    fn launch_grids_follow_the_kernels_rows_per_warp() {
+        let (gu, dn) = super::super::EXPERT_ROWS_PER_WARP;
+        assert_eq!(source_default("RPW_GU"), Some(gu));
+        assert_eq!(source_default("RPW_DN"), Some(dn));
+    }
 
     #[test]
     fn version_line_is_replaced_and_nothing_else() {
