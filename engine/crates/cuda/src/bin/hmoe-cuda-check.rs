@@ -258,23 +258,33 @@ fn kernel_only_timings(g: &mut GpuExperts, rep: &mut Report) -> Result<Value> {
 /// run shows which setting is fastest. `default` is the production build.
 const VARIANTS: &[(&str, &[&str])] = &[
     ("default", &[]),
-    ("u_one=2", &["U_ONE=2"]),
-    ("u_one=2,min_blocks=3", &["U_ONE=2", "MIN_BLOCKS=3"]),
-    ("u_one=8", &["U_ONE=8"]),
-    ("u_tile=1", &["U_TILE=1"]),
-    ("rpw_dn=2,u_one=2", &["RPW_DN=2", "U_ONE=2"]),
-    ("rpw_dn=4", &["RPW_DN=4"]),
-    ("rpw_gu=2", &["RPW_GU=2"]),
     ("async", &["ASYNC=1"]),
     ("async,min_blocks=4", &["ASYNC=1", "MIN_BLOCKS=4"]),
+    ("u_one=2", &["U_ONE=2"]),
+    ("rpw_dn=2,u_one=2", &["RPW_DN=2", "U_ONE=2"]),
+    ("u_one=2,min_blocks=3", &["U_ONE=2", "MIN_BLOCKS=3"]),
+    ("rpw_dn=4", &["RPW_DN=4"]),
+    ("u_tile=1", &["U_TILE=1"]),
+    ("rpw_gu=2", &["RPW_GU=2"]),
     ("async,rpw_dn=2", &["ASYNC=1", "RPW_DN=2"]),
     (
         "async,u_tile=1,min_blocks=4",
         &["ASYNC=1", "U_TILE=1", "MIN_BLOCKS=4"],
     ),
+    ("u_one=8", &["U_ONE=8"]),
 ];
+/// Seconds the variant sweep may take (most informative variants first): the device
+/// session runs the quick check under a 150 s stage limit.
+const VARIANT_BUDGET_QUICK_S: f64 = 35.0;
+const VARIANT_BUDGET_S: f64 = 150.0;
 
-fn variant_timings(g: &mut GpuExperts, rep: &mut Report) -> Result<Value> {
+fn variant_timings(g: &mut GpuExperts, rep: &mut Report, quick: bool) -> Result<Value> {
+    let started = Instant::now();
+    let budget = if quick {
+        VARIANT_BUDGET_QUICK_S
+    } else {
+        VARIANT_BUDGET_S
+    };
     use hmoe_cuda::{dense_ref, KernelType};
     let mut rows = Vec::new();
     println!("kernel variants (kernel-only, mean of {TIMING_REPS} passes; us/GB/s of weights per full pass, (us of gate_up+down alone)):");
@@ -307,6 +317,10 @@ fn variant_timings(g: &mut GpuExperts, rep: &mut Report) -> Result<Value> {
         })
         .collect::<Result<_>>()?;
     for (vname, defs) in VARIANTS {
+        if started.elapsed().as_secs_f64() > budget {
+            println!("  (variant sweep stopped after {budget} s: {vname} and later not run)");
+            break;
+        }
         let mut line = format!("  {vname:>22}:");
         for ((n, b), want) in batches.iter().zip(&wants) {
             let all: Vec<usize> = (0..TIMING_EXPERTS).collect();
@@ -767,7 +781,7 @@ fn main() -> Result<()> {
                 // context unusable for any check after it.
                 match GpuExperts::new(&cfg)
                     .map_err(anyhow::Error::from)
-                    .and_then(|mut g| variant_timings(&mut g, &mut rep))
+                    .and_then(|mut g| variant_timings(&mut g, &mut rep, quick))
                 {
                     Ok(v) => summary["kernel_variants"] = v,
                     Err(e) => rep.check(
