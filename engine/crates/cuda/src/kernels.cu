@@ -582,12 +582,24 @@ INSTANTIATE(T_Q6K, q6_k)
 
 // out[t][i] = sum of y[p][i] over token t's pairs, in item order (deterministic).
 // Grid: (ceil(hidden / blockDim.x), n_tokens).
+// A decode token's 8 pairs are loaded before any is added (one pair after another, each
+// waiting on its index load, cost ~16 memory latencies); the sum keeps the same order.
+#define COMBINE_UNROLL 8
 KERNEL void combine(const u32* tok_start, const u32* tok_pairs, const float* y, float* out,
                     u32 hidden) {
     u32 i = blockIdx.x * blockDim.x + threadIdx.x, t = blockIdx.y;
     if (i >= hidden) return;
+    u32 p0 = tok_start[t], p1 = tok_start[t + 1];
     float s = 0.0f;
-    for (u32 p = tok_start[t]; p < tok_start[t + 1]; ++p) s += y[(u64)tok_pairs[p] * hidden + i];
+    for (u32 p = p0; p < p1; p += COMBINE_UNROLL) {
+        u32 pair[COMBINE_UNROLL];
+        float v[COMBINE_UNROLL];
+        for (int k = 0; k < COMBINE_UNROLL; ++k) pair[k] = p + k < p1 ? tok_pairs[p + k] : 0;
+        for (int k = 0; k < COMBINE_UNROLL; ++k)
+            v[k] = p + k < p1 ? y[(u64)pair[k] * hidden + i] : 0.0f;
+        for (int k = 0; k < COMBINE_UNROLL; ++k)
+            if (p + k < p1) s += v[k];
+    }
     out[(u64)t * hidden + i] = s;
 }
 
@@ -609,14 +621,19 @@ KERNEL void act_round(float* a, u32 width, u32 fmt) {
         p[lane] = AS_FLOAT(u & 0xffff0000u);
         return;
     }
+    // The lane's values (8 for Q8_K, 1 for Q8_0) are all loaded before any is compared:
+    // the compare loop used to wait on one load after another.
+    u32 per = bs / 32;
+    float vals[8];
+    for (u32 k = 0; k < 8; ++k) vals[k] = k < per ? p[lane + 32 * k] : 0.0f;
     // Largest magnitude and the first index holding it (indices travel as floats:
     // exact below 2^24, and the emulator shuffles floats only).
     float amax = 0.0f, idx = 1e9f;
-    for (u32 j = lane; j < bs; j += 32) {
-        float av = fabsf(p[j]);
-        if (av > amax) {
+    for (u32 k = 0; k < 8; ++k) {
+        float av = fabsf(vals[k]);
+        if (k < per && av > amax) {
             amax = av;
-            idx = (float)j;
+            idx = (float)(lane + 32 * k);
         }
     }
     for (int m = 16; m > 0; m >>= 1) {
@@ -629,7 +646,7 @@ KERNEL void act_round(float* a, u32 width, u32 fmt) {
     if (fmt == ACT_Q8_0) {
         float d = amax / 127.0f;
         float id = d != 0.0f ? 1.0f / d : 0.0f;
-        float q = fminf(fmaxf(rintf(p[lane] * id), -127.0f), 127.0f);
+        float q = fminf(fmaxf(rintf(vals[0] * id), -127.0f), 127.0f);
         p[lane] = q * d;
         return;
     }
@@ -639,8 +656,6 @@ KERNEL void act_round(float* a, u32 width, u32 fmt) {
     }
     // Every lane read the block before any lane writes it back.
     float mx = p[(u32)idx];
-    float vals[8];
-    for (u32 k = 0; k < 8; ++k) vals[k] = p[lane + 32 * k];
     mx = SHFL_XOR(mx, 0);
     float iscale = -127.0f / mx;
     float d = 1.0f / iscale;

@@ -145,3 +145,15 @@ fn kernel_variants_match_the_cpu_reference_in_the_emulator() {
         run_case(&exe, dir.path(), q8, 2, 3, 2);
     }
 }
+
+/// Top-10 routing: every token sums 10 pairs in `combine`, more than one round of its
+/// unrolled loads (8), and the down kernel sees 10 items.
+#[test]
+fn tokens_with_more_pairs_than_one_combine_round_match_the_cpu_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile_harness(dir.path(), "harness");
+    let (hidden, ffn) = (256, 256);
+    let q4km =
+        ExpertLayout::new(GgmlDType::Q4K, GgmlDType::Q4K, GgmlDType::Q6K, hidden, ffn).unwrap();
+    run_case(&exe, dir.path(), q4km, 10, 2, 10);
+}
