@@ -294,22 +294,18 @@ DEV float warp_sum(float v) {
 
 DEV float silu(float g) { return g / (1.0f + expf(-g)); }
 
-// U steps (s0 .. s0+U-1, those below `steps`) of NR rows sharing their columns (gate and
-// up), NT tokens at most (nt valid): all raw loads of the U x NR row-steps first, then
-// decode and multiply. Steps past the row's end load nothing and are skipped (the test is
-// the same for the whole warp).
+// U steps (s0 .. s0+U-1) of NR rows sharing their columns (gate and up), NT tokens at most
+// (nt valid): all raw loads of the U x NR row-steps first, then decode and multiply.
 template <int T, int NR, int NT, int U>
 DEV void dot_steps(const u8* const* w, const float* const (&xr)[TT], u32 nt, u32 cols,
-                   u32 steps, u32 s0, u32 lane, float (&acc)[NR][TT]) {
+                   u32 s0, u32 lane, float (&acc)[NR][TT]) {
     Raw<T> raw[U][NR];
     for (int u = 0; u < U; ++u) {
-        if (s0 + u >= steps) break;
         u32 e = run_off(s0 + u, lane);
         for (int r = 0; r < NR; ++r)
             raw[u][r].load(w[r] + (u64)(s0 + u) * Step<T>::B, lane, e + 4 <= cols, e + 36 <= cols);
     }
     for (int u = 0; u < U; ++u) {
-        if (s0 + u >= steps) break;
         u32 e = run_off(s0 + u, lane);
         bool va = e + 4 <= cols, vb = e + 36 <= cols;
         float wa[NR][4], wb[NR][4];
@@ -330,14 +326,15 @@ DEV void dot_steps(const u8* const* w, const float* const (&xr)[TT], u32 nt, u32
 }
 
 // This lane's share of w[r] . x[t] for NR rows of `cols` elements that share their columns
-// (gate and up) and nt <= NT token rows: acc[r][t] += partial sums (reduce with warp_sum).
-// The row is walked U steps at a time (loads of U steps in flight; a row of 3 steps, an
-// expert's down row at FFN 768, is one group of 3 with U = 4).
+// (gate and up) and nt <= NT token rows: acc[r][t] += partial sums (reduce with
+// reduce_rows). The row is walked U steps at a time (loads of U steps in flight), then
+// one step at a time.
 template <int T, int NR, int NT, int U>
 DEV void rows_dot(const u8* const* w, const float* const (&xr)[TT], u32 nt, u32 cols,
                   float (&acc)[NR][TT]) {
-    u32 lane = threadIdx.x & 31, steps = (cols + 255) / 256;
-    for (u32 s = 0; s < steps; s += U) dot_steps<T, NR, NT, U>(w, xr, nt, cols, steps, s, lane, acc);
+    u32 lane = threadIdx.x & 31, steps = (cols + 255) / 256, s = 0;
+    for (; s + U <= steps; s += U) dot_steps<T, NR, NT, U>(w, xr, nt, cols, s, lane, acc);
+    for (; s < steps; ++s) dot_steps<T, NR, NT, 1>(w, xr, nt, cols, s, lane, acc);
 }
 
 // One token through shared memory (variant ASYNC=1): each step of the NR rows is copied
@@ -428,8 +425,15 @@ NO_UNROLL
 #ifndef ASYNC
 #define ASYNC 0
 #endif
-// MIN_BLOCKS: blocks per SM the compiler must fit (caps registers); unset: no cap.
-#if defined(MIN_BLOCKS) && !defined(HMOE_EMU)
+// MIN_BLOCKS: blocks per SM the compiler must fit (caps registers at 64 for 4 blocks of
+// 256 threads: 32 warps per SM; 0: no cap). Measured on an H200 (hmoe-cuda-check variant
+// sweep, session 4): 4 blocks took 8 experts x 1 token from 50 to 41 us and x 8 tokens
+// from 122 to 89 us; the kernels are latency-bound, more warps hide more of it. No spills
+// at 64 registers (ptxas, sm_90).
+#ifndef MIN_BLOCKS
+#define MIN_BLOCKS 4
+#endif
+#if MIN_BLOCKS > 0 && !defined(HMOE_EMU)
 #define BOUNDS __launch_bounds__(32 * WARPS, MIN_BLOCKS)
 #else
 #define BOUNDS
