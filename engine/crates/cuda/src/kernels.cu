@@ -325,16 +325,43 @@ DEV void dot_steps(const u8* const* w, const float* const (&xr)[TT], u32 nt, u32
     }
 }
 
+// TAIL=0 (a variant): the steps left after the groups of U one at a time.
+#ifndef TAIL
+#define TAIL 1
+#endif
+// The steps left after the groups of U (fewer than U): one group of K = the largest size
+// that fits, then smaller ones, so a row of 3 steps (an expert's down row at FFN 768)
+// has its 3 steps in flight at once rather than one after another.
+template <int T, int NR, int NT, int K> struct Tail {
+    static DEV void run(const u8* const* w, const float* const (&xr)[TT], u32 nt, u32 cols,
+                        u32 s, u32 steps, u32 lane, float (&acc)[NR][TT]) {
+        if (steps - s >= K) {
+            dot_steps<T, NR, NT, K>(w, xr, nt, cols, s, lane, acc);
+            s += K;
+        }
+        Tail<T, NR, NT, K - 1>::run(w, xr, nt, cols, s, steps, lane, acc);
+    }
+};
+template <int T, int NR, int NT> struct Tail<T, NR, NT, 0> {
+    static DEV void run(const u8* const*, const float* const (&)[TT], u32, u32, u32, u32, u32,
+                        float (&)[NR][TT]) {}
+};
+
 // This lane's share of w[r] . x[t] for NR rows of `cols` elements that share their columns
 // (gate and up) and nt <= NT token rows: acc[r][t] += partial sums (reduce with
-// reduce_rows). The row is walked U steps at a time (loads of U steps in flight), then
-// one step at a time.
+// reduce_rows). The row is walked U steps at a time (loads of U steps in flight), the
+// rest of a single row in one smaller group (Tail).
 template <int T, int NR, int NT, int U>
 DEV void rows_dot(const u8* const* w, const float* const (&xr)[TT], u32 nt, u32 cols,
                   float (&acc)[NR][TT]) {
     u32 lane = threadIdx.x & 31, steps = (cols + 255) / 256, s = 0;
     for (; s + U <= steps; s += U) dot_steps<T, NR, NT, U>(w, xr, nt, cols, s, lane, acc);
-    for (; s < steps; ++s) dot_steps<T, NR, NT, 1>(w, xr, nt, cols, s, lane, acc);
+    if (NR == 1 && TAIL) {
+        Tail<T, NR, NT, U - 1>::run(w, xr, nt, cols, s, steps, lane, acc);
+    } else {
+        // gate/up pairs: single steps (a group tail costs them spills at 64 registers).
+        for (; s < steps; ++s) dot_steps<T, NR, NT, 1>(w, xr, nt, cols, s, lane, acc);
+    }
 }
 
 // One token through shared memory (variant ASYNC=1): each step of the NR rows is copied

@@ -256,11 +256,13 @@ fn kernel_only_timings(g: &mut GpuExperts, rep: &mut Report) -> Result<Value> {
 /// Tuning variants of the expert and linear kernels (NVRTC defines, see kernels.cu):
 /// the same kernel-only timing as `kernel_only_timings` for the main types, so one device
 /// run shows which setting is fastest. `default` is the production build (MIN_BLOCKS=4,
-/// U_ONE=4, U_TILE=2, RPW 1/1, ASYNC=0); `min_blocks=0` is session 4's first build.
+/// U_ONE=4, U_TILE=2, RPW 1/1, ASYNC=0, TAIL=1); `min_blocks=0,tail=0` is the build
+/// measured first in session 4 (with per-token warp sums then).
 const VARIANTS: &[(&str, &[&str])] = &[
     ("default", &[]),
     ("async", &["ASYNC=1"]),
-    ("min_blocks=0", &["MIN_BLOCKS=0"]),
+    ("tail=0", &["TAIL=0"]),
+    ("min_blocks=0,tail=0", &["MIN_BLOCKS=0", "TAIL=0"]),
     ("u_tile=1", &["U_TILE=1"]),
     ("rpw_dn=2", &["RPW_DN=2"]),
     ("async,rpw_dn=2", &["ASYNC=1", "RPW_DN=2"]),
