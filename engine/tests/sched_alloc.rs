@@ -3,46 +3,15 @@
 //! no heap allocation. Every allocation there is a cold `malloc` between two layers on
 //! the GPU machine (docs/notes/bench-sched-overhead.md). Counts, not timings.
 
+#[path = "../examples/sched_overhead/counting.rs"]
+mod counting;
 #[path = "../examples/sched_overhead/drive.rs"]
 #[allow(dead_code)]
 mod drive;
 
+use counting::allocs;
+
 use drive::{Driver, NoProbe, Phase, Probe};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
-/// Counts this thread's allocations (the driver runs on the test's thread).
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator; the counter is a const thread-local (no
-// allocation of its own).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocs() -> u64 {
-    ALLOCS.with(|c| c.get())
-}
 
 /// Allocations per (phase, layer) call.
 #[derive(Default)]

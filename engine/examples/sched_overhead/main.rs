@@ -11,46 +11,14 @@
 //! the caches evicted before every call (`cold`) and in the engine's order (`engine`);
 //! defaults: 2000 steps, 200 warm-up, 20 cold.
 
+mod counting;
 mod drive;
+
+use counting::allocs;
 
 use drive::{Driver, NoProbe, Phase, Probe};
 use hmoe_engine::backend::cuda::SlotHints;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::time::Instant;
-
-/// Counts heap allocations of this thread (the driver is single-threaded).
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator; the counter is a const thread-local (no
-// allocation of its own).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocs() -> u64 {
-    ALLOCS.with(|c| c.get())
-}
 
 const PHASES: [Phase; 4] = [Phase::Begin, Phase::Place, Phase::Observe, Phase::End];
 
