@@ -1,12 +1,12 @@
 // Split-context ("flash-decoding") attention of the device-resident dense path (GpuDense),
 // appended after kernels.cu and dense.cu (uses warp_sum, AS_FLOAT, DEV, KERNEL).
 //
-// attend_rows (dense.cu) walks a row's whole context in one warp: in decode that is 32
+// session 3's attention walked a row's whole context in one warp: in decode that is 32
 // warps (one per head) walking ~1k positions one after another, ~1.5 us each, about 2 ms
 // per layer. Here the context is cut into chunks: warp (row, head, split) reduces its chunk
 // to a partial softmax state (max m, sum l, unnormalised output acc), and attend_combine
 // merges a row's partials. Each warp also works on ATT_UNROLL positions at a time, so that
-// many K/V loads are in flight. No shared memory (the host emulator has none).
+// many K/V loads are in flight. No shared memory.
 //
 // The plan (chunk, n_splits) is read from device memory (plan[0], plan[1]) so that a
 // captured CUDA graph stays valid while the context grows: the grid is sized for a split

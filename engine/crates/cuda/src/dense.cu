@@ -46,17 +46,49 @@ INSTANTIATE_LINEAR(T_Q4K, q4_k)
 INSTANTIATE_LINEAR(T_Q5K, q5_k)
 INSTANTIATE_LINEAR(T_Q6K, q6_k)
 
-// y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w, for n_rows rows of cols (also QK-norm, with
-// one row per head). Grid (ceil(n_rows / WARPS)); one warp per row.
+// RMSNorm: in decode a norm is one row of 2048 values, and a loop that waits on one load
+// per step costs 64 memory latencies (~32 us on an H200); here each lane issues
+// NORM_UNROLL 16-byte loads before it uses any.
+//
+// y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w for n_rows rows of cols values (cols a
+// multiple of 4, rows 16-byte aligned; also QK-norm, one row per head); y may be x. Grid
+// ceil(n_rows / WARPS), block 32 * WARPS; one warp per row.
+#define NORM_UNROLL 8  // float4 loads in flight per lane
+
 KERNEL void rms_norm(const float* x, const float* w, float* y, u32 n_rows, u32 cols, float eps) {
     u32 lane = threadIdx.x & 31, r = blockIdx.x * WARPS + (threadIdx.x >> 5);
     if (r >= n_rows) return;
     const float* xr = x + (u64)r * cols;
+    float* yr = y + (u64)r * cols;
+    u32 c4 = cols / 4;
     float ss = 0.0f;
-    for (u32 i = lane; i < cols; i += 32) ss += xr[i] * xr[i];
+    for (u32 base = 0; base < c4; base += 32 * NORM_UNROLL) {
+        float v[NORM_UNROLL][4];
+        for (u32 k = 0; k < NORM_UNROLL; ++k) {
+            u32 c = base + 32 * k + lane;
+            if (c < c4) ldf4(xr + 4 * c, v[k]);
+            else v[k][0] = v[k][1] = v[k][2] = v[k][3] = 0.0f;
+        }
+        for (u32 k = 0; k < NORM_UNROLL; ++k)
+            for (u32 e = 0; e < 4; ++e) ss += v[k][e] * v[k][e];
+    }
     ss = warp_sum(ss);
     float scale = 1.0f / sqrtf(ss / (float)cols + eps);
-    for (u32 i = lane; i < cols; i += 32) y[(u64)r * cols + i] = xr[i] * scale * w[i];
+    for (u32 base = 0; base < c4; base += 32 * NORM_UNROLL) {
+        float v[NORM_UNROLL][4], g[NORM_UNROLL][4];
+        for (u32 k = 0; k < NORM_UNROLL; ++k) {
+            u32 c = base + 32 * k + lane;
+            if (c < c4) {
+                ldf4(xr + 4 * c, v[k]);
+                ldf4(w + 4 * c, g[k]);
+            }
+        }
+        for (u32 k = 0; k < NORM_UNROLL; ++k) {
+            u32 c = base + 32 * k + lane;
+            if (c < c4)
+                for (u32 e = 0; e < 4; ++e) yr[4 * c + e] = v[k][e] * scale * g[k][e];
+        }
+    }
 }
 
 // NeoX RoPE in place on x [n_tokens][n_heads * head_dim]: pairs (i, i + half) of each head
@@ -128,17 +160,6 @@ KERNEL void kv_write(const float* k, const float* v, const u64* kc, const u64* v
     u64 src = (u64)i * kvw + e, dst = (u64)pos[i] * kvw + e;
     ((float*)kc[i])[dst] = k[src];
     ((float*)vc[i])[dst] = v[src];
-}
-
-// Causal GQA attention of token i over positions 0 ..= pos[i] of its own cache (written by
-// kv_write first, so new tokens of the same sequence see each other in order).
-// q, out [n][n_heads * head_dim]. Grid (n_heads, n), block 32.
-KERNEL void attend_rows(const float* q, const u64* kc, const u64* vc, const u32* pos, float* out,
-                        u32 n_heads, u32 n_kv, u32 head_dim, float scale) {
-    u32 h = blockIdx.x, i = blockIdx.y;
-    u64 row = (u64)i * n_heads * head_dim + (u64)h * head_dim;
-    attend_head(q + row, (const float*)kc[i], (const float*)vc[i], out + row, pos[i] + 1,
-                n_kv * head_dim, h / (n_heads / n_kv), head_dim, scale);
 }
 
 // Residual add: x[j] += y[j] for j < len. Grid ceil(len / 256), block 256.

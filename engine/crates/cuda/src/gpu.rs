@@ -1162,10 +1162,8 @@ mod tests {
                     "rope_neox",
                     "attend",
                     "kv_write",
-                    "attend_rows",
                     "attend_split",
                     "attend_combine",
-                    "rms_norm_rows",
                     "add_to",
                 ] {
                     assert!(src.contains(k), "{k}");

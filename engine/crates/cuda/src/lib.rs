@@ -71,9 +71,7 @@ pub const KERNEL_SOURCE: &str = concat!(
     "\n",
     include_str!("dense.cu"),
     "\n",
-    include_str!("attend.cu"),
-    "\n",
-    include_str!("norm.cu")
+    include_str!("attend.cu")
 );
 /// Warps per block of the gate/up and down kernels (`WARPS` in kernels.cu).
 pub const WARPS_PER_BLOCK: u32 = 8;

@@ -1,5 +1,7 @@
-//! The dense-path kernels (src/dense.cu) in the host emulator against plain f64 references.
+//! The dense-path kernels (src/dense.cu, attend.cu) in the host emulator against
+//! plain f64 references.
 
+use hmoe_cuda::dense_model::{attention_split, grid_split_count};
 use hmoe_cuda::dense_ref;
 use hmoe_cuda::verify::compare;
 use hmoe_cuda::verify_dense::vals;
@@ -85,24 +87,6 @@ fn dense_kernels_match_references_in_the_emulator() {
         check(&format!("linear {dt}"), &got, &want);
     }
 
-    // RMSNorm over 13 rows of 256.
-    let (nr, c, eps) = (13usize, 256usize, 1e-6f32);
-    let x = vals(nr * c, 3);
-    let w: Vec<f32> = vals(c, 4).iter().map(|v| 1.0 + 0.1 * v).collect();
-    let want = dense_ref::rms_norm(&x, &w, eps);
-    let got = run(
-        &exe,
-        d,
-        Input(Vec::new())
-            .u32(1)
-            .u32(nr as u32)
-            .u32(c as u32)
-            .f32s(&[eps])
-            .f32s(&x)
-            .f32s(&w),
-    );
-    check("rms_norm", &got, &want);
-
     // NeoX RoPE: 5 tokens at far-apart positions, 4 heads of 128, theta 1e6 (Qwen3).
     let (nt, nh, hd) = (5usize, 4usize, 128usize);
     let pos = [0u32, 1, 17, 4095, 40_000];
@@ -140,33 +124,51 @@ fn dense_kernels_match_references_in_the_emulator() {
     check("attend", &got, &want);
 }
 
-/// The batched attention of the device-resident forward pass: three sequences with
-/// different histories (one fresh, one decoding, one prefilling) in one `kv_write` and one
-/// `attend_rows` launch, against the one-sequence f64 reference per sequence; the caches
-/// must hold exactly the history followed by the new rows (a copy: bit-exact).
-#[test]
-fn batched_kv_write_and_attention_match_the_reference() {
-    let dir = tempfile::tempdir().unwrap();
-    let exe = compile_harness(dir.path(), "dense_harness");
-    let (nh, nkv, hd) = (8usize, 2usize, 64usize);
+/// A batch for the device-resident attention: heads, KV heads, head size, and per
+/// sequence (cached, new, capacity).
+struct Batch {
+    nh: usize,
+    nkv: usize,
+    hd: usize,
+    seqs: Vec<(usize, usize, usize)>,
+}
+
+impl Batch {
+    fn rows(&self) -> usize {
+        self.seqs.iter().map(|s| s.1).sum()
+    }
+    fn max_visible(&self) -> usize {
+        self.seqs
+            .iter()
+            .map(|&(start, m, _)| start + m)
+            .max()
+            .unwrap_or(1)
+    }
+}
+
+/// `kv_write`, `attend_split` and `attend_combine` of one batch with the split plan
+/// `(chunk, n_splits)` on a grid sized for `grid_split_count(n_splits)` splits, against
+/// the one-sequence f64 reference per sequence; the caches must hold exactly the history
+/// followed by the new rows (a copy: bit-exact).
+fn check_batch(exe: &Path, dir: &Path, b: &Batch, (chunk, n_splits): (usize, usize), what: &str) {
+    let (nh, nkv, hd) = (b.nh, b.nkv, b.hd);
     let kvw = nkv * hd;
+    let n = b.rows();
     let scale = 1.0 / (hd as f32).sqrt();
-    // (start, new tokens, capacity)
-    let seqs = [(0usize, 4usize, 8usize), (29, 1, 40), (5, 6, 16)];
-    let n: usize = seqs.iter().map(|s| s.1).sum();
     let mut inp = Input(Vec::new())
         .u32(4)
-        .u32(seqs.len() as u32)
+        .u32(b.seqs.len() as u32)
         .u32(nh as u32)
         .u32(nkv as u32)
         .u32(hd as u32)
-        .f32s(&[scale]);
-    for &(start, m, cap) in &seqs {
+        .f32s(&[scale])
+        .u32(chunk as u32)
+        .u32(n_splits as u32)
+        .u32(grid_split_count(n_splits) as u32);
+    for &(start, m, cap) in &b.seqs {
         inp = inp.u32(start as u32).u32(m as u32).u32(cap as u32);
     }
-    let hist: Vec<(Vec<f32>, Vec<f32>)> = seqs
-        .iter()
-        .enumerate()
+    let hist: Vec<(Vec<f32>, Vec<f32>)> = (b.seqs.iter().enumerate())
         .map(|(s, &(start, _, _))| {
             (
                 vals(start * kvw, 20 + s as u64),
@@ -180,28 +182,141 @@ fn batched_kv_write_and_attention_match_the_reference() {
     let q = vals(n * nh * hd, 9);
     let k = vals(n * kvw, 10);
     let v = vals(n * kvw, 11);
-    let got = run(&exe, dir.path(), inp.f32s(&q).f32s(&k).f32s(&v));
+    let got = run(exe, dir, inp.f32s(&q).f32s(&k).f32s(&v));
     let (att, mut caches) = got.split_at(n * nh * hd);
     let mut row = 0;
-    for (s, &(start, m, _)) in seqs.iter().enumerate() {
+    for (s, &(start, m, _)) in b.seqs.iter().enumerate() {
         let mut kf = hist[s].0.clone();
         kf.extend_from_slice(&k[row * kvw..(row + m) * kvw]);
         let mut vf = hist[s].1.clone();
         vf.extend_from_slice(&v[row * kvw..(row + m) * kvw]);
         let used = (start + m) * kvw;
-        assert_eq!(&caches[..used], &kf[..], "K cache of sequence {s}");
-        assert_eq!(&caches[used..2 * used], &vf[..], "V cache of sequence {s}");
+        assert_eq!(&caches[..used], &kf[..], "{what}: K cache of sequence {s}");
+        assert_eq!(
+            &caches[used..2 * used],
+            &vf[..],
+            "{what}: V cache of sequence {s}"
+        );
         caches = &caches[2 * used..];
         let qs = &q[row * nh * hd..(row + m) * nh * hd];
         let want = dense_ref::attend(qs, &kf, &vf, start, nh, nkv, hd);
         check(
-            &format!("attend_rows sequence {s}"),
+            &format!("{what} (chunk {chunk} x {n_splits}), sequence {s}"),
             &att[row * nh * hd..(row + m) * nh * hd],
             &want,
         );
         row += m;
     }
     assert!(caches.is_empty(), "{} values left over", caches.len());
+}
+
+/// The batched attention of the device-resident forward pass: one fresh, one decoding and
+/// one prefilling sequence in one launch (head size 64: two floats per lane), for the
+/// split plan the engine picks and for forced ones (one split per row; chunks of 7, a
+/// tail shorter than a warp step in every split; one position per split, more splits than
+/// the short rows need).
+#[test]
+fn batched_kv_write_and_attention_match_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile_harness(dir.path(), "dense_harness");
+    let d = dir.path();
+    let mixed = Batch {
+        nh: 8,
+        nkv: 2,
+        hd: 64,
+        seqs: vec![(0, 4, 8), (29, 1, 40), (5, 6, 16)],
+    };
+    let vis = mixed.max_visible();
+    let plan = attention_split(mixed.rows(), mixed.nh, vis);
+    check_batch(&exe, d, &mixed, plan, "mixed batch, engine plan");
+    check_batch(&exe, d, &mixed, (vis, 1), "mixed batch, one split");
+    check_batch(
+        &exe,
+        d,
+        &mixed,
+        (7, vis.div_ceil(7)),
+        "mixed batch, chunks of 7",
+    );
+    check_batch(
+        &exe,
+        d,
+        &mixed,
+        (1, vis),
+        "mixed batch, one position per split",
+    );
+}
+
+/// Decode at a long context (head size 128: one 16-byte load per lane): the engine's plan
+/// cuts it into many splits, more than one block's warps; then head sizes 32 and 256 (one
+/// float and two 16-byte loads per lane).
+#[test]
+fn split_attention_matches_the_reference_at_long_contexts_and_every_head_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile_harness(dir.path(), "dense_harness");
+    let d = dir.path();
+    let decode = Batch {
+        nh: 8,
+        nkv: 2,
+        hd: 128,
+        seqs: vec![(1299, 1, 1300)],
+    };
+    let plan = attention_split(1, decode.nh, 1300);
+    assert!(
+        plan.1 > 4,
+        "decode must use several blocks of splits: {plan:?}"
+    );
+    check_batch(&exe, d, &decode, plan, "decode at 1.3k");
+    for hd in [32, 256] {
+        let b = Batch {
+            nh: 4,
+            nkv: 4,
+            hd,
+            seqs: vec![(70, 2, 80)],
+        };
+        let plan = attention_split(b.rows(), b.nh, b.max_visible());
+        check_batch(&exe, d, &b, plan, &format!("head size {hd}"));
+    }
+}
+
+/// RMSNorm against the f64 reference: rows as wide as the residual (several load rounds
+/// per lane), as a head (one load per lane), and widths that leave lanes idle; out of
+/// place and in place.
+#[test]
+fn rms_norm_matches_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile_harness(dir.path(), "dense_harness");
+    let eps = 1e-6f32;
+    for (rows, cols) in [
+        (1usize, 2048usize),
+        (3, 2048),
+        (13, 256),
+        (37, 128),
+        (9, 4100),
+        (2, 64),
+    ] {
+        let x = vals(rows * cols, 31);
+        let w: Vec<f32> = vals(cols, 32).iter().map(|v| 1.0 + 0.1 * v).collect();
+        let inp = Input(Vec::new())
+            .u32(1)
+            .u32(rows as u32)
+            .u32(cols as u32)
+            .f32s(&[eps])
+            .f32s(&x)
+            .f32s(&w);
+        let got = run(&exe, dir.path(), inp);
+        let want = dense_ref::rms_norm(&x, &w, eps);
+        let (out, inplace) = got.split_at(rows * cols);
+        check(
+            &format!("rms_norm {rows} x {cols} out of place"),
+            out,
+            &want,
+        );
+        check(
+            &format!("rms_norm {rows} x {cols} in place"),
+            inplace,
+            &want,
+        );
+    }
 }
 
 /// The residual add is one f32 addition per element: exact.

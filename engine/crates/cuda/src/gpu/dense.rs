@@ -158,9 +158,10 @@ impl GpuExperts {
     /// RMSNorm of each `cols`-wide row of `x` with weight `w`.
     pub fn dense_rms_norm(&mut self, x: &[f32], w: &[f32], eps: f32) -> Result<Vec<f32>> {
         let cols = w.len();
-        if cols == 0 || !x.len().is_multiple_of(cols) {
+        // The kernel reads rows in 16-byte chunks.
+        if cols == 0 || !cols.is_multiple_of(4) || !x.len().is_multiple_of(cols) {
             return Err(bad(format!(
-                "rms_norm: {} values for rows of {cols}",
+                "rms_norm: {} values for rows of {cols} (rows must be whole 4-value chunks)",
                 x.len()
             )));
         }

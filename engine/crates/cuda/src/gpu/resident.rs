@@ -233,7 +233,7 @@ impl GpuDense {
         }
         let fns = Fns {
             linear,
-            rms_norm: f("rms_norm_rows")?,
+            rms_norm: f("rms_norm")?,
             rope: f("rope_neox")?,
             kv_write: f("kv_write")?,
             attend_split: f("attend_split")?,
@@ -705,7 +705,7 @@ impl GpuDense {
     }
 
     fn rms_norm(&self, x: u64, w: u64, y: u64, rows: u32, cols: u32) -> Result<()> {
-        // rms_norm_rows reads 16-byte chunks: rows of whole chunks, 16-byte aligned (every
+        // rms_norm reads 16-byte chunks: rows of whole chunks, 16-byte aligned (every
         // buffer here starts aligned and holds rows of `cols` floats).
         if !cols.is_multiple_of(4) || !(x | w | y).is_multiple_of(16) {
             return Err(CudaError::InvalidBatch(format!(
@@ -718,8 +718,8 @@ impl GpuDense {
             shared_mem_bytes: 0,
         };
         let eps = self.shape.rms_eps;
-        // SAFETY: matches rms_norm_rows(const float*, const float*, float*, u32, u32,
-        // float); in place (x == y) is safe: each lane rewrites only elements it read.
+        // SAFETY: matches rms_norm(const float*, const float*, float*, u32, u32, float);
+        // in place (x == y) is safe: each lane rewrites only elements it read.
         unsafe {
             self.stream
                 .launch_builder(&self.fns.rms_norm)
@@ -732,7 +732,7 @@ impl GpuDense {
                 .launch(cfg)
         }
         .map(|_| ())
-        .map_err(drv("launch rms_norm_rows"))
+        .map_err(drv("launch rms_norm"))
     }
 
     fn rope(&self, x: u64, pos: u64, n: u32, heads: u32) -> Result<()> {

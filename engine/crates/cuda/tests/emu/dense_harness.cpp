@@ -1,13 +1,15 @@
 // Runs one dense-path kernel of src/dense.cu in the emulator. Input (little-endian u32
 // unless noted) starts with the op code:
 //   0 linear:  type rows cols n wbytes | w[wbytes] | f32 x[n*cols]            -> f32 y[n*rows]
-//   1 rms_norm: n_rows cols | f32 eps | f32 x[n_rows*cols] | f32 w[cols]     -> f32 y
+//   1 rms_norm: n_rows cols | f32 eps | f32 x[n_rows*cols] | f32 w[cols]
+//              -> f32 y out of place, then f32 y computed in place
 //   2 rope:    n_tokens n_heads head_dim | u32 pos[n_tokens] | f32 inv_freq[head_dim/2]
 //              | f32 x[n_tokens*n_heads*head_dim]                             -> f32 x
 //   3 attend:  n start n_heads n_kv head_dim | f32 scale | f32 q[n*n_heads*head_dim]
 //              | f32 k[(start+n)*n_kv*head_dim] | f32 v[same]                 -> f32 out
-//   4 kv_write + attend_rows (a batch of sequences, kvw = n_kv*head_dim):
-//              n_seq n_heads n_kv head_dim | f32 scale | per seq: start m cap
+//   4 kv_write + attend_split + attend_combine (a batch of sequences, kvw = n_kv*head_dim):
+//              n_seq n_heads n_kv head_dim | f32 scale | chunk n_splits grid_splits
+//              | per seq: start m cap
 //              | per seq: f32 K history[start*kvw], V history[start*kvw]
 //              | f32 q[n*n_heads*head_dim] | f32 k[n*kvw] | f32 v[n*kvw]
 //              -> f32 out[n*n_heads*head_dim], then per seq K[(start+m)*kvw], V[same]
@@ -16,6 +18,7 @@
 #include <algorithm>
 #include "../../src/kernels.cu"
 #include "../../src/dense.cu"
+#include "../../src/attend.cu"
 #include <cstdio>
 
 static FILE* in;
@@ -55,6 +58,10 @@ int main(int argc, char** argv) {
         out.assign(x.size(), -7.0f);
         emu_launch(EmuDim{(n_rows + WARPS - 1) / WARPS, 1, 1}, EmuDim{32 * WARPS, 1, 1},
                    [&] { rms_norm(x.data(), w.data(), out.data(), n_rows, cols, eps); });
+        // In place, as the dense path runs the per-head norms.
+        emu_launch(EmuDim{(n_rows + WARPS - 1) / WARPS, 1, 1}, EmuDim{32 * WARPS, 1, 1},
+                   [&] { rms_norm(x.data(), w.data(), x.data(), n_rows, cols, eps); });
+        out.insert(out.end(), x.begin(), x.end());
         break;
     }
     case 2: {
@@ -81,6 +88,8 @@ int main(int argc, char** argv) {
     case 4: {
         u32 ns = rd32(), nh = rd32(), nkv = rd32(), hd = rd32();
         float scale = rdf();
+        u32 plan[2] = {rd32(), rd32()};  // chunk, n_splits
+        u32 grid_splits = rd32();
         u32 kvw = nkv * hd;
         std::vector<u32> start(ns), m(ns), cap(ns);
         u32 n = 0;
@@ -90,8 +99,9 @@ int main(int argc, char** argv) {
         }
         std::vector<std::vector<float>> kc(ns), vc(ns);
         for (u32 s = 0; s < ns; ++s) {
-            kc[s].assign((size_t)cap[s] * kvw, -9.0f);
-            vc[s].assign((size_t)cap[s] * kvw, -9.0f);
+            // NaN beyond the history: a read past a row's context poisons its output.
+            kc[s].assign((size_t)cap[s] * kvw, NAN);
+            vc[s].assign((size_t)cap[s] * kvw, NAN);
             auto kh = rdv<float>((size_t)start[s] * kvw), vh = rdv<float>((size_t)start[s] * kvw);
             std::copy(kh.begin(), kh.end(), kc[s].begin());
             std::copy(vh.begin(), vh.end(), vc[s].begin());
@@ -109,9 +119,16 @@ int main(int argc, char** argv) {
             }
         emu_launch(EmuDim{(kvw + 127) / 128, n, 1}, EmuDim{128, 1, 1},
                    [&] { kv_write(k.data(), v.data(), kt.data(), vt.data(), pos.data(), kvw); });
+        // Partials start as NaN: a merge of a split that was never written poisons the output.
+        std::vector<float> part((size_t)n * nh * plan[1] * (hd + 2), NAN);
+        u32 groups = (grid_splits + ATT_WARPS - 1) / ATT_WARPS;
+        emu_launch(EmuDim{nh * groups, n, 1}, EmuDim{32 * ATT_WARPS, 1, 1}, [&] {
+            attend_split(q.data(), kt.data(), vt.data(), pos.data(), part.data(), nh, nkv, hd,
+                         scale, plan, grid_splits);
+        });
         out.assign(q.size(), -7.0f);
         emu_launch(EmuDim{nh, n, 1}, EmuDim{32, 1, 1}, [&] {
-            attend_rows(q.data(), kt.data(), vt.data(), pos.data(), out.data(), nh, nkv, hd, scale);
+            attend_combine(part.data(), pos.data(), out.data(), nh, hd, plan);
         });
         for (u32 s = 0; s < ns; ++s) {
             size_t used = (size_t)(start[s] + m[s]) * kvw;
