@@ -846,28 +846,7 @@ impl GpuExperts {
             }
         }
         let (ts, tp) = (m + bl.tok_start as u64, m + bl.tok_pairs as u64);
-        let cfg = LaunchConfig {
-            grid_dim: (
-                (hidden as u32).div_ceil(COMBINE_THREADS),
-                n_tokens as u32,
-                1,
-            ),
-            block_dim: (COMBINE_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let (y, o, h) = (self.y_dev.ptr, self.out_dev.ptr, hidden as u32);
-        // SAFETY: argument types match `combine` in kernels.cu; buffers sized above.
-        unsafe {
-            self.compute
-                .launch_builder(&self.combine)
-                .arg(&ts)
-                .arg(&tp)
-                .arg(&y)
-                .arg(&o)
-                .arg(&h)
-                .launch(cfg)
-        }
-        .map_err(drv("launch combine"))?;
+        self.launch_combine(ts, tp, n_tokens, hidden)?;
         let n = n_tokens * hidden;
         let out_host = self.out_host.floats(n);
         // SAFETY: pinned destination of n floats; read only after the event below.
@@ -916,6 +895,34 @@ impl GpuExperts {
         .map_err(drv("launch act_round"))
     }
 
+    /// `combine` of the packed batch at `tok_start` / `tok_pairs` into `out_dev`.
+    fn launch_combine(&self, ts: u64, tp: u64, n_tokens: usize, hidden: usize) -> Result<()> {
+        let cfg = LaunchConfig {
+            grid_dim: (
+                (hidden as u32).div_ceil(COMBINE_THREADS),
+                n_tokens as u32,
+                1,
+            ),
+            block_dim: (COMBINE_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (y, o, h) = (self.y_dev.ptr, self.out_dev.ptr, hidden as u32);
+        // SAFETY: argument types match `combine` in kernels.cu; the caller sized the buffers
+        // and packed the index tables at `ts` / `tp`.
+        unsafe {
+            self.compute
+                .launch_builder(&self.combine)
+                .arg(&ts)
+                .arg(&tp)
+                .arg(&y)
+                .arg(&o)
+                .arg(&h)
+                .launch(cfg)
+        }
+        .map(|_| ())
+        .map_err(drv("launch combine"))
+    }
+
     fn launch_experts(
         &self,
         l: &ExpertLayout,
@@ -933,49 +940,65 @@ impl GpuExperts {
                 .get(&l.down)
                 .ok_or(CudaError::UnsupportedType(l.down.ggml()))?,
         );
+        self.launch_pass(
+            l,
+            (&gu.gate_up, &dn.down),
+            EXPERT_ROWS_PER_WARP,
+            (items, rows, wts, n),
+            Some(pairs),
+        )
+    }
+
+    /// One expert pass with the given gate/up and down functions: gate_up, then (with
+    /// `round = Some((first pair, pairs))`) the SwiGLU products of those pairs rounded as
+    /// the CPU's down product sees them, then down. `per_warp`: output rows per warp of
+    /// each kernel (the grids follow it); `batch`: the packed items, rows and weights and
+    /// the item count.
+    fn launch_pass(
+        &self,
+        l: &ExpertLayout,
+        (gate_up, down): (&CudaFunction, &CudaFunction),
+        (rg, rd): (u32, u32),
+        (items, rows, wts, n): (u64, u64, u64, u32),
+        round: Option<(usize, usize)>,
+    ) -> Result<()> {
         let (hidden, ffn) = (l.hidden as u32, l.ffn as u32);
         let (x, act, y) = (self.x_dev.ptr, self.act_dev.ptr, self.y_dev.ptr);
-        let block = (32 * WARPS_PER_BLOCK, 1, 1);
-        let (rg, rd) = EXPERT_ROWS_PER_WARP;
-        let c1 = LaunchConfig {
-            grid_dim: (ffn.div_ceil(WARPS_PER_BLOCK * rg), n, 1),
-            block_dim: block,
-            shared_mem_bytes: 0,
-        };
-        let c2 = LaunchConfig {
-            grid_dim: (hidden.div_ceil(WARPS_PER_BLOCK * rd), n, 1),
-            block_dim: block,
+        let cfg = |r: u32, per_warp: u32| LaunchConfig {
+            grid_dim: (r.div_ceil(WARPS_PER_BLOCK * per_warp), n, 1),
+            block_dim: (32 * WARPS_PER_BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
         // SAFETY: argument lists match gate_up_* / down_* in kernels.cu; the index tables
         // and buffers were sized for this batch.
         unsafe {
             self.compute
-                .launch_builder(&gu.gate_up)
+                .launch_builder(gate_up)
                 .arg(&items)
                 .arg(&rows)
                 .arg(&x)
                 .arg(&act)
                 .arg(&hidden)
                 .arg(&ffn)
-                .launch(c1)
-                .map_err(drv(format!("launch gate_up_{}", l.gate_up.suffix())))?;
+                .launch(cfg(ffn, rg))
+                .map_err(|e| drv(format!("launch gate_up ({})", l.gate_up.suffix()))(e))?;
         }
-        // The SwiGLU products of these pairs as the CPU's down product sees them.
-        let act_rows = act + (pairs.0 * l.ffn * 4) as u64;
-        self.round_acts(l.down, act_rows, pairs.1, l.ffn)?;
+        if let Some((first, count)) = round {
+            let act_rows = act + (first * l.ffn * 4) as u64;
+            self.round_acts(l.down, act_rows, count, l.ffn)?;
+        }
         // SAFETY: as above.
         unsafe {
             self.compute
-                .launch_builder(&dn.down)
+                .launch_builder(down)
                 .arg(&items)
                 .arg(&wts)
                 .arg(&act)
                 .arg(&y)
                 .arg(&hidden)
                 .arg(&ffn)
-                .launch(c2)
-                .map_err(drv(format!("launch down_{}", l.down.suffix())))?;
+                .launch(cfg(hidden, rd))
+                .map_err(|e| drv(format!("launch down ({})", l.down.suffix()))(e))?;
         }
         Ok(())
     }

@@ -13,9 +13,9 @@ use crate::api::{GpuItem, KernelTiming};
 use crate::batch::{pack, BatchItem};
 use crate::dtype::{ExpertLayout, KernelType};
 use crate::error::{CudaError, Result};
-use crate::{COMBINE_THREADS, KERNEL_SOURCE, WARPS_PER_BLOCK};
+use crate::KERNEL_SOURCE;
 use cudarc::driver::result as cu;
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -195,7 +195,13 @@ impl GpuExperts {
                 m + bl.weights as u64,
             );
             let n_items = bl.n_items as u32;
-            me.launch_variant(layout, &fns, it, rw, wt, n_items, bl.n_pairs, full)?;
+            me.launch_pass(
+                layout,
+                (&fns.gate_up, &fns.down),
+                fns.rows_per_warp,
+                (it, rw, wt, n_items),
+                full.then_some((0, bl.n_pairs)),
+            )?;
             if full {
                 me.launch_combine(
                     m + bl.tok_start as u64,
@@ -237,33 +243,6 @@ impl GpuExperts {
             pass_ms: ms[1],
             matmul_ms: ms[0],
         })
-    }
-
-    /// `combine` of the packed batch at `tok_start` / `tok_pairs` into `out_dev`.
-    fn launch_combine(&self, ts: u64, tp: u64, n_tokens: usize, hidden: usize) -> Result<()> {
-        let cfg = LaunchConfig {
-            grid_dim: (
-                (hidden as u32).div_ceil(COMBINE_THREADS),
-                n_tokens as u32,
-                1,
-            ),
-            block_dim: (COMBINE_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let (y, o, h) = (self.y_dev.ptr, self.out_dev.ptr, hidden as u32);
-        // SAFETY: argument types match `combine` in kernels.cu; buffers sized by the caller.
-        unsafe {
-            self.compute
-                .launch_builder(&self.combine)
-                .arg(&ts)
-                .arg(&tp)
-                .arg(&y)
-                .arg(&o)
-                .arg(&h)
-                .launch(cfg)
-        }
-        .map(|_| ())
-        .map_err(drv("launch combine"))
     }
 
     /// `linear_<t>` on `rows × cols` weights and `x` (`n × cols`) uploaded once, launched
@@ -376,60 +355,6 @@ impl GpuExperts {
         };
         entries.push((self.ctx.clone(), m.clone()));
         Ok(m)
-    }
-
-    /// gate_up, act_round of the products (if `round`), down, with the given functions and
-    /// the launch configuration of `launch_experts` (grids follow the rows per warp).
-    #[allow(clippy::too_many_arguments)]
-    fn launch_variant(
-        &self,
-        l: &ExpertLayout,
-        v: &VariantFns,
-        items: u64,
-        rows: u64,
-        wts: u64,
-        n: u32,
-        n_pairs: usize,
-        round: bool,
-    ) -> Result<()> {
-        let (hidden, ffn) = (l.hidden as u32, l.ffn as u32);
-        let (x, act, y) = (self.x_dev.ptr, self.act_dev.ptr, self.y_dev.ptr);
-        let cfg = |r: u32, per_warp: u32| LaunchConfig {
-            grid_dim: (r.div_ceil(WARPS_PER_BLOCK * per_warp), n, 1),
-            block_dim: (32 * WARPS_PER_BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: argument lists match gate_up_* / down_* in kernels.cu; the index tables
-        // and buffers were sized for this batch by the caller.
-        unsafe {
-            self.compute
-                .launch_builder(&v.gate_up)
-                .arg(&items)
-                .arg(&rows)
-                .arg(&x)
-                .arg(&act)
-                .arg(&hidden)
-                .arg(&ffn)
-                .launch(cfg(ffn, v.rows_per_warp.0))
-                .map_err(drv("launch variant gate_up"))?;
-        }
-        if round {
-            self.round_acts(l.down, act, n_pairs, l.ffn)?;
-        }
-        // SAFETY: as above.
-        unsafe {
-            self.compute
-                .launch_builder(&v.down)
-                .arg(&items)
-                .arg(&wts)
-                .arg(&act)
-                .arg(&y)
-                .arg(&hidden)
-                .arg(&ffn)
-                .launch(cfg(hidden, v.rows_per_warp.1))
-                .map_err(drv("launch variant down"))?;
-        }
-        Ok(())
     }
 }
 
