@@ -226,25 +226,7 @@ fn prefill_layer_time(
         .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
         .collect();
     let mut y = vec![0f32; tokens * HIDDEN];
-    let mut rows = vec![Vec::new(); N_EXPERTS];
-    let mut weights = vec![Vec::new(); N_EXPERTS];
-    let mut state = 12345u64;
-    for t in 0..tokens {
-        let mut chosen = Vec::with_capacity(TOP_K);
-        while chosen.len() < TOP_K {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let e = ((state >> 33) % N_EXPERTS as u64) as usize;
-            if !chosen.contains(&e) {
-                chosen.push(e);
-            }
-        }
-        for e in chosen {
-            rows[e].push(t as u32);
-            weights[e].push(0.125f32);
-        }
-    }
+    let (rows, weights) = top_k_routing(tokens);
     let tasks: Vec<_> = (0..N_EXPERTS)
         .map(|e| set[e % set.len()].task(&rows[e], &weights[e]))
         .collect();
@@ -712,25 +694,7 @@ fn amx_section(threads: &[usize], pin: bool) -> Result<()> {
     let all: Vec<u32> = (0..TOKENS as u32).collect();
     let w8 = vec![0.125f32; TOKENS];
     let set8: Vec<RandomExpert> = (0..TOP_K).map(|_| base.clone()).collect();
-    let mut rows = vec![Vec::new(); N_EXPERTS];
-    let mut weights = vec![Vec::new(); N_EXPERTS];
-    let mut state = 12345u64;
-    for t in 0..TOKENS {
-        let mut chosen = Vec::with_capacity(TOP_K);
-        while chosen.len() < TOP_K {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let e = ((state >> 33) % N_EXPERTS as u64) as usize;
-            if !chosen.contains(&e) {
-                chosen.push(e);
-            }
-        }
-        for e in chosen {
-            rows[e].push(t as u32);
-            weights[e].push(0.125f32);
-        }
-    }
+    let (rows, weights) = top_k_routing(TOKENS);
     let set128: Vec<RandomExpert> = (0..N_EXPERTS).map(|_| base.clone()).collect();
     let max_t = threads.iter().copied().max().unwrap_or(1);
     let mut counts = vec![1, max_t];
@@ -768,4 +732,29 @@ fn amx_section(threads: &[usize], pin: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Pseudo-random top-`TOP_K` of `N_EXPERTS` routing of `tokens` tokens (a fixed LCG, so
+/// every run and table routes the same way): per expert, its token rows and weights.
+fn top_k_routing(tokens: usize) -> (Vec<Vec<u32>>, Vec<Vec<f32>>) {
+    let mut rows = vec![Vec::new(); N_EXPERTS];
+    let mut weights = vec![Vec::new(); N_EXPERTS];
+    let mut state = 12345u64;
+    for t in 0..tokens {
+        let mut chosen = Vec::with_capacity(TOP_K);
+        while chosen.len() < TOP_K {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let e = ((state >> 33) % N_EXPERTS as u64) as usize;
+            if !chosen.contains(&e) {
+                chosen.push(e);
+            }
+        }
+        for e in chosen {
+            rows[e].push(t as u32);
+            weights[e].push(0.125f32);
+        }
+    }
+    (rows, weights)
 }
