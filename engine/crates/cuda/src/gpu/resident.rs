@@ -701,7 +701,7 @@ impl GpuDense {
                 .launch(cfg)
         }
         .map(|_| ())
-        .map_err(drv(format!("launch linear_{}", m.t.suffix())))
+        .map_err(|e| drv(format!("launch linear_{}", m.t.suffix()))(e))
     }
 
     fn rms_norm(&self, x: u64, w: u64, y: u64, rows: u32, cols: u32) -> Result<()> {
