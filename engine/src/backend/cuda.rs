@@ -14,8 +14,8 @@ use crate::api::{DeviceChoice, RuntimeOptions};
 use crate::error::{EngineError, Result};
 use crate::moe::{ExpertExecutor, LayerExperts, WorkItem};
 use hmoe_cuda::{
-    CudaError, DeviceInfo, ExpertLayout, GpuConfig, GpuExperts, GpuItem, HostSource, LayerTimings,
-    PendingLayer,
+    CudaError, DeviceAddend, DeviceInfo, ExpertLayout, GpuConfig, GpuExperts, GpuItem, HostSource,
+    LayerTimings, PendingLayer,
 };
 use hmoe_gguf::GgufFile;
 use std::collections::HashMap;
@@ -262,12 +262,41 @@ impl GpuExpertExecutor {
         hidden: usize,
         items: &[WorkItem],
     ) -> Result<GpuTicket> {
+        self.submit_to(experts, x, hidden, items, false)
+    }
+
+    /// [`GpuExpertExecutor::submit`] with the output left on the device: finish with
+    /// [`GpuExpertExecutor::defer`] (the dense path adds it in its next call) or
+    /// [`GpuExpertExecutor::complete`].
+    pub fn submit_on_device(
+        &self,
+        experts: &LayerExperts<'_>,
+        x: &[f32],
+        hidden: usize,
+        items: &[WorkItem],
+    ) -> Result<GpuTicket> {
+        self.submit_to(experts, x, hidden, items, true)
+    }
+
+    fn submit_to(
+        &self,
+        experts: &LayerExperts<'_>,
+        x: &[f32],
+        hidden: usize,
+        items: &[WorkItem],
+        on_device: bool,
+    ) -> Result<GpuTicket> {
         let layer = experts.layer;
         let n_tokens = x.len() / hidden.max(1);
+        let submit = |g: &mut GpuExperts, l: &ExpertLayout, items: &[GpuItem<'_>]| {
+            if on_device {
+                g.submit_layer_on_device(l, layer as u16, x, n_tokens, items)
+            } else {
+                g.submit_layer(l, layer as u16, x, n_tokens, items)
+            }
+        };
         let Some(first) = items.first() else {
-            return self
-                .lock()?
-                .submit_layer(&empty_layout(hidden), layer as u16, x, n_tokens, &[])
+            return submit(&mut *self.lock()?, &empty_layout(hidden), &[])
                 .map(GpuTicket)
                 .map_err(cuda_err(layer));
         };
@@ -295,10 +324,31 @@ impl GpuExpertExecutor {
                 }
             })
             .collect();
-        self.lock()?
-            .submit_layer(&layout, layer as u16, x, n_tokens, &gpu_items)
+        submit(&mut *self.lock()?, &layout, &gpu_items)
             .map(GpuTicket)
             .map_err(cuda_err(layer))
+    }
+
+    /// Leaves a layer submitted with [`GpuExpertExecutor::submit_on_device`] on the device
+    /// and returns where its output is (None for an empty layer); its times come later
+    /// from [`GpuExpertExecutor::take_deferred_timings`]. The output must be consumed (by
+    /// the dense path's next call) before the next layer is submitted.
+    pub fn defer(&self, ticket: GpuTicket) -> Result<Option<DeviceAddend>> {
+        self.lock()?
+            .defer_layer(ticket.0)
+            .map_err(|e| EngineError::Compute(format!("CUDA experts: {e}")))
+    }
+
+    /// The CUDA-event times of the last deferred layer, once (None if none is pending).
+    pub fn take_deferred_timings(&self) -> Result<Option<LayerTimings>> {
+        let t = self
+            .lock()?
+            .take_deferred_timings()
+            .map_err(|e| EngineError::Compute(format!("CUDA experts: {e}")))?;
+        if let (Some(t), Ok(mut l)) = (t, self.last.lock()) {
+            *l = Some(t);
+        }
+        Ok(t)
     }
 
     /// Waits for a submitted layer and adds its output to `out`.

@@ -11,7 +11,7 @@ use super::kv_cache::KvCache;
 use super::qwen3moe::{output_rows, Qwen3Moe, SeqStep};
 use crate::error::{EngineError, Result};
 use crate::moe::MoeDispatch;
-use hmoe_cuda::{DenseSeq, SeqSpan};
+use hmoe_cuda::{DenseSeq, DeviceAddend, SeqSpan};
 use std::sync::Arc;
 
 /// A device that runs the dense path with its own weights and KV caches.
@@ -21,13 +21,16 @@ pub trait DenseDevice: Send + Sync {
     /// A handle for a new sequence of at most `capacity` tokens.
     fn new_seq(&self, capacity: usize) -> DenseSeq;
     /// The dense part of `layer` for the rows of `spans` (see
-    /// `hmoe_cuda::GpuDense::attention_block`): `x` gains the attention output, `hn` gets
-    /// the pre-MoE normed state, `router` the router logits, `next_router` (if not empty)
-    /// the next layer's router logits on `hn`.
+    /// `hmoe_cuda::GpuDense::attention_block`): `x` gains `addend` (the previous layer's
+    /// GPU expert output, left on the device; None when it was added on the host) and the
+    /// attention output, `hn` gets the pre-MoE normed state, `router` the router logits,
+    /// `next_router` (if not empty) the next layer's router logits on `hn`.
+    #[allow(clippy::too_many_arguments)]
     fn attention_block(
         &self,
         layer: usize,
         spans: &[SeqSpan],
+        addend: Option<DeviceAddend>,
         x: &mut [f32],
         hn: &mut [f32],
         router: &mut [f32],
@@ -97,6 +100,9 @@ impl Qwen3Moe {
         let mut hn = vec![0f32; n * h];
         let mut logits = vec![0f32; n * e];
         let mut next_logits = vec![0f32; n * e];
+        // The GPU experts' output of the previous layer, left on the device: the next
+        // dense call adds it, so the host never waits for the GPU share of a layer.
+        let mut addend = None;
         for li in 0..cfg.n_layers {
             let last = li + 1 == cfg.n_layers;
             let next_out = if last {
@@ -105,11 +111,19 @@ impl Qwen3Moe {
                 &mut next_logits[..]
             };
             let t = std::time::Instant::now();
-            dev.attention_block(li, &spans, &mut x, &mut hn, &mut logits, next_out)?;
+            dev.attention_block(
+                li,
+                &spans,
+                addend.take(),
+                &mut x,
+                &mut hn,
+                &mut logits,
+                next_out,
+            )?;
             self.count_device_dense(t.elapsed());
-            // MoE block, as on the CPU path.
+            // MoE block, as on the CPU path; the last layer's output is needed on the host.
             let next = (!last && !moe.replaying()).then_some(&next_logits[..]);
-            self.moe_block(li, moe, &hn, &logits, next, &mut x)?;
+            addend = self.moe_block(li, moe, &hn, &logits, next, !last, &mut x)?;
         }
         // Output head for the rows each sequence wants.
         let (wanted, counts) = output_rows(batch);
@@ -245,11 +259,17 @@ mod tests {
             &self,
             layer: usize,
             spans: &[SeqSpan],
+            addend: Option<DeviceAddend>,
             x: &mut [f32],
             hn: &mut [f32],
             router: &mut [f32],
             next_router: &mut [f32],
         ) -> Result<()> {
+            if addend.is_some() {
+                return Err(EngineError::Compute(
+                    "the host reference has no device memory to add experts' output from".into(),
+                ));
+            }
             let mut r = self
                 .0
                 .lock()

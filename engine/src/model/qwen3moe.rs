@@ -11,6 +11,7 @@ use super::weights::ModelWeights;
 use crate::error::{EngineError, Result};
 use crate::moe::{predict_next, route, LayerExperts, MoeDispatch};
 use hmoe_cpu::CpuPool;
+use hmoe_cuda::DeviceAddend;
 use hmoe_gguf::GgufFile;
 use std::sync::Arc;
 
@@ -204,7 +205,9 @@ impl Qwen3Moe {
     /// dense part: routes `router_logits` (or the replayed trace's choice), predicts the
     /// next layer's experts from `next_logits` (that layer's router on `hn`; None for
     /// the last layer or under replay), lets the dispatcher place and run the experts,
-    /// and adds their output into the residual `x`.
+    /// and adds their output into the residual `x`. With `defer`, the GPU share's output
+    /// may stay on the device instead: it is returned, for the dense path's next call.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn moe_block(
         &self,
         li: usize,
@@ -212,8 +215,9 @@ impl Qwen3Moe {
         hn: &[f32],
         router_logits: &[f32],
         next_logits: Option<&[f32]>,
+        defer: bool,
         x: &mut [f32],
-    ) -> Result<()> {
+    ) -> Result<Option<DeviceAddend>> {
         let cfg = &self.cfg;
         let (h, e) = (cfg.hidden, cfg.n_experts);
         let mut routing = route(router_logits, e, cfg.top_k, cfg.norm_topk_prob);
@@ -226,19 +230,20 @@ impl Qwen3Moe {
         };
         let mut moe_out = vec![0f32; hn.len()];
         let next_layer = (li + 1 < self.weights.layers.len()).then(|| self.layer_experts(li + 1));
-        moe.run_layer(
+        let addend = moe.run_layer(
             &self.layer_experts(li),
             next_layer.as_ref(),
             hn,
             h,
             &items,
             &next,
+            defer,
             &mut moe_out,
         )?;
         for (xi, mi) in x.iter_mut().zip(&moe_out) {
             *xi += mi;
         }
-        Ok(())
+        Ok(addend)
     }
 
     fn forward_inner(
@@ -313,7 +318,7 @@ impl Qwen3Moe {
                 }
                 _ => None,
             };
-            self.moe_block(li, moe, &hn, &logits, next_logits.as_deref(), &mut x)?;
+            self.moe_block(li, moe, &hn, &logits, next_logits.as_deref(), false, &mut x)?;
         }
 
         // Output head for the rows each sequence wants.

@@ -6,7 +6,7 @@ use super::stats::SchedSnapshot;
 use super::{ExpertExecutor, LayerExperts, WorkItem};
 use crate::backend::cuda::GpuExpertExecutor;
 use crate::error::{EngineError, Result};
-use hmoe_cuda::LayerTimings;
+use hmoe_cuda::{DeviceAddend, LayerTimings};
 use hmoe_sched::Trace;
 use std::sync::Arc;
 use std::time::Instant;
@@ -122,6 +122,18 @@ struct Replay {
     active: bool,
 }
 
+/// A layer whose GPU share's output was left on the device: its feedback to the placer
+/// waits for the GPU's times, read before the next layer is planned.
+#[derive(Debug)]
+struct PendingObserve {
+    layer: usize,
+    cpu_items: Vec<WorkItem>,
+    gpu_items: Vec<WorkItem>,
+    cpu_s: f64,
+    /// Host seconds from issuing the layer to the end of its CPU share.
+    host_s: f64,
+}
+
 /// Runs MoE layers according to a placer's plans.
 pub struct MoeDispatch {
     cpu: Arc<dyn ExpertExecutor>,
@@ -134,6 +146,8 @@ pub struct MoeDispatch {
     replay: Option<Replay>,
     /// The placement buffers, reused from layer to layer.
     placement: LayerPlacement,
+    /// The last deferred layer, not yet fed back.
+    pending: Option<PendingObserve>,
 }
 
 impl MoeDispatch {
@@ -152,6 +166,7 @@ impl MoeDispatch {
             step_started: None,
             replay: None,
             placement: LayerPlacement::default(),
+            pending: None,
         }
     }
 
@@ -233,6 +248,10 @@ impl MoeDispatch {
 
     /// Marks the end of a forward step.
     pub fn end_step(&mut self) {
+        // A step that failed after deferring a layer: feed it back now.
+        if let Err(e) = self.flush_pending() {
+            tracing::warn!("the deferred GPU layer's times could not be read: {e}");
+        }
         let s = self
             .step_started
             .take()
@@ -248,6 +267,11 @@ impl MoeDispatch {
 
     /// Executes one layer: `out += Σ experts`, placed by the plan. `next_layer`: the
     /// next layer's experts, for the plan's prefetches (None for the last layer).
+    ///
+    /// With `defer` (the caller's next step can add a device buffer into its residual:
+    /// the GPU dense path), the CUDA share's output is not waited for or added to `out`:
+    /// it is returned, left on the device, and `out` gets the CPU share only. The caller
+    /// must consume it before the next layer runs.
     #[allow(clippy::too_many_arguments)]
     pub fn run_layer(
         &mut self,
@@ -257,8 +281,10 @@ impl MoeDispatch {
         hidden: usize,
         items: &[WorkItem],
         next: &[(u16, f32)],
+        defer: bool,
         out: &mut [f32],
-    ) -> Result<()> {
+    ) -> Result<Option<DeviceAddend>> {
+        self.flush_pending()?;
         let mut plan = std::mem::take(&mut self.placement);
         let t_plan = Instant::now();
         self.placer
@@ -270,7 +296,11 @@ impl MoeDispatch {
         let start = Instant::now();
         // The CUDA share is issued first and completed after the CPU share: both run at
         // once, and the host waits only for the GPU's output.
+        let defer = defer && self.cuda.is_some() && !gpu_items.is_empty();
         let ticket = match (&self.cuda, gpu_items.is_empty()) {
+            (Some(cuda), false) if defer => {
+                Some(cuda.submit_on_device(experts, x, hidden, &gpu_items)?)
+            }
             (Some(cuda), false) => Some(cuda.submit(experts, x, hidden, &gpu_items)?),
             _ => None,
         };
@@ -280,9 +310,13 @@ impl MoeDispatch {
         let t0 = Instant::now();
         self.cpu.execute(experts, x, hidden, &cpu_items, out)?;
         let cpu_s = t0.elapsed().as_secs_f64();
-        let mut gpu = None;
+        let (mut gpu, mut addend) = (None, None);
         if let (Some(cuda), Some(t)) = (&self.cuda, ticket) {
-            gpu = Some(cuda.complete(t, out)?);
+            if defer {
+                addend = cuda.defer(t)?;
+            } else {
+                gpu = Some(cuda.complete(t, out)?);
+            }
         }
         let wall_s = start.elapsed().as_secs_f64();
         // Background loads go on the copy stream after this layer's demand copies and
@@ -302,25 +336,57 @@ impl MoeDispatch {
                 }
             }
         }
+        self.placement = plan;
+        let done = PendingObserve {
+            layer: experts.layer,
+            cpu_items,
+            gpu_items,
+            cpu_s,
+            host_s: wall_s,
+        };
+        if addend.is_some() {
+            self.pending = Some(done);
+        } else {
+            self.feed_back(done, gpu);
+        }
+        Ok(addend)
+    }
+
+    /// Feeds the deferred layer back to the placer, with its GPU times (read from its
+    /// events, which have fired once the dense call that consumed its output returned).
+    fn flush_pending(&mut self) -> Result<()> {
+        let Some(p) = self.pending.take() else {
+            return Ok(());
+        };
+        let gpu = match &self.cuda {
+            Some(cuda) => cuda.take_deferred_timings()?,
+            None => None,
+        };
+        self.feed_back(p, gpu);
+        Ok(())
+    }
+
+    /// The placer's feedback and the totals of one executed layer. A deferred layer's
+    /// wall time is the longer of its host share and its GPU share (neither waited).
+    fn feed_back(&mut self, p: PendingObserve, gpu: Option<LayerTimings>) {
+        let wall_s = gpu.map_or(p.host_s, |t| p.host_s.max(t.wall_ms as f64 / 1e3));
         let t_obs = Instant::now();
         self.placer.observe(
-            experts.layer,
+            p.layer,
             &LayerMeasure {
-                cpu_items: &cpu_items,
-                cpu_s,
-                gpu_items: &gpu_items,
+                cpu_items: &p.cpu_items,
+                cpu_s: p.cpu_s,
+                gpu_items: &p.gpu_items,
                 gpu,
                 wall_s,
             },
         );
         self.summary.sched_seconds += t_obs.elapsed().as_secs_f64();
-        self.summary.cpu_items += cpu_items.len() as u64;
-        self.summary.gpu_items += gpu_items.len() as u64;
-        self.summary.cpu_seconds += cpu_s;
+        self.summary.cpu_items += p.cpu_items.len() as u64;
+        self.summary.gpu_items += p.gpu_items.len() as u64;
+        self.summary.cpu_seconds += p.cpu_s;
         self.summary.gpu_seconds += gpu.map_or(0.0, |t| t.gpu_ms as f64 / 1e3);
         self.summary.moe_wall_seconds += wall_s;
-        self.placement = plan;
-        Ok(())
     }
 }
 

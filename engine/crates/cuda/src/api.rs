@@ -89,6 +89,22 @@ pub struct LayerTimings {
     pub wall_ms: f32,
 }
 
+/// A layer's GPU expert output left on the device instead of copied back: `values` floats
+/// at device address `ptr`, ready once the CUDA event `event` (a raw `CUevent` owned by the
+/// [`crate::GpuExperts`] that made it, valid while it lives) has fired. The next dense call
+/// adds it into the residual on the device (`GpuDense::attention_block`), so the host never
+/// waits for the GPU share of a layer: one host round trip per layer instead of two.
+/// The buffer stays untouched until the experts' next layer is submitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceAddend {
+    /// Device address of `values` f32.
+    pub ptr: u64,
+    /// Number of floats (`n_tokens × hidden`).
+    pub values: usize,
+    /// Raw `CUevent` handle, as an integer (the type is not `Send`).
+    pub event: u64,
+}
+
 /// Copy/compute overlap measurement.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct OverlapReport {

@@ -31,6 +31,7 @@ use std::time::Instant;
 /// kernels.cu (checked by a test in gpu/kernel_bench.rs).
 const EXPERT_ROWS_PER_WARP: (u32, u32) = (1, 1);
 
+mod deferred;
 mod dense;
 mod dense_graphs;
 mod dense_profile;
@@ -194,6 +195,8 @@ pub struct PendingLayer {
     values: usize,
     timings: LayerTimings,
     started: Instant,
+    /// Submitted with [`GpuExperts::submit_layer_on_device`]: no download enqueued.
+    on_device: bool,
 }
 
 impl PendingLayer {
@@ -241,6 +244,10 @@ pub struct GpuExperts {
     out_dev: DeviceBuf,
     packed: Vec<u8>,
     in_flight: bool,
+    /// A layer whose output was left on the device ([`GpuExperts::defer_layer`]).
+    deferred: Option<deferred::Deferred>,
+    /// Its timings, read when the next layer was submitted (events are reused).
+    harvested: Option<LayerTimings>,
     t: [CudaEvent; 4],
     warnings: Vec<String>,
     copy: Arc<CudaStream>,
@@ -455,6 +462,8 @@ impl GpuExperts {
             out_dev,
             packed: Vec::new(),
             in_flight: false,
+            deferred: None,
+            harvested: None,
             t,
             warnings: {
                 warnings.extend(out.warnings);
@@ -644,12 +653,40 @@ impl GpuExperts {
         n_tokens: usize,
         items: &[GpuItem<'_>],
     ) -> Result<PendingLayer> {
+        self.submit(layout, layer, x, n_tokens, items, false)
+    }
+
+    /// [`GpuExperts::submit_layer`] without the output's download: finish with
+    /// [`GpuExperts::defer_layer`] (the output stays on the device for the next dense
+    /// call) or, as a fallback, [`GpuExperts::complete_layer`].
+    pub fn submit_layer_on_device(
+        &mut self,
+        layout: &ExpertLayout,
+        layer: u16,
+        x: &[f32],
+        n_tokens: usize,
+        items: &[GpuItem<'_>],
+    ) -> Result<PendingLayer> {
+        self.submit(layout, layer, x, n_tokens, items, true)
+    }
+
+    fn submit(
+        &mut self,
+        layout: &ExpertLayout,
+        layer: u16,
+        x: &[f32],
+        n_tokens: usize,
+        items: &[GpuItem<'_>],
+        on_device: bool,
+    ) -> Result<PendingLayer> {
+        // A deferred layer's events and buffers are reused below: read its times first.
+        self.harvest_deferred()?;
         if self.in_flight {
             return Err(CudaError::InvalidBatch(
                 "a layer was submitted before the previous one completed".into(),
             ));
         }
-        let r = self.submit_inner(layout, layer, x, n_tokens, items);
+        let r = self.submit_inner(layout, layer, x, n_tokens, items, on_device);
         match &r {
             Ok(p) => self.in_flight = p.values > 0,
             // Slot contents are unknown after a failed call: refetch everything.
@@ -674,6 +711,9 @@ impl GpuExperts {
         }
         let r = (|| {
             self.ctx.bind_to_thread().map_err(drv("bind context"))?;
+            if p.on_device {
+                self.enqueue_download(p.values)?;
+            }
             self.t[1]
                 .synchronize()
                 .map_err(drv("cuEventSynchronize(layer output)"))?;
@@ -709,6 +749,7 @@ impl GpuExperts {
         x: &[f32],
         n_tokens: usize,
         items: &[GpuItem<'_>],
+        on_device: bool,
     ) -> Result<PendingLayer> {
         let started = Instant::now();
         let (hidden, ffn) = (layout.hidden, layout.ffn);
@@ -738,6 +779,7 @@ impl GpuExperts {
                 values: 0,
                 timings,
                 started,
+                on_device,
             });
         }
         self.ctx.bind_to_thread().map_err(drv("bind context"))?;
@@ -848,18 +890,33 @@ impl GpuExperts {
         let (ts, tp) = (m + bl.tok_start as u64, m + bl.tok_pairs as u64);
         self.launch_combine(ts, tp, n_tokens, hidden)?;
         let n = n_tokens * hidden;
-        let out_host = self.out_host.floats(n);
-        // SAFETY: pinned destination of n floats; read only after the event below.
-        unsafe { cu::memcpy_dtoh_async(out_host, self.out_dev.ptr, cs) }
-            .map_err(drv("cuMemcpyDtoHAsync(out)"))?;
-        self.t[1]
-            .record(&self.compute)
-            .map_err(drv("cuEventRecord(layer end)"))?;
+        if on_device {
+            self.t[1]
+                .record(&self.compute)
+                .map_err(drv("cuEventRecord(layer end)"))?;
+        } else {
+            self.enqueue_download(n)?;
+        }
         Ok(PendingLayer {
             values: n,
             timings,
             started,
+            on_device,
         })
+    }
+
+    /// Enqueues the layer output's download into the pinned buffer and records the
+    /// layer's end event after it.
+    fn enqueue_download(&mut self, n: usize) -> Result<()> {
+        let cs = self.compute.cu_stream();
+        let out_host = self.out_host.floats(n);
+        // SAFETY: pinned destination of n floats (out_dev holds as many); read only after
+        // the event below.
+        unsafe { cu::memcpy_dtoh_async(out_host, self.out_dev.ptr, cs) }
+            .map_err(drv("cuMemcpyDtoHAsync(out)"))?;
+        self.t[1]
+            .record(&self.compute)
+            .map_err(drv("cuEventRecord(layer end)"))
     }
 
     /// Rounds `rows × width` activations at `ptr` in place to what the CPU kernels

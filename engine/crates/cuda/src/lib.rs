@@ -50,7 +50,7 @@ pub use stub::{GpuExperts, PendingLayer};
 #[cfg(not(feature = "cuda"))]
 pub use stub_dense::GpuDense;
 
-pub use api::{GpuConfig, GpuItem, HostSource, LayerTimings, OverlapReport};
+pub use api::{DeviceAddend, GpuConfig, GpuItem, HostSource, LayerTimings, OverlapReport};
 pub use dense_model::{DenseLayer, DenseMatrix, DenseSeq, DenseShape, DenseWeights, SeqSpan};
 pub use device::{probe, DeviceInfo};
 pub use dtype::{ExpertLayout, KernelType};

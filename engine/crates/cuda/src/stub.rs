@@ -1,6 +1,6 @@
 //! Without the `cuda` feature: the same API, and a constructor that says why it cannot run.
 
-use crate::api::{GpuConfig, GpuItem, LayerTimings, OverlapReport};
+use crate::api::{DeviceAddend, GpuConfig, GpuItem, LayerTimings, OverlapReport};
 use crate::device::DeviceInfo;
 use crate::dtype::ExpertLayout;
 use crate::error::{CudaError, Result};
@@ -85,6 +85,25 @@ impl GpuExperts {
         _n_tokens: usize,
         _items: &[GpuItem<'_>],
     ) -> Result<PendingLayer> {
+        match self.never {}
+    }
+    /// Issues a layer's GPU work, its output kept on the device.
+    pub fn submit_layer_on_device(
+        &mut self,
+        _layout: &ExpertLayout,
+        _layer: u16,
+        _x: &[f32],
+        _n_tokens: usize,
+        _items: &[GpuItem<'_>],
+    ) -> Result<PendingLayer> {
+        match self.never {}
+    }
+    /// Leaves a submitted layer's output on the device.
+    pub fn defer_layer(&mut self, _p: PendingLayer) -> Result<Option<DeviceAddend>> {
+        match self.never {}
+    }
+    /// The last deferred layer's times.
+    pub fn take_deferred_timings(&mut self) -> Result<Option<LayerTimings>> {
         match self.never {}
     }
     /// Waits for a submitted layer and adds its output to `out`.

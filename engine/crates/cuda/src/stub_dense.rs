@@ -1,6 +1,7 @@
 //! Without the `cuda` feature: the dense path's API, and a constructor that says why it
 //! cannot run.
 
+use crate::api::DeviceAddend;
 use crate::dense_model::{DenseSeq, DenseShape, DenseWeights, SeqSpan};
 use crate::device::DeviceInfo;
 use crate::error::{CudaError, Result};
@@ -55,6 +56,20 @@ impl GpuDense {
         &mut self,
         _layer: usize,
         _seqs: &[SeqSpan],
+        _x: &mut [f32],
+        _hn_out: &mut [f32],
+        _router_out: &mut [f32],
+        _next_router_out: &mut [f32],
+    ) -> Result<()> {
+        match self.never {}
+    }
+    /// The dense part of one layer, with the experts' output added to the residual.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_block_with(
+        &mut self,
+        _layer: usize,
+        _seqs: &[SeqSpan],
+        _addend: Option<DeviceAddend>,
         _x: &mut [f32],
         _hn_out: &mut [f32],
         _router_out: &mut [f32],

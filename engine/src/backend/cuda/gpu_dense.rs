@@ -9,8 +9,8 @@ use crate::model::dense_exec::DenseDevice;
 use crate::model::weights::dequantize_all;
 use crate::model::{Qwen3Moe, Qwen3MoeConfig};
 use hmoe_cuda::{
-    CudaError, DenseLayer, DenseMatrix, DenseSeq, DenseShape, DenseWeights, GpuDense, KernelType,
-    SeqSpan,
+    CudaError, DenseLayer, DenseMatrix, DenseSeq, DenseShape, DenseWeights, DeviceAddend, GpuDense,
+    KernelType, SeqSpan,
 };
 use hmoe_gguf::GgufFile;
 use std::sync::{Arc, Mutex};
@@ -215,13 +215,14 @@ impl DenseDevice for GpuDenseExecutor {
         &self,
         layer: usize,
         spans: &[SeqSpan],
+        addend: Option<DeviceAddend>,
         x: &mut [f32],
         hn: &mut [f32],
         router: &mut [f32],
         next_router: &mut [f32],
     ) -> Result<()> {
         self.lock()?
-            .attention_block(layer, spans, x, hn, router, next_router)
+            .attention_block_with(layer, spans, addend, x, hn, router, next_router)
             .map_err(cuda_err(format!("layer {layer}")))
     }
 

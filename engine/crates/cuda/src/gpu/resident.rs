@@ -20,6 +20,7 @@
 use super::dense_graphs::{GraphCache, GraphKey};
 use super::dense_profile::DenseProfile;
 use super::{compile, context, drv, info, is_oom, DeviceBuf, Pinned, ASSUME_FREE_ENV};
+use crate::api::DeviceAddend;
 use crate::dense_model::{
     attention_split, grid_split_count, grown_capacity, positions, validate_spans, DenseMatrix,
     DenseSeq, DenseShape, DenseWeights, SeqRegistry, SeqSpan,
@@ -29,6 +30,7 @@ use crate::dtype::KernelType;
 use crate::error::{CudaError, Result};
 use crate::WARPS_PER_BLOCK;
 use cudarc::driver::result as cu;
+use cudarc::driver::sys;
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -404,6 +406,23 @@ impl GpuDense {
         router_out: &mut [f32],
         next_router_out: &mut [f32],
     ) -> Result<()> {
+        self.attention_block_with(layer, seqs, None, x, hn_out, router_out, next_router_out)
+    }
+
+    /// [`GpuDense::attention_block`] whose residual also gains `addend` (the previous
+    /// layer's GPU expert output, left on the device): after the upload of `x`, the stream
+    /// waits for the addend's event and adds it, so `x` comes back with it included.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_block_with(
+        &mut self,
+        layer: usize,
+        seqs: &[SeqSpan],
+        addend: Option<DeviceAddend>,
+        x: &mut [f32],
+        hn_out: &mut [f32],
+        router_out: &mut [f32],
+        next_router_out: &mut [f32],
+    ) -> Result<()> {
         let (h, e) = (self.shape.hidden, self.shape.n_experts);
         let n = x.len() / h;
         let next = !next_router_out.is_empty();
@@ -422,6 +441,12 @@ impl GpuDense {
             )));
         }
         validate_spans(seqs, n)?;
+        if let Some(a) = addend.filter(|a| a.values != n * h) {
+            return Err(CudaError::InvalidBatch(format!(
+                "attention block of layer {layer}: the experts' output has {} values for {n} rows of {h}",
+                a.values
+            )));
+        }
         let t0 = Instant::now();
         self.ctx.bind_to_thread().map_err(drv("bind context"))?;
         self.release_dropped();
@@ -463,9 +488,9 @@ impl GpuDense {
         // it); with HMOE_CUDA_GRAPHS=0 every kernel apart.
         let graphed = self.graphs.wants(n);
         let launched = if graphed {
-            self.run_graphed(&mut prof, &io, key)
+            self.run_graphed(&mut prof, &io, key, addend)
         } else {
-            self.run_direct(&mut prof, &io, key)
+            self.run_direct(&mut prof, &io, key, addend)
         };
         self.profile = prof;
         launched?;
@@ -498,12 +523,27 @@ impl GpuDense {
         Ok(())
     }
 
-    /// Uploads the call's inputs (`meta | x`, from the pinned buffer) on the stream.
-    fn upload_inputs(&mut self, io: &Io) -> Result<()> {
+    /// Uploads the call's inputs (`meta | x`, from the pinned buffer) on the stream, then
+    /// adds the experts' `addend` into `x` once its event has fired.
+    fn upload_inputs(&mut self, io: &Io, addend: Option<DeviceAddend>) -> Result<()> {
         let cs = self.stream.cu_stream();
         // SAFETY: pinned source of io.hn bytes; the device buffer holds io.end ≥ io.hn.
         unsafe { cu::memcpy_htod_async(self.io.ptr, &self.io_host.bytes()[..io.hn], cs) }
-            .map_err(drv("cuMemcpyHtoDAsync(dense input)"))
+            .map_err(drv("cuMemcpyHtoDAsync(dense input)"))?;
+        let Some(a) = addend else {
+            return Ok(());
+        };
+        // SAFETY: the event is a live CUevent of the expert backend (DeviceAddend's
+        // contract); waiting on it orders the add after the experts' combine.
+        unsafe {
+            cu::stream::wait_event(
+                cs,
+                a.event as sys::CUevent,
+                sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT,
+            )
+        }
+        .map_err(drv("cuStreamWaitEvent(experts' output)"))?;
+        self.add_to(self.io.ptr + io.x as u64, a.ptr, a.values as u64)
     }
 
     /// Runs the call's kernels from the graph of `key`, captured first if new (the stream
@@ -513,9 +553,10 @@ impl GpuDense {
         prof: &mut Option<DenseProfile>,
         io: &Io,
         key: GraphKey,
+        addend: Option<DeviceAddend>,
     ) -> Result<()> {
         let mut graphs = std::mem::take(&mut self.graphs);
-        let r = self.run_graph_of(&mut graphs, prof, io, key);
+        let r = self.run_graph_of(&mut graphs, prof, io, key, addend);
         self.graphs = graphs;
         r
     }
@@ -526,12 +567,13 @@ impl GpuDense {
         prof: &mut Option<DenseProfile>,
         io: &Io,
         key: GraphKey,
+        addend: Option<DeviceAddend>,
     ) -> Result<()> {
         graphs.ensure(&self.stream, key, || self.launch_block(&mut None, io, key))?;
         if let Some(p) = prof.as_mut() {
             p.begin(&self.stream, key.rows)?;
         }
-        self.upload_inputs(io)?;
+        self.upload_inputs(io, addend)?;
         if let Some(p) = prof.as_mut() {
             p.mark(&self.stream, "upload")?;
         }
@@ -548,11 +590,12 @@ impl GpuDense {
         prof: &mut Option<DenseProfile>,
         io: &Io,
         key: GraphKey,
+        addend: Option<DeviceAddend>,
     ) -> Result<()> {
         if let Some(p) = prof.as_mut() {
             p.begin(&self.stream, key.rows)?;
         }
-        self.upload_inputs(io)?;
+        self.upload_inputs(io, addend)?;
         self.launch_block(prof, io, key)
     }
 
