@@ -35,6 +35,7 @@ mod deferred;
 mod dense;
 mod dense_graphs;
 mod dense_profile;
+mod gemm;
 mod kernel_bench;
 mod resident;
 
@@ -221,6 +222,7 @@ pub struct GpuExperts {
     act_round: CudaFunction,
     spin: CudaFunction,
     dense_fns: dense::DenseKernels,
+    gemm: gemm::GemmKernels,
     arena: DeviceBuf,
     n_slots: usize,
     table: SlotTable,
@@ -374,6 +376,7 @@ impl GpuExperts {
         }
         let (combine, spin, act_round) = (f("combine")?, f("spin")?, f("act_round")?);
         let dense_fns = dense::DenseKernels::load(&f)?;
+        let gemm = gemm::GemmKernels::load(&f)?;
         let copy = ctx.new_stream().map_err(drv("create copy stream"))?;
         let compute = ctx.new_stream().map_err(drv("create compute stream"))?;
         let slot_bytes = cfg.slot_bytes.div_ceil(256) * 256;
@@ -442,6 +445,7 @@ impl GpuExperts {
             act_round,
             spin,
             dense_fns,
+            gemm,
             arena: out.alloc,
             n_slots,
             table: SlotTable::new(n_slots),
@@ -868,12 +872,13 @@ impl GpuExperts {
             }
             let first_pair: usize = order[..lo].iter().map(|&i| items[i].rows.len()).sum();
             let n_pairs: usize = order[lo..hi].iter().map(|&i| items[i].rows.len()).sum();
+            let max_tokens = order[lo..hi].iter().map(|&i| items[i].rows.len()).max();
             self.launch_experts(
                 layout,
                 items_p + (lo * ITEM_WORDS * 8) as u64,
                 rows_p,
                 wts_p,
-                (hi - lo) as u32,
+                ((hi - lo) as u32, max_tokens.unwrap_or(0)),
                 (first_pair, n_pairs),
             )?;
         }
@@ -986,7 +991,7 @@ impl GpuExperts {
         items: u64,
         rows: u64,
         wts: u64,
-        n: u32,
+        (n, max_tokens): (u32, usize),
         pairs: (usize, usize),
     ) -> Result<()> {
         let (gu, dn) = (
@@ -997,12 +1002,14 @@ impl GpuExperts {
                 .get(&l.down)
                 .ok_or(CudaError::UnsupportedType(l.down.ggml()))?,
         );
+        let tiled = self.gemm.pass(l, max_tokens)?;
         self.launch_pass(
             l,
             (&gu.gate_up, &dn.down),
             EXPERT_ROWS_PER_WARP,
             (items, rows, wts, n),
             Some(pairs),
+            tiled.as_ref(),
         )
     }
 
@@ -1010,7 +1017,8 @@ impl GpuExperts {
     /// `round = Some((first pair, pairs))`) the SwiGLU products of those pairs rounded as
     /// the CPU's down product sees them, then down. `per_warp`: output rows per warp of
     /// each kernel (the grids follow it); `batch`: the packed items, rows and weights and
-    /// the item count.
+    /// the item count. `tiled`: the pass has items of many tokens (prefill), which the
+    /// tiled kernels of gemm.cu take (gate_up/down skip them).
     fn launch_pass(
         &self,
         l: &ExpertLayout,
@@ -1018,7 +1026,11 @@ impl GpuExperts {
         (rg, rd): (u32, u32),
         (items, rows, wts, n): (u64, u64, u64, u32),
         round: Option<(usize, usize)>,
+        tiled: Option<&gemm::GemmPass<'_>>,
     ) -> Result<()> {
+        if let Some(t) = tiled {
+            self.launch_gemm_gate_up(t, l, (items, rows, n))?;
+        }
         let (hidden, ffn) = (l.hidden as u32, l.ffn as u32);
         let (x, act, y) = (self.x_dev.ptr, self.act_dev.ptr, self.y_dev.ptr);
         let cfg = |r: u32, per_warp: u32| LaunchConfig {
@@ -1043,6 +1055,9 @@ impl GpuExperts {
         if let Some((first, count)) = round {
             let act_rows = act + (first * l.ffn * 4) as u64;
             self.round_acts(l.down, act_rows, count, l.ffn)?;
+        }
+        if let Some(t) = tiled {
+            self.launch_gemm_down(t, l, (items, wts, n))?;
         }
         // SAFETY: as above.
         unsafe {
@@ -1236,6 +1251,9 @@ mod tests {
                 assert!(src.contains("combine"));
                 for t in KernelType::ALL {
                     assert!(src.contains(&format!("linear_{}", t.suffix())));
+                    for k in ["gemm_gate_up", "gemm_down", "gemm_linear"] {
+                        assert!(src.contains(&format!(".entry {k}_{}(", t.suffix())), "{k}");
+                    }
                 }
                 for k in [
                     "rms_norm",

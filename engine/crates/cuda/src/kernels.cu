@@ -466,6 +466,13 @@ NO_UNROLL
 #define BOUNDS
 #endif
 
+// Items serving at least GEMM_MIN_TOKENS tokens go to the tiled kernels of gemm.cu, which
+// launch_pass (gpu.rs) launches beside these whenever a pass has such an item; gate_up and
+// down skip them. Rust's GEMM_MIN_TOKENS (gpu/gemm.rs) must match (tested).
+#ifndef GEMM_MIN_TOKENS
+#define GEMM_MIN_TOKENS 16
+#endif
+
 // Warp sums of V values at once (V a power of two): each halving step exchanges half of
 // the values with the partner lane, so 32 values take 31 shuffles instead of 160.
 // out[c] = the warp's sum of v[c * W + lane / (32 / W)], W = min(V, 32), in every lane.
@@ -522,6 +529,7 @@ DEV void gate_up(const u64* items, const u32* rows, const float* x, float* act, 
     if (j0 >= ffn) return;  // whole warp leaves together: no shuffle is left half-done
     const u64* it = items + 4 * blockIdx.y;
     u32 pair0 = (u32)(it[3] & 0xffffffffu), n = (u32)(it[3] >> 32);
+    if (n >= GEMM_MIN_TOKENS) return;  // gemm.cu's tiled kernels take this item
     u64 rb = row_bytes<T>(hidden);
     const u8* w[2 * RPW_GU];
     for (int r = 0; r < RPW_GU; ++r) {
@@ -564,6 +572,7 @@ DEV void down(const u64* items, const float* wts, const float* act, float* y, u3
     if (i0 >= hidden) return;
     const u64* it = items + 4 * blockIdx.y;
     u32 pair0 = (u32)(it[3] & 0xffffffffu), n = (u32)(it[3] >> 32);
+    if (n >= GEMM_MIN_TOKENS) return;  // gemm.cu's tiled kernels take this item
     u64 rb = row_bytes<T>(ffn);
     const u8* w[RPW_DN];
     for (int r = 0; r < RPW_DN; ++r) w[r] = (const u8*)it[2] + (i0 + r < hidden ? i0 + r : hidden - 1) * rb;

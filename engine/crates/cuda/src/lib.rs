@@ -12,6 +12,8 @@
 //! - `dense.cu`: dense-path kernels (quantised linear, RMSNorm, NeoX RoPE, causal GQA
 //!   attention, batched KV write and attention, residual add); emulator-tested
 //!   (`tests/emu_dense.rs`) and checked on the device.
+//! - `gemm.cu`: tiled (shared-memory) GEMM kernels for prefill: the expert pass for items
+//!   of many tokens and `linear` for many tokens; emulator-tested (`tests/emu_gemm.rs`).
 //! - [`dense_model`]: the dense path's shape, borrowed weights, sequence handles and
 //!   spans; [`GpuDense`] (feature `cuda`) keeps every dense weight and the KV caches in
 //!   VRAM and runs a layer's attention block in one upload, one stream, one download.
@@ -64,14 +66,16 @@ pub const DENSE_PROFILE_ENV: &str = "HMOE_DENSE_PROFILE";
 /// instead of replaying captured CUDA graphs.
 pub const GRAPHS_ENV: &str = "HMOE_CUDA_GRAPHS";
 
-/// The kernel source (expert kernels, the dense-path kernels, the split attention), compiled by NVRTC at
-/// start-up.
+/// The kernel source (expert kernels, the dense-path kernels, the split attention, the tiled
+/// GEMM kernels), compiled by NVRTC at start-up.
 pub const KERNEL_SOURCE: &str = concat!(
     include_str!("kernels.cu"),
     "\n",
     include_str!("dense.cu"),
     "\n",
-    include_str!("attend.cu")
+    include_str!("attend.cu"),
+    "\n",
+    include_str!("gemm.cu")
 );
 /// Warps per block of the gate/up and down kernels (`WARPS` in kernels.cu).
 pub const WARPS_PER_BLOCK: u32 = 8;

@@ -3,6 +3,7 @@
 //!
 //!   hmoe-cuda-check [--out DIR] [--scratch DIR] [--quick]
 //!   hmoe-cuda-check ptx FILE        # write the NVRTC PTX (sm_90) for ptxas, no GPU needed
+//!   hmoe-cuda-check gemm [--out DIR] # only the tiled GEMM timings, checks and sweep
 //!
 //! Checks: device info; each kernel type against the CPU reference on random experts with
 //! Qwen3-30B-A3B shapes (hidden 2048, expert FFN 768) for 1, 4, 16 and 128 tokens, with all
@@ -20,6 +21,9 @@ use hmoe_gguf::GgmlDType;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Instant;
+
+#[path = "check/gemm.rs"]
+mod gemm;
 
 /// Qwen3-30B-A3B.
 const HIDDEN: usize = 2048;
@@ -679,13 +683,16 @@ fn main() -> Result<()> {
     let mut out_dir: Option<PathBuf> = None;
     let mut scratch = std::env::temp_dir();
     let mut quick = false;
-    let mut it = args.iter();
+    let gemm_only = args.first().map(String::as_str) == Some("gemm");
+    let mut it = args.iter().skip(usize::from(gemm_only));
     while let Some(a) = it.next() {
         match a.as_str() {
             "--out" => out_dir = it.next().map(PathBuf::from),
             "--scratch" => scratch = it.next().map(PathBuf::from).context("--scratch DIR")?,
             "--quick" => quick = true,
-            o => bail!("unknown argument `{o}` (--out DIR, --scratch DIR, --quick, ptx FILE)"),
+            o => {
+                bail!("unknown argument `{o}` (--out DIR, --scratch DIR, --quick, ptx FILE, gemm)")
+            }
         }
     }
     let mut rep = Report {
@@ -715,6 +722,10 @@ fn main() -> Result<()> {
                 staging_buffers: 4,
             };
             let t_start = Instant::now();
+            if gemm_only {
+                gemm_section(&cfg, &mut rep, &mut summary);
+                return finish(summary, rep, out_dir);
+            }
             // The instance is dropped at the end of this match, before the OOM checks.
             let started = match GpuExperts::new(&cfg) {
                 Ok(mut g) => {
@@ -732,6 +743,14 @@ fn main() -> Result<()> {
                         Ok(v) => summary["kernel_only_timings"] = v,
                         Err(e) => rep.check(
                             "kernel-only timings ran",
+                            false,
+                            json!({"error": format!("{e:#}")}),
+                        ),
+                    }
+                    match gemm::gemm_timings(&mut g, &mut rep) {
+                        Ok(v) => summary["gemm_timings"] = v,
+                        Err(e) => rep.check(
+                            "gemm timings ran",
                             false,
                             json!({"error": format!("{e:#}")}),
                         ),
@@ -792,6 +811,35 @@ fn main() -> Result<()> {
         }
         Err(e) => rep.check("device", false, json!({"error": e.to_string()})),
     }
+    finish(summary, rep, out_dir)
+}
+
+/// `hmoe-cuda-check gemm`: the tiled GEMM table, its crossover and its knob sweep (each
+/// variant on a fresh instance: one that faulted would leave its context unusable).
+fn gemm_section(cfg: &GpuConfig, rep: &mut Report, summary: &mut Value) {
+    type Step = fn(&mut GpuExperts, &mut Report) -> Result<Value>;
+    let steps: [(&str, Step); 3] = [
+        ("gemm_timings", gemm::gemm_timings),
+        ("gemm_crossover", gemm::gemm_crossover),
+        ("gemm_variants", gemm::gemm_variants),
+    ];
+    for (key, step) in steps {
+        match GpuExperts::new(cfg)
+            .map_err(anyhow::Error::from)
+            .and_then(|mut g| step(&mut g, rep))
+        {
+            Ok(v) => summary[key] = v,
+            Err(e) => rep.check(
+                &format!("{key} ran"),
+                false,
+                json!({"error": format!("{e:#}")}),
+            ),
+        }
+    }
+}
+
+/// Prints the JSON summary and the count, writes it to `out_dir`, exits 1 on a failure.
+fn finish(mut summary: Value, rep: Report, out_dir: Option<PathBuf>) -> Result<()> {
     summary["checks"] = Value::Array(rep.checks.clone());
     summary["failed"] = json!(rep.failed);
     let text = serde_json::to_string_pretty(&summary)?;

@@ -8,6 +8,7 @@
 //! defines (`U_ONE=8`, `MIN_BLOCKS=3`, ...; see kernels.cu), so one device run compares
 //! tuning choices. Variant modules are compiled once per context and define set.
 
+use super::gemm::{launch_linear_on, GemmPass, GemmShape, LinearFns};
 use super::{drv, DeviceBuf, GpuExperts};
 use crate::api::{GpuItem, KernelTiming};
 use crate::batch::{pack, BatchItem};
@@ -32,12 +33,14 @@ const L2_DEFEAT_BYTES: usize = 256 << 20;
 /// At most this many copies of the timed weights.
 const MAX_COPIES: usize = 64;
 
-/// gate_up / down (the backend's or a variant module's) and their output rows per warp
-/// (RPW_GU, RPW_DN).
+/// gate_up / down (the backend's or a variant module's), their output rows per warp
+/// (RPW_GU, RPW_DN), and the tiled kernels of the same module with their shape.
 struct VariantFns {
     gate_up: CudaFunction,
     down: CudaFunction,
     rows_per_warp: (u32, u32),
+    tiled: (CudaFunction, CudaFunction),
+    shape: GemmShape,
 }
 
 /// The `.version` line of the PTX file named by `HMOE_CUDA_PTX_FALLBACK`, if any.
@@ -113,10 +116,20 @@ impl GpuExperts {
                         .get(&t)
                         .ok_or(CudaError::UnsupportedType(t.ggml()))
                 };
+                let g = |m: &HashMap<KernelType, CudaFunction>, t: KernelType| {
+                    m.get(&t)
+                        .cloned()
+                        .ok_or(CudaError::UnsupportedType(t.ggml()))
+                };
                 VariantFns {
                     gate_up: k(layout.gate_up)?.gate_up.clone(),
                     down: k(layout.down)?.down.clone(),
                     rows_per_warp: (1, 1),
+                    tiled: (
+                        g(&self.gemm.gate_up, layout.gate_up)?,
+                        g(&self.gemm.down, layout.down)?,
+                    ),
+                    shape: GemmShape::DEFAULT,
                 }
             }
             v => {
@@ -126,6 +139,11 @@ impl GpuExperts {
                     gate_up: f(format!("gate_up_{}", layout.gate_up.suffix()))?,
                     down: f(format!("down_{}", layout.down.suffix()))?,
                     rows_per_warp: (define(v, "RPW_GU"), define(v, "RPW_DN")),
+                    tiled: (
+                        f(format!("gemm_gate_up_{}", layout.gate_up.suffix()))?,
+                        f(format!("gemm_down_{}", layout.down.suffix()))?,
+                    ),
+                    shape: GemmShape::of(v),
                 }
             }
         };
@@ -167,6 +185,8 @@ impl GpuExperts {
             bl = Some(l);
         }
         let bl = bl.ok_or_else(|| CudaError::InvalidBatch("kernel timing: no batch".into()))?;
+        let max_tokens = items.iter().map(|it| it.rows.len()).max().unwrap_or(0);
+        let tiled = GemmPass::new((&fns.tiled.0, &fns.tiled.1), fns.shape, max_tokens);
         let xb = n_tokens * hidden * 4;
         self.x_dev.ensure(xb, "layer input")?;
         self.out_dev.ensure(xb, "layer output")?;
@@ -201,6 +221,7 @@ impl GpuExperts {
                 fns.rows_per_warp,
                 (it, rw, wt, n_items),
                 full.then_some((0, bl.n_pairs)),
+                tiled.as_ref(),
             )?;
             if full {
                 me.launch_combine(
@@ -260,20 +281,36 @@ impl GpuExperts {
         reps: usize,
     ) -> Result<(Vec<f32>, f32)> {
         let (wd, xd, yd, n) = self.linear_buffers(t, w, rows, cols, x)?;
-        let f = match variant {
-            [] => self
-                .dense_fns
-                .linear
-                .get(&t)
-                .ok_or(CudaError::UnsupportedType(t.ggml()))?
-                .clone(),
+        let (f, tiled, shape) = match variant {
+            [] => (
+                self.dense_fns
+                    .linear
+                    .get(&t)
+                    .ok_or(CudaError::UnsupportedType(t.ggml()))?
+                    .clone(),
+                self.gemm
+                    .linear
+                    .get(&t)
+                    .ok_or(CudaError::UnsupportedType(t.ggml()))?
+                    .clone(),
+                GemmShape::DEFAULT,
+            ),
             v => {
-                let name = format!("linear_{}", t.suffix());
-                self.variant_module(v)?
-                    .load_function(&name)
-                    .map_err(drv(name))?
+                let m = self.variant_module(v)?;
+                let load = |name: String| m.load_function(&name).map_err(drv(name));
+                (
+                    load(format!("linear_{}", t.suffix()))?,
+                    load(format!("gemm_linear_{}", t.suffix()))?,
+                    GemmShape::of(v),
+                )
             }
         };
+        let fns = LinearFns {
+            rows: &f,
+            tiled: &tiled,
+            shape,
+        };
+        let (r32, c32, n32) = (rows as u32, cols as u32, n as u32);
         // Copies of the matrix used in turn (see L2_DEFEAT_BYTES); the first is `wd`.
         let copies = L2_DEFEAT_BYTES.div_ceil(w.len()).clamp(1, MAX_COPIES);
         let mut extra = Vec::new();
@@ -289,12 +326,12 @@ impl GpuExperts {
             c => extra[c - 1].ptr,
         };
         let reps = reps.clamp(1, MAX_REPS);
-        self.launch_linear_fn(&f, wd.ptr, xd.ptr, yd.ptr, rows, cols, n)?;
+        launch_linear_on(&self.compute, &fns, wd.ptr, xd.ptr, yd.ptr, r32, c32, n32)?;
         self.t[0]
             .record(&self.compute)
             .map_err(drv("cuEventRecord"))?;
         for k in 1..=reps {
-            self.launch_linear_fn(&f, wk(k), xd.ptr, yd.ptr, rows, cols, n)?;
+            launch_linear_on(&self.compute, &fns, wk(k), xd.ptr, yd.ptr, r32, c32, n32)?;
         }
         self.t[1]
             .record(&self.compute)

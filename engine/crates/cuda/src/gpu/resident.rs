@@ -19,6 +19,7 @@
 
 use super::dense_graphs::{GraphCache, GraphKey};
 use super::dense_profile::DenseProfile;
+use super::gemm::{launch_linear_on, GemmShape, LinearFns};
 use super::{compile, context, drv, info, is_oom, DeviceBuf, Pinned, ASSUME_FREE_ENV};
 use crate::api::DeviceAddend;
 use crate::dense_model::{
@@ -38,8 +39,6 @@ use std::time::{Duration, Instant};
 
 /// Warps per block of `attend_split` (`ATT_WARPS` in attend.cu).
 const ATT_WARPS: u32 = 4;
-/// Token rows per weight pass of `linear_*` (`TT` in kernels.cu).
-const TOKEN_TILE: u32 = 8;
 /// Threads per block of `add_to`.
 const ADD_THREADS: u32 = 256;
 /// Token rows the buffers are sized for at start-up (grown once for larger calls).
@@ -114,6 +113,8 @@ struct Kv {
 
 struct Fns {
     linear: HashMap<KernelType, CudaFunction>,
+    /// The tiled `gemm_linear_*` (gemm.cu) for calls of many tokens.
+    tiled_linear: HashMap<KernelType, CudaFunction>,
     rms_norm: CudaFunction,
     add_rms_norm: CudaFunction,
     qk_rope_kv: CudaFunction,
@@ -227,12 +228,14 @@ impl GpuDense {
                 .load_function(name)
                 .map_err(drv(format!("kernel `{name}`")))
         };
-        let mut linear = HashMap::new();
+        let (mut linear, mut tiled_linear) = (HashMap::new(), HashMap::new());
         for t in KernelType::ALL {
             linear.insert(t, f(&format!("linear_{}", t.suffix()))?);
+            tiled_linear.insert(t, f(&format!("gemm_linear_{}", t.suffix()))?);
         }
         let fns = Fns {
             linear,
+            tiled_linear,
             rms_norm: f("rms_norm")?,
             add_rms_norm: f("add_rms_norm")?,
             qk_rope_kv: f("qk_norm_rope_kv")?,
@@ -710,31 +713,14 @@ impl GpuDense {
     }
 
     fn linear(&self, m: &Mat, x: u64, y: u64, n: u32) -> Result<()> {
-        let f = self
-            .fns
-            .linear
-            .get(&m.t)
-            .ok_or(CudaError::UnsupportedType(m.t.ggml()))?;
-        let cfg = LaunchConfig {
-            grid_dim: (m.rows.div_ceil(WARPS_PER_BLOCK), n.div_ceil(TOKEN_TILE), 1),
-            block_dim: (32 * WARPS_PER_BLOCK, 1, 1),
-            shared_mem_bytes: 0,
+        let missing = || CudaError::UnsupportedType(m.t.ggml());
+        let fns = LinearFns {
+            rows: self.fns.linear.get(&m.t).ok_or_else(missing)?,
+            tiled: self.fns.tiled_linear.get(&m.t).ok_or_else(missing)?,
+            shape: GemmShape::DEFAULT,
         };
-        // SAFETY: matches linear_*(const u8*, const float*, float*, u32 rows, u32 cols,
-        // u32 n); x holds n × cols floats, y n × rows.
-        unsafe {
-            self.stream
-                .launch_builder(f)
-                .arg(&m.buf.ptr)
-                .arg(&x)
-                .arg(&y)
-                .arg(&m.rows)
-                .arg(&m.cols)
-                .arg(&n)
-                .launch(cfg)
-        }
-        .map(|_| ())
-        .map_err(|e| drv(format!("launch linear_{}", m.t.suffix()))(e))
+        // x holds n × cols floats, y n × rows (the layer's buffers).
+        launch_linear_on(&self.stream, &fns, m.buf.ptr, x, y, m.rows, m.cols, n)
     }
 
     fn rms_norm(&self, x: u64, w: u64, y: u64, rows: u32, cols: u32) -> Result<()> {

@@ -1,6 +1,6 @@
 // Runs CUDA kernels written for src/kernels.cu on the host: every CUDA thread of a block
 // is a host thread; warp shuffles go through a per-warp exchange with a 32-thread barrier.
-// Only what kernels.cu uses is emulated (no shared memory, no __syncthreads).
+// Only what the kernels use is emulated; blocks run one after another, in grid order.
 #pragma once
 #define HMOE_EMU 1
 #include <barrier>
@@ -31,6 +31,7 @@ struct EmuWarp {
     float v[2][32];
 };
 thread_local EmuWarp* emu_warp = nullptr;
+thread_local std::barrier<>* emu_block = nullptr;  // the block's threads (__syncthreads)
 thread_local u32 emu_phase = 0;
 
 static inline float emu_shfl_xor(float v, int m) {
@@ -101,8 +102,8 @@ static inline void ldf4(const float* p, float* o) { emu_align(p, 16); std::memcp
 // expf comes from <math.h> (via <cmath>).
 
 // Launches `f` over grid x block (block.x must be a multiple of 32): block.x host threads
-// walk the blocks together, with a barrier between blocks (kernels.cu has no inter-warp
-// communication, so this ordering only makes the warp exchanges reusable).
+// walk the blocks together, with a barrier between blocks (which also makes the warp
+// exchanges reusable); the same barrier is the blocks' __syncthreads.
 template <class F> void emu_launch(EmuDim grid, EmuDim block, F f) {
     gridDim = grid;
     blockDim = block;
@@ -114,13 +115,15 @@ template <class F> void emu_launch(EmuDim grid, EmuDim block, F f) {
         th.emplace_back([&, t] {
             threadIdx = EmuDim{t, 0, 0};
             emu_warp = warps[t / 32].get();
+            emu_block = &all;
             emu_phase = 0;
-            for (u32 by = 0; by < grid.y; ++by)
-                for (u32 bx = 0; bx < grid.x; ++bx) {
-                    blockIdx = EmuDim{bx, by, 0};
-                    f();
-                    all.arrive_and_wait();
-                }
+            for (u32 bz = 0; bz < (grid.z ? grid.z : 1); ++bz)
+                for (u32 by = 0; by < grid.y; ++by)
+                    for (u32 bx = 0; bx < grid.x; ++bx) {
+                        blockIdx = EmuDim{bx, by, bz};
+                        f();
+                        all.arrive_and_wait();
+                    }
         });
     for (auto& x : th) x.join();
 }
