@@ -36,9 +36,11 @@ mod dense;
 mod dense_graphs;
 mod dense_profile;
 mod gemm;
+mod fused;
 mod kernel_bench;
 mod resident;
 
+pub use fused::FUSE_ENV;
 pub use resident::GpuDense;
 
 /// Release events in the ring (more than a model's layers, so that a slot's event is
@@ -223,6 +225,7 @@ pub struct GpuExperts {
     spin: CudaFunction,
     dense_fns: dense::DenseKernels,
     gemm: gemm::GemmKernels,
+    fused: fused::FusedKernels,
     arena: DeviceBuf,
     n_slots: usize,
     table: SlotTable,
@@ -377,13 +380,14 @@ impl GpuExperts {
         let (combine, spin, act_round) = (f("combine")?, f("spin")?, f("act_round")?);
         let dense_fns = dense::DenseKernels::load(&f)?;
         let gemm = gemm::GemmKernels::load(&f)?;
+        let fused = fused::FusedKernels::load(&f)?;
         let copy = ctx.new_stream().map_err(drv("create copy stream"))?;
         let compute = ctx.new_stream().map_err(drv("create compute stream"))?;
         let slot_bytes = cfg.slot_bytes.div_ceil(256) * 256;
         // Scratch first: the arena takes what is left.
         let pairs = cfg.max_tokens.max(1) * cfg.top_k.max(1);
         let x_len = cfg.max_tokens.max(1) * cfg.hidden * 4;
-        let meta_len = 64 * 1024 + pairs * 16;
+        let meta_len = 64 * 1024 + pairs * 24;
         let x_dev = DeviceBuf::new(x_len, "layer input")?;
         let out_dev = DeviceBuf::new(x_len, "layer output")?;
         let meta_dev = DeviceBuf::new(meta_len, "index tables")?;
@@ -446,6 +450,7 @@ impl GpuExperts {
             spin,
             dense_fns,
             gemm,
+            fused,
             arena: out.alloc,
             n_slots,
             table: SlotTable::new(n_slots),
@@ -823,6 +828,11 @@ impl GpuExperts {
             })
             .collect();
         let bl = pack(&batch, n_tokens, &mut self.packed)?;
+        // Decode batches take the fused pass (gpu/fused.rs); prefill the unfused one.
+        let fused = self.fused.takes(&bl);
+        if fused {
+            self.fused.ensure_counters(bl.n_items, ffn)?;
+        }
         // Buffers sized at start-up for max_tokens; grow (rarely) for larger calls.
         let xb = n_tokens * hidden * 4;
         self.x_dev.ensure(xb, "layer input")?;
@@ -870,17 +880,29 @@ impl GpuExperts {
                     .wait(&self.ready[actions[i].slot as usize])
                     .map_err(drv("cuStreamWaitEvent(slot ready)"))?;
             }
+            let group_items = items_p + (lo * ITEM_WORDS * 8) as u64;
+            if fused {
+                let fns = self.fused_fns(layout)?;
+                self.launch_gate_up_fused(layout, &fns, (group_items, rows_p, (hi - lo) as u32))?;
+                continue;
+            }
             let first_pair: usize = order[..lo].iter().map(|&i| items[i].rows.len()).sum();
             let n_pairs: usize = order[lo..hi].iter().map(|&i| items[i].rows.len()).sum();
             let max_tokens = order[lo..hi].iter().map(|&i| items[i].rows.len()).max();
             self.launch_experts(
                 layout,
-                items_p + (lo * ITEM_WORDS * 8) as u64,
+                group_items,
                 rows_p,
                 wts_p,
                 ((hi - lo) as u32, max_tokens.unwrap_or(0)),
                 (first_pair, n_pairs),
             )?;
+        }
+        if fused {
+            // down and combine of every item at once: it reads the slots, so before the
+            // release event.
+            let fns = self.fused_fns(layout)?;
+            self.launch_down_combine(layout, &fns, m, &bl)?;
         }
         let k = self.release_next;
         self.release_next = (k + 1) % RELEASE_RING;
@@ -892,8 +914,10 @@ impl GpuExperts {
                 *r = Some(k as u16);
             }
         }
-        let (ts, tp) = (m + bl.tok_start as u64, m + bl.tok_pairs as u64);
-        self.launch_combine(ts, tp, n_tokens, hidden)?;
+        if !fused {
+            let (ts, tp) = (m + bl.tok_start as u64, m + bl.tok_pairs as u64);
+            self.launch_combine(ts, tp, n_tokens, hidden)?;
+        }
         let n = n_tokens * hidden;
         if on_device {
             self.t[1]

@@ -45,7 +45,8 @@ mod stub_dense;
 
 #[cfg(feature = "cuda")]
 pub use gpu::{
-    compile_kernels, GpuDense, GpuExperts, PendingLayer, ASSUME_FREE_ENV, PTX_ENV, PTX_FALLBACK_ENV,
+    compile_kernels, GpuDense, GpuExperts, PendingLayer, ASSUME_FREE_ENV, FUSE_ENV, PTX_ENV,
+    PTX_FALLBACK_ENV,
 };
 #[cfg(not(feature = "cuda"))]
 pub use stub::{GpuExperts, PendingLayer};
@@ -70,6 +71,8 @@ pub const GRAPHS_ENV: &str = "HMOE_CUDA_GRAPHS";
 /// GEMM kernels), compiled by NVRTC at start-up.
 pub const KERNEL_SOURCE: &str = concat!(
     include_str!("kernels.cu"),
+    "\n",
+    include_str!("fused.cu"),
     "\n",
     include_str!("dense.cu"),
     "\n",

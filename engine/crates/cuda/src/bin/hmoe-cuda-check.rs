@@ -191,7 +191,8 @@ const TIMING_REPS: usize = 50;
 const TIMING_EXPERTS: usize = 8;
 
 /// The expert kernels alone (no uploads, no downloads) on 8 experts that every token is
-/// routed to, for 1 and 8 tokens, per type; and `linear_*` on a 4096 × 2048 matrix
+/// routed to, for 1, 4 and 8 tokens, per type: the unfused pass and the fused decode pass
+/// (checked bit for bit against the unfused one); and `linear_*` on a 4096 × 2048 matrix
 /// (the q projection) for 1 and 8 tokens. Each result is also checked against the
 /// reference. Prints a table: microseconds per pass and GB/s of weights read.
 fn kernel_only_timings(g: &mut GpuExperts, rep: &mut Report) -> Result<Value> {
@@ -199,7 +200,7 @@ fn kernel_only_timings(g: &mut GpuExperts, rep: &mut Report) -> Result<Value> {
     let mut rows = Vec::new();
     println!("kernel-only timings (mean of {TIMING_REPS} passes, weights already on the GPU):");
     for (name, layout) in layouts() {
-        for n in [1usize, 8] {
+        for n in [1usize, 4, 8] {
             let b = TestBatch::random(layout, TIMING_EXPERTS, n, TIMING_EXPERTS, 77 + n as u64)?;
             let all: Vec<usize> = (0..TIMING_EXPERTS).collect();
             let kt = g.time_expert_kernels(&[], &layout, &items(&b, &all), &b.x, n, TIMING_REPS)?;
@@ -214,15 +215,34 @@ fn kernel_only_timings(g: &mut GpuExperts, rep: &mut Report) -> Result<Value> {
                 json!({"rel_l2": c.rel_l2, "max_rel": c.max_rel, "us": ms * 1e3,
                     "weights_gb_per_s": gbs, "gate_up_down_us": mm * 1e3}),
             );
+            // The fused decode pass (3 launches) must give the unfused pass's output
+            // exactly: same dots, same rounding, same summation order.
+            let fused_differ = kt
+                .fused_out
+                .iter()
+                .zip(&kt.out)
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+            let fused_ran = kt.fused_out.len() == kt.out.len();
+            rep.check(
+                &format!("fused decode pass == unfused, bit for bit: {name} {TIMING_EXPERTS} experts x {n} tokens"),
+                fused_ran && fused_differ == 0,
+                json!({"ran": fused_ran, "values_differing": fused_differ,
+                    "fused_us": kt.fused_ms * 1e3, "unfused_us": ms * 1e3}),
+            );
+            let fu = kt.fused_ms;
+            let fu_gbs = bytes as f64 / (fu as f64 * 1e-3) / 1e9;
             println!(
-                "  experts {name:>9} {TIMING_EXPERTS} x {n} tok: {:8.1} us {gbs:7.0} GB/s | gate_up+down alone {:8.1} us {mm_gbs:7.0} GB/s ({:.1} MB of weights)",
+                "  experts {name:>9} {TIMING_EXPERTS} x {n} tok: {:8.1} us {gbs:7.0} GB/s | fused {:8.1} us {fu_gbs:7.0} GB/s | gate_up+down alone {:8.1} us {mm_gbs:7.0} GB/s ({:.1} MB of weights)",
                 ms * 1e3,
+                fu * 1e3,
                 mm * 1e3,
                 bytes as f64 / 1e6
             );
             rows.push(
                 json!({"kernel": "experts", "type": name, "experts": TIMING_EXPERTS,
                 "tokens": n, "us": ms * 1e3, "weights_gb_per_s": gbs, "weight_bytes": bytes,
+                "fused_us": fu * 1e3, "fused_gb_per_s": fu_gbs, "fused_values_differing": fused_differ,
                 "gate_up_down_us": mm * 1e3, "gate_up_down_gb_per_s": mm_gbs}),
             );
         }
@@ -289,7 +309,7 @@ fn variant_timings(g: &mut GpuExperts, rep: &mut Report, quick: bool) -> Result<
     };
     use hmoe_cuda::{dense_ref, KernelType};
     let mut rows = Vec::new();
-    println!("kernel variants (kernel-only, mean of {TIMING_REPS} passes; us/GB/s of weights per full pass, (us of gate_up+down alone)):");
+    println!("kernel variants (kernel-only, mean of {TIMING_REPS} passes; us/GB/s of weights per full pass, (us of gate_up+down alone | f: us of the fused decode pass)):");
     let cases: Vec<(&str, ExpertLayout)> = layouts()
         .into_iter()
         .filter(|(n, _)| ["q4_k_m", "q8_0", "q6_k"].contains(n))
@@ -344,11 +364,29 @@ fn variant_timings(g: &mut GpuExperts, rep: &mut Report, quick: bool) -> Result<
                             json!({"rel_l2": cmp.rel_l2, "max_rel": cmp.max_rel}),
                         );
                     }
-                    line += &format!(" {name}x{n} {:.1}us/{gbs:.0}({:.1})", ms * 1e3, mm * 1e3);
+                    let fused_same = kt.fused_out.len() == kt.out.len()
+                        && kt
+                            .fused_out
+                            .iter()
+                            .zip(&kt.out)
+                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                    if !fused_same {
+                        rep.check(
+                            &format!("variant {vname} fused == unfused {name} x {n}"),
+                            false,
+                            json!({"fused_values": kt.fused_out.len()}),
+                        );
+                    }
+                    line += &format!(
+                        " {name}x{n} {:.1}us/{gbs:.0}({:.1}|f{:.1})",
+                        ms * 1e3,
+                        mm * 1e3,
+                        kt.fused_ms * 1e3
+                    );
                     rows.push(
                         json!({"variant": vname, "kernel": "experts", "type": name, "tokens": n,
                         "us": ms * 1e3, "weights_gb_per_s": gbs, "rel_l2": cmp.rel_l2,
-                        "gate_up_down_us": mm * 1e3}),
+                        "gate_up_down_us": mm * 1e3, "fused_us": kt.fused_ms * 1e3}),
                     );
                 }
                 Err(e) => {

@@ -3,6 +3,7 @@
 // Only what the kernels use is emulated; blocks run one after another, in grid order.
 #pragma once
 #define HMOE_EMU 1
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstdint>
@@ -85,6 +86,13 @@ static inline void cp_async16(void* s, const void* g) {
 static inline void cp_commit() {}
 template <int N> static inline void cp_wait() {}
 #define SYNCWARP() emu_warp->bar.arrive_and_wait()
+#define SYNCTHREADS() emu_block->arrive_and_wait()
+// Blocks run one at a time, so the fused pass's "last block to arrive" is always the
+// block of its counter's highest index; the fence and the atomic keep the CUDA code's
+// shape (and order the host threads).
+#define THREADFENCE() std::atomic_thread_fence(std::memory_order_seq_cst)
+#define ATOMIC_ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_SEQ_CST)
+#define LD_CG(p) (*(p))
 #define NO_UNROLL
 
 static inline u32 ld16(const u8* p) { emu_align(p, 2); u16 v; std::memcpy(&v, p, 2); return v; }
