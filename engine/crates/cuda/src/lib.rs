@@ -12,6 +12,9 @@
 //! - `dense.cu`: dense-path kernels (quantised linear, RMSNorm, NeoX RoPE, causal GQA
 //!   attention, batched KV write and attention, residual add); emulator-tested
 //!   (`tests/emu_dense.rs`) and checked on the device.
+//! - `attend.cu`, `attend_tiled.cu`: the dense path's attention, split-context for decode
+//!   and short calls, tiled (shared-memory K/V blocks per query tile, [`attend_tiled`])
+//!   for prefill.
 //! - [`dense_model`]: the dense path's shape, borrowed weights, sequence handles and
 //!   spans; [`GpuDense`] (feature `cuda`) keeps every dense weight and the KV caches in
 //!   VRAM and runs a layer's attention block in one upload, one stream, one download.
@@ -23,6 +26,7 @@
 
 pub mod api;
 pub mod arena;
+pub mod attend_tiled;
 pub mod batch;
 pub mod dense_model;
 pub mod dense_ref;
@@ -64,14 +68,16 @@ pub const DENSE_PROFILE_ENV: &str = "HMOE_DENSE_PROFILE";
 /// instead of replaying captured CUDA graphs.
 pub const GRAPHS_ENV: &str = "HMOE_CUDA_GRAPHS";
 
-/// The kernel source (expert kernels, the dense-path kernels, the split attention), compiled by NVRTC at
-/// start-up.
+/// The kernel source (expert kernels, the dense-path kernels, the split and the tiled
+/// attention), compiled by NVRTC at start-up.
 pub const KERNEL_SOURCE: &str = concat!(
     include_str!("kernels.cu"),
     "\n",
     include_str!("dense.cu"),
     "\n",
-    include_str!("attend.cu")
+    include_str!("attend.cu"),
+    "\n",
+    include_str!("attend_tiled.cu")
 );
 /// Warps per block of the gate/up and down kernels (`WARPS` in kernels.cu).
 pub const WARPS_PER_BLOCK: u32 = 8;
