@@ -3,6 +3,7 @@
 //!
 //!   hmoe-cuda-check [--out DIR] [--scratch DIR] [--quick]
 //!   hmoe-cuda-check ptx FILE        # write the NVRTC PTX (sm_90) for ptxas, no GPU needed
+//!   hmoe-cuda-check attention       # only the attention kernels: tiled vs split, timings
 //!
 //! Checks: device info; each kernel type against the CPU reference on random experts with
 //! Qwen3-30B-A3B shapes (hidden 2048, expert FFN 768) for 1, 4, 16 and 128 tokens, with all
@@ -662,8 +663,143 @@ fn resident_checks(rep: &mut Report) -> Result<()> {
     Ok(())
 }
 
+/// The attention kernels on the device (`attention_bench`): the tiled prefill kernel and
+/// the split-context kernels on the same caches, each against the other (within
+/// `TILED_VS_SPLIT_MAX_REL`) and, for the small mixed batches, against the f64 reference;
+/// then a timing table of prefill shapes (rows after cached positions, one or several
+/// sequences) with both kernels' milliseconds and the tiled kernel's TFLOP/s.
+#[cfg(feature = "cuda")]
+fn attention_checks(rep: &mut Report) -> Result<Value> {
+    use hmoe_cuda::attend_tiled::{max_rel_diff, TILED_MIN_ROWS, TILED_VS_SPLIT_MAX_REL};
+    use hmoe_cuda::{attention_bench, dense_ref, BenchSeq};
+    /// Query heads, KV heads, head size of the timings (Qwen3-30B-A3B).
+    const ATT_SHAPE: (usize, usize, usize) = (32, 4, 128);
+    /// Timed launches per kernel and case.
+    const ATT_REPS: usize = 20;
+    // (label, (heads, kv heads, head size), per sequence (cached, new), check vs f64)
+    type Case = (
+        &'static str,
+        (usize, usize, usize),
+        Vec<(usize, usize)>,
+        bool,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "mixed hd128",
+            ATT_SHAPE,
+            vec![(100, 150), (0, 37), (500, 1)],
+            true,
+        ),
+        (
+            "mixed hd64",
+            (16, 4, 64),
+            vec![(60, 130), (0, 5), (7, 64)],
+            true,
+        ),
+        ("512 rows after 512", ATT_SHAPE, vec![(512, 512)], false),
+        ("1024 rows after 0", ATT_SHAPE, vec![(0, 1024)], false),
+        ("1024 rows after 1024", ATT_SHAPE, vec![(1024, 1024)], false),
+        (
+            "4 seqs x 128 rows after 896",
+            ATT_SHAPE,
+            vec![(896, 128); 4],
+            false,
+        ),
+        ("256 rows after 768", ATT_SHAPE, vec![(768, 256)], false),
+        ("128 rows after 896", ATT_SHAPE, vec![(896, 128)], false),
+        ("64 rows after 960", ATT_SHAPE, vec![(960, 64)], false),
+        ("32 rows after 992", ATT_SHAPE, vec![(992, 32)], false),
+        ("128 rows after 3968", ATT_SHAPE, vec![(3968, 128)], false),
+    ];
+    println!("attention (split: attend_split + attend_combine; tiled: attend_tiled; GpuDense takes tiled from {TILED_MIN_ROWS} rows)");
+    let mut rows_out = Vec::new();
+    for (ci, (label, (nh, nkv, hd), seqs, reference)) in cases.into_iter().enumerate() {
+        let kvw = nkv * hd;
+        let caches: Vec<(Vec<f32>, Vec<f32>)> = seqs
+            .iter()
+            .enumerate()
+            .map(|(s, &(start, n))| {
+                let seed = 100 * ci as u64 + 2 * s as u64;
+                (
+                    vals((start + n) * kvw, 40 + seed),
+                    vals((start + n) * kvw, 41 + seed),
+                )
+            })
+            .collect();
+        let bench: Vec<BenchSeq<'_>> = seqs
+            .iter()
+            .zip(&caches)
+            .map(|(&(start, n), (k, v))| BenchSeq { start, n, k, v })
+            .collect();
+        let rows: usize = seqs.iter().map(|s| s.1).sum();
+        let q = vals(rows * nh * hd, 60 + ci as u64);
+        let b = attention_bench(0, (nh, nkv, hd), &bench, &q, ATT_REPS)?;
+        let Some(tiled) = &b.tiled else {
+            rep.check(
+                &format!("attention tiled runs ({label})"),
+                false,
+                json!({"error": "attend_tiled unavailable (shared memory or head size)"}),
+            );
+            continue;
+        };
+        let d = max_rel_diff(tiled, &b.split);
+        rep.check(
+            &format!("attention tiled vs split ({label})"),
+            d <= TILED_VS_SPLIT_MAX_REL,
+            json!({"max_rel": d, "tol": TILED_VS_SPLIT_MAX_REL}),
+        );
+        if reference {
+            let (mut want, mut row) = (Vec::new(), 0);
+            for (&(start, n), (k, v)) in seqs.iter().zip(&caches) {
+                let qs = &q[row * nh * hd..(row + n) * nh * hd];
+                want.extend(dense_ref::attend(qs, k, v, start, nh, nkv, hd));
+                row += n;
+            }
+            for (name, got) in [("tiled", tiled), ("split", &b.split)] {
+                let c = compare(got, &want);
+                rep.check(
+                    &format!("attention {name} vs f64 reference ({label})"),
+                    c.pass,
+                    json!({"rel_l2": c.rel_l2, "max_rel": c.max_rel}),
+                );
+            }
+        }
+        let visible: usize = seqs.iter().map(|&(st, n)| n * st + n * (n + 1) / 2).sum();
+        let flop = 4.0 * (nh * hd * visible) as f64;
+        let tiled_ms = b.tiled_ms.unwrap_or(f32::NAN);
+        println!(
+            "  {label:<30} rows {rows:>5}  split {:>8.3} ms  tiled {:>8.3} ms  ({:>5.2}x)  tiled {:>6.2} TFLOP/s  split {:>6.2} TFLOP/s",
+            b.split_ms,
+            tiled_ms,
+            b.split_ms / tiled_ms,
+            flop / (tiled_ms as f64 * 1e9),
+            flop / (b.split_ms as f64 * 1e9),
+        );
+        rows_out.push(json!({"case": label, "rows": rows, "split_ms": b.split_ms,
+            "tiled_ms": tiled_ms, "flop": flop, "max_rel_tiled_vs_split": d}));
+    }
+    Ok(Value::Array(rows_out))
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("attention") {
+        #[cfg(feature = "cuda")]
+        {
+            let mut rep = Report {
+                checks: Vec::new(),
+                failed: 0,
+            };
+            attention_checks(&mut rep)?;
+            println!("{} checks, {} failed", rep.checks.len(), rep.failed);
+            if rep.failed > 0 {
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
+        #[cfg(not(feature = "cuda"))]
+        bail!("attention: {}", CudaError::NotBuilt);
+    }
     if args.first().map(String::as_str) == Some("ptx") {
         let file = args.get(1).context("usage: hmoe-cuda-check ptx FILE")?;
         #[cfg(feature = "cuda")]
@@ -685,7 +821,9 @@ fn main() -> Result<()> {
             "--out" => out_dir = it.next().map(PathBuf::from),
             "--scratch" => scratch = it.next().map(PathBuf::from).context("--scratch DIR")?,
             "--quick" => quick = true,
-            o => bail!("unknown argument `{o}` (--out DIR, --scratch DIR, --quick, ptx FILE)"),
+            o => bail!(
+                "unknown argument `{o}` (--out DIR, --scratch DIR, --quick, ptx FILE, attention)"
+            ),
         }
     }
     let mut rep = Report {
@@ -749,6 +887,15 @@ fn main() -> Result<()> {
                             false,
                             json!({"error": format!("{e:#}")}),
                         );
+                    }
+                    #[cfg(feature = "cuda")]
+                    match attention_checks(&mut rep) {
+                        Ok(v) => summary["attention"] = v,
+                        Err(e) => rep.check(
+                            "attention checks ran",
+                            false,
+                            json!({"error": format!("{e:#}")}),
+                        ),
                     }
                     match bandwidth(&mut g, &scratch) {
                         Ok(v) => summary["bandwidth"] = v,
