@@ -22,6 +22,12 @@
 #define ATT_TM 64         // query vectors per CTA (ATTEND_TILE_VECTORS in attend_tiled.rs)
 #define ATT_TN 32         // cache positions per shared-memory block
 #define ATT_THREADS 256   // threads per CTA (ATTEND_TILE_THREADS in attend_tiled.rs)
+// K/V blocks in shared memory: 2 = the next block is copied (cp.async) while this one is
+// used; 1 = copy, wait, use (less shared memory). ATTEND_TILE_STAGES in attend_tiled.rs is
+// the default; hmoe-cuda-check attention times both.
+#ifndef ATT_STAGES
+#define ATT_STAGES 2
+#endif
 
 #ifdef HMOE_EMU
 #define ATT_SYNC() emu_syncthreads()
@@ -37,23 +43,45 @@ DEV void att_st4(float* p, const float* v) {
 DEV void att_st4(float* p, const float* v) { *(float4*)p = make_float4(v[0], v[1], v[2], v[3]); }
 #endif
 
-// Shared-memory layout (floats) for head size D: Q [TM][D + 4], K [TN][D + 4] (rows padded
-// so that 8 lanes reading 8 different rows hit 8 different bank groups), V [TN][D],
-// P [TM][TN + 8] (scores, then probabilities), corr [TM], l [TM]. Every array starts on a
-// 16-byte boundary. The host computes the same size (attend_tiled.rs, tiled_smem_bytes).
+// Shared-memory layout (floats) for head size D: Q [TM][D + 4], K [STAGES][TN][D + 4] (rows
+// padded so that 8 lanes reading 8 different rows hit 8 different bank groups),
+// V [STAGES][TN][D], P [TM][TN + 8] (scores, then probabilities), corr [TM], l [TM]. Every
+// array starts on a 16-byte boundary. The host computes the same size (attend_tiled.rs,
+// tiled_smem_floats).
 template <int D> struct AttTile {
     enum {
         QST = D + 4,
         KST = D + 4,
         PST = ATT_TN + 8,
         K_OFF = ATT_TM * QST,
-        V_OFF = K_OFF + ATT_TN * KST,
-        P_OFF = V_OFF + ATT_TN * D,
+        V_OFF = K_OFF + ATT_STAGES * ATT_TN * KST,
+        P_OFF = V_OFF + ATT_STAGES * ATT_TN * D,
         C_OFF = P_OFF + ATT_TM * PST,
         L_OFF = C_OFF + ATT_TM,
         FLOATS = L_OFF + ATT_TM,
     };
 };
+
+// Starts the copy of K and V rows kb .. kb + TN - 1 into ks, vs (one stage); rows at or past
+// the segment's visible end are zeros (never read from the cache: they may lie past its end).
+template <int D>
+DEV void att_load_kv(float* ks, float* vs, const float* kp, const float* vp, u32 kb, u32 vis,
+                     u32 kvw) {
+    const float zero[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (u32 e = threadIdx.x; e < ATT_TN * (D / 4); e += ATT_THREADS) {
+        u32 j = e / (D / 4), c = e % (D / 4);
+        float* kd = ks + j * AttTile<D>::KST + 4 * c;
+        float* vd = vs + j * D + 4 * c;
+        if (kb + j < vis) {
+            cp_async16(kd, kp + (u64)(kb + j) * kvw + 4 * c);
+            cp_async16(vd, vp + (u64)(kb + j) * kvw + 4 * c);
+        } else {
+            att_st4(kd, zero);
+            att_st4(vd, zero);
+        }
+    }
+    cp_commit();
+}
 
 // Thread roles (256 threads, 8 warps): in the score and P.V products thread (ty, tx),
 // ty = 4 * (warp / 2) + lane / 8, tx = 8 * (warp % 2) + lane % 8, owns query vectors
@@ -109,27 +137,33 @@ DEV void attend_tiled_d(const float* q, const u64* kc, const u64* vc, const u32*
                 for (int k = 0; k < 4; ++k) o[a][b][k] = 0.0f;
         const float* kp = (const float*)kbase + (u64)kvh * D;
         const float* vp = (const float*)vbase + (u64)kvh * D;
-        for (u32 kb = 0; kb < vis; kb += ATT_TN) {
-            // K and V rows kb .. kb + TN - 1; rows past the segment's last visible
-            // position are zeros (never read from the cache: they may lie past its end).
-            for (u32 e = t; e < ATT_TN * (D / 4); e += ATT_THREADS) {
-                u32 j = e / (D / 4), c = e % (D / 4);
-                float kx[4] = {0.0f, 0.0f, 0.0f, 0.0f}, vx[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                if (kb + j < vis) {
-                    ldf4(kp + (u64)(kb + j) * kvw + 4 * c, kx);
-                    ldf4(vp + (u64)(kb + j) * kvw + 4 * c, vx);
+        if (ATT_STAGES == 2) att_load_kv<D>(ks, vs, kp, vp, 0, vis, kvw);
+        for (u32 kb = 0, it = 0; kb < vis; kb += ATT_TN, ++it) {
+            const u32 st = ATT_STAGES == 2 ? it & 1 : 0;
+            const float* kt = ks + st * (ATT_TN * L::KST);
+            const float* vt = vs + st * (ATT_TN * D);
+            if (ATT_STAGES == 2) {
+                // Block it + 1 goes to the other stage (free: every thread has passed the
+                // barrier that ended block it - 1); then wait for block it only.
+                if (kb + ATT_TN < vis) {
+                    att_load_kv<D>(ks + (st ^ 1) * (ATT_TN * L::KST), vs + (st ^ 1) * (ATT_TN * D),
+                                   kp, vp, kb + ATT_TN, vis, kvw);
+                    cp_wait<1>();
+                } else {
+                    cp_wait<0>();
                 }
-                att_st4(ks + j * L::KST + 4 * c, kx);
-                att_st4(vs + j * D + 4 * c, vx);
+            } else {
+                att_load_kv<D>(ks, vs, kp, vp, kb, vis, kvw);
+                cp_wait<0>();
             }
-            ATT_SYNC();
+            ATT_SYNC();  // every thread's copies (and the segment's q) are visible
             // Scores S = Q K^T (q already scaled).
             float s[4][2];
             for (int a = 0; a < 4; ++a) s[a][0] = s[a][1] = 0.0f;
             for (int d = 0; d < D; d += 4) {
                 float qa[4][4], kk[2][4];
                 for (int a = 0; a < 4; ++a) ldf4(qs + (ty + 16 * a) * L::QST + d, qa[a]);
-                for (int c = 0; c < 2; ++c) ldf4(ks + (tx + 16 * c) * L::KST + d, kk[c]);
+                for (int c = 0; c < 2; ++c) ldf4(kt + (tx + 16 * c) * L::KST + d, kk[c]);
                 for (int a = 0; a < 4; ++a)
                     for (int c = 0; c < 2; ++c)
                         for (int k = 0; k < 4; ++k) s[a][c] += qa[a][k] * kk[c][k];
@@ -177,13 +211,13 @@ DEV void attend_tiled_d(const float* q, const u64* kc, const u64* vc, const u32*
                 for (int a = 0; a < 4; ++a) ldf4(ps + (ty + 16 * a) * L::PST + j, pa[a]);
                 for (int jj = 0; jj < 4; ++jj) {
                     float vv[NB][4];
-                    for (int b = 0; b < NB; ++b) ldf4(vs + (j + jj) * D + 4 * tx + 64 * b, vv[b]);
+                    for (int b = 0; b < NB; ++b) ldf4(vt + (j + jj) * D + 4 * tx + 64 * b, vv[b]);
                     for (int a = 0; a < 4; ++a)
                         for (int b = 0; b < NB; ++b)
                             for (int k = 0; k < 4; ++k) o[a][b][k] += pa[a][jj] * vv[b][k];
                 }
             }
-            ATT_SYNC();  // K, V and P are refilled next block
+            ATT_SYNC();  // this stage's K, V and P are refilled later
         }
         if (sub == 0) ls[si] = l;
         ATT_SYNC();

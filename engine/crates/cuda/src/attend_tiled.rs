@@ -9,6 +9,10 @@ pub const ATTEND_TILE_VECTORS: usize = 64;
 pub const ATTEND_TILE_POSITIONS: usize = 32;
 /// Threads per CTA (`ATT_THREADS`).
 pub const ATTEND_TILE_THREADS: u32 = 256;
+/// K/V blocks in shared memory (`ATT_STAGES`'s default): 2 copies the next block while
+/// the CTA works on this one; 1 copies, waits, then works (less shared memory). A build with
+/// `-DATT_STAGES=1` needs [`tiled_smem_floats_for`] with 1.
+pub const ATTEND_TILE_STAGES: usize = 2;
 
 /// Calls of at least this many rows take the tiled kernel. Its grid has
 /// `rows × n_heads / ATTEND_TILE_VECTORS` CTAs, each walking its rows' whole context: below
@@ -34,11 +38,16 @@ pub fn use_tiled(n_rows: usize, head_dim: usize) -> bool {
     n_rows >= TILED_MIN_ROWS && tiled_supported(head_dim)
 }
 
-/// Floats of dynamic shared memory the kernel needs at `head_dim` (`AttTile<D>::FLOATS`):
-/// Q `[TM][D + 4]`, K `[TN][D + 4]`, V `[TN][D]`, P `[TM][TN + 8]`, two `[TM]` vectors.
+/// Floats of dynamic shared memory the default build of the kernel needs at `head_dim`.
 pub fn tiled_smem_floats(head_dim: usize) -> usize {
+    tiled_smem_floats_for(head_dim, ATTEND_TILE_STAGES)
+}
+
+/// `AttTile<D>::FLOATS` of a build with `ATT_STAGES = stages`: Q `[TM][D + 4]`,
+/// K `[stages][TN][D + 4]`, V `[stages][TN][D]`, P `[TM][TN + 8]`, two `[TM]` vectors.
+pub fn tiled_smem_floats_for(head_dim: usize, stages: usize) -> usize {
     let (tm, tn, d) = (ATTEND_TILE_VECTORS, ATTEND_TILE_POSITIONS, head_dim);
-    tm * (d + 4) + tn * (d + 4) + tn * d + tm * (tn + 8) + 2 * tm
+    tm * (d + 4) + stages * (tn * (d + 4) + tn * d) + tm * (tn + 8) + 2 * tm
 }
 
 /// Grid of a call: `(ceil(n_rows × group / TM), n_kv)`, group = `n_heads / n_kv`.
@@ -92,6 +101,7 @@ mod tests {
             source_define("ATT_THREADS"),
             Some(ATTEND_TILE_THREADS as usize)
         );
+        assert_eq!(source_define("ATT_STAGES"), Some(ATTEND_TILE_STAGES));
     }
 
     #[test]
@@ -99,8 +109,10 @@ mod tests {
         // 228 KiB per SM on H100/H200, 1 KiB of it reserved per CTA.
         assert!(2 * (4 * tiled_smem_floats(128) + 1024) <= 228 * 1024);
         // Each array 16-byte aligned: every part is a multiple of 4 floats.
-        assert_eq!(tiled_smem_floats(64) % 4, 0);
-        assert_eq!(tiled_smem_floats(128) % 4, 0);
+        for stages in [1, 2] {
+            assert_eq!(tiled_smem_floats_for(64, stages) % 4, 0);
+            assert_eq!(tiled_smem_floats_for(128, stages) % 4, 0);
+        }
     }
 
     #[test]

@@ -40,7 +40,7 @@ mod dense_profile;
 mod kernel_bench;
 mod resident;
 
-pub use attend_bench::{attention_bench, AttendBench, BenchSeq};
+pub use attend_bench::{AttendBench, AttentionBench, BenchSeq, TiledRun};
 pub use resident::GpuDense;
 
 /// Release events in the ring (more than a model's layers, so that a slot's event is

@@ -45,13 +45,13 @@ mod stub;
 #[cfg(not(feature = "cuda"))]
 mod stub_dense;
 
-/// Device check and timing of the attention kernels (`hmoe-cuda-check attention`).
-#[cfg(feature = "cuda")]
-pub use gpu::{attention_bench, AttendBench, BenchSeq};
 #[cfg(feature = "cuda")]
 pub use gpu::{
     compile_kernels, GpuDense, GpuExperts, PendingLayer, ASSUME_FREE_ENV, PTX_ENV, PTX_FALLBACK_ENV,
 };
+/// Device check and timing of the attention kernels (`hmoe-cuda-check attention`).
+#[cfg(feature = "cuda")]
+pub use gpu::{AttendBench, AttentionBench, BenchSeq, TiledRun};
 #[cfg(not(feature = "cuda"))]
 pub use stub::{GpuExperts, PendingLayer};
 #[cfg(not(feature = "cuda"))]

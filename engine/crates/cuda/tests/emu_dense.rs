@@ -1,7 +1,9 @@
 //! The dense-path kernels (src/dense.cu, attend.cu) in the host emulator against
 //! plain f64 references.
 
-use hmoe_cuda::attend_tiled::{max_rel_diff, tiled_smem_floats, TILED_VS_SPLIT_MAX_REL};
+use hmoe_cuda::attend_tiled::{
+    max_rel_diff, tiled_smem_floats, tiled_smem_floats_for, TILED_VS_SPLIT_MAX_REL,
+};
 use hmoe_cuda::dense_model::{attention_split, grid_split_count};
 use hmoe_cuda::dense_ref;
 use hmoe_cuda::verify::compare;
@@ -14,7 +16,7 @@ use std::process::Command;
 
 #[path = "emu/build.rs"]
 mod emu_build;
-use emu_build::compile_harness;
+use emu_build::{compile_harness, compile_harness_with};
 
 struct Input(Vec<u8>);
 
@@ -381,7 +383,7 @@ fn add_to_adds_exactly() {
 /// its last tile holds 5 rows, the rest of it the next sequences' rows), a decode row, a
 /// chunked prefill of 23 rows after 70 cached positions (mid-cache, tiles start inside a
 /// K/V block), and a short one; then three query heads per KV head (tiles that cut rows
-/// apart).
+/// apart); and the mixed batch again with one K/V stage (`ATT_STAGES=1`, no copy ahead).
 #[test]
 fn tiled_attention_matches_the_reference_and_the_split_kernels_head_64() {
     let dir = tempfile::tempdir().unwrap();
@@ -413,6 +415,9 @@ fn tiled_attention_matches_the_reference_and_the_split_kernels_head_64() {
         tiled_smem_floats(64),
         "tiled, group 3, hd 64",
     );
+    let one = compile_harness_with(d, "dense_harness", &["ATT_STAGES=1"]);
+    let smem = tiled_smem_floats_for(64, 1);
+    check_tiled(&one, d, &mixed, smem, "tiled, one stage, mixed, hd 64");
 }
 
 /// Head size 128 at the Qwen3-30B-A3B grouping (32 query heads over 4 KV heads: 8 rows per

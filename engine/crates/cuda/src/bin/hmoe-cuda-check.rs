@@ -671,7 +671,7 @@ fn resident_checks(rep: &mut Report) -> Result<()> {
 #[cfg(feature = "cuda")]
 fn attention_checks(rep: &mut Report) -> Result<Value> {
     use hmoe_cuda::attend_tiled::{max_rel_diff, TILED_MIN_ROWS, TILED_VS_SPLIT_MAX_REL};
-    use hmoe_cuda::{attention_bench, dense_ref, BenchSeq};
+    use hmoe_cuda::{dense_ref, AttentionBench, BenchSeq};
     /// Query heads, KV heads, head size of the timings (Qwen3-30B-A3B).
     const ATT_SHAPE: (usize, usize, usize) = (32, 4, 128);
     /// Timed launches per kernel and case.
@@ -711,7 +711,14 @@ fn attention_checks(rep: &mut Report) -> Result<Value> {
         ("32 rows after 992", ATT_SHAPE, vec![(992, 32)], false),
         ("128 rows after 3968", ATT_SHAPE, vec![(3968, 128)], false),
     ];
-    println!("attention (split: attend_split + attend_combine; tiled: attend_tiled; GpuDense takes tiled from {TILED_MIN_ROWS} rows)");
+    let (bench, warnings) = AttentionBench::new(0, &[1, 2])?;
+    for w in warnings {
+        println!("  attention bench: {w}");
+    }
+    println!(
+        "attention (split: attend_split + attend_combine; tiled sN: attend_tiled built with ATT_STAGES=N; \
+         GpuDense takes the default build from {TILED_MIN_ROWS} rows; TFLOP/s of the causal work)"
+    );
     let mut rows_out = Vec::new();
     for (ci, (label, (nh, nkv, hd), seqs, reference)) in cases.into_iter().enumerate() {
         let kvw = nkv * hd;
@@ -726,57 +733,73 @@ fn attention_checks(rep: &mut Report) -> Result<Value> {
                 )
             })
             .collect();
-        let bench: Vec<BenchSeq<'_>> = seqs
+        let bseqs: Vec<BenchSeq<'_>> = seqs
             .iter()
             .zip(&caches)
             .map(|(&(start, n), (k, v))| BenchSeq { start, n, k, v })
             .collect();
         let rows: usize = seqs.iter().map(|s| s.1).sum();
         let q = vals(rows * nh * hd, 60 + ci as u64);
-        let b = attention_bench(0, (nh, nkv, hd), &bench, &q, ATT_REPS)?;
-        let Some(tiled) = &b.tiled else {
+        let b = bench.run((nh, nkv, hd), &bseqs, &q, ATT_REPS)?;
+        if b.tiled.is_empty() {
             rep.check(
                 &format!("attention tiled runs ({label})"),
                 false,
                 json!({"error": "attend_tiled unavailable (shared memory or head size)"}),
             );
             continue;
-        };
-        let d = max_rel_diff(tiled, &b.split);
-        rep.check(
-            &format!("attention tiled vs split ({label})"),
-            d <= TILED_VS_SPLIT_MAX_REL,
-            json!({"max_rel": d, "tol": TILED_VS_SPLIT_MAX_REL}),
-        );
-        if reference {
+        }
+        let want = reference.then(|| {
             let (mut want, mut row) = (Vec::new(), 0);
             for (&(start, n), (k, v)) in seqs.iter().zip(&caches) {
                 let qs = &q[row * nh * hd..(row + n) * nh * hd];
                 want.extend(dense_ref::attend(qs, k, v, start, nh, nkv, hd));
                 row += n;
             }
-            for (name, got) in [("tiled", tiled), ("split", &b.split)] {
-                let c = compare(got, &want);
+            want
+        });
+        if let Some(want) = &want {
+            let c = compare(&b.split, want);
+            rep.check(
+                &format!("attention split vs f64 reference ({label})"),
+                c.pass,
+                json!({"rel_l2": c.rel_l2, "max_rel": c.max_rel}),
+            );
+        }
+        let visible: usize = seqs.iter().map(|&(st, n)| n * st + n * (n + 1) / 2).sum();
+        let tflops = |ms: f32| 4.0 * (nh * hd * visible) as f64 / (ms as f64 * 1e9);
+        let mut line = format!(
+            "  {label:<28} rows {rows:>5}  split {:>7.3} ms ({:>5.2} TFLOP/s)",
+            b.split_ms,
+            tflops(b.split_ms)
+        );
+        let mut runs = Vec::new();
+        for t in &b.tiled {
+            let d = max_rel_diff(&t.out, &b.split);
+            rep.check(
+                &format!("attention tiled s{} vs split ({label})", t.stages),
+                d <= TILED_VS_SPLIT_MAX_REL,
+                json!({"max_rel": d, "tol": TILED_VS_SPLIT_MAX_REL}),
+            );
+            if let Some(want) = &want {
+                let c = compare(&t.out, want);
                 rep.check(
-                    &format!("attention {name} vs f64 reference ({label})"),
+                    &format!("attention tiled s{} vs f64 reference ({label})", t.stages),
                     c.pass,
                     json!({"rel_l2": c.rel_l2, "max_rel": c.max_rel}),
                 );
             }
+            line += &format!(
+                "  tiled s{} {:>7.3} ms ({:>5.2}x, {:>5.2} TFLOP/s)",
+                t.stages,
+                t.ms,
+                b.split_ms / t.ms,
+                tflops(t.ms)
+            );
+            runs.push(json!({"stages": t.stages, "ms": t.ms, "max_rel_vs_split": d}));
         }
-        let visible: usize = seqs.iter().map(|&(st, n)| n * st + n * (n + 1) / 2).sum();
-        let flop = 4.0 * (nh * hd * visible) as f64;
-        let tiled_ms = b.tiled_ms.unwrap_or(f32::NAN);
-        println!(
-            "  {label:<30} rows {rows:>5}  split {:>8.3} ms  tiled {:>8.3} ms  ({:>5.2}x)  tiled {:>6.2} TFLOP/s  split {:>6.2} TFLOP/s",
-            b.split_ms,
-            tiled_ms,
-            b.split_ms / tiled_ms,
-            flop / (tiled_ms as f64 * 1e9),
-            flop / (b.split_ms as f64 * 1e9),
-        );
-        rows_out.push(json!({"case": label, "rows": rows, "split_ms": b.split_ms,
-            "tiled_ms": tiled_ms, "flop": flop, "max_rel_tiled_vs_split": d}));
+        println!("{line}");
+        rows_out.push(json!({"case": label, "rows": rows, "split_ms": b.split_ms, "tiled": runs}));
     }
     Ok(Value::Array(rows_out))
 }

@@ -4,7 +4,9 @@
 //! attend_tiled.cu; geometry in [`crate::attend_tiled`]).
 
 use super::drv;
-use crate::attend_tiled::{tiled_grid, tiled_smem_floats, ATTEND_TILE_THREADS};
+use crate::attend_tiled::{
+    tiled_grid, tiled_smem_floats_for, ATTEND_TILE_STAGES, ATTEND_TILE_THREADS,
+};
 use crate::error::Result;
 use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
@@ -15,32 +17,52 @@ const ATT_WARPS: u32 = 4;
 /// for it at load).
 const TILED_MAX_HEAD_DIM: usize = 128;
 
-/// The attention kernels of a module.
-pub(super) struct AttendFns {
-    pub(super) split: CudaFunction,
-    pub(super) combine: CudaFunction,
-    /// `None` when the device cannot give it its shared memory (the split kernels serve
-    /// every call then).
-    pub(super) tiled: Option<CudaFunction>,
+/// `attend_tiled` of a module built with `ATT_STAGES = stages`.
+pub(super) struct TiledFn {
+    f: CudaFunction,
+    stages: usize,
 }
 
-impl AttendFns {
-    /// Loads the kernels; `attend_tiled` is allowed the dynamic shared memory of its
-    /// largest instance (above the default 48 KiB: an opt-in per function).
-    pub(super) fn load(f: &dyn Fn(&str) -> Result<CudaFunction>) -> Result<Self> {
+impl TiledFn {
+    /// Loads it and allows it the dynamic shared memory of its largest instance (above
+    /// the default 48 KiB: an opt-in per function); `None` when the device refuses (the
+    /// split kernels serve every call then).
+    pub(super) fn load(
+        f: &dyn Fn(&str) -> Result<CudaFunction>,
+        stages: usize,
+    ) -> Result<Option<Self>> {
         let tiled = f("attend_tiled")?;
-        let bytes = (4 * tiled_smem_floats(TILED_MAX_HEAD_DIM)) as i32;
-        let tiled = tiled
+        let bytes = (4 * tiled_smem_floats_for(TILED_MAX_HEAD_DIM, stages)) as i32;
+        Ok(tiled
             .set_attribute(
                 CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                 bytes,
             )
             .ok()
-            .map(|_| tiled);
+            .map(|_| Self { f: tiled, stages }))
+    }
+
+    /// Its `ATT_STAGES`.
+    pub(super) fn stages(&self) -> usize {
+        self.stages
+    }
+}
+
+/// The attention kernels of a module.
+pub(super) struct AttendFns {
+    pub(super) split: CudaFunction,
+    pub(super) combine: CudaFunction,
+    /// `None` when the device cannot give it its shared memory.
+    pub(super) tiled: Option<TiledFn>,
+}
+
+impl AttendFns {
+    /// Loads the kernels of a module built with the default `ATT_STAGES`.
+    pub(super) fn load(f: &dyn Fn(&str) -> Result<CudaFunction>) -> Result<Self> {
         Ok(Self {
             split: f("attend_split")?,
             combine: f("attend_combine")?,
-            tiled,
+            tiled: TiledFn::load(f, ATTEND_TILE_STAGES)?,
         })
     }
 }
@@ -128,16 +150,12 @@ pub(super) fn launch_split(
     .map_err(drv("launch attend_combine"))
 }
 
-/// The tiled kernel over all rows (`tiled`: [`AttendFns::tiled`], for a head size that
-/// [`crate::attend_tiled::tiled_supported`]). Rows of one sequence must be contiguous (a
-/// call's spans are).
-pub(super) fn launch_tiled(
-    stream: &CudaStream,
-    tiled: &CudaFunction,
-    c: &AttendCall,
-) -> Result<()> {
+/// The tiled kernel over all rows (`tiled`: [`AttendFns::tiled`] or a variant's, for a head
+/// size that [`crate::attend_tiled::tiled_supported`]). Rows of one sequence must be
+/// contiguous (a call's spans are).
+pub(super) fn launch_tiled(stream: &CudaStream, tiled: &TiledFn, c: &AttendCall) -> Result<()> {
     let scale = c.scale();
-    let smem_floats = tiled_smem_floats(c.head_dim as usize) as u32;
+    let smem_floats = tiled_smem_floats_for(c.head_dim as usize, tiled.stages) as u32;
     let (gx, gy) = tiled_grid(c.n as usize, c.n_heads as usize, c.n_kv as usize);
     let cfg = LaunchConfig {
         grid_dim: (gx, gy, 1),
@@ -150,7 +168,7 @@ pub(super) fn launch_tiled(
     // positions ≤ pos, which kv_write has filled.
     unsafe {
         stream
-            .launch_builder(tiled)
+            .launch_builder(&tiled.f)
             .arg(&c.q)
             .arg(&c.kc)
             .arg(&c.vc)
