@@ -33,6 +33,12 @@ impl TiledFn {
     ) -> Result<Option<Self>> {
         let tiled = f("attend_tiled")?;
         let bytes = (4 * tiled_smem_floats_for(TILED_MAX_HEAD_DIM, stages)) as i32;
+        // A hint that the L1/shared split should favour shared memory, so that two CTAs
+        // of ~110 KiB fit an SM; ignored where unsupported.
+        let _ = tiled.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+            100,
+        );
         Ok(tiled
             .set_attribute(
                 CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
@@ -45,6 +51,16 @@ impl TiledFn {
     /// Its `ATT_STAGES`.
     pub(super) fn stages(&self) -> usize {
         self.stages
+    }
+
+    /// CTAs per SM the device runs at `head_dim` (registers and shared memory).
+    pub(super) fn ctas_per_sm(&self, head_dim: usize) -> Result<u32> {
+        let smem = 4 * tiled_smem_floats_for(head_dim, self.stages);
+        self.f
+            .occupancy_max_active_blocks_per_multiprocessor(ATTEND_TILE_THREADS, smem, None)
+            .map_err(drv(
+                "cuOccupancyMaxActiveBlocksPerMultiprocessor(attend_tiled)",
+            ))
     }
 }
 

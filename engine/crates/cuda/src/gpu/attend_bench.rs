@@ -150,6 +150,15 @@ impl AttentionBench {
         ))
     }
 
+    /// `(ATT_STAGES, CTAs per SM)` of every tiled build at `head_dim`.
+    pub fn tiled_occupancy(&self, head_dim: usize) -> Result<Vec<(usize, u32)>> {
+        self.ctx.bind_to_thread().map_err(drv("bind context"))?;
+        let builds = self.fns.tiled.iter().chain(&self.variants);
+        builds
+            .map(|t| Ok((t.stages(), t.ctas_per_sm(head_dim)?)))
+            .collect()
+    }
+
     /// Runs and times every kernel for the rows of `seqs` (in order) with queries `q`
     /// (`[rows][n_heads][head_dim]`): `reps` timed launches each after one warm-up.
     pub fn run(
