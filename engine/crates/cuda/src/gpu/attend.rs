@@ -4,9 +4,7 @@
 //! attend_tiled.cu; geometry in [`crate::attend_tiled`]).
 
 use super::drv;
-use crate::attend_tiled::{
-    tiled_grid, tiled_smem_floats_for, ATTEND_TILE_STAGES, ATTEND_TILE_THREADS,
-};
+use crate::attend_tiled::{tiled_grid, tiled_smem_floats_for, ATTEND_TILE_THREADS};
 use crate::error::Result;
 use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
@@ -64,25 +62,6 @@ impl TiledFn {
     }
 }
 
-/// The attention kernels of a module.
-pub(super) struct AttendFns {
-    pub(super) split: CudaFunction,
-    pub(super) combine: CudaFunction,
-    /// `None` when the device cannot give it its shared memory.
-    pub(super) tiled: Option<TiledFn>,
-}
-
-impl AttendFns {
-    /// Loads the kernels of a module built with the default `ATT_STAGES`.
-    pub(super) fn load(f: &dyn Fn(&str) -> Result<CudaFunction>) -> Result<Self> {
-        Ok(Self {
-            split: f("attend_split")?,
-            combine: f("attend_combine")?,
-            tiled: TiledFn::load(f, ATTEND_TILE_STAGES)?,
-        })
-    }
-}
-
 /// One attention call: device addresses and shape. `kc`, `vc` (`u64[n]`) hold each row's
 /// K and V cache of the layer, `pos` (`u32[n]`) its position; `q`, `out` are
 /// `[n][n_heads][head_dim]` f32.
@@ -105,13 +84,13 @@ impl AttendCall {
     }
 }
 
-/// Split-context attention of every row (`attend_split`), then one merge of each row's
-/// partials (`attend_combine`); `plan` points at `(chunk, n_splits)` in device memory
+/// Split-context attention of every row (`split`: `attend_split`), then one merge of each
+/// row's partials (`combine`: `attend_combine`); `plan` points at `(chunk, n_splits)` in device memory
 /// (`dense_model::attention_split`), the grid has room for `grid_splits`, and `part`
 /// holds `n × n_heads × grid_splits × (head_dim + 2)` floats.
 pub(super) fn launch_split(
     stream: &CudaStream,
-    fns: &AttendFns,
+    (split, combine): (&CudaFunction, &CudaFunction),
     c: &AttendCall,
     part: u64,
     plan: u64,
@@ -129,7 +108,7 @@ pub(super) fn launch_split(
     // row's context.
     unsafe {
         stream
-            .launch_builder(&fns.split)
+            .launch_builder(split)
             .arg(&c.q)
             .arg(&c.kc)
             .arg(&c.vc)
@@ -153,7 +132,7 @@ pub(super) fn launch_split(
     // const u32*); reads only the partials attend_split wrote.
     unsafe {
         stream
-            .launch_builder(&fns.combine)
+            .launch_builder(combine)
             .arg(&part)
             .arg(&c.pos)
             .arg(&c.out)
@@ -166,7 +145,7 @@ pub(super) fn launch_split(
     .map_err(drv("launch attend_combine"))
 }
 
-/// The tiled kernel over all rows (`tiled`: [`AttendFns::tiled`] or a variant's, for a head
+/// The tiled kernel over all rows (`tiled`: a module's [`TiledFn`], for a head
 /// size that [`crate::attend_tiled::tiled_supported`]). Rows of one sequence must be
 /// contiguous (a call's spans are).
 pub(super) fn launch_tiled(stream: &CudaStream, tiled: &TiledFn, c: &AttendCall) -> Result<()> {

@@ -4,7 +4,7 @@
 //! the default build, `attend_tiled` can be timed as built with other `ATT_STAGES` (the
 //! kernel source compiled again by NVRTC with `-DATT_STAGES=n`).
 
-use super::attend::{launch_split, launch_tiled, AttendCall, AttendFns, TiledFn};
+use super::attend::{launch_split, launch_tiled, AttendCall, TiledFn};
 use super::{compile, context, drv, info, DeviceBuf};
 use crate::attend_tiled::{tiled_supported, ATTEND_TILE_STAGES};
 use crate::dense_model::{attention_split, grid_split_count};
@@ -55,6 +55,13 @@ pub struct AttendBench {
     /// The tiled builds, the default first; empty when `attend_tiled` cannot run here
     /// (head size, shared memory).
     pub tiled: Vec<TiledRun>,
+}
+
+/// The attention kernels of a module (as `GpuDense` loads them).
+struct AttendFns {
+    split: CudaFunction,
+    combine: CudaFunction,
+    tiled: Option<TiledFn>,
 }
 
 /// A context, the default module's attention kernels and the `attend_tiled` variants.
@@ -119,7 +126,14 @@ impl AttentionBench {
         let dev = info(&ctx)?;
         let mut warnings = Vec::new();
         let module = compile(&ctx, dev.compute_capability, &mut warnings)?;
-        let fns = AttendFns::load(&loader(&module))?;
+        let fns = {
+            let f = loader(&module);
+            AttendFns {
+                split: f("attend_split")?,
+                combine: f("attend_combine")?,
+                tiled: TiledFn::load(&f, ATTEND_TILE_STAGES)?,
+            }
+        };
         let (mut variants, mut modules) = (Vec::new(), vec![module]);
         for &s in stages.iter().filter(|&&s| s != ATTEND_TILE_STAGES) {
             let built = variant_module(&ctx, dev.compute_capability, s).and_then(|m| {
@@ -227,7 +241,8 @@ impl AttentionBench {
         };
         let reps = reps.clamp(1, MAX_REPS);
         let split_ms = self.time(reps, &|st| {
-            launch_split(st, &self.fns, &call, part.ptr, plan.ptr, grid_splits as u32)
+            let fns = (&self.fns.split, &self.fns.combine);
+            launch_split(st, fns, &call, part.ptr, plan.ptr, grid_splits as u32)
         })?;
         let split = self.download(&out, q.len())?;
         let mut tiled = Vec::new();

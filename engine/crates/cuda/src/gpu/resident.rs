@@ -17,12 +17,12 @@
 //! engine drops the sequence's [`DenseSeq`]. Writes go by position, so the host may
 //! truncate a sequence without telling the device.
 
-use super::attend::{launch_split, launch_tiled, AttendCall, AttendFns};
+use super::attend::{launch_split, launch_tiled, AttendCall, TiledFn};
 use super::dense_graphs::{GraphCache, GraphKey};
 use super::dense_profile::DenseProfile;
 use super::{compile, context, drv, info, is_oom, DeviceBuf, Pinned, ASSUME_FREE_ENV};
 use crate::api::DeviceAddend;
-use crate::attend_tiled::use_tiled;
+use crate::attend_tiled::{use_tiled, ATTEND_TILE_STAGES};
 use crate::dense_model::{
     attention_split, grid_split_count, grown_capacity, positions, validate_spans, DenseMatrix,
     DenseSeq, DenseShape, DenseWeights, SeqRegistry, SeqSpan,
@@ -119,8 +119,11 @@ struct Fns {
     rms_norm: CudaFunction,
     rope: CudaFunction,
     kv_write: CudaFunction,
-    attend: AttendFns,
+    attend_split: CudaFunction,
+    attend_combine: CudaFunction,
     add_to: CudaFunction,
+    /// `None` when the device refuses its shared memory (the split kernels serve all).
+    attend_tiled: Option<TiledFn>,
 }
 
 /// The dense path on the GPU (see the module docs).
@@ -237,8 +240,10 @@ impl GpuDense {
             rms_norm: f("rms_norm")?,
             rope: f("rope_neox")?,
             kv_write: f("kv_write")?,
-            attend: AttendFns::load(&f)?,
+            attend_split: f("attend_split")?,
+            attend_combine: f("attend_combine")?,
             add_to: f("add_to")?,
+            attend_tiled: TiledFn::load(&f, ATTEND_TILE_STAGES)?,
         };
         let mut layers = Vec::with_capacity(w.layers.len());
         for (i, l) in w.layers.iter().enumerate() {
@@ -827,7 +832,7 @@ impl GpuDense {
     /// The attention of every row: the tiled kernel for calls of at least
     /// `TILED_MIN_ROWS` rows (prefill; `attend_tiled.rs`), else the split-context kernels,
     /// whose `plan` points at [`attention_split`]'s `(chunk, n_splits)` in device memory,
-    /// with a grid room for `grid_splits` (a graph-stable shape for decode).
+    /// on a grid with room for `grid_splits` (a graph-stable shape for decode).
     #[allow(clippy::too_many_arguments)]
     fn attend(
         &self,
@@ -852,11 +857,11 @@ impl GpuDense {
             n_kv: s.n_kv_heads as u32,
             head_dim: s.head_dim as u32,
         };
-        match &self.fns.attend.tiled {
+        match &self.fns.attend_tiled {
             Some(t) if use_tiled(n as usize, s.head_dim) => launch_tiled(&self.stream, t, &call),
             _ => launch_split(
                 &self.stream,
-                &self.fns.attend,
+                (&self.fns.attend_split, &self.fns.attend_combine),
                 &call,
                 self.part.ptr,
                 plan,
