@@ -1,6 +1,6 @@
 // Tiled ("flash-attention") causal GQA attention for prefill calls of the device-resident
-// dense path (GpuDense), appended after attend.cu (uses ldf4, SHFL_XOR, AS_FLOAT, DEV,
-// KERNEL). docs/notes/cuda-kernels.md, "Tiled prefill attention".
+// dense path (GpuDense), appended after attend.cu (uses kernels.cu's ldf4, cp_async16,
+// cp_commit, cp_wait, SHFL_XOR, AS_FLOAT, DEV, KERNEL). docs/notes/cuda-kernels.md, "Tiled prefill attention".
 //
 // attend_split gives every (row, head) its own warps, each reading its K/V rows from L2:
 // a 512-row prefill reads the sequence's cache 512 x 32 times, and every score is a
@@ -20,7 +20,7 @@
 // causal mask by position (row at position p sees cache positions 0..=p).
 
 #define ATT_TM 64         // query vectors per CTA (ATTEND_TILE_VECTORS in attend_tiled.rs)
-#define ATT_TN 32         // cache positions per shared-memory block
+#define ATT_TN 32         // cache positions per shared-memory block (ATTEND_TILE_POSITIONS)
 #define ATT_THREADS 256   // threads per CTA (ATTEND_TILE_THREADS in attend_tiled.rs)
 // K/V blocks in shared memory: 2 = the next block is copied (cp.async) while this one is
 // used; 1 = copy, wait, use (less shared memory). ATTEND_TILE_STAGES in attend_tiled.rs is
