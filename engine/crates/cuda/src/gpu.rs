@@ -31,6 +31,8 @@ use std::time::Instant;
 /// kernels.cu (checked by a test in gpu/kernel_bench.rs).
 const EXPERT_ROWS_PER_WARP: (u32, u32) = (1, 1);
 
+mod attend;
+mod attend_bench;
 mod deferred;
 mod dense;
 mod dense_graphs;
@@ -41,6 +43,7 @@ mod kernel_bench;
 mod resident;
 
 pub use fused::FUSE_ENV;
+pub use attend_bench::{AttendBench, AttentionBench, BenchSeq, TiledRun};
 pub use resident::GpuDense;
 
 /// Release events in the ring (more than a model's layers, so that a slot's event is

@@ -14,6 +14,9 @@
 //!   (`tests/emu_dense.rs`) and checked on the device.
 //! - `gemm.cu`: tiled (shared-memory) GEMM kernels for prefill: the expert pass for items
 //!   of many tokens and `linear` for many tokens; emulator-tested (`tests/emu_gemm.rs`).
+//! - `attend.cu`, `attend_tiled.cu`: the dense path's attention, split-context for decode
+//!   and short calls, tiled (shared-memory K/V blocks per query tile, [`attend_tiled`])
+//!   for prefill.
 //! - [`dense_model`]: the dense path's shape, borrowed weights, sequence handles and
 //!   spans; [`GpuDense`] (feature `cuda`) keeps every dense weight and the KV caches in
 //!   VRAM and runs a layer's attention block in one upload, one stream, one download.
@@ -25,6 +28,7 @@
 
 pub mod api;
 pub mod arena;
+pub mod attend_tiled;
 pub mod batch;
 pub mod dense_model;
 pub mod dense_ref;
@@ -48,6 +52,9 @@ pub use gpu::{
     compile_kernels, GpuDense, GpuExperts, PendingLayer, ASSUME_FREE_ENV, FUSE_ENV, PTX_ENV,
     PTX_FALLBACK_ENV,
 };
+/// Device check and timing of the attention kernels (`hmoe-cuda-check attention`).
+#[cfg(feature = "cuda")]
+pub use gpu::{AttendBench, AttentionBench, BenchSeq, TiledRun};
 #[cfg(not(feature = "cuda"))]
 pub use stub::{GpuExperts, PendingLayer};
 #[cfg(not(feature = "cuda"))]
@@ -67,8 +74,8 @@ pub const DENSE_PROFILE_ENV: &str = "HMOE_DENSE_PROFILE";
 /// instead of replaying captured CUDA graphs.
 pub const GRAPHS_ENV: &str = "HMOE_CUDA_GRAPHS";
 
-/// The kernel source (expert kernels, the dense-path kernels, the split attention, the tiled
-/// GEMM kernels), compiled by NVRTC at start-up.
+/// The kernel source (expert kernels, the dense-path kernels, the split and the tiled
+/// attention, the tiled GEMM kernels), compiled by NVRTC at start-up.
 pub const KERNEL_SOURCE: &str = concat!(
     include_str!("kernels.cu"),
     "\n",
@@ -78,7 +85,9 @@ pub const KERNEL_SOURCE: &str = concat!(
     "\n",
     include_str!("attend.cu"),
     "\n",
-    include_str!("gemm.cu")
+    include_str!("gemm.cu"),
+    "\n",
+    include_str!("attend_tiled.cu")
 );
 /// Warps per block of the gate/up and down kernels (`WARPS` in kernels.cu).
 pub const WARPS_PER_BLOCK: u32 = 8;

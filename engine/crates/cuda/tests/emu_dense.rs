@@ -1,6 +1,9 @@
 //! The dense-path kernels (src/dense.cu, attend.cu) in the host emulator against
 //! plain f64 references.
 
+use hmoe_cuda::attend_tiled::{
+    max_rel_diff, tiled_smem_floats, tiled_smem_floats_for, TILED_VS_SPLIT_MAX_REL,
+};
 use hmoe_cuda::dense_model::{attention_split, grid_split_count};
 use hmoe_cuda::dense_ref;
 use hmoe_cuda::verify::compare;
@@ -13,7 +16,7 @@ use std::process::Command;
 
 #[path = "emu/build.rs"]
 mod emu_build;
-use emu_build::compile_harness;
+use emu_build::{compile_harness, compile_harness_with};
 
 struct Input(Vec<u8>);
 
@@ -150,13 +153,34 @@ impl Batch {
 /// `(chunk, n_splits)` on a grid sized for `grid_split_count(n_splits)` splits, against
 /// the one-sequence f64 reference per sequence; the caches must hold exactly the history
 /// followed by the new rows (a copy: bit-exact).
-fn check_batch(exe: &Path, dir: &Path, b: &Batch, (chunk, n_splits): (usize, usize), what: &str) {
+fn check_batch(exe: &Path, dir: &Path, b: &Batch, plan: (usize, usize), what: &str) {
+    run_batch(exe, dir, b, plan, None, what);
+}
+
+/// [`check_batch`], plus `attend_tiled` on the same caches given `smem_floats` of shared
+/// memory: checked against the reference and against the split kernels' output (within
+/// [`TILED_VS_SPLIT_MAX_REL`]). Returns the tiled output.
+fn check_tiled(exe: &Path, dir: &Path, b: &Batch, smem_floats: usize, what: &str) -> Vec<f32> {
+    let plan = attention_split(b.rows(), b.nh, b.max_visible());
+    run_batch(exe, dir, b, plan, Some(smem_floats), what)
+}
+
+/// Runs op 4 (split) or, with `tiled`, op 6 (tiled and split) of the harness and checks
+/// everything; returns the attention output of the kernel under test.
+fn run_batch(
+    exe: &Path,
+    dir: &Path,
+    b: &Batch,
+    (chunk, n_splits): (usize, usize),
+    tiled: Option<usize>,
+    what: &str,
+) -> Vec<f32> {
     let (nh, nkv, hd) = (b.nh, b.nkv, b.hd);
     let kvw = nkv * hd;
     let n = b.rows();
     let scale = 1.0 / (hd as f32).sqrt();
     let mut inp = Input(Vec::new())
-        .u32(4)
+        .u32(if tiled.is_some() { 6 } else { 4 })
         .u32(b.seqs.len() as u32)
         .u32(nh as u32)
         .u32(nkv as u32)
@@ -182,8 +206,22 @@ fn check_batch(exe: &Path, dir: &Path, b: &Batch, (chunk, n_splits): (usize, usi
     let q = vals(n * nh * hd, 9);
     let k = vals(n * kvw, 10);
     let v = vals(n * kvw, 11);
-    let got = run(exe, dir, inp.f32s(&q).f32s(&k).f32s(&v));
+    inp = inp.f32s(&q).f32s(&k).f32s(&v);
+    if let Some(f) = tiled {
+        inp = inp.u32(f as u32);
+    }
+    let got = run(exe, dir, inp);
     let (att, mut caches) = got.split_at(n * nh * hd);
+    if tiled.is_some() {
+        let (split, rest) = caches.split_at(n * nh * hd);
+        caches = rest;
+        let d = max_rel_diff(att, split);
+        println!("{what}: tiled vs split max_rel {d:.2e}");
+        assert!(
+            d <= TILED_VS_SPLIT_MAX_REL,
+            "{what}: tiled vs split max_rel {d:.2e} > {TILED_VS_SPLIT_MAX_REL:.0e}"
+        );
+    }
     let mut row = 0;
     for (s, &(start, m, _)) in b.seqs.iter().enumerate() {
         let mut kf = hist[s].0.clone();
@@ -200,14 +238,19 @@ fn check_batch(exe: &Path, dir: &Path, b: &Batch, (chunk, n_splits): (usize, usi
         caches = &caches[2 * used..];
         let qs = &q[row * nh * hd..(row + m) * nh * hd];
         let want = dense_ref::attend(qs, &kf, &vf, start, nh, nkv, hd);
+        let kernel = match tiled {
+            Some(_) => "tiled".to_string(),
+            None => format!("chunk {chunk} x {n_splits}"),
+        };
         check(
-            &format!("{what} (chunk {chunk} x {n_splits}), sequence {s}"),
+            &format!("{what} ({kernel}), sequence {s}"),
             &att[row * nh * hd..(row + m) * nh * hd],
             &want,
         );
         row += m;
     }
     assert!(caches.is_empty(), "{} values left over", caches.len());
+    att.to_vec()
 }
 
 /// The batched attention of the device-resident forward pass: one fresh, one decoding and
@@ -333,4 +376,68 @@ fn add_to_adds_exactly() {
     );
     let want: Vec<f32> = x.iter().zip(&y).map(|(a, b)| a + b).collect();
     assert_eq!(got, want);
+}
+
+/// The tiled prefill attention against the f64 reference and the split kernels, head size
+/// 64 (four query heads per KV head: 16 rows per tile): a fresh 37-row prefill (ragged:
+/// its last tile holds 5 rows, the rest of it the next sequences' rows), a decode row, a
+/// chunked prefill of 23 rows after 70 cached positions (mid-cache, tiles start inside a
+/// K/V block), and a short one; then three query heads per KV head (tiles that cut rows
+/// apart); and the mixed batch again with one K/V stage (`ATT_STAGES=1`, no copy ahead).
+#[test]
+fn tiled_attention_matches_the_reference_and_the_split_kernels_head_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile_harness(dir.path(), "dense_harness");
+    let d = dir.path();
+    let mixed = Batch {
+        nh: 8,
+        nkv: 2,
+        hd: 64,
+        seqs: vec![(0, 37, 40), (50, 1, 64), (70, 23, 100), (3, 5, 8)],
+    };
+    check_tiled(
+        &exe,
+        d,
+        &mixed,
+        tiled_smem_floats(64),
+        "tiled, mixed, hd 64",
+    );
+    let odd_group = Batch {
+        nh: 12,
+        nkv: 4,
+        hd: 64,
+        seqs: vec![(9, 30, 48), (0, 11, 11)],
+    };
+    check_tiled(
+        &exe,
+        d,
+        &odd_group,
+        tiled_smem_floats(64),
+        "tiled, group 3, hd 64",
+    );
+    let one = compile_harness_with(d, "dense_harness", &["ATT_STAGES=1"]);
+    let smem = tiled_smem_floats_for(64, 1);
+    check_tiled(&one, d, &mixed, smem, "tiled, one stage, mixed, hd 64");
+}
+
+/// Head size 128 at the Qwen3-30B-A3B grouping (32 query heads over 4 KV heads: 8 rows per
+/// tile): a chunked prefill of 40 rows after 100 cached positions (five K/V blocks, the last
+/// one masked per row) beside a fresh 9-row prompt.
+#[test]
+fn tiled_attention_matches_the_reference_and_the_split_kernels_head_128() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile_harness(dir.path(), "dense_harness");
+    let b = Batch {
+        nh: 32,
+        nkv: 4,
+        hd: 128,
+        seqs: vec![(100, 40, 160), (0, 9, 16)],
+    };
+    check_tiled(
+        &exe,
+        dir.path(),
+        &b,
+        tiled_smem_floats(128),
+        "tiled, hd 128",
+    );
 }

@@ -4,6 +4,7 @@
 //!   hmoe-cuda-check [--out DIR] [--scratch DIR] [--quick]
 //!   hmoe-cuda-check ptx FILE        # write the NVRTC PTX (sm_90) for ptxas, no GPU needed
 //!   hmoe-cuda-check gemm [--out DIR] # only the tiled GEMM timings, checks and sweep
+//!   hmoe-cuda-check [--out DIR] attention  # only the attention kernels: tiled vs split, timings
 //!
 //! Checks: device info; each kernel type against the CPU reference on random experts with
 //! Qwen3-30B-A3B shapes (hidden 2048, expert FFN 768) for 1, 4, 16 and 128 tokens, with all
@@ -704,6 +705,152 @@ fn resident_checks(rep: &mut Report) -> Result<()> {
     Ok(())
 }
 
+/// The attention kernels on the device (`attention_bench`): the tiled prefill kernel and
+/// the split-context kernels on the same caches, each against the other (within
+/// `TILED_VS_SPLIT_MAX_REL`) and, for the small mixed batches, against the f64 reference;
+/// then a timing table of prefill shapes (rows after cached positions, one or several
+/// sequences) with both kernels' milliseconds and the tiled kernel's TFLOP/s.
+#[cfg(feature = "cuda")]
+fn attention_checks(rep: &mut Report) -> Result<Value> {
+    use hmoe_cuda::attend_tiled::{max_rel_diff, TILED_MIN_ROWS, TILED_VS_SPLIT_MAX_REL};
+    use hmoe_cuda::{dense_ref, AttentionBench, BenchSeq};
+    /// Query heads, KV heads, head size of the timings (Qwen3-30B-A3B).
+    const ATT_SHAPE: (usize, usize, usize) = (32, 4, 128);
+    /// Timed launches per kernel and case.
+    const ATT_REPS: usize = 20;
+    // (label, (heads, kv heads, head size), per sequence (cached, new), check vs f64)
+    type Case = (
+        &'static str,
+        (usize, usize, usize),
+        Vec<(usize, usize)>,
+        bool,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "mixed hd128",
+            ATT_SHAPE,
+            vec![(100, 150), (0, 37), (500, 1)],
+            true,
+        ),
+        (
+            "mixed hd64",
+            (16, 4, 64),
+            vec![(60, 130), (0, 5), (7, 64)],
+            true,
+        ),
+        ("512 rows after 512", ATT_SHAPE, vec![(512, 512)], false),
+        ("1024 rows after 0", ATT_SHAPE, vec![(0, 1024)], false),
+        ("1024 rows after 1024", ATT_SHAPE, vec![(1024, 1024)], false),
+        (
+            "4 seqs x 128 rows after 896",
+            ATT_SHAPE,
+            vec![(896, 128); 4],
+            false,
+        ),
+        ("256 rows after 768", ATT_SHAPE, vec![(768, 256)], false),
+        ("128 rows after 896", ATT_SHAPE, vec![(896, 128)], false),
+        ("64 rows after 960", ATT_SHAPE, vec![(960, 64)], false),
+        ("32 rows after 992", ATT_SHAPE, vec![(992, 32)], false),
+        ("128 rows after 3968", ATT_SHAPE, vec![(3968, 128)], false),
+    ];
+    let (bench, warnings) = AttentionBench::new(0, &[1, 2])?;
+    for w in warnings {
+        println!("  attention bench: {w}");
+    }
+    for hd in [64, 128] {
+        for (stages, ctas) in bench.tiled_occupancy(hd)? {
+            println!("  attend_tiled ATT_STAGES={stages} head_dim {hd}: {ctas} CTAs per SM");
+        }
+    }
+    println!(
+        "attention (split: attend_split + attend_combine; tiled sN: attend_tiled built with ATT_STAGES=N; \
+         GpuDense takes the default build from {TILED_MIN_ROWS} rows; TFLOP/s of the causal work)"
+    );
+    let mut rows_out = Vec::new();
+    for (ci, (label, (nh, nkv, hd), seqs, reference)) in cases.into_iter().enumerate() {
+        let kvw = nkv * hd;
+        let caches: Vec<(Vec<f32>, Vec<f32>)> = seqs
+            .iter()
+            .enumerate()
+            .map(|(s, &(start, n))| {
+                let seed = 100 * ci as u64 + 2 * s as u64;
+                (
+                    vals((start + n) * kvw, 40 + seed),
+                    vals((start + n) * kvw, 41 + seed),
+                )
+            })
+            .collect();
+        let bseqs: Vec<BenchSeq<'_>> = seqs
+            .iter()
+            .zip(&caches)
+            .map(|(&(start, n), (k, v))| BenchSeq { start, n, k, v })
+            .collect();
+        let rows: usize = seqs.iter().map(|s| s.1).sum();
+        let q = vals(rows * nh * hd, 60 + ci as u64);
+        let b = bench.run((nh, nkv, hd), &bseqs, &q, ATT_REPS)?;
+        if b.tiled.is_empty() {
+            rep.check(
+                &format!("attention tiled runs ({label})"),
+                false,
+                json!({"error": "attend_tiled unavailable (shared memory or head size)"}),
+            );
+            continue;
+        }
+        let want = reference.then(|| {
+            let (mut want, mut row) = (Vec::new(), 0);
+            for (&(start, n), (k, v)) in seqs.iter().zip(&caches) {
+                let qs = &q[row * nh * hd..(row + n) * nh * hd];
+                want.extend(dense_ref::attend(qs, k, v, start, nh, nkv, hd));
+                row += n;
+            }
+            want
+        });
+        if let Some(want) = &want {
+            let c = compare(&b.split, want);
+            rep.check(
+                &format!("attention split vs f64 reference ({label})"),
+                c.pass,
+                json!({"rel_l2": c.rel_l2, "max_rel": c.max_rel}),
+            );
+        }
+        let visible: usize = seqs.iter().map(|&(st, n)| n * st + n * (n + 1) / 2).sum();
+        let tflops = |ms: f32| 4.0 * (nh * hd * visible) as f64 / (ms as f64 * 1e9);
+        let mut line = format!(
+            "  {label:<28} rows {rows:>5}  split {:>7.3} ms ({:>5.2} TFLOP/s)",
+            b.split_ms,
+            tflops(b.split_ms)
+        );
+        let mut runs = Vec::new();
+        for t in &b.tiled {
+            let d = max_rel_diff(&t.out, &b.split);
+            rep.check(
+                &format!("attention tiled s{} vs split ({label})", t.stages),
+                d <= TILED_VS_SPLIT_MAX_REL,
+                json!({"max_rel": d, "tol": TILED_VS_SPLIT_MAX_REL}),
+            );
+            if let Some(want) = &want {
+                let c = compare(&t.out, want);
+                rep.check(
+                    &format!("attention tiled s{} vs f64 reference ({label})", t.stages),
+                    c.pass,
+                    json!({"rel_l2": c.rel_l2, "max_rel": c.max_rel}),
+                );
+            }
+            line += &format!(
+                "  tiled s{} {:>7.3} ms ({:>5.2}x, {:>5.2} TFLOP/s)",
+                t.stages,
+                t.ms,
+                b.split_ms / t.ms,
+                tflops(t.ms)
+            );
+            runs.push(json!({"stages": t.stages, "ms": t.ms, "max_rel_vs_split": d}));
+        }
+        println!("{line}");
+        rows_out.push(json!({"case": label, "rows": rows, "split_ms": b.split_ms, "tiled": runs}));
+    }
+    Ok(Value::Array(rows_out))
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("ptx") {
@@ -722,15 +869,17 @@ fn main() -> Result<()> {
     let mut scratch = std::env::temp_dir();
     let mut quick = false;
     let gemm_only = args.first().map(String::as_str) == Some("gemm");
+    let mut attention_only = false;
     let mut it = args.iter().skip(usize::from(gemm_only));
     while let Some(a) = it.next() {
         match a.as_str() {
             "--out" => out_dir = it.next().map(PathBuf::from),
             "--scratch" => scratch = it.next().map(PathBuf::from).context("--scratch DIR")?,
             "--quick" => quick = true,
-            o => {
-                bail!("unknown argument `{o}` (--out DIR, --scratch DIR, --quick, ptx FILE, gemm)")
-            }
+            "attention" => attention_only = true,
+            o => bail!(
+                "unknown argument `{o}` (--out DIR, --scratch DIR, --quick, ptx FILE, gemm, attention)"
+            ),
         }
     }
     let mut rep = Report {
@@ -738,8 +887,25 @@ fn main() -> Result<()> {
         failed: 0,
     };
     let mut summary = json!({"tool": "hmoe-cuda-check", "version": env!("CARGO_PKG_VERSION")});
-    match probe(0) {
-        Ok(info) => {
+    match (!attention_only).then(|| probe(0)) {
+        // `attention`: the device and the attention kernels only.
+        None => match probe(0) {
+            Ok(info) => {
+                rep.check("device", true, serde_json::to_value(&info)?);
+                summary["device"] = serde_json::to_value(&info)?;
+                #[cfg(feature = "cuda")]
+                match attention_checks(&mut rep) {
+                    Ok(v) => summary["attention"] = v,
+                    Err(e) => rep.check(
+                        "attention checks ran",
+                        false,
+                        json!({"error": format!("{e:#}")}),
+                    ),
+                }
+            }
+            Err(e) => rep.check("device", false, json!({"error": e.to_string()})),
+        },
+        Some(Ok(info)) => {
             rep.check("device", true, serde_json::to_value(&info)?);
             summary["device"] = serde_json::to_value(&info)?;
             let slot_bytes = layouts()
@@ -807,6 +973,15 @@ fn main() -> Result<()> {
                             json!({"error": format!("{e:#}")}),
                         );
                     }
+                    #[cfg(feature = "cuda")]
+                    match attention_checks(&mut rep) {
+                        Ok(v) => summary["attention"] = v,
+                        Err(e) => rep.check(
+                            "attention checks ran",
+                            false,
+                            json!({"error": format!("{e:#}")}),
+                        ),
+                    }
                     match bandwidth(&mut g, &scratch) {
                         Ok(v) => summary["bandwidth"] = v,
                         Err(e) => {
@@ -847,7 +1022,7 @@ fn main() -> Result<()> {
                 }
             }
         }
-        Err(e) => rep.check("device", false, json!({"error": e.to_string()})),
+        Some(Err(e)) => rep.check("device", false, json!({"error": e.to_string()})),
     }
     finish(summary, rep, out_dir)
 }

@@ -17,11 +17,13 @@
 //! engine drops the sequence's [`DenseSeq`]. Writes go by position, so the host may
 //! truncate a sequence without telling the device.
 
+use super::attend::{launch_split, launch_tiled, AttendCall, TiledFn};
 use super::dense_graphs::{GraphCache, GraphKey};
 use super::dense_profile::DenseProfile;
 use super::gemm::{launch_linear_on, GemmShape, LinearFns};
 use super::{compile, context, drv, info, is_oom, DeviceBuf, Pinned, ASSUME_FREE_ENV};
 use crate::api::DeviceAddend;
+use crate::attend_tiled::{use_tiled, ATTEND_TILE_STAGES};
 use crate::dense_model::{
     attention_split, grid_split_count, grown_capacity, positions, validate_spans, DenseMatrix,
     DenseSeq, DenseShape, DenseWeights, SeqRegistry, SeqSpan,
@@ -37,8 +39,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Warps per block of `attend_split` (`ATT_WARPS` in attend.cu).
-const ATT_WARPS: u32 = 4;
 /// Threads per block of `add_to`.
 const ADD_THREADS: u32 = 256;
 /// Token rows the buffers are sized for at start-up (grown once for larger calls).
@@ -121,6 +121,8 @@ struct Fns {
     attend_split: CudaFunction,
     attend_combine: CudaFunction,
     add_to: CudaFunction,
+    /// `None` when the device refuses its shared memory (the split kernels serve all).
+    attend_tiled: Option<TiledFn>,
 }
 
 /// The dense path on the GPU (see the module docs).
@@ -242,6 +244,7 @@ impl GpuDense {
             attend_split: f("attend_split")?,
             attend_combine: f("attend_combine")?,
             add_to: f("add_to")?,
+            attend_tiled: TiledFn::load(&f, ATTEND_TILE_STAGES)?,
         };
         let mut layers = Vec::with_capacity(w.layers.len());
         for (i, l) in w.layers.iter().enumerate() {
@@ -832,9 +835,10 @@ impl GpuDense {
         .map_err(drv("launch qk_norm_rope_kv"))
     }
 
-    /// Split-context attention of every row (`attend_split`), then one merge of each
-    /// row's partials (`attend_combine`); `plan` points at [`attention_split`]'s
-    /// `(chunk, n_splits)` in device memory, and the grid has room for `grid_splits`.
+    /// The attention of every row: the tiled kernel for calls of at least
+    /// `TILED_MIN_ROWS` rows (prefill; `attend_tiled.rs`), else the split-context kernels,
+    /// whose `plan` points at [`attention_split`]'s `(chunk, n_splits)` in device memory,
+    /// on a grid with room for `grid_splits` (a graph-stable shape for decode).
     #[allow(clippy::too_many_arguments)]
     fn attend(
         &self,
@@ -848,55 +852,28 @@ impl GpuDense {
         grid_splits: u32,
     ) -> Result<()> {
         let s = &self.shape;
-        let (nh, nkv, hd) = (s.n_heads as u32, s.n_kv_heads as u32, s.head_dim as u32);
-        let scale = 1.0f32 / (s.head_dim as f32).sqrt();
-        let part = self.part.ptr;
-        let cfg = LaunchConfig {
-            grid_dim: (nh * grid_splits.div_ceil(ATT_WARPS), n, 1),
-            block_dim: (32 * ATT_WARPS, 1, 1),
-            shared_mem_bytes: 0,
+        let call = AttendCall {
+            q,
+            kc,
+            vc,
+            pos,
+            out,
+            n,
+            n_heads: s.n_heads as u32,
+            n_kv: s.n_kv_heads as u32,
+            head_dim: s.head_dim as u32,
         };
-        // SAFETY: matches attend_split(const float*, const u64*, const u64*, const u32*,
-        // float*, u32, u32, u32, float, const u32*, u32); `part` holds n * nh *
-        // grid_splits * (hd + 2) floats (grown by attention_block), the plan's n_splits ≤
-        // grid_splits and chunk * n_splits covers every row's context.
-        unsafe {
-            self.stream
-                .launch_builder(&self.fns.attend_split)
-                .arg(&q)
-                .arg(&kc)
-                .arg(&vc)
-                .arg(&pos)
-                .arg(&part)
-                .arg(&nh)
-                .arg(&nkv)
-                .arg(&hd)
-                .arg(&scale)
-                .arg(&plan)
-                .arg(&grid_splits)
-                .launch(cfg)
+        match &self.fns.attend_tiled {
+            Some(t) if use_tiled(n as usize, s.head_dim) => launch_tiled(&self.stream, t, &call),
+            _ => launch_split(
+                &self.stream,
+                (&self.fns.attend_split, &self.fns.attend_combine),
+                &call,
+                self.part.ptr,
+                plan,
+                grid_splits,
+            ),
         }
-        .map_err(drv("launch attend_split"))?;
-        let cfg = LaunchConfig {
-            grid_dim: (nh, n, 1),
-            block_dim: (32, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: matches attend_combine(const float*, const u32*, float*, u32, u32,
-        // const u32*); reads only the partials attend_split wrote.
-        unsafe {
-            self.stream
-                .launch_builder(&self.fns.attend_combine)
-                .arg(&part)
-                .arg(&pos)
-                .arg(&out)
-                .arg(&nh)
-                .arg(&hd)
-                .arg(&plan)
-                .launch(cfg)
-        }
-        .map(|_| ())
-        .map_err(drv("launch attend_combine"))
     }
 
     fn add_to(&self, x: u64, y: u64, len: u64) -> Result<()> {

@@ -14,12 +14,16 @@
 //              | f32 q[n*n_heads*head_dim] | f32 k[n*kvw] | f32 v[n*kvw]
 //              -> f32 out[n*n_heads*head_dim], then per seq K[(start+m)*kvw], V[same]
 //   5 add_to:  len | f32 x[len] | f32 y[len]                                  -> f32 x + y
+//   6 kv_write + attend_tiled, and attend_split + attend_combine on the same caches: the
+//              input of 4 followed by u32 smem_floats (the host's shared-memory size)
+//              -> f32 tiled out[n*n_heads*head_dim], f32 split out[same], then the caches as 4
 #include "emu.h"
 #include <algorithm>
 #include "../../src/kernels.cu"
 #include "../../src/dense.cu"
 #include "../../src/attend.cu"
 #include "../../src/gemm.cu"
+#include "../../src/attend_tiled.cu"
 #include <cstdio>
 
 static FILE* in;
@@ -38,7 +42,8 @@ int main(int argc, char** argv) {
     in = fopen(argv[1], "rb");
     if (!in) { perror("open input"); return 2; }
     std::vector<float> out;
-    switch (rd32()) {
+    u32 op = rd32();
+    switch (op) {
     case 0: {
         u32 ty = rd32(), rows = rd32(), cols = rd32(), n = rd32(), wb = rd32();
         auto w = rdv<u8>(wb);
@@ -92,7 +97,9 @@ int main(int argc, char** argv) {
                    [&] { attend(q.data(), k.data(), v.data(), out.data(), n, start, nh, nkv, hd, scale); });
         break;
     }
-    case 4: {
+    case 4:
+    case 6: {
+        bool tiled = op == 6;
         u32 ns = rd32(), nh = rd32(), nkv = rd32(), hd = rd32();
         float scale = rdf();
         u32 plan[2] = {rd32(), rd32()};  // chunk, n_splits
@@ -116,6 +123,7 @@ int main(int argc, char** argv) {
         auto q = rdv<float>((size_t)n * nh * hd);
         auto k = rdv<float>((size_t)n * kvw);
         auto v = rdv<float>((size_t)n * kvw);
+        u32 smem_floats = tiled ? rd32() : 0;
         std::vector<u64> kt, vt;
         std::vector<u32> pos;
         for (u32 s = 0; s < ns; ++s)
@@ -133,10 +141,20 @@ int main(int argc, char** argv) {
             attend_split(q.data(), kt.data(), vt.data(), pos.data(), part.data(), nh, nkv, hd,
                          scale, plan, grid_splits);
         });
-        out.assign(q.size(), -7.0f);
+        std::vector<float> split(q.size(), -7.0f);
         emu_launch(EmuDim{nh, n, 1}, EmuDim{32, 1, 1}, [&] {
-            attend_combine(part.data(), pos.data(), out.data(), nh, hd, plan);
+            attend_combine(part.data(), pos.data(), split.data(), nh, hd, plan);
         });
+        if (tiled) {
+            // -7 stays where the kernel writes nothing (a layout it refuses, a missed row).
+            out.assign(q.size(), -7.0f);
+            u32 tiles = (n * (nh / nkv) + ATT_TM - 1) / ATT_TM;
+            emu_launch(EmuDim{tiles, nkv, 1}, EmuDim{ATT_THREADS, 1, 1}, [&] {
+                attend_tiled(q.data(), kt.data(), vt.data(), pos.data(), out.data(), n, nh, nkv,
+                             hd, scale, smem_floats);
+            });
+        }
+        out.insert(out.end(), split.begin(), split.end());
         for (u32 s = 0; s < ns; ++s) {
             size_t used = (size_t)(start[s] + m[s]) * kvw;
             out.insert(out.end(), kc[s].begin(), kc[s].begin() + used);

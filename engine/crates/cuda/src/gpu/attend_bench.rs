@@ -1,0 +1,311 @@
+//! Device check and timing of the attention kernels for `hmoe-cuda-check attention`: the
+//! split-context kernels and the tiled prefill kernel on the same caches, launched through
+//! the same functions as `GpuDense` (`attend.rs`), timed between two CUDA events. Besides
+//! the default build, `attend_tiled` can be timed as built with other `ATT_STAGES` (the
+//! kernel source compiled again by NVRTC with `-DATT_STAGES=n`).
+
+use super::attend::{launch_split, launch_tiled, AttendCall, TiledFn};
+use super::{compile, context, drv, info, DeviceBuf};
+use crate::attend_tiled::{tiled_supported, ATTEND_TILE_STAGES};
+use crate::dense_model::{attention_split, grid_split_count};
+use crate::error::{CudaError, Result};
+use crate::KERNEL_SOURCE;
+use cudarc::driver::result as cu;
+use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
+use cudarc::nvrtc::Ptx;
+use std::sync::Arc;
+
+/// Upper bound on timed launches per kernel.
+const MAX_REPS: usize = 1000;
+
+/// One sequence of a timed call: `n` new rows at positions `start..start + n`, and its
+/// whole K and V cache up to them (`(start + n) × n_kv × head_dim` f32 each, the new
+/// rows' keys and values included, as after `kv_write`).
+#[derive(Debug, Clone, Copy)]
+pub struct BenchSeq<'a> {
+    /// Positions cached before the call.
+    pub start: usize,
+    /// New rows.
+    pub n: usize,
+    /// Keys, `[start + n][n_kv × head_dim]`.
+    pub k: &'a [f32],
+    /// Values, same shape.
+    pub v: &'a [f32],
+}
+
+/// One build of `attend_tiled` on one call.
+#[derive(Debug, Clone)]
+pub struct TiledRun {
+    /// Its `ATT_STAGES`.
+    pub stages: usize,
+    /// Output, `[rows][n_heads][head_dim]`.
+    pub out: Vec<f32>,
+    /// Milliseconds per call.
+    pub ms: f32,
+}
+
+/// Outputs and mean GPU milliseconds of the kernels on one call.
+#[derive(Debug, Clone)]
+pub struct AttendBench {
+    /// `attend_split` + `attend_combine` output, `[rows][n_heads][head_dim]`.
+    pub split: Vec<f32>,
+    /// Milliseconds per split call (both kernels).
+    pub split_ms: f32,
+    /// The tiled builds, the default first; empty when `attend_tiled` cannot run here
+    /// (head size, shared memory).
+    pub tiled: Vec<TiledRun>,
+}
+
+/// The attention kernels of a module (as `GpuDense` loads them).
+struct AttendFns {
+    split: CudaFunction,
+    combine: CudaFunction,
+    tiled: Option<TiledFn>,
+}
+
+/// A context, the default module's attention kernels and the `attend_tiled` variants.
+pub struct AttentionBench {
+    fns: AttendFns,
+    variants: Vec<TiledFn>,
+    /// Keeps the variants' modules loaded.
+    _modules: Vec<Arc<CudaModule>>,
+    stream: Arc<CudaStream>,
+    ctx: Arc<CudaContext>,
+}
+
+fn upload<T>(data: &[T], what: &str) -> Result<DeviceBuf> {
+    let b = DeviceBuf::new(std::mem::size_of_val(data), what)?;
+    // SAFETY: the buffer holds size_of_val(data) bytes.
+    unsafe { cu::memcpy_htod_sync(b.ptr, data) }.map_err(drv(format!("cuMemcpyHtoD({what})")))?;
+    Ok(b)
+}
+
+/// The kernel source built by NVRTC with `-DATT_STAGES=<stages>` (no GPU needed).
+fn variant_ptx(cc: (i32, i32), stages: usize) -> Result<Ptx> {
+    // SAFETY: only probes dlopen (cudarc panics on a missing libnvrtc otherwise).
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(CudaError::NoNvrtc);
+    }
+    let opts = cudarc::nvrtc::CompileOptions {
+        options: vec![
+            format!("--gpu-architecture=compute_{}{}", cc.0, cc.1),
+            format!("-DATT_STAGES={stages}"),
+        ],
+        name: Some("hmoe_attend_variant.cu".into()),
+        ..Default::default()
+    };
+    cudarc::nvrtc::compile_ptx_with_opts(KERNEL_SOURCE, opts)
+        .map_err(|e| CudaError::Compile(format!("ATT_STAGES={stages}: {e:?}")))
+}
+
+/// [`variant_ptx`] loaded into `ctx`.
+fn variant_module(
+    ctx: &Arc<CudaContext>,
+    cc: (i32, i32),
+    stages: usize,
+) -> Result<Arc<CudaModule>> {
+    ctx.load_module(variant_ptx(cc, stages)?)
+        .map_err(drv(format!("cuModuleLoadData(ATT_STAGES={stages})")))
+}
+
+fn loader(m: &Arc<CudaModule>) -> impl Fn(&str) -> Result<CudaFunction> + '_ {
+    move |name: &str| {
+        m.load_function(name)
+            .map_err(drv(format!("kernel `{name}`")))
+    }
+}
+
+impl AttentionBench {
+    /// Starts on device `ordinal`: the default module (as `GpuDense` loads it) and one
+    /// `attend_tiled` build per entry of `stages` other than the default
+    /// ([`ATTEND_TILE_STAGES`]). A variant that does not build or load is left out and
+    /// named in the returned warnings.
+    pub fn new(ordinal: usize, stages: &[usize]) -> Result<(Self, Vec<String>)> {
+        let ctx = context(ordinal)?;
+        let dev = info(&ctx)?;
+        let mut warnings = Vec::new();
+        let module = compile(&ctx, dev.compute_capability, &mut warnings)?;
+        let fns = {
+            let f = loader(&module);
+            AttendFns {
+                split: f("attend_split")?,
+                combine: f("attend_combine")?,
+                tiled: TiledFn::load(&f, ATTEND_TILE_STAGES)?,
+            }
+        };
+        let (mut variants, mut modules) = (Vec::new(), vec![module]);
+        for &s in stages.iter().filter(|&&s| s != ATTEND_TILE_STAGES) {
+            let built = variant_module(&ctx, dev.compute_capability, s).and_then(|m| {
+                let t = TiledFn::load(&loader(&m), s)?;
+                Ok((t, m))
+            });
+            match built {
+                Ok((Some(t), m)) => {
+                    variants.push(t);
+                    modules.push(m);
+                }
+                Ok((None, _)) => warnings.push(format!(
+                    "ATT_STAGES={s}: the device refuses its shared memory"
+                )),
+                Err(e) => warnings.push(format!("ATT_STAGES={s}: {e}")),
+            }
+        }
+        let stream = ctx.new_stream().map_err(drv("create bench stream"))?;
+        Ok((
+            Self {
+                fns,
+                variants,
+                _modules: modules,
+                stream,
+                ctx,
+            },
+            warnings,
+        ))
+    }
+
+    /// `(ATT_STAGES, CTAs per SM)` of every tiled build at `head_dim`.
+    pub fn tiled_occupancy(&self, head_dim: usize) -> Result<Vec<(usize, u32)>> {
+        self.ctx.bind_to_thread().map_err(drv("bind context"))?;
+        let builds = self.fns.tiled.iter().chain(&self.variants);
+        builds
+            .map(|t| Ok((t.stages(), t.ctas_per_sm(head_dim)?)))
+            .collect()
+    }
+
+    /// Runs and times every kernel for the rows of `seqs` (in order) with queries `q`
+    /// (`[rows][n_heads][head_dim]`): `reps` timed launches each after one warm-up.
+    pub fn run(
+        &self,
+        (n_heads, n_kv, head_dim): (usize, usize, usize),
+        seqs: &[BenchSeq<'_>],
+        q: &[f32],
+        reps: usize,
+    ) -> Result<AttendBench> {
+        let kvw = n_kv * head_dim;
+        let n: usize = seqs.iter().map(|s| s.n).sum();
+        let bad = |m: String| Err(CudaError::InvalidBatch(format!("attention bench: {m}")));
+        if n == 0 || n_kv == 0 || !n_heads.is_multiple_of(n_kv) || q.len() != n * n_heads * head_dim
+        {
+            return bad(format!(
+                "{} query values for {n} rows of {n_heads} x {head_dim} over {n_kv} KV heads",
+                q.len()
+            ));
+        }
+        if let Some(s) = seqs
+            .iter()
+            .find(|s| s.k.len() != (s.start + s.n) * kvw || s.v.len() != s.k.len())
+        {
+            return bad(format!(
+                "a cache of {} / {} values for {} positions of {kvw}",
+                s.k.len(),
+                s.v.len(),
+                s.start + s.n
+            ));
+        }
+        self.ctx.bind_to_thread().map_err(drv("bind context"))?;
+        let mut caches = Vec::new();
+        let (mut kc, mut vc, mut pos) = (Vec::new(), Vec::new(), Vec::new());
+        for s in seqs {
+            let (k, v) = (upload(s.k, "bench K cache")?, upload(s.v, "bench V cache")?);
+            kc.extend(std::iter::repeat_n(k.ptr, s.n));
+            vc.extend(std::iter::repeat_n(v.ptr, s.n));
+            pos.extend((s.start..s.start + s.n).map(|p| p as u32));
+            caches.push((k, v));
+        }
+        let max_visible = pos.iter().max().map_or(1, |&p| p as usize + 1);
+        let (chunk, n_splits) = attention_split(n, n_heads, max_visible);
+        let grid_splits = grid_split_count(n_splits);
+        let (kc, vc, pos) = (
+            upload(&kc, "bench kc")?,
+            upload(&vc, "bench vc")?,
+            upload(&pos, "bench positions")?,
+        );
+        let plan = upload(&[chunk as u32, n_splits as u32], "bench plan")?;
+        let qd = upload(q, "bench q")?;
+        let out = DeviceBuf::new(4 * q.len(), "bench output")?;
+        let part = DeviceBuf::new(
+            4 * n * n_heads * grid_splits * (head_dim + 2),
+            "bench partials",
+        )?;
+        let call = AttendCall {
+            q: qd.ptr,
+            kc: kc.ptr,
+            vc: vc.ptr,
+            pos: pos.ptr,
+            out: out.ptr,
+            n: n as u32,
+            n_heads: n_heads as u32,
+            n_kv: n_kv as u32,
+            head_dim: head_dim as u32,
+        };
+        let reps = reps.clamp(1, MAX_REPS);
+        let split_ms = self.time(reps, &|st| {
+            let fns = (&self.fns.split, &self.fns.combine);
+            launch_split(st, fns, &call, part.ptr, plan.ptr, grid_splits as u32)
+        })?;
+        let split = self.download(&out, q.len())?;
+        let mut tiled = Vec::new();
+        if tiled_supported(head_dim) {
+            for t in self.fns.tiled.iter().chain(&self.variants) {
+                // Poisoned first: a build that writes nothing cannot pass as another's.
+                // SAFETY: `out` holds 4 * q.len() bytes.
+                unsafe { cu::memset_d8_sync(out.ptr, 0xff, 4 * q.len()) }
+                    .map_err(drv("cuMemsetD8(bench output)"))?;
+                let ms = self.time(reps, &|st| launch_tiled(st, t, &call))?;
+                tiled.push(TiledRun {
+                    stages: t.stages(),
+                    out: self.download(&out, q.len())?,
+                    ms,
+                });
+            }
+        }
+        drop(caches);
+        Ok(AttendBench {
+            split,
+            split_ms,
+            tiled,
+        })
+    }
+
+    /// Mean milliseconds of `reps` launches after one warm-up.
+    fn time(&self, reps: usize, launch: &dyn Fn(&CudaStream) -> Result<()>) -> Result<f32> {
+        let ev = || {
+            self.ctx
+                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(drv("cuEventCreate(bench)"))
+        };
+        let (t0, t1) = (ev()?, ev()?);
+        launch(&self.stream)?;
+        t0.record(&self.stream).map_err(drv("cuEventRecord"))?;
+        for _ in 0..reps {
+            launch(&self.stream)?;
+        }
+        t1.record(&self.stream).map_err(drv("cuEventRecord"))?;
+        t1.synchronize()
+            .map_err(drv("cuEventSynchronize(attention bench)"))?;
+        Ok(t0.elapsed_ms(&t1).map_err(drv("cuEventElapsedTime"))? / reps as f32)
+    }
+
+    fn download(&self, b: &DeviceBuf, len: usize) -> Result<Vec<f32>> {
+        let mut host = vec![0f32; len];
+        // SAFETY: `b` holds `len` floats; the stream was synchronised by `time`.
+        unsafe { cu::memcpy_dtoh_sync(&mut host, b.ptr) }
+            .map_err(drv("cuMemcpyDtoH(attention bench)"))?;
+        Ok(host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The one-stage build the device timing compiles (libnvrtc on LD_LIBRARY_PATH, as
+    /// for `kernels_compile_with_nvrtc`).
+    #[test]
+    fn one_stage_variant_compiles_with_nvrtc() {
+        let ptx = super::variant_ptx((9, 0), 1).map(|p| p.to_src());
+        match ptx {
+            Ok(src) => assert!(src.contains("attend_tiled")),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
