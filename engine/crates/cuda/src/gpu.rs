@@ -37,13 +37,13 @@ mod deferred;
 mod dense;
 mod dense_graphs;
 mod dense_profile;
-mod gemm;
 mod fused;
+mod gemm;
 mod kernel_bench;
 mod resident;
 
-pub use fused::FUSE_ENV;
 pub use attend_bench::{AttendBench, AttentionBench, BenchSeq, TiledRun};
+pub use fused::FUSE_ENV;
 pub use resident::GpuDense;
 
 /// Release events in the ring (more than a model's layers, so that a slot's event is
