@@ -38,6 +38,8 @@ stages=${*:-check correctness bench cpu serve}
 for s in $stages; do
   case $s in
     check) stage check 150 bash scripts/device/cuda-check.sh --quick ;;
+    gemm) stage gemm 150 env HMOE_SKIP_ENGINE_TESTS=1 bash scripts/device/cuda-check.sh gemm ;;
+    attention) stage attention 120 env HMOE_SKIP_ENGINE_TESTS=1 bash scripts/device/cuda-check.sh attention ;;
     correctness) stage correctness 240 bash scripts/device/cuda-correctness.sh "$hmoe" "$work" "$OUT/correctness" ;;
     bench) stage bench 150 bash scripts/device/quick-bench.sh "$hmoe" "$work" "$OUT/bench" ;;
     cpu) stage cpu 90 .devbin/cpu-bench --threads 1,2,4,8,12,16 ;;

@@ -15,11 +15,12 @@ pub const ATTEND_TILE_THREADS: u32 = 256;
 pub const ATTEND_TILE_STAGES: usize = 2;
 
 /// Calls of at least this many rows take the tiled kernel. Its grid has
-/// `rows × n_heads / ATTEND_TILE_VECTORS` CTAs, each walking its rows' whole context: below
-/// ~128 rows (32 heads) that is fewer CTAs than a 132-SM card has, and the split kernel,
-/// which cuts the context too, keeps more of the card busy. Decode (≤ 8 rows, graphed)
-/// always stays on the split kernel. To be tuned on the device (`hmoe-cuda-check attention`).
-pub const TILED_MIN_ROWS: usize = 128;
+/// `rows × n_heads / ATTEND_TILE_VECTORS` CTAs, each walking its rows' whole context, so
+/// few rows give few CTAs, while the split kernel also cuts the context. Measured on an
+/// H200 (`hmoe-cuda-check attention`, 2026-11-27, 32 heads of 128 at the end of a
+/// 1024-position context): tiled over split 0.84x at 32 rows, 2.4x at 64, 4.0x at 128,
+/// 7.2x at 256. Decode (≤ 8 rows, graphed) always stays on the split kernel.
+pub const TILED_MIN_ROWS: usize = 64;
 
 /// Tiled and split outputs differ only by f32 summation order (scores over head_dim
 /// products, softmax sums over up to a few thousand positions, merged in another grouping):

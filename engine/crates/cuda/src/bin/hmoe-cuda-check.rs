@@ -868,15 +868,15 @@ fn main() -> Result<()> {
     let mut out_dir: Option<PathBuf> = None;
     let mut scratch = std::env::temp_dir();
     let mut quick = false;
-    let gemm_only = args.first().map(String::as_str) == Some("gemm");
-    let mut attention_only = false;
-    let mut it = args.iter().skip(usize::from(gemm_only));
+    let (mut gemm_only, mut attention_only) = (false, false);
+    let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--out" => out_dir = it.next().map(PathBuf::from),
             "--scratch" => scratch = it.next().map(PathBuf::from).context("--scratch DIR")?,
             "--quick" => quick = true,
             "attention" => attention_only = true,
+            "gemm" => gemm_only = true,
             o => bail!(
                 "unknown argument `{o}` (--out DIR, --scratch DIR, --quick, ptx FILE, gemm, attention)"
             ),

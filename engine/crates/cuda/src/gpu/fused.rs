@@ -22,6 +22,12 @@ use std::collections::HashMap;
 /// weight pass of gate_up's token tile; down_combine reads a row once per token, so
 /// items of more tokens read their down rows more often than the tiled `down`).
 pub(crate) const FUSED_MAX_ROWS: usize = 8;
+/// Items of at most this many token rows take the fused pass in the engine. Measured on an
+/// H200 (kernel-only, 8 experts, `hmoe-cuda-check --quick`, 2026-11-27): at 1 token fused
+/// vs unfused is 36.9/36.5 us (q4_k_m), 35.3/38.1 (q8_0), 40.3/42.0 (q6_k); at 4 tokens
+/// the fused pass is 20-25% slower and at 8 tokens 50% slower (down_combine reads each
+/// expert's rows once per token instead of once per 8 tokens).
+pub(crate) const FUSED_USE_MAX_ROWS: usize = 1;
 
 /// Environment variable: `0` turns the fused decode pass off (every layer unfused).
 pub const FUSE_ENV: &str = "HMOE_CUDA_FUSE";
@@ -84,9 +90,10 @@ impl FusedKernels {
         })
     }
 
-    /// Whether a layer packed as `bl` takes the fused pass.
+    /// Whether a layer packed as `bl` takes the fused pass: only one-token items
+    /// ([`FUSED_USE_MAX_ROWS`]), where it is no slower.
     pub(super) fn takes(&self, bl: &BatchLayout) -> bool {
-        self.enabled && fits(bl)
+        self.enabled && fits(bl) && bl.max_item_rows <= FUSED_USE_MAX_ROWS
     }
 
     /// Grows the counters (zeroed) to cover `n_items` items of `ffn` products.
