@@ -122,10 +122,16 @@ pub struct OverlapReport {
 /// `hmoe-cuda-check`).
 #[derive(Debug, Clone)]
 pub struct KernelTiming {
-    /// `[n_tokens][hidden]` output of the last full pass.
+    /// `[n_tokens][hidden]` output of a full unfused pass on the uploaded x.
     pub out: Vec<f32>,
     /// Mean GPU milliseconds of a full pass (act_round, gate_up, act_round, down, combine).
     pub pass_ms: f32,
     /// Mean GPU milliseconds of gate_up + down alone.
     pub matmul_ms: f32,
+    /// The fused decode pass (act_round, gate_up_fused, down_combine) on the same x, for
+    /// a batch whose items serve at most 8 tokens each (else empty): its output (to
+    /// compare with `out` bit for bit) and mean GPU milliseconds (0 when not run).
+    pub fused_out: Vec<f32>,
+    /// See `fused_out`.
+    pub fused_ms: f32,
 }

@@ -1,5 +1,6 @@
 //! Packs a layer's GPU work items into the index tables the kernels read: one buffer,
-//! one host-to-device copy, three launches (gate/up, down, combine).
+//! one host-to-device copy, three launches (gate/up, down, combine), or two in the fused
+//! decode pass (gate_up_fused, down_combine: `tok_down` gives it each pair's down matrix).
 //!
 //! Every (item, token row) pair gets its own row in the intermediate buffers, so the
 //! kernels never race; the combine kernel then sums each token's pairs in item order,
@@ -52,6 +53,11 @@ pub struct BatchLayout {
     pub tok_start: usize,
     /// `u32 [n_pairs]`: pairs of each token, in item order.
     pub tok_pairs: usize,
+    /// `u64 [n_pairs]`: the down matrix of each `tok_pairs` entry's item (the fused
+    /// decode pass reads a token's pairs without going through the items).
+    pub tok_down: usize,
+    /// Most token rows any one item serves (the fused decode pass is for items of few).
+    pub max_item_rows: usize,
     /// Total bytes.
     pub bytes: usize,
 }
@@ -110,13 +116,16 @@ pub fn pack(items: &[BatchItem<'_>], n_tokens: usize, buf: &mut Vec<u8>) -> Resu
     l.weights = align(l.rows + n_pairs * 4);
     l.tok_start = align(l.weights + n_pairs * 4);
     l.tok_pairs = align(l.tok_start + (n_tokens + 1) * 4);
-    l.bytes = align(l.tok_pairs + n_pairs * 4);
+    l.tok_down = align(l.tok_pairs + n_pairs * 4);
+    l.bytes = align(l.tok_down + n_pairs * 8);
+    l.max_item_rows = items.iter().map(|it| it.rows.len()).max().unwrap_or(0);
     buf.clear();
     buf.resize(l.bytes, 0);
     let le64 = |v: u64| v.to_le_bytes().to_vec();
     let le32 = |v: u32| v.to_le_bytes().to_vec();
     let mut fill = per_token.clone();
     let mut pair_rank = vec![0u32; n_pairs];
+    let mut pair_down = vec![0u64; n_pairs];
     let mut tok_pairs = vec![0u32; n_pairs];
     let mut pair = 0usize;
     for (i, it) in items.iter().enumerate() {
@@ -137,6 +146,7 @@ pub fn pack(items: &[BatchItem<'_>], n_tokens: usize, buf: &mut Vec<u8>) -> Resu
             let slot = &mut fill[r as usize];
             tok_pairs[*slot as usize] = pair as u32;
             pair_rank[pair] = it.rank;
+            pair_down[pair] = it.down;
             *slot += 1;
             pair += 1;
         }
@@ -147,6 +157,7 @@ pub fn pack(items: &[BatchItem<'_>], n_tokens: usize, buf: &mut Vec<u8>) -> Resu
     }
     for (i, &p) in tok_pairs.iter().enumerate() {
         put(buf, l.tok_pairs, i, p, le32);
+        put(buf, l.tok_down, i, pair_down[p as usize], le64);
     }
     for (t, &s) in per_token.iter().enumerate() {
         put(buf, l.tok_start, t, s, le32);
@@ -191,10 +202,26 @@ mod tests {
         // token 0 is served by pair 1 (item 0) then pair 2 (item 1); token 1 by none.
         assert_eq!(u32s(&buf, l.tok_start, 4), vec![0, 2, 2, 3]);
         assert_eq!(u32s(&buf, l.tok_pairs, 3), vec![1, 2, 0]);
+        // Each entry's down matrix: pairs 1 (item 0), 2 (item 1), 0 (item 0).
+        let downs: Vec<u64> = (0..3)
+            .map(|i| {
+                let at = l.tok_down + 8 * i;
+                u64::from_le_bytes(buf[at..at + 8].try_into().unwrap())
+            })
+            .collect();
+        assert_eq!(downs, vec![3, 6, 3]);
+        assert_eq!(l.max_item_rows, 2);
         let w3 = u64::from_le_bytes(buf[l.items + 56..l.items + 64].try_into().unwrap());
         assert_eq!(w3, 2 | 1 << 32);
         assert_eq!(f32::from_bits(u32s(&buf, l.weights, 3)[1]), 0.25);
-        for off in [l.rows, l.weights, l.tok_start, l.tok_pairs, l.bytes] {
+        for off in [
+            l.rows,
+            l.weights,
+            l.tok_start,
+            l.tok_pairs,
+            l.tok_down,
+            l.bytes,
+        ] {
             assert_eq!(off % ALIGN, 0);
         }
     }

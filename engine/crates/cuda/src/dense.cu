@@ -55,11 +55,11 @@ INSTANTIATE_LINEAR(T_Q6K, q6_k)
 // ceil(n_rows / WARPS), block 32 * WARPS; one warp per row.
 #define NORM_UNROLL 8  // float4 loads in flight per lane
 
-KERNEL void rms_norm(const float* x, const float* w, float* y, u32 n_rows, u32 cols, float eps) {
-    u32 lane = threadIdx.x & 31, r = blockIdx.x * WARPS + (threadIdx.x >> 5);
-    if (r >= n_rows) return;
-    const float* xr = x + (u64)r * cols;
-    float* yr = y + (u64)r * cols;
+// One row: y = x / sqrt(mean(x^2) + eps) * w, where x first gains `add` when given (the
+// residual add fused in front of the norm; x is written back). One warp; lane L holds the
+// float4 groups L, L + 32, ... (the summation order every norm of the dense path shares).
+DEV void norm_row(float* xr, const float* add, const float* w, float* yr, u32 cols, float eps) {
+    u32 lane = threadIdx.x & 31;
     u32 c4 = cols / 4;
     float ss = 0.0f;
     for (u32 base = 0; base < c4; base += 32 * NORM_UNROLL) {
@@ -68,6 +68,19 @@ KERNEL void rms_norm(const float* x, const float* w, float* y, u32 n_rows, u32 c
             u32 c = base + 32 * k + lane;
             if (c < c4) ldf4(xr + 4 * c, v[k]);
             else v[k][0] = v[k][1] = v[k][2] = v[k][3] = 0.0f;
+        }
+        if (add) {
+            for (u32 k = 0; k < NORM_UNROLL; ++k) {
+                u32 c = base + 32 * k + lane;
+                if (c < c4) {
+                    float a[4];
+                    ldf4(add + 4 * c, a);
+                    for (u32 e = 0; e < 4; ++e) {
+                        v[k][e] += a[e];
+                        xr[4 * c + e] = v[k][e];
+                    }
+                }
+            }
         }
         for (u32 k = 0; k < NORM_UNROLL; ++k)
             for (u32 e = 0; e < 4; ++e) ss += v[k][e] * v[k][e];
@@ -88,6 +101,78 @@ KERNEL void rms_norm(const float* x, const float* w, float* y, u32 n_rows, u32 c
             if (c < c4)
                 for (u32 e = 0; e < 4; ++e) yr[4 * c + e] = v[k][e] * scale * g[k][e];
         }
+    }
+}
+
+KERNEL void rms_norm(const float* x, const float* w, float* y, u32 n_rows, u32 cols, float eps) {
+    u32 r = blockIdx.x * WARPS + (threadIdx.x >> 5);
+    if (r >= n_rows) return;
+    norm_row((float*)x + (u64)r * cols, 0, w, y + (u64)r * cols, cols, eps);
+}
+
+// Residual add and norm in one launch: x[r] += y[r], then out[r] = RMSNorm(x[r]) * w
+// (the same values as add_to followed by rms_norm). Grid as rms_norm.
+KERNEL void add_rms_norm(float* x, const float* y, const float* w, float* out, u32 n_rows, u32 cols,
+                         float eps) {
+    u32 r = blockIdx.x * WARPS + (threadIdx.x >> 5);
+    if (r >= n_rows) return;
+    norm_row(x + (u64)r * cols, y + (u64)r * cols, w, out + (u64)r * cols, cols, eps);
+}
+
+// The per-head work between the QKV projections and the attention in one launch (a decode
+// layer's rms_norm x2, rope_neox x2 and kv_write cost five launch boundaries): one warp
+// per (token, head) over nh query heads, then nkv key heads, then nkv value heads. Query
+// and key heads get RMSNorm (weights qnw / knw) and NeoX RoPE at pos[t], in place (the
+// same arithmetic as rms_norm then rope_neox); key and value heads go to row pos[t] of
+// their sequence's cache (kc[t], vc[t]; rows of nkv * head_dim floats).
+// head_dim a power of two, 32..256. Grid ceil(n * (nh + 2 * nkv) / WARPS), block 32 * WARPS.
+KERNEL void qk_norm_rope_kv(float* q, float* k, float* v, const float* qnw, const float* knw,
+                            const u32* pos, const float* inv_freq, const u64* kc, const u64* vc,
+                            u32 n, u32 nh, u32 nkv, u32 head_dim, float eps) {
+    u32 lane = threadIdx.x & 31, wid = blockIdx.x * WARPS + (threadIdx.x >> 5);
+    u32 heads = nh + 2 * nkv;
+    if (wid >= n * heads) return;  // whole warps leave together
+    u32 t = wid / heads, h = wid % heads;
+    u32 kind = h < nh ? 0 : h < nh + nkv ? 1 : 2;  // query, key, value head
+    u32 kvh = kind == 0 ? h : kind == 1 ? h - nh : h - nh - nkv;
+    float* row = kind == 0   ? q + ((u64)t * nh + h) * head_dim
+                 : kind == 1 ? k + ((u64)t * nkv + kvh) * head_dim
+                             : v + ((u64)t * nkv + kvh) * head_dim;
+    u32 c4 = head_dim / 4;  // float4 groups; lane holds groups lane and lane + 32
+    if (kind != 2) {
+        // Each lane re-reads only the groups it wrote; partners come through shuffles.
+        norm_row(row, 0, kind == 0 ? qnw : knw, row, head_dim, eps);
+        float x[2][4], r[2][4];
+        for (u32 g = 0; g < 2; ++g) {
+            u32 c = lane + 32 * g;
+            if (c < c4) ldf4(row + 4 * c, x[g]);
+            else x[g][0] = x[g][1] = x[g][2] = x[g][3] = 0.0f;
+        }
+        // Element i pairs with i + half (or i - half): d groups away, i.e. d lanes away
+        // (a shuffle) below head_dim 256, the lane's other group at 256.
+        u32 half = head_dim / 2, d = half / 4;
+        for (u32 g = 0; g < 2; ++g)
+            for (u32 e = 0; e < 4; ++e) {
+                float other = d < 32 ? SHFL_XOR(x[g][e], d) : x[g ^ 1][e];
+                u32 c = lane + 32 * g, i = 4 * c + e;
+                bool low = i < half;
+                u32 i0 = low ? i : i - half;
+                float a = (float)pos[t] * inv_freq[i0 < half ? i0 : 0];
+                float cs = (float)cos((double)a), sn = (float)sin((double)a);
+                r[g][e] = low ? x[g][e] * cs - other * sn : x[g][e] * cs + other * sn;
+            }
+        for (u32 g = 0; g < 2; ++g) {
+            u32 c = lane + 32 * g;
+            if (c < c4)
+                for (u32 e = 0; e < 4; ++e) row[4 * c + e] = r[g][e];
+        }
+    }
+    if (kind == 0) return;
+    float* dst = (float*)(kind == 1 ? kc[t] : vc[t]) + (u64)pos[t] * nkv * head_dim + (u64)kvh * head_dim;
+    for (u32 g = 0; g < 2; ++g) {
+        u32 c = lane + 32 * g;
+        if (c < c4)
+            for (u32 e = 0; e < 4; ++e) dst[4 * c + e] = row[4 * c + e];
     }
 }
 

@@ -37,10 +37,13 @@ mod deferred;
 mod dense;
 mod dense_graphs;
 mod dense_profile;
+mod fused;
+mod gemm;
 mod kernel_bench;
 mod resident;
 
 pub use attend_bench::{AttendBench, AttentionBench, BenchSeq, TiledRun};
+pub use fused::FUSE_ENV;
 pub use resident::GpuDense;
 
 /// Release events in the ring (more than a model's layers, so that a slot's event is
@@ -224,6 +227,8 @@ pub struct GpuExperts {
     act_round: CudaFunction,
     spin: CudaFunction,
     dense_fns: dense::DenseKernels,
+    gemm: gemm::GemmKernels,
+    fused: fused::FusedKernels,
     arena: DeviceBuf,
     n_slots: usize,
     table: SlotTable,
@@ -377,13 +382,15 @@ impl GpuExperts {
         }
         let (combine, spin, act_round) = (f("combine")?, f("spin")?, f("act_round")?);
         let dense_fns = dense::DenseKernels::load(&f)?;
+        let gemm = gemm::GemmKernels::load(&f)?;
+        let fused = fused::FusedKernels::load(&f)?;
         let copy = ctx.new_stream().map_err(drv("create copy stream"))?;
         let compute = ctx.new_stream().map_err(drv("create compute stream"))?;
         let slot_bytes = cfg.slot_bytes.div_ceil(256) * 256;
         // Scratch first: the arena takes what is left.
         let pairs = cfg.max_tokens.max(1) * cfg.top_k.max(1);
         let x_len = cfg.max_tokens.max(1) * cfg.hidden * 4;
-        let meta_len = 64 * 1024 + pairs * 16;
+        let meta_len = 64 * 1024 + pairs * 24;
         let x_dev = DeviceBuf::new(x_len, "layer input")?;
         let out_dev = DeviceBuf::new(x_len, "layer output")?;
         let meta_dev = DeviceBuf::new(meta_len, "index tables")?;
@@ -445,6 +452,8 @@ impl GpuExperts {
             act_round,
             spin,
             dense_fns,
+            gemm,
+            fused,
             arena: out.alloc,
             n_slots,
             table: SlotTable::new(n_slots),
@@ -822,6 +831,11 @@ impl GpuExperts {
             })
             .collect();
         let bl = pack(&batch, n_tokens, &mut self.packed)?;
+        // Decode batches take the fused pass (gpu/fused.rs); prefill the unfused one.
+        let fused = self.fused.takes(&bl);
+        if fused {
+            self.fused.ensure_counters(bl.n_items, ffn)?;
+        }
         // Buffers sized at start-up for max_tokens; grow (rarely) for larger calls.
         let xb = n_tokens * hidden * 4;
         self.x_dev.ensure(xb, "layer input")?;
@@ -869,16 +883,29 @@ impl GpuExperts {
                     .wait(&self.ready[actions[i].slot as usize])
                     .map_err(drv("cuStreamWaitEvent(slot ready)"))?;
             }
+            let group_items = items_p + (lo * ITEM_WORDS * 8) as u64;
+            if fused {
+                let fns = self.fused_fns(layout)?;
+                self.launch_gate_up_fused(layout, &fns, (group_items, rows_p, (hi - lo) as u32))?;
+                continue;
+            }
             let first_pair: usize = order[..lo].iter().map(|&i| items[i].rows.len()).sum();
             let n_pairs: usize = order[lo..hi].iter().map(|&i| items[i].rows.len()).sum();
+            let max_tokens = order[lo..hi].iter().map(|&i| items[i].rows.len()).max();
             self.launch_experts(
                 layout,
-                items_p + (lo * ITEM_WORDS * 8) as u64,
+                group_items,
                 rows_p,
                 wts_p,
-                (hi - lo) as u32,
+                ((hi - lo) as u32, max_tokens.unwrap_or(0)),
                 (first_pair, n_pairs),
             )?;
+        }
+        if fused {
+            // down and combine of every item at once: it reads the slots, so before the
+            // release event.
+            let fns = self.fused_fns(layout)?;
+            self.launch_down_combine(layout, &fns, m, &bl)?;
         }
         let k = self.release_next;
         self.release_next = (k + 1) % RELEASE_RING;
@@ -890,8 +917,10 @@ impl GpuExperts {
                 *r = Some(k as u16);
             }
         }
-        let (ts, tp) = (m + bl.tok_start as u64, m + bl.tok_pairs as u64);
-        self.launch_combine(ts, tp, n_tokens, hidden)?;
+        if !fused {
+            let (ts, tp) = (m + bl.tok_start as u64, m + bl.tok_pairs as u64);
+            self.launch_combine(ts, tp, n_tokens, hidden)?;
+        }
         let n = n_tokens * hidden;
         if on_device {
             self.t[1]
@@ -989,7 +1018,7 @@ impl GpuExperts {
         items: u64,
         rows: u64,
         wts: u64,
-        n: u32,
+        (n, max_tokens): (u32, usize),
         pairs: (usize, usize),
     ) -> Result<()> {
         let (gu, dn) = (
@@ -1000,12 +1029,14 @@ impl GpuExperts {
                 .get(&l.down)
                 .ok_or(CudaError::UnsupportedType(l.down.ggml()))?,
         );
+        let tiled = self.gemm.pass(l, max_tokens)?;
         self.launch_pass(
             l,
             (&gu.gate_up, &dn.down),
             EXPERT_ROWS_PER_WARP,
             (items, rows, wts, n),
             Some(pairs),
+            tiled.as_ref(),
         )
     }
 
@@ -1013,7 +1044,8 @@ impl GpuExperts {
     /// `round = Some((first pair, pairs))`) the SwiGLU products of those pairs rounded as
     /// the CPU's down product sees them, then down. `per_warp`: output rows per warp of
     /// each kernel (the grids follow it); `batch`: the packed items, rows and weights and
-    /// the item count.
+    /// the item count. `tiled`: the pass has items of many tokens (prefill), which the
+    /// tiled kernels of gemm.cu take (gate_up/down skip them).
     fn launch_pass(
         &self,
         l: &ExpertLayout,
@@ -1021,7 +1053,11 @@ impl GpuExperts {
         (rg, rd): (u32, u32),
         (items, rows, wts, n): (u64, u64, u64, u32),
         round: Option<(usize, usize)>,
+        tiled: Option<&gemm::GemmPass<'_>>,
     ) -> Result<()> {
+        if let Some(t) = tiled {
+            self.launch_gemm_gate_up(t, l, (items, rows, n))?;
+        }
         let (hidden, ffn) = (l.hidden as u32, l.ffn as u32);
         let (x, act, y) = (self.x_dev.ptr, self.act_dev.ptr, self.y_dev.ptr);
         let cfg = |r: u32, per_warp: u32| LaunchConfig {
@@ -1046,6 +1082,9 @@ impl GpuExperts {
         if let Some((first, count)) = round {
             let act_rows = act + (first * l.ffn * 4) as u64;
             self.round_acts(l.down, act_rows, count, l.ffn)?;
+        }
+        if let Some(t) = tiled {
+            self.launch_gemm_down(t, l, (items, wts, n))?;
         }
         // SAFETY: as above.
         unsafe {
@@ -1239,6 +1278,9 @@ mod tests {
                 assert!(src.contains("combine"));
                 for t in KernelType::ALL {
                     assert!(src.contains(&format!("linear_{}", t.suffix())));
+                    for k in ["gemm_gate_up", "gemm_down", "gemm_linear"] {
+                        assert!(src.contains(&format!(".entry {k}_{}(", t.suffix())), "{k}");
+                    }
                 }
                 for k in [
                     "rms_norm",

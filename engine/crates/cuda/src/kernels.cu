@@ -55,6 +55,10 @@ DEV float h2f(u32 h) {
 // flight. Both addresses 16-byte aligned.
 #define SHARED __shared__
 #define SYNCWARP() __syncwarp()
+#define SYNCTHREADS() __syncthreads()
+#define THREADFENCE() __threadfence()
+#define ATOMIC_ADD(p, v) atomicAdd((p), (v))
+#define LD_CG(p) __ldcg(p)  // through L2: another block's stores, never a stale L1 line
 #define NO_UNROLL _Pragma("unroll 1")
 DEV void cp_async16(void* smem, const void* gmem) {
     u32 s = (u32)__cvta_generic_to_shared(smem);
@@ -63,8 +67,9 @@ DEV void cp_async16(void* smem, const void* gmem) {
 DEV void cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int N> DEV void cp_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
 #else
-// emu.h provides PRMT, FSHR, ld16, ld32, ld2x32, ldf4, SHARED, SYNCWARP, NO_UNROLL,
-// cp_async16, cp_commit, cp_wait with the CUDA semantics.
+// emu.h provides PRMT, FSHR, ld16, ld32, ld2x32, ldf4, SHARED, SYNCWARP, SYNCTHREADS,
+// THREADFENCE, ATOMIC_ADD, LD_CG, NO_UNROLL, cp_async16, cp_commit, cp_wait with the CUDA
+// semantics.
 DEV float h2f(u32 h) {
     u32 s = (h >> 15) & 1u, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
     float sign = s ? -1.0f : 1.0f;
@@ -466,6 +471,13 @@ NO_UNROLL
 #define BOUNDS
 #endif
 
+// Items serving at least GEMM_MIN_TOKENS tokens go to the tiled kernels of gemm.cu, which
+// launch_pass (gpu.rs) launches beside these whenever a pass has such an item; gate_up and
+// down skip them. Rust's GEMM_MIN_TOKENS (gpu/gemm.rs) must match (tested).
+#ifndef GEMM_MIN_TOKENS
+#define GEMM_MIN_TOKENS 16
+#endif
+
 // Warp sums of V values at once (V a power of two): each halving step exchanges half of
 // the values with the partner lane, so 32 values take 31 shuffles instead of 160.
 // out[c] = the warp's sum of v[c * W + lane / (32 / W)], W = min(V, 32), in every lane.
@@ -514,14 +526,92 @@ DEV void reduce_rows(float (&acc)[NR][TT], u32 nt, Put put) {
     }
 }
 
+// Rounds activations in place to the values the CPU kernels multiply with (hmoe-quant's
+// ActBuf), so that an expert gives the same result on either side and placement never
+// changes the output beyond float rounding. fmt 1: bf16 (nearest even); 2: Q8_0 blocks
+// of 32 (d = amax / 127, q = rint(v / d)); 3: Q8_K blocks of 256 (the first value of
+// largest magnitude maps to -127). One warp per block: `act_round` launches them as a
+// grid, the fused gate_up (gate_up_fused) calls round_block itself.
+#define ACT_BF16 1
+#define ACT_Q8_0 2
+#define ACT_Q8K 3
+
+DEV float bf16_round(float v) {
+    u32 u = AS_UINT(v);
+    if ((u & 0x7fffffffu) <= 0x7f800000u) u += 0x7fffu + ((u >> 16) & 1u);
+    return AS_FLOAT(u & 0xffff0000u);
+}
+
+// The warp rounds the fmt block at p (32 or 256 values) in place. Loads go through L2
+// (LD_CG): in the fused gate_up other blocks wrote most of the values.
+DEV void round_block(float* p, u32 fmt) {
+    u32 lane = threadIdx.x & 31;
+    u32 bs = fmt == ACT_Q8K ? 256 : 32;
+    if (fmt == ACT_BF16) {
+        p[lane] = bf16_round(LD_CG(p + lane));
+        return;
+    }
+    // The lane's values (8 for Q8_K, 1 for Q8_0) are all loaded before any is compared:
+    // the compare loop used to wait on one load after another.
+    u32 per = bs / 32;
+    float vals[8];
+    for (u32 k = 0; k < 8; ++k) vals[k] = k < per ? LD_CG(p + lane + 32 * k) : 0.0f;
+    // Largest magnitude and the first index holding it (indices travel as floats:
+    // exact below 2^24, and the emulator shuffles floats only).
+    float amax = 0.0f, idx = 1e9f;
+    for (u32 k = 0; k < 8; ++k) {
+        float av = fabsf(vals[k]);
+        if (k < per && av > amax) {
+            amax = av;
+            idx = (float)(lane + 32 * k);
+        }
+    }
+    for (int m = 16; m > 0; m >>= 1) {
+        float oa = SHFL_XOR(amax, m), oi = SHFL_XOR(idx, m);
+        if (oa > amax || (oa == amax && oi < idx)) {
+            amax = oa;
+            idx = oi;
+        }
+    }
+    if (fmt == ACT_Q8_0) {
+        float d = amax / 127.0f;
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        float q = fminf(fmaxf(rintf(vals[0] * id), -127.0f), 127.0f);
+        p[lane] = q * d;
+        return;
+    }
+    if (amax == 0.0f) {
+        for (u32 j = lane; j < bs; j += 32) p[j] = 0.0f;
+        return;
+    }
+    // Every lane read the block before any lane writes it back.
+    float mx = LD_CG(p + (u32)idx);
+    mx = SHFL_XOR(mx, 0);
+    float iscale = -127.0f / mx;
+    float d = 1.0f / iscale;
+    for (u32 k = 0; k < 8; ++k) {
+        float q = fminf(fmaxf(rintf(iscale * vals[k]), -127.0f), 127.0f);
+        p[lane + 32 * k] = q * d;
+    }
+}
+
+// Grid: (width / block, rows); one warp per block.
+KERNEL void act_round(float* a, u32 width, u32 fmt) {
+    u32 bs = fmt == ACT_Q8K ? 256 : 32;
+    round_block(a + (u64)blockIdx.y * width + (u64)blockIdx.x * bs, fmt);
+}
+
 // act[pair][j] = silu(gate_j . x[row]) * (up_j . x[row]) for every pair of the item.
-template <int T>
+// BF16: each product is rounded to bf16 as it is stored (the fused pass; the element-wise
+// rounding act_round would do afterwards).
+template <int T, bool BF16 = false>
 DEV void gate_up(const u64* items, const u32* rows, const float* x, float* act, u32 hidden,
                  u32 ffn) {
     u32 j0 = (blockIdx.x * WARPS + (threadIdx.x >> 5)) * RPW_GU;
     if (j0 >= ffn) return;  // whole warp leaves together: no shuffle is left half-done
     const u64* it = items + 4 * blockIdx.y;
     u32 pair0 = (u32)(it[3] & 0xffffffffu), n = (u32)(it[3] >> 32);
+    if (n >= GEMM_MIN_TOKENS) return;  // gemm.cu's tiled kernels take this item
     u64 rb = row_bytes<T>(hidden);
     const u8* w[2 * RPW_GU];
     for (int r = 0; r < RPW_GU; ++r) {
@@ -531,7 +621,10 @@ DEV void gate_up(const u64* items, const u32* rows, const float* x, float* act, 
     }
     auto put = [&](u32 r, u32 t, float g, float u) {
         u32 j = j0 + r / 2;
-        if (j < ffn) act[(u64)(pair0 + t) * ffn + j] = silu(g) * u;
+        if (j < ffn) {
+            float a = silu(g) * u;
+            act[(u64)(pair0 + t) * ffn + j] = BF16 ? bf16_round(a) : a;
+        }
     };
     for (u32 t0 = 0; t0 < n; t0 += TT) {
         u32 nt = n - t0 < TT ? n - t0 : TT;
@@ -564,6 +657,7 @@ DEV void down(const u64* items, const float* wts, const float* act, float* y, u3
     if (i0 >= hidden) return;
     const u64* it = items + 4 * blockIdx.y;
     u32 pair0 = (u32)(it[3] & 0xffffffffu), n = (u32)(it[3] >> 32);
+    if (n >= GEMM_MIN_TOKENS) return;  // gemm.cu's tiled kernels take this item
     u64 rb = row_bytes<T>(ffn);
     const u8* w[RPW_DN];
     for (int r = 0; r < RPW_DN; ++r) w[r] = (const u8*)it[2] + (i0 + r < hidden ? i0 + r : hidden - 1) * rb;
@@ -632,68 +726,6 @@ KERNEL void combine(const u32* tok_start, const u32* tok_pairs, const float* y, 
             if (p + k < p1) s += v[k];
     }
     out[(u64)t * hidden + i] = s;
-}
-
-// Rounds activations in place to the values the CPU kernels multiply with (hmoe-quant's
-// ActBuf), so that an expert gives the same result on either side and placement never
-// changes the output beyond float rounding. fmt 1: bf16 (nearest even); 2: Q8_0 blocks
-// of 32 (d = amax / 127, q = rint(v / d)); 3: Q8_K blocks of 256 (the first value of
-// largest magnitude maps to -127). Grid: (width / block, rows); one warp per block.
-#define ACT_BF16 1
-#define ACT_Q8_0 2
-#define ACT_Q8K 3
-KERNEL void act_round(float* a, u32 width, u32 fmt) {
-    u32 lane = threadIdx.x & 31;
-    u32 bs = fmt == ACT_Q8K ? 256 : 32;
-    float* p = a + (u64)blockIdx.y * width + (u64)blockIdx.x * bs;
-    if (fmt == ACT_BF16) {
-        u32 u = AS_UINT(p[lane]);
-        if ((u & 0x7fffffffu) <= 0x7f800000u) u += 0x7fffu + ((u >> 16) & 1u);
-        p[lane] = AS_FLOAT(u & 0xffff0000u);
-        return;
-    }
-    // The lane's values (8 for Q8_K, 1 for Q8_0) are all loaded before any is compared:
-    // the compare loop used to wait on one load after another.
-    u32 per = bs / 32;
-    float vals[8];
-    for (u32 k = 0; k < 8; ++k) vals[k] = k < per ? p[lane + 32 * k] : 0.0f;
-    // Largest magnitude and the first index holding it (indices travel as floats:
-    // exact below 2^24, and the emulator shuffles floats only).
-    float amax = 0.0f, idx = 1e9f;
-    for (u32 k = 0; k < 8; ++k) {
-        float av = fabsf(vals[k]);
-        if (k < per && av > amax) {
-            amax = av;
-            idx = (float)(lane + 32 * k);
-        }
-    }
-    for (int m = 16; m > 0; m >>= 1) {
-        float oa = SHFL_XOR(amax, m), oi = SHFL_XOR(idx, m);
-        if (oa > amax || (oa == amax && oi < idx)) {
-            amax = oa;
-            idx = oi;
-        }
-    }
-    if (fmt == ACT_Q8_0) {
-        float d = amax / 127.0f;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
-        float q = fminf(fmaxf(rintf(vals[0] * id), -127.0f), 127.0f);
-        p[lane] = q * d;
-        return;
-    }
-    if (amax == 0.0f) {
-        for (u32 j = lane; j < bs; j += 32) p[j] = 0.0f;
-        return;
-    }
-    // Every lane read the block before any lane writes it back.
-    float mx = p[(u32)idx];
-    mx = SHFL_XOR(mx, 0);
-    float iscale = -127.0f / mx;
-    float d = 1.0f / iscale;
-    for (u32 k = 0; k < 8; ++k) {
-        float q = fminf(fmaxf(rintf(iscale * vals[k]), -127.0f), 127.0f);
-        p[lane + 32 * k] = q * d;
-    }
 }
 
 // Spins for about `cycles` clock cycles: the copy/compute overlap check keeps the compute

@@ -12,6 +12,8 @@
 //! - `dense.cu`: dense-path kernels (quantised linear, RMSNorm, NeoX RoPE, causal GQA
 //!   attention, batched KV write and attention, residual add); emulator-tested
 //!   (`tests/emu_dense.rs`) and checked on the device.
+//! - `gemm.cu`: tiled (shared-memory) GEMM kernels for prefill: the expert pass for items
+//!   of many tokens and `linear` for many tokens; emulator-tested (`tests/emu_gemm.rs`).
 //! - `attend.cu`, `attend_tiled.cu`: the dense path's attention, split-context for decode
 //!   and short calls, tiled (shared-memory K/V blocks per query tile, [`attend_tiled`])
 //!   for prefill.
@@ -47,7 +49,8 @@ mod stub_dense;
 
 #[cfg(feature = "cuda")]
 pub use gpu::{
-    compile_kernels, GpuDense, GpuExperts, PendingLayer, ASSUME_FREE_ENV, PTX_ENV, PTX_FALLBACK_ENV,
+    compile_kernels, GpuDense, GpuExperts, PendingLayer, ASSUME_FREE_ENV, FUSE_ENV, PTX_ENV,
+    PTX_FALLBACK_ENV,
 };
 /// Device check and timing of the attention kernels (`hmoe-cuda-check attention`).
 #[cfg(feature = "cuda")]
@@ -71,14 +74,18 @@ pub const DENSE_PROFILE_ENV: &str = "HMOE_DENSE_PROFILE";
 /// instead of replaying captured CUDA graphs.
 pub const GRAPHS_ENV: &str = "HMOE_CUDA_GRAPHS";
 
-/// The kernel source (expert kernels, the dense-path kernels, the split and the tiled
-/// attention), compiled by NVRTC at start-up.
+/// The kernel source (expert kernels, the fused and dense-path kernels, the split and the
+/// tiled attention, the tiled GEMM kernels), compiled by NVRTC at start-up.
 pub const KERNEL_SOURCE: &str = concat!(
     include_str!("kernels.cu"),
+    "\n",
+    include_str!("fused.cu"),
     "\n",
     include_str!("dense.cu"),
     "\n",
     include_str!("attend.cu"),
+    "\n",
+    include_str!("gemm.cu"),
     "\n",
     include_str!("attend_tiled.cu")
 );

@@ -7,15 +7,13 @@ use hmoe_cuda::verify::{compare, TestBatch};
 use hmoe_cuda::{ExpertLayout, KernelType};
 use hmoe_gguf::GgmlDType;
 use std::path::Path;
-use std::process::Command;
 
 #[path = "emu/build.rs"]
 mod emu_build;
 use emu_build::{compile_harness, compile_harness_with};
-
-fn type_code(t: KernelType) -> u32 {
-    KernelType::ALL.iter().position(|&k| k == t).unwrap() as u32
-}
+#[path = "emu/expert_io.rs"]
+mod expert_io;
+use expert_io::run_experts;
 
 fn run_case(
     exe: &Path,
@@ -26,51 +24,7 @@ fn run_case(
     top_k: usize,
 ) {
     let b = TestBatch::random(layout, n_items, n_tokens, top_k, 42 + n_tokens as u64).unwrap();
-    let mut packed = Vec::new();
-    // Addresses are offsets into the weight blob; the harness rebases them.
-    let l = b.pack(|i| b.offsets(i)[0], &mut packed).unwrap();
-    let mut input = Vec::new();
-    let w32 = |v: u32, input: &mut Vec<u8>| input.extend_from_slice(&v.to_le_bytes());
-    for v in [
-        type_code(layout.gate_up),
-        type_code(layout.down),
-        layout.hidden as u32,
-        layout.ffn as u32,
-        n_tokens as u32,
-        b.weights.len() as u32,
-        packed.len() as u32,
-    ] {
-        w32(v, &mut input);
-    }
-    input.extend_from_slice(&b.weights);
-    input.extend_from_slice(&packed);
-    for v in [
-        l.items,
-        l.rows,
-        l.weights,
-        l.tok_start,
-        l.tok_pairs,
-        l.n_items,
-        l.n_pairs,
-    ] {
-        w32(v as u32, &mut input);
-    }
-    for v in &b.x {
-        input.extend_from_slice(&v.to_le_bytes());
-    }
-    let (inp, outp) = (dir.join("in.bin"), dir.join("out.bin"));
-    std::fs::write(&inp, &input).unwrap();
-    let st = Command::new(exe).arg(&inp).arg(&outp).output().unwrap();
-    assert!(
-        st.status.success(),
-        "harness: {}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    let got: Vec<f32> = std::fs::read(&outp)
-        .unwrap()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
+    let got = run_experts(exe, dir, &b);
     let want = b.reference().unwrap();
     let c = compare(&got, &want);
     println!(

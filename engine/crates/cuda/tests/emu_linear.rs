@@ -10,11 +10,13 @@ use hmoe_cuda::verify_dense::vals;
 use hmoe_cuda::KernelType;
 use hmoe_quant::quantize;
 use std::path::Path;
-use std::process::Command;
 
 #[path = "emu/build.rs"]
 mod emu_build;
 use emu_build::{compile_harness, compile_harness_with};
+#[path = "emu/linear_io.rs"]
+mod linear_io;
+use linear_io::run_linear;
 
 /// Runs op 0 (linear) of tests/emu/dense_harness.cpp and checks it against the reference.
 fn check_linear(exe: &Path, dir: &Path, t: KernelType, rows: usize, cols: usize, n: usize) {
@@ -26,27 +28,7 @@ fn check_linear(exe: &Path, dir: &Path, t: KernelType, rows: usize, cols: usize,
     quantize(t.ggml(), &wf, &mut wq).unwrap();
     let x = vals(n * cols, 4 + n as u64);
     let want = dense_ref::linear(t, &wq, rows, cols, &x).unwrap();
-    let code = KernelType::ALL.iter().position(|&k| k == t).unwrap() as u32;
-    let mut input = Vec::new();
-    for v in [0, code, rows as u32, cols as u32, n as u32, wq.len() as u32] {
-        input.extend_from_slice(&v.to_le_bytes());
-    }
-    input.extend_from_slice(&wq);
-    x.iter()
-        .for_each(|v| input.extend_from_slice(&v.to_le_bytes()));
-    let (i, o) = (dir.join("lin.in"), dir.join("lin.out"));
-    std::fs::write(&i, &input).unwrap();
-    let st = Command::new(exe).arg(&i).arg(&o).output().unwrap();
-    assert!(
-        st.status.success(),
-        "harness: {}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    let got: Vec<f32> = std::fs::read(&o)
-        .unwrap()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
+    let got = run_linear(exe, dir, t, &wq, (rows, cols), &x);
     let c = compare(&got, &want);
     println!(
         "linear {} {rows}x{cols} tokens {n}: rel_l2 {:.2e} max_rel {:.2e}",

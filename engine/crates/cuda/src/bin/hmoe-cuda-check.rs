@@ -3,6 +3,7 @@
 //!
 //!   hmoe-cuda-check [--out DIR] [--scratch DIR] [--quick]
 //!   hmoe-cuda-check ptx FILE        # write the NVRTC PTX (sm_90) for ptxas, no GPU needed
+//!   hmoe-cuda-check gemm [--out DIR] # only the tiled GEMM timings, checks and sweep
 //!   hmoe-cuda-check [--out DIR] attention  # only the attention kernels: tiled vs split, timings
 //!
 //! Checks: device info; each kernel type against the CPU reference on random experts with
@@ -21,6 +22,9 @@ use hmoe_gguf::GgmlDType;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Instant;
+
+#[path = "check/gemm.rs"]
+mod gemm;
 
 /// Qwen3-30B-A3B.
 const HIDDEN: usize = 2048;
@@ -188,7 +192,8 @@ const TIMING_REPS: usize = 50;
 const TIMING_EXPERTS: usize = 8;
 
 /// The expert kernels alone (no uploads, no downloads) on 8 experts that every token is
-/// routed to, for 1 and 8 tokens, per type; and `linear_*` on a 4096 × 2048 matrix
+/// routed to, for 1, 4 and 8 tokens, per type: the unfused pass and the fused decode pass
+/// (checked bit for bit against the unfused one); and `linear_*` on a 4096 × 2048 matrix
 /// (the q projection) for 1 and 8 tokens. Each result is also checked against the
 /// reference. Prints a table: microseconds per pass and GB/s of weights read.
 fn kernel_only_timings(g: &mut GpuExperts, rep: &mut Report) -> Result<Value> {
@@ -196,7 +201,7 @@ fn kernel_only_timings(g: &mut GpuExperts, rep: &mut Report) -> Result<Value> {
     let mut rows = Vec::new();
     println!("kernel-only timings (mean of {TIMING_REPS} passes, weights already on the GPU):");
     for (name, layout) in layouts() {
-        for n in [1usize, 8] {
+        for n in [1usize, 4, 8] {
             let b = TestBatch::random(layout, TIMING_EXPERTS, n, TIMING_EXPERTS, 77 + n as u64)?;
             let all: Vec<usize> = (0..TIMING_EXPERTS).collect();
             let kt = g.time_expert_kernels(&[], &layout, &items(&b, &all), &b.x, n, TIMING_REPS)?;
@@ -211,15 +216,34 @@ fn kernel_only_timings(g: &mut GpuExperts, rep: &mut Report) -> Result<Value> {
                 json!({"rel_l2": c.rel_l2, "max_rel": c.max_rel, "us": ms * 1e3,
                     "weights_gb_per_s": gbs, "gate_up_down_us": mm * 1e3}),
             );
+            // The fused decode pass (3 launches) must give the unfused pass's output
+            // exactly: same dots, same rounding, same summation order.
+            let fused_differ = kt
+                .fused_out
+                .iter()
+                .zip(&kt.out)
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+            let fused_ran = kt.fused_out.len() == kt.out.len();
+            rep.check(
+                &format!("fused decode pass == unfused, bit for bit: {name} {TIMING_EXPERTS} experts x {n} tokens"),
+                fused_ran && fused_differ == 0,
+                json!({"ran": fused_ran, "values_differing": fused_differ,
+                    "fused_us": kt.fused_ms * 1e3, "unfused_us": ms * 1e3}),
+            );
+            let fu = kt.fused_ms;
+            let fu_gbs = bytes as f64 / (fu as f64 * 1e-3) / 1e9;
             println!(
-                "  experts {name:>9} {TIMING_EXPERTS} x {n} tok: {:8.1} us {gbs:7.0} GB/s | gate_up+down alone {:8.1} us {mm_gbs:7.0} GB/s ({:.1} MB of weights)",
+                "  experts {name:>9} {TIMING_EXPERTS} x {n} tok: {:8.1} us {gbs:7.0} GB/s | fused {:8.1} us {fu_gbs:7.0} GB/s | gate_up+down alone {:8.1} us {mm_gbs:7.0} GB/s ({:.1} MB of weights)",
                 ms * 1e3,
+                fu * 1e3,
                 mm * 1e3,
                 bytes as f64 / 1e6
             );
             rows.push(
                 json!({"kernel": "experts", "type": name, "experts": TIMING_EXPERTS,
                 "tokens": n, "us": ms * 1e3, "weights_gb_per_s": gbs, "weight_bytes": bytes,
+                "fused_us": fu * 1e3, "fused_gb_per_s": fu_gbs, "fused_values_differing": fused_differ,
                 "gate_up_down_us": mm * 1e3, "gate_up_down_gb_per_s": mm_gbs}),
             );
         }
@@ -286,7 +310,7 @@ fn variant_timings(g: &mut GpuExperts, rep: &mut Report, quick: bool) -> Result<
     };
     use hmoe_cuda::{dense_ref, KernelType};
     let mut rows = Vec::new();
-    println!("kernel variants (kernel-only, mean of {TIMING_REPS} passes; us/GB/s of weights per full pass, (us of gate_up+down alone)):");
+    println!("kernel variants (kernel-only, mean of {TIMING_REPS} passes; us/GB/s of weights per full pass, (us of gate_up+down alone | f: us of the fused decode pass)):");
     let cases: Vec<(&str, ExpertLayout)> = layouts()
         .into_iter()
         .filter(|(n, _)| ["q4_k_m", "q8_0", "q6_k"].contains(n))
@@ -341,11 +365,29 @@ fn variant_timings(g: &mut GpuExperts, rep: &mut Report, quick: bool) -> Result<
                             json!({"rel_l2": cmp.rel_l2, "max_rel": cmp.max_rel}),
                         );
                     }
-                    line += &format!(" {name}x{n} {:.1}us/{gbs:.0}({:.1})", ms * 1e3, mm * 1e3);
+                    let fused_same = kt.fused_out.len() == kt.out.len()
+                        && kt
+                            .fused_out
+                            .iter()
+                            .zip(&kt.out)
+                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                    if !fused_same {
+                        rep.check(
+                            &format!("variant {vname} fused == unfused {name} x {n}"),
+                            false,
+                            json!({"fused_values": kt.fused_out.len()}),
+                        );
+                    }
+                    line += &format!(
+                        " {name}x{n} {:.1}us/{gbs:.0}({:.1}|f{:.1})",
+                        ms * 1e3,
+                        mm * 1e3,
+                        kt.fused_ms * 1e3
+                    );
                     rows.push(
                         json!({"variant": vname, "kernel": "experts", "type": name, "tokens": n,
                         "us": ms * 1e3, "weights_gb_per_s": gbs, "rel_l2": cmp.rel_l2,
-                        "gate_up_down_us": mm * 1e3}),
+                        "gate_up_down_us": mm * 1e3, "fused_us": kt.fused_ms * 1e3}),
                     );
                 }
                 Err(e) => {
@@ -826,8 +868,9 @@ fn main() -> Result<()> {
     let mut out_dir: Option<PathBuf> = None;
     let mut scratch = std::env::temp_dir();
     let mut quick = false;
+    let gemm_only = args.first().map(String::as_str) == Some("gemm");
     let mut attention_only = false;
-    let mut it = args.iter();
+    let mut it = args.iter().skip(usize::from(gemm_only));
     while let Some(a) = it.next() {
         match a.as_str() {
             "--out" => out_dir = it.next().map(PathBuf::from),
@@ -835,7 +878,7 @@ fn main() -> Result<()> {
             "--quick" => quick = true,
             "attention" => attention_only = true,
             o => bail!(
-                "unknown argument `{o}` (--out DIR, --scratch DIR, --quick, ptx FILE, attention)"
+                "unknown argument `{o}` (--out DIR, --scratch DIR, --quick, ptx FILE, gemm, attention)"
             ),
         }
     }
@@ -883,6 +926,10 @@ fn main() -> Result<()> {
                 staging_buffers: 4,
             };
             let t_start = Instant::now();
+            if gemm_only {
+                gemm_section(&cfg, &mut rep, &mut summary);
+                return finish(summary, rep, out_dir);
+            }
             // The instance is dropped at the end of this match, before the OOM checks.
             let started = match GpuExperts::new(&cfg) {
                 Ok(mut g) => {
@@ -900,6 +947,14 @@ fn main() -> Result<()> {
                         Ok(v) => summary["kernel_only_timings"] = v,
                         Err(e) => rep.check(
                             "kernel-only timings ran",
+                            false,
+                            json!({"error": format!("{e:#}")}),
+                        ),
+                    }
+                    match gemm::gemm_timings(&mut g, &mut rep) {
+                        Ok(v) => summary["gemm_timings"] = v,
+                        Err(e) => rep.check(
+                            "gemm timings ran",
                             false,
                             json!({"error": format!("{e:#}")}),
                         ),
@@ -969,6 +1024,35 @@ fn main() -> Result<()> {
         }
         Some(Err(e)) => rep.check("device", false, json!({"error": e.to_string()})),
     }
+    finish(summary, rep, out_dir)
+}
+
+/// `hmoe-cuda-check gemm`: the tiled GEMM table, its crossover and its knob sweep (each
+/// variant on a fresh instance: one that faulted would leave its context unusable).
+fn gemm_section(cfg: &GpuConfig, rep: &mut Report, summary: &mut Value) {
+    type Step = fn(&mut GpuExperts, &mut Report) -> Result<Value>;
+    let steps: [(&str, Step); 3] = [
+        ("gemm_timings", gemm::gemm_timings),
+        ("gemm_crossover", gemm::gemm_crossover),
+        ("gemm_variants", gemm::gemm_variants),
+    ];
+    for (key, step) in steps {
+        match GpuExperts::new(cfg)
+            .map_err(anyhow::Error::from)
+            .and_then(|mut g| step(&mut g, rep))
+        {
+            Ok(v) => summary[key] = v,
+            Err(e) => rep.check(
+                &format!("{key} ran"),
+                false,
+                json!({"error": format!("{e:#}")}),
+            ),
+        }
+    }
+}
+
+/// Prints the JSON summary and the count, writes it to `out_dir`, exits 1 on a failure.
+fn finish(mut summary: Value, rep: Report, out_dir: Option<PathBuf>) -> Result<()> {
     summary["checks"] = Value::Array(rep.checks.clone());
     summary["failed"] = json!(rep.failed);
     let text = serde_json::to_string_pretty(&summary)?;

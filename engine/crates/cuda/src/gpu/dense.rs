@@ -3,6 +3,7 @@
 //! the reference for the device-resident dense backend of docs/notes/cuda.md, not for the
 //! hot path.
 
+use super::gemm::launch_linear_on;
 use super::{drv, DeviceBuf, GpuExperts};
 use crate::dtype::KernelType;
 use crate::error::{CudaError, Result};
@@ -10,9 +11,6 @@ use crate::WARPS_PER_BLOCK;
 use cudarc::driver::result as cu;
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
-
-/// Token rows per weight pass of `linear_*` (`TT` in kernels.cu).
-const TOKEN_TILE: u32 = 8;
 
 /// The dense kernels of the module.
 pub(super) struct DenseKernels {
@@ -96,7 +94,7 @@ impl GpuExperts {
         Ok((wd, xd, yd, n))
     }
 
-    /// Launches `linear_<t>`: one warp per row, `TOKEN_TILE` tokens per block row.
+    /// Launches `linear_<t>` (few tokens) or `gemm_linear_<t>` (many; see gpu/gemm.rs).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn launch_linear(
         &self,
@@ -113,46 +111,17 @@ impl GpuExperts {
             .linear
             .get(&t)
             .ok_or(CudaError::UnsupportedType(t.ggml()))?;
-        self.launch_linear_fn(f, w, x, y, rows, cols, n)
-    }
-
-    /// Launches a `linear_*` function (the module's or a variant's).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn launch_linear_fn(
-        &self,
-        f: &CudaFunction,
-        w: u64,
-        x: u64,
-        y: u64,
-        rows: usize,
-        cols: usize,
-        n: usize,
-    ) -> Result<()> {
-        let cfg = LaunchConfig {
-            grid_dim: (
-                (rows as u32).div_ceil(WARPS_PER_BLOCK),
-                (n as u32).div_ceil(TOKEN_TILE),
-                1,
-            ),
-            block_dim: (32 * WARPS_PER_BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let (r, c, nn) = (rows as u32, cols as u32, n as u32);
-        // SAFETY: matches linear_*(const u8*, const float*, float*, u32, u32, u32); the
-        // caller's buffers hold rows × cols weights, n × cols inputs, n × rows outputs.
-        unsafe {
-            self.compute
-                .launch_builder(f)
-                .arg(&w)
-                .arg(&x)
-                .arg(&y)
-                .arg(&r)
-                .arg(&c)
-                .arg(&nn)
-                .launch(cfg)
-        }
-        .map(|_| ())
-        .map_err(drv("launch linear"))
+        let fns = self.gemm.linear(f, t)?;
+        launch_linear_on(
+            &self.compute,
+            &fns,
+            w,
+            x,
+            y,
+            rows as u32,
+            cols as u32,
+            n as u32,
+        )
     }
 
     /// RMSNorm of each `cols`-wide row of `x` with weight `w`.

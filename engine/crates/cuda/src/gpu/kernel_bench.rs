@@ -1,5 +1,6 @@
-//! Kernel-only timings for `hmoe-cuda-check`: the expert kernels and `linear_*` launched
-//! back to back between two CUDA events on weights already in device memory. `run_layer`'s
+//! Kernel-only timings for `hmoe-cuda-check`: the expert kernels (unfused, and the fused
+//! decode pass of gpu/fused.rs) and `linear_*` launched back to back between two CUDA
+//! events on weights already in device memory. `run_layer`'s
 //! `gpu_ms` also covers the uploads of x and the index tables and the download of the
 //! output (a few microseconds each), which hide a 10 µs kernel; these numbers do not.
 
@@ -8,6 +9,8 @@
 //! defines (`U_ONE=8`, `MIN_BLOCKS=3`, ...; see kernels.cu), so one device run compares
 //! tuning choices. Variant modules are compiled once per context and define set.
 
+use super::gemm::{launch_linear_on, GemmPass, GemmShape, LinearFns};
+use super::fused::{fits, FusedFns};
 use super::{drv, DeviceBuf, GpuExperts};
 use crate::api::{GpuItem, KernelTiming};
 use crate::batch::{pack, BatchItem};
@@ -32,12 +35,29 @@ const L2_DEFEAT_BYTES: usize = 256 << 20;
 /// At most this many copies of the timed weights.
 const MAX_COPIES: usize = 64;
 
-/// gate_up / down (the backend's or a variant module's) and their output rows per warp
-/// (RPW_GU, RPW_DN).
+/// gate_up / down (the backend's or a variant module's), their output rows per warp
+/// (RPW_GU, RPW_DN), the tiled kernels of the same module with their shape, and the
+/// fused pass's gate_up (fused, or the plain one where the products are not rounded)
+/// and down_combine.
 struct VariantFns {
     gate_up: CudaFunction,
     down: CudaFunction,
     rows_per_warp: (u32, u32),
+    tiled: (CudaFunction, CudaFunction),
+    shape: GemmShape,
+    fused_gate_up: CudaFunction,
+    down_combine: CudaFunction,
+}
+
+/// What one timed pass launches.
+#[derive(Clone, Copy, PartialEq)]
+enum Pass {
+    /// gate_up and down alone.
+    Matmul,
+    /// act_round, gate_up, act_round, down, combine.
+    Full,
+    /// act_round, gate_up_fused, down_combine.
+    Fused,
 }
 
 /// The `.version` line of the PTX file named by `HMOE_CUDA_PTX_FALLBACK`, if any.
@@ -74,12 +94,14 @@ fn define(defines: &[&str], name: &str) -> u32 {
 }
 
 impl GpuExperts {
-    /// Runs the expert kernels of one batch (`act_round` of x, `gate_up`, `act_round` of
-    /// the SwiGLU products, `down`, `combine`) `reps` times on weights uploaded once to a
-    /// scratch buffer (the slot arena is untouched), then gate_up and down alone `reps`
-    /// times. Returns the `[n_tokens][hidden]` output of the last full pass (to check it)
-    /// and the mean GPU milliseconds of both kinds of pass.
-    /// `variant`: NVRTC defines of a variant module for gate_up/down (empty: the
+    /// Runs the expert kernels of one batch on weights uploaded once to a scratch buffer
+    /// (the slot arena is untouched): gate_up and down alone, the full unfused pass
+    /// (`act_round` of x, `gate_up`, `act_round` of the SwiGLU products, `down`,
+    /// `combine`) and, for a decode batch (items of at most 8 tokens), the fused pass
+    /// (`act_round` of x, `gate_up_fused`, `down_combine`), `reps` times each. Returns the
+    /// `[n_tokens][hidden]` outputs of one unfused and one fused pass on the uploaded x
+    /// (to check them) and the mean GPU milliseconds of each kind of pass.
+    /// `variant`: NVRTC defines of a variant module for the expert kernels (empty: the
     /// backend's own kernels).
     pub fn time_expert_kernels(
         &mut self,
@@ -113,10 +135,23 @@ impl GpuExperts {
                         .get(&t)
                         .ok_or(CudaError::UnsupportedType(t.ggml()))
                 };
+                let g = |m: &HashMap<KernelType, CudaFunction>, t: KernelType| {
+                    m.get(&t)
+                        .cloned()
+                        .ok_or(CudaError::UnsupportedType(t.ggml()))
+                };
+                let f = self.fused_fns(layout)?;
                 VariantFns {
                     gate_up: k(layout.gate_up)?.gate_up.clone(),
                     down: k(layout.down)?.down.clone(),
                     rows_per_warp: (1, 1),
+                    tiled: (
+                        g(&self.gemm.gate_up, layout.gate_up)?,
+                        g(&self.gemm.down, layout.down)?,
+                    ),
+                    shape: GemmShape::DEFAULT,
+                    fused_gate_up: f.gate_up.clone(),
+                    down_combine: f.down_combine.clone(),
                 }
             }
             v => {
@@ -126,8 +161,20 @@ impl GpuExperts {
                     gate_up: f(format!("gate_up_{}", layout.gate_up.suffix()))?,
                     down: f(format!("down_{}", layout.down.suffix()))?,
                     rows_per_warp: (define(v, "RPW_GU"), define(v, "RPW_DN")),
+                    tiled: (
+                        f(format!("gemm_gate_up_{}", layout.gate_up.suffix()))?,
+                        f(format!("gemm_down_{}", layout.down.suffix()))?,
+                    ),
+                    shape: GemmShape::of(v),
+                    fused_gate_up: f(super::fused::gate_up_name(layout))?,
+                    down_combine: f(format!("down_combine_{}", layout.down.suffix()))?,
                 }
             }
+        };
+        let ffns = FusedFns {
+            gate_up: &fns.fused_gate_up,
+            down_combine: &fns.down_combine,
+            rows_per_warp: fns.rows_per_warp.0,
         };
         // Experts 256-byte aligned, gate/up/down back to back, as in the arena's slots;
         // `copies` copies of the batch, used in turn, so that no pass finds its weights
@@ -167,6 +214,8 @@ impl GpuExperts {
             bl = Some(l);
         }
         let bl = bl.ok_or_else(|| CudaError::InvalidBatch("kernel timing: no batch".into()))?;
+        let max_tokens = items.iter().map(|it| it.rows.len()).max().unwrap_or(0);
+        let tiled = GemmPass::new((&fns.tiled.0, &fns.tiled.1), fns.shape, max_tokens);
         let xb = n_tokens * hidden * 4;
         self.x_dev.ensure(xb, "layer input")?;
         self.out_dev.ensure(xb, "layer output")?;
@@ -181,12 +230,17 @@ impl GpuExperts {
             cu::memcpy_htod_sync(self.meta_dev.ptr, &tables[..])
                 .map_err(drv("cuMemcpyHtoD(index tables)"))?;
         }
-        // A full pass, or (full = false) gate_up and down alone: the difference is the
-        // cost of the small kernels (act_round twice, combine) and their launches.
-        let pass = |me: &Self, k: usize, full: bool| -> Result<()> {
+        let fused = fits(&bl);
+        if fused {
+            self.fused.ensure_counters(bl.n_items, layout.ffn)?;
+        }
+        // A full pass, gate_up and down alone (the difference is the cost of the small
+        // kernels, act_round twice and combine, and their launches), or the fused pass.
+        let pass = |me: &Self, k: usize, kind: Pass| -> Result<()> {
             let m = me.meta_dev.ptr + (k % copies * stride) as u64;
-            if full {
-                // Rounding x again each pass is idempotent up to an ulp of d: timing only.
+            if kind != Pass::Matmul {
+                // Rounding x again each pass is idempotent up to an ulp of d: timing only
+                // (the outputs compared come from passes on freshly uploaded x).
                 me.round_acts(layout.gate_up, me.x_dev.ptr, n_tokens, hidden)?;
             }
             let (it, rw, wt) = (
@@ -195,14 +249,19 @@ impl GpuExperts {
                 m + bl.weights as u64,
             );
             let n_items = bl.n_items as u32;
+            if kind == Pass::Fused {
+                me.launch_gate_up_fused(layout, &ffns, (it, rw, n_items))?;
+                return me.launch_down_combine(layout, &ffns, m, &bl);
+            }
             me.launch_pass(
                 layout,
                 (&fns.gate_up, &fns.down),
                 fns.rows_per_warp,
                 (it, rw, wt, n_items),
-                full.then_some((0, bl.n_pairs)),
+                (kind == Pass::Full).then_some((0, bl.n_pairs)),
+                tiled.as_ref(),
             )?;
-            if full {
+            if kind == Pass::Full {
                 me.launch_combine(
                     m + bl.tok_start as u64,
                     m + bl.tok_pairs as u64,
@@ -212,15 +271,41 @@ impl GpuExperts {
             }
             Ok(())
         };
+        // The outputs to check: one pass of each kind on x as uploaded.
+        let once = |me: &Self, kind: Pass| -> Result<Vec<f32>> {
+            // SAFETY: x_dev holds n_tokens × hidden floats (ensured above).
+            unsafe { cu::memcpy_htod_sync(me.x_dev.ptr, x) }.map_err(drv("cuMemcpyHtoD(x)"))?;
+            pass(me, 0, kind)?;
+            let mut out = vec![0f32; n_tokens * hidden];
+            // SAFETY: out_dev holds n_tokens × hidden floats; the sync copy waits for
+            // the pass (the null stream synchronises with the compute stream).
+            me.compute
+                .synchronize()
+                .map_err(drv("cuStreamSynchronize(kernel timing)"))?;
+            unsafe { cu::memcpy_dtoh_sync(&mut out, me.out_dev.ptr) }
+                .map_err(drv("cuMemcpyDtoH(kernel timing output)"))?;
+            Ok(out)
+        };
+        let out = once(self, Pass::Full)?;
+        let fused_out = if fused {
+            once(self, Pass::Fused)?
+        } else {
+            Vec::new()
+        };
         let reps = reps.clamp(1, MAX_REPS);
-        let mut ms = [0f32; 2];
-        for (i, full) in [false, true].into_iter().enumerate() {
-            pass(self, 0, full)?; // warm-up (and instruction cache)
+        let mut ms = [0f32; 3];
+        let kinds: &[Pass] = if fused {
+            &[Pass::Matmul, Pass::Full, Pass::Fused]
+        } else {
+            &[Pass::Matmul, Pass::Full]
+        };
+        for (i, &kind) in kinds.iter().enumerate() {
+            pass(self, 0, kind)?; // warm-up (and instruction cache)
             self.t[0]
                 .record(&self.compute)
                 .map_err(drv("cuEventRecord"))?;
             for k in 1..=reps {
-                pass(self, k, full)?;
+                pass(self, k, kind)?;
             }
             self.t[1]
                 .record(&self.compute)
@@ -233,15 +318,13 @@ impl GpuExperts {
                 .map_err(drv("cuEventElapsedTime"))?
                 / reps as f32;
         }
-        let mut out = vec![0f32; n_tokens * hidden];
-        // SAFETY: out_dev holds n_tokens × hidden floats written by the last combine.
-        unsafe { cu::memcpy_dtoh_sync(&mut out, self.out_dev.ptr) }
-            .map_err(drv("cuMemcpyDtoH(kernel timing output)"))?;
         drop(w);
         Ok(KernelTiming {
             out,
             pass_ms: ms[1],
             matmul_ms: ms[0],
+            fused_out,
+            fused_ms: ms[2],
         })
     }
 
@@ -260,20 +343,36 @@ impl GpuExperts {
         reps: usize,
     ) -> Result<(Vec<f32>, f32)> {
         let (wd, xd, yd, n) = self.linear_buffers(t, w, rows, cols, x)?;
-        let f = match variant {
-            [] => self
-                .dense_fns
-                .linear
-                .get(&t)
-                .ok_or(CudaError::UnsupportedType(t.ggml()))?
-                .clone(),
+        let (f, tiled, shape) = match variant {
+            [] => (
+                self.dense_fns
+                    .linear
+                    .get(&t)
+                    .ok_or(CudaError::UnsupportedType(t.ggml()))?
+                    .clone(),
+                self.gemm
+                    .linear
+                    .get(&t)
+                    .ok_or(CudaError::UnsupportedType(t.ggml()))?
+                    .clone(),
+                GemmShape::DEFAULT,
+            ),
             v => {
-                let name = format!("linear_{}", t.suffix());
-                self.variant_module(v)?
-                    .load_function(&name)
-                    .map_err(drv(name))?
+                let m = self.variant_module(v)?;
+                let load = |name: String| m.load_function(&name).map_err(drv(name));
+                (
+                    load(format!("linear_{}", t.suffix()))?,
+                    load(format!("gemm_linear_{}", t.suffix()))?,
+                    GemmShape::of(v),
+                )
             }
         };
+        let fns = LinearFns {
+            rows: &f,
+            tiled: &tiled,
+            shape,
+        };
+        let (r32, c32, n32) = (rows as u32, cols as u32, n as u32);
         // Copies of the matrix used in turn (see L2_DEFEAT_BYTES); the first is `wd`.
         let copies = L2_DEFEAT_BYTES.div_ceil(w.len()).clamp(1, MAX_COPIES);
         let mut extra = Vec::new();
@@ -289,12 +388,12 @@ impl GpuExperts {
             c => extra[c - 1].ptr,
         };
         let reps = reps.clamp(1, MAX_REPS);
-        self.launch_linear_fn(&f, wd.ptr, xd.ptr, yd.ptr, rows, cols, n)?;
+        launch_linear_on(&self.compute, &fns, wd.ptr, xd.ptr, yd.ptr, r32, c32, n32)?;
         self.t[0]
             .record(&self.compute)
             .map_err(drv("cuEventRecord"))?;
         for k in 1..=reps {
-            self.launch_linear_fn(&f, wk(k), xd.ptr, yd.ptr, rows, cols, n)?;
+            launch_linear_on(&self.compute, &fns, wk(k), xd.ptr, yd.ptr, r32, c32, n32)?;
         }
         self.t[1]
             .record(&self.compute)

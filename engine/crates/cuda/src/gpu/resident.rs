@@ -20,6 +20,7 @@
 use super::attend::{launch_split, launch_tiled, AttendCall, TiledFn};
 use super::dense_graphs::{GraphCache, GraphKey};
 use super::dense_profile::DenseProfile;
+use super::gemm::{launch_linear_on, GemmShape, LinearFns};
 use super::{compile, context, drv, info, is_oom, DeviceBuf, Pinned, ASSUME_FREE_ENV};
 use crate::api::DeviceAddend;
 use crate::attend_tiled::{use_tiled, ATTEND_TILE_STAGES};
@@ -38,10 +39,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Token rows per weight pass of `linear_*` (`TT` in kernels.cu).
-const TOKEN_TILE: u32 = 8;
-/// Threads per block of the element-wise kernels (`rope_neox`, `kv_write`).
-const ELEM_THREADS: u32 = 128;
 /// Threads per block of `add_to`.
 const ADD_THREADS: u32 = 256;
 /// Token rows the buffers are sized for at start-up (grown once for larger calls).
@@ -116,9 +113,11 @@ struct Kv {
 
 struct Fns {
     linear: HashMap<KernelType, CudaFunction>,
+    /// The tiled `gemm_linear_*` (gemm.cu) for calls of many tokens.
+    tiled_linear: HashMap<KernelType, CudaFunction>,
     rms_norm: CudaFunction,
-    rope: CudaFunction,
-    kv_write: CudaFunction,
+    add_rms_norm: CudaFunction,
+    qk_rope_kv: CudaFunction,
     attend_split: CudaFunction,
     attend_combine: CudaFunction,
     add_to: CudaFunction,
@@ -231,15 +230,17 @@ impl GpuDense {
                 .load_function(name)
                 .map_err(drv(format!("kernel `{name}`")))
         };
-        let mut linear = HashMap::new();
+        let (mut linear, mut tiled_linear) = (HashMap::new(), HashMap::new());
         for t in KernelType::ALL {
             linear.insert(t, f(&format!("linear_{}", t.suffix()))?);
+            tiled_linear.insert(t, f(&format!("gemm_linear_{}", t.suffix()))?);
         }
         let fns = Fns {
             linear,
+            tiled_linear,
             rms_norm: f("rms_norm")?,
-            rope: f("rope_neox")?,
-            kv_write: f("kv_write")?,
+            add_rms_norm: f("add_rms_norm")?,
+            qk_rope_kv: f("qk_norm_rope_kv")?,
             attend_split: f("attend_split")?,
             attend_combine: f("attend_combine")?,
             add_to: f("add_to")?,
@@ -629,7 +630,7 @@ impl GpuDense {
         let k = q + 4 * nn * qd;
         let v = k + 4 * nn * kvd;
         let attn = v + 4 * nn * kvd;
-        let (n32, h32, hd) = (n as u32, s.hidden as u32, s.head_dim as u32);
+        let (n32, h32) = (n as u32, s.hidden as u32);
         let mut m = |name: &'static str| match prof.as_mut() {
             Some(p) => p.mark(&self.stream, name),
             None => Ok(()),
@@ -643,22 +644,14 @@ impl GpuDense {
         m("wk")?;
         self.linear(&l.wv, hn, v, n32)?;
         m("wv")?;
-        let (nh, nkv) = (s.n_heads as u32, s.n_kv_heads as u32);
-        self.rms_norm(q, l.q_norm.ptr, q, n32 * nh, hd)?;
-        self.rms_norm(k, l.k_norm.ptr, k, n32 * nkv, hd)?;
-        m("qk_norm")?;
-        self.rope(q, pos, n32, nh)?;
-        self.rope(k, pos, n32, nkv)?;
-        m("rope")?;
-        self.kv_write(k, v, kc, vc, pos, n32)?;
-        m("kv_write")?;
+        self.qk_rope_kv(l, (q, k, v), (kc, vc, pos), n32)?;
+        m("qk_norm+rope+kv_write")?;
         let plan = base + io.plan as u64;
         self.attend(q, kc, vc, pos, attn, n32, plan, grid_splits as u32)?;
         m("attention")?;
         self.linear(&l.wo, attn, hn, n32)?;
         m("wo")?;
-        self.add_to(x, hn, nn * s.hidden as u64)?;
-        self.rms_norm(x, l.ffn_norm.ptr, hn, n32, h32)?;
+        self.add_rms_norm(x, hn, l.ffn_norm.ptr, hn, n32, h32)?;
         m("residual+norm")?;
         self.linear(&l.router, hn, base + io.router as u64, n32)?;
         m("router")?;
@@ -723,31 +716,14 @@ impl GpuDense {
     }
 
     fn linear(&self, m: &Mat, x: u64, y: u64, n: u32) -> Result<()> {
-        let f = self
-            .fns
-            .linear
-            .get(&m.t)
-            .ok_or(CudaError::UnsupportedType(m.t.ggml()))?;
-        let cfg = LaunchConfig {
-            grid_dim: (m.rows.div_ceil(WARPS_PER_BLOCK), n.div_ceil(TOKEN_TILE), 1),
-            block_dim: (32 * WARPS_PER_BLOCK, 1, 1),
-            shared_mem_bytes: 0,
+        let missing = || CudaError::UnsupportedType(m.t.ggml());
+        let fns = LinearFns {
+            rows: self.fns.linear.get(&m.t).ok_or_else(missing)?,
+            tiled: self.fns.tiled_linear.get(&m.t).ok_or_else(missing)?,
+            shape: GemmShape::DEFAULT,
         };
-        // SAFETY: matches linear_*(const u8*, const float*, float*, u32 rows, u32 cols,
-        // u32 n); x holds n × cols floats, y n × rows.
-        unsafe {
-            self.stream
-                .launch_builder(f)
-                .arg(&m.buf.ptr)
-                .arg(&x)
-                .arg(&y)
-                .arg(&m.rows)
-                .arg(&m.cols)
-                .arg(&n)
-                .launch(cfg)
-        }
-        .map(|_| ())
-        .map_err(|e| drv(format!("launch linear_{}", m.t.suffix()))(e))
+        // x holds n × cols floats, y n × rows (the layer's buffers).
+        launch_linear_on(&self.stream, &fns, m.buf.ptr, x, y, m.rows, m.cols, n)
     }
 
     fn rms_norm(&self, x: u64, w: u64, y: u64, rows: u32, cols: u32) -> Result<()> {
@@ -781,52 +757,82 @@ impl GpuDense {
         .map_err(drv("launch rms_norm"))
     }
 
-    fn rope(&self, x: u64, pos: u64, n: u32, heads: u32) -> Result<()> {
-        let hd = self.shape.head_dim as u32;
-        let total = n * heads * (hd / 2);
+    /// `x += y`, then `out = RMSNorm(x) · w` (`add_rms_norm`: the residual add fused in
+    /// front of the pre-MoE norm).
+    fn add_rms_norm(&self, x: u64, y: u64, w: u64, out: u64, rows: u32, cols: u32) -> Result<()> {
+        if !cols.is_multiple_of(4) || !(x | y | w | out).is_multiple_of(16) {
+            return Err(CudaError::InvalidBatch(format!(
+                "residual add and RMSNorm of rows of {cols} values: needs 16-byte rows"
+            )));
+        }
         let cfg = LaunchConfig {
-            grid_dim: (total.div_ceil(ELEM_THREADS), 1, 1),
-            block_dim: (ELEM_THREADS, 1, 1),
+            grid_dim: (rows.div_ceil(WARPS_PER_BLOCK), 1, 1),
+            block_dim: (32 * WARPS_PER_BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
-        // SAFETY: matches rope_neox(float*, const u32*, const float*, u32, u32, u32).
+        let eps = self.shape.rms_eps;
+        // SAFETY: matches add_rms_norm(float*, const float*, const float*, float*, u32, u32,
+        // float); x, y and out hold rows × cols floats.
         unsafe {
             self.stream
-                .launch_builder(&self.fns.rope)
+                .launch_builder(&self.fns.add_rms_norm)
                 .arg(&x)
-                .arg(&pos)
-                .arg(&self.inv_freq.ptr)
-                .arg(&n)
-                .arg(&heads)
-                .arg(&hd)
+                .arg(&y)
+                .arg(&w)
+                .arg(&out)
+                .arg(&rows)
+                .arg(&cols)
+                .arg(&eps)
                 .launch(cfg)
         }
         .map(|_| ())
-        .map_err(drv("launch rope_neox"))
+        .map_err(drv("launch add_rms_norm"))
     }
 
-    fn kv_write(&self, k: u64, v: u64, kc: u64, vc: u64, pos: u64, n: u32) -> Result<()> {
-        let kvw = self.shape.kv_dim() as u32;
+    /// QK-norm and RoPE of every query and key head in place, and the new keys and values
+    /// into their caches (`qk_norm_rope_kv`: one launch for what took five).
+    #[allow(clippy::too_many_arguments)]
+    fn qk_rope_kv(
+        &self,
+        l: &Layer,
+        (q, k, v): (u64, u64, u64),
+        (kc, vc, pos): (u64, u64, u64),
+        n: u32,
+    ) -> Result<()> {
+        let s = &self.shape;
+        let (nh, nkv, hd) = (s.n_heads as u32, s.n_kv_heads as u32, s.head_dim as u32);
+        let warps = n * (nh + 2 * nkv);
         let cfg = LaunchConfig {
-            grid_dim: (kvw.div_ceil(ELEM_THREADS), n, 1),
-            block_dim: (ELEM_THREADS, 1, 1),
+            grid_dim: (warps.div_ceil(WARPS_PER_BLOCK), 1, 1),
+            block_dim: (32 * WARPS_PER_BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
-        // SAFETY: matches kv_write(const float*, const float*, const u64*, const u64*,
-        // const u32*, u32); every kc/vc row address + pos < cap lies inside its cache.
+        let eps = s.rms_eps;
+        // SAFETY: matches qk_norm_rope_kv(float*, float*, float*, const float*, const float*,
+        // const u32*, const float*, const u64*, const u64*, u32, u32, u32, u32, float); q, k,
+        // v hold n rows of heads; every kc/vc row address + pos < cap lies inside its cache;
+        // head_dim is a power of two in 32..=256 (DenseShape::validate).
         unsafe {
             self.stream
-                .launch_builder(&self.fns.kv_write)
+                .launch_builder(&self.fns.qk_rope_kv)
+                .arg(&q)
                 .arg(&k)
                 .arg(&v)
+                .arg(&l.q_norm.ptr)
+                .arg(&l.k_norm.ptr)
+                .arg(&pos)
+                .arg(&self.inv_freq.ptr)
                 .arg(&kc)
                 .arg(&vc)
-                .arg(&pos)
-                .arg(&kvw)
+                .arg(&n)
+                .arg(&nh)
+                .arg(&nkv)
+                .arg(&hd)
+                .arg(&eps)
                 .launch(cfg)
         }
         .map(|_| ())
-        .map_err(drv("launch kv_write"))
+        .map_err(drv("launch qk_norm_rope_kv"))
     }
 
     /// The attention of every row: the tiled kernel for calls of at least

@@ -22,6 +22,7 @@
 #include "../../src/kernels.cu"
 #include "../../src/dense.cu"
 #include "../../src/attend.cu"
+#include "../../src/gemm.cu"
 #include "../../src/attend_tiled.cu"
 #include <cstdio>
 
@@ -50,9 +51,15 @@ int main(int argc, char** argv) {
         auto x = rdv<float>((size_t)n * cols);
         out.assign((size_t)n * rows, -7.0f);
         LinearFn f[] = {linear_f32, linear_f16, linear_bf16, linear_q8_0, linear_q4_k, linear_q5_k, linear_q6_k};
+        LinearFn g[] = {gemm_linear_f32, gemm_linear_f16, gemm_linear_bf16, gemm_linear_q8_0, gemm_linear_q4_k, gemm_linear_q5_k, gemm_linear_q6_k};
         if (ty > 6) return 2;
-        emu_launch(EmuDim{(rows + WARPS - 1) / WARPS, (n + TT - 1) / TT, 1}, EmuDim{32 * WARPS, 1, 1},
-                   [&] { f[ty](w.data(), x.data(), out.data(), rows, cols, n); });
+        // GEMM_MIN_TOKENS or more tokens: the tiled kernel, as src/gpu/gemm.rs launches it.
+        if (n >= GEMM_MIN_TOKENS)
+            emu_launch(EmuDim{(rows + GEMM_BM - 1) / GEMM_BM, (n + GEMM_BN - 1) / GEMM_BN, 1}, EmuDim{256, 1, 1},
+                       [&] { g[ty](w.data(), x.data(), out.data(), rows, cols, n); });
+        else
+            emu_launch(EmuDim{(rows + WARPS - 1) / WARPS, (n + TT - 1) / TT, 1}, EmuDim{32 * WARPS, 1, 1},
+                       [&] { f[ty](w.data(), x.data(), out.data(), rows, cols, n); });
         break;
     }
     case 1: {

@@ -1,9 +1,9 @@
 // Runs CUDA kernels written for src/kernels.cu on the host: every CUDA thread of a block
 // is a host thread; warp shuffles go through a per-warp exchange with a 32-thread barrier.
-// Only what the kernels use is emulated (shared memory as function-local statics, see
-// SHARED; the block barrier as emu_syncthreads).
+// Only what the kernels use is emulated; blocks run one after another, in grid order.
 #pragma once
 #define HMOE_EMU 1
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstdint>
@@ -32,6 +32,7 @@ struct EmuWarp {
     float v[2][32];
 };
 thread_local EmuWarp* emu_warp = nullptr;
+thread_local std::barrier<>* emu_block = nullptr;  // the block's threads (__syncthreads)
 thread_local u32 emu_phase = 0;
 
 static inline float emu_shfl_xor(float v, int m) {
@@ -85,6 +86,13 @@ static inline void cp_async16(void* s, const void* g) {
 static inline void cp_commit() {}
 template <int N> static inline void cp_wait() {}
 #define SYNCWARP() emu_warp->bar.arrive_and_wait()
+#define SYNCTHREADS() emu_block->arrive_and_wait()
+// Blocks run one at a time, so the fused pass's "last block to arrive" is always the
+// block of its counter's highest index; the fence and the atomic keep the CUDA code's
+// shape (and order the host threads).
+#define THREADFENCE() std::atomic_thread_fence(std::memory_order_seq_cst)
+#define ATOMIC_ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_SEQ_CST)
+#define LD_CG(p) (*(p))
 #define NO_UNROLL
 
 static inline u32 ld16(const u8* p) { emu_align(p, 2); u16 v; std::memcpy(&v, p, 2); return v; }
@@ -101,14 +109,9 @@ static inline void ldf4(const float* p, float* o) { emu_align(p, 16); std::memcp
 #define FSHR(lo, hi, s) emu_fshr((lo), (hi), (s))
 // expf comes from <math.h> (via <cmath>).
 
-// The block barrier (__syncthreads): every thread of the block, the same barrier that
-// emu_launch uses between blocks (so a kernel must reach it uniformly, as on the device).
-thread_local std::barrier<>* emu_block_bar = nullptr;
-static inline void emu_syncthreads() { emu_block_bar->arrive_and_wait(); }
-
 // Launches `f` over grid x block (block.x must be a multiple of 32): block.x host threads
-// walk the blocks together, with a barrier between blocks (kernels.cu has no inter-warp
-// communication, so this ordering only makes the warp exchanges reusable).
+// walk the blocks together, with a barrier between blocks (which also makes the warp
+// exchanges reusable); the same barrier is the blocks' __syncthreads.
 template <class F> void emu_launch(EmuDim grid, EmuDim block, F f) {
     gridDim = grid;
     blockDim = block;
@@ -120,14 +123,15 @@ template <class F> void emu_launch(EmuDim grid, EmuDim block, F f) {
         th.emplace_back([&, t] {
             threadIdx = EmuDim{t, 0, 0};
             emu_warp = warps[t / 32].get();
+            emu_block = &all;
             emu_phase = 0;
-            emu_block_bar = &all;
-            for (u32 by = 0; by < grid.y; ++by)
-                for (u32 bx = 0; bx < grid.x; ++bx) {
-                    blockIdx = EmuDim{bx, by, 0};
-                    f();
-                    all.arrive_and_wait();
-                }
+            for (u32 bz = 0; bz < (grid.z ? grid.z : 1); ++bz)
+                for (u32 by = 0; by < grid.y; ++by)
+                    for (u32 bx = 0; bx < grid.x; ++bx) {
+                        blockIdx = EmuDim{bx, by, bz};
+                        f();
+                        all.arrive_and_wait();
+                    }
         });
     for (auto& x : th) x.join();
 }

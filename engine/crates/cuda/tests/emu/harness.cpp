@@ -6,6 +6,8 @@
 // n_items, n_pairs; f32 x[n_tokens * hidden].
 #include "emu.h"
 #include "../../src/kernels.cu"
+#include "../../src/gemm.cu"
+#include <algorithm>
 #include <cstdio>
 
 static u32 rd32(FILE* f) { u32 v = 0; if (fread(&v, 4, 1, f) != 1) { fprintf(stderr, "short input\n"); exit(2); } return v; }
@@ -49,11 +51,25 @@ int main(int argc, char** argv) {
     const u32 gu_rows = WARPS * RPW_GU, dn_rows = WARPS * RPW_DN;  // per block, as src/gpu.rs
     emu_launch(EmuDim{(ffn + gu_rows - 1) / gu_rows, n_items, 1}, EmuDim{32 * WARPS, 1, 1},
                [&] { gu[tgu](items, rows, x.data(), act.data(), hidden, ffn); });
+    // The tiled kernels (gemm.cu) take the items of GEMM_MIN_TOKENS tokens or more, as
+    // src/gpu.rs launch_pass does: launched only when some item has that many.
+    u32 max_n = 0;
+    for (u32 i = 0; i < n_items; ++i) max_n = std::max(max_n, (u32)(items[4 * i + 3] >> 32));
+    const u32 chunks = (max_n + GEMM_BN - 1) / GEMM_BN;
+    const bool tiled = max_n >= GEMM_MIN_TOKENS;
+    GateUpFn ggu[] = {gemm_gate_up_f32, gemm_gate_up_f16, gemm_gate_up_bf16, gemm_gate_up_q8_0, gemm_gate_up_q4_k, gemm_gate_up_q5_k, gemm_gate_up_q6_k};
+    DownFn gdn[] = {gemm_down_f32, gemm_down_f16, gemm_down_bf16, gemm_down_q8_0, gemm_down_q4_k, gemm_down_q5_k, gemm_down_q6_k};
+    if (tiled)
+        emu_launch(EmuDim{(ffn + GEMM_BM / 2 - 1) / (GEMM_BM / 2), n_items, chunks}, EmuDim{256, 1, 1},
+                   [&] { ggu[tgu](items, rows, x.data(), act.data(), hidden, ffn); });
     if (fmt[tdn])
         emu_launch(EmuDim{ffn / blk[tdn], n_pairs, 1}, EmuDim{32, 1, 1},
                    [&] { act_round(act.data(), ffn, fmt[tdn]); });
     emu_launch(EmuDim{(hidden + dn_rows - 1) / dn_rows, n_items, 1}, EmuDim{32 * WARPS, 1, 1},
                [&] { dn[tdn](items, wts, act.data(), y.data(), hidden, ffn); });
+    if (tiled)
+        emu_launch(EmuDim{(hidden + GEMM_BM - 1) / GEMM_BM, n_items, chunks}, EmuDim{256, 1, 1},
+                   [&] { gdn[tdn](items, wts, act.data(), y.data(), hidden, ffn); });
     emu_launch(EmuDim{(hidden + 127) / 128, n_tokens, 1}, EmuDim{128, 1, 1},
                [&] { combine(ts, tp, y.data(), out.data(), hidden); });
     FILE* o = fopen(argv[2], "wb");

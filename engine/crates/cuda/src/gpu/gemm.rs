@@ -1,0 +1,317 @@
+//! Launches of the tiled GEMM kernels (`gemm.cu`): the items of an expert pass that serve
+//! many tokens (prefill), and `linear` calls of many tokens. The row kernels
+//! (`kernels.cu`, `dense.cu`) re-read a row's weights for every 8 tokens; a tile of
+//! 128 weight rows × 64 tokens dequantises them once into shared memory for all 64.
+//!
+//! Which kernel runs: an item of at least [`GEMM_MIN_TOKENS`] tokens is taken by the tiled
+//! kernels (gate_up/down skip it on the device), a linear call by token count. Why 16:
+//! the row kernels' cost grows by one weight pass per 8 tokens (measured ~90 µs for 8
+//! experts × 8 tokens on an H200, latency-bound), a tiled chunk costs about the same
+//! whatever its 1..64 tokens (~160 µs for 8 experts at 64 tokens if the FMAs run at half
+//! of the fp32 peak); the two meet at ~15 tokens. The device sweep tries 8 and 32.
+
+use super::{drv, GpuExperts};
+use crate::dtype::{ExpertLayout, KernelType};
+use crate::error::{CudaError, Result};
+use crate::WARPS_PER_BLOCK;
+use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
+use std::collections::HashMap;
+
+/// Tokens from which an expert item or a linear call takes the tiled kernels: the default
+/// of `GEMM_MIN_TOKENS` in kernels.cu (tested below; see the module docs for the value).
+pub const GEMM_MIN_TOKENS: usize = 16;
+/// Weight rows per tile (`GEMM_BM` in gemm.cu); a gate_up tile covers half as many outputs
+/// (gate and up rows of each).
+const TILE_ROWS: u32 = 128;
+/// Default tokens per thread (`GEMM_TN`): a tile holds 16 × that many tokens.
+const TOKENS_PER_THREAD: u32 = 4;
+/// Threads per block of the tiled kernels (16 × 16).
+const GEMM_THREADS: u32 = 256;
+/// Token rows per weight pass of the row kernel `linear_*` (`TT` in kernels.cu).
+const ROW_KERNEL_TOKENS: u32 = 8;
+
+/// The threshold and tile width a module was compiled with (the defaults, or a variant's
+/// `-DGEMM_MIN_TOKENS=` / `-DGEMM_TN=`): the launches must follow them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GemmShape {
+    /// Items / calls of at least this many tokens go to the tiled kernels.
+    pub(crate) min_tokens: usize,
+    /// Tokens per tile.
+    pub(crate) tile_tokens: u32,
+}
+
+impl GemmShape {
+    /// The production module's shape.
+    pub(crate) const DEFAULT: Self = Self {
+        min_tokens: GEMM_MIN_TOKENS,
+        tile_tokens: 16 * TOKENS_PER_THREAD,
+    };
+
+    /// The shape of a module compiled with `-D<define>` for each of `defines`.
+    pub(crate) fn of(defines: &[&str]) -> Self {
+        let get = |name: &str| {
+            defines
+                .iter()
+                .filter_map(|d| {
+                    d.strip_prefix(name)?
+                        .strip_prefix('=')?
+                        .parse::<usize>()
+                        .ok()
+                })
+                .next()
+        };
+        Self {
+            min_tokens: get("GEMM_MIN_TOKENS").unwrap_or(GEMM_MIN_TOKENS),
+            tile_tokens: 16 * get("GEMM_TN").map_or(TOKENS_PER_THREAD, |v| v as u32),
+        }
+    }
+}
+
+/// The module's tiled kernels by weight type.
+pub(super) struct GemmKernels {
+    pub(super) gate_up: HashMap<KernelType, CudaFunction>,
+    pub(super) down: HashMap<KernelType, CudaFunction>,
+    pub(super) linear: HashMap<KernelType, CudaFunction>,
+}
+
+impl GemmKernels {
+    pub(super) fn load(f: &dyn Fn(&str) -> Result<CudaFunction>) -> Result<Self> {
+        let (mut gate_up, mut down, mut linear) = (HashMap::new(), HashMap::new(), HashMap::new());
+        for t in KernelType::ALL {
+            let s = t.suffix();
+            gate_up.insert(t, f(&format!("gemm_gate_up_{s}"))?);
+            down.insert(t, f(&format!("gemm_down_{s}"))?);
+            linear.insert(t, f(&format!("gemm_linear_{s}"))?);
+        }
+        Ok(Self {
+            gate_up,
+            down,
+            linear,
+        })
+    }
+
+    /// The tiled half of a pass of layout `l` whose largest item serves `max_tokens`
+    /// tokens (`None` when no item reaches the threshold: a decode pass launches nothing
+    /// more).
+    pub(super) fn pass(&self, l: &ExpertLayout, max_tokens: usize) -> Result<Option<GemmPass<'_>>> {
+        let gate_up = self
+            .gate_up
+            .get(&l.gate_up)
+            .ok_or(CudaError::UnsupportedType(l.gate_up.ggml()))?;
+        let down = self
+            .down
+            .get(&l.down)
+            .ok_or(CudaError::UnsupportedType(l.down.ggml()))?;
+        Ok(GemmPass::new(
+            (gate_up, down),
+            GemmShape::DEFAULT,
+            max_tokens,
+        ))
+    }
+
+    /// The module's linear functions for weights of type `t`.
+    pub(super) fn linear<'a>(
+        &'a self,
+        rows: &'a CudaFunction,
+        t: KernelType,
+    ) -> Result<LinearFns<'a>> {
+        Ok(LinearFns {
+            rows,
+            tiled: self
+                .linear
+                .get(&t)
+                .ok_or(CudaError::UnsupportedType(t.ggml()))?,
+            shape: GemmShape::DEFAULT,
+        })
+    }
+}
+
+/// The tiled kernels of one expert pass (the module's or a variant's), the shape they were
+/// compiled with, and the pass's largest item.
+pub(super) struct GemmPass<'a> {
+    gate_up: &'a CudaFunction,
+    down: &'a CudaFunction,
+    shape: GemmShape,
+    max_tokens: usize,
+}
+
+impl<'a> GemmPass<'a> {
+    /// `None` when no item of the pass has `shape.min_tokens` tokens.
+    pub(super) fn new(
+        (gate_up, down): (&'a CudaFunction, &'a CudaFunction),
+        shape: GemmShape,
+        max_tokens: usize,
+    ) -> Option<Self> {
+        (max_tokens >= shape.min_tokens).then_some(Self {
+            gate_up,
+            down,
+            shape,
+            max_tokens,
+        })
+    }
+
+    /// Grid over `n_items` items: row tiles of `tile_out` outputs, token chunks of the
+    /// largest item (blocks of smaller items past their end leave at once).
+    fn cfg(&self, outputs: usize, tile_out: u32, n_items: u32) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (
+                (outputs as u32).div_ceil(tile_out),
+                n_items,
+                (self.max_tokens as u32).div_ceil(self.shape.tile_tokens),
+            ),
+            block_dim: (GEMM_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+}
+
+impl GpuExperts {
+    /// `gemm_gate_up_*` over the `n` items at `items` (the pass's x and act buffers).
+    pub(super) fn launch_gemm_gate_up(
+        &self,
+        p: &GemmPass<'_>,
+        l: &ExpertLayout,
+        (items, rows, n): (u64, u64, u32),
+    ) -> Result<()> {
+        let (x, act, hidden, ffn) = (
+            self.x_dev.ptr,
+            self.act_dev.ptr,
+            l.hidden as u32,
+            l.ffn as u32,
+        );
+        // SAFETY: matches gemm_gate_up_*(const u64*, const u32*, const float*, float*, u32,
+        // u32), the argument list of gate_up_*; buffers sized for this batch by the caller.
+        unsafe {
+            self.compute
+                .launch_builder(p.gate_up)
+                .arg(&items)
+                .arg(&rows)
+                .arg(&x)
+                .arg(&act)
+                .arg(&hidden)
+                .arg(&ffn)
+                .launch(p.cfg(l.ffn, TILE_ROWS / 2, n))
+        }
+        .map(|_| ())
+        .map_err(|e| drv(format!("launch gemm_gate_up ({})", l.gate_up.suffix()))(e))
+    }
+
+    /// `gemm_down_*` over the `n` items at `items` (the pass's act and y buffers).
+    pub(super) fn launch_gemm_down(
+        &self,
+        p: &GemmPass<'_>,
+        l: &ExpertLayout,
+        (items, wts, n): (u64, u64, u32),
+    ) -> Result<()> {
+        let (act, y, hidden, ffn) = (
+            self.act_dev.ptr,
+            self.y_dev.ptr,
+            l.hidden as u32,
+            l.ffn as u32,
+        );
+        // SAFETY: matches gemm_down_*(const u64*, const float*, const float*, float*, u32,
+        // u32), the argument list of down_*; buffers sized for this batch by the caller.
+        unsafe {
+            self.compute
+                .launch_builder(p.down)
+                .arg(&items)
+                .arg(&wts)
+                .arg(&act)
+                .arg(&y)
+                .arg(&hidden)
+                .arg(&ffn)
+                .launch(p.cfg(l.hidden, TILE_ROWS, n))
+        }
+        .map(|_| ())
+        .map_err(|e| drv(format!("launch gemm_down ({})", l.down.suffix()))(e))
+    }
+}
+
+/// A linear call's two kernels (row walk, tiled) and the tiled one's shape.
+pub(super) struct LinearFns<'a> {
+    pub(super) rows: &'a CudaFunction,
+    pub(super) tiled: &'a CudaFunction,
+    pub(super) shape: GemmShape,
+}
+
+/// `y[t] = W · x[t]` (`rows × cols` weights at `w`, `n` tokens) on `stream`: the tiled
+/// kernel for `n >= shape.min_tokens`, else the row kernel (one warp per row, 8 tokens
+/// per block row). The one launcher of both the GPU dense path and the checks.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn launch_linear_on(
+    stream: &CudaStream,
+    f: &LinearFns<'_>,
+    w: u64,
+    x: u64,
+    y: u64,
+    rows: u32,
+    cols: u32,
+    n: u32,
+) -> Result<()> {
+    let (func, cfg) = if n as usize >= f.shape.min_tokens {
+        let grid = (rows.div_ceil(TILE_ROWS), n.div_ceil(f.shape.tile_tokens), 1);
+        (f.tiled, (grid, GEMM_THREADS))
+    } else {
+        let grid = (
+            rows.div_ceil(WARPS_PER_BLOCK),
+            n.div_ceil(ROW_KERNEL_TOKENS),
+            1,
+        );
+        (f.rows, (grid, 32 * WARPS_PER_BLOCK))
+    };
+    let cfg = LaunchConfig {
+        grid_dim: cfg.0,
+        block_dim: (cfg.1, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: linear_* and gemm_linear_* both take (const u8* w, const float* x, float* y,
+    // u32 rows, u32 cols, u32 n); the caller's buffers hold rows × cols weights, n × cols
+    // inputs and n × rows outputs.
+    unsafe {
+        stream
+            .launch_builder(func)
+            .arg(&w)
+            .arg(&x)
+            .arg(&y)
+            .arg(&rows)
+            .arg(&cols)
+            .arg(&n)
+            .launch(cfg)
+    }
+    .map(|_| ())
+    .map_err(|e| drv(format!("launch linear ({rows}x{cols}, {n} tokens)"))(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::KERNEL_SOURCE;
+
+    /// The default of `#define <name> <v>` in the kernel source.
+    fn source_default(name: &str) -> Option<usize> {
+        let key = format!("#define {name} ");
+        KERNEL_SOURCE.lines().find_map(|l| {
+            l.strip_prefix(&key)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+    }
+
+    #[test]
+    fn launch_constants_follow_the_kernel_source() {
+        assert_eq!(source_default("GEMM_MIN_TOKENS"), Some(GEMM_MIN_TOKENS));
+        assert_eq!(source_default("GEMM_TN"), Some(TOKENS_PER_THREAD as usize));
+        assert_eq!(source_default("GEMM_BM"), Some(TILE_ROWS as usize));
+        assert_eq!(source_default("TT"), Some(ROW_KERNEL_TOKENS as usize));
+    }
+
+    #[test]
+    fn variant_defines_set_the_shape() {
+        assert_eq!(GemmShape::of(&[]), GemmShape::DEFAULT);
+        let s = GemmShape::of(&["GEMM_TN=2", "GEMM_MIN_TOKENS=1000000", "U_ONE=2"]);
+        assert_eq!((s.min_tokens, s.tile_tokens), (1_000_000, 32));
+        assert_eq!(GemmShape::of(&["GEMM_MIN_TOKENSX=3"]), GemmShape::DEFAULT);
+    }
+}
