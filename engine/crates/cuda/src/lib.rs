@@ -74,8 +74,8 @@ pub const DENSE_PROFILE_ENV: &str = "HMOE_DENSE_PROFILE";
 /// instead of replaying captured CUDA graphs.
 pub const GRAPHS_ENV: &str = "HMOE_CUDA_GRAPHS";
 
-/// The kernel source (expert kernels, the fused and dense-path kernels, the split and the
-/// tiled attention, the tiled GEMM kernels), compiled by NVRTC at start-up.
+/// The kernel source (expert kernels, the dense-path kernels, the split and the tiled
+/// attention, the tiled GEMM kernels), compiled by NVRTC at start-up.
 pub const KERNEL_SOURCE: &str = concat!(
     include_str!("kernels.cu"),
     "\n",

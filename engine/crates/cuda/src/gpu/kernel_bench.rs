@@ -9,8 +9,8 @@
 //! defines (`U_ONE=8`, `MIN_BLOCKS=3`, ...; see kernels.cu), so one device run compares
 //! tuning choices. Variant modules are compiled once per context and define set.
 
-use super::gemm::{launch_linear_on, GemmPass, GemmShape, LinearFns};
 use super::fused::{fits, FusedFns};
+use super::gemm::{launch_linear_on, GemmPass, GemmShape, LinearFns};
 use super::{drv, DeviceBuf, GpuExperts};
 use crate::api::{GpuItem, KernelTiming};
 use crate::batch::{pack, BatchItem};

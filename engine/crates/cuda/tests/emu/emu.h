@@ -1,6 +1,8 @@
 // Runs CUDA kernels written for src/kernels.cu on the host: every CUDA thread of a block
 // is a host thread; warp shuffles go through a per-warp exchange with a 32-thread barrier.
-// Only what the kernels use is emulated; blocks run one after another, in grid order.
+// Only what the kernels use is emulated; blocks run one after another, in grid order
+// (shared memory as function-local statics, see SHARED; the block barrier as
+// SYNCTHREADS / emu_syncthreads).
 #pragma once
 #define HMOE_EMU 1
 #include <atomic>
@@ -109,6 +111,11 @@ static inline void ldf4(const float* p, float* o) { emu_align(p, 16); std::memcp
 #define FSHR(lo, hi, s) emu_fshr((lo), (hi), (s))
 // expf comes from <math.h> (via <cmath>).
 
+// The block barrier (__syncthreads): every thread of the block, the same barrier that
+// emu_launch uses between blocks (so a kernel must reach it uniformly, as on the device).
+thread_local std::barrier<>* emu_block_bar = nullptr;
+static inline void emu_syncthreads() { emu_block_bar->arrive_and_wait(); }
+
 // Launches `f` over grid x block (block.x must be a multiple of 32): block.x host threads
 // walk the blocks together, with a barrier between blocks (which also makes the warp
 // exchanges reusable); the same barrier is the blocks' __syncthreads.
@@ -125,6 +132,7 @@ template <class F> void emu_launch(EmuDim grid, EmuDim block, F f) {
             emu_warp = warps[t / 32].get();
             emu_block = &all;
             emu_phase = 0;
+            emu_block_bar = &all;
             for (u32 bz = 0; bz < (grid.z ? grid.z : 1); ++bz)
                 for (u32 by = 0; by < grid.y; ++by)
                     for (u32 bx = 0; bx < grid.x; ++bx) {
