@@ -1,6 +1,7 @@
 // Tiled ("flash-attention") causal GQA attention for prefill calls of the device-resident
-// dense path (GpuDense), appended after attend.cu (uses kernels.cu's ldf4, cp_async16,
-// cp_commit, cp_wait, SHFL_XOR, AS_FLOAT, DEV, KERNEL). docs/notes/cuda-kernels.md, "Tiled prefill attention".
+// dense path (GpuDense), appended after the other kernels (uses kernels.cu's ldf4,
+// cp_async16, cp_commit, cp_wait, SYNCTHREADS, SHFL_XOR, AS_FLOAT, DEV, KERNEL);
+// docs/notes/cuda-kernels.md, "Tiled prefill attention".
 //
 // attend_split gives every (row, head) its own warps, each reading its K/V rows from L2:
 // a 512-row prefill reads the sequence's cache 512 x 32 times, and every score is a
@@ -30,14 +31,12 @@
 #endif
 
 #ifdef HMOE_EMU
-#define ATT_SYNC() emu_syncthreads()
 #define ATT_BOUNDS
 DEV void att_st4(float* p, const float* v) {
     emu_align(p, 16);
     std::memcpy(p, v, 16);
 }
 #else
-#define ATT_SYNC() __syncthreads()
 // 2 CTAs per SM (the shared memory allows two at head_dim 128): at most 128 registers.
 #define ATT_BOUNDS __launch_bounds__(ATT_THREADS, 2)
 DEV void att_st4(float* p, const float* v) { *(float4*)p = make_float4(v[0], v[1], v[2], v[3]); }
@@ -156,7 +155,7 @@ DEV void attend_tiled_d(const float* q, const u64* kc, const u64* vc, const u32*
                 att_load_kv<D>(ks, vs, kp, vp, kb, vis, kvw);
                 cp_wait<0>();
             }
-            ATT_SYNC();  // every thread's copies (and the segment's q) are visible
+            SYNCTHREADS();  // every thread's copies (and the segment's q) are visible
             // Scores S = Q K^T (q already scaled).
             float s[4][2];
             for (int a = 0; a < 4; ++a) s[a][0] = s[a][1] = 0.0f;
@@ -170,7 +169,7 @@ DEV void attend_tiled_d(const float* q, const u64* kc, const u64* vc, const u32*
             }
             for (int a = 0; a < 4; ++a)
                 for (int c = 0; c < 2; ++c) ps[(ty + 16 * a) * L::PST + tx + 16 * c] = s[a][c];
-            ATT_SYNC();
+            SYNCTHREADS();
             // Online softmax of vector si over this block; masked positions get p = 0.
             {
                 float x[8];
@@ -199,7 +198,7 @@ DEV void attend_tiled_d(const float* q, const u64* kc, const u64* vc, const u32*
                 att_st4(pr + 4, x + 4);
                 if (sub == 0) cs[si] = corr;
             }
-            ATT_SYNC();
+            SYNCTHREADS();
             // O = O * corr + P V.
             for (int a = 0; a < 4; ++a) {
                 float c = cs[ty + 16 * a];
@@ -217,10 +216,10 @@ DEV void attend_tiled_d(const float* q, const u64* kc, const u64* vc, const u32*
                             for (int k = 0; k < 4; ++k) o[a][b][k] += pa[a][jj] * vv[b][k];
                 }
             }
-            ATT_SYNC();  // this stage's K, V and P are refilled later
+            SYNCTHREADS();  // this stage's K, V and P are refilled later
         }
         if (sub == 0) ls[si] = l;
-        ATT_SYNC();
+        SYNCTHREADS();
         for (int a = 0; a < 4; ++a) {
             u32 i = ty + 16 * a, v = v0 + i;
             if (v < sv || v >= ev) continue;
@@ -233,7 +232,7 @@ DEV void attend_tiled_d(const float* q, const u64* kc, const u64* vc, const u32*
                 att_st4(dst + 64 * b, y);
             }
         }
-        ATT_SYNC();  // ls and qs are rewritten by the next segment
+        SYNCTHREADS();  // ls and qs are rewritten by the next segment
         sv = ev;
     }
 }
