@@ -62,9 +62,10 @@ pub struct SweepRow {
     /// Prefill seconds in MoE layers, and of those the CPU and GPU shares' times
     /// (model routing only; zeros otherwise).
     pub prefill_moe_s: [f64; 3],
-    /// Prefill seconds in the dense device's calls (0 with the dense path on the CPU) and
-    /// in the scheduler (model routing only): with `prefill_moe_s`, where prefill goes.
-    pub prefill_dense_sched_s: [f64; 2],
+    /// Prefill seconds in the dense device's calls (0 with the dense path on the CPU), in
+    /// the MoE blocks (routing, placement and the layers) and in the scheduler (model
+    /// routing only): with `prefill_moe_s`, where prefill goes.
+    pub prefill_dense_block_sched_s: [f64; 3],
     /// Routed experts found resident in decode.
     pub hit_rate: f64,
     /// Share of routed experts run on the GPU in decode.
@@ -182,15 +183,20 @@ fn run_one(
     let warmup = opts.warmup;
     let mut rx = engine.subscribe_telemetry();
     let (prefill_s, decode_s, sched_s, device_s, prefill_split) = engine.with_model(
-        move |model, moe| -> Result<(f64, f64, f64, f64, [f64; 2])> {
+        move |model, moe| -> Result<(f64, f64, f64, f64, [f64; 3])> {
             let prompt = bench_prompt(prompt_len, vocab_size);
             let mut cache = model.new_cache(prompt_len + warmup + gen + 1);
-            let (dense0, sched0) = (model.device_dense_seconds(), moe.summary().sched_seconds);
+            let (dense0, block0, sched0) = (
+                model.device_dense_seconds(),
+                model.moe_block_seconds(),
+                moe.summary().sched_seconds,
+            );
             let t0 = Instant::now();
             let last = prefill(model, moe, &mut cache, &prompt)?;
             let prefill_s = t0.elapsed().as_secs_f64();
             let prefill_split = [
                 model.device_dense_seconds() - dense0,
+                model.moe_block_seconds() - block0,
                 moe.summary().sched_seconds - sched0,
             ];
             moe.set_routing_replay(replay);
@@ -265,7 +271,7 @@ fn run_one(
         },
         decode_tok_s: gen as f64 / decode_s,
         prefill_moe_s: if replaying { [0.0; 3] } else { prefill_moe },
-        prefill_dense_sched_s: if replaying { [0.0; 2] } else { prefill_split },
+        prefill_dense_block_sched_s: if replaying { [0.0; 3] } else { prefill_split },
         hit_rate: hits as f64 / routed.max(1) as f64,
         gpu_share: on_gpu as f64 / routed.max(1) as f64,
         pcie_gb_s: bytes as f64 / decode_s / 1e9,
@@ -283,7 +289,7 @@ fn run_one(
 
 /// Prints rows as a Markdown table.
 pub fn print_table(rows: &[SweepRow]) {
-    println!("| routing | policy | budget | slots | prefetch | prefill tok/s | prefill MoE s (CPU/GPU) | prefill dense/sched s | decode tok/s | hit rate | GPU share | PCIe GB/s | layer err | step err | MoE ms/tok | MoE CPU ms | MoE GPU ms | dense ms/tok | dense GPU calls ms | sched us/token | sched share |");
+    println!("| routing | policy | budget | slots | prefetch | prefill tok/s | prefill MoE s (CPU/GPU) | prefill dense/MoE-block/sched s | decode tok/s | hit rate | GPU share | PCIe GB/s | layer err | step err | MoE ms/tok | MoE CPU ms | MoE GPU ms | dense ms/tok | dense GPU calls ms | sched us/token | sched share |");
     println!(
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
@@ -295,7 +301,7 @@ pub fn print_table(rows: &[SweepRow]) {
 /// One row of [`print_table`].
 pub fn row_line(r: &SweepRow) -> String {
     format!(
-        "| {} | {} | {} | {} | {} | {:.1} | {:.2} ({:.2}/{:.2}) | {:.2}/{:.2} | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.2}% |",
+        "| {} | {} | {} | {} | {} | {:.1} | {:.2} ({:.2}/{:.2}) | {:.2}/{:.2}/{:.2} | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.2}% |",
         r.routing,
         r.policy,
         r.budget_bytes.map_or("all".into(), |b| if b >= 1 << 30 {
@@ -309,8 +315,9 @@ pub fn row_line(r: &SweepRow) -> String {
         r.prefill_moe_s[0],
         r.prefill_moe_s[1],
         r.prefill_moe_s[2],
-        r.prefill_dense_sched_s[0],
-        r.prefill_dense_sched_s[1],
+        r.prefill_dense_block_sched_s[0],
+        r.prefill_dense_block_sched_s[1],
+        r.prefill_dense_block_sched_s[2],
         r.decode_tok_s,
         r.hit_rate * 100.0,
         r.gpu_share * 100.0,

@@ -47,6 +47,8 @@ pub struct Qwen3Moe {
     dense: DenseExec,
     /// Host time spent in the dense device's calls (attention blocks and head), ns.
     device_dense_ns: std::sync::atomic::AtomicU64,
+    /// Host time spent in MoE blocks (routing, placement, execution), ns.
+    moe_block_ns: std::sync::atomic::AtomicU64,
 }
 
 impl Qwen3Moe {
@@ -70,6 +72,7 @@ impl Qwen3Moe {
             pool,
             dense: DenseExec::Cpu,
             device_dense_ns: Default::default(),
+            moe_block_ns: Default::default(),
         })
     }
 
@@ -79,6 +82,12 @@ impl Qwen3Moe {
         self.device_dense_ns
             .load(std::sync::atomic::Ordering::Relaxed) as f64
             / 1e9
+    }
+
+    /// Seconds spent so far in MoE blocks, routing and placement included: against the
+    /// MoE layers' measured times, what the host adds around them.
+    pub fn moe_block_seconds(&self) -> f64 {
+        self.moe_block_ns.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9
     }
 
     /// Adds `t` to [`Qwen3Moe::device_dense_seconds`].
@@ -209,6 +218,26 @@ impl Qwen3Moe {
     /// may stay on the device instead: it is returned, for the dense path's next call.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn moe_block(
+        &self,
+        li: usize,
+        moe: &mut MoeDispatch,
+        hn: &[f32],
+        router_logits: &[f32],
+        next_logits: Option<&[f32]>,
+        defer: bool,
+        x: &mut [f32],
+    ) -> Result<Option<DeviceAddend>> {
+        let t = std::time::Instant::now();
+        let r = self.moe_block_inner(li, moe, hn, router_logits, next_logits, defer, x);
+        self.moe_block_ns.fetch_add(
+            t.elapsed().as_nanos() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn moe_block_inner(
         &self,
         li: usize,
         moe: &mut MoeDispatch,
