@@ -52,9 +52,16 @@ pub fn route(logits: &[f32], n_experts: usize, top_k: usize, renormalise: bool) 
         softmax(&mut probs);
         order.clear();
         order.extend(0..n_experts);
-        // Stable on ties (lower index first), like torch.topk on CPU in practice.
-        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
-        let chosen = &order[..top_k];
+        // Best first, ties to the lower index (like torch.topk on CPU in practice). A strict
+        // total order, so selecting the top k and sorting only them gives what sorting all
+        // would: a full sort per row made routing 4 ms of every 512-row prefill layer.
+        let better = |a: &usize, b: &usize| probs[*b].total_cmp(&probs[*a]).then(a.cmp(b));
+        let k = top_k.min(n_experts);
+        if k > 0 && k < n_experts {
+            order.select_nth_unstable_by(k - 1, better);
+        }
+        order[..k].sort_by(better);
+        let chosen = &order[..k];
         let sum: f32 = chosen.iter().map(|&e| probs[e]).sum();
         for &e in chosen {
             ids.push(e as u16);
@@ -104,6 +111,33 @@ mod tests {
         assert!((r.weights[0] - e / (e + 1.0)).abs() < 1e-6);
         let raw = route(&logits, 4, 2, false);
         assert!(raw.weights.iter().sum::<f32>() < 1.0);
+    }
+
+    /// The top-k selection equals a full stable sort's first k, ties included.
+    #[test]
+    fn selection_matches_a_full_sort() {
+        let mut seed = 7u64;
+        for case in 0..200 {
+            let n = 1 + case % 130;
+            let logits: Vec<f32> = (0..n)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    // Few distinct values: many ties.
+                    ((seed >> 40) % 5) as f32 * 0.5
+                })
+                .collect();
+            for k in [1, 2, 8].into_iter().filter(|&k| k <= n) {
+                let r = route(&logits, n, k, true);
+                let mut probs = logits.clone();
+                softmax(&mut probs);
+                let mut order: Vec<usize> = (0..n).collect();
+                order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+                let want: Vec<u16> = order[..k].iter().map(|&e| e as u16).collect();
+                assert_eq!(r.ids, want, "n {n} k {k}");
+            }
+        }
     }
 
     #[test]

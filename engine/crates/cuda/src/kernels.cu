@@ -475,7 +475,7 @@ NO_UNROLL
 // launch_pass (gpu.rs) launches beside these whenever a pass has such an item; gate_up and
 // down skip them. Rust's GEMM_MIN_TOKENS (gpu/gemm.rs) must match (tested).
 #ifndef GEMM_MIN_TOKENS
-#define GEMM_MIN_TOKENS 16
+#define GEMM_MIN_TOKENS 32
 #endif
 
 // Warp sums of V values at once (V a power of two): each halving step exchanges half of

@@ -4,11 +4,15 @@
 //! 128 weight rows × 64 tokens dequantises them once into shared memory for all 64.
 //!
 //! Which kernel runs: an item of at least [`GEMM_MIN_TOKENS`] tokens is taken by the tiled
-//! kernels (gate_up/down skip it on the device), a linear call by token count. Why 16:
-//! the row kernels' cost grows by one weight pass per 8 tokens (measured ~90 µs for 8
-//! experts × 8 tokens on an H200, latency-bound), a tiled chunk costs about the same
-//! whatever its 1..64 tokens (~160 µs for 8 experts at 64 tokens if the FMAs run at half
-//! of the fp32 peak); the two meet at ~15 tokens. The device sweep tries 8 and 32.
+//! kernels (gate_up/down skip it on the device); a linear call of at least
+//! [`LINEAR_MIN_TOKENS`] tokens on a matrix of at least [`LINEAR_MIN_ROWS`] rows. Measured
+//! on an H200 (`hmoe-cuda-check gemm`, 2026-11-27): the row kernels' cost grows by one
+//! weight pass per 8 tokens while a tiled chunk costs the same for 1..64 tokens; 8 q4_k_m
+//! experts take 148.5 / 279.7 µs (rows, at 16 / 32 tokens) against 274.7 / 276.5 tiled
+//! (the crossover is ~32 tokens), a q4_k 4096 × 2048 linear 68.6 µs at 32 tokens against
+//! 181.9 tiled (~85 tokens). A matrix of few rows gives the tiled grid few CTAs (128 rows
+//! per tile): in the 512-token prefill layer the 512-row wk/wv took 186 µs tiled against
+//! ~140 with the row kernel, the 128-row router 172 against ~40.
 
 use super::{drv, GpuExperts};
 use crate::dtype::{ExpertLayout, KernelType};
@@ -19,7 +23,11 @@ use std::collections::HashMap;
 
 /// Tokens from which an expert item or a linear call takes the tiled kernels: the default
 /// of `GEMM_MIN_TOKENS` in kernels.cu (tested below; see the module docs for the value).
-pub const GEMM_MIN_TOKENS: usize = 16;
+pub const GEMM_MIN_TOKENS: usize = 32;
+/// Tokens from which a linear call may take the tiled kernel (see the module docs).
+pub const LINEAR_MIN_TOKENS: u32 = 96;
+/// Weight rows from which a linear call may take the tiled kernel (see the module docs).
+pub const LINEAR_MIN_ROWS: u32 = 1024;
 /// Weight rows per tile (`GEMM_BM` in gemm.cu); a gate_up tile covers half as many outputs
 /// (gate and up rows of each).
 const TILE_ROWS: u32 = 128;
@@ -34,8 +42,11 @@ const ROW_KERNEL_TOKENS: u32 = 8;
 /// `-DGEMM_MIN_TOKENS=` / `-DGEMM_TN=`): the launches must follow them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct GemmShape {
-    /// Items / calls of at least this many tokens go to the tiled kernels.
+    /// Items of at least this many tokens go to the tiled kernels.
     pub(crate) min_tokens: usize,
+    /// Linear calls of at least this many tokens (on a matrix of [`LINEAR_MIN_ROWS`] rows
+    /// or more) go to the tiled kernel; a variant's `GEMM_MIN_TOKENS` sets both.
+    pub(crate) linear_min_tokens: usize,
     /// Tokens per tile.
     pub(crate) tile_tokens: u32,
 }
@@ -44,6 +55,7 @@ impl GemmShape {
     /// The production module's shape.
     pub(crate) const DEFAULT: Self = Self {
         min_tokens: GEMM_MIN_TOKENS,
+        linear_min_tokens: LINEAR_MIN_TOKENS as usize,
         tile_tokens: 16 * TOKENS_PER_THREAD,
     };
 
@@ -60,8 +72,10 @@ impl GemmShape {
                 })
                 .next()
         };
+        let min = get("GEMM_MIN_TOKENS");
         Self {
-            min_tokens: get("GEMM_MIN_TOKENS").unwrap_or(GEMM_MIN_TOKENS),
+            min_tokens: min.unwrap_or(GEMM_MIN_TOKENS),
+            linear_min_tokens: min.unwrap_or(LINEAR_MIN_TOKENS as usize),
             tile_tokens: 16 * get("GEMM_TN").map_or(TOKENS_PER_THREAD, |v| v as u32),
         }
     }
@@ -235,7 +249,7 @@ pub(super) struct LinearFns<'a> {
 }
 
 /// `y[t] = W · x[t]` (`rows × cols` weights at `w`, `n` tokens) on `stream`: the tiled
-/// kernel for `n >= shape.min_tokens`, else the row kernel (one warp per row, 8 tokens
+/// kernel for many tokens on a matrix of many rows (module docs), else the row kernel (one warp per row, 8 tokens
 /// per block row). The one launcher of both the GPU dense path and the checks.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn launch_linear_on(
@@ -248,7 +262,8 @@ pub(super) fn launch_linear_on(
     cols: u32,
     n: u32,
 ) -> Result<()> {
-    let (func, cfg) = if n as usize >= f.shape.min_tokens {
+    let tiled = n as usize >= f.shape.linear_min_tokens && rows >= LINEAR_MIN_ROWS;
+    let (func, cfg) = if tiled {
         let grid = (rows.div_ceil(TILE_ROWS), n.div_ceil(f.shape.tile_tokens), 1);
         (f.tiled, (grid, GEMM_THREADS))
     } else {
