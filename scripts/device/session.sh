@@ -71,6 +71,8 @@ for s in $stages; do
     final-q4) stage final-q4 130 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT" q4_k_m model 64 1024 8GiB,16GiB,all cpu-only,static,lru,value 32 ;;
     final-replay) stage final-replay 80 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT" q4_k_m replay 64 16 8GiB,16GiB cpu-only,static,lru,value 64 ;;
     final-q8) stage final-q8 110 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT" q8_0 model 64 1024 16GiB cpu-only,static,value 32 ;;
+    final-q4full) stage final-q4full 240 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT" q4_k_m model 64 1024 8GiB,16GiB,24GiB,all cpu-only,static,lru,mrs,value 32 ;;
+    final-q8full) stage final-q8full 300 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT" q8_0 model 64 1024 8GiB,16GiB,24GiB,all cpu-only,static,value 32 ;;
     final-q8b) stage final-q8b 110 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT" q8_0 model 64 1024 8GiB,24GiB,all static,value 32 ;;
     q4k) stage q4k 240 bash scripts/device/q4k-variants.sh .devbin/cpu-bench .devbin/hmoe-quant-tests ;;
     serve-cpu) stage serve-cpu 120 bash scripts/device/serve-bench.sh "$hmoe" "$work" "$OUT" "$work/qwen3-30b-a3b-q4_k_m-l4.gguf" --device cpu --threads 16 ;;

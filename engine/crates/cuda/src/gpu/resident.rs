@@ -468,7 +468,14 @@ impl GpuDense {
         let max_visible = pos.iter().max().map_or(1, |&p| p as usize + 1);
         let (chunk, n_splits) = attention_split(n, self.shape.n_heads, max_visible);
         let grid_splits = grid_split_count(n_splits);
-        let part = 4 * n * self.shape.n_heads * grid_splits * (self.shape.head_dim + 2);
+        // The split kernel's partial softmax states (a tiled call needs none: ~68 MB at
+        // 1024 rows that it would not use).
+        let tiled = self.fns.attend_tiled.is_some() && use_tiled(n, self.shape.head_dim);
+        let part = if tiled {
+            0
+        } else {
+            4 * n * self.shape.n_heads * grid_splits * (self.shape.head_dim + 2)
+        };
         if self.part.len < part {
             self.graphs.invalidate();
             self.part = alloc(&self.ctx, part, "attention partials")?;
