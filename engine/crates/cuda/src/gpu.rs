@@ -6,7 +6,8 @@
 //! - a copy into slot `s` runs on the copy stream after the release event of the last
 //!   layer whose kernels read the slot's previous expert, and records `ready[s]`;
 //! - the compute stream uploads x and the index tables, runs the hits' kernels after
-//!   waiting on their `ready` events only, then the fetched items' kernels after theirs,
+//!   waiting on their `ready` events only (none for a slot whose copy was already seen
+//!   complete), then the fetched items' kernels after theirs,
 //!   records one release event (from a ring of [`RELEASE_RING`]) after its expert
 //!   kernels, noted for every slot it read, combines and downloads the output.
 
@@ -233,6 +234,10 @@ pub struct GpuExperts {
     n_slots: usize,
     table: SlotTable,
     ready: Vec<CudaEvent>,
+    /// Per slot: its last copy is known to have landed (its `ready` event was seen
+    /// complete), so the compute stream need not wait on it: a decode layer of hits
+    /// otherwise issues one stream wait per expert, each a driver call on the hot path.
+    landed: Vec<bool>,
     /// Release events, one recorded per layer after its expert kernels (a ring: one event
     /// per slot cost an event record per expert per layer).
     release_ring: Vec<CudaEvent>,
@@ -457,6 +462,7 @@ impl GpuExperts {
             arena: out.alloc,
             n_slots,
             table: SlotTable::new(n_slots),
+            landed: vec![false; n_slots],
             ready,
             release_ring,
             release_next: 0,
@@ -614,6 +620,7 @@ impl GpuExperts {
         self.ready[s]
             .record(&self.copy)
             .map_err(drv("cuEventRecord(slot ready)"))?;
+        self.landed[s] = false;
         Ok(total as u64)
     }
 
@@ -879,8 +886,20 @@ impl GpuExperts {
                 continue;
             }
             for &i in &order[lo..hi] {
+                let s = actions[i].slot as usize;
+                if self.landed[s] {
+                    continue;
+                }
+                // A copy seen complete needs no wait, now or in later layers.
+                if self.ready[s]
+                    .try_is_complete()
+                    .map_err(drv("cuEventQuery(slot ready)"))?
+                {
+                    self.landed[s] = true;
+                    continue;
+                }
                 self.compute
-                    .wait(&self.ready[actions[i].slot as usize])
+                    .wait(&self.ready[s])
                     .map_err(drv("cuStreamWaitEvent(slot ready)"))?;
             }
             let group_items = items_p + (lo * ITEM_WORDS * 8) as u64;
