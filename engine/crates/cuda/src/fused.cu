@@ -46,12 +46,14 @@ DEV void arrive_and_round(const u64* items, float* act, u32 ffn, u32 fmt, u32* c
 // bf16 as each product is stored, Q8_0 / Q8_K per block by the last gate_up block to
 // finish it. Grid and items as gate_up. F is a template argument, one kernel per format:
 // a runtime switch between the formats made one kernel of several inlined gate_up
-// bodies, which spilled heavily at the 64-register cap.
+// bodies, which spilled 100-340 bytes at the 64-register cap (ptxas -v, sm_90).
 template <int T, int F>
 DEV void gate_up_fused(const u64* items, const u32* rows, const float* x, float* act,
                        u32 hidden, u32 ffn, u32* cnt) {
-    gate_up<T, F == ACT_BF16>(items, rows, x, act, hidden, ffn);
-    if (F == ACT_Q8_0 || F == ACT_Q8K) arrive_and_round(items, act, ffn, F, cnt);
+    // Q8_0 / Q8_K: no early exit in gate_up (see there); every warp reaches the arrival.
+    const bool blocks = F == ACT_Q8_0 || F == ACT_Q8K;
+    gate_up<T, F == ACT_BF16, !blocks>(items, rows, x, act, hidden, ffn);
+    if (blocks) arrive_and_round(items, act, ffn, F, cnt);
 }
 
 // out[t][i] = sum over token t's pairs (tok_pairs order: item order) of
@@ -60,7 +62,9 @@ DEV void gate_up_fused(const u64* items, const u32* rows, const float* x, float*
 // adds the same lanes in the same tree), the same product, then combine's sum from 0 in
 // the same order. tok_down[q]: the down matrix of pair tok_pairs[q]'s item. Grid (hidden,
 // n_tokens); warp w takes pair q0 + w of each round of WARPS pairs, thread 0 adds the
-// round's results in order.
+// round's results in order. A warp without a pair in the last round recomputes the
+// round's last pair (its result is not added): the dot under a warp-divergent branch
+// spilled at 64 registers.
 template <int T>
 DEV void down_combine(const u64* tok_down, const u32* tok_start, const u32* tok_pairs,
                       const float* wts, const float* act, float* out, u32 hidden, u32 ffn) {
@@ -70,8 +74,8 @@ DEV void down_combine(const u64* tok_down, const u32* tok_start, const u32* tok_
     u64 rb = row_bytes<T>(ffn);
     float s = 0.0f;  // thread 0's
     for (; q0 < q1; q0 += WARPS) {
-        u32 q = q0 + warp;
-        if (q < q1) {
+        u32 q = q0 + warp < q1 ? q0 + warp : q1 - 1;
+        {
             u32 p = tok_pairs[q];
             const u8* const w[1] = {(const u8*)tok_down[q] + i * rb};
             float acc[1][TT];
