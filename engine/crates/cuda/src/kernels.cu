@@ -603,9 +603,11 @@ KERNEL void act_round(float* a, u32 width, u32 fmt) {
 
 // act[pair][j] = silu(gate_j . x[row]) * (up_j . x[row]) for every pair of the item.
 // BF16: each product is rounded to bf16 as it is stored (the fused pass; the element-wise
-// rounding act_round would do afterwards). EXIT: a warp past the last row leaves at once;
-// without it (the fused pass, whose code after gate_up made that early exit cost 16-36
-// bytes of spills at 64 registers) it recomputes the last row and stores nothing.
+// rounding act_round would do afterwards). EXIT: a warp past the last row leaves at once,
+// and so does a block whose item the tiled kernels take; without it (the fused pass,
+// whose code after gate_up made those early exits cost 16-36 bytes of spills at 64
+// registers, and whose items, of at most 8 tokens, are never tiled) a warp past the end
+// recomputes the last row and stores nothing.
 template <int T, bool BF16 = false, bool EXIT = true>
 DEV void gate_up(const u64* items, const u32* rows, const float* x, float* act, u32 hidden,
                  u32 ffn) {
@@ -613,7 +615,7 @@ DEV void gate_up(const u64* items, const u32* rows, const float* x, float* act, 
     if (EXIT && j0 >= ffn) return;  // whole warp leaves together: no shuffle is left half-done
     const u64* it = items + 4 * blockIdx.y;
     u32 pair0 = (u32)(it[3] & 0xffffffffu), n = (u32)(it[3] >> 32);
-    if (n >= GEMM_MIN_TOKENS) return;  // gemm.cu's tiled kernels take this item
+    if (EXIT && n >= GEMM_MIN_TOKENS) return;  // gemm.cu's tiled kernels take this item
     u64 rb = row_bytes<T>(hidden);
     const u8* w[2 * RPW_GU];
     for (int r = 0; r < RPW_GU; ++r) {
