@@ -8,8 +8,10 @@
 // k-chunk of 64 values of the 128 rows is dequantised ONCE into shared memory (by the same
 // Raw<T> decoders as the row kernels, so the weights are bit-identical) and reused by
 // every token of the tile; the chunk of the tile's activations sits beside it. Thread
-// (tx, ty) = (t % 16, t / 16) keeps an 8 x GEMM_TN register tile: rows 4 ty .. 4 ty + 3
+// (ty, tx) = (t % 16, t / 16) keeps an 8 x GEMM_TN register tile: rows 4 ty .. 4 ty + 3
 // and 64 + 4 ty .. 64 + 4 ty + 3, tokens GEMM_TN tx .. GEMM_TN tx + GEMM_TN - 1, f32 FMA.
+// A warp holds 2 token groups and all rows, so in a partial tile (an item's last chunk:
+// 6 tokens of a 70-token item) the warps past the last token skip the multiply.
 // Results differ from the row kernels only in the order of the f32 sums.
 //
 // Decode layout: a Raw<T> load of virtual lane 8 g + m covers the values 64 g + 4 m ..+3
@@ -37,12 +39,18 @@
 #ifndef GEMM_MIN_BLOCKS
 #define GEMM_MIN_BLOCKS 2
 #endif
-// 1: the next chunk's raw weights and activations are loaded into registers while the
-// tile multiplies (latency hidden within the block, at the cost of ~40 registers); 0: each
-// chunk loads after the previous one is multiplied (hidden by the other resident blocks).
+// Bit 1: the next chunk's raw weights, bit 2: its activations are loaded into registers
+// while the tile multiplies (latency hidden within the block, at the cost of up to 40 + 16
+// registers); a clear bit: that part of a chunk loads after the previous chunk is
+// multiplied (latency hidden by the other resident blocks). ptxas (sm_90) at 128
+// registers: 3 spills 20-230 bytes (q4_k least, q6_k most); 1 none for q4_k/q8_0 linear
+// and q4_k gate_up, 4-32 bytes for the other q4_k/q8_0 kernels, ~120 for q6_k; 2 and 0
+// none (8 bytes in two kernels). Weights come from HBM, activations mostly from L2.
 #ifndef GEMM_PREFETCH
 #define GEMM_PREFETCH 1
 #endif
+#define GEMM_PF_W ((GEMM_PREFETCH & 1) != 0)
+#define GEMM_PF_X ((GEMM_PREFETCH & 2) != 0)
 #if GEMM_MIN_BLOCKS > 0 && !defined(HMOE_EMU)
 #define GEMM_BOUNDS __launch_bounds__(256, GEMM_MIN_BLOCKS)
 #else
@@ -84,8 +92,8 @@ template <int N> DEV void lds(const float* p, float* o) {
 DEV u32 gsw(u32 k, u32 c) { return c ^ (((k >> 2) & 7u) << 2); }
 
 // Tile row of accumulator row i (0..7) of thread row ty, and tile token of column j.
-DEV u32 gemm_row(u32 i) { return (i < 4 ? 0u : 60u) + 4 * (threadIdx.x >> 4) + i; }
-DEV u32 gemm_tok(u32 j) { return GEMM_TN * (threadIdx.x & 15) + j; }
+DEV u32 gemm_row(u32 i) { return (i < 4 ? 0u : 60u) + 4 * (threadIdx.x & 15) + i; }
+DEV u32 gemm_tok(u32 j) { return GEMM_TN * (threadIdx.x >> 4) + j; }
 
 // acc[i][j] = sum over k < cols of W[gemm_row(i)][k] * X[gemm_tok(j)][k] for the tile's
 // rows (wrow(r): first byte of tile row r, r < GEMM_BM; rows past the matrix end must
@@ -107,20 +115,24 @@ DEV void gemm_tile(WRow wrow, XRow xrow, u32 cols, u32 nt, float (&acc)[8][GEMM_
     const u32 nk = (cols + GEMM_BK - 1) / GEMM_BK, xk = 4 * (tid & 15);
     Raw<T> raw[4];
     float xv[GEMM_TN][4];
-    auto load = [&](u32 kk) {
+    auto load_w = [&](u32 kk) {
         u32 s = kk >> 2, vl = 8 * (kk & 3) + m, e = run_off(s, vl);
         for (u32 i = 0; i < 4; ++i)
             raw[i].load(wrow(32 * i + 4 * warp + q) + (u64)s * Step<T>::B, vl, e + 4 <= cols,
                         e + 36 <= cols);
+    };
+    auto load_x = [&](u32 kk) {
         u32 k = GEMM_BK * kk + xk;
         for (u32 c = 0; c < GEMM_TN; ++c) {
             if (xp[c] && k + 4 <= cols) ldf4(xp[c] + k, xv[c]);
             else zero4(xv[c]);
         }
     };
-    if (GEMM_PREFETCH) load(0);
+    if (GEMM_PF_W) load_w(0);
+    if (GEMM_PF_X) load_x(0);
     for (u32 kk = 0; kk < nk; ++kk) {
-        if (!GEMM_PREFETCH) load(kk);
+        if (!GEMM_PF_W) load_w(kk);
+        if (!GEMM_PF_X) load_x(kk);
         u32 vl = 8 * (kk & 3) + m;
         for (u32 i = 0; i < 4; ++i) {
             float wa[4], wb[4];
@@ -136,8 +148,9 @@ DEV void gemm_tile(WRow wrow, XRow xrow, u32 cols, u32 nt, float (&acc)[8][GEMM_
             for (u32 k = 0; k < 4; ++k) xs[xk + k][col] = xv[c][k];
         }
         SYNCTHREADS();
-        if (GEMM_PREFETCH && kk + 1 < nk) load(kk + 1);  // in flight while the tile multiplies
-        const u32 r0 = 4 * (tid >> 4), t0 = GEMM_TN * (tid & 15);
+        if (GEMM_PF_W && kk + 1 < nk) load_w(kk + 1);  // in flight while the tile multiplies
+        if (GEMM_PF_X && kk + 1 < nk) load_x(kk + 1);
+        const u32 r0 = 4 * (tid & 15), t0 = GEMM_TN * (tid >> 4);
         // The chunk's 64 products are summed apart and then added to the total: one serial
         // chain of `cols` products would carry ~4x the rounding error of the row kernels'
         // per-lane sums and tree reduction, and an activation within that error of an
@@ -146,7 +159,8 @@ DEV void gemm_tile(WRow wrow, XRow xrow, u32 cols, u32 nt, float (&acc)[8][GEMM_
         for (u32 i = 0; i < 8; ++i)
             for (u32 j = 0; j < GEMM_TN; ++j) part[i][j] = 0.0f;
         // Groups of 4 k share a swizzle: one XOR per group, immediate offsets inside it.
-        for (u32 kb = 0; kb < GEMM_BK; kb += 4) {
+        // The warp's first token is 2 GEMM_TN warp: past nt, nothing to multiply.
+        for (u32 kb = 0; kb < (2 * GEMM_TN * warp < nt ? GEMM_BK : 0u); kb += 4) {
             u32 wo = gsw(kb, r0), xo = gsw(kb, t0);
             UNROLL
             for (u32 k = kb; k < kb + 4; ++k) {

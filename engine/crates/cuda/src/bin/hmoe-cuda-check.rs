@@ -3,7 +3,7 @@
 //!
 //!   hmoe-cuda-check [--out DIR] [--scratch DIR] [--quick]
 //!   hmoe-cuda-check ptx FILE        # write the NVRTC PTX (sm_90) for ptxas, no GPU needed
-//!   hmoe-cuda-check gemm [--out DIR] # only the tiled GEMM timings, checks and sweep
+//!   hmoe-cuda-check [--out DIR] gemm # only the tiled GEMM timings, checks and sweep
 //!   hmoe-cuda-check [--out DIR] attention  # only the attention kernels: tiled vs split, timings
 //!
 //! Checks: device info; each kernel type against the CPU reference on random experts with

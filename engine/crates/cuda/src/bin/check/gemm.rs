@@ -26,20 +26,19 @@ const ROWS_ONLY: &[&str] = &["GEMM_MIN_TOKENS=1000000"];
 const ALL_TILED: &[&str] = &["GEMM_MIN_TOKENS=1"];
 /// Tokens per expert of the crossover table (rows-only against all-tiled).
 const CROSSOVER_TOKENS: [usize; 6] = [4, 8, 12, 16, 24, 32];
-/// Tile knobs of the sweep (see gemm.cu): tokens per thread, blocks per SM the registers
-/// must fit, the register prefetch of the next chunk.
+/// Tile knobs of the sweep (see gemm.cu): the register prefetch of the next chunk (bit 1
+/// weights, bit 2 activations), tokens per thread, blocks per SM the registers must fit.
 const VARIANTS: &[(&str, &[&str])] = &[
-    ("default", &[]),
+    ("default (prefetch=1)", &[]),
+    ("prefetch=3", &["GEMM_PREFETCH=3"]),
+    ("prefetch=0", &["GEMM_PREFETCH=0"]),
+    ("prefetch=2", &["GEMM_PREFETCH=2"]),
     ("tn=2", &["GEMM_TN=2"]),
     ("min_blocks=1", &["GEMM_MIN_BLOCKS=1"]),
-    ("prefetch=0", &["GEMM_PREFETCH=0"]),
+    ("tn=2,prefetch=3", &["GEMM_TN=2", "GEMM_PREFETCH=3"]),
     (
         "prefetch=0,min_blocks=3",
         &["GEMM_PREFETCH=0", "GEMM_MIN_BLOCKS=3"],
-    ),
-    (
-        "tn=2,prefetch=0,min_blocks=3",
-        &["GEMM_TN=2", "GEMM_PREFETCH=0", "GEMM_MIN_BLOCKS=3"],
     ),
 ];
 /// Seconds the sweep may take (it stops before the next variant after that).
