@@ -46,8 +46,12 @@
 // registers: 3 spills 20-230 bytes (q4_k least, q6_k most); 1 none for q4_k/q8_0 linear
 // and q4_k gate_up, 4-32 bytes for the other q4_k/q8_0 kernels, ~120 for q6_k; 2 and 0
 // none (8 bytes in two kernels). Weights come from HBM, activations mostly from L2.
+// Default 0: on the H200 (hmoe-cuda-check gemm, two calls, 2026-11-27) prefetch=0 took
+// 716 / 724 / 283 us (8 q4_k_m / q8_0 experts x 256 tokens, q4_k linear x 512) against
+// 787 / 802 / 315 for prefetch=1: the other resident blocks hide the loads better than
+// the registers the prefetch costs.
 #ifndef GEMM_PREFETCH
-#define GEMM_PREFETCH 1
+#define GEMM_PREFETCH 0
 #endif
 #define GEMM_PF_W ((GEMM_PREFETCH & 1) != 0)
 #define GEMM_PF_X ((GEMM_PREFETCH & 2) != 0)

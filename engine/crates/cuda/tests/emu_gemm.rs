@@ -127,7 +127,7 @@ fn tiled_linear_knobs() {
     for defs in [
         &["GEMM_TN=2"][..],
         &["GEMM_TN=2", "GEMM_MIN_BLOCKS=0"],
-        &["GEMM_PREFETCH=0"],
+        &["GEMM_PREFETCH=1"],
         &["GEMM_PREFETCH=2"],
         &["GEMM_PREFETCH=3"],
         &["GEMM_TN=2", "GEMM_PREFETCH=3"],

@@ -29,9 +29,9 @@ const CROSSOVER_TOKENS: [usize; 6] = [4, 8, 12, 16, 24, 32];
 /// Tile knobs of the sweep (see gemm.cu): the register prefetch of the next chunk (bit 1
 /// weights, bit 2 activations), tokens per thread, blocks per SM the registers must fit.
 const VARIANTS: &[(&str, &[&str])] = &[
-    ("default (prefetch=1)", &[]),
+    ("default (prefetch=0)", &[]),
     ("prefetch=3", &["GEMM_PREFETCH=3"]),
-    ("prefetch=0", &["GEMM_PREFETCH=0"]),
+    ("prefetch=1", &["GEMM_PREFETCH=1"]),
     ("prefetch=2", &["GEMM_PREFETCH=2"]),
     ("tn=2", &["GEMM_TN=2"]),
     ("min_blocks=1", &["GEMM_MIN_BLOCKS=1"]),
