@@ -284,7 +284,6 @@ impl MoeDispatch {
         defer: bool,
         out: &mut [f32],
     ) -> Result<Option<DeviceAddend>> {
-        self.flush_pending()?;
         let mut plan = std::mem::take(&mut self.placement);
         let t_plan = Instant::now();
         self.placer
@@ -304,6 +303,10 @@ impl MoeDispatch {
             (Some(cuda), false) => Some(cuda.submit(experts, x, hidden, &gpu_items)?),
             _ => None,
         };
+        // The previous deferred layer's feedback, off the critical path: its times were
+        // read when this layer was submitted (the events are reused), and this layer's
+        // plan used the cost model one layer staler.
+        self.flush_pending()?;
         if let (None, Some(gpu), false) = (&self.cuda, &self.gpu, gpu_items.is_empty()) {
             gpu.execute(experts, x, hidden, &gpu_items, out)?;
         }
