@@ -733,24 +733,9 @@ impl GpuExperts {
             if p.on_device {
                 self.enqueue_download(p.values)?;
             }
-            self.t[1]
-                .synchronize()
-                .map_err(drv("cuEventSynchronize(layer output)"))?;
+            self.read_layer_times(&mut t)?;
             for (o, g) in out.iter_mut().zip(self.out_host.floats(p.values).iter()) {
                 *o += g;
-            }
-            t.gpu_ms = self.t[0]
-                .elapsed_ms(&self.t[1])
-                .map_err(drv("cuEventElapsedTime"))?;
-            if t.fetches > 0 {
-                // The copy stream's end event follows the last `ready` the compute stream
-                // waited for, but may not be marked complete yet: wait for it (≈ free).
-                self.t[3]
-                    .synchronize()
-                    .map_err(drv("cuEventSynchronize(copy end)"))?;
-                t.copy_ms = self.t[2]
-                    .elapsed_ms(&self.t[3])
-                    .map_err(drv("cuEventElapsedTime"))?;
             }
             t.wall_ms = p.started.elapsed().as_secs_f32() * 1e3;
             Ok(t)
@@ -759,6 +744,28 @@ impl GpuExperts {
             self.table.clear();
         }
         r
+    }
+
+    /// Waits for the layer's end event and reads its compute-stream time (`gpu_ms`) and,
+    /// if it copied experts, its copy-stream time (`copy_ms`) from the events `t`.
+    fn read_layer_times(&self, t: &mut LayerTimings) -> Result<()> {
+        self.t[1]
+            .synchronize()
+            .map_err(drv("cuEventSynchronize(layer end)"))?;
+        t.gpu_ms = self.t[0]
+            .elapsed_ms(&self.t[1])
+            .map_err(drv("cuEventElapsedTime"))?;
+        if t.fetches > 0 {
+            // The copy stream's end event follows the last `ready` the compute stream
+            // waited for, but may not be marked complete yet: wait for it (≈ free).
+            self.t[3]
+                .synchronize()
+                .map_err(drv("cuEventSynchronize(copy end)"))?;
+            t.copy_ms = self.t[2]
+                .elapsed_ms(&self.t[3])
+                .map_err(drv("cuEventElapsedTime"))?;
+        }
+        Ok(())
     }
 
     fn submit_inner(

@@ -58,20 +58,7 @@ impl GpuExperts {
         let r = (|| {
             self.ctx.bind_to_thread().map_err(drv("bind context"))?;
             let mut t = d.timings;
-            self.t[1]
-                .synchronize()
-                .map_err(drv("cuEventSynchronize(deferred layer)"))?;
-            t.gpu_ms = self.t[0]
-                .elapsed_ms(&self.t[1])
-                .map_err(drv("cuEventElapsedTime"))?;
-            if t.fetches > 0 {
-                self.t[3]
-                    .synchronize()
-                    .map_err(drv("cuEventSynchronize(copy end)"))?;
-                t.copy_ms = self.t[2]
-                    .elapsed_ms(&self.t[3])
-                    .map_err(drv("cuEventElapsedTime"))?;
-            }
+            self.read_layer_times(&mut t)?;
             // The GPU share starts within the submission and the host's share ended at
             // the deferral; neither waited for the other.
             t.wall_ms = d.host_ms.max(t.gpu_ms);
