@@ -80,29 +80,16 @@ pub fn max_rel_diff(got: &[f32], want: &[f32]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::KERNEL_SOURCE;
-
-    /// The value of `#define <name> <v>` in the kernel source.
-    fn source_define(name: &str) -> Option<usize> {
-        let key = format!("#define {name} ");
-        KERNEL_SOURCE.lines().find_map(|l| {
-            l.strip_prefix(&key)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-    }
 
     #[test]
     fn constants_follow_the_kernel_source() {
-        assert_eq!(source_define("ATT_TM"), Some(ATTEND_TILE_VECTORS));
-        assert_eq!(source_define("ATT_TN"), Some(ATTEND_TILE_POSITIONS));
+        assert_eq!(crate::kernel_define("ATT_TM"), Some(ATTEND_TILE_VECTORS));
+        assert_eq!(crate::kernel_define("ATT_TN"), Some(ATTEND_TILE_POSITIONS));
         assert_eq!(
-            source_define("ATT_THREADS"),
+            crate::kernel_define("ATT_THREADS"),
             Some(ATTEND_TILE_THREADS as usize)
         );
-        assert_eq!(source_define("ATT_STAGES"), Some(ATTEND_TILE_STAGES));
+        assert_eq!(crate::kernel_define("ATT_STAGES"), Some(ATTEND_TILE_STAGES));
     }
 
     #[test]

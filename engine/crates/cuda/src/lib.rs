@@ -89,6 +89,21 @@ pub const KERNEL_SOURCE: &str = concat!(
     "\n",
     include_str!("attend_tiled.cu")
 );
+/// The value of `#define <name> <v>` in [`KERNEL_SOURCE`] (the first one: the default of a
+/// knob inside `#ifndef <name>`), for the tests that keep Rust launch constants in step
+/// with the kernels.
+#[cfg(test)]
+pub(crate) fn kernel_define<T: std::str::FromStr>(name: &str) -> Option<T> {
+    let key = format!("#define {name} ");
+    KERNEL_SOURCE.lines().find_map(|l| {
+        l.strip_prefix(&key)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
 /// Warps per block of the gate/up and down kernels (`WARPS` in kernels.cu).
 pub const WARPS_PER_BLOCK: u32 = 8;
 /// Threads per block of the combine kernel.

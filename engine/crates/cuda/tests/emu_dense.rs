@@ -12,7 +12,6 @@ use hmoe_cuda::KernelType;
 use hmoe_gguf::GgmlDType;
 use hmoe_quant::quantize;
 use std::path::Path;
-use std::process::Command;
 
 #[path = "emu/build.rs"]
 mod emu_build;
@@ -37,19 +36,7 @@ impl Input {
 }
 
 fn run(exe: &Path, dir: &Path, input: Input) -> Vec<f32> {
-    let (i, o) = (dir.join("in.bin"), dir.join("out.bin"));
-    std::fs::write(&i, &input.0).unwrap();
-    let st = Command::new(exe).arg(&i).arg(&o).output().unwrap();
-    assert!(
-        st.status.success(),
-        "harness: {}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    std::fs::read(&o)
-        .unwrap()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
+    emu_build::run_harness(exe, dir, "dense", &input.0)
 }
 
 fn check(what: &str, got: &[f32], want: &[f32]) {

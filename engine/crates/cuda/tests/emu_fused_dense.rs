@@ -7,31 +7,14 @@ use hmoe_cuda::dense_ref;
 use hmoe_cuda::verify::compare;
 use hmoe_cuda::verify_dense::vals;
 use std::path::Path;
-use std::process::Command;
 
 #[path = "emu/build.rs"]
 mod emu_build;
 use emu_build::compile_harness;
 
 fn run(exe: &Path, dir: &Path, words: &[u32]) -> Vec<f32> {
-    let (i, o) = (dir.join("in.bin"), dir.join("out.bin"));
     let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-    std::fs::write(&i, bytes).expect("write input");
-    let st = Command::new(exe)
-        .arg(&i)
-        .arg(&o)
-        .output()
-        .expect("run harness");
-    assert!(
-        st.status.success(),
-        "harness: {}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    std::fs::read(&o)
-        .expect("read output")
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-        .collect()
+    emu_build::run_harness(exe, dir, "fused", &bytes)
 }
 
 fn bits(v: &[f32]) -> impl Iterator<Item = u32> + '_ {

@@ -300,26 +300,19 @@ pub(super) fn launch_linear_on(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::KERNEL_SOURCE;
-
-    /// The default of `#define <name> <v>` in the kernel source.
-    fn source_default(name: &str) -> Option<usize> {
-        let key = format!("#define {name} ");
-        KERNEL_SOURCE.lines().find_map(|l| {
-            l.strip_prefix(&key)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-    }
 
     #[test]
     fn launch_constants_follow_the_kernel_source() {
-        assert_eq!(source_default("GEMM_MIN_TOKENS"), Some(GEMM_MIN_TOKENS));
-        assert_eq!(source_default("GEMM_TN"), Some(TOKENS_PER_THREAD as usize));
-        assert_eq!(source_default("GEMM_BM"), Some(TILE_ROWS as usize));
-        assert_eq!(source_default("TT"), Some(ROW_KERNEL_TOKENS as usize));
+        assert_eq!(
+            crate::kernel_define("GEMM_MIN_TOKENS"),
+            Some(GEMM_MIN_TOKENS)
+        );
+        assert_eq!(
+            crate::kernel_define("GEMM_TN"),
+            Some(TOKENS_PER_THREAD as usize)
+        );
+        assert_eq!(crate::kernel_define("GEMM_BM"), Some(TILE_ROWS as usize));
+        assert_eq!(crate::kernel_define("TT"), Some(ROW_KERNEL_TOKENS as usize));
     }
 
     #[test]

@@ -460,25 +460,12 @@ impl GpuExperts {
 #[cfg(test)]
 mod tests {
     use super::{define, with_version_line};
-    use crate::KERNEL_SOURCE;
-
-    /// The default of `#define <name> <v>` (inside `#ifndef <name>`) in the kernel source.
-    fn source_default(name: &str) -> Option<u32> {
-        let key = format!("#define {name} ");
-        KERNEL_SOURCE.lines().find_map(|l| {
-            l.strip_prefix(&key)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-    }
 
     #[test]
     fn launch_grids_follow_the_kernels_rows_per_warp() {
         let (gu, dn) = super::super::EXPERT_ROWS_PER_WARP;
-        assert_eq!(source_default("RPW_GU"), Some(gu));
-        assert_eq!(source_default("RPW_DN"), Some(dn));
+        assert_eq!(crate::kernel_define("RPW_GU"), Some(gu));
+        assert_eq!(crate::kernel_define("RPW_DN"), Some(dn));
     }
 
     #[test]

@@ -34,3 +34,29 @@ pub fn compile_harness_with(dir: &Path, name: &str, defines: &[&str]) -> PathBuf
     );
     exe
 }
+
+/// Runs harness `exe` on `input` (written to `dir/<tag>.in`) and returns what it wrote to
+/// `dir/<tag>.out`, as little-endian f32s; a failing harness fails the test with its stderr.
+#[allow(dead_code)]
+pub fn run_harness(exe: &Path, dir: &Path, tag: &str, input: &[u8]) -> Vec<f32> {
+    let (i, o) = (
+        dir.join(format!("{tag}.in")),
+        dir.join(format!("{tag}.out")),
+    );
+    std::fs::write(&i, input).expect("write harness input");
+    let st = Command::new(exe)
+        .arg(&i)
+        .arg(&o)
+        .output()
+        .expect("run harness");
+    assert!(
+        st.status.success(),
+        "harness: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    std::fs::read(&o)
+        .expect("read harness output")
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect()
+}

@@ -4,7 +4,6 @@
 use hmoe_cuda::verify::TestBatch;
 use hmoe_cuda::KernelType;
 use std::path::Path;
-use std::process::Command;
 
 fn type_code(t: KernelType) -> u32 {
     KernelType::ALL.iter().position(|&k| k == t).unwrap() as u32
@@ -45,17 +44,5 @@ pub fn run_experts(exe: &Path, dir: &Path, b: &TestBatch) -> Vec<f32> {
     for v in &b.x {
         input.extend_from_slice(&v.to_le_bytes());
     }
-    let (inp, outp) = (dir.join("in.bin"), dir.join("out.bin"));
-    std::fs::write(&inp, &input).unwrap();
-    let st = Command::new(exe).arg(&inp).arg(&outp).output().unwrap();
-    assert!(
-        st.status.success(),
-        "harness: {}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    std::fs::read(&outp)
-        .unwrap()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
+    crate::emu_build::run_harness(exe, dir, "experts", &input)
 }

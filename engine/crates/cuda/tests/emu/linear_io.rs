@@ -3,7 +3,6 @@
 
 use hmoe_cuda::KernelType;
 use std::path::Path;
-use std::process::Command;
 
 /// `y` (`n × rows`) of the emulated linear call on raw weights `wq` (`rows × cols` of `t`).
 pub fn run_linear(
@@ -23,17 +22,5 @@ pub fn run_linear(
     input.extend_from_slice(wq);
     x.iter()
         .for_each(|v| input.extend_from_slice(&v.to_le_bytes()));
-    let (i, o) = (dir.join("lin.in"), dir.join("lin.out"));
-    std::fs::write(&i, &input).unwrap();
-    let st = Command::new(exe).arg(&i).arg(&o).output().unwrap();
-    assert!(
-        st.status.success(),
-        "harness: {}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    std::fs::read(&o)
-        .unwrap()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
+    crate::emu_build::run_harness(exe, dir, "lin", &input)
 }
