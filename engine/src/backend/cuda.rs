@@ -14,8 +14,8 @@ use crate::api::{DeviceChoice, RuntimeOptions};
 use crate::error::{EngineError, Result};
 use crate::moe::{ExpertExecutor, LayerExperts, WorkItem};
 use hmoe_cuda::{
-    CudaError, DeviceAddend, DeviceInfo, ExpertLayout, GpuConfig, GpuExperts, GpuItem, HostSource,
-    LayerTimings, PendingLayer,
+    CudaError, DeviceAddend, DeviceInfo, DeviceInput, ExpertLayout, GpuConfig, GpuExperts, GpuItem,
+    HostSource, LayerTimings, PendingLayer,
 };
 use hmoe_gguf::GgufFile;
 use std::collections::HashMap;
@@ -262,26 +262,28 @@ impl GpuExpertExecutor {
         hidden: usize,
         items: &[WorkItem],
     ) -> Result<GpuTicket> {
-        self.submit_to(experts, x, hidden, items, false)
+        self.submit_to(experts, (x, None), hidden, items, false)
     }
 
     /// [`GpuExpertExecutor::submit`] with the output left on the device: finish with
     /// [`GpuExpertExecutor::defer`] (the dense path adds it in its next call) or
     /// [`GpuExpertExecutor::complete`].
+    /// `x_dev`: the same input on the device (read there instead of uploaded).
     pub fn submit_on_device(
         &self,
         experts: &LayerExperts<'_>,
         x: &[f32],
+        x_dev: Option<DeviceInput>,
         hidden: usize,
         items: &[WorkItem],
     ) -> Result<GpuTicket> {
-        self.submit_to(experts, x, hidden, items, true)
+        self.submit_to(experts, (x, x_dev), hidden, items, true)
     }
 
     fn submit_to(
         &self,
         experts: &LayerExperts<'_>,
-        x: &[f32],
+        (x, x_dev): (&[f32], Option<DeviceInput>),
         hidden: usize,
         items: &[WorkItem],
         on_device: bool,
@@ -290,7 +292,7 @@ impl GpuExpertExecutor {
         let n_tokens = x.len() / hidden.max(1);
         let submit = |g: &mut GpuExperts, l: &ExpertLayout, items: &[GpuItem<'_>]| {
             if on_device {
-                g.submit_layer_on_device(l, layer as u16, x, n_tokens, items)
+                g.submit_layer_on_device(l, layer as u16, x, x_dev, n_tokens, items)
             } else {
                 g.submit_layer(l, layer as u16, x, n_tokens, items)
             }

@@ -10,8 +10,9 @@
 use super::kv_cache::KvCache;
 use super::qwen3moe::{output_rows, Qwen3Moe, SeqStep};
 use crate::error::{EngineError, Result};
+use crate::moe::DeviceLink;
 use crate::moe::MoeDispatch;
-use hmoe_cuda::{DenseSeq, DeviceAddend, SeqSpan};
+use hmoe_cuda::{DenseSeq, DeviceAddend, DeviceInput, SeqSpan};
 use std::sync::Arc;
 
 /// A device that runs the dense path with its own weights and KV caches.
@@ -36,6 +37,12 @@ pub trait DenseDevice: Send + Sync {
         router: &mut [f32],
         next_router: &mut [f32],
     ) -> Result<()>;
+    /// The last `attention_block`'s `hn` still on the device, for the expert pass to read
+    /// instead of uploading the host's copy (see `hmoe_cuda::DeviceInput`); None when the
+    /// device keeps no such copy.
+    fn hn_on_device(&self) -> Option<DeviceInput> {
+        None
+    }
     /// Final norm and output head of the rows `x`.
     fn head(&self, x: &[f32]) -> Result<Vec<f32>>;
 }
@@ -123,7 +130,11 @@ impl Qwen3Moe {
             self.count_device_dense(t.elapsed());
             // MoE block, as on the CPU path; the last layer's output is needed on the host.
             let next = (!last && !moe.replaying()).then_some(&next_logits[..]);
-            addend = self.moe_block(li, moe, &hn, &logits, next, !last, &mut x)?;
+            let link = DeviceLink {
+                defer: !last,
+                input: dev.hn_on_device(),
+            };
+            addend = self.moe_block(li, moe, &hn, &logits, next, link, &mut x)?;
         }
         // Output head for the rows each sequence wants.
         let (wanted, counts) = output_rows(batch);

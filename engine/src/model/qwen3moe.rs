@@ -9,7 +9,7 @@ use super::kv_cache::KvCache;
 use super::ops::{rms_norm_rows, Rope};
 use super::weights::ModelWeights;
 use crate::error::{EngineError, Result};
-use crate::moe::{predict_next, route, LayerExperts, MoeDispatch};
+use crate::moe::{predict_next, route, DeviceLink, LayerExperts, MoeDispatch};
 use hmoe_cpu::CpuPool;
 use hmoe_cuda::DeviceAddend;
 use hmoe_gguf::GgufFile;
@@ -214,7 +214,7 @@ impl Qwen3Moe {
     /// dense part: routes `router_logits` (or the replayed trace's choice), predicts the
     /// next layer's experts from `next_logits` (that layer's router on `hn`; None for
     /// the last layer or under replay), lets the dispatcher place and run the experts,
-    /// and adds their output into the residual `x`. With `defer`, the GPU share's output
+    /// and adds their output into the residual `x`. With `link.defer`, the GPU share's output
     /// may stay on the device instead: it is returned, for the dense path's next call.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn moe_block(
@@ -224,11 +224,11 @@ impl Qwen3Moe {
         hn: &[f32],
         router_logits: &[f32],
         next_logits: Option<&[f32]>,
-        defer: bool,
+        link: DeviceLink,
         x: &mut [f32],
     ) -> Result<Option<DeviceAddend>> {
         let t = std::time::Instant::now();
-        let r = self.moe_block_inner(li, moe, hn, router_logits, next_logits, defer, x);
+        let r = self.moe_block_inner(li, moe, hn, router_logits, next_logits, link, x);
         self.moe_block_ns.fetch_add(
             t.elapsed().as_nanos() as u64,
             std::sync::atomic::Ordering::Relaxed,
@@ -244,7 +244,7 @@ impl Qwen3Moe {
         hn: &[f32],
         router_logits: &[f32],
         next_logits: Option<&[f32]>,
-        defer: bool,
+        link: DeviceLink,
         x: &mut [f32],
     ) -> Result<Option<DeviceAddend>> {
         let cfg = &self.cfg;
@@ -266,7 +266,7 @@ impl Qwen3Moe {
             h,
             &items,
             &next,
-            defer,
+            link,
             &mut moe_out,
         )?;
         for (xi, mi) in x.iter_mut().zip(&moe_out) {
@@ -347,7 +347,15 @@ impl Qwen3Moe {
                 }
                 _ => None,
             };
-            self.moe_block(li, moe, &hn, &logits, next_logits.as_deref(), false, &mut x)?;
+            self.moe_block(
+                li,
+                moe,
+                &hn,
+                &logits,
+                next_logits.as_deref(),
+                DeviceLink::default(),
+                &mut x,
+            )?;
         }
 
         // Output head for the rows each sequence wants.

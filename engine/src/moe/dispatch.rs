@@ -6,7 +6,7 @@ use super::stats::SchedSnapshot;
 use super::{ExpertExecutor, LayerExperts, WorkItem};
 use crate::backend::cuda::GpuExpertExecutor;
 use crate::error::{EngineError, Result};
-use hmoe_cuda::{DeviceAddend, LayerTimings};
+use hmoe_cuda::{DeviceAddend, DeviceInput, LayerTimings};
 use hmoe_sched::Trace;
 use std::sync::Arc;
 use std::time::Instant;
@@ -89,6 +89,17 @@ impl Placer for CpuOnly {
         out.gpu.clear();
         out.loads.clear();
     }
+}
+
+/// How a layer's GPU share meets a dense path that runs on the same GPU.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceLink {
+    /// Leave the GPU share's output on the device, returned as a `DeviceAddend` that the
+    /// dense path's next call adds into its residual.
+    pub defer: bool,
+    /// The layer's input already on the device (the dense path's `hn`): a deferred GPU
+    /// share reads it there instead of uploading the host's copy.
+    pub input: Option<DeviceInput>,
 }
 
 /// Running totals of placements, for telemetry and tests.
@@ -268,10 +279,11 @@ impl MoeDispatch {
     /// Executes one layer: `out += Σ experts`, placed by the plan. `next_layer`: the
     /// next layer's experts, for the plan's prefetches (None for the last layer).
     ///
-    /// With `defer` (the caller's next step can add a device buffer into its residual:
-    /// the GPU dense path), the CUDA share's output is not waited for or added to `out`:
-    /// it is returned, left on the device, and `out` gets the CPU share only. The caller
-    /// must consume it before the next layer runs.
+    /// With `link.defer` (the caller's next step can add a device buffer into its
+    /// residual: the GPU dense path), the CUDA share's output is not waited for or added
+    /// to `out`: it is returned, left on the device, and `out` gets the CPU share only.
+    /// The caller must consume it before the next layer runs. Such a share reads its
+    /// input from `link.input` when given (the same values as `x`, on the device).
     #[allow(clippy::too_many_arguments)]
     pub fn run_layer(
         &mut self,
@@ -281,7 +293,7 @@ impl MoeDispatch {
         hidden: usize,
         items: &[WorkItem],
         next: &[(u16, f32)],
-        defer: bool,
+        link: DeviceLink,
         out: &mut [f32],
     ) -> Result<Option<DeviceAddend>> {
         let mut plan = std::mem::take(&mut self.placement);
@@ -295,10 +307,10 @@ impl MoeDispatch {
         let start = Instant::now();
         // The CUDA share is issued first and completed after the CPU share: both run at
         // once, and the host waits only for the GPU's output.
-        let defer = defer && self.cuda.is_some() && !gpu_items.is_empty();
+        let defer = link.defer && self.cuda.is_some() && !gpu_items.is_empty();
         let ticket = match (&self.cuda, gpu_items.is_empty()) {
             (Some(cuda), false) if defer => {
-                Some(cuda.submit_on_device(experts, x, hidden, &gpu_items)?)
+                Some(cuda.submit_on_device(experts, x, link.input, hidden, &gpu_items)?)
             }
             (Some(cuda), false) => Some(cuda.submit(experts, x, hidden, &gpu_items)?),
             _ => None,

@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::model::weights::ExpertTensor;
 use hmoe_gguf::{GgmlDType, GgufFile};
 
-pub use dispatch::{MoeDispatch, PlacementSummary};
+pub use dispatch::{DeviceLink, MoeDispatch, PlacementSummary};
 pub use routing::{predict_next, route, Routing};
 
 /// One expert applied to some token rows.

@@ -105,6 +105,20 @@ pub struct DeviceAddend {
     pub event: u64,
 }
 
+/// A device buffer of f32 values that one part of the GPU path hands another instead of a
+/// host round trip: the dense path's normed hidden state (`GpuDense::hn_on_device`), which
+/// the expert pass reads as its input (`GpuExperts::submit_layer_on_device`) instead of
+/// uploading the host's copy. Valid until the producer's next call; the engine orders that
+/// call after the reader (the next dense call waits for the experts' end event before its
+/// kernels write the buffer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceInput {
+    /// Device address of `values` f32.
+    pub ptr: u64,
+    /// Number of floats (`n_tokens × hidden`).
+    pub values: usize,
+}
+
 /// Copy/compute overlap measurement.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct OverlapReport {

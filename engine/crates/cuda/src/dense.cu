@@ -6,8 +6,9 @@
 // Grid (ceil(rows / WARPS), ceil(n / TT)); one warp per row, TT tokens per block row; the
 // row walk is rows_dot (kernels.cu): 32-bit weight words, 16-byte activation loads.
 template <int T>
-DEV void linear(const u8* w, const float* x, float* y, u32 rows, u32 cols, u32 n) {
-    u32 r = blockIdx.x * WARPS + (threadIdx.x >> 5);
+DEV void linear_block(const u8* w, const float* x, float* y, u32 rows, u32 cols, u32 n,
+                      u32 bx) {
+    u32 r = bx * WARPS + (threadIdx.x >> 5);
     if (r >= rows) return;
     u32 t0 = blockIdx.y * TT;
     u32 nt = n - t0 < TT ? n - t0 : TT;
@@ -32,10 +33,42 @@ DEV void linear(const u8* w, const float* x, float* y, u32 rows, u32 cols, u32 n
     }
 }
 
+template <int T>
+DEV void linear(const u8* w, const float* x, float* y, u32 rows, u32 cols, u32 n) {
+    linear_block<T>(w, x, y, rows, cols, n, blockIdx.x);
+}
+
+// Up to three matrices of type T that read the same input x (a layer's wq, wk and wv; a
+// layer's router and the next layer's) in one launch, as three `linear` launches would
+// compute them: blocks 0 .. ceil(r0 / WARPS) take w0, the next ceil(r1 / WARPS) w1, the
+// rest w2 (r2 = 0: none). A decode layer's kernels are latency-bound, so each launch
+// saved is a kernel boundary off the layer's critical path.
+template <int T>
+DEV void linear_multi(const u8* w0, const u8* w1, const u8* w2, float* y0, float* y1,
+                      float* y2, u32 r0, u32 r1, u32 r2, const float* x, u32 cols, u32 n) {
+    u32 b0 = (r0 + WARPS - 1) / WARPS, b1 = (r1 + WARPS - 1) / WARPS, bx = blockIdx.x;
+    // Pick the matrix, then one body (three inlined bodies would cost registers).
+    const u8* w = w0;
+    float* y = y0;
+    u32 rows = r0;
+    if (bx >= b0 + b1) {
+        w = w2, y = y2, rows = r2, bx -= b0 + b1;
+    } else if (bx >= b0) {
+        w = w1, y = y1, rows = r1, bx -= b0;
+    }
+    linear_block<T>(w, x, y, rows, cols, n, bx);
+}
+
 #define INSTANTIATE_LINEAR(T, name)                                                       \
     KERNEL BOUNDS void linear_##name(const u8* w, const float* x, float* y, u32 rows, u32 cols,  \
                               u32 n) {                                                    \
         linear<T>(w, x, y, rows, cols, n);                                                \
+    }                                                                                     \
+    KERNEL BOUNDS void linear_multi_##name(const u8* w0, const u8* w1, const u8* w2,      \
+                                           float* y0, float* y1, float* y2, u32 r0,       \
+                                           u32 r1, u32 r2, const float* x, u32 cols,      \
+                                           u32 n) {                                       \
+        linear_multi<T>(w0, w1, w2, y0, y1, y2, r0, r1, r2, x, cols, n);                  \
     }
 
 INSTANTIATE_LINEAR(T_F32, f32)

@@ -11,19 +11,20 @@
 //!   records one release event (from a ring of [`RELEASE_RING`]) after its expert
 //!   kernels, noted for every slot it read, combines and downloads the output.
 
-use crate::api::{GpuConfig, GpuItem, HostSource, LayerTimings, OverlapReport};
+use crate::api::{DeviceInput, GpuConfig, GpuItem, HostSource, LayerTimings, OverlapReport};
 use crate::arena::{allocate, ArenaRequest};
-use crate::batch::{pack, BatchItem, ITEM_WORDS};
+use crate::batch::{pack, BatchItem, BatchLayout, ITEM_WORDS};
 use crate::device::{no_panic, DeviceInfo};
 use crate::dtype::{ExpertLayout, KernelType};
 use crate::error::{CudaError, Result};
-use crate::slots::SlotTable;
+use crate::slots::{SlotAction, SlotTable};
 use crate::{COMBINE_THREADS, KERNEL_SOURCE, WARPS_PER_BLOCK};
 use cudarc::driver::result::{self as cu, DriverError};
 use cudarc::driver::sys::{self, CUdevice_attribute, CUevent_flags};
 use cudarc::driver::{
     CudaContext, CudaEvent, CudaFunction, CudaStream, LaunchConfig, PushKernelArg,
 };
+use dense_graphs::{GraphCache, PassKey};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -226,6 +227,7 @@ pub struct GpuExperts {
     kernels: HashMap<KernelType, TypeKernels>,
     combine: CudaFunction,
     act_round: CudaFunction,
+    act_round_from: CudaFunction,
     spin: CudaFunction,
     dense_fns: dense::DenseKernels,
     gemm: gemm::GemmKernels,
@@ -257,6 +259,8 @@ pub struct GpuExperts {
     out_dev: DeviceBuf,
     packed: Vec<u8>,
     in_flight: bool,
+    /// Captured decode passes of resident experts ([`GpuExperts::run_pass_graph`]).
+    pass_graphs: GraphCache<PassKey>,
     /// A layer whose output was left on the device ([`GpuExperts::defer_layer`]).
     deferred: Option<deferred::Deferred>,
     /// Its timings, read when the next layer was submitted (events are reused).
@@ -386,6 +390,7 @@ impl GpuExperts {
             );
         }
         let (combine, spin, act_round) = (f("combine")?, f("spin")?, f("act_round")?);
+        let act_round_from = f("act_round_from")?;
         let dense_fns = dense::DenseKernels::load(&f)?;
         let gemm = gemm::GemmKernels::load(&f)?;
         let fused = fused::FusedKernels::load(&f)?;
@@ -455,6 +460,7 @@ impl GpuExperts {
             kernels,
             combine,
             act_round,
+            act_round_from,
             spin,
             dense_fns,
             gemm,
@@ -480,6 +486,7 @@ impl GpuExperts {
             out_dev,
             packed: Vec::new(),
             in_flight: false,
+            pass_graphs: GraphCache::from_env(),
             deferred: None,
             harvested: None,
             t,
@@ -672,28 +679,32 @@ impl GpuExperts {
         n_tokens: usize,
         items: &[GpuItem<'_>],
     ) -> Result<PendingLayer> {
-        self.submit(layout, layer, x, n_tokens, items, false)
+        self.submit(layout, layer, (x, None), n_tokens, items, false)
     }
 
     /// [`GpuExperts::submit_layer`] without the output's download: finish with
     /// [`GpuExperts::defer_layer`] (the output stays on the device for the next dense
     /// call) or, as a fallback, [`GpuExperts::complete_layer`].
+    ///
+    /// `x_dev`: the same input already on the device (the dense path's normed hidden
+    /// state, see [`DeviceInput`]): the pass reads it there instead of uploading `x`.
     pub fn submit_layer_on_device(
         &mut self,
         layout: &ExpertLayout,
         layer: u16,
         x: &[f32],
+        x_dev: Option<DeviceInput>,
         n_tokens: usize,
         items: &[GpuItem<'_>],
     ) -> Result<PendingLayer> {
-        self.submit(layout, layer, x, n_tokens, items, true)
+        self.submit(layout, layer, (x, x_dev), n_tokens, items, true)
     }
 
     fn submit(
         &mut self,
         layout: &ExpertLayout,
         layer: u16,
-        x: &[f32],
+        x: (&[f32], Option<DeviceInput>),
         n_tokens: usize,
         items: &[GpuItem<'_>],
         on_device: bool,
@@ -772,7 +783,7 @@ impl GpuExperts {
         &mut self,
         layout: &ExpertLayout,
         layer: u16,
-        x: &[f32],
+        (x, x_dev): (&[f32], Option<DeviceInput>),
         n_tokens: usize,
         items: &[GpuItem<'_>],
         on_device: bool,
@@ -783,6 +794,12 @@ impl GpuExperts {
             return Err(CudaError::InvalidBatch(format!(
                 "x has {} values, expected {n_tokens} × {hidden}",
                 x.len()
+            )));
+        }
+        if let Some(d) = x_dev.filter(|d| d.values != x.len() || d.ptr == 0) {
+            return Err(CudaError::InvalidBatch(format!(
+                "the device input has {} values at {:#x}, expected {n_tokens} × {hidden}",
+                d.values, d.ptr
             )));
         }
         for it in items {
@@ -866,22 +883,44 @@ impl GpuExperts {
         if self.meta_host.len < bl.bytes {
             self.meta_host = Pinned::new(bl.bytes, "index tables")?;
         }
+        // A decode pass of resident experts whose copies have all landed, reading its input
+        // on the device: one graph launch instead of an upload and three kernel launches
+        // (the host issues them while the GPU waits for this layer's routing).
+        let graphed = match x_dev {
+            Some(d) if fused && n_hits == items.len() && self.pass_graphs.enabled() => self
+                .all_landed(order.iter().map(|&i| actions[i].slot))?
+                .then_some(d.ptr),
+            _ => None,
+        };
         // The previous call waited for its output, so the pinned buffers are free.
-        self.x_host.floats(n_tokens * hidden).copy_from_slice(x);
         self.meta_host.bytes()[..bl.bytes].copy_from_slice(&self.packed);
         let cs = self.compute.cu_stream();
         self.t[0]
             .record(&self.compute)
             .map_err(drv("cuEventRecord"))?;
-        // SAFETY: pinned sources of the right sizes; device buffers ensured above.
+        if let Some(src) = graphed {
+            self.run_pass_graph(layout, src, &bl, n_tokens)?;
+            return self.finish_submit(&actions, timings, started, on_device, n_tokens * hidden);
+        }
+        // SAFETY: pinned source of the right size; device buffer ensured above.
         unsafe {
-            cu::memcpy_htod_async(self.x_dev.ptr, self.x_host.floats(n_tokens * hidden), cs)
-                .map_err(drv("cuMemcpyHtoDAsync(x)"))?;
             cu::memcpy_htod_async(self.meta_dev.ptr, &self.meta_host.bytes()[..bl.bytes], cs)
                 .map_err(drv("cuMemcpyHtoDAsync(index tables)"))?;
         }
-        // x as the CPU kernels see it (rounded to the gate/up activation format).
-        self.round_acts(layout.gate_up, self.x_dev.ptr, n_tokens, hidden)?;
+        // x as the CPU kernels see it (rounded to the gate/up activation format): from the
+        // device copy when there is one (no upload), else uploaded and rounded in place.
+        match x_dev {
+            Some(d) => self.round_acts_from(layout.gate_up, d.ptr, n_tokens, hidden)?,
+            None => {
+                self.x_host.floats(n_tokens * hidden).copy_from_slice(x);
+                // SAFETY: pinned source of n_tokens × hidden floats; x_dev holds as many.
+                unsafe {
+                    cu::memcpy_htod_async(self.x_dev.ptr, self.x_host.floats(n_tokens * hidden), cs)
+                }
+                .map_err(drv("cuMemcpyHtoDAsync(x)"))?;
+                self.round_acts(layout.gate_up, self.x_dev.ptr, n_tokens, hidden)?;
+            }
+        }
         let m = self.meta_dev.ptr;
         let (items_p, rows_p, wts_p) = (
             m + bl.items as u64,
@@ -933,21 +972,110 @@ impl GpuExperts {
             let fns = self.fused_fns(layout)?;
             self.launch_down_combine(layout, &fns, m, &bl)?;
         }
+        if !fused {
+            let (ts, tp) = (m + bl.tok_start as u64, m + bl.tok_pairs as u64);
+            self.launch_combine(ts, tp, n_tokens, hidden)?;
+        }
+        self.finish_submit(&actions, timings, started, on_device, n_tokens * hidden)
+    }
+
+    /// Whether every slot's last copy has landed (so no compute needs to wait for one),
+    /// marking those seen complete now.
+    fn all_landed(&mut self, slots: impl Iterator<Item = u32>) -> Result<bool> {
+        for s in slots {
+            let s = s as usize;
+            if self.landed[s] {
+                continue;
+            }
+            if !self.ready[s]
+                .try_is_complete()
+                .map_err(drv("cuEventQuery(slot ready)"))?
+            {
+                return Ok(false);
+            }
+            self.landed[s] = true;
+        }
+        Ok(true)
+    }
+
+    /// The fused decode pass of a batch whose experts are all resident and landed, from
+    /// the graph of its key (captured on first use): index-table upload, input rounding
+    /// from `src`, gate_up_fused over every item, down + combine.
+    fn run_pass_graph(
+        &mut self,
+        layout: &ExpertLayout,
+        src: u64,
+        bl: &BatchLayout,
+        n_tokens: usize,
+    ) -> Result<()> {
+        let key = PassKey {
+            kernels: (layout.gate_up, layout.down, layout.hidden, layout.ffn),
+            batch: (bl.n_items, n_tokens, bl.bytes),
+            buffers: [
+                src,
+                self.x_dev.ptr,
+                self.meta_dev.ptr,
+                self.meta_host.ptr as u64,
+                self.act_dev.ptr,
+                self.y_dev.ptr,
+                self.out_dev.ptr,
+                self.fused.counters_ptr(),
+            ],
+        };
+        let mut graphs = std::mem::take(&mut self.pass_graphs);
+        let r = graphs
+            .ensure(&self.compute, key, || {
+                self.enqueue_fused_pass(layout, src, bl, n_tokens)
+            })
+            .and_then(|()| graphs.launch(key));
+        self.pass_graphs = graphs;
+        r
+    }
+
+    /// Enqueues what [`GpuExperts::run_pass_graph`] captures.
+    fn enqueue_fused_pass(
+        &self,
+        layout: &ExpertLayout,
+        src: u64,
+        bl: &BatchLayout,
+        n_tokens: usize,
+    ) -> Result<()> {
+        let cs = self.compute.cu_stream();
+        // SAFETY: pinned source of bl.bytes (meta_host holds the packed tables); the device
+        // buffer was ensured for this batch.
+        unsafe {
+            let host = std::slice::from_raw_parts(self.meta_host.ptr as *const u8, bl.bytes);
+            cu::memcpy_htod_async(self.meta_dev.ptr, host, cs)
+        }
+        .map_err(drv("cuMemcpyHtoDAsync(index tables)"))?;
+        self.round_acts_from(layout.gate_up, src, n_tokens, layout.hidden)?;
+        let m = self.meta_dev.ptr;
+        let fns = self.fused_fns(layout)?;
+        let (items_p, rows_p) = (m + bl.items as u64, m + bl.rows as u64);
+        self.launch_gate_up_fused(layout, &fns, (items_p, rows_p, bl.n_items as u32))?;
+        self.launch_down_combine(layout, &fns, m, bl)
+    }
+
+    /// Records the layer's release event (its slots may be refilled after it) and its end
+    /// (after enqueueing the output's download unless it stays on the device).
+    fn finish_submit(
+        &mut self,
+        actions: &[SlotAction],
+        timings: LayerTimings,
+        started: Instant,
+        on_device: bool,
+        n: usize,
+    ) -> Result<PendingLayer> {
         let k = self.release_next;
         self.release_next = (k + 1) % RELEASE_RING;
         self.release_ring[k]
             .record(&self.compute)
             .map_err(drv("cuEventRecord(layer release)"))?;
-        for a in &actions {
+        for a in actions {
             if let Some(r) = self.slot_release.get_mut(a.slot as usize) {
                 *r = Some(k as u16);
             }
         }
-        if !fused {
-            let (ts, tp) = (m + bl.tok_start as u64, m + bl.tok_pairs as u64);
-            self.launch_combine(ts, tp, n_tokens, hidden)?;
-        }
-        let n = n_tokens * hidden;
         if on_device {
             self.t[1]
                 .record(&self.compute)
@@ -1008,6 +1136,44 @@ impl GpuExperts {
         }
         .map(|_| ())
         .map_err(drv("launch act_round"))
+    }
+
+    /// The layer input `rows × width` at device address `src` (another part's buffer),
+    /// rounded as [`GpuExperts::round_acts`] would into `x_dev` (copied when the format
+    /// takes no rounding): `act_round_from` in kernels.cu.
+    fn round_acts_from(&self, t: KernelType, src: u64, rows: usize, width: usize) -> Result<()> {
+        let (fmt, block) = match t.act_format() {
+            (0, _) => (0, 32),
+            f => f,
+        };
+        if !width.is_multiple_of(block) {
+            return Err(CudaError::InvalidBatch(format!(
+                "activations {width} wide are not whole {block}-value blocks for {}",
+                t.suffix()
+            )));
+        }
+        if rows == 0 {
+            return Ok(());
+        }
+        let cfg = LaunchConfig {
+            grid_dim: ((width / block) as u32, rows as u32, 1),
+            block_dim: (32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (dst, w) = (self.x_dev.ptr, width as u32);
+        // SAFETY: argument types match `act_round_from` in kernels.cu; `src` holds rows ×
+        // width floats (DeviceInput's contract) and x_dev as many (ensured for this batch).
+        unsafe {
+            self.compute
+                .launch_builder(&self.act_round_from)
+                .arg(&src)
+                .arg(&dst)
+                .arg(&w)
+                .arg(&fmt)
+                .launch(cfg)
+        }
+        .map(|_| ())
+        .map_err(drv("launch act_round_from"))
     }
 
     /// `combine` of the packed batch at `tok_start` / `tok_pairs` into `out_dev`.

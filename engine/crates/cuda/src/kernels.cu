@@ -542,20 +542,25 @@ DEV float bf16_round(float v) {
     return AS_FLOAT(u & 0xffff0000u);
 }
 
-// The warp rounds the fmt block at p (32 or 256 values) in place. Loads go through L2
-// (LD_CG): in the fused gate_up other blocks wrote most of the values.
-DEV void round_block(float* p, u32 fmt) {
+// The warp rounds the fmt block at src (32 or 256 values) into dst, which may be src
+// (in place). Loads go through L2 (LD_CG): in the fused gate_up other blocks wrote most
+// of the values. fmt 0 copies the block unrounded (32 values).
+DEV void round_block_from(const float* src, float* dst, u32 fmt) {
     u32 lane = threadIdx.x & 31;
     u32 bs = fmt == ACT_Q8K ? 256 : 32;
+    if (fmt == 0) {
+        dst[lane] = LD_CG(src + lane);
+        return;
+    }
     if (fmt == ACT_BF16) {
-        p[lane] = bf16_round(LD_CG(p + lane));
+        dst[lane] = bf16_round(LD_CG(src + lane));
         return;
     }
     // The lane's values (8 for Q8_K, 1 for Q8_0) are all loaded before any is compared:
     // the compare loop used to wait on one load after another.
     u32 per = bs / 32;
     float vals[8];
-    for (u32 k = 0; k < 8; ++k) vals[k] = k < per ? LD_CG(p + lane + 32 * k) : 0.0f;
+    for (u32 k = 0; k < 8; ++k) vals[k] = k < per ? LD_CG(src + lane + 32 * k) : 0.0f;
     // Largest magnitude and the first index holding it (indices travel as floats:
     // exact below 2^24, and the emulator shuffles floats only).
     float amax = 0.0f, idx = 1e9f;
@@ -577,28 +582,40 @@ DEV void round_block(float* p, u32 fmt) {
         float d = amax / 127.0f;
         float id = d != 0.0f ? 1.0f / d : 0.0f;
         float q = fminf(fmaxf(rintf(vals[0] * id), -127.0f), 127.0f);
-        p[lane] = q * d;
+        dst[lane] = q * d;
         return;
     }
     if (amax == 0.0f) {
-        for (u32 j = lane; j < bs; j += 32) p[j] = 0.0f;
+        for (u32 j = lane; j < bs; j += 32) dst[j] = 0.0f;
         return;
     }
-    // Every lane read the block before any lane writes it back.
-    float mx = LD_CG(p + (u32)idx);
+    // Every lane read the block before any lane writes it back (dst may be src).
+    float mx = LD_CG(src + (u32)idx);
     mx = SHFL_XOR(mx, 0);
     float iscale = -127.0f / mx;
     float d = 1.0f / iscale;
     for (u32 k = 0; k < 8; ++k) {
         float q = fminf(fmaxf(rintf(iscale * vals[k]), -127.0f), 127.0f);
-        p[lane + 32 * k] = q * d;
+        dst[lane + 32 * k] = q * d;
     }
 }
+
+// The warp rounds the fmt block at p in place.
+DEV void round_block(float* p, u32 fmt) { round_block_from(p, p, fmt); }
 
 // Grid: (width / block, rows); one warp per block.
 KERNEL void act_round(float* a, u32 width, u32 fmt) {
     u32 bs = fmt == ACT_Q8K ? 256 : 32;
     round_block(a + (u64)blockIdx.y * width + (u64)blockIdx.x * bs, fmt);
+}
+
+// act_round from src into dst (another buffer: the dense path's normed hidden state into
+// the expert pass's input, which spares the pass an upload of x); fmt 0 copies. Grid:
+// (width / block, rows), block 32 or, for fmt 0, 32 values.
+KERNEL void act_round_from(const float* src, float* dst, u32 width, u32 fmt) {
+    u32 bs = fmt == ACT_Q8K ? 256 : 32;
+    u64 off = (u64)blockIdx.y * width + (u64)blockIdx.x * bs;
+    round_block_from(src + off, dst + off, fmt);
 }
 
 // act[pair][j] = silu(gate_j . x[row]) * (up_j . x[row]) for every pair of the item.

@@ -60,7 +60,9 @@ pub use stub::{GpuExperts, PendingLayer};
 #[cfg(not(feature = "cuda"))]
 pub use stub_dense::GpuDense;
 
-pub use api::{DeviceAddend, GpuConfig, GpuItem, HostSource, LayerTimings, OverlapReport};
+pub use api::{
+    DeviceAddend, DeviceInput, GpuConfig, GpuItem, HostSource, LayerTimings, OverlapReport,
+};
 pub use dense_model::{DenseLayer, DenseMatrix, DenseSeq, DenseShape, DenseWeights, SeqSpan};
 pub use device::{probe, DeviceInfo};
 pub use dtype::{ExpertLayout, KernelType};

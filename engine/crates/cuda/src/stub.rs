@@ -1,6 +1,6 @@
 //! Without the `cuda` feature: the same API, and a constructor that says why it cannot run.
 
-use crate::api::{DeviceAddend, GpuConfig, GpuItem, LayerTimings, OverlapReport};
+use crate::api::{DeviceAddend, DeviceInput, GpuConfig, GpuItem, LayerTimings, OverlapReport};
 use crate::device::DeviceInfo;
 use crate::dtype::ExpertLayout;
 use crate::error::{CudaError, Result};
@@ -93,6 +93,7 @@ impl GpuExperts {
         _layout: &ExpertLayout,
         _layer: u16,
         _x: &[f32],
+        _x_dev: Option<DeviceInput>,
         _n_tokens: usize,
         _items: &[GpuItem<'_>],
     ) -> Result<PendingLayer> {

@@ -1,7 +1,7 @@
 //! Without the `cuda` feature: the dense path's API, and a constructor that says why it
 //! cannot run.
 
-use crate::api::DeviceAddend;
+use crate::api::{DeviceAddend, DeviceInput};
 use crate::dense_model::{DenseSeq, DenseShape, DenseWeights, SeqSpan};
 use crate::device::DeviceInfo;
 use crate::error::{CudaError, Result};
@@ -75,6 +75,10 @@ impl GpuDense {
         _router_out: &mut [f32],
         _next_router_out: &mut [f32],
     ) -> Result<()> {
+        match self.never {}
+    }
+    /// The last call's normed hidden state on the device.
+    pub fn hn_on_device(&mut self) -> Option<DeviceInput> {
         match self.never {}
     }
     /// Final norm and output head.

@@ -9,8 +9,8 @@ use crate::model::dense_exec::DenseDevice;
 use crate::model::weights::dequantize_all;
 use crate::model::{Qwen3Moe, Qwen3MoeConfig};
 use hmoe_cuda::{
-    CudaError, DenseLayer, DenseMatrix, DenseSeq, DenseShape, DenseWeights, DeviceAddend, GpuDense,
-    KernelType, SeqSpan,
+    CudaError, DenseLayer, DenseMatrix, DenseSeq, DenseShape, DenseWeights, DeviceAddend,
+    DeviceInput, GpuDense, KernelType, SeqSpan,
 };
 use hmoe_gguf::GgufFile;
 use std::sync::{Arc, Mutex};
@@ -224,6 +224,10 @@ impl DenseDevice for GpuDenseExecutor {
         self.lock()?
             .attention_block_with(layer, spans, addend, x, hn, router, next_router)
             .map_err(cuda_err(format!("layer {layer}")))
+    }
+
+    fn hn_on_device(&self) -> Option<DeviceInput> {
+        self.gpu.lock().ok()?.hn_on_device()
     }
 
     fn head(&self, x: &[f32]) -> Result<Vec<f32>> {

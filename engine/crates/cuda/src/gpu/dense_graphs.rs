@@ -11,8 +11,12 @@
 //!
 //! A graph holds the addresses of the call buffers: [`GraphCache::invalidate`] drops every
 //! graph when one of them is reallocated.
+//!
+//! The expert backend keeps a cache of its own for decode expert passes of resident
+//! experts (gpu.rs, [`PassKey`]).
 
 use super::drv;
+use crate::dtype::KernelType;
 use crate::error::{CudaError, Result};
 use crate::GRAPHS_ENV;
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
@@ -36,16 +40,40 @@ pub(crate) struct GraphKey {
     pub next: bool,
 }
 
-/// The captured decode calls.
-#[derive(Default)]
-pub(crate) struct GraphCache {
-    graphs: HashMap<GraphKey, CudaGraph>,
+/// What a captured decode expert pass (index-table upload, input rounding, fused gate_up,
+/// down + combine) depends on besides the contents of its buffers: the kernels (types and
+/// shape), the batch's size and layout, and every buffer address it reads or writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct PassKey {
+    /// gate/up and down kernel types, hidden, ffn.
+    pub kernels: (KernelType, KernelType, usize, usize),
+    /// Items, token rows and index-table bytes.
+    pub batch: (usize, usize, usize),
+    /// Input source, x, index tables (device and pinned host), activations, per-pair
+    /// outputs, output, arrival counters.
+    pub buffers: [u64; 8],
+}
+
+/// The captured calls, by key.
+pub(crate) struct GraphCache<K = GraphKey> {
+    graphs: HashMap<K, CudaGraph>,
     disabled: bool,
     captures: u64,
     replays: u64,
 }
 
-impl GraphCache {
+impl<K> Default for GraphCache<K> {
+    fn default() -> Self {
+        Self {
+            graphs: HashMap::new(),
+            disabled: false,
+            captures: 0,
+            replays: 0,
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Copy> GraphCache<K> {
     /// Graphs on unless [`GRAPHS_ENV`] is `0`.
     pub(crate) fn from_env() -> Self {
         Self {
@@ -59,6 +87,11 @@ impl GraphCache {
         !self.disabled && rows <= GRAPH_MAX_ROWS
     }
 
+    /// Whether graphs are on at all.
+    pub(crate) fn enabled(&self) -> bool {
+        !self.disabled
+    }
+
     /// Drops every graph (a call buffer moved).
     pub(crate) fn invalidate(&mut self) {
         self.graphs.clear();
@@ -69,7 +102,7 @@ impl GraphCache {
     pub(crate) fn ensure(
         &mut self,
         stream: &Arc<CudaStream>,
-        key: GraphKey,
+        key: K,
         launch: impl FnOnce() -> Result<()>,
     ) -> Result<()> {
         if self.graphs.contains_key(&key) {
@@ -82,15 +115,15 @@ impl GraphCache {
         // stream) are neither captured nor refused.
         stream
             .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-            .map_err(drv("cuStreamBeginCapture(dense layer)"))?;
+            .map_err(drv("cuStreamBeginCapture"))?;
         let launched = launch();
         // Always end the capture, so that the stream is usable after an error.
         let graph = stream
             .end_capture(CUgraphInstantiate_flags(0))
-            .map_err(drv("cuStreamEndCapture(dense layer)"));
+            .map_err(drv("cuStreamEndCapture"));
         launched?;
         let graph = graph?.ok_or_else(|| CudaError::Driver {
-            op: "cuStreamEndCapture(dense layer)".into(),
+            op: "cuStreamEndCapture".into(),
             detail: "the capture produced no graph".into(),
         })?;
         self.captures += 1;
@@ -99,12 +132,12 @@ impl GraphCache {
     }
 
     /// Enqueues the graph of `key` (after [`GraphCache::ensure`]).
-    pub(crate) fn launch(&mut self, key: GraphKey) -> Result<()> {
+    pub(crate) fn launch(&mut self, key: K) -> Result<()> {
         let graph = self.graphs.get(&key).ok_or_else(|| CudaError::Driver {
-            op: "dense layer graph".into(),
+            op: "CUDA graph".into(),
             detail: "no graph was captured for this call".into(),
         })?;
-        graph.launch().map_err(drv("cuGraphLaunch(dense layer)"))?;
+        graph.launch().map_err(drv("cuGraphLaunch"))?;
         self.replays += 1;
         Ok(())
     }

@@ -104,6 +104,11 @@ impl FusedKernels {
         }
         Ok(())
     }
+
+    /// Device address of the arrival counters (a captured pass holds it).
+    pub(super) fn counters_ptr(&self) -> u64 {
+        self.counters.ptr
+    }
 }
 
 /// The gate_up kernel of the fused pass for `l`: `gate_up_fused_<type>_<format>`, or the

@@ -22,7 +22,7 @@ use super::dense_graphs::{GraphCache, GraphKey};
 use super::dense_profile::DenseProfile;
 use super::gemm::{launch_linear_on, GemmShape, LinearFns};
 use super::{compile, context, drv, info, is_oom, DeviceBuf, Pinned, ASSUME_FREE_ENV};
-use crate::api::DeviceAddend;
+use crate::api::{DeviceAddend, DeviceInput};
 use crate::attend_tiled::{use_tiled, ATTEND_TILE_STAGES};
 use crate::dense_model::{
     attention_split, grid_split_count, grown_capacity, positions, validate_spans, DenseMatrix,
@@ -38,6 +38,11 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKe
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Matrices one `linear_multi` launch takes (its kernel's pointer arguments).
+const MULTI_MATRICES: usize = 3;
+/// Token rows per block row of the row kernels (`TT` in kernels.cu).
+const ROW_TOKENS: u32 = 8;
 
 /// Threads per block of `add_to`.
 const ADD_THREADS: u32 = 256;
@@ -113,6 +118,8 @@ struct Kv {
 
 struct Fns {
     linear: HashMap<KernelType, CudaFunction>,
+    /// `linear_multi_*`: up to three same-type matrices on one input in one launch.
+    linear_multi: HashMap<KernelType, CudaFunction>,
     /// The tiled `gemm_linear_*` (gemm.cu) for calls of many tokens.
     tiled_linear: HashMap<KernelType, CudaFunction>,
     rms_norm: CudaFunction,
@@ -149,6 +156,10 @@ pub struct GpuDense {
     profile: Option<DenseProfile>,
     /// Captured decode calls.
     graphs: GraphCache,
+    /// The last call's normed hidden state on the device (None after a failed call).
+    last_hn: Option<DeviceInput>,
+    /// Rows of the call whose `hn` was lent ([`GpuDense::hn_on_device`]) since.
+    lent_rows: Option<usize>,
     stream: Arc<CudaStream>,
     ctx: Arc<CudaContext>,
 }
@@ -231,12 +242,15 @@ impl GpuDense {
                 .map_err(drv(format!("kernel `{name}`")))
         };
         let (mut linear, mut tiled_linear) = (HashMap::new(), HashMap::new());
+        let mut linear_multi = HashMap::new();
         for t in KernelType::ALL {
             linear.insert(t, f(&format!("linear_{}", t.suffix()))?);
+            linear_multi.insert(t, f(&format!("linear_multi_{}", t.suffix()))?);
             tiled_linear.insert(t, f(&format!("gemm_linear_{}", t.suffix()))?);
         }
         let fns = Fns {
             linear,
+            linear_multi,
             tiled_linear,
             rms_norm: f("rms_norm")?,
             add_rms_norm: f("add_rms_norm")?,
@@ -285,6 +299,8 @@ impl GpuDense {
             warnings,
             profile: DenseProfile::from_env(&ctx),
             graphs: GraphCache::from_env(),
+            last_hn: None,
+            lent_rows: None,
             stream,
             ctx,
         })
@@ -453,6 +469,15 @@ impl GpuDense {
         }
         let t0 = Instant::now();
         self.ctx.bind_to_thread().map_err(drv("bind context"))?;
+        self.last_hn = None;
+        // A lent hn of another row count sits where this call's inputs go (or in a buffer
+        // ensure() may free): let its reader finish first. Calls of one forward pass share
+        // their row count, so this is the first call of a step after an unusual one.
+        if self.lent_rows.take().is_some_and(|r| r != n) {
+            self.ctx
+                .synchronize()
+                .map_err(drv("cuCtxSynchronize(lent hidden state)"))?;
+        }
         self.release_dropped();
         let io = self.ensure(n)?;
         let row = (self.shape.kv_dim() * 4) as u64;
@@ -531,7 +556,21 @@ impl GpuDense {
         if next {
             floats_from(&host[io.next..io.end], next_router_out);
         }
+        self.last_hn = Some(DeviceInput {
+            ptr: self.io.ptr + io.hn as u64,
+            values: n * h,
+        });
         Ok(())
+    }
+
+    /// The last call's normed hidden state (`hn_out`) on the device, for a reader on
+    /// another stream (the expert pass) instead of an upload of the host's copy. Valid
+    /// until the next call, whose kernels overwrite it only after waiting for the addend
+    /// the caller passes (the experts' end event); None after a failed call.
+    pub fn hn_on_device(&mut self) -> Option<DeviceInput> {
+        let d = self.last_hn?;
+        self.lent_rows = Some(d.values / self.shape.hidden);
+        Some(d)
     }
 
     /// Uploads the call's inputs (`meta | x`, from the pinned buffer) on the stream, then
@@ -638,6 +677,8 @@ impl GpuDense {
         let v = k + 4 * nn * kvd;
         let attn = v + 4 * nn * kvd;
         let (n32, h32) = (n as u32, s.hidden as u32);
+        // Profiled calls launch every matrix apart (the profile times each).
+        let apart = prof.is_some();
         let mut m = |name: &'static str| match prof.as_mut() {
             Some(p) => p.mark(&self.stream, name),
             None => Ok(()),
@@ -645,12 +686,16 @@ impl GpuDense {
         m("upload")?;
         self.rms_norm(x, l.attn_norm.ptr, hn, n32, h32)?;
         m("attn_norm")?;
-        self.linear(&l.wq, hn, q, n32)?;
-        m("wq")?;
-        self.linear(&l.wk, hn, k, n32)?;
-        m("wk")?;
-        self.linear(&l.wv, hn, v, n32)?;
-        m("wv")?;
+        if apart {
+            self.linear(&l.wq, hn, q, n32)?;
+            m("wq")?;
+            self.linear(&l.wk, hn, k, n32)?;
+            m("wk")?;
+            self.linear(&l.wv, hn, v, n32)?;
+            m("wv")?;
+        } else {
+            self.linears(&[(&l.wq, q), (&l.wk, k), (&l.wv, v)], hn, n32)?;
+        }
         self.qk_rope_kv(l, (q, k, v), (kc, vc, pos), n32)?;
         m("qk_norm+rope+kv_write")?;
         let plan = base + io.plan as u64;
@@ -660,16 +705,22 @@ impl GpuDense {
         m("wo")?;
         self.add_rms_norm(x, hn, l.ffn_norm.ptr, hn, n32, h32)?;
         m("residual+norm")?;
-        self.linear(&l.router, hn, base + io.router as u64, n32)?;
-        m("router")?;
-        if next {
-            self.linear(
-                &self.layers[layer + 1].router,
-                hn,
-                base + io.next as u64,
-                n32,
-            )?;
-            m("next router")?;
+        let router = (&l.router, base + io.router as u64);
+        if next && !apart {
+            let next_router = (&self.layers[layer + 1].router, base + io.next as u64);
+            self.linears(&[router, next_router], hn, n32)?;
+        } else {
+            self.linear(router.0, hn, router.1, n32)?;
+            m("router")?;
+            if next {
+                self.linear(
+                    &self.layers[layer + 1].router,
+                    hn,
+                    base + io.next as u64,
+                    n32,
+                )?;
+                m("next router")?;
+            }
         }
         Ok(())
     }
@@ -731,6 +782,73 @@ impl GpuDense {
         };
         // x holds n × cols floats, y n × rows (the layer's buffers).
         launch_linear_on(&self.stream, &fns, m.buf.ptr, x, y, m.rows, m.cols, n)
+    }
+
+    /// `y = W · x` for matrices that share the input `x` (and their column count): runs
+    /// of consecutive same-type matrices go in one `linear_multi` launch when the calls
+    /// take the row kernels (few tokens: decode), the rest one `linear` each.
+    fn linears(&self, mats: &[(&Mat, u64)], x: u64, n: u32) -> Result<()> {
+        let rows_path = (n as usize) < GemmShape::DEFAULT.linear_min_tokens;
+        let mut i = 0;
+        while i < mats.len() {
+            let (m0, y0) = mats[i];
+            let run = mats[i..]
+                .iter()
+                .take(MULTI_MATRICES)
+                .take_while(|(m, _)| m.t == m0.t && m.cols == m0.cols)
+                .count();
+            if !rows_path || run == 1 {
+                self.linear(m0, x, y0, n)?;
+                i += 1;
+                continue;
+            }
+            let f = self
+                .fns
+                .linear_multi
+                .get(&m0.t)
+                .ok_or(CudaError::UnsupportedType(m0.t.ggml()))?;
+            let group = &mats[i..i + run];
+            let pick = |k: usize| {
+                group
+                    .get(k)
+                    .map_or((0u64, 0u64, 0u32), |(m, y)| (m.buf.ptr, *y, m.rows))
+            };
+            let ((w0, y0, r0), (w1, y1, r1), (w2, y2, r2)) = (pick(0), pick(1), pick(2));
+            let blocks: u32 = group
+                .iter()
+                .map(|(m, _)| m.rows.div_ceil(WARPS_PER_BLOCK))
+                .sum();
+            let cfg = LaunchConfig {
+                grid_dim: (blocks, n.div_ceil(ROW_TOKENS), 1),
+                block_dim: (32 * WARPS_PER_BLOCK, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let cols = m0.cols;
+            // SAFETY: matches linear_multi_* in dense.cu (w0, w1, w2, y0, y1, y2, r0, r1,
+            // r2, x, cols, n); each matrix holds rows × cols weights of its type, x n ×
+            // cols floats and each y n × rows (the layer's buffers); unused slots have 0
+            // rows and no blocks.
+            unsafe {
+                self.stream
+                    .launch_builder(f)
+                    .arg(&w0)
+                    .arg(&w1)
+                    .arg(&w2)
+                    .arg(&y0)
+                    .arg(&y1)
+                    .arg(&y2)
+                    .arg(&r0)
+                    .arg(&r1)
+                    .arg(&r2)
+                    .arg(&x)
+                    .arg(&cols)
+                    .arg(&n)
+                    .launch(cfg)
+            }
+            .map_err(drv(format!("launch linear_multi ({} matrices)", run)))?;
+            i += run;
+        }
+        Ok(())
     }
 
     fn rms_norm(&self, x: u64, w: u64, y: u64, rows: u32, cols: u32) -> Result<()> {
@@ -921,5 +1039,17 @@ fn bytes_of<T: Copy>(v: &[T]) -> &[u8] {
 fn floats_from(b: &[u8], out: &mut [f32]) {
     for (o, c) in out.iter_mut().zip(b.chunks_exact(4)) {
         *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launch_constants_follow_the_kernel_source() {
+        assert_eq!(crate::kernel_define("TT"), Some(ROW_TOKENS as usize));
+        // linear_multi takes w0, w1, w2.
+        assert!(crate::KERNEL_SOURCE.contains("const u8* w0, const u8* w1, const u8* w2"));
     }
 }
