@@ -1,6 +1,7 @@
 //! Where a placement decision turns into execution: the scheduler's plan splits a
 //! layer's work items between the CPU and GPU executors.
 
+use super::host_profile::{HostProfile, Phase};
 use super::placer::PlacerOptions;
 use super::stats::SchedSnapshot;
 use super::{ExpertExecutor, LayerExperts, WorkItem};
@@ -159,6 +160,16 @@ pub struct MoeDispatch {
     placement: LayerPlacement,
     /// The last deferred layer, not yet fed back.
     pending: Option<PendingObserve>,
+    /// `HMOE_MOE_PROFILE=1`: host time of `run_layer` by phase.
+    profile: HostProfile,
+}
+
+impl Drop for MoeDispatch {
+    fn drop(&mut self) {
+        if let Some(r) = self.profile.report() {
+            tracing::info!("{r}");
+        }
+    }
 }
 
 impl MoeDispatch {
@@ -178,6 +189,7 @@ impl MoeDispatch {
             replay: None,
             placement: LayerPlacement::default(),
             pending: None,
+            profile: HostProfile::from_env(),
         }
     }
 
@@ -296,14 +308,17 @@ impl MoeDispatch {
         link: DeviceLink,
         out: &mut [f32],
     ) -> Result<Option<DeviceAddend>> {
+        self.profile.begin();
         let mut plan = std::mem::take(&mut self.placement);
         let t_plan = Instant::now();
         self.placer
             .place(experts.layer, items, next, self.gpu.is_some(), &mut plan);
         self.summary.sched_seconds += t_plan.elapsed().as_secs_f64();
         debug_assert_eq!(plan.cpu.len() + plan.gpu.len(), items.len());
+        self.profile.lap(Phase::Place);
         let pick = |idx: &[usize]| idx.iter().map(|&i| items[i].clone()).collect::<Vec<_>>();
         let (cpu_items, gpu_items) = (pick(&plan.cpu), pick(&plan.gpu));
+        self.profile.lap(Phase::Split);
         let start = Instant::now();
         // The CUDA share is issued first and completed after the CPU share: both run at
         // once, and the host waits only for the GPU's output.
@@ -315,16 +330,19 @@ impl MoeDispatch {
             (Some(cuda), false) => Some(cuda.submit(experts, x, hidden, &gpu_items)?),
             _ => None,
         };
+        self.profile.lap(Phase::Submit);
         // The previous deferred layer's feedback, off the critical path: its times were
         // read when this layer was submitted (the events are reused), and this layer's
         // plan used the cost model one layer staler.
         self.flush_pending()?;
+        self.profile.lap(Phase::Feedback);
         if let (None, Some(gpu), false) = (&self.cuda, &self.gpu, gpu_items.is_empty()) {
             gpu.execute(experts, x, hidden, &gpu_items, out)?;
         }
         let t0 = Instant::now();
         self.cpu.execute(experts, x, hidden, &cpu_items, out)?;
         let cpu_s = t0.elapsed().as_secs_f64();
+        self.profile.lap(Phase::Cpu);
         let (mut gpu, mut addend) = (None, None);
         if let (Some(cuda), Some(t)) = (&self.cuda, ticket) {
             if defer {
@@ -334,6 +352,7 @@ impl MoeDispatch {
             }
         }
         let wall_s = start.elapsed().as_secs_f64();
+        self.profile.lap(Phase::Finish);
         // Background loads go on the copy stream after this layer's demand copies and
         // overlap the next layer's dense work; the next layer's kernels wait for them.
         if let Some(cuda) = &self.cuda {
@@ -351,6 +370,7 @@ impl MoeDispatch {
                 }
             }
         }
+        self.profile.lap(Phase::Loads);
         self.placement = plan;
         let done = PendingObserve {
             layer: experts.layer,
@@ -364,6 +384,7 @@ impl MoeDispatch {
         } else {
             self.feed_back(done, gpu);
         }
+        self.profile.lap(Phase::Record);
         Ok(addend)
     }
 

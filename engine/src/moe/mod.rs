@@ -7,6 +7,7 @@
 //! in model code.
 
 pub mod dispatch;
+pub mod host_profile;
 pub mod placer;
 pub mod reference;
 pub mod routing;
