@@ -331,9 +331,9 @@ impl MoeDispatch {
             _ => None,
         };
         self.profile.lap(Phase::Submit);
-        // The previous deferred layer's feedback, off the critical path: its times were
-        // read when this layer was submitted (the events are reused), and this layer's
-        // plan used the cost model one layer staler.
+        // The previous deferred layer's feedback, off the critical path: its events are
+        // read now, after this layer was issued (the backend alternates two sets of
+        // timing events), and this layer's plan used the cost model one layer staler.
         self.flush_pending()?;
         self.profile.lap(Phase::Feedback);
         if let (None, Some(gpu), false) = (&self.cuda, &self.gpu, gpu_items.is_empty()) {

@@ -214,6 +214,28 @@ impl PendingLayer {
     }
 }
 
+/// Waits for a layer's end event in `set` and reads its compute-stream time (`gpu_ms`)
+/// and, if it copied experts, its copy-stream time (`copy_ms`).
+fn read_times(set: &[CudaEvent; 4], t: &mut LayerTimings) -> Result<()> {
+    set[1]
+        .synchronize()
+        .map_err(drv("cuEventSynchronize(layer end)"))?;
+    t.gpu_ms = set[0]
+        .elapsed_ms(&set[1])
+        .map_err(drv("cuEventElapsedTime"))?;
+    if t.fetches > 0 {
+        // The copy stream's end event follows the last `ready` the compute stream waited
+        // for, but may not be marked complete yet: wait for it (≈ free).
+        set[3]
+            .synchronize()
+            .map_err(drv("cuEventSynchronize(copy end)"))?;
+        t.copy_ms = set[2]
+            .elapsed_ms(&set[3])
+            .map_err(drv("cuEventElapsedTime"))?;
+    }
+    Ok(())
+}
+
 /// A range of host memory registered with `cuMemHostRegister`.
 struct Registered {
     start: usize,
@@ -265,7 +287,13 @@ pub struct GpuExperts {
     deferred: Option<deferred::Deferred>,
     /// Its timings, read when the next layer was submitted (events are reused).
     harvested: Option<LayerTimings>,
+    /// A layer's timing events: compute start, end (also a deferred layer's ready event),
+    /// copy start, copy end.
     t: [CudaEvent; 4],
+    /// The other set: each submission swaps them, so a deferred layer's events stay
+    /// untouched while the next layer is issued and are read after its launch, off the
+    /// path between the router and the GPU's work.
+    t_alt: [CudaEvent; 4],
     warnings: Vec<String>,
     copy: Arc<CudaStream>,
     compute: Arc<CudaStream>,
@@ -451,6 +479,7 @@ impl GpuExperts {
                 .map_err(drv("cuEventCreate(timing)"))
         };
         let t = [timing()?, timing()?, timing()?, timing()?];
+        let t_alt = [timing()?, timing()?, timing()?, timing()?];
         Ok(Self {
             info,
             cfg: GpuConfig {
@@ -490,6 +519,7 @@ impl GpuExperts {
             deferred: None,
             harvested: None,
             t,
+            t_alt,
             warnings: {
                 warnings.extend(out.warnings);
                 warnings
@@ -709,8 +739,16 @@ impl GpuExperts {
         items: &[GpuItem<'_>],
         on_device: bool,
     ) -> Result<PendingLayer> {
-        // A deferred layer's events and buffers are reused below: read its times first.
-        self.harvest_deferred()?;
+        // Swap the timing events: a deferred layer's stay readable in the other set. Only
+        // when that set was swapped out once already (a second submission before the layer
+        // was read) is it read now, before its events are reused.
+        if self.deferred.as_ref().is_some_and(|d| d.swapped) {
+            self.harvest_deferred()?;
+        }
+        std::mem::swap(&mut self.t, &mut self.t_alt);
+        if let Some(d) = self.deferred.as_mut() {
+            d.swapped = true;
+        }
         if self.in_flight {
             return Err(CudaError::InvalidBatch(
                 "a layer was submitted before the previous one completed".into(),
@@ -760,23 +798,7 @@ impl GpuExperts {
     /// Waits for the layer's end event and reads its compute-stream time (`gpu_ms`) and,
     /// if it copied experts, its copy-stream time (`copy_ms`) from the events `t`.
     fn read_layer_times(&self, t: &mut LayerTimings) -> Result<()> {
-        self.t[1]
-            .synchronize()
-            .map_err(drv("cuEventSynchronize(layer end)"))?;
-        t.gpu_ms = self.t[0]
-            .elapsed_ms(&self.t[1])
-            .map_err(drv("cuEventElapsedTime"))?;
-        if t.fetches > 0 {
-            // The copy stream's end event follows the last `ready` the compute stream
-            // waited for, but may not be marked complete yet: wait for it (≈ free).
-            self.t[3]
-                .synchronize()
-                .map_err(drv("cuEventSynchronize(copy end)"))?;
-            t.copy_ms = self.t[2]
-                .elapsed_ms(&self.t[3])
-                .map_err(drv("cuEventElapsedTime"))?;
-        }
-        Ok(())
+        read_times(&self.t, t)
     }
 
     fn submit_inner(

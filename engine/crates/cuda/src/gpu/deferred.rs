@@ -1,8 +1,9 @@
 //! A layer's GPU expert output left on the device ([`GpuExperts::defer_layer`]): the
 //! dense path adds it into the residual in its next call, after waiting for the layer's
 //! end event on its own stream, so the host does not wait for the GPU share of a layer.
-//! The layer's CUDA-event times are read when the next layer is submitted (the events
-//! are reused then), or on demand ([`GpuExperts::take_deferred_timings`]).
+//! The layer's CUDA-event times are read after the next layer is submitted (each
+//! submission swaps between two sets of timing events, so the next one is issued without
+//! waiting on this one's), or on demand ([`GpuExperts::take_deferred_timings`]).
 
 use super::{drv, GpuExperts, PendingLayer};
 use crate::api::{DeviceAddend, LayerTimings};
@@ -14,13 +15,16 @@ pub(super) struct Deferred {
     timings: LayerTimings,
     /// Host milliseconds from submission to [`GpuExperts::defer_layer`].
     host_ms: f32,
+    /// A later submission swapped the timing events: this layer's are in `t_alt`.
+    pub(super) swapped: bool,
 }
 
 impl GpuExperts {
     /// Leaves a layer submitted with [`GpuExperts::submit_layer_on_device`] on the device
     /// instead of waiting for it: returns where its output is and the event that marks it
-    /// ready (None for an empty layer). The output buffer and the event stay valid until
-    /// the next layer is submitted; the caller must consume the output before that.
+    /// ready (None for an empty layer). The output buffer stays valid until the next layer
+    /// is submitted (the event until the one after); the caller must consume the output
+    /// before the next submission.
     pub fn defer_layer(&mut self, p: PendingLayer) -> Result<Option<DeviceAddend>> {
         if p.values == 0 {
             return Ok(None);
@@ -36,6 +40,7 @@ impl GpuExperts {
         self.deferred = Some(Deferred {
             timings: p.timings,
             host_ms,
+            swapped: false,
         });
         Ok(Some(DeviceAddend {
             ptr: self.out_dev.ptr,
@@ -58,7 +63,8 @@ impl GpuExperts {
         let r = (|| {
             self.ctx.bind_to_thread().map_err(drv("bind context"))?;
             let mut t = d.timings;
-            self.read_layer_times(&mut t)?;
+            let set = if d.swapped { &self.t_alt } else { &self.t };
+            super::read_times(set, &mut t)?;
             // The GPU share starts within the submission and the host's share ended at
             // the deferral; neither waited for the other.
             t.wall_ms = d.host_ms.max(t.gpu_ms);
