@@ -280,6 +280,15 @@ KERNEL void kv_write(const float* k, const float* v, const u64* kc, const u64* v
     ((float*)vc[i])[dst] = v[src];
 }
 
+// dst[j] = src[j] for j < words (32-bit words): a decode call's outputs written straight
+// into mapped page-locked host memory by the call's last kernel, instead of a copy-engine
+// download after it (a separate operation with its own latency on the layer's critical
+// path). Grid ceil(words / 256), block 256.
+KERNEL void copy_out(const u32* src, u32* dst, u32 words) {
+    u32 j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j < words) dst[j] = src[j];
+}
+
 // Residual add: x[j] += y[j] for j < len. Grid ceil(len / 256), block 256.
 KERNEL void add_to(float* x, const float* y, u64 len) {
     u64 j = (u64)blockIdx.x * blockDim.x + threadIdx.x;

@@ -141,6 +141,23 @@ impl Pinned {
             len,
         })
     }
+    /// Page-locked memory that kernels can also write (`CU_MEMHOSTALLOC_DEVICEMAP`), and
+    /// its device address.
+    fn mapped(len: usize, what: &str) -> Result<(Self, u64)> {
+        // SAFETY: allocation; freed in Drop.
+        let ptr = unsafe { cu::malloc_host(len.max(1), sys::CU_MEMHOSTALLOC_DEVICEMAP) }
+            .map_err(drv(format!("cuMemHostAlloc({what}, {len} bytes, mapped)")))?;
+        let me = Self {
+            ptr: ptr as *mut u8,
+            len,
+        };
+        let mut dev: sys::CUdeviceptr = 0;
+        // SAFETY: ptr was allocated mapped just above.
+        unsafe { sys::cuMemHostGetDevicePointer_v2(&mut dev, me.ptr as *mut _, 0) }
+            .result()
+            .map_err(drv(format!("cuMemHostGetDevicePointer({what})")))?;
+        Ok((me, dev))
+    }
     fn bytes(&mut self) -> &mut [u8] {
         // SAFETY: ptr is a live allocation of len bytes owned by self.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }

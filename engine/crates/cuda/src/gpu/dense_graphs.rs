@@ -2,7 +2,8 @@
 //! launches, one by one, cost more than the kernels (measured on an H200: ~90 us to enqueue
 //! and ~216 us of stream time per layer call, against ~30 us of kernel work). The kernel
 //! sequence of a call depends only on the layer, the row count, whether the next layer's
-//! router runs, and the attention grid (a power-of-two split count), so it is captured once
+//! router runs, the attention grid (a power-of-two split count) and the experts' output it
+//! adds first (a fixed buffer of the expert backend), so it is captured once
 //! per such key and replayed with one launch. Everything else a call changes lives in device
 //! memory the graph reads: positions, cache addresses, the split plan, the inputs.
 //!
@@ -38,6 +39,8 @@ pub(crate) struct GraphKey {
     pub rows: usize,
     pub grid_splits: usize,
     pub next: bool,
+    /// The experts' output the call adds first (its device address), if any.
+    pub addend: Option<u64>,
 }
 
 /// What a captured decode expert pass (index-table upload, input rounding, fused gate_up,

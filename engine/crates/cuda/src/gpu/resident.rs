@@ -128,6 +128,7 @@ struct Fns {
     attend_split: CudaFunction,
     attend_combine: CudaFunction,
     add_to: CudaFunction,
+    copy_out: CudaFunction,
     /// `None` when the device refuses its shared memory (the split kernels serve all).
     attend_tiled: Option<TiledFn>,
 }
@@ -150,6 +151,8 @@ pub struct GpuDense {
     part: DeviceBuf,
     logits: DeviceBuf,
     io_host: Pinned,
+    /// `io_host`'s device address (mapped): graphed decode calls write their outputs there.
+    io_host_dev: u64,
     logits_host: Pinned,
     warnings: Vec<String>,
     /// Per-kernel stream times (`HMOE_DENSE_PROFILE=1`).
@@ -236,6 +239,7 @@ impl GpuDense {
         }
         let mut warnings = Vec::new();
         let module = compile(&ctx, info.compute_capability, &mut warnings)?;
+        let (io_host, io_host_dev) = Pinned::mapped(io0.end, "dense layer buffer")?;
         let f = |name: &str| {
             module
                 .load_function(name)
@@ -258,6 +262,7 @@ impl GpuDense {
             attend_split: f("attend_split")?,
             attend_combine: f("attend_combine")?,
             add_to: f("add_to")?,
+            copy_out: f("copy_out")?,
             attend_tiled: TiledFn::load(&f, ATTEND_TILE_STAGES)?,
         };
         let mut layers = Vec::with_capacity(w.layers.len());
@@ -294,7 +299,8 @@ impl GpuDense {
             work: alloc(&ctx, work0, "dense work buffer")?,
             part: alloc(&ctx, 4, "attention partials")?,
             logits: alloc(&ctx, 4 * shape.vocab, "logits")?,
-            io_host: Pinned::new(io0.end, "dense layer buffer")?,
+            io_host,
+            io_host_dev,
             logits_host: Pinned::new(4 * shape.vocab, "logits")?,
             warnings,
             profile: DenseProfile::from_env(&ctx),
@@ -366,7 +372,8 @@ impl GpuDense {
             self.work = alloc(&self.ctx, work, "dense work buffer")?;
         }
         if self.io_host.len < io.end {
-            self.io_host = Pinned::new(io.end, "dense layer buffer")?;
+            self.graphs.invalidate();
+            (self.io_host, self.io_host_dev) = Pinned::mapped(io.end, "dense layer buffer")?;
         }
         Ok(io)
     }
@@ -514,15 +521,17 @@ impl GpuDense {
         host[io.x..io.hn].copy_from_slice(bytes_of(x));
         let t1 = Instant::now();
         let mut prof = self.profile.take();
+        let graphed = self.graphs.wants(n);
         let key = GraphKey {
             layer,
             rows: n,
             grid_splits,
             next,
+            // A graphed call adds the experts' output in its first kernel.
+            addend: addend.filter(|_| graphed).map(|a| a.ptr),
         };
         // Profiling with graphs on times the upload and the whole graph (events outside
         // it); with HMOE_CUDA_GRAPHS=0 every kernel apart.
-        let graphed = self.graphs.wants(n);
         let launched = if graphed {
             self.run_graphed(&mut prof, &io, key, addend)
         } else {
@@ -530,18 +539,21 @@ impl GpuDense {
         };
         self.profile = prof;
         launched?;
-        let cs = self.stream.cu_stream();
-        let end = if next { io.end } else { io.next };
-        // SAFETY: pinned destination inside io_host (io.end bytes); read after the sync.
-        unsafe {
-            cu::memcpy_dtoh_async(
-                &mut self.io_host.bytes()[io.x..end],
-                self.io.ptr + io.x as u64,
-                cs,
-            )
+        if !graphed {
+            // A graph's last kernel wrote the outputs into io_host already.
+            let cs = self.stream.cu_stream();
+            let end = if next { io.end } else { io.next };
+            // SAFETY: pinned destination inside io_host (io.end bytes); read after the sync.
+            unsafe {
+                cu::memcpy_dtoh_async(
+                    &mut self.io_host.bytes()[io.x..end],
+                    self.io.ptr + io.x as u64,
+                    cs,
+                )
+            }
+            .map_err(drv("cuMemcpyDtoHAsync(dense output)"))?;
+            self.mark("download")?;
         }
-        .map_err(drv("cuMemcpyDtoHAsync(dense output)"))?;
-        self.mark("download")?;
         let t2 = Instant::now();
         self.stream
             .synchronize()
@@ -574,8 +586,9 @@ impl GpuDense {
     }
 
     /// Uploads the call's inputs (`meta | x`, from the pinned buffer) on the stream, then
-    /// adds the experts' `addend` into `x` once its event has fired.
-    fn upload_inputs(&mut self, io: &Io, addend: Option<DeviceAddend>) -> Result<()> {
+    /// makes the stream wait for the experts' `addend` and (with `add`; a graph adds it
+    /// itself) adds it into `x`.
+    fn upload_inputs(&mut self, io: &Io, addend: Option<DeviceAddend>, add: bool) -> Result<()> {
         let cs = self.stream.cu_stream();
         // SAFETY: pinned source of io.hn bytes; the device buffer holds io.end ≥ io.hn.
         unsafe { cu::memcpy_htod_async(self.io.ptr, &self.io_host.bytes()[..io.hn], cs) }
@@ -593,6 +606,9 @@ impl GpuDense {
             )
         }
         .map_err(drv("cuStreamWaitEvent(experts' output)"))?;
+        if !add {
+            return Ok(());
+        }
         self.add_to(self.io.ptr + io.x as u64, a.ptr, a.values as u64)
     }
 
@@ -619,11 +635,13 @@ impl GpuDense {
         key: GraphKey,
         addend: Option<DeviceAddend>,
     ) -> Result<()> {
-        graphs.ensure(&self.stream, key, || self.launch_block(&mut None, io, key))?;
+        graphs.ensure(&self.stream, key, || {
+            self.launch_block(&mut None, io, key, true)
+        })?;
         if let Some(p) = prof.as_mut() {
             p.begin(&self.stream, key.rows)?;
         }
-        self.upload_inputs(io, addend)?;
+        self.upload_inputs(io, addend, key.addend.is_none())?;
         if let Some(p) = prof.as_mut() {
             p.mark(&self.stream, "upload")?;
         }
@@ -645,8 +663,8 @@ impl GpuDense {
         if let Some(p) = prof.as_mut() {
             p.begin(&self.stream, key.rows)?;
         }
-        self.upload_inputs(io, addend)?;
-        self.launch_block(prof, io, key)
+        self.upload_inputs(io, addend, true)?;
+        self.launch_block(prof, io, key, false)
     }
 
     /// Marks the end of step `name` in the profile, if on.
@@ -657,13 +675,22 @@ impl GpuDense {
         }
     }
 
-    /// Enqueues the kernels of one call (nothing else: this is what a graph captures).
-    fn launch_block(&self, prof: &mut Option<DenseProfile>, io: &Io, key: GraphKey) -> Result<()> {
+    /// Enqueues the kernels of one call (nothing else: this is what a graph captures):
+    /// with `graphed`, first the add of `key.addend` (the experts' output) and last the
+    /// copy of the outputs into the mapped host buffer (no download after the graph).
+    fn launch_block(
+        &self,
+        prof: &mut Option<DenseProfile>,
+        io: &Io,
+        key: GraphKey,
+        graphed: bool,
+    ) -> Result<()> {
         let GraphKey {
             layer,
             rows: n,
             grid_splits,
             next,
+            addend,
         } = key;
         let s = &self.shape;
         let l = &self.layers[layer];
@@ -677,6 +704,9 @@ impl GpuDense {
         let v = k + 4 * nn * kvd;
         let attn = v + 4 * nn * kvd;
         let (n32, h32) = (n as u32, s.hidden as u32);
+        if let Some(a) = addend.filter(|_| graphed) {
+            self.add_to(x, a, nn * s.hidden as u64)?;
+        }
         // Profiled calls launch every matrix apart (the profile times each).
         let apart = prof.is_some();
         let mut m = |name: &'static str| match prof.as_mut() {
@@ -722,7 +752,33 @@ impl GpuDense {
                 m("next router")?;
             }
         }
+        if graphed {
+            let end = if next { io.end } else { io.next };
+            self.copy_out(x, self.io_host_dev + io.x as u64, (end - io.x) / 4)?;
+        }
         Ok(())
+    }
+
+    /// `copy_out` of `words` 32-bit words from device `src` to `dst` (mapped host memory).
+    fn copy_out(&self, src: u64, dst: u64, words: usize) -> Result<()> {
+        let w = words as u32;
+        let cfg = LaunchConfig {
+            grid_dim: (w.div_ceil(ADD_THREADS), 1, 1),
+            block_dim: (ADD_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: matches copy_out(const u32*, u32*, u32); both ranges hold `words` words
+        // (the call's outputs in io and their place in the mapped io_host).
+        unsafe {
+            self.stream
+                .launch_builder(&self.fns.copy_out)
+                .arg(&src)
+                .arg(&dst)
+                .arg(&w)
+                .launch(cfg)
+        }
+        .map(|_| ())
+        .map_err(drv("launch copy_out"))
     }
 
     /// Final norm and output head of the rows `x` (`[r, hidden]`): logits `[r, vocab]`.
