@@ -1,5 +1,5 @@
 // int8 tensor-core GEMM kernels for prefill (mma.sync m16n8k32 s8 x s8 -> s32, sm_80+),
-// Q8_0 and Q4_K weights: appended after gemm.cu by lib.rs (GEMM_BM, GEMM_BN,
+// Q8_0, Q4_K and Q6_K weights: appended after gemm.cu by lib.rs (GEMM_BM, GEMM_BN,
 // GEMM_MIN_TOKENS, SYNCTHREADS and kernels.cu's helpers), compiled by g++ in the emulator
 // (tests/emu_mma.rs; mma_s8 is then emu.h's warp collective). docs/notes/cuda-mma.md has
 // the design and numbers.
@@ -20,7 +20,8 @@
 // are quantised into shared memory (int8 + a scale per 32 values + for Q4_K the scaled sum
 // of each 32 q's, for the mins); then the 128 weight rows' int8 values, in two halves of
 // 128 values (shared memory holds 44 KB), with a scale per 32 values (Q8_0: d; Q4_K:
-// d * sc, and dmin * m for the min term: nibbles 0..15 are the int8 values). Warp w holds
+// d * sc, and dmin * m for the min term: nibbles 0..15 are the int8 values; Q6_K: q - 32
+// with a scale per 16 values, two mma per 32-value block, see mma_half). Warp w holds
 // rows 16 (w % 4) .. +15 and 64 + 16 (w % 4) .. +15 (two m-tiles: a gate row and its up
 // row in one thread) x tokens 32 (w / 4) .. +31 (four n-tiles); per 32-value block each
 // warp issues 8 mma and adds each s32 result, times its row and token scales, to f32
@@ -92,7 +93,7 @@ DEV void mma_load_x(MmaSmem& sm, XRow xrow, u32 nt, u32 cols, u32 k0) {
             for (u32 e = 0; e < 4; ++e) am[h] = fmaxf(am[h], fabsf(o[e]));
         }
     }
-    if (T == T_Q4K) {
+    if (T != T_Q8_0) {
         float a = fmaxf(am[0], am[1]);
         a = fmaxf(a, SHFL_XOR(a, 1));
         a = fmaxf(a, SHFL_XOR(a, 2));
@@ -116,6 +117,10 @@ DEV void mma_load_x(MmaSmem& sm, XRow xrow, u32 nt, u32 cols, u32 k0) {
 
 // Weight values 128 hh .. 128 hh + 127 of step s of the tile's 128 rows into sm.wq / wd / wm.
 template <int T, class WRow> struct MmaW;
+
+// Four 6-bit values (bytes 0..63) minus 32 each, as int8 bytes: with bit 7 set no byte
+// borrows from the next, and flipping it back gives b - 32 mod 256.
+DEV u32 q6_s8(u32 v) { return ((v | 0x80808080u) - 0x20202020u) ^ 0x80808080u; }
 
 // Q8_0: lane 8 c + m of warp w loads word m of block 8 s + 4 hh + c of rows 16 w .. +15.
 template <class WRow> struct MmaW<T_Q8_0, WRow> {
@@ -165,6 +170,37 @@ template <class WRow> struct MmaW<T_Q4K, WRow> {
     }
 };
 
+// Q6_K (210-byte blocks, 2-byte aligned): half hh is ggml's 128-value half n: value
+// 32 qq + l comes from ql[64 hh + 32 (qq % 2) + l] (nibble qq / 2) and bits 2 qq of
+// qh[32 hh + l], scale sc[8 hh + 2 qq + l / 16]. Lane 16 rr + w of warp w' loads ql word w
+// (l = 4 (w % 8) .., blocks qq = w / 8 and w / 8 + 2) of row 16 it + 2 w' + rr; lanes
+// w < 8 convert scale 8 hh + w: the scale of a block's first 16 values goes to wd, of its
+// last 16 to wm (mma_half then splits the block's dot in two).
+template <class WRow> struct MmaW<T_Q6K, WRow> {
+    static DEV void load(MmaSmem& sm, WRow wrow, u32, u32 s, u32 hh) {
+        const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5, w = lane & 15;
+        const u32 q0 = w >> 3, l4 = 4 * (w & 7);
+        for (u32 it = 0; it < 8; ++it) {
+            u32 r = 16 * it + 2 * warp + (lane >> 4);
+            const u8* blk = wrow(r) + (u64)s * 210;
+            u32 mis = (u32)(u64)blk & 2u, lo, hi;
+            ld32_a2(blk + 64 * hh + 4 * w, mis, &lo, &hi);
+            u32 ql = FSHR(lo, hi, 8 * mis);
+            ld32_a2(blk + 128 + 32 * hh + l4, mis, &lo, &hi);
+            u32 qh = FSHR(lo, hi, 8 * mis);
+            u32 va = (ql & 0x0f0f0f0fu) | (((qh >> (2 * q0)) & 0x03030303u) << 4);
+            u32 vb = ((ql >> 4) & 0x0f0f0f0fu) | (((qh >> (2 * q0 + 4)) & 0x03030303u) << 4);
+            sm.wq[r][8 * q0 + (w & 7)] = q6_s8(va);
+            sm.wq[r][8 * (q0 + 2) + (w & 7)] = q6_s8(vb);
+            if (w < 8) {
+                float f = h2f(ld16(blk + 208)) * (float)(int)(signed char)blk[192 + 8 * hh + w];
+                if (w & 1) sm.wm[r][w >> 1] = f;
+                else sm.wd[r][w >> 1] = f;
+            }
+        }
+    }
+};
+
 // acc[mi][nj][i] += the half step's products of tile row 64 mi + 16 (w % 4) + g + 8 (i / 2)
 // and token 32 (w / 4) + 8 nj + 2 t + i % 2 (mma_row / mma_tok), blocks below `nb`.
 template <int T>
@@ -193,6 +229,21 @@ DEV void mma_half(const MmaSmem& sm, u32 hh, u32 nb, u32 nt, float (&acc)[2][4][
             float xs[2] = {sm.xs[tb + 2 * t][xb], sm.xs[tb + 2 * t + 1][xb]};
             for (u32 mi = 0; mi < 2; ++mi) {
                 int d[4];
+                if (T == T_Q6K) {
+                    // A fragment regs 0, 1 hold k 0..15, regs 2, 3 k 16..31: one mma per
+                    // 16-value sub-block, each with its scale.
+                    const u32 lo[4] = {a[mi][0], a[mi][1], 0u, 0u};
+                    const u32 hi[4] = {0u, 0u, a[mi][2], a[mi][3]};
+                    int e[4];
+                    mma_s8(lo, b, d);
+                    mma_s8(hi, b, e);
+                    for (u32 i = 0; i < 4; ++i) {
+                        float& c = acc[mi][nj][i];
+                        c = fmaf((float)d[i], wd[mi][i >> 1] * xd[i & 1], c);
+                        c = fmaf((float)e[i], wm[mi][i >> 1] * xd[i & 1], c);
+                    }
+                    continue;
+                }
                 mma_s8(a[mi], b, d);
                 for (u32 i = 0; i < 4; ++i) {
                     float& c = acc[mi][nj][i];
@@ -332,3 +383,4 @@ DEV void mma_linear(const u8* w, const float* x, float* y, u32 rows, u32 cols, u
 
 INSTANTIATE_MMA(T_Q8_0, q8_0)
 INSTANTIATE_MMA(T_Q4K, q4_k)
+INSTANTIATE_MMA(T_Q6K, q6_k)

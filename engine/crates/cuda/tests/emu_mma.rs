@@ -1,11 +1,12 @@
 //! The int8 tensor-core GEMM kernels (src/gemm_mma.cu) in the host emulator, whose
 //! `mma_s8` is emu.h's warp collective over the PTX fragment layout (so a wrong fragment
 //! index fails here): against the f32 tiled kernels (src/gemm.cu) on the same rounded
-//! inputs, and against the f64 reference, for Q8_0 and Q4_K, with ragged shapes: a full
+//! inputs, and against the f64 reference, for Q8_0, Q4_K and Q6_K, with ragged shapes: a full
 //! 128-row tile plus a partial one, token counts of a tile plus a few, fewer than one
 //! n-tile, one past a warp's 32 tokens; Q8_0 rows ending in a partial 256-value step (a
 //! partial first half, an empty second half, a partial second half); expert passes whose
-//! items serve different token counts, and a Q4_K_M pass (Q6_K down: the f32 fallback).
+//! items serve different token counts, Q4_K_M's pass (Q6_K down), and a pass whose Q5_K
+//! gate/up has no mma kernel (the f32 tiled fallback beside an mma down).
 //! The harness (tests/emu/mma_harness.cpp) is built with `GEMM_MIN_TOKENS=1`: every item
 //! is tiled, whatever its size.
 
@@ -106,6 +107,9 @@ fn mma_linear_matches_tiled_and_reference() {
     // of the second chunk), 33: one token past the first token warp, 5: under one n-tile.
     for n in [70, 33, 5] {
         check_linear(&exe, dir.path(), KernelType::Q4K, 200, 512, n);
+    }
+    for n in [70, 5] {
+        check_linear(&exe, dir.path(), KernelType::Q6K, 200, 512, n);
     }
     // Q8_0: 352 = a step and 3 blocks (the second step's first half partial, its second
     // half empty), 416 = a step, a half and a block (the second half partial).
@@ -218,6 +222,8 @@ fn mma_experts_match_tiled_and_reference() {
         (KernelType::Q8_0, KernelType::Q8_0),
         (KernelType::Q4K, KernelType::Q4K),
         (KernelType::Q4K, KernelType::Q6K),
+        (KernelType::Q6K, KernelType::Q4K),
+        (KernelType::Q5K, KernelType::Q8_0),
     ]
     .into_iter()
     .enumerate()

@@ -34,7 +34,7 @@ use std::collections::HashMap;
 pub const MMA_ENV: &str = "HMOE_CUDA_MMA";
 /// Weight types with int8 tensor-core kernels (`mma_gate_up_*`, `mma_down_*`,
 /// `mma_linear_*`); the others always take the f32 tiled kernels.
-pub const MMA_TYPES: [KernelType; 2] = [KernelType::Q8_0, KernelType::Q4K];
+pub const MMA_TYPES: [KernelType; 3] = [KernelType::Q8_0, KernelType::Q4K, KernelType::Q6K];
 /// Oldest binary architecture (major × 10 + minor) with `mma.sync ... m16n8k32 ... s8`:
 /// below it the kernels compile to a trap and are never selected.
 const MMA_MIN_ARCH: i32 = 80;

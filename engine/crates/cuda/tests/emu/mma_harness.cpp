@@ -32,9 +32,9 @@ static const u32 FMT[] = {0, 0, 1, 2, 3, 3, 3}, BLK[] = {1, 1, 32, 32, 256, 256,
 static GateUpFn GGU[] = {gemm_gate_up_f32, gemm_gate_up_f16, gemm_gate_up_bf16, gemm_gate_up_q8_0, gemm_gate_up_q4_k, gemm_gate_up_q5_k, gemm_gate_up_q6_k};
 static DownFn GDN[] = {gemm_down_f32, gemm_down_f16, gemm_down_bf16, gemm_down_q8_0, gemm_down_q4_k, gemm_down_q5_k, gemm_down_q6_k};
 static LinFn GLIN[] = {gemm_linear_f32, gemm_linear_f16, gemm_linear_bf16, gemm_linear_q8_0, gemm_linear_q4_k, gemm_linear_q5_k, gemm_linear_q6_k};
-static GateUpFn MGU[] = {nullptr, nullptr, nullptr, mma_gate_up_q8_0, mma_gate_up_q4_k, nullptr, nullptr};
-static DownFn MDN[] = {nullptr, nullptr, nullptr, mma_down_q8_0, mma_down_q4_k, nullptr, nullptr};
-static LinFn MLIN[] = {nullptr, nullptr, nullptr, mma_linear_q8_0, mma_linear_q4_k, nullptr, nullptr};
+static GateUpFn MGU[] = {nullptr, nullptr, nullptr, mma_gate_up_q8_0, mma_gate_up_q4_k, nullptr, mma_gate_up_q6_k};
+static DownFn MDN[] = {nullptr, nullptr, nullptr, mma_down_q8_0, mma_down_q4_k, nullptr, mma_down_q6_k};
+static LinFn MLIN[] = {nullptr, nullptr, nullptr, mma_linear_q8_0, mma_linear_q4_k, nullptr, mma_linear_q6_k};
 
 static void round_rows(std::vector<float>& a, u32 rows, u32 width, u32 t) {
     if (FMT[t])
