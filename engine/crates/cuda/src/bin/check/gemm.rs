@@ -39,8 +39,8 @@ const VARIANTS: &[(&str, &[&str])] = &[
 /// Seconds the sweep may take (it stops before the next variant after that): the whole
 /// `gemm` mode should stay near 100 s.
 const VARIANT_BUDGET_S: f64 = 30.0;
-/// Expert layouts of the mma table (the benchmark models' Q4_K_M and Q8_0; q4_k_m's Q6_K
-/// down stays on the f32 tiled kernel) at `MMA_EXPERT_TOKENS` tokens per expert.
+/// Expert layouts of the mma table (the benchmark models' Q4_K_M, with its Q6_K down, and
+/// Q8_0; plain Q4_K) at `MMA_EXPERT_TOKENS` tokens per expert.
 #[cfg(feature = "cuda")]
 const MMA_LAYOUTS: [&str; 3] = ["q4_k_m", "q4_k", "q8_0"];
 #[cfg(feature = "cuda")]
@@ -301,8 +301,8 @@ fn act_rounded(t: KernelType, x: &[f32]) -> Vec<f32> {
 }
 
 /// The int8 tensor-core kernels (gemm_mma.cu) against the f32 tiled kernels, kernel-only,
-/// on the same inputs: 8 experts × 256 tokens of each of [`MMA_LAYOUTS`], Q4_K and Q8_0
-/// linear 2048×4096 and 4096×2048 at 512 tokens. PASS/FAIL per case (relative error
+/// on the same inputs: 8 experts × 256 tokens of each of [`MMA_LAYOUTS`], Q4_K, Q8_0 and
+/// Q6_K linear 2048×4096 and 4096×2048 at 512 tokens. PASS/FAIL per case (relative error
 /// against [`MMA_LINEAR_REL_TOL`] / [`MMA_PASS_REL_TOL`]), then the table.
 #[cfg(feature = "cuda")]
 fn mma_timings(g: &mut GpuExperts, rep: &mut Report) -> Result<Vec<Value>> {
@@ -363,7 +363,7 @@ fn mma_cases(g: &mut GpuExperts, rep: &mut Report, rows: &mut Vec<Value>) -> Res
             "mma_us": new.pass_ms * 1e3, "mma_matmul_us": new.matmul_ms * 1e3,
             "mma_matmul_tflops": tflops(new.matmul_ms), "rel_l2": c.rel_l2}));
     }
-    for t in [KernelType::Q4K, KernelType::Q8_0] {
+    for t in [KernelType::Q4K, KernelType::Q8_0, KernelType::Q6K] {
         for (r, c) in LINEAR_SHAPES {
             let wq = quantized(t, r, c)?;
             let x = act_rounded(t, &vals(LINEAR_TOKENS * c, 45));
