@@ -43,26 +43,36 @@
 #error "the mma tile covers 64 tokens: GEMM_BN must not exceed it"
 #endif
 
-// D = A B for one m16n8k32 s8 tile (C = 0). Every lane of the warp calls it together.
+// Integers to floats and back without the conversion unit (16 results per SM and clock
+// on sm_90, against 128 FFMA): the float 1.5 * 2^23 has an ulp of 1, so its bit pattern
+// plus an integer |n| < 2^22 is the float 1.5 * 2^23 + n exactly, and fmaf(v, s, 1.5 * 2^23)
+// rounds v * s to the nearest integer (ties to even, as rintf) into the low mantissa bits.
+#define MMA_MAGIC 0x4B400000u
+#define MMA_MAGIC_F 12582912.0f
+
+// D = A B + MMA_MAGIC for one m16n8k32 s8 tile: each D word read as a float is
+// MMA_MAGIC_F + the block dot (|dot| <= 32 * 127 * 127 < 2^22), so one FADD converts it.
+// Every lane of the warp calls it together.
 DEV void mma_s8(const u32 (&a)[4], const u32 (&b)[2], int (&d)[4]) {
 #if defined(HMOE_EMU)
-    emu_mma_s8(a, b, d);
+    emu_mma_s8(a, b, (int)MMA_MAGIC, d);
 #elif __CUDA_ARCH__ >= 800
     asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
         "{%8, %9}, {%10, %10, %10, %10};"
         : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(0));
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(MMA_MAGIC));
 #else
     d[0] = d[1] = d[2] = d[3] = 0;
     __trap();  // below sm_80: gpu/gemm.rs never selects these kernels
 #endif
 }
 
-// Four int8 values (each in -127..127) as one word, byte k = q[k].
-DEV u32 pack_s8(const int* q) {
-    return (u32)(q[0] & 0xff) | ((u32)(q[1] & 0xff) << 8) | ((u32)(q[2] & 0xff) << 16) |
-           ((u32)(q[3] & 0xff) << 24);
-}
+// The block dot in a D word of mma_s8, as a float (exact).
+DEV float mma_dot(int d) { return AS_FLOAT((u32)d) - MMA_MAGIC_F; }
+
+// Four MMA_MAGIC-biased integers (each in -127..127) as int8 bytes of one word: the low
+// byte of each is the integer's two's complement byte.
+DEV u32 pack_s8(const u32* u) { return PRMT(PRMT(u[0], u[1], 0x0040u), PRMT(u[2], u[3], 0x0040u), 0x5410u); }
 
 // Shared tables of one tile.
 struct MmaSmem {
@@ -99,19 +109,20 @@ DEV void mma_load_x(MmaSmem& sm, XRow xrow, u32 nt, u32 cols, u32 k0) {
         a = fmaxf(a, SHFL_XOR(a, 2));
         am[0] = am[1] = a;
     }
+    // |v| <= amax, so |v * id| <= 127 (to a few ulps) and rounds into -127..127: no clamp.
     for (u32 h = 0; h < 2; ++h) {
         float d = am[h] / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
-        int sum = 0;
+        u32 bsum = 0;  // sum of the biased patterns: 32 MMA_MAGIC + sum q (mod 2^32)
         for (u32 i = 0; i < 8; ++i) {
-            int q[4];
+            u32 u[4];
             for (u32 e = 0; e < 4; ++e) {
-                q[e] = (int)fminf(fmaxf(rintf(v[32 * h + 4 * i + e] * id), -127.0f), 127.0f);
-                sum += q[e];
+                u[e] = AS_UINT(fmaf(v[32 * h + 4 * i + e], id, MMA_MAGIC_F));
+                bsum += u[e];
             }
-            sm.xq[t][16 * j + 8 * h + i] = pack_s8(q);
+            sm.xq[t][16 * j + 8 * h + i] = pack_s8(u);
         }
         sm.xd[t][2 * j + h] = d;
-        sm.xs[t][2 * j + h] = d * (float)sum;
+        sm.xs[t][2 * j + h] = d * (float)(int)(bsum - 32u * MMA_MAGIC);
     }
 }
 
@@ -239,15 +250,15 @@ DEV void mma_half(const MmaSmem& sm, u32 hh, u32 nb, u32 nt, float (&acc)[2][4][
                     mma_s8(hi, b, e);
                     for (u32 i = 0; i < 4; ++i) {
                         float& c = acc[mi][nj][i];
-                        c = fmaf((float)d[i], wd[mi][i >> 1] * xd[i & 1], c);
-                        c = fmaf((float)e[i], wm[mi][i >> 1] * xd[i & 1], c);
+                        c = fmaf(mma_dot(d[i]), wd[mi][i >> 1] * xd[i & 1], c);
+                        c = fmaf(mma_dot(e[i]), wm[mi][i >> 1] * xd[i & 1], c);
                     }
                     continue;
                 }
                 mma_s8(a[mi], b, d);
                 for (u32 i = 0; i < 4; ++i) {
                     float& c = acc[mi][nj][i];
-                    c = fmaf((float)d[i], wd[mi][i >> 1] * xd[i & 1], c);
+                    c = fmaf(mma_dot(d[i]), wd[mi][i >> 1] * xd[i & 1], c);
                     if (T == T_Q4K) c = fmaf(-wm[mi][i >> 1], xs[i & 1], c);
                 }
             }

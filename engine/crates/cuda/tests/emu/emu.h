@@ -144,7 +144,7 @@ template <class F> void emu_launch(EmuDim grid, EmuDim block, F f) {
     for (auto& x : th) x.join();
 }
 
-// mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 with C = 0, as the warp collective it
+// mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 with C = c in every element, as the warp collective it
 // is on the device: every lane publishes its A (4 words) and B (2 words) fragment registers
 // in the PTX ISA's layout, the warp meets at its barrier, each lane computes its own 4
 // D elements from the other lanes' registers, and the warp meets again before the
@@ -159,7 +159,7 @@ static EmuMma emu_mma_x[32];
 
 static inline int emu_s8(u32 w, u32 k) { return (int)(signed char)(u8)(w >> (8 * (k & 3))); }
 
-static inline void emu_mma_s8(const u32 (&a)[4], const u32 (&b)[2], int (&d)[4]) {
+static inline void emu_mma_s8(const u32 (&a)[4], const u32 (&b)[2], int c, int (&d)[4]) {
     u32 lane = threadIdx.x & 31;
     EmuMma& x = emu_mma_x[threadIdx.x >> 5];
     for (u32 i = 0; i < 4; ++i) x.a[lane][i] = a[i];
@@ -168,7 +168,7 @@ static inline void emu_mma_s8(const u32 (&a)[4], const u32 (&b)[2], int (&d)[4])
     u32 g = lane >> 2, t = lane & 3;
     for (u32 i = 0; i < 4; ++i) {
         u32 row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
-        int s = 0;
+        int s = c;
         for (u32 k = 0; k < 32; ++k) {
             // A[row][k]: lane 4 (row % 8) + (k % 16) / 4, reg (row >= 8) + 2 (k >= 16).
             u32 aw = x.a[4 * (row & 7) + ((k & 15) >> 2)][(row >> 3) + 2 * (k >> 4)];
