@@ -40,11 +40,12 @@ const VARIANTS: &[(&str, &[&str])] = &[
 /// `gemm` mode should stay near 100 s.
 const VARIANT_BUDGET_S: f64 = 30.0;
 /// Expert layouts of the mma table (the benchmark models' Q4_K_M, with its Q6_K down, and
-/// Q8_0; plain Q4_K) at `MMA_EXPERT_TOKENS` tokens per expert.
+/// Q8_0; plain Q4_K) at `MMA_EXPERT_TOKENS` tokens per expert (256: the brief's prefill
+/// size; 64: one token chunk, near where the row kernels take over).
 #[cfg(feature = "cuda")]
 const MMA_LAYOUTS: [&str; 3] = ["q4_k_m", "q4_k", "q8_0"];
 #[cfg(feature = "cuda")]
-const MMA_EXPERT_TOKENS: usize = 256;
+const MMA_EXPERT_TOKENS: [usize; 2] = [256, 64];
 /// mma against f32 tiled, linear on activations rounded as act_round rounds them: both
 /// compute the same block dots (the mma exactly in integers), summed in f32 in another
 /// order: a few ulps of a row's magnitude (the emulator measured ~3e-7). A wrong fragment,
@@ -301,7 +302,7 @@ fn act_rounded(t: KernelType, x: &[f32]) -> Vec<f32> {
 }
 
 /// The int8 tensor-core kernels (gemm_mma.cu) against the f32 tiled kernels, kernel-only,
-/// on the same inputs: 8 experts × 256 tokens of each of [`MMA_LAYOUTS`], Q4_K, Q8_0 and
+/// on the same inputs: 8 experts × 256 and × 64 tokens of each of [`MMA_LAYOUTS`], Q4_K, Q8_0 and
 /// Q6_K linear 2048×4096 and 4096×2048 at 512 tokens. PASS/FAIL per case (relative error
 /// against [`MMA_LINEAR_REL_TOL`] / [`MMA_PASS_REL_TOL`]), then the table.
 #[cfg(feature = "cuda")]
@@ -330,8 +331,10 @@ fn mma_timings(_: &mut GpuExperts, _: &mut Report) -> Result<Vec<Value>> {
 #[cfg(feature = "cuda")]
 fn mma_cases(g: &mut GpuExperts, rep: &mut Report, rows: &mut Vec<Value>) -> Result<()> {
     let mut table = Vec::new();
-    let n = MMA_EXPERT_TOKENS;
-    for name in MMA_LAYOUTS {
+    for (name, n) in MMA_EXPERT_TOKENS
+        .iter()
+        .flat_map(|&n| MMA_LAYOUTS.iter().map(move |&name| (name, n)))
+    {
         let Some(l) = layout(name) else { continue };
         let b = TestBatch::random(l, TIMING_EXPERTS, n, TIMING_EXPERTS, 700 + n as u64)?;
         let all: Vec<usize> = (0..TIMING_EXPERTS).collect();
