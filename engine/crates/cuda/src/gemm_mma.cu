@@ -31,12 +31,14 @@
 // Fragments (PTX ISA, m16n8k32 .s8): g = lane / 4, t = lane % 4; A (16 x 32, row) regs
 // A[g][4t..], A[g+8][4t..], A[g][16+4t..], A[g+8][16+4t..]; B (32 x 8, col) regs
 // B[4t..][g], B[16+4t..][g]; D regs (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1). Weight rows
-// and token rows are k-contiguous in shared memory, so each register is one 32-bit load;
-// rows are padded by 16 bytes so the 8 g x 4 t loads hit 32 distinct banks.
+// and token rows are k-contiguous in shared memory, each 32-value block's 8 words stored in
+// the order 0 4 1 5 2 6 3 7 (mma_pw: the same for A and B, so the dot is unchanged): a
+// lane's two words of a block (4t.. and 16+4t..) are adjacent, one 64-bit load. Rows are
+// padded by 32 bytes (a stride of 8 mod 32 words): the 16 lanes of each half-warp phase
+// (4 g x 4 t, 2 words each) hit 32 distinct banks.
 
-#define MMA_XW (256 / 4 + 4)  // u32 words per token row of the step's int8 activations
-#define MMA_WW (128 / 4 + 4)  // u32 words per weight row of a half step
-#define MMA_SW 9              // floats per token row of the scale tables (8 + 1: banks)
+#define MMA_XW (256 / 4 + 8)  // u32 words per token row of the step's int8 activations
+#define MMA_WW (128 / 4 + 8)  // u32 words per weight row of a half step
 #define MMA_TILE_TOKENS 64    // tokens the warps cover (GEMM_BN <= this)
 
 #if GEMM_BN > MMA_TILE_TOKENS
@@ -70,16 +72,40 @@ DEV void mma_s8(const u32 (&a)[4], const u32 (&b)[2], int (&d)[4]) {
 // The block dot in a D word of mma_s8, as a float (exact).
 DEV float mma_dot(int d) { return AS_FLOAT((u32)d) - MMA_MAGIC_F; }
 
+// Position of word w (0..7: values 4w..4w+3) of a 32-value block in shared memory.
+DEV u32 mma_pw(u32 w) { return 2 * (w & 3) + (w >> 2); }
+
+// Two adjacent shared words (8-byte aligned) as one load.
+#ifndef HMOE_EMU
+DEV void lds2(const u32* p, u32& a, u32& b) {
+    uint2 v = *(const uint2*)p;
+    a = v.x, b = v.y;
+}
+DEV void lds2f(const float* p, float& a, float& b) {
+    float2 v = *(const float2*)p;
+    a = v.x, b = v.y;
+}
+#else
+DEV void lds2(const u32* p, u32& a, u32& b) {
+    emu_align(p, 8);
+    a = p[0], b = p[1];
+}
+DEV void lds2f(const float* p, float& a, float& b) {
+    emu_align(p, 8);
+    a = p[0], b = p[1];
+}
+#endif
+
 // Four MMA_MAGIC-biased integers (each in -127..127) as int8 bytes of one word: the low
 // byte of each is the integer's two's complement byte.
 DEV u32 pack_s8(const u32* u) { return PRMT(PRMT(u[0], u[1], 0x0040u), PRMT(u[2], u[3], 0x0040u), 0x5410u); }
 
 // Shared tables of one tile.
 struct MmaSmem {
-    u32 xq[MMA_TILE_TOKENS][MMA_XW];    // the step's activations, int8
-    float xd[MMA_TILE_TOKENS][MMA_SW];  // scale per token and 32-value block
-    float xs[MMA_TILE_TOKENS][MMA_SW];  // scale x sum of the block's q (Q4_K mins)
-    u32 wq[GEMM_BM][MMA_WW];            // the half step's weights, int8
+    u32 xq[MMA_TILE_TOKENS][MMA_XW];  // the step's activations, int8 (mma_pw order)
+    float xd[8][MMA_TILE_TOKENS];     // scale per 32-value block and token
+    float xs[8][MMA_TILE_TOKENS];     // scale x sum of the block's q (Q4_K mins)
+    u32 wq[GEMM_BM][MMA_WW];          // the half step's weights, int8 (mma_pw order)
     float wd[GEMM_BM][4];               // weight scale per row and 32-value block
     float wm[GEMM_BM][4];               // Q4_K: dmin x m per row and block
 };
@@ -119,10 +145,10 @@ DEV void mma_load_x(MmaSmem& sm, XRow xrow, u32 nt, u32 cols, u32 k0) {
                 u[e] = AS_UINT(fmaf(v[32 * h + 4 * i + e], id, MMA_MAGIC_F));
                 bsum += u[e];
             }
-            sm.xq[t][16 * j + 8 * h + i] = pack_s8(u);
+            sm.xq[t][16 * j + 8 * h + mma_pw(i)] = pack_s8(u);
         }
-        sm.xd[t][2 * j + h] = d;
-        sm.xs[t][2 * j + h] = d * (float)(int)(bsum - 32u * MMA_MAGIC);
+        sm.xd[2 * j + h][t] = d;
+        sm.xs[2 * j + h][t] = d * (float)(int)(bsum - 32u * MMA_MAGIC);
     }
 }
 
@@ -150,7 +176,7 @@ template <class WRow> struct MmaW<T_Q8_0, WRow> {
                 q = FSHR(lo, hi, 8 * mis);
                 if (m == 0) d = h2f(ld16(blk));
             }
-            sm.wq[r][8 * c + m] = q;
+            sm.wq[r][8 * c + mma_pw(m)] = q;
             if (m == 0) sm.wd[r][c] = d;
         }
     }
@@ -168,8 +194,8 @@ template <class WRow> struct MmaW<T_Q4K, WRow> {
             u32 r = 16 * it + 2 * warp + (lane >> 4);
             const u8* blk = wrow(r) + (u64)s * 144;
             u32 q = ld32(blk + 16 + 32 * g + 4 * (m & 7));
-            sm.wq[r][16 * gl + (m & 7)] = q & 0x0f0f0f0fu;
-            sm.wq[r][16 * gl + 8 + (m & 7)] = (q >> 4) & 0x0f0f0f0fu;
+            sm.wq[r][16 * gl + mma_pw(m & 7)] = q & 0x0f0f0f0fu;
+            sm.wq[r][16 * gl + 8 + mma_pw(m & 7)] = (q >> 4) & 0x0f0f0f0fu;
             if ((m & 7) == 0) {
                 float da, ma, db, mb;
                 kscales(ld32(blk), ld32(blk + 4), ld32(blk + 8), ld32(blk + 12), g, &da, &ma,
@@ -201,8 +227,8 @@ template <class WRow> struct MmaW<T_Q6K, WRow> {
             u32 qh = FSHR(lo, hi, 8 * mis);
             u32 va = (ql & 0x0f0f0f0fu) | (((qh >> (2 * q0)) & 0x03030303u) << 4);
             u32 vb = ((ql >> 4) & 0x0f0f0f0fu) | (((qh >> (2 * q0 + 4)) & 0x03030303u) << 4);
-            sm.wq[r][8 * q0 + (w & 7)] = q6_s8(va);
-            sm.wq[r][8 * (q0 + 2) + (w & 7)] = q6_s8(vb);
+            sm.wq[r][8 * q0 + mma_pw(w & 7)] = q6_s8(va);
+            sm.wq[r][8 * (q0 + 2) + mma_pw(w & 7)] = q6_s8(vb);
             if (w < 8) {
                 float f = h2f(ld16(blk + 208)) * (float)(int)(signed char)blk[192 + 8 * hh + w];
                 if (w & 1) sm.wm[r][w >> 1] = f;
@@ -224,10 +250,8 @@ DEV void mma_half(const MmaSmem& sm, u32 hh, u32 nb, u32 nt, float (&acc)[2][4][
         float wd[2][2], wm[2][2];
         for (u32 mi = 0; mi < 2; ++mi) {
             u32 r = 64 * mi + r0;
-            a[mi][0] = sm.wq[r][8 * bl + t];
-            a[mi][1] = sm.wq[r + 8][8 * bl + t];
-            a[mi][2] = sm.wq[r][8 * bl + 4 + t];
-            a[mi][3] = sm.wq[r + 8][8 * bl + 4 + t];
+            lds2(&sm.wq[r][8 * bl + 2 * t], a[mi][0], a[mi][2]);
+            lds2(&sm.wq[r + 8][8 * bl + 2 * t], a[mi][1], a[mi][3]);
             wd[mi][0] = sm.wd[r][bl], wd[mi][1] = sm.wd[r + 8][bl];
             wm[mi][0] = sm.wm[r][bl], wm[mi][1] = sm.wm[r + 8][bl];
         }
@@ -235,9 +259,11 @@ DEV void mma_half(const MmaSmem& sm, u32 hh, u32 nb, u32 nt, float (&acc)[2][4][
         for (u32 nj = 0; nj < 4; ++nj) {
             u32 tb = tok0 + 8 * nj;
             if (tb >= nt) break;  // warp-uniform
-            u32 b[2] = {sm.xq[tb + g][32 * hh + 8 * bl + t], sm.xq[tb + g][32 * hh + 8 * bl + 4 + t]};
-            float xd[2] = {sm.xd[tb + 2 * t][xb], sm.xd[tb + 2 * t + 1][xb]};
-            float xs[2] = {sm.xs[tb + 2 * t][xb], sm.xs[tb + 2 * t + 1][xb]};
+            u32 b[2];
+            float xd[2], xs[2];
+            lds2(&sm.xq[tb + g][32 * hh + 8 * bl + 2 * t], b[0], b[1]);
+            lds2f(&sm.xd[xb][tb + 2 * t], xd[0], xd[1]);
+            if (T == T_Q4K) lds2f(&sm.xs[xb][tb + 2 * t], xs[0], xs[1]);
             for (u32 mi = 0; mi < 2; ++mi) {
                 int d[4];
                 if (T == T_Q6K) {
