@@ -106,14 +106,14 @@ struct MmaSmem {
     float xd[8][MMA_TILE_TOKENS];     // scale per 32-value block and token
     float xs[8][MMA_TILE_TOKENS];     // scale x sum of the block's q (Q4_K mins)
     u32 wq[GEMM_BM][MMA_WW];          // the half step's weights, int8 (mma_pw order)
-    float wd[GEMM_BM][4];               // weight scale per row and 32-value block
-    float wm[GEMM_BM][4];               // Q4_K: dmin x m per row and block
+    float wd[GEMM_BM][4];             // weight scale per row and 32-value block
+    float wm[GEMM_BM][4];             // Q4_K: dmin x m; Q6_K: the block's second scale
 };
 
 // Quantises values k0 .. k0 + 255 of the tile's token rows: thread (token tid / 4,
 // quarter tid % 4) takes 64 values, two 32-value blocks. Q8_0 weights: a scale per 32
-// values (act_round's Q8_0 blocks); Q4_K: one per 256 (Q8_K blocks; the 4 threads of a
-// token are 4 consecutive lanes).
+// values (act_round's Q8_0 blocks); k-quants: one per 256 (Q8_K blocks; the 4 threads of
+// a token are 4 consecutive lanes).
 template <int T, class XRow>
 DEV void mma_load_x(MmaSmem& sm, XRow xrow, u32 nt, u32 cols, u32 k0) {
     const u32 tid = threadIdx.x, t = tid >> 2, j = tid & 3, k = k0 + 64 * j;
@@ -143,12 +143,12 @@ DEV void mma_load_x(MmaSmem& sm, XRow xrow, u32 nt, u32 cols, u32 k0) {
             u32 u[4];
             for (u32 e = 0; e < 4; ++e) {
                 u[e] = AS_UINT(fmaf(v[32 * h + 4 * i + e], id, MMA_MAGIC_F));
-                bsum += u[e];
+                if (T == T_Q4K) bsum += u[e];
             }
             sm.xq[t][16 * j + 8 * h + mma_pw(i)] = pack_s8(u);
         }
         sm.xd[2 * j + h][t] = d;
-        sm.xs[2 * j + h][t] = d * (float)(int)(bsum - 32u * MMA_MAGIC);
+        if (T == T_Q4K) sm.xs[2 * j + h][t] = d * (float)(int)(bsum - 32u * MMA_MAGIC);
     }
 }
 
