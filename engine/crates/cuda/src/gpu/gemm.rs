@@ -111,7 +111,8 @@ pub(super) struct GemmKernels {
     pub(super) linear: HashMap<KernelType, CudaFunction>,
     /// The f32 tiled kernels of the [`MMA_TYPES`].
     f32_tiled: HashMap<KernelType, Trio>,
-    /// The mma kernels of the [`MMA_TYPES`]; empty on a device below sm_80.
+    /// The mma kernels of the [`MMA_TYPES`]; empty on a device below sm_80 or a module
+    /// without them.
     mma: HashMap<KernelType, Trio>,
 }
 
@@ -139,12 +140,16 @@ impl GemmKernels {
         let (mut f32_tiled, mut mma) = (HashMap::new(), HashMap::new());
         for t in MMA_TYPES {
             let s = t.suffix();
-            let trio = [
-                f(&format!("mma_gate_up_{s}"))?,
-                f(&format!("mma_down_{s}"))?,
-                f(&format!("mma_linear_{s}"))?,
-            ];
-            if mma_capable(&trio[0]) {
+            // Optional: a module from an older PTX file (HMOE_CUDA_PTX*) lacks them, and
+            // then only the f32 tiled kernels run.
+            let trio = (|| -> Result<Trio> {
+                Ok([
+                    f(&format!("mma_gate_up_{s}"))?,
+                    f(&format!("mma_down_{s}"))?,
+                    f(&format!("mma_linear_{s}"))?,
+                ])
+            })();
+            if let Some(trio) = trio.ok().filter(|tr| mma_capable(&tr[0])) {
                 mma.insert(t, trio);
             }
             let get = |m: &HashMap<KernelType, CudaFunction>| {
@@ -166,7 +171,8 @@ impl GemmKernels {
     }
 
     /// Launches the mma kernels for the [`MMA_TYPES`] (`on`) or the f32 tiled ones;
-    /// returns whether the mma kernels are now launched (never below sm_80).
+    /// returns whether the mma kernels are now launched (never below sm_80 or on a module
+    /// without them).
     fn set_mma(&mut self, on: bool) -> bool {
         let on = on && !self.mma.is_empty();
         let src = if on { &self.mma } else { &self.f32_tiled };
