@@ -117,6 +117,8 @@ fn mma_linear_matches_tiled_and_reference() {
         check_linear(&exe, dir.path(), KernelType::Q8_0, 200, cols, 70);
     }
     check_linear(&exe, dir.path(), KernelType::Q8_0, 130, 256, 5);
+    // A q projection's 2048 columns: 8 steps accumulated.
+    check_linear(&exe, dir.path(), KernelType::Q4K, 130, 2048, 40);
 }
 
 /// A batch of 80 token rows whose items serve `sizes` tokens (at most 80 each), as
