@@ -19,7 +19,7 @@
 // Per 256-value step (one Q4_K super-block, eight Q8_0 blocks): the tile's <= 64 token rows
 // are quantised into shared memory (int8 + a scale per 32 values + for Q4_K the scaled sum
 // of each 32 q's, for the mins); then the 128 weight rows' int8 values, in two halves of
-// 128 values (shared memory holds 44 KB), with a scale per 32 values (Q8_0: d; Q4_K:
+// 128 values (shared memory holds 46 KB), with a scale per 32 values (Q8_0: d; Q4_K:
 // d * sc, and dmin * m for the min term: nibbles 0..15 are the int8 values; Q6_K: q - 32
 // with a scale per 16 values, two mma per 32-value block, see mma_half). Warp w holds
 // rows 16 (w % 4) .. +15 and 64 + 16 (w % 4) .. +15 (two m-tiles: a gate row and its up
