@@ -89,6 +89,8 @@ pub const KERNEL_SOURCE: &str = concat!(
     "\n",
     include_str!("gemm.cu"),
     "\n",
+    include_str!("gemm_mma.cu"),
+    "\n",
     include_str!("attend_tiled.cu")
 );
 /// The value of `#define <name> <v>` in [`KERNEL_SOURCE`] (the first one: the default of a

@@ -13,13 +13,31 @@
 //! 181.9 tiled (~85 tokens). A matrix of few rows gives the tiled grid few CTAs (128 rows
 //! per tile): in the 512-token prefill layer the 512-row wk/wv took 186 µs tiled against
 //! ~140 with the row kernel, the 128-row router 172 against ~40.
+//!
+//! With [`MMA_ENV`]`=1` the tiled work on the weight types of [`MMA_TYPES`] runs on the
+//! int8 tensor-core kernels of `gemm_mma.cu` instead (the same arguments, grid and block:
+//! the functions are swapped, nothing else changes); the other types keep the f32 tiled
+//! kernels. `GpuExperts::set_gemm_mma` switches at run time (the device check times both).
 
 use super::{drv, GpuExperts};
 use crate::dtype::{ExpertLayout, KernelType};
 use crate::error::{CudaError, Result};
 use crate::WARPS_PER_BLOCK;
+use cudarc::driver::result as cu;
+use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
+
+/// Environment variable: `1` runs the tiled expert items and linear calls on weights of
+/// [`MMA_TYPES`] through the int8 tensor-core kernels (`gemm_mma.cu`, sm_80 and later)
+/// instead of the f32 tiled kernels. Off by default until measured on the device.
+pub const MMA_ENV: &str = "HMOE_CUDA_MMA";
+/// Weight types with int8 tensor-core kernels (`mma_gate_up_*`, `mma_down_*`,
+/// `mma_linear_*`); the others always take the f32 tiled kernels.
+pub const MMA_TYPES: [KernelType; 3] = [KernelType::Q8_0, KernelType::Q4K, KernelType::Q6K];
+/// Oldest binary architecture (major × 10 + minor) with `mma.sync ... m16n8k32 ... s8`:
+/// below it the kernels compile to a trap and are never selected.
+const MMA_MIN_ARCH: i32 = 80;
 
 /// Tokens from which an expert item or a linear call takes the tiled kernels: the default
 /// of `GEMM_MIN_TOKENS` in kernels.cu (tested below; see the module docs for the value).
@@ -81,11 +99,33 @@ impl GemmShape {
     }
 }
 
-/// The module's tiled kernels by weight type.
+/// gate_up, down and linear of one weight type.
+type Trio = [CudaFunction; 3];
+
+/// The module's tiled kernels by weight type: the ones launched (`gate_up`, `down`,
+/// `linear`: f32 tiled, or int8 mma for the types of [`MMA_TYPES`] when switched on), and
+/// both kinds of the mma types to switch between.
 pub(super) struct GemmKernels {
     pub(super) gate_up: HashMap<KernelType, CudaFunction>,
     pub(super) down: HashMap<KernelType, CudaFunction>,
     pub(super) linear: HashMap<KernelType, CudaFunction>,
+    /// The f32 tiled kernels of the [`MMA_TYPES`].
+    f32_tiled: HashMap<KernelType, Trio>,
+    /// The mma kernels of the [`MMA_TYPES`]; empty on a device below sm_80 or a module
+    /// without them.
+    mma: HashMap<KernelType, Trio>,
+}
+
+/// Whether `f` was compiled for an architecture with the s8 `mma.sync` shape.
+fn mma_capable(f: &CudaFunction) -> bool {
+    // SAFETY: `f` is a loaded function of a live module.
+    let v = unsafe {
+        cu::function::get_function_attribute(
+            f.cu_function(),
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_BINARY_VERSION,
+        )
+    };
+    v.is_ok_and(|v| v >= MMA_MIN_ARCH)
 }
 
 impl GemmKernels {
@@ -97,11 +137,51 @@ impl GemmKernels {
             down.insert(t, f(&format!("gemm_down_{s}"))?);
             linear.insert(t, f(&format!("gemm_linear_{s}"))?);
         }
-        Ok(Self {
+        let (mut f32_tiled, mut mma) = (HashMap::new(), HashMap::new());
+        for t in MMA_TYPES {
+            let s = t.suffix();
+            // Optional: a module from an older PTX file (HMOE_CUDA_PTX*) lacks them, and
+            // then only the f32 tiled kernels run.
+            let trio = (|| -> Result<Trio> {
+                Ok([
+                    f(&format!("mma_gate_up_{s}"))?,
+                    f(&format!("mma_down_{s}"))?,
+                    f(&format!("mma_linear_{s}"))?,
+                ])
+            })();
+            if let Some(trio) = trio.ok().filter(|tr| mma_capable(&tr[0])) {
+                mma.insert(t, trio);
+            }
+            let get = |m: &HashMap<KernelType, CudaFunction>| {
+                m.get(&t)
+                    .cloned()
+                    .ok_or(CudaError::UnsupportedType(t.ggml()))
+            };
+            f32_tiled.insert(t, [get(&gate_up)?, get(&down)?, get(&linear)?]);
+        }
+        let mut k = Self {
             gate_up,
             down,
             linear,
-        })
+            f32_tiled,
+            mma,
+        };
+        k.set_mma(std::env::var(MMA_ENV).is_ok_and(|v| v == "1"));
+        Ok(k)
+    }
+
+    /// Launches the mma kernels for the [`MMA_TYPES`] (`on`) or the f32 tiled ones;
+    /// returns whether the mma kernels are now launched (never below sm_80 or on a module
+    /// without them).
+    fn set_mma(&mut self, on: bool) -> bool {
+        let on = on && !self.mma.is_empty();
+        let src = if on { &self.mma } else { &self.f32_tiled };
+        for (t, [g, d, l]) in src {
+            self.gate_up.insert(*t, g.clone());
+            self.down.insert(*t, d.clone());
+            self.linear.insert(*t, l.clone());
+        }
+        on
     }
 
     /// The tiled half of a pass of layout `l` whose largest item serves `max_tokens`
@@ -180,6 +260,14 @@ impl<'a> GemmPass<'a> {
 }
 
 impl GpuExperts {
+    /// Runs the tiled expert items and linear calls on weights of [`MMA_TYPES`] through
+    /// the int8 tensor-core kernels (`on`) or the f32 tiled kernels; returns whether the
+    /// mma kernels now run (false on a device below sm_80). The start-up choice is
+    /// [`MMA_ENV`]; the device check times both.
+    pub fn set_gemm_mma(&mut self, on: bool) -> bool {
+        self.gemm.set_mma(on)
+    }
+
     /// `gemm_gate_up_*` over the `n` items at `items` (the pass's x and act buffers).
     pub(super) fn launch_gemm_gate_up(
         &self,
@@ -313,6 +401,27 @@ mod tests {
         );
         assert_eq!(crate::kernel_define("GEMM_BM"), Some(TILE_ROWS as usize));
         assert_eq!(crate::kernel_define("TT"), Some(ROW_KERNEL_TOKENS as usize));
+    }
+
+    /// NVRTC (no GPU needed; LD_LIBRARY_PATH as for gpu.rs's compile test) emits the mma
+    /// kernels of every [`MMA_TYPES`] entry for sm_90, with the tensor-core instruction.
+    #[test]
+    fn mma_kernels_compile_for_sm90() {
+        match crate::compile_kernels((9, 0)) {
+            Ok(ptx) => {
+                for t in MMA_TYPES {
+                    for k in ["mma_gate_up", "mma_down", "mma_linear"] {
+                        let entry = format!(".entry {k}_{}(", t.suffix());
+                        assert!(ptx.contains(&entry), "{entry}");
+                    }
+                }
+                assert!(ptx.contains("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32"));
+            }
+            Err(CudaError::NoNvrtc) => {
+                panic!("libnvrtc not found: set LD_LIBRARY_PATH to the CUDA 13 libraries")
+            }
+            Err(e) => panic!("{e}"),
+        }
     }
 
     #[test]

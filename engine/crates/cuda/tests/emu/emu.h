@@ -143,3 +143,40 @@ template <class F> void emu_launch(EmuDim grid, EmuDim block, F f) {
         });
     for (auto& x : th) x.join();
 }
+
+// mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 with C = c in every element, as the warp collective it
+// is on the device: every lane publishes its A (4 words) and B (2 words) fragment registers
+// in the PTX ISA's layout, the warp meets at its barrier, each lane computes its own 4
+// D elements from the other lanes' registers, and the warp meets again before the
+// exchange is reused. g = lane / 4, t = lane % 4: A regs A[g][4t..], A[g+8][4t..],
+// A[g][16+4t..], A[g+8][16+4t..]; B regs B[4t..][g], B[16+4t..][g]; D (g, 2t),
+// (g, 2t+1), (g+8, 2t), (g+8, 2t+1). Blocks run one at a time: one exchange per warp.
+struct EmuMma {
+    u32 a[32][4];
+    u32 b[32][2];
+};
+static EmuMma emu_mma_x[32];
+
+static inline int emu_s8(u32 w, u32 k) { return (int)(signed char)(u8)(w >> (8 * (k & 3))); }
+
+static inline void emu_mma_s8(const u32 (&a)[4], const u32 (&b)[2], int c, int (&d)[4]) {
+    u32 lane = threadIdx.x & 31;
+    EmuMma& x = emu_mma_x[threadIdx.x >> 5];
+    for (u32 i = 0; i < 4; ++i) x.a[lane][i] = a[i];
+    for (u32 i = 0; i < 2; ++i) x.b[lane][i] = b[i];
+    emu_warp->bar.arrive_and_wait();
+    u32 g = lane >> 2, t = lane & 3;
+    for (u32 i = 0; i < 4; ++i) {
+        u32 row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
+        int s = c;
+        for (u32 k = 0; k < 32; ++k) {
+            // A[row][k]: lane 4 (row % 8) + (k % 16) / 4, reg (row >= 8) + 2 (k >= 16).
+            u32 aw = x.a[4 * (row & 7) + ((k & 15) >> 2)][(row >> 3) + 2 * (k >> 4)];
+            // B[k][col]: lane 4 col + (k % 16) / 4, reg (k >= 16).
+            u32 bw = x.b[4 * col + ((k & 15) >> 2)][k >> 4];
+            s += emu_s8(aw, k) * emu_s8(bw, k);
+        }
+        d[i] = s;
+    }
+    emu_warp->bar.arrive_and_wait();
+}
