@@ -68,6 +68,8 @@ for s in $stages; do
     amx) stage amx 200 bash -c '.devbin/hmoe-quant-tests amx --nocapture --test-threads 1; echo "rc=$?"; .devbin/hmoe-cpu-tests amx --nocapture; echo "rc=$?"; HMOE_AMX=0 .devbin/hmoe-quant-tests amx_device --nocapture; .devbin/hmoe-quant-tests -q; echo "quant suite rc=$?"; .devbin/hmoe-cpu-tests -q; echo "cpu suite rc=$?"; .devbin/cpu-bench --amx --threads 1,16' ;;
     dense-test) stage dense-test 120 env HMOE_CUDA_DEVICE_TESTS=1 .devbin/hmoe-engine-tests gpu_dense --nocapture --test-threads 1 ;;
     cpu4) stage cpu4 90 bash scripts/device/cpu4-bench.sh "$hmoe" "$work" ;;
+    mma-q4) stage mma-q4 100 env HMOE_CUDA_MMA=1 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/mma" q4_k_m model 64 1024 8GiB,16GiB static,value 32 ;;
+    mma-q8) stage mma-q8 100 env HMOE_CUDA_MMA=1 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/mma" q8_0 model 64 1024 16GiB static,value 32 ;;
     final-q4) stage final-q4 130 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT" q4_k_m model 64 1024 8GiB,16GiB,all cpu-only,static,lru,value 32 ;;
     final-replay) stage final-replay 80 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT" q4_k_m replay 64 16 8GiB,16GiB cpu-only,static,lru,value 64 ;;
     final-q8) stage final-q8 110 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT" q8_0 model 64 1024 16GiB cpu-only,static,value 32 ;;
