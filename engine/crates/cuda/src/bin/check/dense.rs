@@ -92,9 +92,24 @@ pub fn dense_checks(g: &mut GpuExperts, rep: &mut Report) -> Result<()> {
 /// for the attention blocks (every residual, normed state and router output) and one for
 /// the head; the worst output is named.
 pub fn resident_checks(rep: &mut Report) -> Result<()> {
-    use hmoe_cuda::verify_dense::{scenario, small_shape, OwnedDense, RefDense};
+    use hmoe_cuda::attend_tiled::use_tiled;
+    use hmoe_cuda::verify_dense::{
+        scenario, scenario_step_rows, small_shape, OwnedDense, RefDense,
+    };
     use hmoe_cuda::GpuDense;
     let shape = small_shape();
+    // Which attention kernel each step takes (named in the attention_block lines).
+    let steps: Vec<String> = scenario_step_rows(&shape)?
+        .into_iter()
+        .map(|n| {
+            let k = if use_tiled(n, shape.head_dim) {
+                "tiled"
+            } else {
+                "split"
+            };
+            format!("{n} rows: {k}")
+        })
+        .collect();
     for t in [
         KernelType::Q8_0,
         KernelType::Q4K,
@@ -130,11 +145,15 @@ pub fn resident_checks(rep: &mut Report) -> Result<()> {
                 }
             }
             let what = if head { "head" } else { "attention_block" };
+            let mut detail = json!({"worst": worst.0, "rel_l2": worst.1, "max_rel": worst.2,
+                   "weight_bytes": weight_bytes, "kv_bytes_after": kv_bytes});
+            if !head {
+                detail["attention_steps"] = json!(steps);
+            }
             rep.check(
                 &format!("dense {what} (GpuDense) {}", t.suffix()),
                 pass,
-                json!({"worst": worst.0, "rel_l2": worst.1, "max_rel": worst.2,
-                       "weight_bytes": weight_bytes, "kv_bytes_after": kv_bytes}),
+                detail,
             );
         }
     }
