@@ -26,7 +26,7 @@ const MAX_REPS: usize = 1000;
 
 /// One sequence of a timed call: `n` new rows at positions `start..start + n`, and its
 /// whole K and V cache up to them (`(start + n) × n_kv × head_dim` f32 each, the new
-/// rows' keys and values included, as after `kv_write`).
+/// rows' keys and values included, as after `qk_norm_rope_kv`).
 #[derive(Debug, Clone, Copy)]
 pub struct BenchSeq<'a> {
     /// Positions cached before the call.
