@@ -19,9 +19,20 @@ ls -la /usr/local/cuda/lib64/libnvrtc* >> "$OUT/nvidia-smi.txt" 2>&1 || true
 # NVRTC from the machine's CUDA; if it is missing or its PTX does not load, the PTX that
 # NVRTC 13.0 compiled on the build machine (the backend says which it used).
 [ -f .devbin/hmoe-kernels.ptx ] && export HMOE_CUDA_PTX_FALLBACK=$PWD/.devbin/hmoe-kernels.ptx
+# Every backend instance the check starts (the OOM checks, each GpuDense, the attention
+# bench) loads the same 4.4 MB PTX, which the driver JIT-compiles to SASS (~2-4 s) unless
+# its compute cache has it: keep that cache on, writable and large enough.
+unset CUDA_CACHE_DISABLE
+export CUDA_CACHE_PATH=${CUDA_CACHE_PATH:-/tmp/hmoe-cuda-jit-cache}
+export CUDA_CACHE_MAXSIZE=${CUDA_CACHE_MAXSIZE:-4294967296}
 scratch=$(mktemp -d)
+# `--quick` (session.sh's check stage) skips the kernel variant sweep: `bash
+# scripts/device/cuda-check.sh variants` runs it alone. Each part prints `section <name>:
+# <s> s`; the last lines say the total.
+t0=$(date +%s)
 timeout 400 "$bin" --out "$OUT" --scratch "$scratch" "$@" 2>&1 | tee -a "$OUT/cuda-check.log"
 rc=${PIPESTATUS[0]}
+echo "hmoe-cuda-check $* took $(($(date +%s) - t0)) s (rc=$rc)" | tee -a "$OUT/cuda-check.log"
 rm -rf "$scratch"
 # The engine's GPU executor against its reference executor on synthetic GGUF models.
 if [ -x .devbin/hmoe-engine-tests ] && [ -z "${HMOE_SKIP_ENGINE_TESTS:-}" ]; then

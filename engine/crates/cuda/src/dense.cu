@@ -1,6 +1,6 @@
 // Dense-path kernels (docs/notes/cuda.md, "Dense path"): appended to kernels.cu, whose
 // rows_dot<T>, reduce_rows, warp_sum and macros they use. Verified in the emulator (tests/emu_dense.rs)
-// and by hmoe-cuda-check; not yet called by the engine's forward pass.
+// and by hmoe-cuda-check.
 
 // y[t][r] = w_r . x[t] for a [rows, cols] matrix of raw GGUF blocks and n tokens.
 // Grid (ceil(rows / WARPS), ceil(n / TT)); one warp per row, TT tokens per block row; the
@@ -152,12 +152,11 @@ KERNEL void add_rms_norm(float* x, const float* y, const float* w, float* out, u
     norm_row(x + (u64)r * cols, y + (u64)r * cols, w, out + (u64)r * cols, cols, eps);
 }
 
-// The per-head work between the QKV projections and the attention in one launch (a decode
-// layer's rms_norm x2, rope_neox x2 and kv_write cost five launch boundaries): one warp
+// The per-head work between the QKV projections and the attention in one launch: one warp
 // per (token, head) over nh query heads, then nkv key heads, then nkv value heads. Query
 // and key heads get RMSNorm (weights qnw / knw) and NeoX RoPE at pos[t], in place (the
-// same arithmetic as rms_norm then rope_neox); key and value heads go to row pos[t] of
-// their sequence's cache (kc[t], vc[t]; rows of nkv * head_dim floats).
+// angle product in f32, cos/sin in f64, as the CPU path); key and value heads go to row
+// pos[t] of their sequence's cache (kc[t], vc[t]; rows of nkv * head_dim floats).
 // head_dim a power of two, 32..256. Grid ceil(n * (nh + 2 * nkv) / WARPS), block 32 * WARPS.
 KERNEL void qk_norm_rope_kv(float* q, float* k, float* v, const float* qnw, const float* knw,
                             const u32* pos, const float* inv_freq, const u64* kc, const u64* vc,
@@ -207,77 +206,6 @@ KERNEL void qk_norm_rope_kv(float* q, float* k, float* v, const float* qnw, cons
         if (c < c4)
             for (u32 e = 0; e < 4; ++e) dst[4 * c + e] = row[4 * c + e];
     }
-}
-
-// NeoX RoPE in place on x [n_tokens][n_heads * head_dim]: pairs (i, i + half) of each head
-// rotate by pos[t] * inv_freq[i] (angle product in f32, cos/sin in f64, as the CPU path).
-// One thread per (token, head, i); grid covers n_tokens * n_heads * half threads.
-KERNEL void rope_neox(float* x, const u32* pos, const float* inv_freq, u32 n_tokens, u32 n_heads,
-                      u32 head_dim) {
-    u32 half = head_dim / 2;
-    u64 idx = (u64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (u64)n_tokens * n_heads * half) return;
-    u32 i = (u32)(idx % half), h = (u32)((idx / half) % n_heads), t = (u32)(idx / ((u64)half * n_heads));
-    float a = (float)pos[t] * inv_freq[i];
-    float c = (float)cos((double)a), s = (float)sin((double)a);
-    float* hd = x + (u64)t * n_heads * head_dim + (u64)h * head_dim;
-    float x0 = hd[i], x1 = hd[i + half];
-    hd[i] = x0 * c - x1 * s;
-    hd[i + half] = x1 * c + x0 * s;
-}
-
-// One warp: query head qh (head_dim floats) over `visible` cached positions of k, v (rows
-// of kvw floats; this head's KV slice starts at kvh * head_dim); online softmax; lane L
-// holds elements L, L + 32, ... (head_dim a multiple of 32, at most 256). Writes o.
-DEV void attend_head(const float* qh, const float* k, const float* v, float* o, u32 visible,
-                     u32 kvw, u32 kvh, u32 head_dim, float scale) {
-    u32 lane = threadIdx.x & 31, per = head_dim / 32;
-    float qv[8], acc[8];
-    for (u32 e = 0; e < 8; ++e) {
-        qv[e] = e < per ? qh[lane + 32 * e] : 0.0f;
-        acc[e] = 0.0f;
-    }
-    float m = AS_FLOAT(0xff800000u), l = 0.0f;  // -inf, 0
-    for (u32 t = 0; t < visible; ++t) {
-        const float* kt = k + (u64)t * kvw + (u64)kvh * head_dim;
-        float s = 0.0f;
-        for (u32 e = 0; e < per; ++e) s += qv[e] * kt[lane + 32 * e];
-        s = warp_sum(s) * scale;
-        float mn = s > m ? s : m;
-        float corr = expf(m - mn), p = expf(s - mn);
-        l = l * corr + p;
-        const float* vt = v + (u64)t * kvw + (u64)kvh * head_dim;
-        for (u32 e = 0; e < per; ++e) acc[e] = acc[e] * corr + p * vt[lane + 32 * e];
-        m = mn;
-    }
-    for (u32 e = 0; e < per; ++e) o[lane + 32 * e] = acc[e] / l;
-}
-
-// Causal grouped-query attention of n new tokens (positions start .. start + n - 1) of one
-// sequence over its cache k, v [start + n][n_kv * head_dim]; q, out [n][n_heads * head_dim].
-// One warp per (token, head). Grid (n_heads, n), block 32.
-KERNEL void attend(const float* q, const float* k, const float* v, float* out, u32 n, u32 start,
-                   u32 n_heads, u32 n_kv, u32 head_dim, float scale) {
-    u32 h = blockIdx.x, i = blockIdx.y;
-    u64 row = (u64)i * n_heads * head_dim + (u64)h * head_dim;
-    attend_head(q + row, k, v, out + row, start + i + 1, n_kv * head_dim, h / (n_heads / n_kv),
-                head_dim, scale);
-    (void)n;
-}
-
-// The device-resident forward pass (GpuDense) batches tokens of several sequences: token i
-// belongs to a sequence whose K and V cache of this layer start at device addresses kc[i],
-// vc[i] (rows of n_kv * head_dim floats), at position pos[i].
-
-// Writes the new keys and values: row i of k, v ([n][kvw]) to row pos[i] of its cache.
-// Grid (ceil(kvw / 128), n), block 128.
-KERNEL void kv_write(const float* k, const float* v, const u64* kc, const u64* vc, const u32* pos,
-                     u32 kvw) {
-    u32 i = blockIdx.y, e = blockIdx.x * blockDim.x + threadIdx.x;
-    if (e >= kvw) return;
-    u64 src = (u64)i * kvw + e, dst = (u64)pos[i] * kvw + e;
-    ((float*)kc[i])[dst] = k[src];
-    ((float*)vc[i])[dst] = v[src];
 }
 
 // dst[j] = src[j] for j < words (32-bit words): a decode call's outputs written straight

@@ -86,14 +86,16 @@ pub fn attend(
                 .collect();
             let m = s.iter().cloned().fold(f64::MIN, f64::max);
             let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
-            for e in 0..head_dim {
-                let o: f64 = s
-                    .iter()
-                    .enumerate()
-                    .map(|(t, sv)| (sv - m).exp() / z * v[(t * n_kv + kvh) * head_dim + e] as f64)
-                    .sum();
-                out[(i * n_heads + h) * head_dim + e] = o as f32;
+            // Each position's probability once (not once per output element: the exps
+            // dominated `hmoe-cuda-check`'s host time), summed over positions in order.
+            let mut o = vec![0f64; head_dim];
+            for (t, sv) in s.iter().enumerate() {
+                let p = (sv - m).exp() / z;
+                let vt = &v[(t * n_kv + kvh) * head_dim..][..head_dim];
+                o.iter_mut().zip(vt).for_each(|(a, &b)| *a += p * b as f64);
             }
+            let dst = &mut out[(i * n_heads + h) * head_dim..][..head_dim];
+            dst.iter_mut().zip(&o).for_each(|(d, &a)| *d = a as f32);
         }
     }
     out
@@ -192,4 +194,39 @@ pub fn attention_block(
 pub fn head(norm: &[f32], output: &DenseMatrix<'_>, x: &[f32], eps: f32) -> Result<Vec<f32>> {
     let hn = rms_norm(x, norm, eps);
     linear(output.t, output.data, output.rows, output.cols, &hn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One visible position gives its value row; two positions with equal keys give the
+    /// mean of their values; with a key aligned to the query, that position's value
+    /// dominates (head size 2, one KV head shared by two query heads).
+    #[test]
+    fn attend_weights_values_by_softmax_of_scores() {
+        let (nh, nkv, hd) = (2usize, 1usize, 2usize);
+        let q = [1.0f32, 0.0, 0.0, 1.0];
+        // First row alone: its value whatever the score.
+        let k = [3.0f32, -1.0];
+        let v = [0.5f32, -2.0];
+        assert_eq!(
+            attend(&q, &k, &v, 0, nh, nkv, hd),
+            vec![0.5, -2.0, 0.5, -2.0]
+        );
+        // Equal keys: the mean of the two values for both heads.
+        let k2 = [1.0f32, 1.0, 1.0, 1.0];
+        let v2 = [1.0f32, 2.0, 3.0, 6.0];
+        let out = attend(&q, &k2, &v2, 1, nh, nkv, hd);
+        assert_eq!(out, vec![2.0, 4.0, 2.0, 4.0]);
+        // A large key along head 0's query: head 0 takes the second value, head 1 (its
+        // query orthogonal to both keys' difference) the mean.
+        let k3 = [0.0f32, 0.0, 40.0, 0.0];
+        let out = attend(&q, &k3, &v2, 1, nh, nkv, hd);
+        assert!(
+            (out[0] - 3.0).abs() < 1e-6 && (out[1] - 6.0).abs() < 1e-6,
+            "{out:?}"
+        );
+        assert_eq!(&out[2..], &[2.0, 4.0]);
+    }
 }

@@ -1515,9 +1515,8 @@ mod tests {
                 }
                 for k in [
                     "rms_norm",
-                    "rope_neox",
-                    "attend",
-                    "kv_write",
+                    "add_rms_norm",
+                    "qk_norm_rope_kv",
                     "attend_split",
                     "attend_combine",
                     "add_to",

@@ -205,9 +205,23 @@ impl TestBatch {
     /// The CPU reference: dequantised weights, f64 accumulation, activations rounded as
     /// the CPU kernels round them (the GPU rounds them the same way: `act_round`).
     pub fn reference(&self) -> Result<Vec<f32>> {
+        let all: Vec<usize> = (0..self.rows.len()).collect();
+        self.reference_of(&all)
+    }
+
+    /// [`TestBatch::reference`] of the items `keep` only (the others serve no rows), without
+    /// a copy of the batch: `hmoe-cuda-check` checks a half-copied layer against it.
+    pub fn reference_of(&self, keep: &[usize]) -> Result<Vec<f32>> {
         let l = &self.layout;
-        let tasks: Vec<ExpertTask<'_>> = (0..self.rows.len())
-            .map(|i| {
+        if let Some(&i) = keep.iter().find(|&&i| i >= self.rows.len()) {
+            return Err(CudaError::InvalidBatch(format!(
+                "reference of item {i}: the batch has {}",
+                self.rows.len()
+            )));
+        }
+        let tasks: Vec<ExpertTask<'_>> = keep
+            .iter()
+            .map(|&i| {
                 let o = self.offsets(i).map(|v| v as usize);
                 let m = |t: crate::dtype::KernelType, at: usize, len: usize, rows, cols| MatView {
                     dtype: t.ggml(),
@@ -281,5 +295,26 @@ mod tests {
         assert!(!compare(&[1.0, -2.0, 0.6], &want).pass);
         assert!(!compare(&[1.0, f32::NAN, 0.5], &want).pass);
         assert!(!compare(&[1.0, -2.0], &want).pass);
+    }
+
+    /// The reference of two halves of the items adds up to the whole batch's (each token's
+    /// output is a sum over its experts), and an item outside the batch is an error.
+    #[test]
+    fn reference_of_halves_adds_up_to_the_whole() {
+        let q8 = hmoe_gguf::GgmlDType::Q8_0;
+        let layout = ExpertLayout::new(q8, q8, q8, 256, 256).unwrap();
+        let b = TestBatch::random(layout, 6, 5, 2, 3).unwrap();
+        let (lo, hi): (Vec<usize>, Vec<usize>) = (0..6).partition(|&i| i < 3);
+        let sum: Vec<f32> = b
+            .reference_of(&lo)
+            .unwrap()
+            .iter()
+            .zip(b.reference_of(&hi).unwrap())
+            .map(|(a, c)| a + c)
+            .collect();
+        let whole = b.reference().unwrap();
+        assert!(compare(&sum, &whole).pass, "{:?}", compare(&sum, &whole));
+        assert_ne!(b.reference_of(&lo).unwrap(), whole);
+        assert!(b.reference_of(&[6]).is_err());
     }
 }

@@ -323,6 +323,45 @@ pub fn scenario(r: &mut dyn DenseRunner, shape: &DenseShape) -> Result<Vec<(Stri
     Ok(out)
 }
 
+/// The rows of each step of [`scenario`] (every layer of a step sees the same rows): the
+/// attention kernel `GpuDense` takes for a step follows from them
+/// ([`crate::attend_tiled::use_tiled`]).
+pub fn scenario_step_rows(shape: &DenseShape) -> Result<Vec<usize>> {
+    /// Runs nothing; records the rows of each layer-0 call.
+    struct Rows {
+        seqs: SeqRegistry,
+        rows: Vec<usize>,
+    }
+    impl DenseRunner for Rows {
+        fn new_seq(&mut self, capacity: usize) -> DenseSeq {
+            self.seqs.new_seq(capacity)
+        }
+        fn block(
+            &mut self,
+            layer: usize,
+            seqs: &[SeqSpan],
+            _: &mut [f32],
+            _: &mut [f32],
+            _: &mut [f32],
+            _: &mut [f32],
+        ) -> Result<()> {
+            if layer == 0 {
+                self.rows.push(seqs.iter().map(|s| s.n).sum());
+            }
+            Ok(())
+        }
+        fn head(&mut self, _: &[f32]) -> Result<Vec<f32>> {
+            Ok(Vec::new())
+        }
+    }
+    let mut r = Rows {
+        seqs: SeqRegistry::default(),
+        rows: Vec::new(),
+    };
+    scenario(&mut r, shape)?;
+    Ok(r.rows)
+}
+
 fn step(
     r: &mut dyn DenseRunner,
     shape: &DenseShape,
@@ -417,6 +456,25 @@ mod tests {
         let mut r2 = RefDense::new(&shape, w.clone()).unwrap();
         let again = scenario(&mut r2, &shape).unwrap();
         assert_eq!(out, again);
+    }
+
+    /// The scenario runs both attention paths of `GpuDense`: a prefill step with enough
+    /// rows for the tiled kernel and a decode step on the split kernels (so the device
+    /// check of the resident path covers both).
+    #[test]
+    fn scenario_takes_the_tiled_and_the_split_attention() {
+        use crate::attend_tiled::use_tiled;
+        let shape = small_shape();
+        let rows = scenario_step_rows(&shape).unwrap();
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        assert!(
+            rows.iter().any(|&n| use_tiled(n, shape.head_dim)),
+            "{rows:?}"
+        );
+        assert!(
+            rows.iter().any(|&n| !use_tiled(n, shape.head_dim)),
+            "{rows:?}"
+        );
     }
 
     #[test]

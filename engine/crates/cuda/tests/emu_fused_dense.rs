@@ -1,7 +1,7 @@
 //! The fused dense-path kernels (`qk_norm_rope_kv`, `add_rms_norm` in src/dense.cu) in the
-//! host emulator: bit-identical to the unfused kernels they replace (the same float
-//! operations in the same order, so nothing may differ), and within float rounding of the
-//! f64 references.
+//! host emulator against the f64 references of `dense_ref` (the engine's CPU semantics:
+//! per-head RMSNorm, NeoX RoPE with an f32 angle and f64 cos/sin, the cache rows written
+//! by position, the residual add in f32).
 
 use hmoe_cuda::dense_ref;
 use hmoe_cuda::verify::compare;
@@ -12,6 +12,13 @@ use std::path::Path;
 mod emu_build;
 use emu_build::compile_harness;
 
+/// Pass bound (relative L2 and largest element error relative to the largest reference
+/// value) against the f64 references: the kernels do a few f32 operations per value (an
+/// RMSNorm sum over at most a few thousand squares, one rotation with the reference's own
+/// f32 angle), ~1e-7 here; a wrong RoPE partner, position, head or weight is O(1). The
+/// same bound as `hmoe-cuda-check`'s device check of these kernels.
+const FUSED_TOL: f64 = 1e-5;
+
 fn run(exe: &Path, dir: &Path, words: &[u32]) -> Vec<f32> {
     let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
     emu_build::run_harness(exe, dir, "fused", &bytes)
@@ -21,37 +28,31 @@ fn bits(v: &[f32]) -> impl Iterator<Item = u32> + '_ {
     v.iter().map(|f| f.to_bits())
 }
 
-/// Asserts the fused and unfused halves of a harness output are the same bits.
-fn same_bits<'a>(what: &str, out: &'a [f32]) -> (&'a [f32], &'a [f32]) {
-    let (fused, plain) = out.split_at(out.len() / 2);
-    let diff = fused
-        .iter()
-        .zip(plain)
-        .position(|(a, b)| a.to_bits() != b.to_bits() && !(a.is_nan() && b.is_nan()));
-    assert!(
-        diff.is_none(),
-        "{what}: fused differs from unfused at {diff:?}"
-    );
-    (fused, plain)
-}
-
 fn check(what: &str, got: &[f32], want: &[f32]) {
     let c = compare(got, want);
     println!("{what}: rel_l2 {:.2e} max_rel {:.2e}", c.rel_l2, c.max_rel);
-    assert!(c.pass, "{what}: {c:?}");
+    assert!(
+        c.pass && c.rel_l2 <= FUSED_TOL && c.max_rel <= FUSED_TOL,
+        "{what}: {c:?} (tolerance {FUSED_TOL:.0e})"
+    );
 }
 
 #[test]
-fn qk_norm_rope_kv_equals_norm_rope_and_kv_write() {
+fn qk_norm_rope_kv_matches_norm_rope_and_the_cache_rows() {
     let dir = tempfile::tempdir().expect("tempdir");
     let exe = compile_harness(dir.path(), "fused_harness");
     let eps = 1e-6f32;
     // Every head size the shapes allow: the RoPE partner is a shuffle 4, 8 or 16 lanes
     // away, or (256) the lane's other group. Tokens of one sequence at scattered
-    // positions (a chunk after cached history, and the cache's last row).
+    // positions (a chunk after cached history, and the cache's last row); at head 128
+    // (Qwen3) the first position and one of 40k (angles of ~4e4 radians, where an f32
+    // angle or an f32 cos/sin would drift from the CPU path's).
     for hd in [32usize, 64, 128, 256] {
-        let (n, nh, nkv, cap) = (3usize, 4usize, 2usize, 50usize);
-        let pos = [5u32, 17, 49];
+        let (n, nh, nkv) = (3usize, 4usize, 2usize);
+        let (pos, cap) = match hd {
+            128 => ([0u32, 4095, 40_000], 40_001usize),
+            _ => ([5u32, 17, 49], 50usize),
+        };
         let inv: Vec<f32> = (0..hd / 2)
             .map(|i| 1.0f32 / 1e6f32.powf((2 * i) as f32 / hd as f32))
             .collect();
@@ -70,16 +71,11 @@ fn qk_norm_rope_kv_equals_norm_rope_and_kv_write() {
         }
         let out = run(&exe, dir.path(), &w);
         let kvw = nkv * hd;
-        assert_eq!(
-            out.len(),
-            2 * (q.len() + k.len() + 2 * cap * kvw),
-            "output size"
-        );
-        let (fused, _) = same_bits(&format!("head_dim {hd}"), &out);
+        assert_eq!(out.len(), q.len() + k.len() + 2 * cap * kvw, "output size");
         // Against the f64 norm and the CPU path's RoPE.
         let want_q = dense_ref::rope(&dense_ref::rms_norm(&q, &qnw, eps), &pos, &inv, nh, hd);
         let want_k = dense_ref::rope(&dense_ref::rms_norm(&k, &knw, eps), &pos, &inv, nkv, hd);
-        let (got_q, rest) = fused.split_at(q.len());
+        let (got_q, rest) = out.split_at(q.len());
         let (got_k, rest) = rest.split_at(k.len());
         let (kc, vc) = rest.split_at(cap * kvw);
         check(&format!("q head_dim {hd}"), got_q, &want_q);
@@ -105,7 +101,7 @@ fn qk_norm_rope_kv_equals_norm_rope_and_kv_write() {
 }
 
 #[test]
-fn add_rms_norm_equals_add_then_norm() {
+fn add_rms_norm_matches_the_add_and_the_norm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let exe = compile_harness(dir.path(), "fused_harness");
     let eps = 1e-6f32;
@@ -118,13 +114,13 @@ fn add_rms_norm_equals_add_then_norm() {
             w.extend(bits(a));
         }
         let out = run(&exe, dir.path(), &w);
-        assert_eq!(out.len(), 4 * rows * cols, "output size");
-        let (fused, _) = same_bits(&format!("add_rms_norm {rows}x{cols}"), &out);
+        assert_eq!(out.len(), 2 * rows * cols, "output size");
+        // The residual is one f32 add per element: exact.
         let sum: Vec<f32> = x.iter().zip(&y).map(|(a, b)| a + b).collect();
-        assert_eq!(&fused[..sum.len()], &sum[..], "residual");
+        assert_eq!(&out[..sum.len()], &sum[..], "residual");
         check(
             &format!("add_rms_norm {rows}x{cols}"),
-            &fused[sum.len()..],
+            &out[sum.len()..],
             &dense_ref::rms_norm(&sum, &g, eps),
         );
     }

@@ -4,15 +4,24 @@
 //!   hmoe-cuda-check [--out DIR] [--scratch DIR] [--quick]
 //!   hmoe-cuda-check ptx FILE        # write the NVRTC PTX (sm_90) for ptxas, no GPU needed
 //!   hmoe-cuda-check [--out DIR] gemm # only the tiled GEMM timings, checks and sweep
-//!   hmoe-cuda-check [--out DIR] attention  # only the attention kernels: tiled vs split, timings
+//!   hmoe-cuda-check [--out DIR] attention  # only the attention and fused per-head kernels
+//!   hmoe-cuda-check [--out DIR] variants   # only the expert/linear kernel variant sweep
 //!
 //! Checks: device info; each kernel type against the CPU reference on random experts with
 //! Qwen3-30B-A3B shapes (hidden 2048, expert FFN 768) for 1, 4, 16 and 128 tokens, with all
-//! experts copied, half resident, all resident; H2D bandwidth pinned / pageable /
-//! registered map and the three ways experts reach the GPU; the dense-path kernels, and the
+//! experts copied, half resident, all resident; the kernels alone (and the fused decode
+//! pass) against the reference, the tiled GEMM against the row kernels; the dense-path
+//! kernels the engine runs (`linear_*`, `rms_norm`, the fused `qk_norm_rope_kv` and
+//! `add_rms_norm`, the split and tiled attention) against the f64 references, and the
 //! device-resident dense path (`GpuDense`: attention blocks and head) against its host
-//! reference; copy/compute overlap; arena
-//! out-of-memory handling (shrink with a warning, refuse with an error).
+//! reference; H2D bandwidth pinned / pageable / registered map and the three ways experts
+//! reach the GPU; copy/compute overlap; arena out-of-memory handling (shrink with a
+//! warning, refuse with an error); then (not with `--quick`) the kernel variant sweep.
+//!
+//! `--quick` runs every check above on fewer token counts (1 and 16 in the layer checks)
+//! with fewer timed repetitions, builds no kernel variant beyond the one the GEMM check
+//! compares against, and leaves out the variant sweep (`variants` runs it). Each part
+//! prints `section <name>: <seconds> s` when it ends.
 
 use anyhow::{bail, Context, Result};
 use hmoe_cuda::verify::{compare, TestBatch, KERNEL_MAX_REL_TOL, KERNEL_REL_L2_TOL};
@@ -23,6 +32,8 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Instant;
 
+#[path = "check/dense.rs"]
+mod dense;
 #[path = "check/gemm.rs"]
 mod gemm;
 
@@ -38,9 +49,12 @@ const POOL: usize = 64;
 /// and SMs are independent, so anything real is close to 1).
 const MIN_OVERLAP: f32 = 0.8;
 
+#[derive(Default)]
 struct Report {
     checks: Vec<Value>,
     failed: usize,
+    /// (part, wall seconds) of the parts run so far.
+    sections: Vec<(String, f64)>,
 }
 
 impl Report {
@@ -89,18 +103,6 @@ fn items<'a>(b: &'a TestBatch, which: &[usize]) -> Vec<GpuItem<'a>> {
         .collect()
 }
 
-/// The batch restricted to `keep` (other items serve no rows): its reference.
-fn reference_of(b: &TestBatch, keep: &[usize]) -> Result<Vec<f32>> {
-    let mut sub = b.clone();
-    for i in 0..sub.rows.len() {
-        if !keep.contains(&i) {
-            sub.rows[i].clear();
-            sub.router[i].clear();
-        }
-    }
-    Ok(sub.reference()?)
-}
-
 fn median(mut v: Vec<f32>) -> f32 {
     v.sort_by(f32::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
@@ -118,8 +120,9 @@ fn kernel_checks(g: &mut GpuExperts, rep: &mut Report, quick: bool) -> Result<Va
             let half = &used[..used.len() / 2];
             let t0 = Instant::now();
             // full = first half + second half: each item's reference is computed once.
-            let want_half = reference_of(&b, half)?;
-            let want: Vec<f32> = reference_of(&b, &used[used.len() / 2..])?
+            let want_half = b.reference_of(half)?;
+            let want: Vec<f32> = b
+                .reference_of(&used[used.len() / 2..])?
                 .iter()
                 .zip(&want_half)
                 .map(|(a, b)| a + b)
@@ -188,6 +191,40 @@ fn kernel_checks(g: &mut GpuExperts, rep: &mut Report, quick: bool) -> Result<Va
 
 /// Timed passes per kernel-only measurement (mean of the passes between two events).
 const TIMING_REPS: usize = 50;
+/// The same with `--quick`: a pass is 30-150 us, so 10 still average out launch jitter to
+/// a few percent (the checks on the outputs are the same).
+const QUICK_TIMING_REPS: usize = 10;
+/// Scale of the random dense matrices (quantised once per type and shape, [`quantized`]).
+const DENSE_WEIGHT_SCALE: f32 = 0.03;
+
+/// A `[rows, cols]` matrix of random values quantised to `t`: once per process and shape
+/// (a K-quant matrix of 4096 x 2048 takes the host ~0.5 s; the kernel-only timings, the
+/// dense checks and the variant sweep use the same ones).
+fn quantized(t: hmoe_cuda::KernelType, rows: usize, cols: usize) -> Result<Vec<u8>> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Cache = Mutex<HashMap<(hmoe_cuda::KernelType, usize, usize), Vec<u8>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(w) = cache
+        .lock()
+        .ok()
+        .and_then(|c| c.get(&(t, rows, cols)).cloned())
+    {
+        return Ok(w);
+    }
+    let wf: Vec<f32> = vals(rows * cols, 21)
+        .iter()
+        .map(|v| v * DENSE_WEIGHT_SCALE)
+        .collect();
+    let mut wq = vec![0u8; t.row_bytes(cols)? * rows];
+    hmoe_quant::quantize(t.ggml(), &wf, &mut wq)?;
+    if let Ok(mut c) = cache.lock() {
+        c.insert((t, rows, cols), wq.clone());
+    }
+    Ok(wq)
+}
+
 /// Experts of the kernel-only timing: a decode step's top-8.
 const TIMING_EXPERTS: usize = 8;
 
@@ -196,15 +233,15 @@ const TIMING_EXPERTS: usize = 8;
 /// (checked bit for bit against the unfused one); and `linear_*` on a 4096 × 2048 matrix
 /// (the q projection) for 1 and 8 tokens. Each result is also checked against the
 /// reference. Prints a table: microseconds per pass and GB/s of weights read.
-fn kernel_only_timings(g: &mut GpuExperts, rep: &mut Report) -> Result<Value> {
+fn kernel_only_timings(g: &mut GpuExperts, rep: &mut Report, reps: usize) -> Result<Value> {
     use hmoe_cuda::{dense_ref, KernelType};
     let mut rows = Vec::new();
-    println!("kernel-only timings (mean of {TIMING_REPS} passes, weights already on the GPU):");
+    println!("kernel-only timings (mean of {reps} passes, weights already on the GPU):");
     for (name, layout) in layouts() {
         for n in [1usize, 4, 8] {
             let b = TestBatch::random(layout, TIMING_EXPERTS, n, TIMING_EXPERTS, 77 + n as u64)?;
             let all: Vec<usize> = (0..TIMING_EXPERTS).collect();
-            let kt = g.time_expert_kernels(&[], &layout, &items(&b, &all), &b.x, n, TIMING_REPS)?;
+            let kt = g.time_expert_kernels(&[], &layout, &items(&b, &all), &b.x, n, reps)?;
             let c = compare(&kt.out, &b.reference()?);
             let (ms, mm) = (kt.pass_ms, kt.matmul_ms);
             let bytes = TIMING_EXPERTS * layout.expert_bytes();
@@ -250,12 +287,10 @@ fn kernel_only_timings(g: &mut GpuExperts, rep: &mut Report) -> Result<Value> {
     }
     let (r, c) = (4096usize, HIDDEN);
     for t in KernelType::ALL {
-        let wf: Vec<f32> = vals(r * c, 21).iter().map(|v| v * 0.03).collect();
-        let mut wq = vec![0u8; t.row_bytes(c)? * r];
-        hmoe_quant::quantize(t.ggml(), &wf, &mut wq)?;
+        let wq = quantized(t, r, c)?;
         for n in [1usize, 8] {
             let x = vals(n * c, 22 + n as u64);
-            let (got, ms) = g.time_dense_linear(&[], t, &wq, r, c, &x, TIMING_REPS)?;
+            let (got, ms) = g.time_dense_linear(&[], t, &wq, r, c, &x, reps)?;
             let cmp = compare(&got, &dense_ref::linear(t, &wq, r, c, &x)?);
             let gbs = wq.len() as f64 / (ms as f64 * 1e-3) / 1e9;
             rep.check(
@@ -296,18 +331,13 @@ const VARIANTS: &[(&str, &[&str])] = &[
     ("rpw_dn=4,min_blocks=2", &["RPW_DN=4", "MIN_BLOCKS=2"]),
     ("rpw_gu=2,min_blocks=2", &["RPW_GU=2", "MIN_BLOCKS=2"]),
 ];
-/// Seconds the variant sweep may take (most informative variants first): the device
-/// session runs the quick check under a 150 s stage limit.
-const VARIANT_BUDGET_QUICK_S: f64 = 35.0;
+/// Seconds the variant sweep may take (most informative variants first; each variant is
+/// an NVRTC compile and load of the whole source, ~7 s on the GPU machine).
 const VARIANT_BUDGET_S: f64 = 150.0;
 
-fn variant_timings(g: &mut GpuExperts, rep: &mut Report, quick: bool) -> Result<Value> {
+fn variant_timings(g: &mut GpuExperts, rep: &mut Report) -> Result<Value> {
     let started = Instant::now();
-    let budget = if quick {
-        VARIANT_BUDGET_QUICK_S
-    } else {
-        VARIANT_BUDGET_S
-    };
+    let budget = VARIANT_BUDGET_S;
     use hmoe_cuda::{dense_ref, KernelType};
     let mut rows = Vec::new();
     println!("kernel variants (kernel-only, mean of {TIMING_REPS} passes; us/GB/s of weights per full pass, (us of gate_up+down alone | f: us of the fused decode pass)):");
@@ -332,12 +362,7 @@ fn variant_timings(g: &mut GpuExperts, rep: &mut Report, quick: bool) -> Result<
     let (r, c) = (4096usize, HIDDEN);
     let lin: Vec<(KernelType, Vec<u8>)> = [KernelType::Q4K, KernelType::Q8_0]
         .into_iter()
-        .map(|t| {
-            let wf: Vec<f32> = vals(r * c, 31).iter().map(|v| v * 0.03).collect();
-            let mut wq = vec![0u8; t.row_bytes(c)? * r];
-            hmoe_quant::quantize(t.ggml(), &wf, &mut wq)?;
-            Ok((t, wq))
-        })
+        .map(|t| Ok((t, quantized(t, r, c)?)))
         .collect::<Result<_>>()?;
     for (vname, defs) in VARIANTS {
         if started.elapsed().as_secs_f64() > budget {
@@ -423,73 +448,6 @@ fn variant_timings(g: &mut GpuExperts, rep: &mut Report, quick: bool) -> Result<
         println!("{line}");
     }
     Ok(Value::Array(rows))
-}
-
-/// Dense-path kernels at Qwen3-30B-A3B shapes against the f64 references.
-fn dense_checks(g: &mut GpuExperts, rep: &mut Report) -> Result<()> {
-    use hmoe_cuda::{dense_ref, KernelType};
-    let mut report = |name: String, got: &[f32], want: &[f32]| {
-        let c = compare(got, want);
-        rep.check(
-            &name,
-            c.pass,
-            json!({"rel_l2": c.rel_l2, "max_rel": c.max_rel}),
-        );
-    };
-    // q projection: 2048 -> 32 heads x 128.
-    let (rows, cols) = (4096usize, HIDDEN);
-    for t in [
-        KernelType::Q8_0,
-        KernelType::Q4K,
-        KernelType::Q6K,
-        KernelType::Bf16,
-    ] {
-        let wf: Vec<f32> = vals(rows * cols, 11).iter().map(|v| v * 0.03).collect();
-        let mut wq = vec![0u8; t.row_bytes(cols)? * rows];
-        hmoe_quant::quantize(t.ggml(), &wf, &mut wq)?;
-        for n in [1usize, 16] {
-            let x = vals(n * cols, 12 + n as u64);
-            let got = g.dense_linear(t, &wq, rows, cols, &x)?;
-            let want = dense_ref::linear(t, &wq, rows, cols, &x)?;
-            report(
-                format!("dense linear {} {rows}x{cols} tokens={n}", t.suffix()),
-                &got,
-                &want,
-            );
-        }
-    }
-    let x = vals(16 * HIDDEN, 13);
-    let w: Vec<f32> = vals(HIDDEN, 14).iter().map(|v| 1.0 + 0.1 * v).collect();
-    let got = g.dense_rms_norm(&x, &w, 1e-6)?;
-    report(
-        "dense rms_norm 16x2048".into(),
-        &got,
-        &dense_ref::rms_norm(&x, &w, 1e-6),
-    );
-    let (nh, nkv, hd) = (32usize, 4usize, 128usize);
-    let pos: Vec<u32> = (0..16).map(|i| i * 2731).collect();
-    let inv: Vec<f32> = (0..hd / 2)
-        .map(|i| 1.0f32 / 1e6f32.powf((2 * i) as f32 / hd as f32))
-        .collect();
-    let x = vals(16 * nh * hd, 15);
-    let got = g.dense_rope(&x, &pos, &inv, nh, hd)?;
-    report(
-        "dense rope_neox 16 tokens x 32 heads".into(),
-        &got,
-        &dense_ref::rope(&x, &pos, &inv, nh, hd),
-    );
-    for (n, start) in [(1usize, 1000usize), (16, 100)] {
-        let q = vals(n * nh * hd, 16);
-        let k = vals((start + n) * nkv * hd, 17);
-        let v = vals((start + n) * nkv * hd, 18);
-        let got = g.dense_attend(&q, &k, &v, start, nh, nkv, hd)?;
-        report(
-            format!("dense attend tokens={n} after {start}"),
-            &got,
-            &dense_ref::attend(&q, &k, &v, start, nh, nkv, hd),
-        );
-    }
-    Ok(())
 }
 
 fn bandwidth(g: &mut GpuExperts, scratch: &std::path::Path) -> Result<Value> {
@@ -630,225 +588,41 @@ fn oom_checks(rep: &mut Report, cfg: &GpuConfig, total: usize) {
     }
 }
 
-/// The device-resident dense path (`GpuDense`) against the host reference (`RefDense`) on
-/// random small weights of each type: the scenario of `verify_dense` (batched prefill and
-/// decode, a sequence dropped, a KV cache outgrowing its first allocation). One line per
-/// type for the attention blocks (every residual, normed state and router output) and one
-/// for the head; the worst output is named.
-fn resident_checks(rep: &mut Report) -> Result<()> {
-    use hmoe_cuda::verify_dense::{scenario, small_shape, OwnedDense, RefDense};
-    use hmoe_cuda::{GpuDense, KernelType};
-    let shape = small_shape();
-    for t in [
-        KernelType::Q8_0,
-        KernelType::Q4K,
-        KernelType::Q6K,
-        KernelType::F16,
-    ] {
-        let w = OwnedDense::random(&shape, t, 21)?;
-        // The GPU instance lives only for its run (its VRAM is back before the next).
-        let (got, kv_bytes, weight_bytes) = {
-            let mut gpu = GpuDense::new(0, &shape, &w.weights())?;
-            let got = scenario(&mut gpu, &shape)?;
-            (got, gpu.kv_bytes(), gpu.weight_bytes())
-        };
-        let want = scenario(&mut RefDense::new(&shape, w.clone())?, &shape)?;
-        if got.len() != want.len() {
-            bail!(
-                "{} GPU outputs, {} reference outputs",
-                got.len(),
-                want.len()
-            );
-        }
-        for head in [false, true] {
-            let mut worst = (String::new(), 0f64, 0f64);
-            let mut pass = true;
-            for ((name, g), (_, r)) in got.iter().zip(&want) {
-                if name.ends_with("head") != head {
-                    continue;
-                }
-                let c = compare(g, r);
-                pass &= c.pass;
-                if c.rel_l2 >= worst.1 {
-                    worst = (name.clone(), c.rel_l2, c.max_rel);
-                }
-            }
-            let what = if head { "head" } else { "attention_block" };
-            rep.check(
-                &format!("dense {what} (GpuDense) {}", t.suffix()),
-                pass,
-                json!({"worst": worst.0, "rel_l2": worst.1, "max_rel": worst.2,
-                       "weight_bytes": weight_bytes, "kv_bytes_after": kv_bytes}),
-            );
-        }
-    }
-    // Too little memory: a typed refusal before any allocation, never a crash.
-    #[cfg(feature = "cuda")]
-    {
-        let w = OwnedDense::random(&shape, KernelType::Q8_0, 22)?;
-        std::env::set_var(hmoe_cuda::ASSUME_FREE_ENV, (1usize << 20).to_string());
-        let r = GpuDense::new(0, &shape, &w.weights());
-        std::env::remove_var(hmoe_cuda::ASSUME_FREE_ENV);
-        let (ok, detail) = match r {
-            Ok(_) => (false, "started with 1 MiB free".to_string()),
-            Err(e) => (
-                matches!(e, CudaError::DenseOutOfMemory { .. }),
-                e.to_string(),
-            ),
-        };
-        rep.check(
-            "GpuDense refuses when its weights do not fit",
-            ok,
-            json!({ "error": detail }),
-        );
-    }
-    Ok(())
+/// What a run covers (the command line's subcommand).
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Everything (the default; `--quick` trims it).
+    All,
+    /// `gemm`: the tiled GEMM table, crossover and knob sweep.
+    Gemm,
+    /// `attention`: the attention and fused per-head kernels.
+    Attention,
+    /// `variants`: the expert/linear kernel variant sweep.
+    Variants,
 }
 
-/// The attention kernels on the device (`attention_bench`): the tiled prefill kernel and
-/// the split-context kernels on the same caches, each against the other (within
-/// `TILED_VS_SPLIT_MAX_REL`) and, for the small mixed batches, against the f64 reference;
-/// then a timing table of prefill shapes (rows after cached positions, one or several
-/// sequences) with both kernels' milliseconds and the tiled kernel's TFLOP/s.
-#[cfg(feature = "cuda")]
-fn attention_checks(rep: &mut Report) -> Result<Value> {
-    use hmoe_cuda::attend_tiled::{max_rel_diff, TILED_MIN_ROWS, TILED_VS_SPLIT_MAX_REL};
-    use hmoe_cuda::{dense_ref, AttentionBench, BenchSeq};
-    /// Query heads, KV heads, head size of the timings (Qwen3-30B-A3B).
-    const ATT_SHAPE: (usize, usize, usize) = (32, 4, 128);
-    /// Timed launches per kernel and case.
-    const ATT_REPS: usize = 20;
-    // (label, (heads, kv heads, head size), per sequence (cached, new), check vs f64)
-    type Case = (
-        &'static str,
-        (usize, usize, usize),
-        Vec<(usize, usize)>,
-        bool,
-    );
-    let cases: Vec<Case> = vec![
-        (
-            "mixed hd128",
-            ATT_SHAPE,
-            vec![(100, 150), (0, 37), (500, 1)],
-            true,
-        ),
-        (
-            "mixed hd64",
-            (16, 4, 64),
-            vec![(60, 130), (0, 5), (7, 64)],
-            true,
-        ),
-        ("512 rows after 512", ATT_SHAPE, vec![(512, 512)], false),
-        ("1024 rows after 0", ATT_SHAPE, vec![(0, 1024)], false),
-        ("1024 rows after 1024", ATT_SHAPE, vec![(1024, 1024)], false),
-        (
-            "4 seqs x 128 rows after 896",
-            ATT_SHAPE,
-            vec![(896, 128); 4],
+/// Runs one part of the check and records its wall time (`section <name>: <s> s`, and
+/// `sections` in the JSON: a run cut by a timeout still shows where its time went). An
+/// error becomes a FAIL line `<name> ran`; a value lands in `summary[<name>]`.
+fn section(
+    rep: &mut Report,
+    summary: &mut Value,
+    name: &str,
+    part: impl FnOnce(&mut Report) -> Result<Option<Value>>,
+) {
+    let t0 = Instant::now();
+    match part(rep) {
+        Ok(Some(v)) => summary[name] = v,
+        Ok(None) => {}
+        Err(e) => rep.check(
+            &format!("{name} ran"),
             false,
+            json!({"error": format!("{e:#}")}),
         ),
-        ("256 rows after 768", ATT_SHAPE, vec![(768, 256)], false),
-        ("128 rows after 896", ATT_SHAPE, vec![(896, 128)], false),
-        ("64 rows after 960", ATT_SHAPE, vec![(960, 64)], false),
-        ("32 rows after 992", ATT_SHAPE, vec![(992, 32)], false),
-        ("128 rows after 3968", ATT_SHAPE, vec![(3968, 128)], false),
-    ];
-    let (bench, warnings) = AttentionBench::new(0, &[1, 2])?;
-    for w in warnings {
-        println!("  attention bench: {w}");
     }
-    for hd in [64, 128] {
-        for (stages, ctas) in bench.tiled_occupancy(hd)? {
-            println!("  attend_tiled ATT_STAGES={stages} head_dim {hd}: {ctas} CTAs per SM");
-        }
-    }
-    println!(
-        "attention (split: attend_split + attend_combine; tiled sN: attend_tiled built with ATT_STAGES=N; \
-         GpuDense takes the default build from {TILED_MIN_ROWS} rows; TFLOP/s of the causal work)"
-    );
-    let mut rows_out = Vec::new();
-    for (ci, (label, (nh, nkv, hd), seqs, reference)) in cases.into_iter().enumerate() {
-        let kvw = nkv * hd;
-        let caches: Vec<(Vec<f32>, Vec<f32>)> = seqs
-            .iter()
-            .enumerate()
-            .map(|(s, &(start, n))| {
-                let seed = 100 * ci as u64 + 2 * s as u64;
-                (
-                    vals((start + n) * kvw, 40 + seed),
-                    vals((start + n) * kvw, 41 + seed),
-                )
-            })
-            .collect();
-        let bseqs: Vec<BenchSeq<'_>> = seqs
-            .iter()
-            .zip(&caches)
-            .map(|(&(start, n), (k, v))| BenchSeq { start, n, k, v })
-            .collect();
-        let rows: usize = seqs.iter().map(|s| s.1).sum();
-        let q = vals(rows * nh * hd, 60 + ci as u64);
-        let b = bench.run((nh, nkv, hd), &bseqs, &q, ATT_REPS)?;
-        if b.tiled.is_empty() {
-            rep.check(
-                &format!("attention tiled runs ({label})"),
-                false,
-                json!({"error": "attend_tiled unavailable (shared memory or head size)"}),
-            );
-            continue;
-        }
-        let want = reference.then(|| {
-            let (mut want, mut row) = (Vec::new(), 0);
-            for (&(start, n), (k, v)) in seqs.iter().zip(&caches) {
-                let qs = &q[row * nh * hd..(row + n) * nh * hd];
-                want.extend(dense_ref::attend(qs, k, v, start, nh, nkv, hd));
-                row += n;
-            }
-            want
-        });
-        if let Some(want) = &want {
-            let c = compare(&b.split, want);
-            rep.check(
-                &format!("attention split vs f64 reference ({label})"),
-                c.pass,
-                json!({"rel_l2": c.rel_l2, "max_rel": c.max_rel}),
-            );
-        }
-        let visible: usize = seqs.iter().map(|&(st, n)| n * st + n * (n + 1) / 2).sum();
-        let tflops = |ms: f32| 4.0 * (nh * hd * visible) as f64 / (ms as f64 * 1e9);
-        let mut line = format!(
-            "  {label:<28} rows {rows:>5}  split {:>7.3} ms ({:>5.2} TFLOP/s)",
-            b.split_ms,
-            tflops(b.split_ms)
-        );
-        let mut runs = Vec::new();
-        for t in &b.tiled {
-            let d = max_rel_diff(&t.out, &b.split);
-            rep.check(
-                &format!("attention tiled s{} vs split ({label})", t.stages),
-                d <= TILED_VS_SPLIT_MAX_REL,
-                json!({"max_rel": d, "tol": TILED_VS_SPLIT_MAX_REL}),
-            );
-            if let Some(want) = &want {
-                let c = compare(&t.out, want);
-                rep.check(
-                    &format!("attention tiled s{} vs f64 reference ({label})", t.stages),
-                    c.pass,
-                    json!({"rel_l2": c.rel_l2, "max_rel": c.max_rel}),
-                );
-            }
-            line += &format!(
-                "  tiled s{} {:>7.3} ms ({:>5.2}x, {:>5.2} TFLOP/s)",
-                t.stages,
-                t.ms,
-                b.split_ms / t.ms,
-                tflops(t.ms)
-            );
-            runs.push(json!({"stages": t.stages, "ms": t.ms, "max_rel_vs_split": d}));
-        }
-        println!("{line}");
-        rows_out.push(json!({"case": label, "rows": rows, "split_ms": b.split_ms, "tiled": runs}));
-    }
-    Ok(Value::Array(rows_out))
+    let secs = t0.elapsed().as_secs_f64();
+    println!("section {name}: {secs:.1} s");
+    rep.sections.push((name.to_string(), secs));
 }
 
 fn main() -> Result<()> {
@@ -868,163 +642,149 @@ fn main() -> Result<()> {
     let mut out_dir: Option<PathBuf> = None;
     let mut scratch = std::env::temp_dir();
     let mut quick = false;
-    let (mut gemm_only, mut attention_only) = (false, false);
+    let mut mode = Mode::All;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--out" => out_dir = it.next().map(PathBuf::from),
             "--scratch" => scratch = it.next().map(PathBuf::from).context("--scratch DIR")?,
             "--quick" => quick = true,
-            "attention" => attention_only = true,
-            "gemm" => gemm_only = true,
+            "attention" => mode = Mode::Attention,
+            "gemm" => mode = Mode::Gemm,
+            "variants" => mode = Mode::Variants,
             o => bail!(
-                "unknown argument `{o}` (--out DIR, --scratch DIR, --quick, ptx FILE, gemm, attention)"
+                "unknown argument `{o}` (--out DIR, --scratch DIR, --quick, ptx FILE, gemm, attention, variants)"
             ),
         }
     }
-    let mut rep = Report {
-        checks: Vec::new(),
-        failed: 0,
+    let mut rep = Report::default();
+    let mut summary =
+        json!({"tool": "hmoe-cuda-check", "version": env!("CARGO_PKG_VERSION"), "quick": quick});
+    let run_start = Instant::now();
+    let info = match probe(0) {
+        Ok(info) => info,
+        Err(e) => {
+            rep.check("device", false, json!({"error": e.to_string()}));
+            return finish(summary, rep, out_dir, run_start);
+        }
     };
-    let mut summary = json!({"tool": "hmoe-cuda-check", "version": env!("CARGO_PKG_VERSION")});
-    match (!attention_only).then(|| probe(0)) {
-        // `attention`: the device and the attention kernels only.
-        None => match probe(0) {
-            Ok(info) => {
-                rep.check("device", true, serde_json::to_value(&info)?);
-                summary["device"] = serde_json::to_value(&info)?;
-                #[cfg(feature = "cuda")]
-                match attention_checks(&mut rep) {
-                    Ok(v) => summary["attention"] = v,
-                    Err(e) => rep.check(
-                        "attention checks ran",
-                        false,
-                        json!({"error": format!("{e:#}")}),
-                    ),
-                }
-            }
-            Err(e) => rep.check("device", false, json!({"error": e.to_string()})),
-        },
-        Some(Ok(info)) => {
-            rep.check("device", true, serde_json::to_value(&info)?);
-            summary["device"] = serde_json::to_value(&info)?;
-            let slot_bytes = layouts()
-                .iter()
-                .map(|(_, l)| l.expert_bytes())
-                .max()
-                .unwrap_or(0);
-            let cfg = GpuConfig {
-                ordinal: 0,
-                budget_bytes: (POOL as u64 + 16) * slot_bytes as u64,
-                slot_bytes,
-                min_slots: POOL,
-                hidden: HIDDEN,
-                ffn: FFN,
-                max_tokens: 128,
-                top_k: TOP_K,
-                host: HostSource::Staged,
-                staging_buffers: 4,
-            };
-            let t_start = Instant::now();
-            if gemm_only {
-                gemm_section(&cfg, &mut rep, &mut summary);
-                return finish(summary, rep, out_dir);
-            }
-            // The instance is dropped at the end of this match, before the OOM checks.
-            let started = match GpuExperts::new(&cfg) {
-                Ok(mut g) => {
-                    rep.check("start-up (context, NVRTC, arena)", true,
-                        json!({"slots": g.n_slots(), "slot_bytes": g.slot_bytes(), "seconds": t_start.elapsed().as_secs_f64(), "warnings": g.warnings()}));
-                    match kernel_checks(&mut g, &mut rep, quick) {
-                        Ok(v) => summary["kernel_timings"] = v,
-                        Err(e) => rep.check(
-                            "kernel checks ran",
-                            false,
-                            json!({"error": format!("{e:#}")}),
-                        ),
-                    }
-                    match kernel_only_timings(&mut g, &mut rep) {
-                        Ok(v) => summary["kernel_only_timings"] = v,
-                        Err(e) => rep.check(
-                            "kernel-only timings ran",
-                            false,
-                            json!({"error": format!("{e:#}")}),
-                        ),
-                    }
-                    match gemm::gemm_timings(&mut g, &mut rep) {
-                        Ok(v) => summary["gemm_timings"] = v,
-                        Err(e) => rep.check(
-                            "gemm timings ran",
-                            false,
-                            json!({"error": format!("{e:#}")}),
-                        ),
-                    }
-                    if let Err(e) = dense_checks(&mut g, &mut rep) {
-                        rep.check(
-                            "dense checks ran",
-                            false,
-                            json!({"error": format!("{e:#}")}),
-                        );
-                    }
-                    if let Err(e) = resident_checks(&mut rep) {
-                        rep.check(
-                            "GpuDense checks ran",
-                            false,
-                            json!({"error": format!("{e:#}")}),
-                        );
-                    }
-                    #[cfg(feature = "cuda")]
-                    match attention_checks(&mut rep) {
-                        Ok(v) => summary["attention"] = v,
-                        Err(e) => rep.check(
-                            "attention checks ran",
-                            false,
-                            json!({"error": format!("{e:#}")}),
-                        ),
-                    }
-                    match bandwidth(&mut g, &scratch) {
-                        Ok(v) => summary["bandwidth"] = v,
-                        Err(e) => {
-                            rep.check("bandwidth ran", false, json!({"error": format!("{e:#}")}))
-                        }
-                    }
-                    // ~5 ms each: 256 MiB at ~54 GB/s; 10 M cycles at ~2 GHz.
-                    match g.overlap_probe(256 << 20, 10_000_000) {
-                        Ok(o) => rep.check("copy stream overlaps kernels", o.overlap >= MIN_OVERLAP,
-                            json!({"copy_ms": o.copy_ms, "compute_ms": o.compute_ms, "both_ms": o.both_ms, "overlap": o.overlap, "min": MIN_OVERLAP})),
-                        Err(e) => rep.check("copy stream overlaps kernels", false, json!({"error": e.to_string()})),
-                    }
-                    true
-                }
-                Err(e) => {
-                    rep.check(
-                        "start-up (context, NVRTC, arena)",
-                        false,
-                        json!({"error": e.to_string()}),
+    rep.check("device", true, serde_json::to_value(&info)?);
+    summary["device"] = serde_json::to_value(&info)?;
+    let slot_bytes = layouts()
+        .iter()
+        .map(|(_, l)| l.expert_bytes())
+        .max()
+        .unwrap_or(0);
+    let cfg = GpuConfig {
+        ordinal: 0,
+        budget_bytes: (POOL as u64 + 16) * slot_bytes as u64,
+        slot_bytes,
+        min_slots: POOL,
+        hidden: HIDDEN,
+        ffn: FFN,
+        max_tokens: 128,
+        top_k: TOP_K,
+        host: HostSource::Staged,
+        staging_buffers: 4,
+    };
+    match mode {
+        Mode::Attention => {
+            #[cfg(feature = "cuda")]
+            section(&mut rep, &mut summary, "attention", |rep| {
+                dense::attention_checks(rep, false).map(Some)
+            });
+        }
+        Mode::Gemm => gemm_section(&cfg, &mut rep, &mut summary),
+        Mode::Variants => section(&mut rep, &mut summary, "kernel_variants", |rep| {
+            let mut g = GpuExperts::new(&cfg)?;
+            variant_timings(&mut g, rep).map(Some)
+        }),
+        Mode::All => {
+            if full_check(&cfg, &mut rep, &mut summary, &scratch, quick) {
+                section(&mut rep, &mut summary, "oom", |rep| {
+                    oom_checks(rep, &cfg, info.total_bytes);
+                    Ok(None)
+                });
+                if quick {
+                    println!(
+                        "kernel variants: not with --quick (`hmoe-cuda-check variants` runs the sweep)"
                     );
-                    false
-                }
-            };
-            if started {
-                oom_checks(&mut rep, &cfg, info.total_bytes);
-                // Last, on a fresh instance: a variant that faulted would leave its
-                // context unusable for any check after it.
-                match GpuExperts::new(&cfg)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|mut g| variant_timings(&mut g, &mut rep, quick))
-                {
-                    Ok(v) => summary["kernel_variants"] = v,
-                    Err(e) => rep.check(
-                        "kernel variant timings ran",
-                        false,
-                        json!({"error": format!("{e:#}")}),
-                    ),
+                } else {
+                    // Last, on a fresh instance: a variant that faulted would leave its
+                    // context unusable for any check after it.
+                    section(&mut rep, &mut summary, "kernel_variants", |rep| {
+                        let mut g = GpuExperts::new(&cfg)?;
+                        variant_timings(&mut g, rep).map(Some)
+                    });
                 }
             }
         }
-        Some(Err(e)) => rep.check("device", false, json!({"error": e.to_string()})),
     }
-    finish(summary, rep, out_dir)
+    finish(summary, rep, out_dir, run_start)
+}
+
+/// Every check on one backend instance (dropped before the out-of-memory checks, which
+/// start their own): false when the instance does not start.
+fn full_check(
+    cfg: &GpuConfig,
+    rep: &mut Report,
+    summary: &mut Value,
+    scratch: &std::path::Path,
+    quick: bool,
+) -> bool {
+    let t_start = Instant::now();
+    let mut g = match GpuExperts::new(cfg) {
+        Ok(g) => g,
+        Err(e) => {
+            rep.check(
+                "start-up (context, NVRTC, arena)",
+                false,
+                json!({"error": e.to_string()}),
+            );
+            return false;
+        }
+    };
+    rep.check("start-up (context, NVRTC, arena)", true,
+        json!({"slots": g.n_slots(), "slot_bytes": g.slot_bytes(), "seconds": t_start.elapsed().as_secs_f64(), "warnings": g.warnings()}));
+    rep.sections
+        .push(("start-up".into(), t_start.elapsed().as_secs_f64()));
+    section(rep, summary, "kernel_timings", |rep| {
+        kernel_checks(&mut g, rep, quick).map(Some)
+    });
+    let reps = if quick {
+        QUICK_TIMING_REPS
+    } else {
+        TIMING_REPS
+    };
+    section(rep, summary, "kernel_only_timings", |rep| {
+        kernel_only_timings(&mut g, rep, reps).map(Some)
+    });
+    section(rep, summary, "gemm_timings", |rep| {
+        gemm::gemm_timings(&mut g, rep).map(Some)
+    });
+    section(rep, summary, "dense", |rep| {
+        dense::dense_checks(&mut g, rep).map(|_| None)
+    });
+    section(rep, summary, "gpu_dense", |rep| {
+        dense::resident_checks(rep).map(|_| None)
+    });
+    #[cfg(feature = "cuda")]
+    section(rep, summary, "attention", |rep| {
+        dense::attention_checks(rep, quick).map(Some)
+    });
+    section(rep, summary, "bandwidth", |_| {
+        bandwidth(&mut g, scratch).map(Some)
+    });
+    section(rep, summary, "overlap", |rep| {
+        // ~5 ms each: 256 MiB at ~54 GB/s; 10 M cycles at ~2 GHz.
+        match g.overlap_probe(256 << 20, 10_000_000) {
+            Ok(o) => rep.check("copy stream overlaps kernels", o.overlap >= MIN_OVERLAP,
+                json!({"copy_ms": o.copy_ms, "compute_ms": o.compute_ms, "both_ms": o.both_ms, "overlap": o.overlap, "min": MIN_OVERLAP})),
+            Err(e) => rep.check("copy stream overlaps kernels", false, json!({"error": e.to_string()})),
+        }
+        Ok(None)
+    });
+    true
 }
 
 /// `hmoe-cuda-check gemm`: the tiled GEMM table, its crossover and its knob sweep (each
@@ -1037,30 +797,42 @@ fn gemm_section(cfg: &GpuConfig, rep: &mut Report, summary: &mut Value) {
         ("gemm_variants", gemm::gemm_variants),
     ];
     for (key, step) in steps {
-        match GpuExperts::new(cfg)
-            .map_err(anyhow::Error::from)
-            .and_then(|mut g| step(&mut g, rep))
-        {
-            Ok(v) => summary[key] = v,
-            Err(e) => rep.check(
-                &format!("{key} ran"),
-                false,
-                json!({"error": format!("{e:#}")}),
-            ),
-        }
+        section(rep, summary, key, |rep| {
+            let mut g = GpuExperts::new(cfg)?;
+            step(&mut g, rep).map(Some)
+        });
     }
 }
 
-/// Prints the JSON summary and the count, writes it to `out_dir`, exits 1 on a failure.
-fn finish(mut summary: Value, rep: Report, out_dir: Option<PathBuf>) -> Result<()> {
+/// Prints the JSON summary, the time per part and the count, writes the summary to
+/// `out_dir`, exits 1 on a failure.
+fn finish(
+    mut summary: Value,
+    rep: Report,
+    out_dir: Option<PathBuf>,
+    started: Instant,
+) -> Result<()> {
     summary["checks"] = Value::Array(rep.checks.clone());
     summary["failed"] = json!(rep.failed);
+    let total = started.elapsed().as_secs_f64();
+    summary["sections"] = json!(rep
+        .sections
+        .iter()
+        .map(|(n, s)| json!({"section": n, "seconds": s}))
+        .collect::<Vec<_>>());
+    summary["seconds"] = json!(total);
     let text = serde_json::to_string_pretty(&summary)?;
     println!("{text}");
     if let Some(dir) = out_dir {
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("cuda-check.json"), &text)?;
     }
+    let parts: Vec<String> = rep
+        .sections
+        .iter()
+        .map(|(n, s)| format!("{n} {s:.1}"))
+        .collect();
+    println!("time: {total:.1} s ({})", parts.join(", "));
     println!("{} checks, {} failed", rep.checks.len(), rep.failed);
     if rep.failed > 0 {
         std::process::exit(1);

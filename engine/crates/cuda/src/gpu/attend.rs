@@ -160,7 +160,7 @@ pub(super) fn launch_tiled(stream: &CudaStream, tiled: &TiledFn, c: &AttendCall)
     // SAFETY: matches attend_tiled(const float*, const u64*, const u64*, const u32*, float*,
     // u32, u32, u32, u32, float, u32); the dynamic shared memory is the smem_floats the
     // kernel is told (within the limit set at load), and it reads each row's cache only at
-    // positions ≤ pos, which kv_write has filled.
+    // positions ≤ pos, which qk_norm_rope_kv has filled.
     unsafe {
         stream
             .launch_builder(&tiled.f)

@@ -1,27 +1,32 @@
-//! Device check and timing of the attention kernels for `hmoe-cuda-check attention`: the
-//! split-context kernels and the tiled prefill kernel on the same caches, launched through
-//! the same functions as `GpuDense` (`attend.rs`), timed between two CUDA events. Besides
-//! the default build, `attend_tiled` can be timed as built with other `ATT_STAGES` (the
-//! kernel source compiled again by NVRTC with `-DATT_STAGES=n`).
+//! Device check and timing of the dense path's per-head kernels for `hmoe-cuda-check`:
+//! the split-context attention kernels and the tiled prefill kernel on the same caches,
+//! launched through the same functions as `GpuDense` (`attend.rs`), timed between two
+//! CUDA events; and one launch each of the fused `qk_norm_rope_kv` and `add_rms_norm`
+//! (dense.cu) on host data, for the check against the f64 references. Besides the default
+//! build, `attend_tiled` can be timed as built with other `ATT_STAGES` (the kernel source
+//! compiled again by NVRTC with `-DATT_STAGES=n`, once per process and stage count).
 
 use super::attend::{launch_split, launch_tiled, AttendCall, TiledFn};
 use super::{compile, context, drv, info, DeviceBuf};
 use crate::attend_tiled::{tiled_supported, ATTEND_TILE_STAGES};
 use crate::dense_model::{attention_split, grid_split_count};
 use crate::error::{CudaError, Result};
-use crate::KERNEL_SOURCE;
+use crate::{KERNEL_SOURCE, WARPS_PER_BLOCK};
 use cudarc::driver::result as cu;
 use cudarc::driver::sys::CUevent_flags;
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig, PushKernelArg,
+};
 use cudarc::nvrtc::Ptx;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Upper bound on timed launches per kernel.
 const MAX_REPS: usize = 1000;
 
 /// One sequence of a timed call: `n` new rows at positions `start..start + n`, and its
 /// whole K and V cache up to them (`(start + n) × n_kv × head_dim` f32 each, the new
-/// rows' keys and values included, as after `kv_write`).
+/// rows' keys and values included, as after `qk_norm_rope_kv`).
 #[derive(Debug, Clone, Copy)]
 pub struct BenchSeq<'a> {
     /// Positions cached before the call.
@@ -57,12 +62,17 @@ pub struct AttendBench {
     pub tiled: Vec<TiledRun>,
 }
 
-/// The attention kernels of a module (as `GpuDense` loads them).
+/// The attention and fused per-head kernels of a module (as `GpuDense` loads them).
 struct AttendFns {
     split: CudaFunction,
     combine: CudaFunction,
     tiled: Option<TiledFn>,
+    qk_rope_kv: CudaFunction,
+    add_rms_norm: CudaFunction,
 }
+
+/// Caches (K, V) of the sequences after [`AttentionBench::qk_norm_rope_kv`].
+type Caches = Vec<(Vec<f32>, Vec<f32>)>;
 
 /// A context, the default module's attention kernels and the `attend_tiled` variants.
 pub struct AttentionBench {
@@ -81,8 +91,28 @@ fn upload<T>(data: &[T], what: &str) -> Result<DeviceBuf> {
     Ok(b)
 }
 
-/// The kernel source built by NVRTC with `-DATT_STAGES=<stages>` (no GPU needed).
+/// The kernel source built by NVRTC with `-DATT_STAGES=<stages>` (no GPU needed);
+/// compiled once per process and stage count (a compile of the whole source takes
+/// seconds).
 fn variant_ptx(cc: (i32, i32), stages: usize) -> Result<Ptx> {
+    type Cache = Mutex<HashMap<((i32, i32), usize), String>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(src) = cache
+        .lock()
+        .ok()
+        .and_then(|c| c.get(&(cc, stages)).cloned())
+    {
+        return Ok(Ptx::from_src(src));
+    }
+    let src = compile_variant(cc, stages)?.to_src();
+    if let Ok(mut c) = cache.lock() {
+        c.insert((cc, stages), src.clone());
+    }
+    Ok(Ptx::from_src(src))
+}
+
+fn compile_variant(cc: (i32, i32), stages: usize) -> Result<Ptx> {
     // SAFETY: only probes dlopen (cudarc panics on a missing libnvrtc otherwise).
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
         return Err(CudaError::NoNvrtc);
@@ -132,6 +162,8 @@ impl AttentionBench {
                 split: f("attend_split")?,
                 combine: f("attend_combine")?,
                 tiled: TiledFn::load(&f, ATTEND_TILE_STAGES)?,
+                qk_rope_kv: f("qk_norm_rope_kv")?,
+                add_rms_norm: f("add_rms_norm")?,
             }
         };
         let (mut variants, mut modules) = (Vec::new(), vec![module]);
@@ -266,6 +298,181 @@ impl AttentionBench {
             split_ms,
             tiled,
         })
+    }
+
+    /// One launch of `qk_norm_rope_kv` as `GpuDense` makes it: `q` (`[n][n_heads][head_dim]`)
+    /// and `k`, `v` (`[n][n_kv][head_dim]`) of `n = pos.len()` tokens; token `t` belongs to
+    /// sequence `seq_of[t]`, whose caches hold `caps[s]` positions, at position `pos[t]`.
+    /// The caches start poisoned (every byte 0xff: a NaN), so a row written that should not
+    /// be, or one missed, shows. Returns q and k after the kernel and each sequence's
+    /// (K, V) cache.
+    pub fn qk_norm_rope_kv(
+        &self,
+        (n_heads, n_kv, head_dim): (usize, usize, usize),
+        (q, k, v): (&[f32], &[f32], &[f32]),
+        (q_norm, k_norm, eps): (&[f32], &[f32], f32),
+        (pos, inv_freq): (&[u32], &[f32]),
+        (seq_of, caps): (&[usize], &[usize]),
+    ) -> Result<(Vec<f32>, Vec<f32>, Caches)> {
+        let n = pos.len();
+        let kvw = n_kv * head_dim;
+        let fits = seq_of.len() == n
+            && seq_of
+                .iter()
+                .zip(pos)
+                .all(|(&s, &p)| caps.get(s).is_some_and(|&c| (p as usize) < c));
+        if n == 0
+            || !head_dim.is_power_of_two()
+            || !(32..=256).contains(&head_dim)
+            || q.len() != n * n_heads * head_dim
+            || k.len() != n * kvw
+            || v.len() != n * kvw
+            || q_norm.len() != head_dim
+            || k_norm.len() != head_dim
+            || inv_freq.len() != head_dim / 2
+            || !fits
+        {
+            return Err(CudaError::InvalidBatch(format!(
+                "qk_norm_rope_kv bench: {n} tokens of {n_heads}/{n_kv} heads of {head_dim}, \
+                 q {} k {} v {}, norms {}/{}, inv_freq {}, positions outside their caches: {}",
+                q.len(),
+                k.len(),
+                v.len(),
+                q_norm.len(),
+                k_norm.len(),
+                inv_freq.len(),
+                !fits
+            )));
+        }
+        self.ctx.bind_to_thread().map_err(drv("bind context"))?;
+        let mut caches = Vec::new();
+        for &cap in caps {
+            let bytes = 4 * cap.max(1) * kvw;
+            let (kc, vc) = (
+                DeviceBuf::new(bytes, "bench K cache")?,
+                DeviceBuf::new(bytes, "bench V cache")?,
+            );
+            for b in [&kc, &vc] {
+                // SAFETY: the buffer holds `bytes` bytes.
+                unsafe { cu::memset_d8_sync(b.ptr, 0xff, bytes) }
+                    .map_err(drv("cuMemsetD8(bench cache)"))?;
+            }
+            caches.push((kc, vc));
+        }
+        let kc: Vec<u64> = seq_of.iter().map(|&s| caches[s].0.ptr).collect();
+        let vc: Vec<u64> = seq_of.iter().map(|&s| caches[s].1.ptr).collect();
+        let (qd, kd, vd) = (
+            upload(q, "bench q")?,
+            upload(k, "bench k")?,
+            upload(v, "bench v")?,
+        );
+        let (qn, kn) = (
+            upload(q_norm, "bench q norm")?,
+            upload(k_norm, "bench k norm")?,
+        );
+        let (pd, fd) = (
+            upload(pos, "bench positions")?,
+            upload(inv_freq, "bench inv_freq")?,
+        );
+        let (kcd, vcd) = (upload(&kc, "bench kc")?, upload(&vc, "bench vc")?);
+        let (n32, nh, nk, hd) = (n as u32, n_heads as u32, n_kv as u32, head_dim as u32);
+        let warps = n32 * (nh + 2 * nk);
+        let cfg = LaunchConfig {
+            grid_dim: (warps.div_ceil(WARPS_PER_BLOCK), 1, 1),
+            block_dim: (32 * WARPS_PER_BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: matches qk_norm_rope_kv(float*, float*, float*, const float*, const float*,
+        // const u32*, const float*, const u64*, const u64*, u32, u32, u32, u32, float); q, k,
+        // v hold n rows of heads; every token's position lies inside its caches (checked);
+        // head_dim is a power of two in 32..=256 (checked).
+        unsafe {
+            self.stream
+                .launch_builder(&self.fns.qk_rope_kv)
+                .arg(&qd.ptr)
+                .arg(&kd.ptr)
+                .arg(&vd.ptr)
+                .arg(&qn.ptr)
+                .arg(&kn.ptr)
+                .arg(&pd.ptr)
+                .arg(&fd.ptr)
+                .arg(&kcd.ptr)
+                .arg(&vcd.ptr)
+                .arg(&n32)
+                .arg(&nh)
+                .arg(&nk)
+                .arg(&hd)
+                .arg(&eps)
+                .launch(cfg)
+        }
+        .map_err(drv("launch qk_norm_rope_kv"))?;
+        self.stream
+            .synchronize()
+            .map_err(drv("cuStreamSynchronize(qk_norm_rope_kv bench)"))?;
+        let mut out_caches = Vec::new();
+        for (&cap, (kc, vc)) in caps.iter().zip(&caches) {
+            out_caches.push((self.download(kc, cap * kvw)?, self.download(vc, cap * kvw)?));
+        }
+        Ok((
+            self.download(&qd, q.len())?,
+            self.download(&kd, k.len())?,
+            out_caches,
+        ))
+    }
+
+    /// One launch of `add_rms_norm` on rows of `w.len()` values: returns `x + y` (the
+    /// residual, as the kernel writes it back) and `RMSNorm(x + y) · w`.
+    pub fn add_rms_norm(
+        &self,
+        x: &[f32],
+        y: &[f32],
+        w: &[f32],
+        eps: f32,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let cols = w.len();
+        if cols == 0
+            || !cols.is_multiple_of(4)
+            || x.len() != y.len()
+            || !x.len().is_multiple_of(cols)
+        {
+            return Err(CudaError::InvalidBatch(format!(
+                "add_rms_norm bench: {} and {} values for rows of {cols} (whole 4-value chunks)",
+                x.len(),
+                y.len()
+            )));
+        }
+        self.ctx.bind_to_thread().map_err(drv("bind context"))?;
+        let (xd, yd, wd) = (
+            upload(x, "bench residual")?,
+            upload(y, "bench addend")?,
+            upload(w, "bench norm weight")?,
+        );
+        let od = DeviceBuf::new(4 * x.len(), "bench normed")?;
+        let (rows, c) = ((x.len() / cols) as u32, cols as u32);
+        let cfg = LaunchConfig {
+            grid_dim: (rows.div_ceil(WARPS_PER_BLOCK), 1, 1),
+            block_dim: (32 * WARPS_PER_BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: matches add_rms_norm(float*, const float*, const float*, float*, u32, u32,
+        // float); x, y and out hold rows × cols floats, w cols.
+        unsafe {
+            self.stream
+                .launch_builder(&self.fns.add_rms_norm)
+                .arg(&xd.ptr)
+                .arg(&yd.ptr)
+                .arg(&wd.ptr)
+                .arg(&od.ptr)
+                .arg(&rows)
+                .arg(&c)
+                .arg(&eps)
+                .launch(cfg)
+        }
+        .map_err(drv("launch add_rms_norm"))?;
+        self.stream
+            .synchronize()
+            .map_err(drv("cuStreamSynchronize(add_rms_norm bench)"))?;
+        Ok((self.download(&xd, x.len())?, self.download(&od, x.len())?))
     }
 
     /// Mean milliseconds of `reps` launches after one warm-up.

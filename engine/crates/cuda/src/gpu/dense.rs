@@ -16,8 +16,6 @@ use std::collections::HashMap;
 pub(super) struct DenseKernels {
     pub(super) linear: HashMap<KernelType, CudaFunction>,
     rms_norm: CudaFunction,
-    rope: CudaFunction,
-    attend: CudaFunction,
 }
 
 impl DenseKernels {
@@ -29,8 +27,6 @@ impl DenseKernels {
         Ok(Self {
             linear,
             rms_norm: f("rms_norm")?,
-            rope: f("rope_neox")?,
-            attend: f("attend")?,
         })
     }
 }
@@ -158,117 +154,5 @@ impl GpuExperts {
         }
         .map_err(drv("launch rms_norm"))?;
         self.dense_finish(&yd, x.len())
-    }
-
-    /// NeoX RoPE of `x` (`[tokens, n_heads · head_dim]`) at positions `pos`.
-    pub fn dense_rope(
-        &mut self,
-        x: &[f32],
-        pos: &[u32],
-        inv_freq: &[f32],
-        n_heads: usize,
-        head_dim: usize,
-    ) -> Result<Vec<f32>> {
-        let nt = pos.len();
-        if x.len() != nt * n_heads * head_dim || inv_freq.len() != head_dim / 2 || nt == 0 {
-            return Err(bad(format!(
-                "rope: {} values for {nt} tokens × {n_heads} × {head_dim}",
-                x.len()
-            )));
-        }
-        self.ctx.bind_to_thread().map_err(drv("bind context"))?;
-        let xd = upload(x, "rope input")?;
-        let (pd, fd) = (
-            upload(pos, "positions")?,
-            upload(inv_freq, "inverse frequencies")?,
-        );
-        let total = (nt * n_heads * head_dim / 2) as u32;
-        let cfg = LaunchConfig {
-            grid_dim: (total.div_ceil(128), 1, 1),
-            block_dim: (128, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let (a, b, c) = (nt as u32, n_heads as u32, head_dim as u32);
-        // SAFETY: matches rope_neox(float*, const u32*, const float*, u32, u32, u32).
-        unsafe {
-            self.compute
-                .launch_builder(&self.dense_fns.rope)
-                .arg(&xd.ptr)
-                .arg(&pd.ptr)
-                .arg(&fd.ptr)
-                .arg(&a)
-                .arg(&b)
-                .arg(&c)
-                .launch(cfg)
-        }
-        .map_err(drv("launch rope_neox"))?;
-        self.dense_finish(&xd, x.len())
-    }
-
-    /// Causal GQA attention of `n` new tokens after `start` cached ones (see `attend` in
-    /// dense.cu); `head_dim` a multiple of 32, at most 256.
-    #[allow(clippy::too_many_arguments)]
-    pub fn dense_attend(
-        &mut self,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        start: usize,
-        n_heads: usize,
-        n_kv: usize,
-        head_dim: usize,
-    ) -> Result<Vec<f32>> {
-        let n = q.len() / (n_heads * head_dim).max(1);
-        let kv = (start + n) * n_kv * head_dim;
-        if !head_dim.is_multiple_of(32)
-            || head_dim > 256
-            || n_kv == 0
-            || !n_heads.is_multiple_of(n_kv)
-            || n == 0
-            || q.len() != n * n_heads * head_dim
-            || k.len() != kv
-            || v.len() != kv
-        {
-            return Err(bad(format!("attend: q {} k {} v {} for {n} tokens after {start}, {n_heads}/{n_kv} heads of {head_dim}", q.len(), k.len(), v.len())));
-        }
-        self.ctx.bind_to_thread().map_err(drv("bind context"))?;
-        let (qd, kd, vd) = (
-            upload(q, "q")?,
-            upload(k, "k cache")?,
-            upload(v, "v cache")?,
-        );
-        let od = DeviceBuf::new(q.len() * 4, "attention output")?;
-        let cfg = LaunchConfig {
-            grid_dim: (n_heads as u32, n as u32, 1),
-            block_dim: (32, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let (nn, st, nh, nk, hd) = (
-            n as u32,
-            start as u32,
-            n_heads as u32,
-            n_kv as u32,
-            head_dim as u32,
-        );
-        let scale = 1.0f32 / (head_dim as f32).sqrt();
-        // SAFETY: matches attend(const float* q, k, v, float* out, u32 n, start, n_heads,
-        // n_kv, head_dim, float scale).
-        unsafe {
-            self.compute
-                .launch_builder(&self.dense_fns.attend)
-                .arg(&qd.ptr)
-                .arg(&kd.ptr)
-                .arg(&vd.ptr)
-                .arg(&od.ptr)
-                .arg(&nn)
-                .arg(&st)
-                .arg(&nh)
-                .arg(&nk)
-                .arg(&hd)
-                .arg(&scale)
-                .launch(cfg)
-        }
-        .map_err(drv("launch attend"))?;
-        self.dense_finish(&od, q.len())
     }
 }

@@ -93,6 +93,37 @@ fn define(defines: &[&str], name: &str) -> u32 {
         .unwrap_or(1)
 }
 
+/// The kernel source compiled by NVRTC for `cc` with `-D<define>` for each of `defines`:
+/// once per process and define set, since a compile of the whole source takes seconds and
+/// each new context (`hmoe-cuda-check gemm` starts one per part) would otherwise compile the
+/// same variant again.
+fn variant_ptx(cc: (i32, i32), defines: &[&str]) -> Result<String> {
+    static PTX: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
+    let key = format!("{}{} {}", cc.0, cc.1, defines.join(" "));
+    let cache = PTX.get_or_init(Default::default);
+    if let Some(p) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(p);
+    }
+    // SAFETY: only probes dlopen (cudarc panics on a missing libnvrtc otherwise).
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(CudaError::NoNvrtc);
+    }
+    let mut options = vec![format!("--gpu-architecture=compute_{}{}", cc.0, cc.1)];
+    options.extend(defines.iter().map(|d| format!("-D{d}")));
+    let opts = cudarc::nvrtc::CompileOptions {
+        options,
+        name: Some("hmoe_variant.cu".into()),
+        ..Default::default()
+    };
+    let ptx = cudarc::nvrtc::compile_ptx_with_opts(KERNEL_SOURCE, opts)
+        .map_err(|e| CudaError::Compile(format!("variant {defines:?}: {e:?}")))?
+        .to_src();
+    if let Ok(mut c) = cache.lock() {
+        c.insert(key, ptx.clone());
+    }
+    Ok(ptx)
+}
+
 impl GpuExperts {
     /// Runs the expert kernels of one batch on weights uploaded once to a scratch buffer
     /// (the slot arena is untouched): gate_up and down alone, the full unfused pass
@@ -411,7 +442,8 @@ impl GpuExperts {
     }
 
     /// The kernel source compiled by NVRTC with `-D<define>` for each of `defines` and
-    /// loaded into this context (cached).
+    /// loaded into this context (cached per context; the PTX once per process, see
+    /// [`variant_ptx`]).
     fn variant_module(&self, defines: &[&str]) -> Result<Arc<CudaModule>> {
         let key = defines.join(" ");
         let cache = VARIANTS.get_or_init(Default::default);
@@ -422,21 +454,7 @@ impl GpuExperts {
         if let Some((_, m)) = entries.iter().find(|(c, _)| Arc::ptr_eq(c, &self.ctx)) {
             return Ok(m.clone());
         }
-        // SAFETY: only probes dlopen (cudarc panics on a missing libnvrtc otherwise).
-        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-            return Err(CudaError::NoNvrtc);
-        }
-        let cc = self.info.compute_capability;
-        let mut options = vec![format!("--gpu-architecture=compute_{}{}", cc.0, cc.1)];
-        options.extend(defines.iter().map(|d| format!("-D{d}")));
-        let opts = cudarc::nvrtc::CompileOptions {
-            options,
-            name: Some("hmoe_variant.cu".into()),
-            ..Default::default()
-        };
-        let ptx = cudarc::nvrtc::compile_ptx_with_opts(KERNEL_SOURCE, opts)
-            .map_err(|e| CudaError::Compile(format!("variant {defines:?}: {e:?}")))?
-            .to_src();
+        let ptx = variant_ptx(self.info.compute_capability, defines)?;
         let load = |src: String| {
             self.ctx
                 .load_module(cudarc::nvrtc::Ptx::from_src(src))

@@ -3,18 +3,16 @@
 //   0 linear:  type rows cols n wbytes | w[wbytes] | f32 x[n*cols]            -> f32 y[n*rows]
 //   1 rms_norm: n_rows cols | f32 eps | f32 x[n_rows*cols] | f32 w[cols]
 //              -> f32 y out of place, then f32 y computed in place
-//   2 rope:    n_tokens n_heads head_dim | u32 pos[n_tokens] | f32 inv_freq[head_dim/2]
-//              | f32 x[n_tokens*n_heads*head_dim]                             -> f32 x
-//   3 attend:  n start n_heads n_kv head_dim | f32 scale | f32 q[n*n_heads*head_dim]
-//              | f32 k[(start+n)*n_kv*head_dim] | f32 v[same]                 -> f32 out
-//   4 kv_write + attend_split + attend_combine (a batch of sequences, kvw = n_kv*head_dim):
+//   4 attend_split + attend_combine (a batch of sequences, kvw = n_kv*head_dim; the new
+//              rows' keys and values are copied into their caches first, as
+//              qk_norm_rope_kv leaves them):
 //              n_seq n_heads n_kv head_dim | f32 scale | chunk n_splits grid_splits
 //              | per seq: start m cap
 //              | per seq: f32 K history[start*kvw], V history[start*kvw]
 //              | f32 q[n*n_heads*head_dim] | f32 k[n*kvw] | f32 v[n*kvw]
 //              -> f32 out[n*n_heads*head_dim], then per seq K[(start+m)*kvw], V[same]
 //   5 add_to:  len | f32 x[len] | f32 y[len]                                  -> f32 x + y
-//   6 kv_write + attend_tiled, and attend_split + attend_combine on the same caches: the
+//   6 attend_tiled, and attend_split + attend_combine on the same caches: the
 //              input of 4 followed by u32 smem_floats (the host's shared-memory size)
 //              -> f32 tiled out[n*n_heads*head_dim], f32 split out[same], then the caches as 4
 #include "emu.h"
@@ -76,27 +74,6 @@ int main(int argc, char** argv) {
         out.insert(out.end(), x.begin(), x.end());
         break;
     }
-    case 2: {
-        u32 nt = rd32(), nh = rd32(), hd = rd32();
-        auto pos = rdv<u32>(nt);
-        auto inv = rdv<float>(hd / 2);
-        out = rdv<float>((size_t)nt * nh * hd);
-        u32 total = nt * nh * (hd / 2);
-        emu_launch(EmuDim{(total + 127) / 128, 1, 1}, EmuDim{128, 1, 1},
-                   [&] { rope_neox(out.data(), pos.data(), inv.data(), nt, nh, hd); });
-        break;
-    }
-    case 3: {
-        u32 n = rd32(), start = rd32(), nh = rd32(), nkv = rd32(), hd = rd32();
-        float scale = rdf();
-        auto q = rdv<float>((size_t)n * nh * hd);
-        auto k = rdv<float>((size_t)(start + n) * nkv * hd);
-        auto v = rdv<float>((size_t)(start + n) * nkv * hd);
-        out.assign(q.size(), -7.0f);
-        emu_launch(EmuDim{nh, n, 1}, EmuDim{32, 1, 1},
-                   [&] { attend(q.data(), k.data(), v.data(), out.data(), n, start, nh, nkv, hd, scale); });
-        break;
-    }
     case 4:
     case 6: {
         bool tiled = op == 6;
@@ -132,8 +109,12 @@ int main(int argc, char** argv) {
                 vt.push_back((u64)(uintptr_t)vc[s].data());
                 pos.push_back(start[s] + i);
             }
-        emu_launch(EmuDim{(kvw + 127) / 128, n, 1}, EmuDim{128, 1, 1},
-                   [&] { kv_write(k.data(), v.data(), kt.data(), vt.data(), pos.data(), kvw); });
+        for (u32 i = 0; i < n; ++i) {
+            std::copy(k.begin() + (size_t)i * kvw, k.begin() + (size_t)(i + 1) * kvw,
+                      (float*)(uintptr_t)kt[i] + (size_t)pos[i] * kvw);
+            std::copy(v.begin() + (size_t)i * kvw, v.begin() + (size_t)(i + 1) * kvw,
+                      (float*)(uintptr_t)vt[i] + (size_t)pos[i] * kvw);
+        }
         // Partials start as NaN: a merge of a split that was never written poisons the output.
         std::vector<float> part((size_t)n * nh * plan[1] * (hd + 2), NAN);
         u32 groups = (grid_splits + ATT_WARPS - 1) / ATT_WARPS;

@@ -1,12 +1,10 @@
-// Runs a fused dense-path kernel of src/dense.cu and the unfused kernels it replaces, in the
-// emulator, on the same input; writes both results (fused first). Input (little-endian u32
+// Runs a fused dense-path kernel of src/dense.cu in the emulator. Input (little-endian u32
 // unless noted) starts with the op code:
 //   0 qk_norm_rope_kv: n nh nkv hd cap | f32 eps | u32 pos[n] | f32 inv_freq[hd/2]
 //       | f32 qnw[hd] | f32 knw[hd] | f32 q[n*nh*hd] | f32 k[n*nkv*hd] | f32 v[n*nkv*hd]
-//       -> (q, k, K cache[cap*nkv*hd], V cache[same]) fused, then the same unfused
-//          (rms_norm x2 in place, rope_neox x2, kv_write); the caches start as NaN.
+//       -> q, k, K cache[cap*nkv*hd], V cache[same]; the caches start as NaN.
 //   1 add_rms_norm: rows cols | f32 eps | f32 x[rows*cols] | f32 y[same] | f32 w[cols]
-//       -> (x, out) fused, then (x, out) from add_to + rms_norm
+//       -> x (the residual written back), out
 #include "emu.h"
 #include <algorithm>
 #include "../../src/kernels.cu"
@@ -38,54 +36,27 @@ int main(int argc, char** argv) {
         auto pos = rdv<u32>(n);
         auto inv = rdv<float>(hd / 2);
         auto qnw = rdv<float>(hd), knw = rdv<float>(hd);
-        auto q0 = rdv<float>((size_t)n * nh * hd);
-        auto k0 = rdv<float>((size_t)n * nkv * hd), v0 = rdv<float>((size_t)n * nkv * hd);
+        auto q = rdv<float>((size_t)n * nh * hd);
+        auto k = rdv<float>((size_t)n * nkv * hd), v = rdv<float>((size_t)n * nkv * hd);
         u32 kvw = nkv * hd;
-        for (int fused = 1; fused >= 0; --fused) {
-            auto q = q0, k = k0, v = v0;
-            std::vector<float> kc((size_t)cap * kvw, NAN), vc((size_t)cap * kvw, NAN);
-            std::vector<u64> kt(n, (u64)(uintptr_t)kc.data()), vt(n, (u64)(uintptr_t)vc.data());
-            if (fused) {
-                emu_launch(warps_grid(n * (nh + 2 * nkv)), block, [&] {
-                    qk_norm_rope_kv(q.data(), k.data(), v.data(), qnw.data(), knw.data(), pos.data(),
-                                    inv.data(), kt.data(), vt.data(), n, nh, nkv, hd, eps);
-                });
-            } else {
-                emu_launch(warps_grid(n * nh), block,
-                           [&] { rms_norm(q.data(), qnw.data(), q.data(), n * nh, hd, eps); });
-                emu_launch(warps_grid(n * nkv), block,
-                           [&] { rms_norm(k.data(), knw.data(), k.data(), n * nkv, hd, eps); });
-                u32 tq = n * nh * (hd / 2), tk = n * nkv * (hd / 2);
-                emu_launch(EmuDim{(tq + 127) / 128, 1, 1}, EmuDim{128, 1, 1},
-                           [&] { rope_neox(q.data(), pos.data(), inv.data(), n, nh, hd); });
-                emu_launch(EmuDim{(tk + 127) / 128, 1, 1}, EmuDim{128, 1, 1},
-                           [&] { rope_neox(k.data(), pos.data(), inv.data(), n, nkv, hd); });
-                emu_launch(EmuDim{(kvw + 127) / 128, n, 1}, EmuDim{128, 1, 1},
-                           [&] { kv_write(k.data(), v.data(), kt.data(), vt.data(), pos.data(), kvw); });
-            }
-            put(out, q), put(out, k), put(out, kc), put(out, vc);
-        }
+        std::vector<float> kc((size_t)cap * kvw, NAN), vc((size_t)cap * kvw, NAN);
+        std::vector<u64> kt(n, (u64)(uintptr_t)kc.data()), vt(n, (u64)(uintptr_t)vc.data());
+        emu_launch(warps_grid(n * (nh + 2 * nkv)), block, [&] {
+            qk_norm_rope_kv(q.data(), k.data(), v.data(), qnw.data(), knw.data(), pos.data(),
+                            inv.data(), kt.data(), vt.data(), n, nh, nkv, hd, eps);
+        });
+        put(out, q), put(out, k), put(out, kc), put(out, vc);
         break;
     }
     case 1: {
         u32 rows = rd32(), cols = rd32();
         float eps = rdf();
-        auto x0 = rdv<float>((size_t)rows * cols), y = rdv<float>((size_t)rows * cols);
+        auto x = rdv<float>((size_t)rows * cols), y = rdv<float>((size_t)rows * cols);
         auto w = rdv<float>(cols);
-        for (int fused = 1; fused >= 0; --fused) {
-            auto x = x0;
-            std::vector<float> o(x.size(), -7.0f);
-            if (fused) {
-                emu_launch(warps_grid(rows), block,
-                           [&] { add_rms_norm(x.data(), y.data(), w.data(), o.data(), rows, cols, eps); });
-            } else {
-                emu_launch(EmuDim{(rows * cols + 255) / 256, 1, 1}, EmuDim{256, 1, 1},
-                           [&] { add_to(x.data(), y.data(), (u64)rows * cols); });
-                emu_launch(warps_grid(rows), block,
-                           [&] { rms_norm(x.data(), w.data(), o.data(), rows, cols, eps); });
-            }
-            put(out, x), put(out, o);
-        }
+        std::vector<float> o(x.size(), -7.0f);
+        emu_launch(warps_grid(rows), block,
+                   [&] { add_rms_norm(x.data(), y.data(), w.data(), o.data(), rows, cols, eps); });
+        put(out, x), put(out, o);
         break;
     }
     default: fprintf(stderr, "bad op\n"); return 2;
