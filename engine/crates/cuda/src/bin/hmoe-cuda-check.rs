@@ -5,6 +5,7 @@
 //!   hmoe-cuda-check ptx FILE        # write the NVRTC PTX (sm_90) for ptxas, no GPU needed
 //!   hmoe-cuda-check [--out DIR] gemm # only the tiled GEMM timings, checks and sweep
 //!   hmoe-cuda-check [--out DIR] attention  # only the attention kernels: tiled vs split, timings
+//!   hmoe-cuda-check [--out DIR] decode     # only the int8 (dp4a) decode pass vs the f32 fused pass
 //!
 //! Checks: device info; each kernel type against the CPU reference on random experts with
 //! Qwen3-30B-A3B shapes (hidden 2048, expert FFN 768) for 1, 4, 16 and 128 tokens, with all
@@ -23,6 +24,8 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Instant;
 
+#[path = "check/decode.rs"]
+mod decode;
 #[path = "check/gemm.rs"]
 mod gemm;
 
@@ -868,7 +871,7 @@ fn main() -> Result<()> {
     let mut out_dir: Option<PathBuf> = None;
     let mut scratch = std::env::temp_dir();
     let mut quick = false;
-    let (mut gemm_only, mut attention_only) = (false, false);
+    let (mut gemm_only, mut attention_only, mut decode_only) = (false, false, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -877,8 +880,9 @@ fn main() -> Result<()> {
             "--quick" => quick = true,
             "attention" => attention_only = true,
             "gemm" => gemm_only = true,
+            "decode" => decode_only = true,
             o => bail!(
-                "unknown argument `{o}` (--out DIR, --scratch DIR, --quick, ptx FILE, gemm, attention)"
+                "unknown argument `{o}` (--out DIR, --scratch DIR, --quick, ptx FILE, gemm, attention, decode)"
             ),
         }
     }
@@ -928,6 +932,10 @@ fn main() -> Result<()> {
             let t_start = Instant::now();
             if gemm_only {
                 gemm_section(&cfg, &mut rep, &mut summary);
+                return finish(summary, rep, out_dir);
+            }
+            if decode_only {
+                decode::decode_section(&cfg, &mut rep, &mut summary);
                 return finish(summary, rep, out_dir);
             }
             // The instance is dropped at the end of this match, before the OOM checks.
