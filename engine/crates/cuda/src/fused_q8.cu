@@ -9,9 +9,10 @@
 // fused pass to float rounding (only the order of the f32 sums differs).
 //
 // Launches: gate_up_q8_<type>_<fmt> (grid (ffn / WARPS, items), fmt: the down weights'
-// activation format q8_0 / q8_k) and down_combine_q8_<type> (grid (hidden, tokens)): two,
+// activation format q8_0 / q8_k) and down_combine_q8_<type> (grid (hidden / Q8_DN_ROWS,
+// tokens)): two,
 // with no act_round before them (one if gpu.rs still runs it: x rounded first is
-// quantised to the same ints, see quant_block).
+// quantised to the same ints, see quant_span).
 
 #ifndef Q8_MAX_HIDDEN
 #define Q8_MAX_HIDDEN 8192  // x values a gate_up block quantises into shared memory
@@ -22,6 +23,13 @@
 #endif
 #ifndef Q8_U_DN
 #define Q8_U_DN 4
+#endif
+// Output rows per down_combine_q8 block (grid ceil(hidden / Q8_DN_ROWS) x tokens): each
+// warp walks its pair's Q8_DN_ROWS rows together (they share the pair's activation
+// loads; index loads and block start-up are paid once per Q8_DN_ROWS rows). Q8_U_DN
+// row-steps in flight are spread over them. Rust's Q8_DN_ROWS (q8.rs) must match (tested).
+#ifndef Q8_DN_ROWS
+#define Q8_DN_ROWS 1
 #endif
 
 // The activation format the CPU kernels use with weights of type T: Q8_0 (blocks of 32)
@@ -40,20 +48,39 @@ DEV float i2f(int v) { return AS_FLOAT(0x4B400000u + (u32)v) - 12582912.0f; }
 
 #define DP4A(a, b) __dp4a((int)(a), (int)(b), 0)
 
-// The warp quantises the fmt block (32 values for ACT_Q8_0, 256 for ACT_Q8K) at p exactly
-// as round_block does: q[k] gets the int8 values, *d (lane 0) the scale, rp[k] (if not
-// null; may be p itself) the rounded values q * d. Quantising values that round_block
+// The warp quantises nb consecutive fmt blocks at p (ACT_Q8K: nb = 1, 256 values;
+// ACT_Q8_0: nb = 1 ..= 8 blocks of 32) exactly as round_block does each: q gets the int8
+// values, d[b] (from lane 0) block b's scale, rp (if not null; may be p) the rounded
+// values q * d. All of the lane's values are loaded first: a Q8_0 span taken one block
+// after another waited on 8 L2 round trips in a row. Quantising values that round_block
 // already rounded gives the same ints (the rounded values are q * d, their largest
 // magnitude 127 |d|) and d within an ulp: so x may come rounded by act_round or not.
-DEV void quant_block(const float* p, u32 fmt, i8* q, float* d, float* rp) {
+DEV void quant_span(const float* p, u32 fmt, u32 nb, i8* q, float* d, float* rp) {
     u32 lane = threadIdx.x & 31;
-    u32 per = fmt == ACT_Q8K ? 8 : 1;
+    u32 nv = fmt == ACT_Q8K ? 8 : nb;  // values per lane
     float vals[8];
-    for (u32 k = 0; k < 8; ++k) vals[k] = k < per ? LD_CG(p + lane + 32 * k) : 0.0f;
+    for (u32 k = 0; k < 8; ++k) vals[k] = k < nv ? LD_CG(p + lane + 32 * k) : 0.0f;
+    if (fmt == ACT_Q8_0) {
+        // Lane L holds value L of each block; each lane writes back only its own values.
+        for (u32 k = 0; k < 8; ++k) {
+            if (k < nb) {  // the same for the whole warp
+                float amax = fabsf(vals[k]);
+                for (int m = 16; m > 0; m >>= 1) amax = fmaxf(amax, SHFL_XOR(amax, m));
+                float dd = amax / 127.0f;
+                float id = dd != 0.0f ? 1.0f / dd : 0.0f;
+                float qq = fminf(fmaxf(rintf(vals[k] * id), -127.0f), 127.0f);
+                q[lane + 32 * k] = (i8)(int)qq;
+                if (rp) rp[lane + 32 * k] = qq * dd;
+                if (lane == 0) d[k] = dd;
+            }
+        }
+        return;
+    }
+    // Q8_K: the largest magnitude and the first index holding it (as round_block).
     float amax = 0.0f, idx = 1e9f;
     for (u32 k = 0; k < 8; ++k) {
         float av = fabsf(vals[k]);
-        if (k < per && av > amax) {
+        if (av > amax) {
             amax = av;
             idx = (float)(lane + 32 * k);
         }
@@ -65,21 +92,12 @@ DEV void quant_block(const float* p, u32 fmt, i8* q, float* d, float* rp) {
             idx = oi;
         }
     }
-    if (fmt == ACT_Q8_0) {
-        float dd = amax / 127.0f;
-        float id = dd != 0.0f ? 1.0f / dd : 0.0f;
-        float qq = fminf(fmaxf(rintf(vals[0] * id), -127.0f), 127.0f);
-        q[lane] = (i8)(int)qq;
-        if (rp) rp[lane] = qq * dd;
-        if (lane == 0) *d = dd;
-        return;
-    }
     if (amax == 0.0f) {
         for (u32 k = 0; k < 8; ++k) {
             q[lane + 32 * k] = 0;
             if (rp) rp[lane + 32 * k] = 0.0f;
         }
-        if (lane == 0) *d = 0.0f;
+        if (lane == 0) d[0] = 0.0f;
         return;
     }
     // Every lane read the block before any lane writes it back.
@@ -92,7 +110,7 @@ DEV void quant_block(const float* p, u32 fmt, i8* q, float* d, float* rp) {
         q[lane + 32 * k] = (i8)(int)qq;
         if (rp) rp[lane + 32 * k] = qq * dd;
     }
-    if (lane == 0) *d = dd;
+    if (lane == 0) d[0] = dd;
 }
 
 // The lane's share of one 256-value step s of a row (its runs e .. e+3 and e+32 .. e+35,
@@ -189,7 +207,8 @@ template <int T, int NR, int K> struct DqGroup {
         }
         if (s0 == 0) pre();
         for (int u = 0; u < K; ++u)
-            for (int r = 0; r < NR; ++r) acc[r][0] += dq_step<T>(raw[u][r], lane, xq, xd, s0 + u, cols);
+            for (int r = 0; r < NR; ++r)
+                acc[r][0] += dq_step<T>(raw[u][r], lane, xq, xd, s0 + u, cols);
     }
 };
 
@@ -255,14 +274,14 @@ DEV void arrive_and_quant(const u64* items, float* act, i8* actq, float* actd, u
         if (last_q8[b - b0])
             for (u32 p = threadIdx.x >> 5; p < n; p += WARPS) {
                 u64 o = (u64)(pair0 + p) * ffn + (u64)b * bs;
-                quant_block(act + o, fmt, actq + o, actd + (u64)(pair0 + p) * (ffn / 32) + b,
-                            act + o);
+                quant_span(act + o, fmt, 1, actq + o, actd + (u64)(pair0 + p) * (ffn / 32) + b,
+                           act + o);
             }
 }
 
 // act[pair][j] = silu(gate_j . x) * (up_j . x) for every pair of the item, x quantised
-// for T's format by the block itself (warp w takes x's blocks w, w + WARPS, ...) while
-// the first weight loads are in flight; then the products are quantised for the down
+// for T's format by the block itself (warp w takes x's 256-value spans w, w + WARPS, ...)
+// while the first weight loads are in flight; then the products are quantised for the down
 // weights' format F (ACT_Q8_0 / ACT_Q8K) by the last block to finish each block of them.
 // Items of several tokens take them one after another (the engine sends one). A warp past
 // the last row recomputes it and stores nothing (no early exit: every warp reaches the
@@ -284,8 +303,12 @@ DEV void gate_up_q8(const u64* items, const u32* rows, const float* x, float* ac
         const float* xr = x + (u64)rows[pair0 + t] * hidden;
         auto pre = [&]() {
             SYNCTHREADS();  // the previous token's dots are done with xq
-            for (u32 b = warp; b < hidden / bs; b += WARPS)
-                quant_block(xr + b * bs, QAct<T>::FMT, xq + b * bs, xd + b, nullptr);
+            // Warp w takes the 256-value spans w, w + WARPS, ... (a Q8_0 row's last span may
+            // hold fewer than 8 blocks).
+            for (u32 e = 256 * warp; e < hidden; e += 256 * WARPS) {
+                u32 nb = (hidden - e < 256 ? hidden - e : 256) / bs;
+                quant_span(xr + e, QAct<T>::FMT, nb, xq + e, xd + e / bs, nullptr);
+            }
             SYNCTHREADS();
         };
         float acc[2][TT];
@@ -300,38 +323,43 @@ DEV void gate_up_q8(const u64* items, const u32* rows, const float* x, float* ac
 }
 
 // out[t][i] = sum over token t's pairs (item order) of wts[p] * (down_i . act[p]) with
-// the products as int8 (actq, actd from gate_up_q8): down_combine's grid, rounds and
-// in-order sum (fused.cu), the dot by dq_row.
+// the products as int8 (actq, actd from gate_up_q8): down_combine's rounds and in-order
+// sum (fused.cu) for Q8_DN_ROWS rows i per block (rows past hidden: the last row,
+// recomputed and not stored), the dots by dq_row.
 template <int T>
 DEV void down_combine_q8(const u64* tok_down, const u32* tok_start, const u32* tok_pairs,
                          const float* wts, const i8* actq, const float* actd, float* out,
                          u32 hidden, u32 ffn) {
-    SHARED float part_q8[WARPS];
-    u32 warp = threadIdx.x >> 5, i = blockIdx.x, t = blockIdx.y;
+    const int R = Q8_DN_ROWS;
+    SHARED float part_q8[R][WARPS];
+    u32 warp = threadIdx.x >> 5, i0 = blockIdx.x * R, t = blockIdx.y;
     u32 q0 = tok_start[t], q1 = tok_start[t + 1];
     u64 rb = row_bytes<T>(ffn);
     NoPre nopre;
-    float s = 0.0f;  // thread 0's
+    float s = 0.0f;  // thread r's: row i0 + r
     for (; q0 < q1; q0 += WARPS) {
         u32 q = q0 + warp < q1 ? q0 + warp : q1 - 1;
         {
             u32 p = tok_pairs[q];
-            const u8* const w[1] = {(const u8*)tok_down[q] + i * rb};
-            float acc[1][TT];
-            acc[0][0] = 0.0f;
-            dq_row<T, 1, Q8_U_DN>(w, actq + (u64)p * ffn, actd + (u64)p * (ffn / 32), ffn, acc,
-                                  nopre);
-            auto put = [&](u32, u32, float v, float) { part_q8[warp] = wts[p] * v; };
-            reduce_rows<1, 1, false>(acc, 1, put);
+            const u8* base = (const u8*)tok_down[q];
+            const u8* w[R];
+            for (int r = 0; r < R; ++r) w[r] = base + (i0 + r < hidden ? i0 + r : hidden - 1) * rb;
+            float acc[R][TT];
+            for (int r = 0; r < R; ++r) acc[r][0] = 0.0f;
+            dq_row<T, R, U_FOR(Q8_U_DN, R)>(w, actq + (u64)p * ffn, actd + (u64)p * (ffn / 32),
+                                             ffn, acc, nopre);
+            auto put = [&](u32 r, u32, float v, float) { part_q8[r][warp] = wts[p] * v; };
+            reduce_rows<R, 1, false>(acc, 1, put);
         }
         SYNCTHREADS();
-        if (threadIdx.x == 0) {
+        if (threadIdx.x < (u32)R) {
             u32 m = q1 - q0 < WARPS ? q1 - q0 : WARPS;
-            for (u32 k = 0; k < m; ++k) s += part_q8[k];
+            for (u32 k = 0; k < m; ++k) s += part_q8[threadIdx.x][k];
         }
         SYNCTHREADS();  // part_q8 is read before the next round overwrites it
     }
-    if (threadIdx.x == 0) out[(u64)t * hidden + i] = s;
+    if (threadIdx.x < (u32)R && i0 + threadIdx.x < hidden)
+        out[(u64)t * hidden + i0 + threadIdx.x] = s;
 }
 
 #define GATE_UP_Q8(T, name, F, fname)                                                          \

@@ -14,7 +14,7 @@ use std::path::Path;
 
 #[path = "emu/build.rs"]
 mod emu_build;
-use emu_build::{compile_harness, run_harness};
+use emu_build::{compile_harness, compile_harness_with, run_harness};
 
 /// Bound on ‖int8 − f32 fused‖ / ‖f32 fused‖. The integer dots are exact and the scales
 /// the same, so the passes differ by f32 summation order (~1e-7 relative: measured 2e-7
@@ -202,5 +202,26 @@ fn int8_pass_crossed_formats_match_reference_and_fused_pass() {
         (GgmlDType::Q4K, GgmlDType::Q5K),
     ] {
         check(&exe, dir.path(), &case(layout(g, d), 4, 1, 4, 0));
+    }
+}
+
+/// The knobs (fused_q8.cu): 3 down rows per block (a partial last block: 512 = 170 · 3 +
+/// 2) walked one step at a time, gate/up one step at a time; 2 down rows per block with
+/// more gate/up steps in flight than a row has (the tail group only).
+#[test]
+fn int8_pass_variants_match_reference_and_fused_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    for defines in [
+        &["Q8_DN_ROWS=3", "Q8_U_GU=1"][..],
+        &["Q8_DN_ROWS=2", "Q8_U_GU=4"],
+    ] {
+        println!("variant {defines:?}");
+        let exe = compile_harness_with(dir.path(), "fused_q8_harness", defines);
+        for (g, d) in [
+            (GgmlDType::Q4K, GgmlDType::Q6K),
+            (GgmlDType::Q8_0, GgmlDType::Q8_0),
+        ] {
+            check(&exe, dir.path(), &case(layout(g, d), 4, 1, 4, 0));
+        }
     }
 }

@@ -91,7 +91,7 @@ int main(int argc, char** argv) {
                 guq[g][col](items + 4 * lo, rows, xs[pass]->data(), a.data(), aq.data(), ad.data(), hidden, ffn, cnt.data());
             });
         }
-        emu_launch(EmuDim{hidden, n_tokens, 1}, EmuDim{32 * WARPS, 1, 1},
+        emu_launch(EmuDim{(hidden + Q8_DN_ROWS - 1) / Q8_DN_ROWS, n_tokens, 1}, EmuDim{32 * WARPS, 1, 1},
                    [&] { dcq[d](td, ts, tp, wts, aq.data(), ad.data(), o.data(), hidden, ffn); });
         outs[pass] = o;
         if (pass == 0) act_q = a;

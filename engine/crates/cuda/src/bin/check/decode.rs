@@ -31,21 +31,39 @@ const VS_FUSED_MAX_REL_TOL: f64 = 1e-3;
 /// Expert pool of the engine-layer check (its slots: the first call copies them).
 const LAYER_EXPERTS: usize = 8;
 
-/// The int8 pass's output and mean ms (alone, and after `act_round` of x).
+/// Knobs of the int8 kernels (fused_q8.cu) the sweep compiles and times, most
+/// informative first: rows per down block, row-steps in flight, the register cap.
+const VARIANTS: &[&[&str]] = &[
+    &["Q8_DN_ROWS=2"],
+    &["Q8_DN_ROWS=4"],
+    &["MIN_BLOCKS=3"],
+    &["Q8_U_GU=4", "MIN_BLOCKS=3"],
+    &["Q8_DN_ROWS=2", "MIN_BLOCKS=3"],
+    &["Q8_U_GU=1"],
+    &["Q8_U_DN=2"],
+];
+/// Seconds the sweep may take (it stops before the next variant after that; each variant
+/// is an NVRTC compile of the expert kernels).
+const SWEEP_BUDGET_S: f64 = 40.0;
+
+/// The int8 pass's output and mean ms (alone, and after `act_round` of x), from the
+/// backend's kernels (`variant` empty) or a variant module.
 #[cfg(feature = "cuda")]
 fn int8_pass(
     g: &mut GpuExperts,
+    variant: &[&str],
     l: &ExpertLayout,
     its: &[GpuItem<'_>],
     x: &[f32],
 ) -> Result<(Vec<f32>, f32, f32)> {
-    let t = g.time_int8_decode_pass(l, its, x, 1, REPS)?;
+    let t = g.time_int8_decode_pass(variant, l, its, x, 1, REPS)?;
     Ok((t.out, t.ms, t.with_act_round_ms))
 }
 
 #[cfg(not(feature = "cuda"))]
 fn int8_pass(
     _g: &mut GpuExperts,
+    _variant: &[&str],
     _l: &ExpertLayout,
     _its: &[GpuItem<'_>],
     _x: &[f32],
@@ -83,7 +101,7 @@ fn decode_checks(g: &mut GpuExperts, rep: &mut Report) -> Result<Value> {
         let all: Vec<usize> = (0..TIMING_EXPERTS).collect();
         let its = items(&b, &all);
         let kt = g.time_expert_kernels(&[], &layout, &its, &b.x, 1, REPS)?;
-        let (out, ms, ms_round) = int8_pass(g, &layout, &its, &b.x)?;
+        let (out, ms, ms_round) = int8_pass(g, &[], &layout, &its, &b.x)?;
         let want = b.reference()?;
         let c_ref = compare(&out, &want);
         let c_fused_ref = compare(&kt.fused_out, &want);
@@ -133,7 +151,62 @@ fn decode_checks(g: &mut GpuExperts, rep: &mut Report) -> Result<Value> {
     for line in table {
         println!("{line}");
     }
-    Ok(Value::Array(rows))
+    let sweep = sweep(g, rep)?;
+    Ok(json!({"passes": rows, "variants": sweep}))
+}
+
+/// The int8 pass compiled with each of [`VARIANTS`] (within [`SWEEP_BUDGET_S`]): µs per
+/// pass per layout, and a FAIL where a variant's output leaves the reference's bounds.
+fn sweep(g: &mut GpuExperts, rep: &mut Report) -> Result<Value> {
+    let started = std::time::Instant::now();
+    let mut cases = Vec::new();
+    for (k, (name, gt, dt)) in LAYOUTS.into_iter().enumerate() {
+        let layout = ExpertLayout::new(gt, gt, dt, HIDDEN, FFN)?;
+        let b = TestBatch::random(layout, TIMING_EXPERTS, 1, TIMING_EXPERTS, 91 + k as u64)?;
+        let want = b.reference()?;
+        cases.push((name, layout, b, want));
+    }
+    println!(
+        "int8 decode pass variants (us per pass, 2 launches; x{TIMING_EXPERTS} experts x 1 token):"
+    );
+    let mut out = Vec::new();
+    for v in std::iter::once(&[][..]).chain(VARIANTS.iter().copied()) {
+        if started.elapsed().as_secs_f64() > SWEEP_BUDGET_S {
+            println!("  (sweep budget of {SWEEP_BUDGET_S} s spent: later variants skipped)");
+            break;
+        }
+        let label = if v.is_empty() {
+            "default".to_string()
+        } else {
+            v.join(",")
+        };
+        let mut line = format!("  {label:>28}");
+        let mut row = Vec::new();
+        for (name, layout, b, want) in &cases {
+            let all: Vec<usize> = (0..TIMING_EXPERTS).collect();
+            match int8_pass(g, v, layout, &items(b, &all), &b.x) {
+                Ok((got, ms, _)) => {
+                    let c = compare(&got, want);
+                    if !c.pass {
+                        rep.check(
+                            &format!("int8 variant {label} vs reference: {name}"),
+                            false,
+                            json!({"rel_l2": c.rel_l2, "max_rel": c.max_rel}),
+                        );
+                    }
+                    line += &format!(" | {name} {:6.1} us", ms * 1e3);
+                    row.push(json!({"layout": name, "us": ms * 1e3, "pass": c.pass}));
+                }
+                Err(e) => {
+                    line += &format!(" | {name} skipped ({e})");
+                    row.push(json!({"layout": name, "error": e.to_string()}));
+                }
+            }
+        }
+        println!("{line}");
+        out.push(json!({"variant": label, "results": row}));
+    }
+    Ok(Value::Array(out))
 }
 
 /// One decode layer through the engine's path (`run_layer`: copy, fused branch, download)

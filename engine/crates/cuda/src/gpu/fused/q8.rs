@@ -17,8 +17,9 @@ use crate::dtype::{ExpertLayout, KernelType};
 use crate::error::{CudaError, Result};
 use crate::WARPS_PER_BLOCK;
 use cudarc::driver::result as cu;
-use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Environment variable: `0` keeps the f32 fused kernels for every decode layer.
 pub const DP4A_ENV: &str = "HMOE_CUDA_DP4A";
@@ -34,6 +35,19 @@ pub(crate) const Q8_TYPES: [KernelType; 4] = [
 /// Largest hidden whose x a gate_up_q8 block quantises into shared memory
 /// (`Q8_MAX_HIDDEN` in fused_q8.cu; tested).
 const MAX_HIDDEN: usize = 8192;
+
+/// Output rows per down_combine_q8 block (`Q8_DN_ROWS` in fused_q8.cu; tested).
+const DN_ROWS: u32 = 1;
+
+/// The source of a variant module of the int8 kernels (what they need of the kernel
+/// source, not the dense, attention and GEMM kernels: a quicker NVRTC compile).
+const Q8_SOURCE: &str = concat!(
+    include_str!("../../kernels.cu"),
+    "\n",
+    include_str!("../../fused.cu"),
+    "\n",
+    include_str!("../../fused_q8.cu")
+);
 
 /// Values per scale slot of the products' scale buffer (Q8_0's block; a Q8_K block uses
 /// the first slot of its eight).
@@ -61,28 +75,42 @@ pub(in crate::gpu) struct Q8Kernels {
     enabled: bool,
 }
 
+type GateUpFns = HashMap<(KernelType, u32), CudaFunction>;
+
+/// Every int8 kernel by name from a module.
+fn load_fns(
+    f: &dyn Fn(&str) -> Result<CudaFunction>,
+) -> Result<(GateUpFns, HashMap<KernelType, CudaFunction>)> {
+    let (mut gate_up, mut down_combine) = (HashMap::new(), HashMap::new());
+    for t in Q8_TYPES {
+        for (code, fmt) in FORMATS {
+            gate_up.insert((t, code), f(&format!("gate_up_q8_{}_{fmt}", t.suffix()))?);
+        }
+        down_combine.insert(t, f(&format!("down_combine_q8_{}", t.suffix()))?);
+    }
+    Ok((gate_up, down_combine))
+}
+
 /// Byte offset of the scales in a buffer for `pairs` pairs of `ffn` products.
 fn scale_offset(pairs: usize, ffn: usize) -> usize {
     (pairs * ffn).div_ceil(256) * 256
 }
 
 impl Q8Kernels {
-    pub(in crate::gpu) fn load(f: &dyn Fn(&str) -> Result<CudaFunction>) -> Result<Self> {
-        let (mut gate_up, mut down_combine) = (HashMap::new(), HashMap::new());
-        for t in Q8_TYPES {
-            for (code, fmt) in FORMATS {
-                gate_up.insert((t, code), f(&format!("gate_up_q8_{}_{fmt}", t.suffix()))?);
-            }
-            down_combine.insert(t, f(&format!("down_combine_q8_{}", t.suffix()))?);
-        }
-        Ok(Self {
+    /// The kernels from the backend's module; a module without them (a PTX file from
+    /// an older source, `HMOE_CUDA_PTX`) leaves the int8 pass off rather than failing.
+    pub(in crate::gpu) fn load(f: &dyn Fn(&str) -> Result<CudaFunction>) -> Self {
+        let fns = load_fns(f);
+        let enabled = fns.is_ok() && std::env::var(DP4A_ENV).map_or(true, |v| v.trim() != "0");
+        let (gate_up, down_combine) = fns.unwrap_or_default();
+        Self {
             gate_up,
             down_combine,
             buf: None,
             pairs: 0,
             ffn: 0,
-            enabled: std::env::var(DP4A_ENV).map_or(true, |v| v.trim() != "0"),
-        })
+            enabled,
+        }
     }
 
     /// Whether a fused pass of layout `l` runs the int8 kernels: enabled, both types have
@@ -175,7 +203,7 @@ impl GpuExperts {
     ) -> Result<bool> {
         match self.q8_for(l, fns) {
             Some(q) => self
-                .launch_down_combine_q8(l, q.down_combine, meta, bl)
+                .launch_down_combine_q8(l, q.down_combine, DN_ROWS, meta, bl)
                 .map(|_| true),
             None => Ok(false),
         }
@@ -218,11 +246,13 @@ impl GpuExperts {
         .map_err(|e| drv(format!("launch gate_up_q8 ({})", l.gate_up.suffix()))(e))
     }
 
-    /// `down_combine_q8` of the batch packed as `bl` at `meta` into `out_dev`.
+    /// `down_combine_q8` (of `rows` output rows per block) of the batch packed as `bl` at
+    /// `meta` into `out_dev`.
     fn launch_down_combine_q8(
         &self,
         l: &ExpertLayout,
         f: &CudaFunction,
+        rows: u32,
         meta: u64,
         bl: &BatchLayout,
     ) -> Result<()> {
@@ -242,7 +272,7 @@ impl GpuExperts {
         );
         let out = self.out_dev.ptr;
         let cfg = LaunchConfig {
-            grid_dim: (hidden, bl.n_tokens as u32, 1),
+            grid_dim: (hidden.div_ceil(rows), bl.n_tokens as u32, 1),
             block_dim: (32 * WARPS_PER_BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -292,8 +322,11 @@ impl GpuExperts {
     /// uploaded once to a scratch buffer (copies used in turn, so no pass finds its
     /// weights in L2), `reps` times; returns one pass's output and the mean times. An
     /// error if the int8 kernels do not cover `layout` (types, shape, `HMOE_CUDA_DP4A=0`).
+    /// `variant`: NVRTC defines of a variant module of the int8 kernels (`Q8_U_GU=4`,
+    /// `Q8_DN_ROWS=2`, `MIN_BLOCKS=3`, ...; empty: the backend's own kernels).
     pub fn time_int8_decode_pass(
         &mut self,
+        variant: &[&str],
         layout: &ExpertLayout,
         items: &[GpuItem<'_>],
         x: &[f32],
@@ -372,6 +405,22 @@ impl GpuExperts {
             (true, Some(gu), Some(dc)) => (gu.clone(), dc.clone()),
             _ => return Err(CudaError::UnsupportedType(layout.gate_up.ggml())),
         };
+        let (gate_up, down_combine, dn_rows) = match variant {
+            [] => (gate_up, down_combine, DN_ROWS),
+            v => {
+                let m = self.q8_variant_module(v)?;
+                let f = |name: String| m.load_function(&name).map_err(drv(name));
+                let fmt_name = FORMATS
+                    .iter()
+                    .find(|&&(c, _)| c == fmt)
+                    .map_or("q8_k", |&(_, n)| n);
+                (
+                    f(format!("gate_up_q8_{}_{fmt_name}", layout.gate_up.suffix()))?,
+                    f(format!("down_combine_q8_{}", layout.down.suffix()))?,
+                    define(v, "Q8_DN_ROWS"),
+                )
+            }
+        };
         // SAFETY: device buffers ensured above for these sizes.
         unsafe {
             cu::memcpy_htod_sync(self.x_dev.ptr, x).map_err(drv("cuMemcpyHtoD(x)"))?;
@@ -386,7 +435,7 @@ impl GpuExperts {
             }
             let args = (m + bl.items as u64, m + bl.rows as u64, bl.n_items as u32);
             me.launch_gate_up_q8(layout, &gate_up, args)?;
-            me.launch_down_combine_q8(layout, &down_combine, m, &bl)
+            me.launch_down_combine_q8(layout, &down_combine, dn_rows, m, &bl)
         };
         pass(self, 0, false)?;
         self.compute
@@ -426,14 +475,105 @@ impl GpuExperts {
     }
 }
 
+/// Variant modules by define set, each with the context it was loaded into.
+type VariantCache = Mutex<HashMap<String, Vec<(Arc<CudaContext>, Arc<CudaModule>)>>>;
+static VARIANTS: OnceLock<VariantCache> = OnceLock::new();
+
+/// The value of `-D<name>=<v>` among `defines`, 1 if absent (the kernels' default).
+fn define(defines: &[&str], name: &str) -> u32 {
+    defines
+        .iter()
+        .filter_map(|d| d.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+        .next()
+        .unwrap_or(1)
+}
+
+impl GpuExperts {
+    /// [`Q8_SOURCE`] compiled by NVRTC with `-D<define>` for each of `defines`, loaded
+    /// into this context (cached). An NVRTC newer than the driver writes a PTX version
+    /// the driver rejects: then the `.version` line of `HMOE_CUDA_PTX_FALLBACK`'s file
+    /// is tried (as kernel_bench.rs does).
+    fn q8_variant_module(&self, defines: &[&str]) -> Result<Arc<CudaModule>> {
+        let key = defines.join(" ");
+        let cache = VARIANTS.get_or_init(Default::default);
+        let mut map = cache
+            .lock()
+            .map_err(|_| CudaError::Compile("int8 variant cache poisoned".into()))?;
+        let entries = map.entry(key).or_default();
+        if let Some((_, m)) = entries.iter().find(|(c, _)| Arc::ptr_eq(c, &self.ctx)) {
+            return Ok(m.clone());
+        }
+        // SAFETY: only probes dlopen (cudarc panics on a missing libnvrtc otherwise).
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            return Err(CudaError::NoNvrtc);
+        }
+        let cc = self.info.compute_capability;
+        let mut options = vec![format!("--gpu-architecture=compute_{}{}", cc.0, cc.1)];
+        options.extend(defines.iter().map(|d| format!("-D{d}")));
+        let opts = cudarc::nvrtc::CompileOptions {
+            options,
+            name: Some("hmoe_q8_variant.cu".into()),
+            ..Default::default()
+        };
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(Q8_SOURCE, opts)
+            .map_err(|e| CudaError::Compile(format!("int8 variant {defines:?}: {e:?}")))?
+            .to_src();
+        let load = |src: String| {
+            self.ctx
+                .load_module(cudarc::nvrtc::Ptx::from_src(src))
+                .map_err(drv(format!("cuModuleLoadData(int8 variant {defines:?})")))
+        };
+        let m = match load(ptx.clone()) {
+            Ok(m) => m,
+            Err(e) => match fallback_version_line() {
+                Some(v) => load(with_version_line(&ptx, &v)).map_err(|_| e)?,
+                None => return Err(e),
+            },
+        };
+        entries.push((self.ctx.clone(), m.clone()));
+        Ok(m)
+    }
+}
+
+/// The `.version` line of the PTX file named by `HMOE_CUDA_PTX_FALLBACK`, if any.
+fn fallback_version_line() -> Option<String> {
+    let path = std::env::var_os(super::super::PTX_FALLBACK_ENV)?;
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(".version"))?;
+    Some(line.trim().to_string())
+}
+
+/// `ptx` with its `.version` line replaced by `line`.
+fn with_version_line(ptx: &str, line: &str) -> String {
+    ptx.lines()
+        .map(|l| {
+            if l.trim_start().starts_with(".version") {
+                line
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::KERNEL_SOURCE;
 
     #[test]
-    fn the_hidden_limit_is_the_kernels_shared_buffer() {
+    fn launch_constants_follow_the_kernels() {
         assert_eq!(crate::kernel_define("Q8_MAX_HIDDEN"), Some(MAX_HIDDEN));
+        assert_eq!(crate::kernel_define("Q8_DN_ROWS"), Some(DN_ROWS));
+    }
+
+    #[test]
+    fn variant_defines_parse_with_default_one() {
+        assert_eq!(define(&["Q8_DN_ROWS=4", "Q8_U_GU=2"], "Q8_DN_ROWS"), 4);
+        assert_eq!(define(&["MIN_BLOCKS=3"], "Q8_DN_ROWS"), 1);
     }
 
     #[test]
