@@ -44,7 +44,7 @@ const VARIANTS: &[&[&str]] = &[
 ];
 /// Seconds the sweep may take (it stops before the next variant after that; each variant
 /// is an NVRTC compile of the expert kernels).
-const SWEEP_BUDGET_S: f64 = 40.0;
+const SWEEP_BUDGET_S: f64 = 30.0;
 
 /// The int8 pass's output and mean ms (alone, and after `act_round` of x), from the
 /// backend's kernels (`variant` empty) or a variant module.
