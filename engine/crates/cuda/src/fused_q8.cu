@@ -31,6 +31,7 @@
 #ifndef Q8_DN_ROWS
 #define Q8_DN_ROWS 1
 #endif
+static_assert((Q8_DN_ROWS & (Q8_DN_ROWS - 1)) == 0, "Q8_DN_ROWS: a power of two (reduce_rows)");
 
 // The activation format the CPU kernels use with weights of type T: Q8_0 (blocks of 32)
 // for Q8_0, Q8_K (blocks of 256) for the k-quants.
@@ -47,6 +48,23 @@ DEV int ldq4(const i8* p) { return (int)ld32((const u8*)p); }
 DEV float i2f(int v) { return AS_FLOAT(0x4B400000u + (u32)v) - 12582912.0f; }
 
 #define DP4A(a, b) __dp4a((int)(a), (int)(b), 0)
+
+// Q8_WIDE=1 (a variant): Q4_K gate/up rows whose length is a multiple of 1024 are read
+// as 16-byte chunks (dq_row_wide_q4k): 8 registers per lane carry 16 quant bytes and
+// their super-block's header, against 5 for 4 bytes in the row walk, so a warp has a
+// whole 2048-value gate+up pair in flight.
+#ifndef Q8_WIDE
+#define Q8_WIDE 0
+#endif
+#ifndef Q8_WIDE_U
+#define Q8_WIDE_U 1  // warp-steps (1024 values) of the gate+up pair in flight
+#endif
+#ifndef HMOE_EMU
+DEV void ld4x32(const u8* p, u32* o) {  // 16-byte aligned
+    uint4 v = *(const uint4*)p;
+    o[0] = v.x, o[1] = v.y, o[2] = v.z, o[3] = v.w;
+}
+#endif
 
 // The warp quantises nb consecutive fmt blocks at p (ACT_Q8K: nb = 1, 256 values;
 // ACT_Q8_0: nb = 1 ..= 8 blocks of 32) exactly as round_block does each: q gets the int8
@@ -242,6 +260,65 @@ DEV void dq_row(const u8* const* w, const i8* xq, const float* xd, u32 cols,
     DqTail<T, NR, U - 1>::run(w, xq, xd, cols, s, steps, lane, acc, pre);
 }
 
+// Q8_WIDE: this lane's share of NR Q4_K rows of `cols` values (a multiple of 1024)
+// against int8 x. A warp-step covers 4 super-blocks: lane L reads super-block L / 8's
+// 16-byte header and its 16-byte chunk m = L % 8 of the quants (bytes 16 m ..: low
+// nibbles are values 64 g + 16 h + k of the super-block, g = m / 2, h = m % 2, k < 16,
+// high nibbles 32 further on). U warp-steps of all NR rows are loaded before any dot;
+// pre() runs after the first group's loads. Bounds: |q . x| <= 16 * 15 * 127 per
+// sub-block, times a 6-bit scale, two of them < 2^22.
+template <int NR, int U, class Pre>
+DEV void dq_row_wide_q4k(const u8* const* w, const i8* xq, const float* xd, u32 cols,
+                         float (&acc)[NR][TT], Pre& pre) {
+    u32 lane = threadIdx.x & 31, sb = lane >> 3, m = lane & 7, g = m >> 1;
+    u32 steps = cols / 1024;
+    for (u32 s0 = 0; s0 < steps; s0 += U) {
+        u32 hd[U][NR][4], qs[U][NR][4];
+        for (int u = 0; u < U; ++u)
+            for (int r = 0; r < NR; ++r)
+                if (s0 + u < steps) {
+                    const u8* blk = w[r] + (u64)(4 * (s0 + u) + sb) * 144;
+                    ld4x32(blk, hd[u][r]);
+                    ld4x32(blk + 16 + 16 * m, qs[u][r]);
+                }
+        if (s0 == 0) pre();
+        for (int u = 0; u < U; ++u) {
+            if (s0 + u >= steps) break;
+            u32 b = 4 * (s0 + u) + sb, e = 256 * b + 64 * g + 16 * (m & 1);
+            u32 xa[4], xb[4];
+            ld4x32((const u8*)(xq + e), xa);
+            ld4x32((const u8*)(xq + e + 32), xb);
+            int na = 0, nb = 0;
+            for (int k = 0; k < 4; ++k) {
+                na = __dp4a(0x01010101, (int)xa[k], na);
+                nb = __dp4a(0x01010101, (int)xb[k], nb);
+            }
+            for (int r = 0; r < NR; ++r) {
+                int ia = 0, ib = 0;
+                for (int k = 0; k < 4; ++k) {
+                    ia = __dp4a((int)(qs[u][r][k] & 0x0f0f0f0fu), (int)xa[k], ia);
+                    ib = __dp4a((int)((qs[u][r][k] >> 4) & 0x0f0f0f0fu), (int)xb[k], ib);
+                }
+                u32 s0w = hd[u][r][1], s1w = hd[u][r][2], s2w = hd[u][r][3], sc, mn;
+                if (g < 2) {
+                    sc = s0w & 0x3f3f3f3fu;
+                    mn = s1w & 0x3f3f3f3fu;
+                } else {
+                    sc = (s2w & 0x0f0f0f0fu) | ((s0w >> 2) & 0x30303030u);
+                    mn = ((s2w >> 4) & 0x0f0f0f0fu) | ((s1w >> 2) & 0x30303030u);
+                }
+                u32 j = 16 * (g & 1);
+                int sca = (sc >> j) & 0xff, scb = (sc >> (j + 8)) & 0xff;
+                int mna = (mn >> j) & 0xff, mnb = (mn >> (j + 8)) & 0xff;
+                u32 dm = hd[u][r][0];
+                float d = h2f(dm & 0xffffu), dmin = h2f(dm >> 16);
+                acc[r][0] += xd[b] * (d * i2f(sca * ia + scb * ib) -
+                                      dmin * i2f(mna * na + mnb * nb));
+            }
+        }
+    }
+}
+
 // Arrival counters as in arrive_and_round (fused.cu), for blocks of WARPS rows: the last
 // gate_up block to finish a block of products quantises it for every pair of the item
 // into actq (int8, [pair][ffn]) and actd (scales, [pair][ffn / 32], block b at b), writes
@@ -313,7 +390,14 @@ DEV void gate_up_q8(const u64* items, const u32* rows, const float* x, float* ac
         };
         float acc[2][TT];
         acc[0][0] = acc[1][0] = 0.0f;
-        dq_row<T, 2, Q8_U_GU>(w, xq, xd, hidden, acc, pre);
+        if constexpr (Q8_WIDE && T == T_Q4K) {
+            if (hidden % 1024 == 0)
+                dq_row_wide_q4k<2, Q8_WIDE_U>(w, xq, xd, hidden, acc, pre);
+            else
+                dq_row<T, 2, Q8_U_GU>(w, xq, xd, hidden, acc, pre);
+        } else {
+            dq_row<T, 2, Q8_U_GU>(w, xq, xd, hidden, acc, pre);
+        }
         auto put = [&](u32, u32, float g, float u) {
             if (store) act[(u64)(pair0 + t) * ffn + j] = silu(g) * u;
         };
@@ -324,8 +408,8 @@ DEV void gate_up_q8(const u64* items, const u32* rows, const float* x, float* ac
 
 // out[t][i] = sum over token t's pairs (item order) of wts[p] * (down_i . act[p]) with
 // the products as int8 (actq, actd from gate_up_q8): down_combine's rounds and in-order
-// sum (fused.cu) for Q8_DN_ROWS rows i per block (rows past hidden: the last row,
-// recomputed and not stored), the dots by dq_row.
+// sum (fused.cu) for Q8_DN_ROWS rows i per block (rows past hidden, where it is not a
+// multiple: the last row, recomputed and not stored), the dots by dq_row.
 template <int T>
 DEV void down_combine_q8(const u64* tok_down, const u32* tok_start, const u32* tok_pairs,
                          const float* wts, const i8* actq, const float* actd, float* out,

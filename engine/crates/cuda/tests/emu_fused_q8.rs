@@ -205,15 +205,28 @@ fn int8_pass_crossed_formats_match_reference_and_fused_pass() {
     }
 }
 
-/// The knobs (fused_q8.cu): 3 down rows per block (a partial last block: 512 = 170 · 3 +
-/// 2) walked one step at a time, gate/up one step at a time; 2 down rows per block with
-/// more gate/up steps in flight than a row has (the tail group only).
+/// Q8_WIDE=1 (16-byte Q4_K chunks for rows of a multiple of 1024 values) with 4 down rows
+/// per block: Q4_K_M at hidden 2048 (two warp-steps of 4 super-blocks), FFN 256.
+#[test]
+fn int8_pass_wide_q4_k_variant_matches_reference_and_fused_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile_harness_with(
+        dir.path(),
+        "fused_q8_harness",
+        &["Q8_WIDE=1", "Q8_DN_ROWS=4"],
+    );
+    let l = ExpertLayout::new(GgmlDType::Q4K, GgmlDType::Q4K, GgmlDType::Q6K, 2048, 256).unwrap();
+    check(&exe, dir.path(), &case(l, 4, 1, 4, 0));
+}
+
+/// The knobs (fused_q8.cu): 2 down rows per block walked one step at a time and gate/up
+/// one step at a time; more gate/up steps in flight than a row has (the tail group only).
 #[test]
 fn int8_pass_variants_match_reference_and_fused_pass() {
     let dir = tempfile::tempdir().unwrap();
     for defines in [
-        &["Q8_DN_ROWS=3", "Q8_U_GU=1"][..],
-        &["Q8_DN_ROWS=2", "Q8_U_GU=4"],
+        &["Q8_DN_ROWS=2", "Q8_U_DN=2", "Q8_U_GU=1"][..],
+        &["Q8_U_GU=4"],
     ] {
         println!("variant {defines:?}");
         let exe = compile_harness_with(dir.path(), "fused_q8_harness", defines);

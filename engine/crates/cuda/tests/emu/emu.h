@@ -106,6 +106,7 @@ static inline u32 ld16(const u8* p) { emu_align(p, 2); u16 v; std::memcpy(&v, p,
 static inline u32 ld32(const u8* p) { emu_align(p, 4); u32 v; std::memcpy(&v, p, 4); return v; }
 static inline void ld2x32(const u8* p, u32* o) { emu_align(p, 8); std::memcpy(o, p, 8); }
 static inline void ldf4(const float* p, float* o) { emu_align(p, 16); std::memcpy(o, p, 16); }
+static inline void ld4x32(const u8* p, u32* o) { emu_align(p, 16); std::memcpy(o, p, 16); }
 
 #define DEV inline
 #define KERNEL extern "C"
