@@ -83,6 +83,8 @@ pub const KERNEL_SOURCE: &str = concat!(
     "\n",
     include_str!("fused.cu"),
     "\n",
+    include_str!("fused_q8.cu"),
+    "\n",
     include_str!("dense.cu"),
     "\n",
     include_str!("attend.cu"),

@@ -6,6 +6,7 @@
 //!   hmoe-cuda-check [--out DIR] gemm # only the tiled GEMM timings, checks and sweep
 //!   hmoe-cuda-check [--out DIR] attention  # only the attention and fused per-head kernels
 //!   hmoe-cuda-check [--out DIR] variants   # only the expert/linear kernel variant sweep
+//!   hmoe-cuda-check [--out DIR] decode     # only the int8 (dp4a) decode pass vs the f32 fused pass
 //!
 //! Checks: device info; each kernel type against the CPU reference on random experts with
 //! Qwen3-30B-A3B shapes (hidden 2048, expert FFN 768) for 1, 4, 16 and 128 tokens, with all
@@ -32,6 +33,8 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Instant;
 
+#[path = "check/decode.rs"]
+mod decode;
 #[path = "check/dense.rs"]
 mod dense;
 #[path = "check/gemm.rs"]
@@ -599,6 +602,8 @@ enum Mode {
     Attention,
     /// `variants`: the expert/linear kernel variant sweep.
     Variants,
+    /// `decode`: the int8 (dp4a) decode pass against the f32 fused pass.
+    Decode,
 }
 
 /// Runs one part of the check and records its wall time (`section <name>: <s> s`, and
@@ -652,8 +657,9 @@ fn main() -> Result<()> {
             "attention" => mode = Mode::Attention,
             "gemm" => mode = Mode::Gemm,
             "variants" => mode = Mode::Variants,
+            "decode" => mode = Mode::Decode,
             o => bail!(
-                "unknown argument `{o}` (--out DIR, --scratch DIR, --quick, ptx FILE, gemm, attention, variants)"
+                "unknown argument `{o}` (--out DIR, --scratch DIR, --quick, ptx FILE, gemm, attention, variants, decode)"
             ),
         }
     }
@@ -695,6 +701,7 @@ fn main() -> Result<()> {
             });
         }
         Mode::Gemm => gemm_section(&cfg, &mut rep, &mut summary),
+        Mode::Decode => decode::decode_section(&cfg, &mut rep, &mut summary),
         Mode::Variants => section(&mut rep, &mut summary, "kernel_variants", |rep| {
             let mut g = GpuExperts::new(&cfg)?;
             variant_timings(&mut g, rep).map(Some)

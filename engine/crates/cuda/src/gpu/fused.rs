@@ -18,6 +18,8 @@ use cudarc::driver::result as cu;
 use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
 
+mod q8;
+
 /// Token rows per item up to which a layer takes the fused pass: `TT` in kernels.cu (one
 /// weight pass of gate_up's token tile; down_combine reads a row once per token, so
 /// items of more tokens read their down rows more often than the tiled `down`).
@@ -53,6 +55,8 @@ pub(super) struct FusedKernels {
     counters: DeviceBuf,
     /// `HMOE_CUDA_FUSE` is not `0`.
     enabled: bool,
+    /// The int8 (dp4a) kernels that replace the two above where they cover a layout.
+    q8: q8::Q8Kernels,
 }
 
 /// The kernels of one fused pass: gate_up (the fused one, or the plain one where the
@@ -87,6 +91,7 @@ impl FusedKernels {
             down_combine,
             counters: zeroed_counters(INITIAL_COUNTERS)?,
             enabled: std::env::var(FUSE_ENV).map_or(true, |v| v.trim() != "0"),
+            q8: q8::Q8Kernels::load(f),
         })
     }
 
@@ -96,13 +101,24 @@ impl FusedKernels {
         self.enabled && fits(bl) && bl.max_item_rows <= FUSED_USE_MAX_ROWS
     }
 
-    /// Grows the counters (zeroed) to cover `n_items` items of `ffn` products.
+    /// Grows the counters (zeroed) to cover `n_items` items of `ffn` products, and the
+    /// int8 pass's buffer of quantised products.
     pub(super) fn ensure_counters(&mut self, n_items: usize, ffn: usize) -> Result<()> {
         let n = n_items * ffn.div_ceil(COUNTER_BLOCK);
         if n * 4 > self.counters.len {
             self.counters = zeroed_counters(n)?;
         }
-        Ok(())
+        self.q8.ensure(n_items, ffn)
+    }
+
+    /// Whether the fused pass of layout `l` runs the int8 kernels, which quantise x
+    /// themselves: then `act_round(x)` before it is redundant (harmless: rounded x gives
+    /// the same ints). Valid after [`FusedKernels::ensure_counters`] for the batch.
+    // Called by gpu.rs submit_inner to skip act_round(x) (the lead's edit; until then
+    // the int8 pass re-quantises the rounded x to the same ints).
+    #[allow(dead_code)]
+    pub(super) fn rounds_input_itself(&self, l: &ExpertLayout) -> bool {
+        self.q8.covers(l)
     }
 
     /// Device address of the arrival counters (a captured pass holds it).
@@ -150,13 +166,18 @@ impl GpuExperts {
     }
 
     /// `gate_up_fused` of `n` items at `items` (their act rows: the pairs the items name);
-    /// the counters must cover `n` items ([`FusedKernels::ensure_counters`]).
+    /// the counters must cover `n` items ([`FusedKernels::ensure_counters`]). With the
+    /// backend's own kernels (`fused_fns`) for a layout the int8 pass covers, `gate_up_q8`
+    /// (q8.rs).
     pub(super) fn launch_gate_up_fused(
         &self,
         l: &ExpertLayout,
         fns: &FusedFns<'_>,
         (items, rows, n): (u64, u64, u32),
     ) -> Result<()> {
+        if self.try_gate_up_q8(l, fns, (items, rows, n))? {
+            return Ok(());
+        }
         let (fmt, block) = l.down.act_format();
         if !l.ffn.is_multiple_of(block) {
             return Err(CudaError::InvalidBatch(format!(
@@ -190,7 +211,8 @@ impl GpuExperts {
             .map_err(|e| drv(format!("launch gate_up_fused ({})", l.gate_up.suffix()))(e))
     }
 
-    /// `down_combine` of the whole batch packed as `bl` at `meta` into `out_dev`.
+    /// `down_combine` of the whole batch packed as `bl` at `meta` into `out_dev`
+    /// (`down_combine_q8` where `gate_up_q8` ran, see `launch_gate_up_fused`).
     pub(super) fn launch_down_combine(
         &self,
         l: &ExpertLayout,
@@ -198,6 +220,9 @@ impl GpuExperts {
         meta: u64,
         bl: &BatchLayout,
     ) -> Result<()> {
+        if self.try_down_combine_q8(l, fns, meta, bl)? {
+            return Ok(());
+        }
         let (hidden, ffn) = (l.hidden as u32, l.ffn as u32);
         let (td, ts, tp, wts) = (
             meta + bl.tok_down as u64,

@@ -67,6 +67,11 @@ static inline u32 emu_prmt(u32 a, u32 b, u32 s) {
     return r;
 }
 static inline u32 emu_fshr(u32 lo, u32 hi, u32 s) { return (u32)((((u64)hi << 32) | lo) >> (s & 31u)); }
+// CUDA's __dp4a(int, int, int): c plus the dot of the four signed bytes of a and b.
+static inline int __dp4a(int a, int b, int c) {
+    for (int k = 0; k < 4; ++k) c += (int)(i8)(u8)((u32)a >> (8 * k)) * (int)(i8)(u8)((u32)b >> (8 * k));
+    return c;
+}
 
 // Loads with the alignment the device needs checked, so a layout the GPU would fault on
 // fails here too (the kernels use these instead of pointer casts).
@@ -101,6 +106,7 @@ static inline u32 ld16(const u8* p) { emu_align(p, 2); u16 v; std::memcpy(&v, p,
 static inline u32 ld32(const u8* p) { emu_align(p, 4); u32 v; std::memcpy(&v, p, 4); return v; }
 static inline void ld2x32(const u8* p, u32* o) { emu_align(p, 8); std::memcpy(o, p, 8); }
 static inline void ldf4(const float* p, float* o) { emu_align(p, 16); std::memcpy(o, p, 16); }
+static inline void ld4x32(const u8* p, u32* o) { emu_align(p, 16); std::memcpy(o, p, 16); }
 
 #define DEV inline
 #define KERNEL extern "C"
