@@ -76,6 +76,8 @@ pub struct ExpertCache {
     staging_next: u32,
     heaps: Vec<BinaryHeap<Entry>>,
     skipped: Vec<Entry>,
+    /// Scratch of the victim scan (a layer's evictable residents).
+    scan_buf: Vec<u32>,
     resident: usize,
     res_layer: Vec<u32>,
     layer_res: Vec<Vec<u32>>,
@@ -149,6 +151,7 @@ impl ExpertCache {
             staging_next: 0,
             heaps: (0..shape.n_layers).map(|_| BinaryHeap::new()).collect(),
             skipped: Vec::new(),
+            scan_buf: Vec::with_capacity(shape.n_experts as usize),
             resident: 0,
             res_layer: vec![0; shape.n_layers as usize],
             // Full size up front: no reallocation while the cache fills (hot path).
@@ -420,24 +423,28 @@ impl ExpertCache {
 
     /// For policies with a time-varying value: the layer's evictable resident of lowest
     /// value (`None`: the policy has no such value).
-    fn scan_victim(&self, l: usize) -> Option<Option<Entry>> {
+    fn scan_victim(&mut self, l: usize) -> Option<Option<Entry>> {
         let base = l * self.n_experts;
         self.policy.value_now(base, self.now)?;
-        let mut best: Option<Entry> = None;
-        for &f in &self.layer_res[l] {
-            let f = f as usize;
-            if self.pins[f] > 0 || self.protected[f] {
-                continue;
-            }
-            let v = self.policy.value_now(f, self.now).unwrap_or(0.0);
-            if best.is_none_or(|b| v < b.prio) {
-                best = Some(Entry {
-                    prio: v,
-                    flat: f as u32,
-                    version: self.version[f],
-                });
-            }
-        }
+        // The evictable residents in list order, then the policy's first lowest value
+        // among them (one loop in the policy instead of a virtual call per resident).
+        let mut cand = std::mem::take(&mut self.scan_buf);
+        cand.clear();
+        cand.extend(
+            self.layer_res[l]
+                .iter()
+                .copied()
+                .filter(|&f| self.pins[f as usize] == 0 && !self.protected[f as usize]),
+        );
+        let best = self
+            .policy
+            .min_value_now(&cand, self.now)
+            .map(|(i, v)| Entry {
+                prio: v,
+                flat: cand[i],
+                version: self.version[cand[i] as usize],
+            });
+        self.scan_buf = cand;
         Some(best)
     }
 

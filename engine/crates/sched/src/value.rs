@@ -46,6 +46,26 @@ const RING: usize = MAX_AGE + 2;
 const HAZARD_SHRINK: f64 = 4.0;
 /// States of the hazard table besides age.
 const FREQ_CLASSES: usize = LONG_CLASSES * RECENT_CLASSES;
+/// Steps since the last use whose score decay comes from a table (beyond: `powi`).
+const DECAY_TABLE: usize = RING;
+
+/// `x.floor()` without the libm call (baseline x86-64 has no rounding instruction):
+/// exact for every finite `x` below 2^52 in magnitude (ticks), `floor` beyond.
+#[inline]
+fn floor(x: f64) -> f64 {
+    if x.abs() < 4_503_599_627_370_496.0 {
+        let t = x as i64 as f64;
+        if t > x {
+            t - 1.0
+        } else if t == x {
+            x // keeps the sign of a zero, as floor does
+        } else {
+            t
+        }
+    } else {
+        x.floor()
+    }
+}
 
 /// Ours: value = P(use within the horizon) × time a hit saves ÷ bytes.
 ///
@@ -80,6 +100,11 @@ pub struct Value {
     n_layers: usize,
     top_k: usize,
     table_ready: bool,
+    /// `params.decay.powi(k)` for `k < DECAY_TABLE` (the same `powi`, computed once).
+    decay_pow: Vec<f64>,
+    /// Scratch of `refresh_table` (hazards, survival), kept: no allocation per refresh.
+    hz: Vec<f64>,
+    surv: Vec<f64>,
 }
 
 impl Value {
@@ -115,13 +140,20 @@ impl Value {
             n_layers: shape.n_layers.max(1) as usize,
             top_k: shape.top_k.max(1) as usize,
             table_ready: false,
+            // black_box: the same runtime `powi` as the old per-access call, never a
+            // constant-folded product in another order.
+            decay_pow: (0..DECAY_TABLE as i32)
+                .map(|k| params.decay.powi(std::hint::black_box(k)))
+                .collect(),
+            hz: vec![0.0; (MAX_AGE + 2) * FREQ_CLASSES],
+            surv: Vec::new(),
         }
     }
 
     fn refresh_table(&mut self) {
         // Hazards by age, each shrunk toward the previous age's (ages without data
         // inherit from shorter ones instead of jumping to a flat prior).
-        let mut hz = vec![0.0; (MAX_AGE + 2) * FREQ_CLASSES];
+        let mut hz = std::mem::take(&mut self.hz);
         for f in 0..FREQ_CLASSES {
             let mut prior = self.uniform_rate;
             for a in 1..=MAX_AGE {
@@ -135,7 +167,9 @@ impl Value {
         // P(no use in ages a+1..=a+H) = S(a+H) / S(a) with the survival S(k) = Π_{j≤k} (1 − h(j)).
         let at = |a: usize, f: usize| hz[a.min(MAX_AGE + 1) * FREQ_CLASSES + f];
         let max_k = MAX_AGE + self.horizon;
-        let mut surv = vec![1.0f64; max_k + 1];
+        let mut surv = std::mem::take(&mut self.surv);
+        surv.clear();
+        surv.resize(max_k + 1, 1.0);
         for f in 0..FREQ_CLASSES {
             for k in 1..=max_k {
                 surv[k] = surv[k - 1] * (1.0 - at(k, f)).max(1e-12);
@@ -145,6 +179,8 @@ impl Value {
                 self.p_table[a * FREQ_CLASSES + f] = 1.0 - miss;
             }
         }
+        self.hz = hz;
+        self.surv = surv;
     }
 
     fn ring_slot(step: f64) -> usize {
@@ -174,7 +210,7 @@ impl Value {
 
     /// State just after an access at `now` (uses and score already updated).
     fn state_after_access(&self, flat: usize, now: Tick) -> u8 {
-        let r = self.uses[flat] as f64 / ((now.floor() + 1.0) * self.uniform_rate);
+        let r = self.uses[flat] as f64 / ((floor(now) + 1.0) * self.uniform_rate);
         let long = match r {
             r if r < 1.0 => 0,
             r if r < 2.0 => 1,
@@ -191,10 +227,16 @@ impl Value {
     }
 
     fn p_use(&self, flat: usize, now: Tick) -> f64 {
+        self.p_use_at(flat, floor(now))
+    }
+
+    /// [`Value::p_use`] with `now` already floored (scans floor it once).
+    #[inline]
+    fn p_use_at(&self, flat: usize, now_floor: f64) -> f64 {
         if self.last[flat] == f64::NEG_INFINITY {
             return self.uniform_rate * 0.5;
         }
-        let age = (now.floor() - self.last[flat]).max(0.0);
+        let age = (now_floor - self.last[flat]).max(0.0);
         let a = (age as usize).min(MAX_AGE);
         // Among equal probabilities the older expert goes first (LRU order), also
         // beyond the table's last age.
@@ -207,7 +249,7 @@ impl CachePolicy for Value {
         "value"
     }
     fn on_access(&mut self, flat: usize, _weight: f32, tick: Tick) {
-        let step = tick.floor();
+        let step = floor(tick);
         if step != self.table_step {
             // Steps advance one at a time in decode; a jump counts each step between.
             let first = if self.table_step.is_finite() && step - self.table_step <= RING as f64 {
@@ -243,11 +285,12 @@ impl CachePolicy for Value {
         }
         // The score decays per step (integer steps: powi, no exp/ln on the hot path).
         let decayed = if self.last[flat] > f64::NEG_INFINITY {
-            self.recent[flat] as f64
-                * self
-                    .params
-                    .decay
-                    .powi((step - self.last[flat]).min(1e4) as i32)
+            let k = (step - self.last[flat]).min(1e4) as i32;
+            let pow = match self.decay_pow.get(k as usize) {
+                Some(&p) if k >= 0 => p,
+                _ => self.params.decay.powi(k),
+            };
+            self.recent[flat] as f64 * pow
         } else {
             0.0
         };
@@ -282,6 +325,26 @@ impl CachePolicy for Value {
                     .unwrap_or(1.0),
         )
     }
+    fn min_value_now(&self, flats: &[u32], now: Tick) -> Option<(usize, f64)> {
+        // value_now of each, in one loop: `now` floored once, the layer's factor looked
+        // up when the layer changes (the cache scans one layer), no call per entry.
+        let now_floor = floor(now);
+        let (mut base, mut factor) = (usize::MAX, 1.0);
+        let mut best: Option<(usize, f64)> = None;
+        for (i, &f) in flats.iter().enumerate() {
+            let f = f as usize;
+            if f.wrapping_sub(base) >= self.n_experts {
+                let l = f / self.n_experts;
+                base = l * self.n_experts;
+                factor = self.layer_factor.get(l).copied().unwrap_or(1.0);
+            }
+            let v = self.p_use_at(f, now_floor) * factor;
+            if best.is_none_or(|(_, b)| v < b) {
+                best = Some((i, v));
+            }
+        }
+        best
+    }
     fn admit(&self, incoming: usize, victim: usize, now: Tick) -> bool {
         if !self.params.admission {
             return true;
@@ -305,6 +368,28 @@ impl CachePolicy for Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_floor_and_decay_table_equal_the_libm_ones() {
+        let mut x = 0.123f64;
+        for i in 0..20_000 {
+            x = (x * 3.71 + 0.29).fract();
+            let t = (i as f64 - 500.0) * 1.5 + x * if i % 3 == 0 { 1e-9 } else { 1.0 };
+            for v in [t, -t, (i as f64).floor(), i as f64 + 47.0 / 48.0] {
+                assert_eq!(floor(v).to_bits(), v.floor().to_bits(), "{v}");
+            }
+        }
+        for v in [0.0, -0.0, 1e300, -1e300, 4.6e15 + 0.5, f64::INFINITY, -0.5] {
+            assert_eq!(floor(v).to_bits(), v.floor().to_bits(), "{v}");
+        }
+        assert!(floor(f64::NAN).is_nan());
+        let s = ModelShape::tiny(1, 4, 1);
+        let v = Value::new(&s, ValueParams::default(), &[]);
+        for (k, &p) in v.decay_pow.iter().enumerate() {
+            let want = v.params.decay.powi(std::hint::black_box(k as i32));
+            assert_eq!(p.to_bits(), want.to_bits(), "k = {k}");
+        }
+    }
 
     #[test]
     fn value_learns_the_reuse_hazard() {
