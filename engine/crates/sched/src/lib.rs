@@ -46,3 +46,5 @@ pub use trace::{Trace, TraceHeader, TraceLayer, TraceStep, TraceWriter};
 mod proptests;
 #[cfg(test)]
 mod replay_tests;
+#[cfg(test)]
+mod value_ref;

@@ -1,9 +1,12 @@
 //! Pins the scheduler's fast paths against their reference forms on a replayed synthetic
 //! trace: the same plans, layer by layer (placement must never change with a speed-up).
+//! The reference `value` policy is the one before the overhead work ([`ValueRef`]),
+//! scanning victims through `value_now` per resident ([`PerEntryScan`]).
 
 use crate::policy::{make_policy, CachePolicy, Tick, ValueParams};
 use crate::shape::{ExpertKey, ModelShape};
 use crate::synth::{generate, SynthParams};
+use crate::value_ref::ValueRef;
 use crate::{CostModel, ExpertCache, MachineProfile, PredictedExpert, SchedConfig, Scheduler};
 
 /// A policy with the trait's per-entry victim scan (`value_now` per resident, the scan
@@ -94,17 +97,56 @@ fn same_plans(
 }
 
 #[test]
-fn value_scan_gives_the_plans_of_the_per_entry_scan() {
+fn value_gives_the_plans_of_the_reference_value_policy() {
+    // The fast policy (compact state, its own scan loop, powi table, libm-free floor)
+    // against the policy as it was, scanning through `value_now` per resident.
+    for preset in ["qwen3-30b-a3b:q4_k_m", "qwen3-30b-a3b:q8_0"] {
+        let shape = ModelShape::preset(preset).expect("preset");
+        for (slots, admission) in [(1500, false), (1500, true), (2500, false), (2500, true)] {
+            let params = ValueParams {
+                admission,
+                ..ValueParams::default()
+            };
+            let saving: Vec<f64> = (0..shape.n_layers).map(|l| 1.0 + (l % 5) as f64).collect();
+            let fast = make_policy("value", &shape, None, params, &saving).expect("value");
+            let reference = Box::new(PerEntryScan(Box::new(ValueRef::new(
+                &shape, params, &saving,
+            ))));
+            let evictions = same_plans(&shape, slots, fast, reference, 40);
+            assert!(
+                evictions > 20,
+                "{preset} {slots}: the replay must evict: {evictions}"
+            );
+        }
+    }
+}
+
+#[test]
+fn value_state_equals_the_reference_after_every_layer() {
     let shape = ModelShape::preset("qwen3-30b-a3b:q4_k_m").expect("preset");
-    for admission in [false, true] {
-        let params = ValueParams {
-            admission,
-            ..ValueParams::default()
-        };
-        let make = || make_policy("value", &shape, None, params, &[]).expect("value policy");
-        // 1500 slots: ~31 per layer of 128 experts, so loads evict every layer.
-        let reference = Box::new(PerEntryScan(make()));
-        let evictions = same_plans(&shape, 1500, make(), reference, 60);
-        assert!(evictions > 1000, "the replay must evict: {evictions}");
+    let params = ValueParams::default();
+    let saving: Vec<f64> = (0..shape.n_layers).map(|l| 1.0 + (l % 5) as f64).collect();
+    let mut a = crate::value::Value::new(&shape, params, &saving);
+    let mut b = ValueRef::new(&shape, params, &saving);
+    a.set_capacity(1500);
+    b.set_capacity(1500);
+    let trace = generate(&shape, &SynthParams::qwen3_calibrated(), 40, 11);
+    for (step, st) in trace.steps.iter().enumerate() {
+        for (l, tl) in st.layers.iter().enumerate() {
+            let tick = step as f64 + l as f64 / 48.0;
+            for r in tl.routed() {
+                let f = l * 128 + r.expert as usize;
+                a.on_access(f, r.weight, tick);
+                b.on_access(f, r.weight, tick);
+            }
+            for f in 0..shape.total_experts() {
+                let (x, y) = (a.value_now(f, tick), b.value_now(f, tick));
+                assert_eq!(
+                    x.map(f64::to_bits),
+                    y.map(f64::to_bits),
+                    "step {step} layer {l} flat {f}"
+                );
+            }
+        }
     }
 }

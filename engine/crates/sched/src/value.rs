@@ -333,7 +333,7 @@ impl CachePolicy for Value {
         let mut best: Option<(usize, f64)> = None;
         for (i, &f) in flats.iter().enumerate() {
             let f = f as usize;
-            if f.wrapping_sub(base) >= self.n_experts {
+            if f < base || f - base >= self.n_experts {
                 let l = f / self.n_experts;
                 base = l * self.n_experts;
                 factor = self.layer_factor.get(l).copied().unwrap_or(1.0);
