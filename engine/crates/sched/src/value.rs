@@ -67,6 +67,27 @@ fn floor(x: f64) -> f64 {
     }
 }
 
+/// An expert's use history.
+#[derive(Debug, Clone, Copy)]
+struct ExpertState {
+    /// Step of the last use (`NEG_INFINITY`: never).
+    last: f64,
+    /// Recent-use score just after the last use (decays by `params.decay` per step).
+    recent: f32,
+    /// Uses so far.
+    uses: u32,
+}
+
+impl Default for ExpertState {
+    fn default() -> Self {
+        Self {
+            last: f64::NEG_INFINITY,
+            recent: 0.0,
+            uses: 0,
+        }
+    }
+}
+
 /// Ours: value = P(use within the horizon) × time a hit saves ÷ bytes.
 ///
 /// P(use) is learned online as a hazard table `h(age, freq)`: the probability that an
@@ -77,18 +98,17 @@ fn floor(x: f64) -> f64 {
 /// their interaction come from the machine's own routing instead of a fixed formula.
 #[derive(Debug)]
 pub struct Value {
-    /// Recent-use score just after the last use (decays by `params.decay` per step).
-    recent: Vec<f32>,
-    last: Vec<f64>,
-    uses: Vec<u32>,
+    /// Per expert: the last use, the recent-use score after it, the use count (one
+    /// 16-byte record: an access touches one cache line, not three arrays').
+    state: Vec<ExpertState>,
     class: Vec<u8>,
     /// Experts per (step of last use, state), for the last `MAX_AGE + 2` steps: every step
     /// each of them survives one more age (counted without scanning every expert).
     ring: Vec<f64>,
     /// Same for experts whose last use is older than the ring.
     old: Vec<f64>,
-    used: Vec<f64>,
-    exposed: Vec<f64>,
+    /// Per (age, state): `[uses, exposures]` side by side (one line per access).
+    counts: Vec<[f64; 2]>,
     params: ValueParams,
     uniform_rate: f64,
     n_experts: usize,
@@ -122,14 +142,11 @@ impl Value {
         };
         let n = shape.total_experts();
         Self {
-            recent: vec![0.0; n],
-            last: vec![f64::NEG_INFINITY; n],
-            uses: vec![0; n],
+            state: vec![ExpertState::default(); n],
             class: vec![0; n],
             ring: vec![0.0; RING * FREQ_CLASSES],
             old: vec![0.0; FREQ_CLASSES],
-            used: vec![0.0; (MAX_AGE + 1) * FREQ_CLASSES],
-            exposed: vec![0.0; (MAX_AGE + 1) * FREQ_CLASSES],
+            counts: vec![[0.0; 2]; (MAX_AGE + 1) * FREQ_CLASSES],
             params,
             uniform_rate: shape.top_k as f64 / shape.n_experts.max(1) as f64,
             n_experts: shape.n_experts as usize,
@@ -158,7 +175,8 @@ impl Value {
             let mut prior = self.uniform_rate;
             for a in 1..=MAX_AGE {
                 let i = a * FREQ_CLASSES + f;
-                let h = (self.used[i] + HAZARD_SHRINK * prior) / (self.exposed[i] + HAZARD_SHRINK);
+                let [used, exposed] = self.counts[i];
+                let h = (used + HAZARD_SHRINK * prior) / (exposed + HAZARD_SHRINK);
                 hz[i] = h;
                 prior = h;
             }
@@ -194,11 +212,11 @@ impl Value {
         for d in 2..=MAX_AGE + 1 {
             let slot = Self::ring_slot(t - d as f64);
             for f in 0..FREQ_CLASSES {
-                self.exposed[(d - 1) * FREQ_CLASSES + f] += self.ring[slot * FREQ_CLASSES + f];
+                self.counts[(d - 1) * FREQ_CLASSES + f][1] += self.ring[slot * FREQ_CLASSES + f];
             }
         }
         for f in 0..FREQ_CLASSES {
-            self.exposed[MAX_AGE * FREQ_CLASSES + f] += self.old[f];
+            self.counts[MAX_AGE * FREQ_CLASSES + f][1] += self.old[f];
         }
         // Experts last used at t − MAX_AGE − 1 leave the ring; their slot becomes t + 1's.
         let leaving = Self::ring_slot(t - (MAX_AGE + 1) as f64);
@@ -210,14 +228,14 @@ impl Value {
 
     /// State just after an access at `now` (uses and score already updated).
     fn state_after_access(&self, flat: usize, now: Tick) -> u8 {
-        let r = self.uses[flat] as f64 / ((floor(now) + 1.0) * self.uniform_rate);
+        let r = self.state[flat].uses as f64 / ((floor(now) + 1.0) * self.uniform_rate);
         let long = match r {
             r if r < 1.0 => 0,
             r if r < 2.0 => 1,
             _ => 2,
         };
         let _ = now;
-        let recent = match self.recent[flat] {
+        let recent = match self.state[flat].recent {
             x if x < 1.3 => 0,
             x if x < 1.8 => 1,
             x if x < 2.5 => 2,
@@ -233,10 +251,11 @@ impl Value {
     /// [`Value::p_use`] with `now` already floored (scans floor it once).
     #[inline]
     fn p_use_at(&self, flat: usize, now_floor: f64) -> f64 {
-        if self.last[flat] == f64::NEG_INFINITY {
+        let last = self.state[flat].last;
+        if last == f64::NEG_INFINITY {
             return self.uniform_rate * 0.5;
         }
-        let age = (now_floor - self.last[flat]).max(0.0);
+        let age = (now_floor - last).max(0.0);
         let a = (age as usize).min(MAX_AGE);
         // Among equal probabilities the older expert goes first (LRU order), also
         // beyond the table's last age.
@@ -269,8 +288,9 @@ impl CachePolicy for Value {
                 self.table_ready = true;
             }
         }
-        if self.last[flat] > f64::NEG_INFINITY {
-            let last = self.last[flat];
+        let st = self.state[flat];
+        if st.last > f64::NEG_INFINITY {
+            let last = st.last;
             let age = (step - last).max(1.0) as usize;
             let c = self.class[flat] as usize;
             // Leave the survivor counts; ages 1..age−1 were counted step by step.
@@ -280,31 +300,35 @@ impl CachePolicy for Value {
             } else {
                 self.old[c] = (self.old[c] - 1.0).max(0.0);
             }
-            self.exposed[age.min(MAX_AGE) * FREQ_CLASSES + c] += 1.0;
-            self.used[age.min(MAX_AGE) * FREQ_CLASSES + c] += 1.0;
+            let n = &mut self.counts[age.min(MAX_AGE) * FREQ_CLASSES + c];
+            n[1] += 1.0;
+            n[0] += 1.0;
         }
         // The score decays per step (integer steps: powi, no exp/ln on the hot path).
-        let decayed = if self.last[flat] > f64::NEG_INFINITY {
-            let k = (step - self.last[flat]).min(1e4) as i32;
+        let decayed = if st.last > f64::NEG_INFINITY {
+            let k = (step - st.last).min(1e4) as i32;
             let pow = match self.decay_pow.get(k as usize) {
                 Some(&p) if k >= 0 => p,
                 _ => self.params.decay.powi(k),
             };
-            self.recent[flat] as f64 * pow
+            st.recent as f64 * pow
         } else {
             0.0
         };
-        self.recent[flat] = (decayed + 1.0) as f32;
-        self.uses[flat] = self.uses[flat].saturating_add(1);
-        self.last[flat] = step;
+        self.state[flat] = ExpertState {
+            last: step,
+            recent: (decayed + 1.0) as f32,
+            uses: st.uses.saturating_add(1),
+        };
         self.class[flat] = self.state_after_access(flat, step);
         self.ring[Self::ring_slot(step) * FREQ_CLASSES + self.class[flat] as usize] += 1.0;
     }
     fn priority(&self, flat: usize) -> f64 {
         // Global caches (no scan): the recent score in time-invariant log form.
         let ln_decay = self.params.decay.clamp(1e-6, 1.0 - 1e-9).ln();
-        let key = if self.last[flat] > f64::NEG_INFINITY {
-            (self.recent[flat] as f64).max(1e-30).ln() - self.last[flat] * ln_decay
+        let st = self.state[flat];
+        let key = if st.last > f64::NEG_INFINITY {
+            (st.recent as f64).max(1e-30).ln() - st.last * ln_decay
         } else {
             f64::NEG_INFINITY
         };
