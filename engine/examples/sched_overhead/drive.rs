@@ -70,17 +70,35 @@ pub struct Driver {
     owner: Vec<Option<(u16, u16)>>,
     expert_bytes: u64,
     step: usize,
+    layer_items: Vec<WorkItem>,
     cpu_items: Vec<WorkItem>,
     gpu_items: Vec<WorkItem>,
     plan: LayerPlacement,
     /// Plan counts so far.
     pub counts: PlanCounts,
+    /// FNV-1a digest of every placement so far (CPU and GPU items, planned slots,
+    /// background loads): equal digests, equal decisions (compare builds with it).
+    pub digest: u64,
+}
+
+/// Folds `v` into an FNV-1a digest.
+fn fold(h: &mut u64, v: u64) {
+    for b in v.to_le_bytes() {
+        *h = (*h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
 }
 
 impl Driver {
     /// A placer for the GPU-machine setting (`prefetch`: next-layer prefetch on).
+    #[allow(dead_code)] // the sched_alloc test's (the example passes a preset)
     pub fn new(prefetch: bool) -> Self {
-        let shape = ModelShape::preset("qwen3-30b-a3b:q4_k_m").expect("preset shape");
+        Self::with("qwen3-30b-a3b:q4_k_m", BUDGET_BYTES, prefetch)
+    }
+
+    /// A placer for the model `preset` (a `ModelShape` preset) with `budget` bytes of
+    /// expert VRAM.
+    pub fn with(preset: &str, budget: u64, prefetch: bool) -> Self {
+        let shape = ModelShape::preset(preset).expect("preset shape");
         let trace = generate(
             &shape,
             &SynthParams::qwen3_calibrated(),
@@ -100,13 +118,13 @@ impl Driver {
         placer
             .reconfigure(PlacerOptions {
                 policy: "value".into(),
-                vram_budget_bytes: Some(BUDGET_BYTES),
+                vram_budget_bytes: Some(budget),
                 prefetch,
             })
             .expect("reconfigure");
         let hints = Arc::new(SlotHints::default());
         placer
-            .set_gpu("simulated GPU".into(), BUDGET_BYTES, hints.clone())
+            .set_gpu("simulated GPU".into(), budget, hints.clone())
             .expect("set_gpu");
         let items = trace
             .steps
@@ -126,7 +144,7 @@ impl Driver {
                     .collect()
             })
             .collect();
-        let slots = ExpertCache::slots_for_budget(&shape, BUDGET_BYTES);
+        let slots = ExpertCache::slots_for_budget(&shape, budget);
         Self {
             placer,
             hints,
@@ -135,10 +153,12 @@ impl Driver {
             owner: vec![None; slots],
             expert_bytes: shape.expert_bytes(),
             step: 0,
+            layer_items: Vec::new(),
             cpu_items: Vec::new(),
             gpu_items: Vec::new(),
             plan: LayerPlacement::default(),
             counts: PlanCounts::default(),
+            digest: 0xcbf2_9ce4_8422_2325,
         }
     }
 
@@ -152,7 +172,10 @@ impl Driver {
         probe.exit(Phase::Begin, 0);
         let mut moe_s = 0.0;
         for layer in 0..n_layers {
-            let items = &self.items[s][layer];
+            // The engine's routing writes the layer's items right before `place`: copied
+            // here (buffers reused) so they are as hot as there, not ~20 MB away.
+            self.layer_items.clone_from(&self.items[s][layer]);
+            let items = &self.layer_items;
             let next = &self.trace.steps[s].layers[layer].pred;
             probe.enter(Phase::Place, layer);
             let plan = &mut self.plan;
@@ -164,6 +187,20 @@ impl Driver {
             self.gpu_items.clear();
             self.gpu_items
                 .extend(plan.gpu.iter().map(|&i| items[i].clone()));
+            let h = &mut self.digest;
+            fold(h, layer as u64);
+            for &i in &plan.cpu {
+                fold(h, items[i].expert as u64);
+            }
+            for &i in &plan.gpu {
+                let slot = self.hints.get(layer as u16, items[i].expert);
+                fold(h, (1 << 32) | items[i].expert as u64);
+                fold(h, slot.map_or(u64::MAX, u64::from));
+            }
+            for &(l, e, slot) in &plan.loads {
+                fold(h, (2 << 32) | (l as u64) << 16 | e as u64);
+                fold(h, slot as u64);
+            }
             // The executor's arena: a GPU item whose slot holds another expert is copied.
             let mut fetches = 0u32;
             for it in &self.gpu_items {

@@ -4,12 +4,13 @@
 //! `MoeSummary::sched_seconds` does on the GPU machine.
 //!
 //! ```text
-//! cargo run --release -p hmoe-engine --example sched_overhead -- [STEPS] [WARMUP] [COLD_STEPS]
+//! cargo run --release -p hmoe-engine --example sched_overhead -- [STEPS] [WARMUP] [COLD_STEPS] [PRESET] [BUDGET_GIB]
 //! ```
 //! Prints ns per layer for each call (end_step and begin_step amortised over the
 //! layers) with and without prefetch, and heap allocations per layer; then the same with
 //! the caches evicted before every call (`cold`) and in the engine's order (`engine`);
-//! defaults: 2000 steps, 200 warm-up, 20 cold.
+//! defaults: 2000 steps, 200 warm-up, 20 cold, `qwen3-30b-a3b:q4_k_m`, 16 GiB. The last
+//! column is a digest of every placement: equal digests in two builds, equal decisions.
 
 mod counting;
 mod drive;
@@ -117,8 +118,15 @@ impl Probe for Timer {
     }
 }
 
-fn run(prefetch: bool, caches: Caches, steps: usize, warmup: usize) {
-    let mut d = Driver::new(prefetch);
+/// The model and budget of a run.
+#[derive(Clone)]
+struct Setup {
+    preset: String,
+    budget: u64,
+}
+
+fn run(setup: &Setup, prefetch: bool, caches: Caches, steps: usize, warmup: usize) {
+    let mut d = Driver::with(&setup.preset, setup.budget, prefetch);
     for _ in 0..warmup {
         d.step(&mut NoProbe);
     }
@@ -143,7 +151,7 @@ fn run(prefetch: bool, caches: Caches, steps: usize, warmup: usize) {
     let (place, observe) = (per(Phase::Place), per(Phase::Observe));
     let (end, begin) = (per(Phase::End), per(Phase::Begin));
     println!(
-        "| {} | {} | {steps} | {place:.0} ({}) | {observe:.0} ({}) | {:.0} | {end:.0} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} | {:.2} | {wall:.2} |",
+        "| {} | {} | {steps} | {place:.0} ({}) | {observe:.0} ({}) | {:.0} | {end:.0} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} | {:.2} | {wall:.2} | {:016x} |",
         if prefetch { "on" } else { "off" },
         match caches {
             Caches::Warm => "warm",
@@ -159,6 +167,7 @@ fn run(prefetch: bool, caches: Caches, steps: usize, warmup: usize) {
         al(Phase::Begin) + al(Phase::End),
         (c.gpu_hits - c0.gpu_hits) as f64 / routed,
         (c.gpu_fetches - c0.gpu_fetches) as f64 / routed,
+        d.digest,
     );
 }
 
@@ -189,18 +198,32 @@ fn main() {
     let steps: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(2000);
     let warmup: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(200);
     let cold_steps: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let setup = Setup {
+        preset: args
+            .next()
+            .unwrap_or_else(|| "qwen3-30b-a3b:q4_k_m".to_string()),
+        budget: args
+            .next()
+            .and_then(|s| s.parse::<u64>().ok())
+            .map_or(drive::BUDGET_BYTES, |gib| gib << 30),
+    };
+    println!(
+        "{} at a {} GiB expert budget",
+        setup.preset,
+        setup.budget >> 30
+    );
     println!("ns per MoE layer: mean (median of the calls); begin/end_step amortised over the 48 layers; allocations per layer");
     println!();
-    println!("| prefetch | caches | steps | place ns | observe ns | place+observe ns | end_step ns | total ns/layer | allocs place / observe / step | GPU hit share | fetch share | wall s |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| prefetch | caches | steps | place ns | observe ns | place+observe ns | end_step ns | total ns/layer | allocs place / observe / step | GPU hit share | fetch share | wall s | plan digest |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for prefetch in [true, false] {
-        run(prefetch, Caches::Warm, steps, warmup);
+        run(&setup, prefetch, Caches::Warm, steps, warmup);
     }
     // Cold: every call starts with its state evicted from L1-L3; engine: the evictions
     // in the engine's order (slow: each full sweep writes COLD_BYTES).
     if cold_steps > 0 {
-        run(true, Caches::Cold, cold_steps, warmup);
-        run(true, Caches::Engine, cold_steps, warmup);
+        run(&setup, true, Caches::Cold, cold_steps, warmup);
+        run(&setup, true, Caches::Engine, cold_steps, warmup);
     }
     println!();
     println!(

@@ -117,8 +117,6 @@ pub struct SchedPlacer {
     /// One expert's work and bytes (the shape's, computed once).
     work: ExpertWork,
     expert_bytes: u64,
-    /// Scratch of the per-step prediction-error median.
-    err_scratch: Vec<f64>,
 }
 
 impl SchedPlacer {
@@ -162,7 +160,6 @@ impl SchedPlacer {
             next: Vec::new(),
             work,
             expert_bytes,
-            err_scratch: Vec::new(),
         })
     }
 
@@ -347,9 +344,17 @@ impl Placer for SchedPlacer {
         self.record.push_layer(&self.plan, &self.routed, next);
     }
 
-    fn observe(&mut self, _layer: usize, m: &LayerMeasure<'_>) {
-        // Samples only here; the cost model takes them at the end of the step.
-        let predicted = self.plan.predicted.finish_s;
+    fn observe(&mut self, layer: usize, m: &LayerMeasure<'_>) {
+        // Samples only here; the cost model takes them at the end of the step. The
+        // layer's own record: the deferred GPU layer is observed after the next layer
+        // was planned (its prediction and measurement must not pair with that one's).
+        let measured = Measured {
+            wall_s: m.wall_s,
+            cpu_s: m.cpu_s,
+            gpu_s: m.gpu.map(|t| t.gpu_ms as f64 / 1e3),
+            copy_s: m.gpu.map(|t| t.copy_ms as f64 / 1e3),
+        };
+        let predicted = self.record.measure(layer as u16, measured).unwrap_or(0.0);
         if predicted > 0.0 && m.wall_s > 0.0 {
             self.record.sample(Sample::Layer {
                 predicted_s: predicted,
@@ -390,12 +395,6 @@ impl Placer for SchedPlacer {
                 });
             }
         }
-        self.record.measure_last(Measured {
-            wall_s: m.wall_s,
-            cpu_s: m.cpu_s,
-            gpu_s: m.gpu.map(|t| t.gpu_ms as f64 / 1e3),
-            copy_s: m.gpu.map(|t| t.copy_ms as f64 / 1e3),
-        });
         self.sched.finish_layer(&mut self.cache);
     }
 
@@ -425,7 +424,7 @@ impl Placer for SchedPlacer {
             layers: self.record.trace(),
         };
         self.record.clear_layers();
-        let error = self.cost.layer_error_median(&mut self.err_scratch);
+        let error = self.cost.layer_error_median();
         if let Ok(mut t) = self.hub.totals.lock() {
             *t = *self.telemetry.totals();
         }
@@ -469,6 +468,50 @@ mod tests {
             rows: vec![0],
             weights: vec![0.5],
         }
+    }
+
+    #[test]
+    fn a_deferred_layer_is_measured_against_its_own_plan() {
+        // The GPU dense path observes layer l after planning layer l + 1: the
+        // measurement and the prediction error must pair with layer l's plan.
+        let shape = ModelShape::tiny(2, 8, 2);
+        let hub = SchedPlacer::hub(&shape);
+        let mut p = SchedPlacer::new(
+            shape.clone(),
+            "value",
+            0,
+            true,
+            MachineProfile::h100_box(),
+            hub,
+        )
+        .expect("placer");
+        let mut reference = p.cost.clone();
+        let mut out = LayerPlacement::default();
+        p.begin_step(1);
+        // Different work per layer: different predictions.
+        p.place(0, &[item(0)], &[], false, &mut out);
+        let pred0 = p.plan.predicted.finish_s;
+        p.place(1, &[item(1), item(2)], &[], false, &mut out);
+        let pred1 = p.plan.predicted.finish_s;
+        assert_ne!(pred0, pred1);
+        let measure = |wall_s| LayerMeasure {
+            cpu_items: &[],
+            cpu_s: 0.0,
+            gpu_items: &[],
+            gpu: None,
+            wall_s,
+        };
+        p.observe(0, &measure(1e-4));
+        p.observe(1, &measure(3e-4));
+        p.end_step(5e-3);
+        let last = p.last_step.as_ref().expect("telemetry");
+        assert_eq!(last.layers[0].measured_s, Some(1e-4));
+        assert_eq!(last.layers[1].measured_s, Some(3e-4));
+        reference.observe_layer(pred0, 1e-4);
+        reference.observe_layer(pred1, 3e-4);
+        assert_eq!(p.cost.error_report(), reference.error_report());
+        // Both layers measured: the step refits the dense term.
+        assert!(p.cost.step_error_report().is_some());
     }
 
     #[test]

@@ -38,6 +38,36 @@ impl Ord for Entry {
     }
 }
 
+/// The cache's state of one expert.
+#[derive(Debug, Clone, Copy)]
+struct ExpertSlot {
+    /// Its slot (`NONE`: not resident).
+    slot: u32,
+    /// Heap version (stale heap entries carry an older one).
+    version: u32,
+    /// Index in its layer's resident list (`NONE`: not resident).
+    pos: u32,
+    /// Pin count (in use by the layer being planned).
+    pins: u16,
+    /// Predicted for the next layer: not evicted.
+    protected: bool,
+    /// Background-loaded and not used since.
+    background: bool,
+}
+
+impl Default for ExpertSlot {
+    fn default() -> Self {
+        Self {
+            slot: NONE,
+            version: 0,
+            pos: NONE,
+            pins: 0,
+            protected: false,
+            background: false,
+        }
+    }
+}
+
 /// Where a load landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct SlotLoad {
@@ -62,24 +92,23 @@ pub struct CacheCounters {
 pub struct ExpertCache {
     n_experts: usize,
     slot_bytes: u64,
-    slot_of: Vec<u32>,
+    /// Per expert (flat index): slot, pins, flags, heap version, place in its layer's
+    /// resident list, in one 16-byte record (a plan touches a line per routed expert).
+    ex: Vec<ExpertSlot>,
     owner: Vec<u32>,
-    pins: Vec<u16>,
-    protected: Vec<bool>,
     protected_list: Vec<u32>,
     pinned_list: Vec<u32>,
-    version: Vec<u32>,
-    background: Vec<bool>,
     free: Vec<u32>,
     staging_base: u32,
     n_staging: u32,
     staging_next: u32,
     heaps: Vec<BinaryHeap<Entry>>,
     skipped: Vec<Entry>,
+    /// Scratch of the victim scan (a layer's evictable residents).
+    scan_buf: Vec<u32>,
     resident: usize,
     res_layer: Vec<u32>,
     layer_res: Vec<Vec<u32>>,
-    pos: Vec<u32>,
     quota: Option<Vec<u32>>,
     now: Tick,
     /// Partitioned with a time-varying policy value: victims by scan, no heap needed.
@@ -135,27 +164,23 @@ impl ExpertCache {
         let mut c = Self {
             n_experts: shape.n_experts as usize,
             slot_bytes: shape.expert_bytes(),
-            slot_of: vec![NONE; total],
+            ex: vec![ExpertSlot::default(); total],
             owner: vec![NONE; n_slots],
-            pins: vec![0; total],
-            protected: vec![false; total],
             protected_list: Vec::new(),
             pinned_list: Vec::new(),
-            version: vec![0; total],
-            background: vec![false; total],
             free: (0..n_main as u32).rev().collect(),
             staging_base: n_main as u32,
             n_staging: n_staging as u32,
             staging_next: 0,
             heaps: (0..shape.n_layers).map(|_| BinaryHeap::new()).collect(),
             skipped: Vec::new(),
+            scan_buf: Vec::with_capacity(shape.n_experts as usize),
             resident: 0,
             res_layer: vec![0; shape.n_layers as usize],
             // Full size up front: no reallocation while the cache fills (hot path).
             layer_res: (0..shape.n_layers)
                 .map(|_| Vec::with_capacity(shape.n_experts as usize))
                 .collect(),
-            pos: vec![NONE; total],
             quota: None,
             now: 0.0,
             scan_mode: false,
@@ -227,7 +252,7 @@ impl ExpertCache {
 
     /// Slot of a resident expert.
     pub fn slot_of(&self, key: ExpertKey) -> Option<u32> {
-        let s = *self.slot_of.get(self.flat(key))?;
+        let s = self.ex.get(self.flat(key))?.slot;
         (s != NONE).then_some(s)
     }
 
@@ -238,7 +263,7 @@ impl ExpertCache {
 
     /// Whether `key` is pinned.
     pub fn is_pinned(&self, key: ExpertKey) -> bool {
-        self.pins[self.flat(key)] > 0
+        self.ex[self.flat(key)].pins > 0
     }
 
     /// The expert in `slot`.
@@ -252,7 +277,7 @@ impl ExpertCache {
         let f = self.flat(key);
         self.now = tick;
         self.policy.on_access(f, weight, tick);
-        if self.slot_of[f] != NONE {
+        if self.ex[f].slot != NONE {
             self.push(f);
         }
     }
@@ -260,27 +285,27 @@ impl ExpertCache {
     /// Pins `key` (in use: never evicted until unpinned). Pins nest.
     pub fn pin(&mut self, key: ExpertKey) {
         let f = self.flat(key);
-        if self.pins[f] == 0 {
+        if self.ex[f].pins == 0 {
             self.pinned_list.push(f as u32);
         }
-        self.pins[f] = self.pins[f].saturating_add(1);
+        self.ex[f].pins = self.ex[f].pins.saturating_add(1);
     }
 
     /// Releases one pin.
     pub fn unpin(&mut self, key: ExpertKey) {
         let f = self.flat(key);
-        if self.pins[f] == 1 {
+        if self.ex[f].pins == 1 {
             if let Some(i) = self.pinned_list.iter().position(|&p| p == f as u32) {
                 self.pinned_list.swap_remove(i);
             }
         }
-        self.pins[f] = self.pins[f].saturating_sub(1);
+        self.ex[f].pins = self.ex[f].pins.saturating_sub(1);
     }
 
     /// Releases every pin and every staging slot (end of a layer).
     pub fn unpin_all(&mut self) {
         for f in self.pinned_list.drain(..) {
-            self.pins[f as usize] = 0;
+            self.ex[f as usize].pins = 0;
         }
         self.staging_next = 0;
     }
@@ -293,8 +318,8 @@ impl ExpertCache {
     /// Protects `key` from eviction until [`ExpertCache::clear_protection`] (predicted use).
     pub fn protect(&mut self, key: ExpertKey) {
         let f = self.flat(key);
-        if !self.protected[f] {
-            self.protected[f] = true;
+        if !self.ex[f].protected {
+            self.ex[f].protected = true;
             self.protected_list.push(f as u32);
         }
     }
@@ -302,7 +327,7 @@ impl ExpertCache {
     /// Drops every protection.
     pub fn clear_protection(&mut self) {
         for f in self.protected_list.drain(..) {
-            self.protected[f as usize] = false;
+            self.ex[f as usize].protected = false;
         }
     }
 
@@ -331,12 +356,12 @@ impl ExpertCache {
         }
         let part = self.quota.is_some();
         let counts =
-            |f: u32| self.slot_of[f as usize] != NONE && (!part || self.layer_of(f as usize) == l);
+            |f: u32| self.ex[f as usize].slot != NONE && (!part || self.layer_of(f as usize) == l);
         let pinned = self.pinned_list.iter().filter(|&&f| counts(f)).count();
         let protected = self
             .protected_list
             .iter()
-            .filter(|&&f| counts(f) && self.pins[f as usize] == 0)
+            .filter(|&&f| counts(f) && self.ex[f as usize].pins == 0)
             .count();
         let resident = if part {
             self.res_layer.get(l).copied().unwrap_or(0) as usize
@@ -347,7 +372,7 @@ impl ExpertCache {
     }
 
     fn push(&mut self, f: usize) {
-        self.version[f] = self.version[f].wrapping_add(1);
+        self.ex[f].version = self.ex[f].version.wrapping_add(1);
         if self.scan_mode {
             return;
         }
@@ -355,7 +380,7 @@ impl ExpertCache {
         self.heaps[l].push(Entry {
             prio: self.policy.priority(f),
             flat: f as u32,
-            version: self.version[f],
+            version: self.ex[f].version,
         });
         if self.heaps[l].len() > 4 * self.res_layer[l] as usize + 64 {
             self.compact(l);
@@ -366,23 +391,23 @@ impl ExpertCache {
     fn compact(&mut self, l: usize) {
         let base = l * self.n_experts;
         let v: Vec<Entry> = (base..base + self.n_experts)
-            .filter(|&f| self.slot_of[f] != NONE)
+            .filter(|&f| self.ex[f].slot != NONE)
             .map(|f| Entry {
                 prio: self.policy.priority(f),
                 flat: f as u32,
-                version: self.version[f],
+                version: self.ex[f].version,
             })
             .collect();
         self.heaps[l] = BinaryHeap::from(v);
     }
 
     fn place(&mut self, f: usize, slot: u32) {
-        self.slot_of[f] = slot;
+        self.ex[f].slot = slot;
         self.owner[slot as usize] = f as u32;
         self.resident += 1;
         let l = self.layer_of(f);
         self.res_layer[l] += 1;
-        self.pos[f] = self.layer_res[l].len() as u32;
+        self.ex[f].pos = self.layer_res[l].len() as u32;
         self.layer_res[l].push(f as u32);
         self.counters.loads += 1;
         self.push(f);
@@ -399,10 +424,10 @@ impl ExpertCache {
         let heap = &mut self.heaps[l];
         while let Some(e) = heap.pop() {
             let f = e.flat as usize;
-            if self.slot_of[f] == NONE || self.version[f] != e.version {
+            if self.ex[f].slot == NONE || self.ex[f].version != e.version {
                 continue; // stale
             }
-            if self.pins[f] > 0 || self.protected[f] {
+            if self.ex[f].pins > 0 || self.ex[f].protected {
                 self.skipped.push(e);
                 continue;
             }
@@ -420,24 +445,28 @@ impl ExpertCache {
 
     /// For policies with a time-varying value: the layer's evictable resident of lowest
     /// value (`None`: the policy has no such value).
-    fn scan_victim(&self, l: usize) -> Option<Option<Entry>> {
+    fn scan_victim(&mut self, l: usize) -> Option<Option<Entry>> {
         let base = l * self.n_experts;
         self.policy.value_now(base, self.now)?;
-        let mut best: Option<Entry> = None;
-        for &f in &self.layer_res[l] {
-            let f = f as usize;
-            if self.pins[f] > 0 || self.protected[f] {
-                continue;
-            }
-            let v = self.policy.value_now(f, self.now).unwrap_or(0.0);
-            if best.is_none_or(|b| v < b.prio) {
-                best = Some(Entry {
-                    prio: v,
-                    flat: f as u32,
-                    version: self.version[f],
-                });
-            }
-        }
+        // The evictable residents in list order, then the policy's first lowest value
+        // among them (one loop in the policy instead of a virtual call per resident).
+        let mut cand = std::mem::take(&mut self.scan_buf);
+        cand.clear();
+        cand.extend(
+            self.layer_res[l]
+                .iter()
+                .copied()
+                .filter(|&f| self.ex[f as usize].pins == 0 && !self.ex[f as usize].protected),
+        );
+        let best = self
+            .policy
+            .min_value_now(&cand, self.now)
+            .map(|(i, v)| Entry {
+                prio: v,
+                flat: cand[i],
+                version: self.ex[cand[i] as usize].version,
+            });
+        self.scan_buf = cand;
         Some(best)
     }
 
@@ -460,18 +489,18 @@ impl ExpertCache {
 
     fn evict_into(&mut self, victim: Entry, f: usize) -> SlotLoad {
         let v = victim.flat as usize;
-        let slot = self.slot_of[v];
-        self.slot_of[v] = NONE;
+        let slot = self.ex[v].slot;
+        self.ex[v].slot = NONE;
         let lv = self.layer_of(v);
         self.res_layer[lv] -= 1;
-        let p = self.pos[v] as usize;
+        let p = self.ex[v].pos as usize;
         self.layer_res[lv].swap_remove(p);
         if let Some(&moved) = self.layer_res[lv].get(p) {
-            self.pos[moved as usize] = p as u32;
+            self.ex[moved as usize].pos = p as u32;
         }
-        self.pos[v] = NONE;
-        self.background[v] = false;
-        self.version[v] = self.version[v].wrapping_add(1);
+        self.ex[v].pos = NONE;
+        self.ex[v].background = false;
+        self.ex[v].version = self.ex[v].version.wrapping_add(1);
         self.resident -= 1;
         self.counters.evictions += 1;
         self.place(f, slot);
@@ -487,10 +516,10 @@ impl ExpertCache {
     /// static and no slot is free. Already resident: its slot, nothing evicted.
     pub fn load(&mut self, key: ExpertKey) -> Option<SlotLoad> {
         let f = self.flat(key);
-        if self.slot_of[f] != NONE {
+        if self.ex[f].slot != NONE {
             return Some(SlotLoad {
                 key,
-                slot: self.slot_of[f],
+                slot: self.ex[f].slot,
                 evicted: None,
             });
         }
@@ -530,14 +559,14 @@ impl ExpertCache {
     /// but only if the policy admits `key` over the victim.
     pub fn try_admit(&mut self, key: ExpertKey) -> Option<SlotLoad> {
         let f = self.flat(key);
-        if self.slot_of[f] != NONE {
+        if self.ex[f].slot != NONE {
             return None;
         }
         let l = self.layer_of(f);
         if self.has_room(l) {
             if let Some(slot) = self.free.pop() {
                 self.place(f, slot);
-                self.background[f] = true;
+                self.ex[f].background = true;
                 return Some(SlotLoad {
                     key,
                     slot,
@@ -553,14 +582,14 @@ impl ExpertCache {
             return None;
         }
         let l = self.evict_into(victim, f);
-        self.background[f] = true;
+        self.ex[f].background = true;
         Some(l)
     }
 
     /// Whether `key` was background-loaded and not used since; clears the flag.
     pub fn take_background_flag(&mut self, key: ExpertKey) -> bool {
         let f = self.flat(key);
-        std::mem::replace(&mut self.background[f], false)
+        std::mem::replace(&mut self.ex[f].background, false)
     }
 
     /// Checks internal invariants (tests): slot/owner agreement and counts.
@@ -573,7 +602,7 @@ impl ExpertCache {
             }
             if f != NONE {
                 resident += 1;
-                if self.slot_of[f as usize] != slot as u32 {
+                if self.ex[f as usize].slot != slot as u32 {
                     return Err(format!("slot {slot} owner {f} disagrees"));
                 }
             }
@@ -594,7 +623,7 @@ impl ExpertCache {
                 ));
             }
             for (i, &f) in list.iter().enumerate() {
-                if self.pos[f as usize] != i as u32 || self.slot_of[f as usize] == NONE {
+                if self.ex[f as usize].pos != i as u32 || self.ex[f as usize].slot == NONE {
                     return Err(format!("layer {l} list entry {f} inconsistent"));
                 }
             }

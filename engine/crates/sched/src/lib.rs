@@ -12,6 +12,7 @@ pub mod cache;
 pub mod cost;
 pub mod error;
 pub mod fit;
+pub mod median;
 pub mod policy;
 pub mod profile;
 pub mod sched;
@@ -43,3 +44,7 @@ pub use trace::{Trace, TraceHeader, TraceLayer, TraceStep, TraceWriter};
 
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod replay_tests;
+#[cfg(test)]
+mod value_ref;

@@ -40,6 +40,19 @@ pub trait CachePolicy: Send {
     fn value_now(&self, _flat: usize, _now: Tick) -> Option<f64> {
         None
     }
+    /// The index in `flats` of the first entry of lowest [`CachePolicy::value_now`] at
+    /// `now`, with that value (`None`: no such value, or `flats` empty). A partitioned
+    /// cache's victim scan: policies override it with one tight loop.
+    fn min_value_now(&self, flats: &[u32], now: Tick) -> Option<(usize, f64)> {
+        let mut best: Option<(usize, f64)> = None;
+        for (i, &f) in flats.iter().enumerate() {
+            let v = self.value_now(f as usize, now)?;
+            if best.is_none_or(|(_, b)| v < b) {
+                best = Some((i, v));
+            }
+        }
+        best
+    }
     /// Whether demand loads that `admit` refuses run from staging slots (bypass) instead
     /// of evicting: the cache then keeps `top_k` of its slots for staging.
     fn stages(&self) -> bool {

@@ -46,6 +46,47 @@ const RING: usize = MAX_AGE + 2;
 const HAZARD_SHRINK: f64 = 4.0;
 /// States of the hazard table besides age.
 const FREQ_CLASSES: usize = LONG_CLASSES * RECENT_CLASSES;
+/// Steps since the last use whose score decay comes from a table (beyond: `powi`).
+const DECAY_TABLE: usize = RING;
+
+/// `x.floor()` without the libm call (baseline x86-64 has no rounding instruction):
+/// exact for every finite `x` below 2^52 in magnitude (ticks), `floor` beyond.
+#[inline]
+fn floor(x: f64) -> f64 {
+    if x.abs() < 4_503_599_627_370_496.0 {
+        let t = x as i64 as f64;
+        if t > x {
+            t - 1.0
+        } else if t == x {
+            x // keeps the sign of a zero, as floor does
+        } else {
+            t
+        }
+    } else {
+        x.floor()
+    }
+}
+
+/// An expert's use history.
+#[derive(Debug, Clone, Copy)]
+struct ExpertState {
+    /// Step of the last use (`NEG_INFINITY`: never).
+    last: f64,
+    /// Recent-use score just after the last use (decays by `params.decay` per step).
+    recent: f32,
+    /// Uses so far.
+    uses: u32,
+}
+
+impl Default for ExpertState {
+    fn default() -> Self {
+        Self {
+            last: f64::NEG_INFINITY,
+            recent: 0.0,
+            uses: 0,
+        }
+    }
+}
 
 /// Ours: value = P(use within the horizon) × time a hit saves ÷ bytes.
 ///
@@ -57,18 +98,17 @@ const FREQ_CLASSES: usize = LONG_CLASSES * RECENT_CLASSES;
 /// their interaction come from the machine's own routing instead of a fixed formula.
 #[derive(Debug)]
 pub struct Value {
-    /// Recent-use score just after the last use (decays by `params.decay` per step).
-    recent: Vec<f32>,
-    last: Vec<f64>,
-    uses: Vec<u32>,
+    /// Per expert: the last use, the recent-use score after it, the use count (one
+    /// 16-byte record: an access touches one cache line, not three arrays').
+    state: Vec<ExpertState>,
     class: Vec<u8>,
     /// Experts per (step of last use, state), for the last `MAX_AGE + 2` steps: every step
     /// each of them survives one more age (counted without scanning every expert).
     ring: Vec<f64>,
     /// Same for experts whose last use is older than the ring.
     old: Vec<f64>,
-    used: Vec<f64>,
-    exposed: Vec<f64>,
+    /// Per (age, state): `[uses, exposures]` side by side (one line per access).
+    counts: Vec<[f64; 2]>,
     params: ValueParams,
     uniform_rate: f64,
     n_experts: usize,
@@ -80,6 +120,11 @@ pub struct Value {
     n_layers: usize,
     top_k: usize,
     table_ready: bool,
+    /// `params.decay.powi(k)` for `k < DECAY_TABLE` (the same `powi`, computed once).
+    decay_pow: Vec<f64>,
+    /// Scratch of `refresh_table` (hazards, survival), kept: no allocation per refresh.
+    hz: Vec<f64>,
+    surv: Vec<f64>,
 }
 
 impl Value {
@@ -97,14 +142,11 @@ impl Value {
         };
         let n = shape.total_experts();
         Self {
-            recent: vec![0.0; n],
-            last: vec![f64::NEG_INFINITY; n],
-            uses: vec![0; n],
+            state: vec![ExpertState::default(); n],
             class: vec![0; n],
             ring: vec![0.0; RING * FREQ_CLASSES],
             old: vec![0.0; FREQ_CLASSES],
-            used: vec![0.0; (MAX_AGE + 1) * FREQ_CLASSES],
-            exposed: vec![0.0; (MAX_AGE + 1) * FREQ_CLASSES],
+            counts: vec![[0.0; 2]; (MAX_AGE + 1) * FREQ_CLASSES],
             params,
             uniform_rate: shape.top_k as f64 / shape.n_experts.max(1) as f64,
             n_experts: shape.n_experts as usize,
@@ -115,18 +157,26 @@ impl Value {
             n_layers: shape.n_layers.max(1) as usize,
             top_k: shape.top_k.max(1) as usize,
             table_ready: false,
+            // black_box: the same runtime `powi` as the old per-access call, never a
+            // constant-folded product in another order.
+            decay_pow: (0..DECAY_TABLE as i32)
+                .map(|k| params.decay.powi(std::hint::black_box(k)))
+                .collect(),
+            hz: vec![0.0; (MAX_AGE + 2) * FREQ_CLASSES],
+            surv: Vec::new(),
         }
     }
 
     fn refresh_table(&mut self) {
         // Hazards by age, each shrunk toward the previous age's (ages without data
         // inherit from shorter ones instead of jumping to a flat prior).
-        let mut hz = vec![0.0; (MAX_AGE + 2) * FREQ_CLASSES];
+        let mut hz = std::mem::take(&mut self.hz);
         for f in 0..FREQ_CLASSES {
             let mut prior = self.uniform_rate;
             for a in 1..=MAX_AGE {
                 let i = a * FREQ_CLASSES + f;
-                let h = (self.used[i] + HAZARD_SHRINK * prior) / (self.exposed[i] + HAZARD_SHRINK);
+                let [used, exposed] = self.counts[i];
+                let h = (used + HAZARD_SHRINK * prior) / (exposed + HAZARD_SHRINK);
                 hz[i] = h;
                 prior = h;
             }
@@ -135,7 +185,9 @@ impl Value {
         // P(no use in ages a+1..=a+H) = S(a+H) / S(a) with the survival S(k) = Π_{j≤k} (1 − h(j)).
         let at = |a: usize, f: usize| hz[a.min(MAX_AGE + 1) * FREQ_CLASSES + f];
         let max_k = MAX_AGE + self.horizon;
-        let mut surv = vec![1.0f64; max_k + 1];
+        let mut surv = std::mem::take(&mut self.surv);
+        surv.clear();
+        surv.resize(max_k + 1, 1.0);
         for f in 0..FREQ_CLASSES {
             for k in 1..=max_k {
                 surv[k] = surv[k - 1] * (1.0 - at(k, f)).max(1e-12);
@@ -145,6 +197,8 @@ impl Value {
                 self.p_table[a * FREQ_CLASSES + f] = 1.0 - miss;
             }
         }
+        self.hz = hz;
+        self.surv = surv;
     }
 
     fn ring_slot(step: f64) -> usize {
@@ -158,11 +212,11 @@ impl Value {
         for d in 2..=MAX_AGE + 1 {
             let slot = Self::ring_slot(t - d as f64);
             for f in 0..FREQ_CLASSES {
-                self.exposed[(d - 1) * FREQ_CLASSES + f] += self.ring[slot * FREQ_CLASSES + f];
+                self.counts[(d - 1) * FREQ_CLASSES + f][1] += self.ring[slot * FREQ_CLASSES + f];
             }
         }
         for f in 0..FREQ_CLASSES {
-            self.exposed[MAX_AGE * FREQ_CLASSES + f] += self.old[f];
+            self.counts[MAX_AGE * FREQ_CLASSES + f][1] += self.old[f];
         }
         // Experts last used at t − MAX_AGE − 1 leave the ring; their slot becomes t + 1's.
         let leaving = Self::ring_slot(t - (MAX_AGE + 1) as f64);
@@ -174,14 +228,14 @@ impl Value {
 
     /// State just after an access at `now` (uses and score already updated).
     fn state_after_access(&self, flat: usize, now: Tick) -> u8 {
-        let r = self.uses[flat] as f64 / ((now.floor() + 1.0) * self.uniform_rate);
+        let r = self.state[flat].uses as f64 / ((floor(now) + 1.0) * self.uniform_rate);
         let long = match r {
             r if r < 1.0 => 0,
             r if r < 2.0 => 1,
             _ => 2,
         };
         let _ = now;
-        let recent = match self.recent[flat] {
+        let recent = match self.state[flat].recent {
             x if x < 1.3 => 0,
             x if x < 1.8 => 1,
             x if x < 2.5 => 2,
@@ -191,10 +245,17 @@ impl Value {
     }
 
     fn p_use(&self, flat: usize, now: Tick) -> f64 {
-        if self.last[flat] == f64::NEG_INFINITY {
+        self.p_use_at(flat, floor(now))
+    }
+
+    /// [`Value::p_use`] with `now` already floored (scans floor it once).
+    #[inline]
+    fn p_use_at(&self, flat: usize, now_floor: f64) -> f64 {
+        let last = self.state[flat].last;
+        if last == f64::NEG_INFINITY {
             return self.uniform_rate * 0.5;
         }
-        let age = (now.floor() - self.last[flat]).max(0.0);
+        let age = (now_floor - last).max(0.0);
         let a = (age as usize).min(MAX_AGE);
         // Among equal probabilities the older expert goes first (LRU order), also
         // beyond the table's last age.
@@ -207,7 +268,7 @@ impl CachePolicy for Value {
         "value"
     }
     fn on_access(&mut self, flat: usize, _weight: f32, tick: Tick) {
-        let step = tick.floor();
+        let step = floor(tick);
         if step != self.table_step {
             // Steps advance one at a time in decode; a jump counts each step between.
             let first = if self.table_step.is_finite() && step - self.table_step <= RING as f64 {
@@ -227,8 +288,9 @@ impl CachePolicy for Value {
                 self.table_ready = true;
             }
         }
-        if self.last[flat] > f64::NEG_INFINITY {
-            let last = self.last[flat];
+        let st = self.state[flat];
+        if st.last > f64::NEG_INFINITY {
+            let last = st.last;
             let age = (step - last).max(1.0) as usize;
             let c = self.class[flat] as usize;
             // Leave the survivor counts; ages 1..age−1 were counted step by step.
@@ -238,30 +300,35 @@ impl CachePolicy for Value {
             } else {
                 self.old[c] = (self.old[c] - 1.0).max(0.0);
             }
-            self.exposed[age.min(MAX_AGE) * FREQ_CLASSES + c] += 1.0;
-            self.used[age.min(MAX_AGE) * FREQ_CLASSES + c] += 1.0;
+            let n = &mut self.counts[age.min(MAX_AGE) * FREQ_CLASSES + c];
+            n[1] += 1.0;
+            n[0] += 1.0;
         }
         // The score decays per step (integer steps: powi, no exp/ln on the hot path).
-        let decayed = if self.last[flat] > f64::NEG_INFINITY {
-            self.recent[flat] as f64
-                * self
-                    .params
-                    .decay
-                    .powi((step - self.last[flat]).min(1e4) as i32)
+        let decayed = if st.last > f64::NEG_INFINITY {
+            let k = (step - st.last).min(1e4) as i32;
+            let pow = match self.decay_pow.get(k as usize) {
+                Some(&p) if k >= 0 => p,
+                _ => self.params.decay.powi(k),
+            };
+            st.recent as f64 * pow
         } else {
             0.0
         };
-        self.recent[flat] = (decayed + 1.0) as f32;
-        self.uses[flat] = self.uses[flat].saturating_add(1);
-        self.last[flat] = step;
+        self.state[flat] = ExpertState {
+            last: step,
+            recent: (decayed + 1.0) as f32,
+            uses: st.uses.saturating_add(1),
+        };
         self.class[flat] = self.state_after_access(flat, step);
         self.ring[Self::ring_slot(step) * FREQ_CLASSES + self.class[flat] as usize] += 1.0;
     }
     fn priority(&self, flat: usize) -> f64 {
         // Global caches (no scan): the recent score in time-invariant log form.
         let ln_decay = self.params.decay.clamp(1e-6, 1.0 - 1e-9).ln();
-        let key = if self.last[flat] > f64::NEG_INFINITY {
-            (self.recent[flat] as f64).max(1e-30).ln() - self.last[flat] * ln_decay
+        let st = self.state[flat];
+        let key = if st.last > f64::NEG_INFINITY {
+            (st.recent as f64).max(1e-30).ln() - st.last * ln_decay
         } else {
             f64::NEG_INFINITY
         };
@@ -281,6 +348,26 @@ impl CachePolicy for Value {
                     .copied()
                     .unwrap_or(1.0),
         )
+    }
+    fn min_value_now(&self, flats: &[u32], now: Tick) -> Option<(usize, f64)> {
+        // value_now of each, in one loop: `now` floored once, the layer's factor looked
+        // up when the layer changes (the cache scans one layer), no call per entry.
+        let now_floor = floor(now);
+        let (mut base, mut factor) = (usize::MAX, 1.0);
+        let mut best: Option<(usize, f64)> = None;
+        for (i, &f) in flats.iter().enumerate() {
+            let f = f as usize;
+            if f < base || f - base >= self.n_experts {
+                let l = f / self.n_experts;
+                base = l * self.n_experts;
+                factor = self.layer_factor.get(l).copied().unwrap_or(1.0);
+            }
+            let v = self.p_use_at(f, now_floor) * factor;
+            if best.is_none_or(|(_, b)| v < b) {
+                best = Some((i, v));
+            }
+        }
+        best
     }
     fn admit(&self, incoming: usize, victim: usize, now: Tick) -> bool {
         if !self.params.admission {
@@ -305,6 +392,28 @@ impl CachePolicy for Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_floor_and_decay_table_equal_the_libm_ones() {
+        let mut x = 0.123f64;
+        for i in 0..20_000 {
+            x = (x * 3.71 + 0.29).fract();
+            let t = (i as f64 - 500.0) * 1.5 + x * if i % 3 == 0 { 1e-9 } else { 1.0 };
+            for v in [t, -t, (i as f64).floor(), i as f64 + 47.0 / 48.0] {
+                assert_eq!(floor(v).to_bits(), v.floor().to_bits(), "{v}");
+            }
+        }
+        for v in [0.0, -0.0, 1e300, -1e300, 4.6e15 + 0.5, f64::INFINITY, -0.5] {
+            assert_eq!(floor(v).to_bits(), v.floor().to_bits(), "{v}");
+        }
+        assert!(floor(f64::NAN).is_nan());
+        let s = ModelShape::tiny(1, 4, 1);
+        let v = Value::new(&s, ValueParams::default(), &[]);
+        for (k, &p) in v.decay_pow.iter().enumerate() {
+            let want = v.params.decay.powi(std::hint::black_box(k as i32));
+            assert_eq!(p.to_bits(), want.to_bits(), "k = {k}");
+        }
+    }
 
     #[test]
     fn value_learns_the_reuse_hazard() {

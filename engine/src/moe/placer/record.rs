@@ -139,11 +139,13 @@ impl StepRecord {
         self.layers.push(rec);
     }
 
-    /// The measurement of the last recorded layer.
-    pub fn measure_last(&mut self, m: Measured) {
-        if let Some(l) = self.layers.last_mut() {
-            l.measured = Some(m);
-        }
+    /// Records the measurement of `layer` (the latest record of it: with the GPU dense
+    /// path a layer is observed after the next one was planned) and returns its
+    /// predicted MoE time (`None`: the layer was not planned in this step).
+    pub fn measure(&mut self, layer: u16, m: Measured) -> Option<f64> {
+        let l = self.layers.iter_mut().rev().find(|l| l.layer == layer)?;
+        l.measured = Some(m);
+        Some(l.predicted.finish_s)
     }
 
     /// Queues a cost-model sample.
