@@ -298,6 +298,9 @@ pub struct GpuExperts {
     out_dev: DeviceBuf,
     packed: Vec<u8>,
     in_flight: bool,
+    /// Where the int8 decode pass (which rounds x itself) reads this pass's x: the dense
+    /// path's hn (no copy into `x_dev`); None: `x_dev`.
+    x_in: Option<u64>,
     /// Captured decode passes of resident experts ([`GpuExperts::run_pass_graph`]).
     pass_graphs: GraphCache<PassKey>,
     /// A layer whose output was left on the device ([`GpuExperts::defer_layer`]).
@@ -532,6 +535,7 @@ impl GpuExperts {
             out_dev,
             packed: Vec::new(),
             in_flight: false,
+            x_in: None,
             pass_graphs: GraphCache::from_env(),
             deferred: None,
             harvested: None,
@@ -925,6 +929,10 @@ impl GpuExperts {
         // A decode pass of resident experts whose copies have all landed, reading its input
         // on the device: one graph launch instead of an upload and three kernel launches
         // (the host issues them while the GPU waits for this layer's routing).
+        // The int8 decode pass quantises x itself: no rounding pass in front of it, and
+        // with the input on the device, no copy into x_dev either.
+        let rounds_itself = fused && self.fused.rounds_input_itself(layout);
+        self.x_in = None;
         let graphed = match x_dev {
             Some(d) if fused && n_hits == items.len() && self.pass_graphs.enabled() => self
                 .all_landed(order.iter().map(|&i| actions[i].slot))?
@@ -938,7 +946,7 @@ impl GpuExperts {
             .record(&self.compute)
             .map_err(drv("cuEventRecord"))?;
         if let Some(src) = graphed {
-            self.run_pass_graph(layout, src, &bl, n_tokens)?;
+            self.run_pass_graph(layout, src, &bl, n_tokens, rounds_itself)?;
             return self.finish_submit(&actions, timings, started, on_device, n_tokens * hidden);
         }
         // SAFETY: pinned source of the right size; device buffer ensured above.
@@ -949,6 +957,7 @@ impl GpuExperts {
         // x as the CPU kernels see it (rounded to the gate/up activation format): from the
         // device copy when there is one (no upload), else uploaded and rounded in place.
         match x_dev {
+            Some(d) if rounds_itself => self.x_in = Some(d.ptr),
             Some(d) => self.round_acts_from(layout.gate_up, d.ptr, n_tokens, hidden)?,
             None => {
                 self.x_host.floats(n_tokens * hidden).copy_from_slice(x);
@@ -957,7 +966,9 @@ impl GpuExperts {
                     cu::memcpy_htod_async(self.x_dev.ptr, self.x_host.floats(n_tokens * hidden), cs)
                 }
                 .map_err(drv("cuMemcpyHtoDAsync(x)"))?;
-                self.round_acts(layout.gate_up, self.x_dev.ptr, n_tokens, hidden)?;
+                if !rounds_itself {
+                    self.round_acts(layout.gate_up, self.x_dev.ptr, n_tokens, hidden)?;
+                }
             }
         }
         let m = self.meta_dev.ptr;
@@ -1046,10 +1057,12 @@ impl GpuExperts {
         src: u64,
         bl: &BatchLayout,
         n_tokens: usize,
+        rounds_itself: bool,
     ) -> Result<()> {
+        let [counters, q8, q8_scales] = self.fused.buffer_ptrs();
         let key = PassKey {
             kernels: (layout.gate_up, layout.down, layout.hidden, layout.ffn),
-            batch: (bl.n_items, n_tokens, bl.bytes),
+            batch: (bl.n_items, n_tokens, bl.bytes, rounds_itself),
             buffers: [
                 src,
                 self.x_dev.ptr,
@@ -1058,13 +1071,18 @@ impl GpuExperts {
                 self.act_dev.ptr,
                 self.y_dev.ptr,
                 self.out_dev.ptr,
-                self.fused.counters_ptr(),
+                counters,
+                q8,
+                q8_scales,
             ],
         };
+        if rounds_itself {
+            self.x_in = Some(src);
+        }
         let mut graphs = std::mem::take(&mut self.pass_graphs);
         let r = graphs
             .ensure(&self.compute, key, || {
-                self.enqueue_fused_pass(layout, src, bl, n_tokens)
+                self.enqueue_fused_pass(layout, src, bl, n_tokens, rounds_itself)
             })
             .and_then(|()| graphs.launch(key));
         self.pass_graphs = graphs;
@@ -1078,6 +1096,7 @@ impl GpuExperts {
         src: u64,
         bl: &BatchLayout,
         n_tokens: usize,
+        rounds_itself: bool,
     ) -> Result<()> {
         let cs = self.compute.cu_stream();
         // SAFETY: pinned source of bl.bytes (meta_host holds the packed tables); the device
@@ -1087,7 +1106,9 @@ impl GpuExperts {
             cu::memcpy_htod_async(self.meta_dev.ptr, host, cs)
         }
         .map_err(drv("cuMemcpyHtoDAsync(index tables)"))?;
-        self.round_acts_from(layout.gate_up, src, n_tokens, layout.hidden)?;
+        if !rounds_itself {
+            self.round_acts_from(layout.gate_up, src, n_tokens, layout.hidden)?;
+        }
         let m = self.meta_dev.ptr;
         let fns = self.fused_fns(layout)?;
         let (items_p, rows_p) = (m + bl.items as u64, m + bl.rows as u64);

@@ -50,11 +50,11 @@ pub(crate) struct GraphKey {
 pub(crate) struct PassKey {
     /// gate/up and down kernel types, hidden, ffn.
     pub kernels: (KernelType, KernelType, usize, usize),
-    /// Items, token rows and index-table bytes.
-    pub batch: (usize, usize, usize),
+    /// Items, token rows and index-table bytes; whether x is rounded first.
+    pub batch: (usize, usize, usize, bool),
     /// Input source, x, index tables (device and pinned host), activations, per-pair
-    /// outputs, output, arrival counters.
-    pub buffers: [u64; 8],
+    /// outputs, output, arrival counters, the int8 products and their scales.
+    pub buffers: [u64; 10],
 }
 
 /// The captured calls, by key.

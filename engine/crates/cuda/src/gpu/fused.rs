@@ -114,16 +114,15 @@ impl FusedKernels {
     /// Whether the fused pass of layout `l` runs the int8 kernels, which quantise x
     /// themselves: then `act_round(x)` before it is redundant (harmless: rounded x gives
     /// the same ints). Valid after [`FusedKernels::ensure_counters`] for the batch.
-    // Called by gpu.rs submit_inner to skip act_round(x) (the lead's edit; until then
-    // the int8 pass re-quantises the rounded x to the same ints).
-    #[allow(dead_code)]
     pub(super) fn rounds_input_itself(&self, l: &ExpertLayout) -> bool {
         self.q8.covers(l)
     }
 
-    /// Device address of the arrival counters (a captured pass holds it).
-    pub(super) fn counters_ptr(&self) -> u64 {
-        self.counters.ptr
+    /// Device addresses a captured pass holds: the arrival counters and the int8
+    /// products' side buffer (0 while it has none).
+    pub(super) fn buffer_ptrs(&self) -> [u64; 3] {
+        let (q, d) = self.q8.ptrs().unwrap_or((0, 0));
+        [self.counters.ptr, q, d]
     }
 }
 

@@ -143,7 +143,7 @@ impl Q8Kernels {
     }
 
     /// Device addresses of the int8 products and of their scales.
-    fn ptrs(&self) -> Result<(u64, u64)> {
+    pub(in crate::gpu) fn ptrs(&self) -> Result<(u64, u64)> {
         let b = self
             .buf
             .as_ref()
@@ -219,7 +219,9 @@ impl GpuExperts {
     ) -> Result<()> {
         let (hidden, ffn) = (l.hidden as u32, l.ffn as u32);
         let (q, d) = self.fused.q8.ptrs()?;
-        let (x, act, cnt) = (self.x_dev.ptr, self.act_dev.ptr, self.fused.counters.ptr);
+        // x: the pass's input where it lies (the dense path's hn when not copied into x_dev).
+        let x = self.x_in.unwrap_or(self.x_dev.ptr);
+        let (act, cnt) = (self.act_dev.ptr, self.fused.counters.ptr);
         let cfg = LaunchConfig {
             grid_dim: (ffn.div_ceil(WARPS_PER_BLOCK), n, 1),
             block_dim: (32 * WARPS_PER_BLOCK, 1, 1),
