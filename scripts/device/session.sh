@@ -39,6 +39,7 @@ for s in $stages; do
   case $s in
     check) stage check 150 bash scripts/device/cuda-check.sh --quick ;;
     gemm) stage gemm 150 env HMOE_SKIP_ENGINE_TESTS=1 bash scripts/device/cuda-check.sh gemm ;;
+    decode) stage decode 120 env HMOE_SKIP_ENGINE_TESTS=1 bash scripts/device/cuda-check.sh decode ;;
     attention) stage attention 120 env HMOE_SKIP_ENGINE_TESTS=1 bash scripts/device/cuda-check.sh attention ;;
     correctness) stage correctness 240 bash scripts/device/cuda-correctness.sh "$hmoe" "$work" "$OUT/correctness" ;;
     bench) stage bench 150 bash scripts/device/quick-bench.sh "$hmoe" "$work" "$OUT/bench" ;;
