@@ -10,9 +10,8 @@
 //
 // Launches: gate_up_q8_<type>_<fmt> (grid (ffn / WARPS, items), fmt: the down weights'
 // activation format q8_0 / q8_k) and down_combine_q8_<type> (grid (hidden / Q8_DN_ROWS,
-// tokens)): two,
-// with no act_round before them (one if gpu.rs still runs it: x rounded first is
-// quantised to the same ints, see quant_span).
+// tokens)): two, with no act_round before them (three while gpu.rs still runs it: x
+// rounded first is quantised to the same ints, see quant_span).
 
 #ifndef Q8_MAX_HIDDEN
 #define Q8_MAX_HIDDEN 8192  // x values a gate_up block quantises into shared memory
@@ -27,7 +26,7 @@
 // Output rows per down_combine_q8 block (grid ceil(hidden / Q8_DN_ROWS) x tokens): each
 // warp walks its pair's Q8_DN_ROWS rows together (they share the pair's activation
 // loads; index loads and block start-up are paid once per Q8_DN_ROWS rows). Q8_U_DN
-// row-steps in flight are spread over them. Rust's Q8_DN_ROWS (q8.rs) must match (tested).
+// row-steps in flight are spread over them. Rust's DN_ROWS (q8.rs) must match (tested).
 #ifndef Q8_DN_ROWS
 #define Q8_DN_ROWS 1
 #endif
