@@ -48,12 +48,13 @@ DEV float i2f(int v) { return AS_FLOAT(0x4B400000u + (u32)v) - 12582912.0f; }
 
 #define DP4A(a, b) __dp4a((int)(a), (int)(b), 0)
 
-// Q8_WIDE=1 (a variant): Q4_K gate/up rows whose length is a multiple of 1024 are read
-// as 16-byte chunks (dq_row_wide_q4k): 8 registers per lane carry 16 quant bytes and
-// their super-block's header, against 5 for 4 bytes in the row walk, so a warp has a
-// whole 2048-value gate+up pair in flight.
+// Q8_WIDE=1: Q4_K gate/up rows whose length is a multiple of 1024 are read as 16-byte
+// chunks (dq_row_wide_q4k): 8 registers per lane carry 16 quant bytes and their
+// super-block's header, against 5 for 4 bytes in the row walk (whose 4 header words per
+// step are 4 more load instructions), and a 2048-value gate+up pair takes 2 rounds of
+// loads instead of 4. 0: the row walk for every type (the device sweep times both).
 #ifndef Q8_WIDE
-#define Q8_WIDE 0
+#define Q8_WIDE 1
 #endif
 #ifndef Q8_WIDE_U
 #define Q8_WIDE_U 1  // warp-steps (1024 values) of the gate+up pair in flight
