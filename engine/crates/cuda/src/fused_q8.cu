@@ -10,9 +10,8 @@
 //
 // Launches: gate_up_q8_<type>_<fmt> (grid (ffn / WARPS, items), fmt: the down weights'
 // activation format q8_0 / q8_k) and down_combine_q8_<type> (grid (hidden / Q8_DN_ROWS,
-// tokens)): two,
-// with no act_round before them (one if gpu.rs still runs it: x rounded first is
-// quantised to the same ints, see quant_span).
+// tokens)): two, with no act_round before them (three while gpu.rs still runs it: x
+// rounded first is quantised to the same ints, see quant_span).
 
 #ifndef Q8_MAX_HIDDEN
 #define Q8_MAX_HIDDEN 8192  // x values a gate_up block quantises into shared memory
@@ -27,7 +26,7 @@
 // Output rows per down_combine_q8 block (grid ceil(hidden / Q8_DN_ROWS) x tokens): each
 // warp walks its pair's Q8_DN_ROWS rows together (they share the pair's activation
 // loads; index loads and block start-up are paid once per Q8_DN_ROWS rows). Q8_U_DN
-// row-steps in flight are spread over them. Rust's Q8_DN_ROWS (q8.rs) must match (tested).
+// row-steps in flight are spread over them. Rust's DN_ROWS (q8.rs) must match (tested).
 #ifndef Q8_DN_ROWS
 #define Q8_DN_ROWS 1
 #endif
@@ -49,12 +48,13 @@ DEV float i2f(int v) { return AS_FLOAT(0x4B400000u + (u32)v) - 12582912.0f; }
 
 #define DP4A(a, b) __dp4a((int)(a), (int)(b), 0)
 
-// Q8_WIDE=1 (a variant): Q4_K gate/up rows whose length is a multiple of 1024 are read
-// as 16-byte chunks (dq_row_wide_q4k): 8 registers per lane carry 16 quant bytes and
-// their super-block's header, against 5 for 4 bytes in the row walk, so a warp has a
-// whole 2048-value gate+up pair in flight.
+// Q8_WIDE=1: Q4_K gate/up rows whose length is a multiple of 1024 are read as 16-byte
+// chunks (dq_row_wide_q4k): 8 registers per lane carry 16 quant bytes and their
+// super-block's header, against 5 for 4 bytes in the row walk (whose 4 header words per
+// step are 4 more load instructions), and a 2048-value gate+up pair takes 2 rounds of
+// loads instead of 4. 0: the row walk for every type (the device sweep times both).
 #ifndef Q8_WIDE
-#define Q8_WIDE 0
+#define Q8_WIDE 1
 #endif
 #ifndef Q8_WIDE_U
 #define Q8_WIDE_U 1  // warp-steps (1024 values) of the gate+up pair in flight

@@ -205,8 +205,9 @@ fn int8_pass_crossed_formats_match_reference_and_fused_pass() {
     }
 }
 
-/// Q8_WIDE=1 (16-byte Q4_K chunks for rows of a multiple of 1024 values) with 4 down rows
-/// per block: Q4_K_M at hidden 2048 (two warp-steps of 4 super-blocks), FFN 256.
+/// Q8_WIDE=1 (the default: 16-byte Q4_K chunks for rows of a multiple of 1024 values; the
+/// other tests' rows of 512 take the row walk) with 4 down rows per block: Q4_K_M at
+/// hidden 2048 (two warp-steps of 4 super-blocks), FFN 256.
 #[test]
 fn int8_pass_wide_q4_k_variant_matches_reference_and_fused_pass() {
     let dir = tempfile::tempdir().unwrap();

@@ -32,16 +32,14 @@ const VS_FUSED_MAX_REL_TOL: f64 = 1e-3;
 const LAYER_EXPERTS: usize = 8;
 
 /// Knobs of the int8 kernels (fused_q8.cu) the sweep compiles and times, most
-/// informative first: 16-byte Q4_K chunks, rows per down block, the register cap,
-/// row-steps in flight.
+/// informative first: the Q4_K row walk instead of 16-byte chunks, rows per down block,
+/// the register cap, row-steps in flight (`Q8_U_GU` only where the row walk runs: Q8_0).
 const VARIANTS: &[&[&str]] = &[
-    &["Q8_WIDE=1"],
+    &["Q8_WIDE=0"],
     &["Q8_DN_ROWS=2"],
     &["Q8_DN_ROWS=4"],
     &["MIN_BLOCKS=3"],
-    &["Q8_WIDE=1", "Q8_DN_ROWS=2"],
-    &["Q8_WIDE=1", "MIN_BLOCKS=3"],
-    &["Q8_U_GU=4", "MIN_BLOCKS=3"],
+    &["Q8_WIDE=0", "Q8_U_GU=4", "MIN_BLOCKS=3"],
     &["Q8_U_GU=1"],
     &["Q8_U_DN=2"],
 ];
