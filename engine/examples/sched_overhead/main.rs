@@ -112,10 +112,12 @@ fn idx(p: Phase) -> usize {
 }
 
 impl Probe for Timer {
-    fn enter(&mut self, p: Phase, _: usize) {
+    fn prepare(&mut self, p: Phase, _: usize) {
         if !self.full.is_empty() {
             self.evict(p);
         }
+    }
+    fn enter(&mut self, _: Phase, _: usize) {
         self.started = Some((Instant::now(), allocs()));
     }
     fn exit(&mut self, p: Phase, _: usize) {
@@ -197,6 +199,7 @@ fn publish_alone(cold: bool, iters: usize) -> u32 {
             hints.publish(layer, pairs);
             continue;
         }
+        t.prepare(Phase::Place, 0);
         t.enter(Phase::Place, 0);
         hints.publish(layer, pairs);
         t.exit(Phase::Place, 0);
