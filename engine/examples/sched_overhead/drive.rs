@@ -38,6 +38,9 @@ pub enum Phase {
 /// Sees the start and end of every placer call (`layer`: the layer of `place` and
 /// `observe`, 0 for the step calls).
 pub trait Probe {
+    /// Before the work that precedes the call in the engine (for `place`: before the
+    /// layer's work items are written, as routing writes them right before it).
+    fn prepare(&mut self, _phase: Phase, _layer: usize) {}
     /// Right before the call.
     fn enter(&mut self, phase: Phase, layer: usize);
     /// Right after it.
@@ -71,6 +74,7 @@ pub struct Driver {
     expert_bytes: u64,
     step: usize,
     layer_items: Vec<WorkItem>,
+    layer_next: Vec<(u16, f32)>,
     cpu_items: Vec<WorkItem>,
     gpu_items: Vec<WorkItem>,
     plan: LayerPlacement,
@@ -154,6 +158,7 @@ impl Driver {
             expert_bytes: shape.expert_bytes(),
             step: 0,
             layer_items: Vec::new(),
+            layer_next: Vec::new(),
             cpu_items: Vec::new(),
             gpu_items: Vec::new(),
             plan: LayerPlacement::default(),
@@ -167,16 +172,22 @@ impl Driver {
         let s = self.step % self.trace.steps.len();
         self.step += 1;
         let n_layers = self.trace.steps[s].layers.len();
+        probe.prepare(Phase::Begin, 0);
         probe.enter(Phase::Begin, 0);
         self.placer.begin_step(1);
         probe.exit(Phase::Begin, 0);
         let mut moe_s = 0.0;
         for layer in 0..n_layers {
-            // The engine's routing writes the layer's items right before `place`: copied
-            // here (buffers reused) so they are as hot as there, not ~20 MB away.
+            probe.prepare(Phase::Place, layer);
+            // The engine's routing writes the layer's items and the next layer's
+            // prediction right before `place`: copied here (buffers reused) so they are as
+            // hot as there, not ~20 MB away.
             self.layer_items.clone_from(&self.items[s][layer]);
             let items = &self.layer_items;
-            let next = &self.trace.steps[s].layers[layer].pred;
+            self.layer_next.clear();
+            self.layer_next
+                .extend_from_slice(&self.trace.steps[s].layers[layer].pred);
+            let next = &self.layer_next;
             probe.enter(Phase::Place, layer);
             let plan = &mut self.plan;
             self.placer.place(layer, items, next, true, plan);
@@ -249,12 +260,14 @@ impl Driver {
                 gpu,
                 wall_s,
             };
+            probe.prepare(Phase::Observe, layer);
             probe.enter(Phase::Observe, layer);
             self.placer.observe(layer, &m);
             probe.exit(Phase::Observe, layer);
         }
         // Dense part: ~6 ms a token on the GPU dense path.
         let measured = moe_s + 6e-3;
+        probe.prepare(Phase::End, 0);
         probe.enter(Phase::End, 0);
         self.placer.end_step(measured);
         probe.exit(Phase::End, 0);

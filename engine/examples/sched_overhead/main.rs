@@ -8,7 +8,8 @@
 //! ```
 //! Prints ns per layer for each call (end_step and begin_step amortised over the
 //! layers) with and without prefetch, and heap allocations per layer; then the same with
-//! the caches evicted before every call (`cold`) and in the engine's order (`engine`);
+//! the caches evicted before every call (`cold`), in the engine's order (`engine`) and
+//! with L1/L2 evicted but the L3 kept before every call (`l3`, 10x the cold steps);
 //! defaults: 2000 steps, 200 warm-up, 20 cold, `qwen3-30b-a3b:q4_k_m`, 16 GiB. The last
 //! column is a digest of every placement: equal digests in two builds, equal decisions.
 
@@ -29,6 +30,10 @@ const COLD_BYTES: usize = 48 << 20;
 /// Bytes swept for the host work between a layer's end and the next plan (the dense
 /// path's launches, routing): about half the L2 (an assumption, see the notes).
 const DENSE_BYTES: usize = 1 << 20;
+/// Bytes swept to evict the private caches only (twice this machine's 1 MiB L2, far
+/// below any L3): a server CPU whose large L3 keeps the scheduler's state while the
+/// CPU share streams a few experts through L1/L2.
+const L2_BYTES: usize = 4 << 20;
 
 /// What the caches hold when a call starts.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -41,6 +46,8 @@ enum Caches {
     /// evicts everything; the dense path's host work (between `observe` and the next
     /// `place`) evicts part.
     Engine,
+    /// L1 and L2 evicted before every call, the L3 kept.
+    L3,
 }
 
 /// Time and allocations per phase.
@@ -76,7 +83,11 @@ impl Timer {
             }
         };
         Self {
-            full: buf(COLD_BYTES),
+            full: buf(if caches == Caches::L3 {
+                L2_BYTES
+            } else {
+                COLD_BYTES
+            }),
             part: buf(DENSE_BYTES),
             engine: caches == Caches::Engine,
             ..Self::default()
@@ -101,10 +112,12 @@ fn idx(p: Phase) -> usize {
 }
 
 impl Probe for Timer {
-    fn enter(&mut self, p: Phase, _: usize) {
+    fn prepare(&mut self, p: Phase, _: usize) {
         if !self.full.is_empty() {
             self.evict(p);
         }
+    }
+    fn enter(&mut self, _: Phase, _: usize) {
         self.started = Some((Instant::now(), allocs()));
     }
     fn exit(&mut self, p: Phase, _: usize) {
@@ -151,16 +164,18 @@ fn run(setup: &Setup, prefetch: bool, caches: Caches, steps: usize, warmup: usiz
     let (place, observe) = (per(Phase::Place), per(Phase::Observe));
     let (end, begin) = (per(Phase::End), per(Phase::Begin));
     println!(
-        "| {} | {} | {steps} | {place:.0} ({}) | {observe:.0} ({}) | {:.0} | {end:.0} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} | {:.2} | {wall:.2} | {:016x} |",
+        "| {} | {} | {steps} | {place:.0} ({}) | {observe:.0} ({}) | {:.0} | {end:.0} ({}) | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} | {:.2} | {wall:.2} | {:016x} |",
         if prefetch { "on" } else { "off" },
         match caches {
             Caches::Warm => "warm",
             Caches::Cold => "cold",
             Caches::Engine => "engine",
+            Caches::L3 => "l3",
         },
         median(Phase::Place),
         median(Phase::Observe),
         place + observe,
+        median(Phase::End) / d.n_layers() as u32,
         place + observe + end + begin,
         al(Phase::Place),
         al(Phase::Observe),
@@ -184,6 +199,7 @@ fn publish_alone(cold: bool, iters: usize) -> u32 {
             hints.publish(layer, pairs);
             continue;
         }
+        t.prepare(Phase::Place, 0);
         t.enter(Phase::Place, 0);
         hints.publish(layer, pairs);
         t.exit(Phase::Place, 0);
@@ -212,7 +228,7 @@ fn main() {
         setup.preset,
         setup.budget >> 30
     );
-    println!("ns per MoE layer: mean (median of the calls); begin/end_step amortised over the 48 layers; allocations per layer");
+    println!("ns per MoE layer: mean (median of the calls); begin/end_step amortised over the layers; allocations per layer");
     println!();
     println!("| prefetch | caches | steps | place ns | observe ns | place+observe ns | end_step ns | total ns/layer | allocs place / observe / step | GPU hit share | fetch share | wall s | plan digest |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
@@ -224,6 +240,7 @@ fn main() {
     if cold_steps > 0 {
         run(&setup, true, Caches::Cold, cold_steps, warmup);
         run(&setup, true, Caches::Engine, cold_steps, warmup);
+        run(&setup, true, Caches::L3, cold_steps * 10, warmup);
     }
     println!();
     println!(

@@ -117,6 +117,8 @@ pub struct SchedPlacer {
     /// One expert's work and bytes (the shape's, computed once).
     work: ExpertWork,
     expert_bytes: u64,
+    /// Scratch of the per-step prediction-error median.
+    err_scratch: Vec<f64>,
 }
 
 impl SchedPlacer {
@@ -160,6 +162,7 @@ impl SchedPlacer {
             next: Vec::new(),
             work,
             expert_bytes,
+            err_scratch: Vec::new(),
         })
     }
 
@@ -424,7 +427,7 @@ impl Placer for SchedPlacer {
             layers: self.record.trace(),
         };
         self.record.clear_layers();
-        let error = self.cost.layer_error_median();
+        let error = self.cost.layer_error_median(&mut self.err_scratch);
         if let Ok(mut t) = self.hub.totals.lock() {
             *t = *self.telemetry.totals();
         }

@@ -8,7 +8,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::fit::PriorLeastSquares;
-use crate::median::SortedAbs;
 use crate::profile::{DeviceCosts, KernelCoeffs, LinkCosts, MachineProfile};
 use crate::shape::{ExpertWork, QuantType};
 
@@ -70,8 +69,6 @@ pub struct ErrorTracker {
     rel: Vec<f64>,
     next: usize,
     total: u64,
-    /// |rel| kept sorted for the median the engine publishes every step.
-    abs: SortedAbs,
 }
 
 /// Summary of prediction errors.
@@ -97,19 +94,24 @@ impl ErrorTracker {
         if self.rel.len() < ERROR_WINDOW {
             self.rel.push(e);
         } else {
-            self.abs.remove(self.rel[self.next]);
             self.rel[self.next] = e;
         }
-        self.abs.add(e);
         self.next = (self.next + 1) % ERROR_WINDOW;
         self.total += 1;
     }
 
     /// The median absolute relative error alone, as [`ErrorTracker::report`]'s
-    /// `median_rel`, from the window kept sorted (the engine publishes it every step:
-    /// merging a step's samples costs a fraction of selecting in the whole window).
-    pub fn median_abs(&mut self) -> Option<f64> {
-        self.abs.quantile(&self.rel, 0.5)
+    /// `median_rel`, by selection in `scratch` (reused: no allocation once warm, linear
+    /// time instead of two sorts; the engine publishes it every step).
+    pub fn median_abs(&self, scratch: &mut Vec<f64>) -> Option<f64> {
+        if self.rel.is_empty() {
+            return None;
+        }
+        scratch.clear();
+        scratch.extend(self.rel.iter().map(|e| e.abs()));
+        let i = ((scratch.len() - 1) as f64 * 0.5).round() as usize;
+        let (_, m, _) = scratch.select_nth_unstable_by(i, f64::total_cmp);
+        Some(*m)
     }
 
     /// Median absolute/90th percentile/median signed relative error (`None`: no samples).
@@ -419,10 +421,10 @@ impl CostModel {
         self.layer_err.report()
     }
 
-    /// The layer prediction error's median alone (`error_report().median_rel`), cheaply
-    /// (see [`ErrorTracker::median_abs`]).
-    pub fn layer_error_median(&mut self) -> Option<f64> {
-        self.layer_err.median_abs()
+    /// The layer prediction error's median alone (`error_report().median_rel`), cheaply:
+    /// `scratch` is reused between calls.
+    pub fn layer_error_median(&self, scratch: &mut Vec<f64>) -> Option<f64> {
+        self.layer_err.median_abs(scratch)
     }
 }
 
@@ -489,7 +491,8 @@ mod tests {
     #[test]
     fn median_by_selection_matches_the_sorted_report() {
         let mut t = ErrorTracker::default();
-        assert_eq!(t.median_abs(), None);
+        let mut scratch = Vec::new();
+        assert_eq!(t.median_abs(&mut scratch), None);
         // Odd and even counts, ties, signs, and a wrapped window.
         let mut x = 0.37f64;
         for n in 1..(ERROR_WINDOW + 300) {
@@ -497,7 +500,7 @@ mod tests {
             t.record(1.0 + (x - 0.5) * (n % 5) as f64, 1.0);
             if n % 97 == 0 || !(6..=ERROR_WINDOW + 290).contains(&n) {
                 let want = t.report().map(|r| r.median_rel);
-                assert_eq!(t.median_abs(), want, "after {n} samples");
+                assert_eq!(t.median_abs(&mut scratch), want, "after {n} samples");
             }
         }
     }

@@ -12,7 +12,6 @@ pub mod cache;
 pub mod cost;
 pub mod error;
 pub mod fit;
-pub mod median;
 pub mod policy;
 pub mod profile;
 pub mod sched;
