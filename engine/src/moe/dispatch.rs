@@ -308,7 +308,7 @@ impl MoeDispatch {
         link: DeviceLink,
         out: &mut [f32],
     ) -> Result<Option<DeviceAddend>> {
-        self.profile.begin();
+        self.profile.begin(x.len() / hidden.max(1));
         let mut plan = std::mem::take(&mut self.placement);
         let t_plan = Instant::now();
         self.placer

@@ -1,9 +1,14 @@
 //! Opt-in host-time profile of [`super::MoeDispatch::run_layer`] (`HMOE_MOE_PROFILE=1`):
 //! in decode the GPU waits while the host routes, plans and submits a layer's experts, so
 //! every microsecond of this path is on the token's critical path. The report splits a
-//! layer's host time by phase; it is printed when the dispatcher is dropped.
+//! layer's host time by phase; it is printed when the dispatcher is dropped. Only decode
+//! layers are timed (at most [`DECODE_MAX_ROWS`] token rows): a prefill layer's share of
+//! milliseconds would swamp the averages.
 
 use std::time::Instant;
+
+/// Layers of at most this many token rows count as decode (as the dense path's graphs).
+pub const DECODE_MAX_ROWS: usize = 8;
 
 /// Environment variable: `1` turns the profile on.
 pub const MOE_PROFILE_ENV: &str = "HMOE_MOE_PROFILE";
@@ -65,9 +70,10 @@ impl HostProfile {
         }
     }
 
-    /// Starts a layer's clock.
-    pub fn begin(&mut self) {
-        if self.enabled {
+    /// Starts the clock of a layer of `rows` token rows (prefill layers are not timed).
+    pub fn begin(&mut self, rows: usize) {
+        self.last = None;
+        if self.enabled && rows <= DECODE_MAX_ROWS {
             self.layers += 1;
             self.last = Some(Instant::now());
         }
@@ -92,7 +98,7 @@ impl HostProfile {
         let per = |ns: u64| ns as f64 / 1e3 / self.layers as f64;
         let total: u64 = self.ns.iter().sum();
         let mut s = format!(
-            "MoE layer host profile: {} layers, {:.1} us a layer",
+            "MoE layer host profile (decode): {} layers, {:.1} us a layer",
             self.layers,
             per(total)
         );
@@ -110,11 +116,15 @@ mod tests {
     #[test]
     fn an_off_profile_records_nothing_and_an_on_one_charges_each_phase() {
         let mut off = HostProfile::new(false);
-        off.begin();
+        off.begin(1);
         off.lap(Phase::Place);
         assert!(off.report().is_none());
         let mut on = HostProfile::new(true);
-        on.begin();
+        // A prefill layer is not timed.
+        on.begin(DECODE_MAX_ROWS + 1);
+        on.lap(Phase::Cpu);
+        assert!(on.report().is_none());
+        on.begin(1);
         std::thread::sleep(std::time::Duration::from_millis(2));
         on.lap(Phase::Cpu);
         on.lap(Phase::Loads);

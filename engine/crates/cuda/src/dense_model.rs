@@ -349,8 +349,22 @@ pub const ATTEND_MAX_CHUNK: usize = 512;
 /// positions per split and splits per (row, head), with `chunk * n_splits >= max_visible`
 /// and no split left empty for the longest row.
 pub fn attention_split(n_rows: usize, n_heads: usize, max_visible: usize) -> (usize, usize) {
+    attention_split_min(n_rows, n_heads, max_visible, ATTEND_MIN_CHUNK)
+}
+
+/// Environment variable: the fewest positions per split ([`ATTEND_MIN_CHUNK`] unless set;
+/// a tuning knob for the device benchmark).
+pub const ATTEND_MIN_CHUNK_ENV: &str = "HMOE_ATTEND_MIN_CHUNK";
+
+/// [`attention_split`] with `min_chunk` positions per split at the fewest.
+pub fn attention_split_min(
+    n_rows: usize,
+    n_heads: usize,
+    max_visible: usize,
+    min_chunk: usize,
+) -> (usize, usize) {
     let max_visible = max_visible.max(1);
-    let most = max_visible.div_ceil(ATTEND_MIN_CHUNK);
+    let most = max_visible.div_ceil(min_chunk.max(1));
     let want = ATTEND_TARGET_WARPS
         .div_ceil((n_rows * n_heads).max(1))
         .max(max_visible.div_ceil(ATTEND_MAX_CHUNK));

@@ -28,7 +28,7 @@
 // loads; index loads and block start-up are paid once per Q8_DN_ROWS rows). Q8_U_DN
 // row-steps in flight are spread over them. Rust's DN_ROWS (q8.rs) must match (tested).
 #ifndef Q8_DN_ROWS
-#define Q8_DN_ROWS 1
+#define Q8_DN_ROWS 4
 #endif
 static_assert((Q8_DN_ROWS & (Q8_DN_ROWS - 1)) == 0, "Q8_DN_ROWS: a power of two (reduce_rows)");
 

@@ -25,8 +25,9 @@ use super::{compile, context, drv, info, is_oom, DeviceBuf, Pinned, ASSUME_FREE_
 use crate::api::{DeviceAddend, DeviceInput};
 use crate::attend_tiled::{use_tiled, ATTEND_TILE_STAGES};
 use crate::dense_model::{
-    attention_split, grid_split_count, grown_capacity, positions, validate_spans, DenseMatrix,
-    DenseSeq, DenseShape, DenseWeights, SeqRegistry, SeqSpan,
+    attention_split_min, grid_split_count, grown_capacity, positions, validate_spans, DenseMatrix,
+    DenseSeq, DenseShape, DenseWeights, SeqRegistry, SeqSpan, ATTEND_MAX_CHUNK, ATTEND_MIN_CHUNK,
+    ATTEND_MIN_CHUNK_ENV,
 };
 use crate::device::{no_panic, DeviceInfo};
 use crate::dtype::KernelType;
@@ -159,6 +160,8 @@ pub struct GpuDense {
     profile: Option<DenseProfile>,
     /// Captured decode calls.
     graphs: GraphCache,
+    /// Fewest positions per attention split ([`ATTEND_MIN_CHUNK_ENV`]).
+    attend_min_chunk: usize,
     /// The last call's normed hidden state on the device (None after a failed call).
     last_hn: Option<DeviceInput>,
     /// Rows of the call whose `hn` was lent ([`GpuDense::hn_on_device`]) since.
@@ -307,6 +310,11 @@ impl GpuDense {
             graphs: GraphCache::from_env(),
             last_hn: None,
             lent_rows: None,
+            attend_min_chunk: std::env::var(ATTEND_MIN_CHUNK_ENV)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .filter(|&c| (1..=ATTEND_MAX_CHUNK).contains(&c))
+                .unwrap_or(ATTEND_MIN_CHUNK),
             stream,
             ctx,
         })
@@ -498,7 +506,8 @@ impl GpuDense {
         }
         let pos = positions(seqs);
         let max_visible = pos.iter().max().map_or(1, |&p| p as usize + 1);
-        let (chunk, n_splits) = attention_split(n, self.shape.n_heads, max_visible);
+        let (chunk, n_splits) =
+            attention_split_min(n, self.shape.n_heads, max_visible, self.attend_min_chunk);
         let grid_splits = grid_split_count(n_splits);
         // The split kernel's partial softmax states (a tiled call needs none: ~68 MB at
         // 1024 rows that it would not use).

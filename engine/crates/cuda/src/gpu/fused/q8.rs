@@ -36,8 +36,16 @@ pub(crate) const Q8_TYPES: [KernelType; 4] = [
 /// (`Q8_MAX_HIDDEN` in fused_q8.cu; tested).
 const MAX_HIDDEN: usize = 8192;
 
-/// Output rows per down_combine_q8 block (`Q8_DN_ROWS` in fused_q8.cu; tested).
-const DN_ROWS: u32 = 1;
+/// Output rows per down_combine_q8 block (`Q8_DN_ROWS` in fused_q8.cu; tested). 4: on an
+/// H100 (hmoe-cuda-check decode, 2026-11-27) 29.7 / 36.6 us a q4_k_m / q8_0 pass against
+/// 30.4 / 38.6 at 1.
+const DN_ROWS: u32 = 4;
+
+/// Gate/up types the engine's decode pass runs through the int8 kernels: where they were
+/// faster. On an H100 (hmoe-cuda-check decode, 2026-11-27, 8 experts x 1 token) the int8
+/// pass took 30.4 us for q4_k_m against 34.3 for the f32 fused pass, but 38.6 us for q8_0
+/// against 35.6: Q8_0 rows decode cheaply in f32 already. (Q5_K/Q6_K gate/up: unmeasured.)
+const ENGINE_GATE_UP: [KernelType; 1] = [KernelType::Q4K];
 
 /// The source of a variant module of the int8 kernels (what they need of the kernel
 /// source, not the dense, attention and GEMM kernels: a quicker NVRTC compile).
@@ -113,10 +121,10 @@ impl Q8Kernels {
         }
     }
 
-    /// Whether a fused pass of layout `l` runs the int8 kernels: enabled, both types have
-    /// them, x fits the shared buffer, the products are whole blocks of the down weights'
-    /// format, and [`Q8Kernels::ensure`] sized the buffer for this FFN.
-    pub(in crate::gpu) fn covers(&self, l: &ExpertLayout) -> bool {
+    /// Whether the int8 kernels can run a fused pass of layout `l`: enabled, both types
+    /// have them, x fits the shared buffer, the products are whole blocks of the down
+    /// weights' format, and [`Q8Kernels::ensure`] sized the buffer for this FFN.
+    pub(in crate::gpu) fn supports(&self, l: &ExpertLayout) -> bool {
         let (fmt, block) = l.down.act_format();
         self.enabled
             && Q8_TYPES.contains(&l.gate_up)
@@ -126,6 +134,12 @@ impl Q8Kernels {
             && l.ffn.is_multiple_of(block)
             && self.buf.is_some()
             && self.ffn == l.ffn
+    }
+
+    /// Whether the engine's decode pass of `l` runs the int8 kernels: they support it and
+    /// its gate/up type is one of [`ENGINE_GATE_UP`].
+    pub(in crate::gpu) fn covers(&self, l: &ExpertLayout) -> bool {
+        self.supports(l) && ENGINE_GATE_UP.contains(&l.gate_up)
     }
 
     /// Sizes the products' buffer for `n_items` items of up to [`FUSED_MAX_ROWS`] tokens
@@ -400,7 +414,7 @@ impl GpuExperts {
         let q8 = &self.fused.q8;
         let fmt = layout.down.act_format().0;
         let (gate_up, down_combine) = match (
-            q8.covers(layout),
+            q8.supports(layout),
             q8.gate_up.get(&(layout.gate_up, fmt)),
             q8.down_combine.get(&layout.down),
         ) {
