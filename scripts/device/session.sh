@@ -80,7 +80,7 @@ for s in $stages; do
     q4k) stage q4k 240 bash scripts/device/q4k-variants.sh .devbin/cpu-bench .devbin/hmoe-quant-tests ;;
     serve-cpu) stage serve-cpu 120 bash scripts/device/serve-bench.sh "$hmoe" "$work" "$OUT" "$work/qwen3-30b-a3b-q4_k_m-l4.gguf" --device cpu --threads 16 ;;
     # ab:VAR=VALUE: Q4_K_M value at 8 and 16 GiB (prefetch off and on) with one setting changed.
-    ab:*) kv=${s#ab:}; stage "ab-$kv" 70 env "$kv" bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/ab" q4_k_m model 64 1024 8GiB,16GiB value 32 ;;
+    ab:*) kv=${s#ab:}; stage "ab-${kv//=/-}" 70 env "$kv" bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/ab" q4_k_m model 64 1024 8GiB,16GiB value 32 ;;
     *) echo "unknown stage $s" ;;
   esac
 done
