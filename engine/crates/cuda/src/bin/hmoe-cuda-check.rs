@@ -591,6 +591,13 @@ fn oom_checks(rep: &mut Report, cfg: &GpuConfig, total: usize) {
     }
 }
 
+/// The defines of check/gemm.rs's `ROWS_ONLY` and `ALL_TILED` modules (kept equal to
+/// them: the prebuilt module is found by its define set).
+#[cfg(feature = "cuda")]
+const GEMM_ROWS_ONLY: &[&str] = &["GEMM_MIN_TOKENS=1000000"];
+#[cfg(feature = "cuda")]
+const GEMM_ALL_TILED: &[&str] = &["GEMM_MIN_TOKENS=1"];
+
 /// What a run covers (the command line's subcommand).
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
@@ -676,6 +683,24 @@ fn main() -> Result<()> {
     };
     rep.check("device", true, serde_json::to_value(&info)?);
     summary["device"] = serde_json::to_value(&info)?;
+    // The variant modules this run will time, built on other threads meanwhile (NVRTC to
+    // a CUBIN: a compile of the whole source and its ptxas, tens of seconds together).
+    #[cfg(feature = "cuda")]
+    {
+        let mut sets: Vec<&[&str]> = Vec::new();
+        match mode {
+            Mode::All => {
+                sets.push(GEMM_ROWS_ONLY);
+                if !quick {
+                    sets.extend(VARIANTS.iter().map(|v| v.1).filter(|d| !d.is_empty()));
+                }
+            }
+            Mode::Gemm => sets.extend([GEMM_ROWS_ONLY, GEMM_ALL_TILED]),
+            Mode::Variants => sets.extend(VARIANTS.iter().map(|v| v.1).filter(|d| !d.is_empty())),
+            Mode::Attention | Mode::Decode => {}
+        }
+        GpuExperts::prebuild_variants(info.compute_capability, &sets);
+    }
     let slot_bytes = layouts()
         .iter()
         .map(|(_, l)| l.expert_bytes())

@@ -93,17 +93,31 @@ fn define(defines: &[&str], name: &str) -> u32 {
         .unwrap_or(1)
 }
 
+/// One variant's PTX, or the error of its compile, set once by whichever thread compiles
+/// it first (another asking meanwhile waits for it).
+type PtxCell = Arc<OnceLock<std::result::Result<String, String>>>;
+
 /// The kernel source compiled by NVRTC for `cc` with `-D<define>` for each of `defines`:
 /// once per process and define set, since a compile of the whole source takes seconds and
 /// each new context (`hmoe-cuda-check gemm` starts one per part) would otherwise compile the
-/// same variant again.
+/// same variant again; a compile already running on another thread is waited for. The
+/// fallback of [`variant_cubin`] (used where its CUBIN does not load).
 fn variant_ptx(cc: (i32, i32), defines: &[&str]) -> Result<String> {
-    static PTX: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
+    static PTX: OnceLock<Mutex<HashMap<String, PtxCell>>> = OnceLock::new();
     let key = format!("{}{} {}", cc.0, cc.1, defines.join(" "));
-    let cache = PTX.get_or_init(Default::default);
-    if let Some(p) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
-        return Ok(p);
-    }
+    let cell = PTX
+        .get_or_init(Default::default)
+        .lock()
+        .map_err(|_| CudaError::Compile("variant PTX cache poisoned".into()))?
+        .entry(key)
+        .or_default()
+        .clone();
+    cell.get_or_init(|| compile_variant(cc, defines).map_err(|e| e.to_string()))
+        .clone()
+        .map_err(CudaError::Compile)
+}
+
+fn compile_variant(cc: (i32, i32), defines: &[&str]) -> Result<String> {
     // SAFETY: only probes dlopen (cudarc panics on a missing libnvrtc otherwise).
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
         return Err(CudaError::NoNvrtc);
@@ -115,13 +129,98 @@ fn variant_ptx(cc: (i32, i32), defines: &[&str]) -> Result<String> {
         name: Some("hmoe_variant.cu".into()),
         ..Default::default()
     };
-    let ptx = cudarc::nvrtc::compile_ptx_with_opts(KERNEL_SOURCE, opts)
+    Ok(cudarc::nvrtc::compile_ptx_with_opts(KERNEL_SOURCE, opts)
         .map_err(|e| CudaError::Compile(format!("variant {defines:?}: {e:?}")))?
-        .to_src();
-    if let Ok(mut c) = cache.lock() {
-        c.insert(key, ptx.clone());
+        .to_src())
+}
+
+/// A variant built for the device's own architecture: NVRTC runs ptxas, so loading the
+/// CUBIN needs no JIT from the driver (the JIT of the whole source takes the driver tens
+/// of seconds per variant on the GPU machine, during which it may hold up other calls).
+type CubinCell = Arc<OnceLock<std::result::Result<Vec<u8>, String>>>;
+
+/// [`compile_cubin`] once per process and define set; a build already running on another
+/// thread ([`GpuExperts::prebuild_variants`]) is waited for.
+fn variant_cubin(cc: (i32, i32), defines: &[&str]) -> Result<Vec<u8>> {
+    static CUBIN: OnceLock<Mutex<HashMap<String, CubinCell>>> = OnceLock::new();
+    let key = format!("{}{} {}", cc.0, cc.1, defines.join(" "));
+    let cell = CUBIN
+        .get_or_init(Default::default)
+        .lock()
+        .map_err(|_| CudaError::Compile("variant CUBIN cache poisoned".into()))?
+        .entry(key)
+        .or_default()
+        .clone();
+    cell.get_or_init(|| compile_cubin(cc, defines).map_err(|e| e.to_string()))
+        .clone()
+        .map_err(CudaError::Compile)
+}
+
+/// The kernel source compiled by NVRTC to a CUBIN for `sm_<cc>` with `-D<define>` each.
+fn compile_cubin(cc: (i32, i32), defines: &[&str]) -> Result<Vec<u8>> {
+    use cudarc::nvrtc::{result as nv, sys as nvsys};
+    // SAFETY: only probes dlopen (cudarc panics on a missing libnvrtc otherwise).
+    if !unsafe { nvsys::is_culib_present() } {
+        return Err(CudaError::NoNvrtc);
     }
-    Ok(ptx)
+    let bad = |what: &str, e: &dyn std::fmt::Debug| {
+        CudaError::Compile(format!("variant {defines:?} (CUBIN): {what}: {e:?}"))
+    };
+    let src = std::ffi::CString::new(KERNEL_SOURCE).map_err(|e| bad("source", &e))?;
+    let name = c"hmoe_variant_cubin.cu";
+    let prog = nv::create_program(&src, Some(name)).map_err(|e| bad("create", &e))?;
+    let mut options = vec![format!("--gpu-architecture=sm_{}{}", cc.0, cc.1)];
+    options.extend(defines.iter().map(|d| format!("-D{d}")));
+    // SAFETY: `prog` is a live program of this thread, destroyed below; the buffer holds
+    // the size NVRTC reports for the CUBIN it copies.
+    let built = unsafe {
+        match nv::compile_program(prog, &options) {
+            Err(e) => {
+                let log = nv::get_program_log(prog)
+                    .map(|l| {
+                        std::ffi::CStr::from_ptr(l.as_ptr())
+                            .to_string_lossy()
+                            .into_owned()
+                    })
+                    .unwrap_or_default();
+                Err(bad("compile", &format!("{e:?}: {log}")))
+            }
+            Ok(()) => {
+                let mut size = 0usize;
+                nvsys::nvrtcGetCUBINSize(prog, &mut size)
+                    .result()
+                    .map_err(|e| bad("CUBIN size", &e))
+                    .and_then(|_| {
+                        let mut buf = vec![0u8; size];
+                        nvsys::nvrtcGetCUBIN(prog, buf.as_mut_ptr().cast())
+                            .result()
+                            .map(|_| buf)
+                            .map_err(|e| bad("CUBIN", &e))
+                    })
+            }
+        }
+    };
+    // SAFETY: created above, used by nothing else.
+    let _ = unsafe { nv::destroy_program(prog) };
+    built
+}
+
+impl GpuExperts {
+    /// Starts building the variant modules `sets` (each a list of defines, as
+    /// [`GpuExperts::time_expert_kernels`] takes them) for a device of compute capability
+    /// `cc` on background threads, one each, and returns at once: NVRTC to a CUBIN into
+    /// this process's cache (no driver call: nothing the caller times is held up). A later
+    /// timing that needs the variant finds it built and loads it without a JIT. Best
+    /// effort: a variant that fails here fails again, with its error, where it is used.
+    pub fn prebuild_variants(cc: (i32, i32), sets: &[&[&str]]) {
+        for set in sets {
+            let defines: Vec<String> = set.iter().map(|d| d.to_string()).collect();
+            std::thread::spawn(move || {
+                let refs: Vec<&str> = defines.iter().map(String::as_str).collect();
+                let _ = variant_cubin(cc, &refs);
+            });
+        }
+    }
 }
 
 impl GpuExperts {
@@ -454,7 +553,18 @@ impl GpuExperts {
         if let Some((_, m)) = entries.iter().find(|(c, _)| Arc::ptr_eq(c, &self.ctx)) {
             return Ok(m.clone());
         }
-        let ptx = variant_ptx(self.info.compute_capability, defines)?;
+        let cc = self.info.compute_capability;
+        // The CUBIN first (no JIT); the PTX path below if it cannot be built or loaded.
+        let cubin = variant_cubin(cc, defines).and_then(|c| {
+            self.ctx
+                .load_module(cudarc::nvrtc::Ptx::from_binary(c))
+                .map_err(drv(format!("cuModuleLoadData(variant CUBIN {defines:?})")))
+        });
+        if let Ok(m) = cubin {
+            entries.push((self.ctx.clone(), m.clone()));
+            return Ok(m);
+        }
+        let ptx = variant_ptx(cc, defines)?;
         let load = |src: String| {
             self.ctx
                 .load_module(cudarc::nvrtc::Ptx::from_src(src))
@@ -494,6 +604,19 @@ mod tests {
             out,
             "//\n// x\n.version 9.0\n.target sm_90\n.address_size 64"
         );
+    }
+
+    /// NVRTC builds a variant straight to an sm_90 CUBIN (an ELF image the driver loads
+    /// without a JIT); needs libnvrtc on LD_LIBRARY_PATH, as the other NVRTC tests.
+    #[test]
+    fn variants_build_to_cubin_with_nvrtc() {
+        let cubin = super::variant_cubin((9, 0), &["GEMM_MIN_TOKENS=1000000"]).unwrap();
+        assert_eq!(&cubin[..4], b"\x7fELF");
+        // Cached: the second ask returns the same image without compiling.
+        let again = super::variant_cubin((9, 0), &["GEMM_MIN_TOKENS=1000000"]).unwrap();
+        assert_eq!(cubin, again);
+        // A define that breaks the source is an error, not a panic.
+        assert!(super::variant_cubin((9, 0), &["U_ONE=banana"]).is_err());
     }
 
     #[test]
