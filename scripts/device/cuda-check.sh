@@ -20,10 +20,13 @@ ls -la /usr/local/cuda/lib64/libnvrtc* >> "$OUT/nvidia-smi.txt" 2>&1 || true
 # NVRTC 13.0 compiled on the build machine (the backend says which it used).
 [ -f .devbin/hmoe-kernels.ptx ] && export HMOE_CUDA_PTX_FALLBACK=$PWD/.devbin/hmoe-kernels.ptx
 # Every backend instance the check starts (the OOM checks, each GpuDense, the attention
-# bench) loads the same 4.4 MB PTX, which the driver JIT-compiles to SASS (~2-4 s) unless
-# its compute cache has it: keep that cache on, writable and large enough.
+# bench) loads the same 6 MB PTX, which the driver JIT-compiles to SASS (tens of seconds)
+# unless its compute cache has it: keep that cache on and large enough, in its default
+# place (shared with the session's other stages) when that is writable.
 unset CUDA_CACHE_DISABLE
-export CUDA_CACHE_PATH=${CUDA_CACHE_PATH:-/tmp/hmoe-cuda-jit-cache}
+if [ -z "${CUDA_CACHE_PATH:-}" ] && ! { mkdir -p "${HOME:-/nonexistent}/.nv/ComputeCache" && [ -w "$HOME/.nv/ComputeCache" ]; } 2>/dev/null; then
+  export CUDA_CACHE_PATH=/tmp/hmoe-cuda-jit-cache
+fi
 export CUDA_CACHE_MAXSIZE=${CUDA_CACHE_MAXSIZE:-4294967296}
 scratch=$(mktemp -d)
 # `--quick` (session.sh's check stage) skips the kernel variant sweep: `bash
