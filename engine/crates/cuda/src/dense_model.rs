@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 /// Smallest KV capacity (tokens) allocated for a sequence: growth doubles from here, so a
 /// long generation reallocates O(log n) times.
 pub const KV_MIN_TOKENS: usize = 256;
-/// Largest head the attention kernels take (`attend_head` keeps 8 floats per lane).
+/// Largest head the attention kernels take (the split kernel keeps 8 floats per lane).
 pub const MAX_HEAD_DIM: usize = 256;
 
 /// Hyper-parameters of the dense path.

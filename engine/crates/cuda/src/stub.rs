@@ -173,31 +173,6 @@ impl GpuExperts {
     pub fn dense_rms_norm(&mut self, _x: &[f32], _w: &[f32], _eps: f32) -> Result<Vec<f32>> {
         match self.never {}
     }
-    /// NeoX RoPE (verification launcher).
-    pub fn dense_rope(
-        &mut self,
-        _x: &[f32],
-        _pos: &[u32],
-        _inv_freq: &[f32],
-        _n_heads: usize,
-        _head_dim: usize,
-    ) -> Result<Vec<f32>> {
-        match self.never {}
-    }
-    /// Causal GQA attention (verification launcher).
-    #[allow(clippy::too_many_arguments)]
-    pub fn dense_attend(
-        &mut self,
-        _q: &[f32],
-        _k: &[f32],
-        _v: &[f32],
-        _start: usize,
-        _n_heads: usize,
-        _n_kv: usize,
-        _head_dim: usize,
-    ) -> Result<Vec<f32>> {
-        match self.never {}
-    }
     /// Copy/compute overlap.
     pub fn overlap_probe(&mut self, _bytes: usize, _spin_cycles: u64) -> Result<OverlapReport> {
         match self.never {}
