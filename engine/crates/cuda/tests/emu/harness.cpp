@@ -45,9 +45,14 @@ int main(int argc, char** argv) {
     // Activation rounding as src/gpu.rs does it (KernelType::act_format): x for gate/up,
     // the SwiGLU products for down.
     const u32 fmt[] = {0, 0, 1, 2, 3, 3, 3}, blk[] = {1, 1, 32, 32, 256, 256, 256};
-    if (fmt[tgu])
-        emu_launch(EmuDim{hidden / blk[tgu], n_tokens, 1}, EmuDim{32, 1, 1},
-                   [&] { act_round(x.data(), hidden, fmt[tgu]); });
+    // x comes from another buffer (the dense path's hn): act_round_from, which copies
+    // when the format takes no rounding (32-value blocks).
+    {
+        const std::vector<float> src = x;
+        const u32 bx = fmt[tgu] ? blk[tgu] : 32;
+        emu_launch(EmuDim{hidden / bx, n_tokens, 1}, EmuDim{32, 1, 1},
+                   [&] { act_round_from(src.data(), x.data(), hidden, fmt[tgu]); });
+    }
     const u32 gu_rows = WARPS * RPW_GU, dn_rows = WARPS * RPW_DN;  // per block, as src/gpu.rs
     emu_launch(EmuDim{(ffn + gu_rows - 1) / gu_rows, n_items, 1}, EmuDim{32 * WARPS, 1, 1},
                [&] { gu[tgu](items, rows, x.data(), act.data(), hidden, ffn); });
