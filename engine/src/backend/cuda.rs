@@ -341,6 +341,11 @@ impl GpuExpertExecutor {
             .map_err(|e| EngineError::Compute(format!("CUDA experts: {e}")))
     }
 
+    /// The backend's host profile of decode submissions (`HMOE_MOE_PROFILE=1`), if on.
+    pub fn submit_profile(&self) -> Option<String> {
+        self.lock().ok()?.submit_profile()
+    }
+
     /// The CUDA-event times of the last deferred layer, once (None if none is pending).
     pub fn take_deferred_timings(&self) -> Result<Option<LayerTimings>> {
         let t = self

@@ -169,6 +169,9 @@ impl Drop for MoeDispatch {
         if let Some(r) = self.profile.report() {
             tracing::info!("{r}");
         }
+        if let Some(r) = self.cuda.as_ref().and_then(|c| c.submit_profile()) {
+            tracing::info!("{r}");
+        }
     }
 }
 

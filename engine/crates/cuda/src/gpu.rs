@@ -43,6 +43,7 @@ mod fused;
 mod gemm;
 mod kernel_bench;
 mod resident;
+mod submit_profile;
 
 pub use attend_bench::{AttendBench, AttentionBench, BenchSeq, TiledRun};
 pub use fused::FUSE_ENV;
@@ -303,6 +304,8 @@ pub struct GpuExperts {
     x_in: Option<u64>,
     /// Captured decode passes of resident experts ([`GpuExperts::run_pass_graph`]).
     pass_graphs: GraphCache<PassKey>,
+    /// `HMOE_MOE_PROFILE=1`: host time of decode submissions by step.
+    submit_profile: submit_profile::SubmitProfile,
     /// A layer whose output was left on the device ([`GpuExperts::defer_layer`]).
     deferred: Option<deferred::Deferred>,
     /// Its timings, read when the next layer was submitted (events are reused).
@@ -537,6 +540,7 @@ impl GpuExperts {
             in_flight: false,
             x_in: None,
             pass_graphs: GraphCache::from_env(),
+            submit_profile: submit_profile::SubmitProfile::from_env(),
             deferred: None,
             harvested: None,
             t,
@@ -760,6 +764,7 @@ impl GpuExperts {
         items: &[GpuItem<'_>],
         on_device: bool,
     ) -> Result<PendingLayer> {
+        self.submit_profile.begin(n_tokens);
         // Swap the timing events: a deferred layer's stay readable in the other set. Only
         // when that set was swapped out once already (a second submission before the layer
         // was read) is it read now, before its events are reused.
@@ -869,6 +874,7 @@ impl GpuExperts {
             });
         }
         self.ctx.bind_to_thread().map_err(drv("bind context"))?;
+        self.submit_profile.lap(0);
         let keys: Vec<((u16, u16), Option<u32>)> = items
             .iter()
             .map(|it| ((layer, it.expert), it.slot_hint))
@@ -889,6 +895,7 @@ impl GpuExperts {
             }
             self.t[3].record(&self.copy).map_err(drv("cuEventRecord"))?;
         }
+        self.submit_profile.lap(1);
         let g = layout.gate_bytes() as u64;
         let batch: Vec<BatchItem<'_>> = order
             .iter()
@@ -939,14 +946,17 @@ impl GpuExperts {
                 .then_some(d.ptr),
             _ => None,
         };
+        self.submit_profile.lap(2);
         // The previous call waited for its output, so the pinned buffers are free.
         self.meta_host.bytes()[..bl.bytes].copy_from_slice(&self.packed);
         let cs = self.compute.cu_stream();
         self.t[0]
             .record(&self.compute)
             .map_err(drv("cuEventRecord"))?;
+        self.submit_profile.lap(3);
         if let Some(src) = graphed {
             self.run_pass_graph(layout, src, &bl, n_tokens, rounds_itself)?;
+            self.submit_profile.lap(4);
             return self.finish_submit(&actions, timings, started, on_device, n_tokens * hidden);
         }
         // SAFETY: pinned source of the right size; device buffer ensured above.
@@ -1026,7 +1036,13 @@ impl GpuExperts {
             let (ts, tp) = (m + bl.tok_start as u64, m + bl.tok_pairs as u64);
             self.launch_combine(ts, tp, n_tokens, hidden)?;
         }
+        self.submit_profile.lap(4);
         self.finish_submit(&actions, timings, started, on_device, n_tokens * hidden)
+    }
+
+    /// The host profile of decode submissions (`HMOE_MOE_PROFILE=1`), if on.
+    pub fn submit_profile(&self) -> Option<String> {
+        self.submit_profile.report()
     }
 
     /// Whether every slot's last copy has landed (so no compute needs to wait for one),
@@ -1143,6 +1159,7 @@ impl GpuExperts {
         } else {
             self.enqueue_download(n)?;
         }
+        self.submit_profile.lap(5);
         Ok(PendingLayer {
             values: n,
             timings,

@@ -173,6 +173,10 @@ impl GpuExperts {
     pub fn dense_rms_norm(&mut self, _x: &[f32], _w: &[f32], _eps: f32) -> Result<Vec<f32>> {
         match self.never {}
     }
+    /// The host profile of decode submissions.
+    pub fn submit_profile(&self) -> Option<String> {
+        match self.never {}
+    }
     /// Copy/compute overlap.
     pub fn overlap_probe(&mut self, _bytes: usize, _spin_cycles: u64) -> Result<OverlapReport> {
         match self.never {}
