@@ -30,6 +30,9 @@ pub struct SlotTable {
     last_use: Vec<u64>,
     slot_of: HashMap<Key, u32>,
     tick: u64,
+    /// Per slot: taken by the batch being planned. All false between calls: a batch
+    /// clears the entries it set (zeroing a 24k-slot map per decode layer cost ~2 us).
+    used: Vec<bool>,
 }
 
 impl SlotTable {
@@ -40,6 +43,7 @@ impl SlotTable {
             last_use: vec![0; n_slots],
             slot_of: HashMap::new(),
             tick: 0,
+            used: vec![false; n_slots],
         }
     }
 
@@ -119,13 +123,32 @@ impl SlotTable {
                 self.owner.len()
             )));
         }
-        let mut used = vec![false; self.owner.len()];
+        let mut used = std::mem::take(&mut self.used);
+        used.resize(self.owner.len(), false);
+        let mut taken = Vec::with_capacity(items.len());
+        let r = self.plan_into(items, &mut used, &mut taken);
+        for s in taken {
+            used[s as usize] = false;
+        }
+        self.used = used;
+        r
+    }
+
+    /// [`SlotTable::plan_batch`] with the batch's slots marked in `used` and listed in
+    /// `taken` (which the caller clears).
+    fn plan_into(
+        &mut self,
+        items: &[(Key, Option<u32>)],
+        used: &mut [bool],
+        taken: &mut Vec<u32>,
+    ) -> Result<Vec<SlotAction>> {
         let mut actions: Vec<Option<SlotAction>> = vec![None; items.len()];
         // Hits first, so a miss never takes the slot of a hit later in the batch.
         for (i, &(key, _)) in items.iter().enumerate() {
             if let Some(s) = self.slot_of(key) {
                 if !used[s as usize] {
                     used[s as usize] = true;
+                    taken.push(s);
                     actions[i] = Some(SlotAction {
                         slot: s,
                         copy: false,
@@ -143,10 +166,11 @@ impl SlotTable {
             let slot = match hinted {
                 Some(h) => h,
                 None => self
-                    .victim(&used)
+                    .victim(used)
                     .ok_or_else(|| CudaError::InvalidBatch("no free slot for the batch".into()))?,
             };
             used[slot as usize] = true;
+            taken.push(slot);
             let evicted = self.assign(key, slot)?;
             actions[i] = Some(SlotAction {
                 slot,
@@ -172,6 +196,26 @@ impl SlotTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_leaves_no_slot_marked_for_the_next() {
+        let mut t = SlotTable::new(4);
+        t.plan_batch(&[((0, 1), Some(0)), ((0, 2), Some(1))])
+            .unwrap();
+        // The next layer's experts hinted at the same slots get them: nothing of the first
+        // batch is still marked taken.
+        let b = t
+            .plan_batch(&[((1, 1), Some(0)), ((1, 2), Some(1))])
+            .unwrap();
+        assert_eq!((b[0].slot, b[1].slot), (0, 1));
+        assert!(b[0].copy && b[1].copy);
+        // Within a batch two items still never share a slot.
+        let c = t
+            .plan_batch(&[((2, 1), Some(3)), ((2, 2), Some(3))])
+            .unwrap();
+        assert_eq!(c[0].slot, 3);
+        assert_ne!(c[1].slot, 3);
+    }
 
     #[test]
     fn hits_stay_misses_follow_the_hint_and_evict() {
