@@ -266,7 +266,6 @@ pub struct GpuExperts {
     cfg: GpuConfig,
     kernels: HashMap<KernelType, TypeKernels>,
     combine: CudaFunction,
-    act_round: CudaFunction,
     act_round_from: CudaFunction,
     spin: CudaFunction,
     dense_fns: dense::DenseKernels,
@@ -440,7 +439,7 @@ impl GpuExperts {
                 },
             );
         }
-        let (combine, spin, act_round) = (f("combine")?, f("spin")?, f("act_round")?);
+        let (combine, spin) = (f("combine")?, f("spin")?);
         let act_round_from = f("act_round_from")?;
         let dense_fns = dense::DenseKernels::load(&f)?;
         let gemm = gemm::GemmKernels::load(&f)?;
@@ -511,7 +510,6 @@ impl GpuExperts {
             },
             kernels,
             combine,
-            act_round,
             act_round_from,
             spin,
             dense_fns,
@@ -1183,42 +1181,32 @@ impl GpuExperts {
     }
 
     /// Rounds `rows × width` activations at `ptr` in place to what the CPU kernels
-    /// multiply with weights of type `t` (`act_round` in kernels.cu).
+    /// multiply with weights of type `t`.
     fn round_acts(&self, t: KernelType, ptr: u64, rows: usize, width: usize) -> Result<()> {
-        let (fmt, block) = t.act_format();
-        if fmt == 0 || rows == 0 {
+        if t.act_format().0 == 0 {
             return Ok(());
         }
-        if !width.is_multiple_of(block) {
-            return Err(CudaError::InvalidBatch(format!(
-                "activations {width} wide are not whole {block}-value blocks for {}",
-                t.suffix()
-            )));
-        }
-        let cfg = LaunchConfig {
-            grid_dim: ((width / block) as u32, rows as u32, 1),
-            block_dim: (32, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let (w, f) = (width as u32, fmt);
-        // SAFETY: argument types match `act_round` in kernels.cu; `ptr` holds rows ×
-        // width floats (a buffer ensured for this batch).
-        unsafe {
-            self.compute
-                .launch_builder(&self.act_round)
-                .arg(&ptr)
-                .arg(&w)
-                .arg(&f)
-                .launch(cfg)
-        }
-        .map(|_| ())
-        .map_err(drv("launch act_round"))
+        self.launch_round(t, ptr, ptr, rows, width)
     }
 
     /// The layer input `rows × width` at device address `src` (another part's buffer),
     /// rounded as [`GpuExperts::round_acts`] would into `x_dev` (copied when the format
-    /// takes no rounding): `act_round_from` in kernels.cu.
+    /// takes no rounding).
     fn round_acts_from(&self, t: KernelType, src: u64, rows: usize, width: usize) -> Result<()> {
+        self.launch_round(t, src, self.x_dev.ptr, rows, width)
+    }
+
+    /// `act_round_from` in kernels.cu: `rows × width` activations at `src` rounded for
+    /// weights of type `t` into `dst` (which may be `src`: in place), copied when the type
+    /// takes unrounded activations.
+    fn launch_round(
+        &self,
+        t: KernelType,
+        src: u64,
+        dst: u64,
+        rows: usize,
+        width: usize,
+    ) -> Result<()> {
         let (fmt, block) = match t.act_format() {
             (0, _) => (0, 32),
             f => f,
@@ -1237,9 +1225,9 @@ impl GpuExperts {
             block_dim: (32, 1, 1),
             shared_mem_bytes: 0,
         };
-        let (dst, w) = (self.x_dev.ptr, width as u32);
-        // SAFETY: argument types match `act_round_from` in kernels.cu; `src` holds rows ×
-        // width floats (DeviceInput's contract) and x_dev as many (ensured for this batch).
+        let w = width as u32;
+        // SAFETY: argument types match `act_round_from` in kernels.cu; `src` and `dst` hold
+        // rows × width floats (buffers ensured for this batch, or DeviceInput's contract).
         unsafe {
             self.compute
                 .launch_builder(&self.act_round_from)

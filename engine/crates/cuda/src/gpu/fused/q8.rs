@@ -328,8 +328,8 @@ pub struct Int8PassTiming {
     pub out: Vec<f32>,
     /// Mean GPU milliseconds of `gate_up_q8` + `down_combine_q8` (2 launches).
     pub ms: f32,
-    /// The same with `act_round` of x in front (3 launches: the engine until gpu.rs
-    /// skips that launch for int8 layers).
+    /// The same with `act_round` of x in front (3 launches; the engine skips that launch
+    /// for int8 layers).
     pub with_act_round_ms: f32,
 }
 
