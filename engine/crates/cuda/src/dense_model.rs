@@ -344,6 +344,28 @@ pub const ATTEND_MIN_CHUNK: usize = 32;
 /// Most positions per split, so that one warp never walks a long prefill context alone.
 pub const ATTEND_MAX_CHUNK: usize = 512;
 
+/// Query heads one split-attention warp serves at most ([`heads_per_warp`]): they share
+/// their KV head's K and V rows, which the warp then loads once for all of them.
+pub const ATTEND_HEADS_PER_WARP: usize = 4;
+/// Environment variable: [`ATTEND_HEADS_PER_WARP`] unless set (1, 2, 4 or 8; a tuning
+/// knob for the device benchmark).
+pub const ATTEND_HPW_ENV: &str = "HMOE_ATTEND_HPW";
+
+/// The query heads per warp of `attend_split` (its `hpw`) for `n_heads` query heads over
+/// `n_kv` KV heads: the largest of 8, 4, 2, 1 that is at most `max` and divides the group
+/// `n_heads / n_kv` (a warp's heads must share one KV head).
+pub fn heads_per_warp(n_heads: usize, n_kv: usize, max: usize) -> usize {
+    let group = if n_kv == 0 || !n_heads.is_multiple_of(n_kv) {
+        1
+    } else {
+        n_heads / n_kv
+    };
+    [8, 4, 2, 1]
+        .into_iter()
+        .find(|&h| h <= max.max(1) && group % h == 0)
+        .unwrap_or(1)
+}
+
 /// How the split-context attention (attend.cu) cuts a call of `n_rows` query rows over
 /// `n_heads` heads whose longest context is `max_visible` positions: `(chunk, n_splits)`,
 /// positions per split and splits per (row, head), with `chunk * n_splits >= max_visible`
@@ -381,6 +403,21 @@ pub fn grid_split_count(n_splits: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn heads_per_warp_divides_the_group_and_respects_the_cap() {
+        use super::heads_per_warp;
+        assert_eq!(heads_per_warp(32, 4, 4), 4);
+        assert_eq!(heads_per_warp(32, 4, 8), 8);
+        assert_eq!(heads_per_warp(32, 4, 16), 8);
+        assert_eq!(heads_per_warp(32, 4, 3), 2);
+        assert_eq!(heads_per_warp(32, 4, 0), 1);
+        // Groups of 6 take 2; no grouping (or an odd layout) takes 1.
+        assert_eq!(heads_per_warp(12, 2, 8), 2);
+        assert_eq!(heads_per_warp(8, 8, 8), 1);
+        assert_eq!(heads_per_warp(10, 4, 8), 1);
+        assert_eq!(heads_per_warp(10, 0, 8), 1);
+    }
+
     #[test]
     fn attention_split_covers_the_context_without_empty_splits() {
         for (n, heads) in [

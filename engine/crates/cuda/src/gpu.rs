@@ -45,7 +45,7 @@ mod kernel_bench;
 mod resident;
 mod submit_profile;
 
-pub use attend_bench::{AttendBench, AttentionBench, BenchSeq, TiledRun};
+pub use attend_bench::{AttendBench, AttentionBench, BenchSeq, SplitRun, TiledRun};
 pub use fused::FUSE_ENV;
 pub use resident::GpuDense;
 

@@ -54,7 +54,7 @@ pub use gpu::{
 };
 /// Device check and timing of the attention kernels (`hmoe-cuda-check attention`).
 #[cfg(feature = "cuda")]
-pub use gpu::{AttendBench, AttentionBench, BenchSeq, TiledRun};
+pub use gpu::{AttendBench, AttentionBench, BenchSeq, SplitRun, TiledRun};
 #[cfg(not(feature = "cuda"))]
 pub use stub::{GpuExperts, PendingLayer};
 #[cfg(not(feature = "cuda"))]

@@ -76,6 +76,9 @@ pub(super) struct AttendCall {
     pub n_heads: u32,
     pub n_kv: u32,
     pub head_dim: u32,
+    /// Query heads per split warp ([`crate::dense_model::heads_per_warp`]); the split plan
+    /// must have been made for `n_heads / hpw` warp heads.
+    pub hpw: u32,
 }
 
 impl AttendCall {
@@ -98,14 +101,19 @@ pub(super) fn launch_split(
 ) -> Result<()> {
     let scale = c.scale();
     let cfg = LaunchConfig {
-        grid_dim: (c.n_heads * grid_splits.div_ceil(ATT_WARPS), c.n, 1),
+        grid_dim: (
+            (c.n_heads / c.hpw.max(1)) * grid_splits.div_ceil(ATT_WARPS),
+            c.n,
+            1,
+        ),
         block_dim: (32 * ATT_WARPS, 1, 1),
         shared_mem_bytes: 0,
     };
     // SAFETY: matches attend_split(const float*, const u64*, const u64*, const u32*,
-    // float*, u32, u32, u32, float, const u32*, u32); `part` holds n * nh * grid_splits *
-    // (hd + 2) floats, the plan's n_splits ≤ grid_splits and chunk * n_splits covers every
-    // row's context.
+    // float*, u32, u32, u32, float, const u32*, u32, u32); `part` holds n * nh *
+    // grid_splits * (hd + 2) floats, the plan's n_splits ≤ grid_splits and chunk * n_splits
+    // covers every row's context; hpw divides nh / n_kv (the kernel does nothing for an hpw
+    // it has no instance of).
     unsafe {
         stream
             .launch_builder(split)
@@ -120,6 +128,7 @@ pub(super) fn launch_split(
             .arg(&scale)
             .arg(&plan)
             .arg(&grid_splits)
+            .arg(&c.hpw)
             .launch(cfg)
     }
     .map_err(drv("launch attend_split"))?;

@@ -9,7 +9,9 @@
 use super::attend::{launch_split, launch_tiled, AttendCall, TiledFn};
 use super::{compile, context, drv, info, DeviceBuf};
 use crate::attend_tiled::{tiled_supported, ATTEND_TILE_STAGES};
-use crate::dense_model::{attention_split, grid_split_count};
+use crate::dense_model::{
+    attention_split, grid_split_count, heads_per_warp, ATTEND_HEADS_PER_WARP,
+};
 use crate::error::{CudaError, Result};
 use crate::{KERNEL_SOURCE, WARPS_PER_BLOCK};
 use cudarc::driver::result as cu;
@@ -50,6 +52,17 @@ pub struct TiledRun {
     pub ms: f32,
 }
 
+/// The split-context kernels at one heads-per-warp, with the plan made for it.
+#[derive(Debug, Clone)]
+pub struct SplitRun {
+    /// Query heads per warp (`attend_split`'s `hpw`).
+    pub hpw: usize,
+    /// Output, `[rows][n_heads][head_dim]`.
+    pub out: Vec<f32>,
+    /// Milliseconds per call (both kernels).
+    pub ms: f32,
+}
+
 /// Outputs and mean GPU milliseconds of the kernels on one call.
 #[derive(Debug, Clone)]
 pub struct AttendBench {
@@ -57,6 +70,9 @@ pub struct AttendBench {
     pub split: Vec<f32>,
     /// Milliseconds per split call (both kernels).
     pub split_ms: f32,
+    /// The split kernels at every heads-per-warp the shape allows (the default, the one
+    /// `split` and `split_ms` hold, first).
+    pub split_runs: Vec<SplitRun>,
     /// The tiled builds, the default first; empty when `attend_tiled` cannot run here
     /// (head size, shared memory).
     pub tiled: Vec<TiledRun>,
@@ -246,21 +262,14 @@ impl AttentionBench {
             caches.push((k, v));
         }
         let max_visible = pos.iter().max().map_or(1, |&p| p as usize + 1);
-        let (chunk, n_splits) = attention_split(n, n_heads, max_visible);
-        let grid_splits = grid_split_count(n_splits);
         let (kc, vc, pos) = (
             upload(&kc, "bench kc")?,
             upload(&vc, "bench vc")?,
             upload(&pos, "bench positions")?,
         );
-        let plan = upload(&[chunk as u32, n_splits as u32], "bench plan")?;
         let qd = upload(q, "bench q")?;
         let out = DeviceBuf::new(4 * q.len(), "bench output")?;
-        let part = DeviceBuf::new(
-            4 * n * n_heads * grid_splits * (head_dim + 2),
-            "bench partials",
-        )?;
-        let call = AttendCall {
+        let mut call = AttendCall {
             q: qd.ptr,
             kc: kc.ptr,
             vc: vc.ptr,
@@ -270,13 +279,43 @@ impl AttentionBench {
             n_heads: n_heads as u32,
             n_kv: n_kv as u32,
             head_dim: head_dim as u32,
+            hpw: 1,
         };
         let reps = reps.clamp(1, MAX_REPS);
-        let split_ms = self.time(reps, &|st| {
-            let fns = (&self.fns.split, &self.fns.combine);
-            launch_split(st, fns, &call, part.ptr, plan.ptr, grid_splits as u32)
-        })?;
-        let split = self.download(&out, q.len())?;
+        // The split kernels at every heads-per-warp the shape allows, each with the plan
+        // GpuDense would make for it; the default first.
+        let default_hpw = heads_per_warp(n_heads, n_kv, ATTEND_HEADS_PER_WARP);
+        let mut hpws = vec![default_hpw];
+        hpws.extend(
+            [1, 2, 4, 8]
+                .into_iter()
+                .filter(|&h| h != default_hpw && heads_per_warp(n_heads, n_kv, h) == h),
+        );
+        let mut split_runs = Vec::new();
+        for hpw in hpws {
+            let (chunk, n_splits) = attention_split(n, n_heads / hpw, max_visible);
+            let grid_splits = grid_split_count(n_splits);
+            let plan = upload(&[chunk as u32, n_splits as u32], "bench plan")?;
+            let part = DeviceBuf::new(
+                4 * n * n_heads * grid_splits * (head_dim + 2),
+                "bench partials",
+            )?;
+            call.hpw = hpw as u32;
+            // SAFETY: `out` holds 4 * q.len() bytes (poisoned: a run that writes nothing
+            // cannot pass as another's).
+            unsafe { cu::memset_d8_sync(out.ptr, 0xff, 4 * q.len()) }
+                .map_err(drv("cuMemsetD8(bench output)"))?;
+            let ms = self.time(reps, &|st| {
+                let fns = (&self.fns.split, &self.fns.combine);
+                launch_split(st, fns, &call, part.ptr, plan.ptr, grid_splits as u32)
+            })?;
+            split_runs.push(SplitRun {
+                hpw,
+                out: self.download(&out, q.len())?,
+                ms,
+            });
+        }
+        let (split, split_ms) = (split_runs[0].out.clone(), split_runs[0].ms);
         let mut tiled = Vec::new();
         if tiled_supported(head_dim) {
             for t in self.fns.tiled.iter().chain(&self.variants) {
@@ -296,6 +335,7 @@ impl AttentionBench {
         Ok(AttendBench {
             split,
             split_ms,
+            split_runs,
             tiled,
         })
     }

@@ -25,8 +25,9 @@ use super::{compile, context, drv, info, is_oom, DeviceBuf, Pinned, ASSUME_FREE_
 use crate::api::{DeviceAddend, DeviceInput};
 use crate::attend_tiled::{use_tiled, ATTEND_TILE_STAGES};
 use crate::dense_model::{
-    attention_split_min, grid_split_count, grown_capacity, positions, validate_spans, DenseMatrix,
-    DenseSeq, DenseShape, DenseWeights, SeqRegistry, SeqSpan, ATTEND_MAX_CHUNK, ATTEND_MIN_CHUNK,
+    attention_split_min, grid_split_count, grown_capacity, heads_per_warp, positions,
+    validate_spans, DenseMatrix, DenseSeq, DenseShape, DenseWeights, SeqRegistry, SeqSpan,
+    ATTEND_HEADS_PER_WARP, ATTEND_HPW_ENV, ATTEND_MAX_CHUNK, ATTEND_MIN_CHUNK,
     ATTEND_MIN_CHUNK_ENV,
 };
 use crate::device::{no_panic, DeviceInfo};
@@ -162,6 +163,8 @@ pub struct GpuDense {
     graphs: GraphCache,
     /// Fewest positions per attention split ([`ATTEND_MIN_CHUNK_ENV`]).
     attend_min_chunk: usize,
+    /// Query heads per split-attention warp ([`heads_per_warp`], [`ATTEND_HPW_ENV`]).
+    attend_hpw: usize,
     /// The last call's normed hidden state on the device (None after a failed call).
     last_hn: Option<DeviceInput>,
     /// Rows of the call whose `hn` was lent ([`GpuDense::hn_on_device`]) since.
@@ -315,6 +318,14 @@ impl GpuDense {
                 .and_then(|v| v.trim().parse::<usize>().ok())
                 .filter(|&c| (1..=ATTEND_MAX_CHUNK).contains(&c))
                 .unwrap_or(ATTEND_MIN_CHUNK),
+            attend_hpw: heads_per_warp(
+                shape.n_heads,
+                shape.n_kv_heads,
+                std::env::var(ATTEND_HPW_ENV)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(ATTEND_HEADS_PER_WARP),
+            ),
             stream,
             ctx,
         })
@@ -506,8 +517,10 @@ impl GpuDense {
         }
         let pos = positions(seqs);
         let max_visible = pos.iter().max().map_or(1, |&p| p as usize + 1);
+        // The plan aims its warp count at the warps the kernel runs: one per hpw heads.
+        let warp_heads = self.shape.n_heads / self.attend_hpw;
         let (chunk, n_splits) =
-            attention_split_min(n, self.shape.n_heads, max_visible, self.attend_min_chunk);
+            attention_split_min(n, warp_heads, max_visible, self.attend_min_chunk);
         let grid_splits = grid_split_count(n_splits);
         // The split kernel's partial softmax states (a tiled call needs none: ~68 MB at
         // 1024 rows that it would not use).
@@ -1052,6 +1065,7 @@ impl GpuDense {
             n_heads: s.n_heads as u32,
             n_kv: s.n_kv_heads as u32,
             head_dim: s.head_dim as u32,
+            hpw: self.attend_hpw as u32,
         };
         match &self.fns.attend_tiled {
             Some(t) if use_tiled(n as usize, s.head_dim) => launch_tiled(&self.stream, t, &call),

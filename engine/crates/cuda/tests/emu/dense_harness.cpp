@@ -6,7 +6,7 @@
 //   4 attend_split + attend_combine (a batch of sequences, kvw = n_kv*head_dim; the new
 //              rows' keys and values are copied into their caches first, as
 //              qk_norm_rope_kv leaves them):
-//              n_seq n_heads n_kv head_dim | f32 scale | chunk n_splits grid_splits
+//              n_seq n_heads n_kv head_dim | f32 scale | chunk n_splits grid_splits hpw
 //              | per seq: start m cap
 //              | per seq: f32 K history[start*kvw], V history[start*kvw]
 //              | f32 q[n*n_heads*head_dim] | f32 k[n*kvw] | f32 v[n*kvw]
@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
         u32 ns = rd32(), nh = rd32(), nkv = rd32(), hd = rd32();
         float scale = rdf();
         u32 plan[2] = {rd32(), rd32()};  // chunk, n_splits
-        u32 grid_splits = rd32();
+        u32 grid_splits = rd32(), hpw = rd32();
         u32 kvw = nkv * hd;
         std::vector<u32> start(ns), m(ns), cap(ns);
         u32 n = 0;
@@ -118,9 +118,9 @@ int main(int argc, char** argv) {
         // Partials start as NaN: a merge of a split that was never written poisons the output.
         std::vector<float> part((size_t)n * nh * plan[1] * (hd + 2), NAN);
         u32 groups = (grid_splits + ATT_WARPS - 1) / ATT_WARPS;
-        emu_launch(EmuDim{nh * groups, n, 1}, EmuDim{32 * ATT_WARPS, 1, 1}, [&] {
+        emu_launch(EmuDim{nh / hpw * groups, n, 1}, EmuDim{32 * ATT_WARPS, 1, 1}, [&] {
             attend_split(q.data(), kt.data(), vt.data(), pos.data(), part.data(), nh, nkv, hd,
-                         scale, plan, grid_splits);
+                         scale, plan, grid_splits, hpw);
         });
         std::vector<float> split(q.size(), -7.0f);
         emu_launch(EmuDim{nh, n, 1}, EmuDim{32, 1, 1}, [&] {

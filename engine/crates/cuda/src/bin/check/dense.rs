@@ -337,6 +337,8 @@ pub fn attention_checks(rep: &mut Report, quick: bool) -> Result<serde_json::Val
             vec![(1000, 1), (4000, 1), (5, 1)],
             true,
         ),
+        // The benchmark's decode: one row after a 1024-token prompt and ~256 new tokens.
+        ("decode 1 row after 1280", ATT_SHAPE, vec![(1280, 1)], true),
         (
             "mixed hd64",
             (16, 4, 64),
@@ -431,6 +433,27 @@ pub fn attention_checks(rep: &mut Report, quick: bool) -> Result<serde_json::Val
             b.split_ms,
             tflops(b.split_ms)
         );
+        // Every heads-per-warp against the default's output (their plans differ, so the
+        // sums do too, by rounding only) and, where there is one, the f64 reference.
+        let mut hpw_runs = Vec::new();
+        for r in &b.split_runs {
+            let d = max_rel_diff(&r.out, &b.split);
+            rep.check(
+                &format!("attention split hpw {} vs default ({label})", r.hpw),
+                d <= TILED_VS_SPLIT_MAX_REL,
+                json!({"max_rel": d, "tol": TILED_VS_SPLIT_MAX_REL}),
+            );
+            if let Some(want) = &want {
+                let c = compare(&r.out, want);
+                rep.check(
+                    &format!("attention split hpw {} vs f64 reference ({label})", r.hpw),
+                    c.pass,
+                    json!({"rel_l2": c.rel_l2, "max_rel": c.max_rel}),
+                );
+            }
+            line += &format!(" hpw{} {:.4}", r.hpw, r.ms);
+            hpw_runs.push(json!({"hpw": r.hpw, "ms": r.ms}));
+        }
         let mut runs = Vec::new();
         for t in &b.tiled {
             let d = max_rel_diff(&t.out, &b.split);
@@ -457,7 +480,7 @@ pub fn attention_checks(rep: &mut Report, quick: bool) -> Result<serde_json::Val
             runs.push(json!({"stages": t.stages, "ms": t.ms, "max_rel_vs_split": d}));
         }
         println!("{line}");
-        rows_out.push(json!({"case": label, "rows": rows, "split_ms": b.split_ms, "tiled": runs}));
+        rows_out.push(json!({"case": label, "rows": rows, "split_ms": b.split_ms, "split_hpw": hpw_runs, "tiled": runs}));
     }
     Ok(serde_json::Value::Array(rows_out))
 }
