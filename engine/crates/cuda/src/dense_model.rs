@@ -344,9 +344,14 @@ pub const ATTEND_MIN_CHUNK: usize = 32;
 /// Most positions per split, so that one warp never walks a long prefill context alone.
 pub const ATTEND_MAX_CHUNK: usize = 512;
 
-/// Query heads one split-attention warp serves at most ([`heads_per_warp`]): they share
-/// their KV head's K and V rows, which the warp then loads once for all of them.
-pub const ATTEND_HEADS_PER_WARP: usize = 4;
+/// Query heads one split-attention warp serves at most ([`attention_plan`]): they share
+/// their KV head's K and V rows, which the warp then loads once for all of them. Measured
+/// on an H100 (`hmoe-cuda-check attention`, docs/notes/bench-cuda.md, session 7): with
+/// many rows (a batch of sequences, a short prefill chunk) 8 heads a warp halve the time
+/// against 1; a single decode row is fastest with 1 (its few warps are bound by their own
+/// chain of loads, which more heads a warp lengthen), so the plan only groups heads while
+/// the grid keeps [`ATTEND_TARGET_WARPS`] warps.
+pub const ATTEND_HEADS_PER_WARP: usize = 8;
 /// Environment variable: [`ATTEND_HEADS_PER_WARP`] unless set (1, 2, 4 or 8; a tuning
 /// knob for the device benchmark).
 pub const ATTEND_HPW_ENV: &str = "HMOE_ATTEND_HPW";
@@ -364,6 +369,27 @@ pub fn heads_per_warp(n_heads: usize, n_kv: usize, max: usize) -> usize {
         .into_iter()
         .find(|&h| h <= max.max(1) && group % h == 0)
         .unwrap_or(1)
+}
+
+/// The split attention's whole plan for a call: `(chunk, n_splits, hpw)`, the split plan
+/// of [`attention_split_min`] for `n_heads / hpw` warp heads, where `hpw` is the largest
+/// [`heads_per_warp`] (at most `max_hpw`) whose grid still has [`ATTEND_TARGET_WARPS`]
+/// warps (or 1).
+pub fn attention_plan(
+    n_rows: usize,
+    (n_heads, n_kv): (usize, usize),
+    max_visible: usize,
+    (min_chunk, max_hpw): (usize, usize),
+) -> (usize, usize, usize) {
+    let mut hpw = heads_per_warp(n_heads, n_kv, max_hpw);
+    loop {
+        let warp_heads = n_heads / hpw;
+        let (chunk, splits) = attention_split_min(n_rows, warp_heads, max_visible, min_chunk);
+        if hpw == 1 || n_rows * warp_heads * splits >= ATTEND_TARGET_WARPS {
+            return (chunk, splits, hpw);
+        }
+        hpw /= 2;
+    }
 }
 
 /// How the split-context attention (attend.cu) cuts a call of `n_rows` query rows over
@@ -416,6 +442,29 @@ mod tests {
         assert_eq!(heads_per_warp(8, 8, 8), 1);
         assert_eq!(heads_per_warp(10, 4, 8), 1);
         assert_eq!(heads_per_warp(10, 0, 8), 1);
+    }
+
+    #[test]
+    fn attention_plan_groups_heads_only_while_the_grid_stays_full() {
+        use super::{attention_plan, attention_split_min, ATTEND_MIN_CHUNK, ATTEND_TARGET_WARPS};
+        let q3 = (32, 4);
+        let knobs = (ATTEND_MIN_CHUNK, 8);
+        // One decode row at 1.3k: 32 heads x 41 splits is below the target; one head a
+        // warp, the plan of attention_split.
+        let (c, s, h) = attention_plan(1, q3, 1300, knobs);
+        assert_eq!(h, 1);
+        assert_eq!((c, s), attention_split_min(1, 32, 1300, ATTEND_MIN_CHUNK));
+        // A batch of 188 rows fills the grid with 8 heads a warp.
+        let (_, s, h) = attention_plan(188, q3, 600, knobs);
+        assert_eq!(h, 8);
+        assert!(188 * (32 / h) * s >= ATTEND_TARGET_WARPS);
+        // Three long decode rows: the largest grouping that still fills the grid.
+        let (_, s, h) = attention_plan(3, q3, 4001, knobs);
+        assert_eq!(h, 2, "{s} splits");
+        assert!(3 * 16 * s >= ATTEND_TARGET_WARPS);
+        // The cap and the group size bound it.
+        assert_eq!(attention_plan(188, q3, 600, (ATTEND_MIN_CHUNK, 1)).2, 1);
+        assert_eq!(attention_plan(188, (12, 2), 600, knobs).2, 2);
     }
 
     #[test]

@@ -10,7 +10,8 @@ use super::attend::{launch_split, launch_tiled, AttendCall, TiledFn};
 use super::{compile, context, drv, info, DeviceBuf};
 use crate::attend_tiled::{tiled_supported, ATTEND_TILE_STAGES};
 use crate::dense_model::{
-    attention_split, grid_split_count, heads_per_warp, ATTEND_HEADS_PER_WARP,
+    attention_plan, attention_split, grid_split_count, heads_per_warp, ATTEND_HEADS_PER_WARP,
+    ATTEND_MIN_CHUNK,
 };
 use crate::error::{CudaError, Result};
 use crate::{KERNEL_SOURCE, WARPS_PER_BLOCK};
@@ -282,9 +283,10 @@ impl AttentionBench {
             hpw: 1,
         };
         let reps = reps.clamp(1, MAX_REPS);
-        // The split kernels at every heads-per-warp the shape allows, each with the plan
-        // GpuDense would make for it; the default first.
-        let default_hpw = heads_per_warp(n_heads, n_kv, ATTEND_HEADS_PER_WARP);
+        // The split kernels at every heads-per-warp the shape allows, each with the split
+        // plan made for its warp count; first the one GpuDense picks for this call.
+        let knobs = (ATTEND_MIN_CHUNK, ATTEND_HEADS_PER_WARP);
+        let default_hpw = attention_plan(n, (n_heads, n_kv), max_visible, knobs).2;
         let mut hpws = vec![default_hpw];
         hpws.extend(
             [1, 2, 4, 8]

@@ -38,6 +38,8 @@ pub(crate) struct GraphKey {
     pub layer: usize,
     pub rows: usize,
     pub grid_splits: usize,
+    /// Query heads per split-attention warp (a kernel argument, so part of the graph).
+    pub hpw: usize,
     pub next: bool,
     /// The experts' output the call adds first (its device address), if any.
     pub addend: Option<u64>,

@@ -25,10 +25,9 @@ use super::{compile, context, drv, info, is_oom, DeviceBuf, Pinned, ASSUME_FREE_
 use crate::api::{DeviceAddend, DeviceInput};
 use crate::attend_tiled::{use_tiled, ATTEND_TILE_STAGES};
 use crate::dense_model::{
-    attention_split_min, grid_split_count, grown_capacity, heads_per_warp, positions,
-    validate_spans, DenseMatrix, DenseSeq, DenseShape, DenseWeights, SeqRegistry, SeqSpan,
-    ATTEND_HEADS_PER_WARP, ATTEND_HPW_ENV, ATTEND_MAX_CHUNK, ATTEND_MIN_CHUNK,
-    ATTEND_MIN_CHUNK_ENV,
+    attention_plan, grid_split_count, grown_capacity, heads_per_warp, positions, validate_spans,
+    DenseMatrix, DenseSeq, DenseShape, DenseWeights, SeqRegistry, SeqSpan, ATTEND_HEADS_PER_WARP,
+    ATTEND_HPW_ENV, ATTEND_MAX_CHUNK, ATTEND_MIN_CHUNK, ATTEND_MIN_CHUNK_ENV,
 };
 use crate::device::{no_panic, DeviceInfo};
 use crate::dtype::KernelType;
@@ -163,7 +162,7 @@ pub struct GpuDense {
     graphs: GraphCache,
     /// Fewest positions per attention split ([`ATTEND_MIN_CHUNK_ENV`]).
     attend_min_chunk: usize,
-    /// Query heads per split-attention warp ([`heads_per_warp`], [`ATTEND_HPW_ENV`]).
+    /// Most query heads per split-attention warp ([`attention_plan`], [`ATTEND_HPW_ENV`]).
     attend_hpw: usize,
     /// The last call's normed hidden state on the device (None after a failed call).
     last_hn: Option<DeviceInput>,
@@ -517,10 +516,12 @@ impl GpuDense {
         }
         let pos = positions(seqs);
         let max_visible = pos.iter().max().map_or(1, |&p| p as usize + 1);
-        // The plan aims its warp count at the warps the kernel runs: one per hpw heads.
-        let warp_heads = self.shape.n_heads / self.attend_hpw;
-        let (chunk, n_splits) =
-            attention_split_min(n, warp_heads, max_visible, self.attend_min_chunk);
+        let (chunk, n_splits, hpw) = attention_plan(
+            n,
+            (self.shape.n_heads, self.shape.n_kv_heads),
+            max_visible,
+            (self.attend_min_chunk, self.attend_hpw),
+        );
         let grid_splits = grid_split_count(n_splits);
         // The split kernel's partial softmax states (a tiled call needs none: ~68 MB at
         // 1024 rows that it would not use).
@@ -548,6 +549,7 @@ impl GpuDense {
             layer,
             rows: n,
             grid_splits,
+            hpw,
             next,
             // A graphed call adds the experts' output in its first kernel.
             addend: addend.filter(|_| graphed).map(|a| a.ptr),
@@ -711,6 +713,7 @@ impl GpuDense {
             layer,
             rows: n,
             grid_splits,
+            hpw,
             next,
             addend,
         } = key;
@@ -751,7 +754,8 @@ impl GpuDense {
         self.qk_rope_kv(l, (q, k, v), (kc, vc, pos), n32)?;
         m("qk_norm+rope+kv_write")?;
         let plan = base + io.plan as u64;
-        self.attend(q, kc, vc, pos, attn, n32, plan, grid_splits as u32)?;
+        let split = (plan, grid_splits as u32, hpw as u32);
+        self.attend(q, kc, vc, pos, attn, n32, split)?;
         m("attention")?;
         self.linear(&l.wo, attn, hn, n32)?;
         m("wo")?;
@@ -1040,8 +1044,9 @@ impl GpuDense {
 
     /// The attention of every row: the tiled kernel for calls of at least
     /// `TILED_MIN_ROWS` rows (prefill; `attend_tiled.rs`), else the split-context kernels,
-    /// whose `plan` points at [`attention_split`]'s `(chunk, n_splits)` in device memory,
-    /// on a grid with room for `grid_splits` (a graph-stable shape for decode).
+    /// whose `plan` points at [`attention_plan`]'s `(chunk, n_splits)` in device memory,
+    /// on a grid with room for `grid_splits` (a graph-stable shape for decode) and `hpw`
+    /// query heads a warp.
     #[allow(clippy::too_many_arguments)]
     fn attend(
         &self,
@@ -1051,8 +1056,7 @@ impl GpuDense {
         pos: u64,
         out: u64,
         n: u32,
-        plan: u64,
-        grid_splits: u32,
+        (plan, grid_splits, hpw): (u64, u32, u32),
     ) -> Result<()> {
         let s = &self.shape;
         let call = AttendCall {
@@ -1065,7 +1069,7 @@ impl GpuDense {
             n_heads: s.n_heads as u32,
             n_kv: s.n_kv_heads as u32,
             head_dim: s.head_dim as u32,
-            hpw: self.attend_hpw as u32,
+            hpw,
         };
         match &self.fns.attend_tiled {
             Some(t) if use_tiled(n as usize, s.head_dim) => launch_tiled(&self.stream, t, &call),
