@@ -93,7 +93,9 @@ pub const KERNEL_SOURCE: &str = concat!(
     "\n",
     include_str!("gemm_mma.cu"),
     "\n",
-    include_str!("attend_tiled.cu")
+    include_str!("attend_tiled.cu"),
+    "\n",
+    include_str!("route.cu")
 );
 /// The value of `#define <name> <v>` in [`KERNEL_SOURCE`] (the first one: the default of a
 /// knob inside `#ifndef <name>`), for the tests that keep Rust launch constants in step
