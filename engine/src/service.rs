@@ -253,6 +253,12 @@ impl Engine {
         let mut moe = MoeDispatch::new(cpu, None, Box::new(placer));
         if let Some(g) = gpu.executor {
             moe.set_cuda(g);
+            // Decode routing on the device needs the router logits there: the GPU dense path.
+            if model.dense().device().is_some() {
+                let c = &model.cfg;
+                let routing = (c.n_experts, c.top_k, c.norm_topk_prob);
+                moe.enable_device_routing(c.n_layers, routing, c.hidden);
+            }
         }
         let eos = tokenizer
             .as_ref()

@@ -22,9 +22,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 mod gpu_dense;
+mod routed;
 pub use gpu_dense::{
     dense_requested, dense_shape, setup_dense, with_dense_weights, GpuDenseExecutor,
 };
+pub use routed::{device_routing_requested, DEVICE_ROUTING_ENV};
 
 /// Environment variable choosing how expert weights reach the GPU: `registered` (page-
 /// lock the mapped experts, DMA straight from the map), `staged` (CPU copy into pinned

@@ -12,8 +12,12 @@ use super::qwen3moe::{output_rows, Qwen3Moe, SeqStep};
 use crate::error::{EngineError, Result};
 use crate::moe::DeviceLink;
 use crate::moe::MoeDispatch;
-use hmoe_cuda::{DenseSeq, DeviceAddend, DeviceInput, SeqSpan};
+use hmoe_cuda::{DenseOnDevice, DenseSeq, DeviceAddend, DeviceInput, SeqSpan};
 use std::sync::Arc;
+
+/// The host outputs of a dense call: the residual `x`, the normed state `hn`, the router
+/// logits and the next layer's router logits (empty for the last layer).
+pub type DenseOutputs<'a> = (&'a mut [f32], &'a mut [f32], &'a mut [f32], &'a mut [f32]);
 
 /// A device that runs the dense path with its own weights and KV caches.
 pub trait DenseDevice: Send + Sync {
@@ -37,6 +41,21 @@ pub trait DenseDevice: Send + Sync {
         router: &mut [f32],
         next_router: &mut [f32],
     ) -> Result<()>;
+    /// [`DenseDevice::attention_block`] that calls `hook` once the call's kernels are
+    /// enqueued, before it waits for them, with where its router logits and normed state
+    /// will be on the device (the engine launches the layer's routed expert pass there). A
+    /// device that keeps no outputs on a device never calls it.
+    fn attention_block_hooked(
+        &self,
+        layer: usize,
+        spans: &[SeqSpan],
+        addend: Option<DeviceAddend>,
+        (x, hn, router, next_router): DenseOutputs<'_>,
+        hook: &mut dyn FnMut(DenseOnDevice),
+    ) -> Result<()> {
+        let _ = hook;
+        self.attention_block(layer, spans, addend, x, hn, router, next_router)
+    }
     /// The last `attention_block`'s `hn` still on the device, for the expert pass to read
     /// instead of uploading the host's copy (see `hmoe_cuda::DeviceInput`); None when the
     /// device keeps no such copy.
@@ -118,15 +137,25 @@ impl Qwen3Moe {
                 &mut next_logits[..]
             };
             let t = std::time::Instant::now();
-            dev.attention_block(
-                li,
-                &spans,
-                addend.take(),
-                &mut x,
-                &mut hn,
-                &mut logits,
-                next_out,
-            )?;
+            // A one-row decode layer (not the last: its output is wanted on the host) may
+            // be routed on the device: its resident experts then run right behind the
+            // dense call, launched from its hook before the host waits.
+            if n == 1 && !last && moe.device_routing() {
+                let experts = self.layer_experts(li);
+                let mut hook = |d| moe.launch_routed(&experts, d);
+                let outs = (&mut x[..], &mut hn[..], &mut logits[..], next_out);
+                dev.attention_block_hooked(li, &spans, addend.take(), outs, &mut hook)?;
+            } else {
+                dev.attention_block(
+                    li,
+                    &spans,
+                    addend.take(),
+                    &mut x,
+                    &mut hn,
+                    &mut logits,
+                    next_out,
+                )?;
+            }
             self.count_device_dense(t.elapsed());
             // MoE block, as on the CPU path; the last layer's output is needed on the host.
             let next = (!last && !moe.replaying()).then_some(&next_logits[..]);

@@ -9,7 +9,7 @@ use super::kv_cache::KvCache;
 use super::ops::{rms_norm_rows, Rope};
 use super::weights::ModelWeights;
 use crate::error::{EngineError, Result};
-use crate::moe::{predict_next, route, DeviceLink, LayerExperts, MoeDispatch};
+use crate::moe::{predict_next, route, DeviceLink, LayerExperts, MoeDispatch, Routing};
 use hmoe_cpu::CpuPool;
 use hmoe_cuda::DeviceAddend;
 use hmoe_gguf::GgufFile;
@@ -249,7 +249,16 @@ impl Qwen3Moe {
     ) -> Result<Option<DeviceAddend>> {
         let cfg = &self.cfg;
         let (h, e) = (cfg.hidden, cfg.n_experts);
-        let mut routing = route(router_logits, e, cfg.top_k, cfg.norm_topk_prob);
+        // A layer routed on the device (dense path's hook) uses the device's choice, so
+        // that the host and the routed pass agree on every expert and weight.
+        let mut routing = match moe.take_routed()? {
+            Some(c) => Routing {
+                top_k: c.ids.len(),
+                ids: c.ids,
+                weights: c.weights,
+            },
+            None => route(router_logits, e, cfg.top_k, cfg.norm_topk_prob),
+        };
         let replayed_next = moe.replay_routing(li, &mut routing);
         let items = routing.work_items(e);
         let next = match (replayed_next, next_logits) {

@@ -1,6 +1,8 @@
 //! Where a placement decision turns into execution: the scheduler's plan splits a
 //! layer's work items between the CPU and GPU executors.
 
+mod device_routing;
+
 use super::host_profile::{HostProfile, Phase};
 use super::placer::PlacerOptions;
 use super::stats::SchedSnapshot;
@@ -69,6 +71,11 @@ pub trait Placer: Send {
     /// placer keeps them.
     fn snapshot(&self, _threads: usize) -> Option<SchedSnapshot> {
         None
+    }
+    /// Whether its plans may run experts on the GPU (device routing runs the resident ones
+    /// there before the plan: only for a placer that would).
+    fn runs_gpu_experts(&self) -> bool {
+        false
     }
 }
 
@@ -141,6 +148,8 @@ struct PendingObserve {
     layer: usize,
     cpu_items: Vec<WorkItem>,
     gpu_items: Vec<WorkItem>,
+    /// The items that ran in the layer's routed pass, and its number.
+    routed: Option<(Vec<WorkItem>, u32)>,
     cpu_s: f64,
     /// Host seconds from issuing the layer to the end of its CPU share.
     host_s: f64,
@@ -162,6 +171,8 @@ pub struct MoeDispatch {
     pending: Option<PendingObserve>,
     /// `HMOE_MOE_PROFILE=1`: host time of `run_layer` by phase.
     profile: HostProfile,
+    /// Decode layers routed on the device (`device_routing.rs`).
+    routing: device_routing::DeviceRouting,
 }
 
 impl Drop for MoeDispatch {
@@ -193,6 +204,7 @@ impl MoeDispatch {
             placement: LayerPlacement::default(),
             pending: None,
             profile: HostProfile::from_env(),
+            routing: Default::default(),
         }
     }
 
@@ -319,8 +331,28 @@ impl MoeDispatch {
         self.summary.sched_seconds += t_plan.elapsed().as_secs_f64();
         debug_assert_eq!(plan.cpu.len() + plan.gpu.len(), items.len());
         self.profile.lap(Phase::Place);
-        let pick = |idx: &[usize]| idx.iter().map(|&i| items[i].clone()).collect::<Vec<_>>();
+        // Items whose experts ran in the layer's routed pass (device routing) are done,
+        // wherever the plan put them; the plan saw them all (the cache counts every access).
+        let (ran_ids, launch) = self.routing.ran.take().unzip();
+        let ran = |i: usize| {
+            ran_ids
+                .as_ref()
+                .is_some_and(|e| e.contains(&items[i].expert))
+        };
+        let pick = |idx: &[usize]| {
+            idx.iter()
+                .filter(|&&i| !ran(i))
+                .map(|&i| items[i].clone())
+                .collect::<Vec<_>>()
+        };
         let (cpu_items, gpu_items) = (pick(&plan.cpu), pick(&plan.gpu));
+        let routed = launch.map(|launch| {
+            let done: Vec<WorkItem> = (0..items.len())
+                .filter(|&i| ran(i))
+                .map(|i| items[i].clone())
+                .collect();
+            (done, launch)
+        });
         self.profile.lap(Phase::Split);
         let start = Instant::now();
         // The CUDA share is issued first and completed after the CPU share: both run at
@@ -358,6 +390,10 @@ impl MoeDispatch {
                 gpu = Some(cuda.complete(t, out)?);
             }
         }
+        // A routed layer's output is the routed pass's, with the rest's GPU output added.
+        if let (Some(cuda), Some(_)) = (&self.cuda, &routed) {
+            addend = Some(cuda.finish_routed(addend)?);
+        }
         let wall_s = start.elapsed().as_secs_f64();
         self.profile.lap(Phase::Finish);
         // Background loads go on the copy stream after this layer's demand copies and
@@ -383,6 +419,7 @@ impl MoeDispatch {
             layer: experts.layer,
             cpu_items,
             gpu_items,
+            routed,
             cpu_s,
             host_s: wall_s,
         };
@@ -411,7 +448,16 @@ impl MoeDispatch {
 
     /// The placer's feedback and the totals of one executed layer. A deferred layer's
     /// wall time is the longer of its host share and its GPU share (neither waited).
-    fn feed_back(&mut self, p: PendingObserve, gpu: Option<LayerTimings>) {
+    fn feed_back(&mut self, mut p: PendingObserve, gpu: Option<LayerTimings>) {
+        // A routed layer: its routed pass counts as GPU work of the layer too.
+        let gpu = match p.routed.take() {
+            Some((done, launch)) => {
+                let t = self.routed_timings(launch, done.len(), gpu);
+                p.gpu_items.extend(done);
+                t
+            }
+            None => gpu,
+        };
         let wall_s = gpu.map_or(p.host_s, |t| p.host_s.max(t.wall_ms as f64 / 1e3));
         let t_obs = Instant::now();
         self.placer.observe(

@@ -451,6 +451,10 @@ impl Placer for SchedPlacer {
         SchedPlacer::reconfigure(self, options.clone())
     }
 
+    fn runs_gpu_experts(&self) -> bool {
+        self.gpu_arena.is_some() && self.cache.n_slots() > 0 && self.options.policy != "cpu-only"
+    }
+
     fn snapshot(&self, threads: usize) -> Option<SchedSnapshot> {
         Some(SchedPlacer::snapshot(self, threads))
     }

@@ -149,3 +149,26 @@ pub struct KernelTiming {
     /// See `fused_out`.
     pub fused_ms: f32,
 }
+
+/// The device router's choice for one decode row (`GpuExperts::wait_routed`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutedChoice {
+    /// Experts, best first.
+    pub ids: Vec<u16>,
+    /// Their router weights.
+    pub weights: Vec<f32>,
+    /// Per rank: the expert ran in the routed pass (its weights were in VRAM).
+    pub ran: Vec<bool>,
+}
+
+/// Where a dense call's outputs will be on the device once the event fires, for a reader
+/// on another stream (the routed expert pass, `GpuDense::attention_block_hooked`).
+#[derive(Debug, Clone, Copy)]
+pub struct DenseOnDevice {
+    /// Router logits of the call's rows, `[rows][n_experts]` f32.
+    pub logits: u64,
+    /// The normed state the experts read.
+    pub hn: DeviceInput,
+    /// Raw `CUevent` recorded behind the call's kernels.
+    pub event: u64,
+}

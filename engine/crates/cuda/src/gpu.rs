@@ -43,6 +43,7 @@ mod fused;
 mod gemm;
 mod kernel_bench;
 mod resident;
+mod routed;
 mod submit_profile;
 
 pub use attend_bench::{AttendBench, AttentionBench, BenchSeq, SplitRun, TiledRun};
@@ -301,6 +302,13 @@ pub struct GpuExperts {
     /// Where the int8 decode pass (which rounds x itself) reads this pass's x: the dense
     /// path's hn (no copy into `x_dev`); None: `x_dev`.
     x_in: Option<u64>,
+    /// Where a pass's down + combine writes instead of `out_dev` (the device-routed pass,
+    /// `routed.rs`); None: `out_dev`.
+    pass_out: Option<u64>,
+    /// Device-side decode routing, once enabled ([`GpuExperts::enable_routing`]).
+    routed: Option<routed::Routed>,
+    /// `route_resident` and `add_to`, when the module has them.
+    route_fns: Option<(CudaFunction, CudaFunction)>,
     /// Captured decode passes of resident experts ([`GpuExperts::run_pass_graph`]).
     pass_graphs: GraphCache<PassKey>,
     /// `HMOE_MOE_PROFILE=1`: host time of decode submissions by step.
@@ -441,6 +449,9 @@ impl GpuExperts {
         }
         let (combine, spin) = (f("combine")?, f("spin")?);
         let act_round_from = f("act_round_from")?;
+        // Device routing's kernels (route.cu; add_to of dense.cu): optional, so that a PTX
+        // file built before them still loads (routing then stays off).
+        let route_fns = f("route_resident").ok().zip(f("add_to").ok());
         let dense_fns = dense::DenseKernels::load(&f)?;
         let gemm = gemm::GemmKernels::load(&f)?;
         let fused = fused::FusedKernels::load(&f)?;
@@ -537,6 +548,9 @@ impl GpuExperts {
             packed: Vec::new(),
             in_flight: false,
             x_in: None,
+            pass_out: None,
+            routed: None,
+            route_fns,
             pass_graphs: GraphCache::from_env(),
             submit_profile: submit_profile::SubmitProfile::from_env(),
             deferred: None,
@@ -631,6 +645,10 @@ impl GpuExperts {
             });
         }
         let s = slot as usize;
+        // The device router must stop naming the slot before its weights change, and every
+        // routed pass already launched must count as a reader of it (settle_routed).
+        self.settle_routed()?;
+        self.unpublish_slot(s);
         let dst = self.slot_ptr(slot);
         // After the last kernels that read the slot. If the ring has since wrapped, the
         // event stands for a later layer: a longer wait than needed, never a shorter one
@@ -699,7 +717,7 @@ impl GpuExperts {
         let action = self.table.plan_batch(&[(key, slot)])?;
         let s = action[0].slot;
         if let Err(e) = self.copy_into(s, parts) {
-            self.table.clear();
+            self.forget_all_slots();
             return Err(e);
         }
         Ok(s)
@@ -782,7 +800,7 @@ impl GpuExperts {
         match &r {
             Ok(p) => self.in_flight = p.values > 0,
             // Slot contents are unknown after a failed call: refetch everything.
-            Err(_) => self.table.clear(),
+            Err(_) => self.forget_all_slots(),
         }
         r
     }
@@ -814,7 +832,7 @@ impl GpuExperts {
             Ok(t)
         })();
         if r.is_err() {
-            self.table.clear();
+            self.forget_all_slots();
         }
         r
     }
@@ -1000,6 +1018,7 @@ impl GpuExperts {
                     .map_err(drv("cuEventQuery(slot ready)"))?
                 {
                     self.landed[s] = true;
+                    self.publish_slot(s);
                     continue;
                 }
                 self.compute
@@ -1058,6 +1077,7 @@ impl GpuExperts {
                 return Ok(false);
             }
             self.landed[s] = true;
+            self.publish_slot(s);
         }
         Ok(true)
     }
@@ -1406,7 +1426,7 @@ impl GpuExperts {
         let ms = self.t[2]
             .elapsed_ms(&self.t[3])
             .map_err(drv("cuEventElapsedTime"))? as f64;
-        self.table.clear();
+        self.forget_all_slots();
         Ok((src.len() * reps.max(1)) as f64 / (ms * 1e-3) / 1e9)
     }
 
@@ -1492,7 +1512,7 @@ impl GpuExperts {
         self.t[3].record(&self.compute).map_err(drv("rec"))?;
         sync(self)?;
         let both_ms = time(self, &self.t[0], &self.t[3])?;
-        self.table.clear();
+        self.forget_all_slots();
         let overlap = (copy_ms + compute_ms - both_ms) / copy_ms.min(compute_ms).max(1e-6);
         Ok(OverlapReport {
             copy_ms,

@@ -61,7 +61,8 @@ pub use stub::{GpuExperts, PendingLayer};
 pub use stub_dense::GpuDense;
 
 pub use api::{
-    DeviceAddend, DeviceInput, GpuConfig, GpuItem, HostSource, LayerTimings, OverlapReport,
+    DenseOnDevice, DeviceAddend, DeviceInput, GpuConfig, GpuItem, HostSource, LayerTimings,
+    OverlapReport, RoutedChoice,
 };
 pub use dense_model::{DenseLayer, DenseMatrix, DenseSeq, DenseShape, DenseWeights, SeqSpan};
 pub use device::{probe, DeviceInfo};

@@ -1,6 +1,8 @@
 //! Without the `cuda` feature: the same API, and a constructor that says why it cannot run.
 
-use crate::api::{DeviceAddend, DeviceInput, GpuConfig, GpuItem, LayerTimings, OverlapReport};
+use crate::api::{
+    DeviceAddend, DeviceInput, GpuConfig, GpuItem, LayerTimings, OverlapReport, RoutedChoice,
+};
 use crate::device::DeviceInfo;
 use crate::dtype::ExpertLayout;
 use crate::error::{CudaError, Result};
@@ -105,6 +107,45 @@ impl GpuExperts {
     }
     /// The last deferred layer's times.
     pub fn take_deferred_timings(&mut self) -> Result<Option<LayerTimings>> {
+        match self.never {}
+    }
+    /// Turns on device-side decode routing.
+    pub fn enable_routing(
+        &mut self,
+        _n_layers: usize,
+        _routing: (usize, usize, bool),
+        _hidden: usize,
+    ) -> Result<()> {
+        match self.never {}
+    }
+    /// Whether device-side routing is on.
+    pub fn routing_enabled(&self) -> bool {
+        match self.never {}
+    }
+    /// Launches a decode layer's routed pass.
+    pub fn launch_routed(
+        &mut self,
+        _layer: u16,
+        _layout: &ExpertLayout,
+        _inputs: (u64, DeviceInput),
+        _after: u64,
+    ) -> Result<()> {
+        match self.never {}
+    }
+    /// The number of the last routed pass launched.
+    pub fn routed_launches(&self) -> u32 {
+        match self.never {}
+    }
+    /// GPU milliseconds of a routed pass.
+    pub fn routed_gpu_ms(&self, _launch: u32) -> Result<Option<f32>> {
+        match self.never {}
+    }
+    /// The last routed pass's choice.
+    pub fn wait_routed(&mut self) -> Result<Option<RoutedChoice>> {
+        match self.never {}
+    }
+    /// The routed pass's output with the rest of the layer's GPU output added.
+    pub fn finish_routed(&mut self, _rest: Option<DeviceAddend>) -> Result<DeviceAddend> {
         match self.never {}
     }
     /// Waits for a submitted layer and adds its output to `out`.

@@ -1,7 +1,7 @@
 //! Without the `cuda` feature: the dense path's API, and a constructor that says why it
 //! cannot run.
 
-use crate::api::{DeviceAddend, DeviceInput};
+use crate::api::{DenseOnDevice, DeviceAddend, DeviceInput};
 use crate::dense_model::{DenseSeq, DenseShape, DenseWeights, SeqSpan};
 use crate::device::DeviceInfo;
 use crate::error::{CudaError, Result};
@@ -74,6 +74,18 @@ impl GpuDense {
         _hn_out: &mut [f32],
         _router_out: &mut [f32],
         _next_router_out: &mut [f32],
+    ) -> Result<()> {
+        match self.never {}
+    }
+    /// [`GpuDense::attention_block_with`] with a hook after the launch.
+    #[allow(clippy::type_complexity)]
+    pub fn attention_block_hooked(
+        &mut self,
+        _layer: usize,
+        _seqs: &[SeqSpan],
+        _addend: Option<DeviceAddend>,
+        _outs: (&mut [f32], &mut [f32], &mut [f32], &mut [f32]),
+        _hook: Option<&mut dyn FnMut(DenseOnDevice) -> Result<()>>,
     ) -> Result<()> {
         match self.never {}
     }

@@ -5,12 +5,12 @@
 use super::DENSE_ENV;
 use crate::api::DeviceChoice;
 use crate::error::{EngineError, Result};
-use crate::model::dense_exec::DenseDevice;
+use crate::model::dense_exec::{DenseDevice, DenseOutputs};
 use crate::model::weights::dequantize_all;
 use crate::model::{Qwen3Moe, Qwen3MoeConfig};
 use hmoe_cuda::{
-    CudaError, DenseLayer, DenseMatrix, DenseSeq, DenseShape, DenseWeights, DeviceAddend,
-    DeviceInput, GpuDense, KernelType, SeqSpan,
+    CudaError, DenseLayer, DenseMatrix, DenseOnDevice, DenseSeq, DenseShape, DenseWeights,
+    DeviceAddend, DeviceInput, GpuDense, KernelType, SeqSpan,
 };
 use hmoe_gguf::GgufFile;
 use std::sync::{Arc, Mutex};
@@ -223,6 +223,23 @@ impl DenseDevice for GpuDenseExecutor {
     ) -> Result<()> {
         self.lock()?
             .attention_block_with(layer, spans, addend, x, hn, router, next_router)
+            .map_err(cuda_err(format!("layer {layer}")))
+    }
+
+    fn attention_block_hooked(
+        &self,
+        layer: usize,
+        spans: &[SeqSpan],
+        addend: Option<DeviceAddend>,
+        outs: DenseOutputs<'_>,
+        hook: &mut dyn FnMut(DenseOnDevice),
+    ) -> Result<()> {
+        let mut h = |d: DenseOnDevice| {
+            hook(d);
+            Ok(())
+        };
+        self.lock()?
+            .attention_block_hooked(layer, spans, addend, outs, Some(&mut h))
             .map_err(cuda_err(format!("layer {layer}")))
     }
 

@@ -71,7 +71,7 @@ impl GpuExperts {
             Ok(t)
         })();
         if r.is_err() {
-            self.table.clear();
+            self.forget_all_slots();
         }
         r.map(Some)
     }

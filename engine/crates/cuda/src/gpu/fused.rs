@@ -210,7 +210,8 @@ impl GpuExperts {
             .map_err(|e| drv(format!("launch gate_up_fused ({})", l.gate_up.suffix()))(e))
     }
 
-    /// `down_combine` of the whole batch packed as `bl` at `meta` into `out_dev`
+    /// `down_combine` of the whole batch packed as `bl` at `meta` into `out_dev` (or
+    /// `pass_out` when set: the device-routed pass's own output)
     /// (`down_combine_q8` where `gate_up_q8` ran, see `launch_gate_up_fused`).
     pub(super) fn launch_down_combine(
         &self,
@@ -229,7 +230,7 @@ impl GpuExperts {
             meta + bl.tok_pairs as u64,
             meta + bl.weights as u64,
         );
-        let (act, out) = (self.act_dev.ptr, self.out_dev.ptr);
+        let (act, out) = (self.act_dev.ptr, self.pass_out.unwrap_or(self.out_dev.ptr));
         let cfg = LaunchConfig {
             grid_dim: (hidden, bl.n_tokens as u32, 1),
             block_dim: (32 * WARPS_PER_BLOCK, 1, 1),

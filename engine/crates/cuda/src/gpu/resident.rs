@@ -22,7 +22,7 @@ use super::dense_graphs::{GraphCache, GraphKey};
 use super::dense_profile::DenseProfile;
 use super::gemm::{launch_linear_on, GemmShape, LinearFns};
 use super::{compile, context, drv, info, is_oom, DeviceBuf, Pinned, ASSUME_FREE_ENV};
-use crate::api::{DeviceAddend, DeviceInput};
+use crate::api::{DenseOnDevice, DeviceAddend, DeviceInput};
 use crate::attend_tiled::{use_tiled, ATTEND_TILE_STAGES};
 use crate::dense_model::{
     attention_plan, grid_split_count, grown_capacity, heads_per_warp, positions, validate_spans,
@@ -35,7 +35,9 @@ use crate::error::{CudaError, Result};
 use crate::WARPS_PER_BLOCK;
 use cudarc::driver::result as cu;
 use cudarc::driver::sys;
-use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaContext, CudaEvent, CudaFunction, CudaStream, LaunchConfig, PushKernelArg,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -168,6 +170,8 @@ pub struct GpuDense {
     last_hn: Option<DeviceInput>,
     /// Rows of the call whose `hn` was lent ([`GpuDense::hn_on_device`]) since.
     lent_rows: Option<usize>,
+    /// Recorded behind a hooked call's kernels ([`GpuDense::attention_block_hooked`]).
+    launched: CudaEvent,
     stream: Arc<CudaStream>,
     ctx: Arc<CudaContext>,
 }
@@ -312,6 +316,9 @@ impl GpuDense {
             graphs: GraphCache::from_env(),
             last_hn: None,
             lent_rows: None,
+            launched: ctx
+                .new_event(None)
+                .map_err(drv("cuEventCreate(dense call)"))?,
             attend_min_chunk: std::env::var(ATTEND_MIN_CHUNK_ENV)
                 .ok()
                 .and_then(|v| v.trim().parse::<usize>().ok())
@@ -468,6 +475,24 @@ impl GpuDense {
         router_out: &mut [f32],
         next_router_out: &mut [f32],
     ) -> Result<()> {
+        let outs = (x, hn_out, router_out, next_router_out);
+        self.attention_block_hooked(layer, seqs, addend, outs, None)
+    }
+
+    /// [`GpuDense::attention_block_with`] that calls `hook` once the call's kernels are
+    /// enqueued, before the host waits for them, with where the router logits and the
+    /// normed state will be on the device and an event behind them: the engine launches
+    /// the layer's routed expert pass there, on its own stream (`GpuExperts::launch_routed`).
+    /// hn stays lent to that reader until the next call (which waits for the experts'
+    /// addend first). A hook error is returned after the call completes.
+    pub fn attention_block_hooked(
+        &mut self,
+        layer: usize,
+        seqs: &[SeqSpan],
+        addend: Option<DeviceAddend>,
+        (x, hn_out, router_out, next_router_out): (&mut [f32], &mut [f32], &mut [f32], &mut [f32]),
+        hook: Option<&mut dyn FnMut(DenseOnDevice) -> Result<()>>,
+    ) -> Result<()> {
         let (h, e) = (self.shape.hidden, self.shape.n_experts);
         let n = x.len() / h;
         let next = !next_router_out.is_empty();
@@ -578,10 +603,28 @@ impl GpuDense {
             .map_err(drv("cuMemcpyDtoHAsync(dense output)"))?;
             self.mark("download")?;
         }
+        let hooked = match hook {
+            Some(f) => {
+                self.launched
+                    .record(&self.stream)
+                    .map_err(drv("cuEventRecord(dense call)"))?;
+                self.lent_rows = Some(n);
+                f(DenseOnDevice {
+                    logits: self.io.ptr + io.router as u64,
+                    hn: DeviceInput {
+                        ptr: self.io.ptr + io.hn as u64,
+                        values: n * h,
+                    },
+                    event: self.launched.cu_event() as u64,
+                })
+            }
+            None => Ok(()),
+        };
         let t2 = Instant::now();
         self.stream
             .synchronize()
             .map_err(drv("cuStreamSynchronize(dense layer)"))?;
+        hooked?;
         if let Some(p) = self.profile.as_mut() {
             p.end(t1 - t0, t2 - t1, t2.elapsed())?;
         }

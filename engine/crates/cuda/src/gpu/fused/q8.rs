@@ -286,7 +286,7 @@ impl GpuExperts {
             meta + bl.tok_pairs as u64,
             meta + bl.weights as u64,
         );
-        let out = self.out_dev.ptr;
+        let out = self.pass_out.unwrap_or(self.out_dev.ptr);
         let cfg = LaunchConfig {
             grid_dim: (hidden.div_ceil(rows), bl.n_tokens as u32, 1),
             block_dim: (32 * WARPS_PER_BLOCK, 1, 1),
