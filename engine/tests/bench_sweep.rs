@@ -39,6 +39,8 @@ fn sweep_measures_every_setting_and_replays_the_trace() {
         assert!((0.0..=1.0).contains(&r.hit_rate), "{r:?}");
         // No GPU here: every expert runs on the CPU, whatever the policy.
         assert_eq!(r.gpu_share, 0.0, "{r:?}");
+        // ... and no layer is routed on a device.
+        assert_eq!(r.device_routed, 0.0, "{r:?}");
         assert!(
             r.moe_ms_per_token > 0.0 && r.dense_ms_per_token >= 0.0,
             "{r:?}"

@@ -142,7 +142,11 @@ impl Qwen3Moe {
             // dense call, launched from its hook before the host waits.
             if n == 1 && !last && moe.device_routing() {
                 let experts = self.layer_experts(li);
-                let mut hook = |d| moe.launch_routed(&experts, d);
+                // The previous layer's feedback goes in the hook too: the GPU is busy.
+                let mut hook = |d| {
+                    moe.launch_routed(&experts, d);
+                    moe.feed_back_deferred();
+                };
                 let outs = (&mut x[..], &mut hn[..], &mut logits[..], next_out);
                 dev.attention_block_hooked(li, &spans, addend.take(), outs, &mut hook)?;
             } else {

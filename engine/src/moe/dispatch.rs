@@ -129,6 +129,8 @@ pub struct PlacementSummary {
     pub loads_failed: u64,
     /// Seconds in the placer (planning and feedback), the scheduler's overhead.
     pub sched_seconds: f64,
+    /// Layers routed on the device (their resident experts ran in a routed pass).
+    pub routed_layers: u64,
 }
 
 /// Routing replayed from a recorded or synthetic trace instead of the model's router
@@ -346,6 +348,7 @@ impl MoeDispatch {
                 .collect::<Vec<_>>()
         };
         let (cpu_items, gpu_items) = (pick(&plan.cpu), pick(&plan.gpu));
+        self.summary.routed_layers += launch.is_some() as u64;
         let routed = launch.map(|launch| {
             let done: Vec<WorkItem> = (0..items.len())
                 .filter(|&i| ran(i))
@@ -486,6 +489,7 @@ mod tests {
     use crate::moe::routing::Routing;
     use hmoe_sched::synth::{generate, SynthParams};
     use hmoe_sched::ModelShape;
+    use std::sync::Mutex;
 
     fn dispatch() -> MoeDispatch {
         let pool = CpuExecutor::pool(1).expect("pool");
@@ -498,6 +502,89 @@ mod tests {
             ids: (0..rows * 2).map(|i| (i % 8) as u16).collect(),
             weights: vec![0.5; rows * 2],
         }
+    }
+
+    /// Runs what it is given on the CPU and records the experts.
+    struct Recording(Mutex<Vec<u16>>);
+
+    impl ExpertExecutor for Recording {
+        fn name(&self) -> &'static str {
+            "recording"
+        }
+        fn execute(
+            &self,
+            _experts: &LayerExperts<'_>,
+            _x: &[f32],
+            _hidden: usize,
+            items: &[WorkItem],
+            _out: &mut [f32],
+        ) -> Result<()> {
+            if let Ok(mut v) = self.0.lock() {
+                v.extend(items.iter().map(|it| it.expert));
+            }
+            Ok(())
+        }
+    }
+
+    /// Per layer fed back: the experts measured on the CPU and on the GPU.
+    type Seen = Arc<Mutex<Vec<(Vec<u16>, Vec<u16>)>>>;
+
+    /// Puts everything on the CPU and records what each layer's feedback says ran where.
+    struct Observer(Seen);
+
+    impl Placer for Observer {
+        fn place(
+            &mut self,
+            l: usize,
+            items: &[WorkItem],
+            n: &[(u16, f32)],
+            g: bool,
+            out: &mut LayerPlacement,
+        ) {
+            CpuOnly.place(l, items, n, g, out);
+        }
+        fn observe(&mut self, _layer: usize, m: &LayerMeasure<'_>) {
+            let ids = |v: &[WorkItem]| v.iter().map(|it| it.expert).collect::<Vec<_>>();
+            if let Ok(mut o) = self.0.lock() {
+                o.push((ids(m.cpu_items), ids(m.gpu_items)));
+            }
+        }
+    }
+
+    /// Regression test of device routing: the experts the routed pass already ran are
+    /// placed with the rest (the plan sees every access) but never run again, and the
+    /// feedback counts them as the layer's GPU work.
+    #[test]
+    fn experts_the_routed_pass_ran_are_not_run_again() {
+        use crate::model::dense_exec::testing::tiny_model;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let model = tiny_model(dir.path(), "q8_0");
+        let rec = Arc::new(Recording(Mutex::new(Vec::new())));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut d = MoeDispatch::new(rec.clone(), None, Box::new(Observer(seen.clone())));
+        let item = |e: u16| WorkItem {
+            expert: e,
+            rows: vec![0],
+            weights: vec![0.25],
+        };
+        let items = [item(1), item(2), item(3)];
+        let h = model.cfg.hidden;
+        let (x, mut out) = (vec![0.5f32; h], vec![0f32; h]);
+        d.begin_step(1);
+        d.routing.ran = Some((vec![3, 1], 7));
+        let experts = model.layer_experts(0);
+        let link = DeviceLink::default();
+        d.run_layer(&experts, None, &x, h, &items, &[], link, &mut out)
+            .expect("layer");
+        // The next layer, routed on the host: everything runs.
+        d.run_layer(&experts, None, &x, h, &items, &[], link, &mut out)
+            .expect("layer");
+        d.end_step();
+        assert_eq!(*rec.0.lock().expect("lock"), vec![2, 1, 2, 3]);
+        let seen = seen.lock().expect("lock");
+        assert_eq!(seen[0], (vec![2], vec![1, 3]));
+        assert_eq!(seen[1], (vec![1, 2, 3], vec![]));
+        assert_eq!((d.summary().cpu_items, d.summary().gpu_items), (4, 2));
     }
 
     #[test]
