@@ -60,7 +60,7 @@ fn apply_runtime(model: &mut Qwen3Moe, moe: &mut MoeDispatch, opts: &RuntimeOpti
         vram_budget_bytes: opts.vram_budget_bytes,
         prefetch: opts.prefetch,
     };
-    if let Err(e) = moe.placer_mut().reconfigure(&placer) {
+    if let Err(e) = moe.reconfigure(&placer) {
         tracing::warn!("keeping the scheduler settings: {e}");
     }
 }

@@ -236,6 +236,18 @@ impl MoeDispatch {
         self.placer.as_mut()
     }
 
+    /// Changes the placer's policy, budget or prefetch (between generations). Its expert
+    /// cache starts over empty, and so does the GPU's slot table: a smaller budget must
+    /// not keep computing from slots outside it (the routed pass runs whatever the table
+    /// holds; a plan's fetch found resident would skip its copy).
+    pub fn reconfigure(&mut self, options: &PlacerOptions) -> Result<()> {
+        self.placer.reconfigure(options)?;
+        if let Some(Err(e)) = self.cuda.as_ref().map(|c| c.forget_experts()) {
+            tracing::warn!("the GPU's expert slots could not be reset: {e}");
+        }
+        Ok(())
+    }
+
     /// Totals so far.
     pub fn summary(&self) -> &PlacementSummary {
         &self.summary

@@ -132,6 +132,10 @@ impl GpuExperts {
     ) -> Result<()> {
         match self.never {}
     }
+    /// Forgets which expert each slot holds.
+    pub fn forget_experts(&mut self) -> Result<()> {
+        match self.never {}
+    }
     /// The number of the last routed pass launched.
     pub fn routed_launches(&self) -> u32 {
         match self.never {}

@@ -62,6 +62,12 @@ impl GpuExpertExecutor {
             .map_err(err("launch"))
     }
 
+    /// Forgets which expert each VRAM slot holds (the scheduler's cache was rebuilt empty:
+    /// the device must not keep using experts outside its new plan).
+    pub fn forget_experts(&self) -> Result<()> {
+        self.lock()?.forget_experts().map_err(err("reset"))
+    }
+
     /// The last routed pass's choice (None when none is pending).
     pub fn wait_routed(&self) -> Result<Option<RoutedChoice>> {
         self.lock()?.wait_routed().map_err(err("result"))
