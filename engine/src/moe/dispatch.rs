@@ -289,6 +289,9 @@ impl MoeDispatch {
 
     /// Marks the start of a forward step.
     pub fn begin_step(&mut self, n_tokens: usize) {
+        // A step that failed between a routed pass's launch and its layer leaves its
+        // choice behind: it must not be taken for this step's first layer.
+        self.discard_routed();
         self.step_started = Some(Instant::now());
         if let Some(r) = &mut self.replay {
             r.active = n_tokens == 1;

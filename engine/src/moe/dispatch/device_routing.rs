@@ -98,6 +98,19 @@ impl MoeDispatch {
         Ok(choice)
     }
 
+    /// Drops a routed pass's choice that no layer took (its step failed in between),
+    /// after waiting for it, so that the next launch's choice is the one read.
+    pub(super) fn discard_routed(&mut self) {
+        self.routing.ran = None;
+        if !std::mem::take(&mut self.routing.launched) {
+            return;
+        }
+        if let Some(Err(e)) = self.cuda.as_ref().map(|c| c.wait_routed()) {
+            tracing::warn!("device routing is off from now on: {e}");
+            self.routing.on = false;
+        }
+    }
+
     /// A routed layer's GPU times: the routed pass's (`launch`, `n_ran` experts) merged
     /// with the rest's (`rest`, the layer's other GPU experts, after it on the stream).
     pub(super) fn routed_timings(
