@@ -91,8 +91,26 @@ pub struct SweepRow {
     pub sched_s_per_token: f64,
     /// `sched_s_per_token` ÷ decode seconds per token.
     pub sched_share: f64,
+    /// Of `sched_share`: the placement alone (`Placer::place`, on the host's path from the
+    /// router to the experts; the feedback runs while the GPU computes).
+    pub place_share: f64,
     /// Share of decode MoE layers routed on the device (`HMOE_DEVICE_ROUTING`).
     pub device_routed: f64,
+}
+
+/// What a sweep row's job on the engine thread measured (seconds).
+struct EngineTimes {
+    prefill_s: f64,
+    decode_s: f64,
+    /// Scheduler time in the timed decode steps, and of it the placement alone.
+    sched_s: f64,
+    place_s: f64,
+    /// The dense device's calls in the timed decode steps.
+    device_s: f64,
+    /// Prefill: dense device calls, MoE blocks, scheduler.
+    prefill_split: [f64; 3],
+    /// Share of the timed decode steps' MoE layers routed on the device.
+    routed_share: f64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -184,47 +202,52 @@ fn run_one(
     let gen = opts.gen.max(1);
     let warmup = opts.warmup;
     let mut rx = engine.subscribe_telemetry();
-    let (prefill_s, decode_s, sched_s, device_s, prefill_split, routed_layers) = engine
-        .with_model(
-            move |model, moe| -> Result<(f64, f64, f64, f64, [f64; 3], f64)> {
-                let prompt = bench_prompt(prompt_len, vocab_size);
-                let mut cache = model.new_cache(prompt_len + warmup + gen + 1);
-                let (dense0, block0, sched0) = (
-                    model.device_dense_seconds(),
-                    model.moe_block_seconds(),
-                    moe.summary().sched_seconds,
-                );
-                let t0 = Instant::now();
-                let last = prefill(model, moe, &mut cache, &prompt)?;
-                let prefill_s = t0.elapsed().as_secs_f64();
-                let prefill_split = [
-                    model.device_dense_seconds() - dense0,
-                    model.moe_block_seconds() - block0,
-                    moe.summary().sched_seconds - sched0,
-                ];
-                moe.set_routing_replay(replay);
-                let tok = decode_greedy(model, moe, &mut cache, argmax(&last), warmup)?;
-                let sched0 = moe.summary().sched_seconds;
-                let routed0 = moe.summary().routed_layers;
-                let device0 = model.device_dense_seconds();
-                let t1 = Instant::now();
-                decode_greedy(model, moe, &mut cache, tok, gen)?;
-                let decode_s = t1.elapsed().as_secs_f64();
-                let sched_s = moe.summary().sched_seconds - sched0;
-                let device_s = model.device_dense_seconds() - device0;
-                let routed = (moe.summary().routed_layers - routed0) as f64;
-                let routed_share = routed / (gen * model.cfg.n_layers).max(1) as f64;
-                moe.set_routing_replay(None);
-                Ok((
-                    prefill_s,
-                    decode_s,
-                    sched_s,
-                    device_s,
-                    prefill_split,
-                    routed_share,
-                ))
-            },
-        )??;
+    let m = engine.with_model(move |model, moe| -> Result<EngineTimes> {
+        let prompt = bench_prompt(prompt_len, vocab_size);
+        let mut cache = model.new_cache(prompt_len + warmup + gen + 1);
+        let (dense0, block0, sched0) = (
+            model.device_dense_seconds(),
+            model.moe_block_seconds(),
+            moe.summary().sched_seconds,
+        );
+        let t0 = Instant::now();
+        let last = prefill(model, moe, &mut cache, &prompt)?;
+        let prefill_s = t0.elapsed().as_secs_f64();
+        let prefill_split = [
+            model.device_dense_seconds() - dense0,
+            model.moe_block_seconds() - block0,
+            moe.summary().sched_seconds - sched0,
+        ];
+        moe.set_routing_replay(replay);
+        let tok = decode_greedy(model, moe, &mut cache, argmax(&last), warmup)?;
+        let before = moe.summary().clone();
+        let device0 = model.device_dense_seconds();
+        let t1 = Instant::now();
+        decode_greedy(model, moe, &mut cache, tok, gen)?;
+        let decode_s = t1.elapsed().as_secs_f64();
+        let after = moe.summary();
+        let routed = (after.routed_layers - before.routed_layers) as f64;
+        let times = EngineTimes {
+            prefill_s,
+            decode_s,
+            sched_s: after.sched_seconds - before.sched_seconds,
+            place_s: after.place_seconds - before.place_seconds,
+            device_s: model.device_dense_seconds() - device0,
+            prefill_split,
+            routed_share: routed / (gen * model.cfg.n_layers).max(1) as f64,
+        };
+        moe.set_routing_replay(None);
+        Ok(times)
+    })??;
+    let EngineTimes {
+        prefill_s,
+        decode_s,
+        sched_s,
+        place_s,
+        device_s,
+        prefill_split,
+        routed_share: routed_layers,
+    } = m;
     let mut steps: Vec<Arc<StepTelemetry>> = Vec::new();
     while let Ok(s) = rx.try_recv() {
         steps.push(s);
@@ -297,15 +320,16 @@ fn run_one(
         dense_device_ms_per_token: device_s / gen as f64 * 1e3,
         sched_s_per_token: sched_s / gen as f64,
         sched_share: sched_s / gen as f64 / per_token,
+        place_share: place_s / gen as f64 / per_token,
         device_routed: routed_layers,
     })
 }
 
 /// Prints rows as a Markdown table.
 pub fn print_table(rows: &[SweepRow]) {
-    println!("| routing | policy | budget | slots | prefetch | prefill tok/s | prefill MoE s (CPU/GPU) | prefill dense/MoE-block/sched s | decode tok/s | hit rate | GPU share | PCIe GB/s | layer err | step err | MoE ms/tok | MoE CPU ms | MoE GPU ms | dense ms/tok | dense GPU calls ms | sched us/token | sched share | device-routed |");
+    println!("| routing | policy | budget | slots | prefetch | prefill tok/s | prefill MoE s (CPU/GPU) | prefill dense/MoE-block/sched s | decode tok/s | hit rate | GPU share | PCIe GB/s | layer err | step err | MoE ms/tok | MoE CPU ms | MoE GPU ms | dense ms/tok | dense GPU calls ms | sched us/token | sched share | place share | device-routed |");
     println!(
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for r in rows {
         println!("{}", row_line(r));
@@ -315,7 +339,7 @@ pub fn print_table(rows: &[SweepRow]) {
 /// One row of [`print_table`].
 pub fn row_line(r: &SweepRow) -> String {
     format!(
-        "| {} | {} | {} | {} | {} | {:.1} | {:.2} ({:.2}/{:.2}) | {:.2}/{:.2}/{:.2} | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.2}% | {:.0}% |",
+        "| {} | {} | {} | {} | {} | {:.1} | {:.2} ({:.2}/{:.2}) | {:.2}/{:.2}/{:.2} | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.2}% | {:.2}% | {:.0}% |",
         r.routing,
         r.policy,
         r.budget_bytes.map_or("all".into(), |b| if b >= 1 << 30 {
@@ -345,6 +369,7 @@ pub fn row_line(r: &SweepRow) -> String {
         r.dense_device_ms_per_token,
         r.sched_s_per_token * 1e6,
         r.sched_share * 100.0,
+        r.place_share * 100.0,
         r.device_routed * 100.0
     )
 }

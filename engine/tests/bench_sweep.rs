@@ -46,6 +46,10 @@ fn sweep_measures_every_setting_and_replays_the_trace() {
             "{r:?}"
         );
         assert!(r.sched_share > 0.0 && r.sched_share < 1.0, "{r:?}");
+        assert!(
+            r.place_share > 0.0 && r.place_share <= r.sched_share,
+            "{r:?}"
+        );
         match r.routing {
             "model" => assert!(r.prefill_tok_s > 0.0, "{r:?}"),
             "replay" => assert_eq!(r.prefill_tok_s, 0.0, "{r:?}"),

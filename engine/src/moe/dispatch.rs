@@ -129,6 +129,9 @@ pub struct PlacementSummary {
     pub loads_failed: u64,
     /// Seconds in the placer (planning and feedback), the scheduler's overhead.
     pub sched_seconds: f64,
+    /// Of `sched_seconds`: in `Placer::place`, on the host's path from a layer's router to
+    /// its experts (the feedback runs while the GPU computes).
+    pub place_seconds: f64,
     /// Layers routed on the device (their resident experts ran in a routed pass).
     pub routed_layers: u64,
 }
@@ -345,7 +348,9 @@ impl MoeDispatch {
         let t_plan = Instant::now();
         self.placer
             .place(experts.layer, items, next, self.gpu.is_some(), &mut plan);
-        self.summary.sched_seconds += t_plan.elapsed().as_secs_f64();
+        let plan_s = t_plan.elapsed().as_secs_f64();
+        self.summary.sched_seconds += plan_s;
+        self.summary.place_seconds += plan_s;
         debug_assert_eq!(plan.cpu.len() + plan.gpu.len(), items.len());
         self.profile.lap(Phase::Place);
         // Items whose experts ran in the layer's routed pass (device routing) are done,
