@@ -304,15 +304,7 @@ impl GpuExpertExecutor {
                 .map(GpuTicket)
                 .map_err(cuda_err(layer));
         };
-        let v = experts.expert(first.expert as usize);
-        let layout = ExpertLayout::new(
-            v.gate.dtype,
-            v.up.dtype,
-            v.down.dtype,
-            v.gate.cols,
-            v.gate.rows,
-        )
-        .map_err(cuda_err(layer))?;
+        let layout = expert_layout(experts, first.expert).map_err(cuda_err(layer))?;
         let gpu_items: Vec<GpuItem<'_>> = items
             .iter()
             .map(|it| {
@@ -371,6 +363,21 @@ impl GpuExpertExecutor {
         }
         Ok(t)
     }
+}
+
+/// The kernels' view of expert `e`'s matrices (types and shape; one layer's experts share it).
+fn expert_layout(
+    experts: &LayerExperts<'_>,
+    e: u16,
+) -> std::result::Result<ExpertLayout, CudaError> {
+    let v = experts.expert(e as usize);
+    ExpertLayout::new(
+        v.gate.dtype,
+        v.up.dtype,
+        v.down.dtype,
+        v.gate.cols,
+        v.gate.rows,
+    )
 }
 
 fn empty_layout(hidden: usize) -> ExpertLayout {

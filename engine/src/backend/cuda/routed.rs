@@ -9,7 +9,7 @@
 use super::{GpuExpertExecutor, Result};
 use crate::error::EngineError;
 use crate::moe::LayerExperts;
-use hmoe_cuda::{DenseOnDevice, DeviceAddend, ExpertLayout, RoutedChoice};
+use hmoe_cuda::{DenseOnDevice, DeviceAddend, RoutedChoice};
 
 /// Environment variable: `0` routes every decode layer on the host (the routed pass is on
 /// by default wherever the dense path runs on the GPU and experts have VRAM slots).
@@ -47,15 +47,7 @@ impl GpuExpertExecutor {
     /// Launches `experts`' routed pass behind the dense call `d` (see
     /// `GpuExperts::launch_routed`); its choice comes from [`GpuExpertExecutor::wait_routed`].
     pub fn launch_routed(&self, experts: &LayerExperts<'_>, d: DenseOnDevice) -> Result<()> {
-        let v = experts.expert(0);
-        let layout = ExpertLayout::new(
-            v.gate.dtype,
-            v.up.dtype,
-            v.down.dtype,
-            v.gate.cols,
-            v.gate.rows,
-        )
-        .map_err(err("layout"))?;
+        let layout = super::expert_layout(experts, 0).map_err(err("layout"))?;
         let layer = experts.layer as u16;
         self.lock()?
             .launch_routed(layer, &layout, (d.logits, d.hn), d.event)

@@ -1128,23 +1128,36 @@ impl GpuDense {
     }
 
     fn add_to(&self, x: u64, y: u64, len: u64) -> Result<()> {
-        let cfg = LaunchConfig {
-            grid_dim: (len.div_ceil(ADD_THREADS as u64) as u32, 1, 1),
-            block_dim: (ADD_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: matches add_to(float*, const float*, u64).
-        unsafe {
-            self.stream
-                .launch_builder(&self.fns.add_to)
-                .arg(&x)
-                .arg(&y)
-                .arg(&len)
-                .launch(cfg)
-        }
-        .map(|_| ())
-        .map_err(drv("launch add_to"))
+        launch_add_to(&self.stream, &self.fns.add_to, x, y, len)
     }
+}
+
+/// `add_to` (dense.cu) on `stream`: `x[i] += y[i]` for `len` floats at device addresses
+/// `x` and `y` (the caller's buffers hold them). Also the routed expert pass's (routed.rs).
+pub(super) fn launch_add_to(
+    stream: &CudaStream,
+    f: &CudaFunction,
+    x: u64,
+    y: u64,
+    len: u64,
+) -> Result<()> {
+    let cfg = LaunchConfig {
+        grid_dim: (len.div_ceil(ADD_THREADS as u64) as u32, 1, 1),
+        block_dim: (ADD_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: matches add_to(float*, const float*, u64); the caller's buffers hold `len`
+    // floats each.
+    unsafe {
+        stream
+            .launch_builder(f)
+            .arg(&x)
+            .arg(&y)
+            .arg(&len)
+            .launch(cfg)
+    }
+    .map(|_| ())
+    .map_err(drv("launch add_to"))
 }
 
 impl Drop for GpuDense {

@@ -16,6 +16,7 @@
 //! copy's wait (`slot_release`); a slot goes on the map when the host sees its copy landed.
 
 use super::dense_graphs::GraphCache;
+use super::resident::launch_add_to;
 use super::{drv, DeviceBuf, GpuExperts, Pinned, RELEASE_RING};
 use crate::api::{DeviceAddend, DeviceInput, RoutedChoice};
 use crate::batch::{pack, BatchItem, BatchLayout};
@@ -34,8 +35,6 @@ const ROUTE_WAIT_LIMIT: Duration = Duration::from_secs(10);
 const ROUTE_MAX_K: usize = 16;
 /// Most experts per layer route.cu handles (32 lanes x `ROUTE_MAX_PER_LANE`).
 const ROUTE_MAX_EXPERTS: usize = 256;
-/// Threads of `add_to` blocks (dense.cu).
-const ADD_THREADS: u32 = 256;
 
 /// What a captured routed pass depends on besides the contents of its buffers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -498,23 +497,8 @@ impl GpuExperts {
                     a.values
                 )));
             }
-            let len = hidden as u64;
-            let cfg = LaunchConfig {
-                grid_dim: (len.div_ceil(ADD_THREADS as u64) as u32, 1, 1),
-                block_dim: (ADD_THREADS, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            // SAFETY: matches add_to(float*, const float*, u64); both buffers hold
-            // `hidden` floats, and the rest's pass precedes this on the compute stream.
-            unsafe {
-                self.compute
-                    .launch_builder(add)
-                    .arg(&out)
-                    .arg(&a.ptr)
-                    .arg(&len)
-                    .launch(cfg)
-            }
-            .map_err(drv("launch add_to (routed)"))?;
+            // Both buffers hold `hidden` floats; the rest's pass precedes this on the stream.
+            launch_add_to(&self.compute, add, out, a.ptr, hidden as u64)?;
             r.end
                 .record(&self.compute)
                 .map_err(drv("cuEventRecord(routed pass)"))?;
