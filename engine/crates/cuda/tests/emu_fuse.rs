@@ -7,34 +7,16 @@
 //! fetches), and a second fused pass on the counters the first left.
 
 use hmoe_cuda::verify::{compare, TestBatch};
-use hmoe_cuda::{ExpertLayout, KernelType};
+use hmoe_cuda::ExpertLayout;
 use hmoe_gguf::GgmlDType;
 use std::path::Path;
-use std::process::Command;
 
 #[path = "emu/build.rs"]
 mod emu_build;
-use emu_build::{compile_harness, compile_harness_with};
-
-fn type_code(t: KernelType) -> u32 {
-    KernelType::ALL.iter().position(|&k| k == t).unwrap() as u32
-}
-
-/// One batch through tests/emu/fuse_harness.cpp: `n_items` experts, `n_tokens` tokens
-/// routed to `top_k` each, the first `split` items in the first gate_up launch.
-struct Case {
-    layout: ExpertLayout,
-    n_items: usize,
-    n_tokens: usize,
-    top_k: usize,
-    split: usize,
-}
-
-fn floats(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
-}
+use emu_build::{compile_harness, compile_harness_with, run_harness};
+#[path = "emu/expert_io.rs"]
+mod expert_io;
+use expert_io::{case, fused_pass_input, PassCase as Case};
 
 /// Index of the first value whose bits differ (NaN included), if any.
 fn first_difference(a: &[f32], b: &[f32]) -> Option<usize> {
@@ -48,62 +30,20 @@ fn run(exe: &Path, dir: &Path, c: &Case) {
     let l = c.layout;
     let seed = 7 + (c.n_items * 31 + c.n_tokens) as u64;
     let b = TestBatch::random(l, c.n_items, c.n_tokens, c.top_k, seed).unwrap();
-    let mut packed = Vec::new();
-    // Addresses are offsets into the weight blob; the harness rebases them.
-    let bl = b.pack(|i| b.offsets(i)[0], &mut packed).unwrap();
+    let (input, bl) = fused_pass_input(&b, c.split);
     assert!(
         bl.max_item_rows <= 8,
         "a decode case: every item serves at most TT tokens"
     );
-    let mut input = Vec::new();
-    let mut w32 = |v: usize| input.extend_from_slice(&(v as u32).to_le_bytes());
-    for v in [
-        type_code(l.gate_up) as usize,
-        type_code(l.down) as usize,
-        l.hidden,
-        l.ffn,
-        c.n_tokens,
-        b.weights.len(),
-        packed.len(),
-        c.split,
-    ] {
-        w32(v);
-    }
-    input.extend_from_slice(&b.weights);
-    input.extend_from_slice(&packed);
-    for v in [
-        bl.items,
-        bl.rows,
-        bl.weights,
-        bl.tok_start,
-        bl.tok_pairs,
-        bl.tok_down,
-        bl.n_items,
-        bl.n_pairs,
-    ] {
-        input.extend_from_slice(&(v as u32).to_le_bytes());
-    }
-    for v in &b.x {
-        input.extend_from_slice(&v.to_le_bytes());
-    }
-    let (inp, outp) = (dir.join("fuse.in"), dir.join("fuse.out"));
-    std::fs::write(&inp, &input).unwrap();
     let t0 = std::time::Instant::now();
-    let st = Command::new(exe).arg(&inp).arg(&outp).output().unwrap();
-    assert!(
-        st.status.success(),
-        "harness: {}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    let raw = std::fs::read(&outp).unwrap();
+    let mut v = run_harness(exe, dir, "fuse", &input);
     let (n_out, n_act) = (c.n_tokens * l.hidden, bl.n_pairs * l.ffn);
-    assert_eq!(raw.len(), 4 * (3 * n_out + 2 * n_act + 1));
-    let v = floats(&raw[..4 * (3 * n_out + 2 * n_act)]);
+    assert_eq!(v.len(), 3 * n_out + 2 * n_act + 1, "harness output size");
+    let nonzero = v.pop().unwrap().to_bits();
     let (unfused, rest) = v.split_at(n_out);
     let (fused, rest) = rest.split_at(n_out);
     let (again, rest) = rest.split_at(n_out);
     let (act_unfused, act_fused) = rest.split_at(n_act);
-    let nonzero = u32::from_le_bytes(raw[raw.len() - 4..].try_into().unwrap());
     let what = format!(
         "{:?}/{:?} {} items x {} tokens top-{} split {}",
         l.gate_up, l.down, c.n_items, c.n_tokens, c.top_k, c.split
@@ -155,16 +95,6 @@ const HIDDEN: usize = 256;
 /// (4 arrive at each). FFN_2: two Q8_K blocks, so a block's counter is not the item's.
 const FFN: usize = 256;
 const FFN_2: usize = 512;
-
-fn case(layout: ExpertLayout, n_items: usize, n_tokens: usize, top_k: usize, split: usize) -> Case {
-    Case {
-        layout,
-        n_items,
-        n_tokens,
-        top_k,
-        split,
-    }
-}
 
 #[test]
 fn fused_decode_pass_is_bit_identical_to_the_unfused_pass() {

@@ -8,13 +8,16 @@
 //! passes left (which must end zero).
 
 use hmoe_cuda::verify::{compare, TestBatch};
-use hmoe_cuda::{ExpertLayout, KernelType};
+use hmoe_cuda::ExpertLayout;
 use hmoe_gguf::GgmlDType;
 use std::path::Path;
 
 #[path = "emu/build.rs"]
 mod emu_build;
 use emu_build::{compile_harness, compile_harness_with, run_harness};
+#[path = "emu/expert_io.rs"]
+mod expert_io;
+use expert_io::{case, fused_pass_input, PassCase as Case};
 
 /// Bound on ‖int8 − f32 fused‖ / ‖f32 fused‖. The integer dots are exact and the scales
 /// the same, so the passes differ by f32 summation order (~1e-7 relative: measured 2e-7
@@ -33,20 +36,6 @@ const VS_FUSED_MAX_REL_TOL: f64 = 1e-3;
 const HIDDEN: usize = 512;
 const FFN: usize = 512;
 
-fn type_code(t: KernelType) -> u32 {
-    KernelType::ALL.iter().position(|&k| k == t).unwrap() as u32
-}
-
-/// One batch: `n_items` experts, `n_tokens` tokens routed to `top_k` each, the first
-/// `split` items in the first gate_up launch.
-struct Case {
-    layout: ExpertLayout,
-    n_items: usize,
-    n_tokens: usize,
-    top_k: usize,
-    split: usize,
-}
-
 /// What the harness wrote.
 struct Outputs {
     fused: Vec<f32>,
@@ -61,40 +50,7 @@ fn run(exe: &Path, dir: &Path, c: &Case) -> (TestBatch, Outputs) {
     let l = c.layout;
     let seed = 11 + (c.n_items * 31 + c.n_tokens) as u64;
     let b = TestBatch::random(l, c.n_items, c.n_tokens, c.top_k, seed).unwrap();
-    let mut packed = Vec::new();
-    // Addresses are offsets into the weight blob; the harness rebases them.
-    let bl = b.pack(|i| b.offsets(i)[0], &mut packed).unwrap();
-    let mut input = Vec::new();
-    let mut w32 = |v: usize| input.extend_from_slice(&(v as u32).to_le_bytes());
-    for v in [
-        type_code(l.gate_up) as usize,
-        type_code(l.down) as usize,
-        l.hidden,
-        l.ffn,
-        c.n_tokens,
-        b.weights.len(),
-        packed.len(),
-        c.split,
-    ] {
-        w32(v);
-    }
-    input.extend_from_slice(&b.weights);
-    input.extend_from_slice(&packed);
-    for v in [
-        bl.items,
-        bl.rows,
-        bl.weights,
-        bl.tok_start,
-        bl.tok_pairs,
-        bl.tok_down,
-        bl.n_items,
-        bl.n_pairs,
-    ] {
-        input.extend_from_slice(&(v as u32).to_le_bytes());
-    }
-    for v in &b.x {
-        input.extend_from_slice(&v.to_le_bytes());
-    }
+    let (input, bl) = fused_pass_input(&b, c.split);
     let mut v = run_harness(exe, dir, "fused_q8", &input);
     let (n_out, n_act) = (c.n_tokens * l.hidden, bl.n_pairs * l.ffn);
     assert_eq!(v.len(), 3 * n_out + 2 * n_act + 1, "harness output size");
@@ -155,16 +111,6 @@ fn check(exe: &Path, dir: &Path, c: &Case) {
 
 fn layout(g: GgmlDType, d: GgmlDType) -> ExpertLayout {
     ExpertLayout::new(g, g, d, HIDDEN, FFN).unwrap()
-}
-
-fn case(layout: ExpertLayout, n_items: usize, n_tokens: usize, top_k: usize, split: usize) -> Case {
-    Case {
-        layout,
-        n_items,
-        n_tokens,
-        top_k,
-        split,
-    }
 }
 
 #[test]

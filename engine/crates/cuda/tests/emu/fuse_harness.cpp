@@ -2,12 +2,7 @@
 // down, combine) and the fused decode pass (gate_up_fused, down_combine; src/fused.cu)
 // of the same x in the emulator, the fused one twice (the second launch reuses the
 // arrival counters the first left), and writes what tests/emu_fuse.rs compares.
-// Input (little-endian): u32 gate_up_type, down_type, hidden, ffn, n_tokens,
-// n_weight_bytes, n_batch_bytes, split (items of the first gate_up_fused launch: the
-// backend launches hits and fetches separately); weight bytes (item and tok_down
-// pointers are offsets into them); batch bytes (src/batch.rs layout); u32 section
-// offsets items, rows, weights, tok_start, tok_pairs, tok_down, n_items, n_pairs;
-// f32 x[n_tokens * hidden].
+// Input: pass_input.h (written by tests/emu/expert_io.rs `fused_pass_input`).
 // Output: f32 out_unfused, out_fused, out_fused_again [n_tokens * hidden]; f32
 // act_unfused, act_fused [n_pairs * ffn] (the rounded products); u32 counters left
 // non-zero after the two fused passes.
@@ -16,8 +11,7 @@
 #include "../../src/fused.cu"
 #include <cstdio>
 #include <limits>
-
-static u32 rd32(FILE* f) { u32 v = 0; if (fread(&v, 4, 1, f) != 1) { fprintf(stderr, "short input\n"); exit(2); } return v; }
+#include "pass_input.h"
 
 typedef void (*GateUpFn)(const u64*, const u32*, const float*, float*, u32, u32);
 typedef void (*DownFn)(const u64*, const float*, const float*, float*, u32, u32);
@@ -26,29 +20,18 @@ typedef void (*DownCombineFn)(const u64*, const u32*, const u32*, const float*, 
 
 int main(int argc, char** argv) {
     if (argc != 3) { fprintf(stderr, "usage: fuse_harness IN OUT\n"); return 2; }
-    FILE* f = fopen(argv[1], "rb");
-    if (!f) { perror("open input"); return 2; }
-    u32 tgu = rd32(f), tdn = rd32(f), hidden = rd32(f), ffn = rd32(f), n_tokens = rd32(f);
-    u32 n_wbytes = rd32(f), n_bbytes = rd32(f), split = rd32(f);
-    // 16 spare bytes: the async path copies whole 16-byte chunks.
-    std::vector<u8> weights(n_wbytes + 16), batch(n_bbytes);
-    if (fread(weights.data(), 1, n_wbytes, f) != n_wbytes || fread(batch.data(), 1, n_bbytes, f) != n_bbytes) { fprintf(stderr, "short input\n"); return 2; }
-    u32 o_items = rd32(f), o_rows = rd32(f), o_wts = rd32(f), o_ts = rd32(f), o_tp = rd32(f), o_td = rd32(f);
-    u32 n_items = rd32(f), n_pairs = rd32(f);
-    std::vector<float> x((size_t)n_tokens * hidden);
-    if (fread(x.data(), 4, x.size(), f) != x.size()) { fprintf(stderr, "short x\n"); return 2; }
-    fclose(f);
+    PassInput p;
+    read_pass_input(argv[1], p);
+    u32 tgu = p.tgu, tdn = p.tdn, hidden = p.hidden, ffn = p.ffn, n_tokens = p.n_tokens;
+    u32 split = p.split, n_items = p.n_items, n_pairs = p.n_pairs;
+    std::vector<float>& x = p.x;
+    u64* items = p.items;
+    u64* td = p.td;
+    const u32* rows = p.rows;
+    const float* wts = p.wts;
+    const u32* ts = p.ts;
+    const u32* tp = p.tp;
     if (tgu > 6 || tdn > 6 || split > n_items) { fprintf(stderr, "bad type or split\n"); return 2; }
-    u64 base = (u64)(uintptr_t)weights.data();
-    u64* items = (u64*)(batch.data() + o_items);
-    for (u32 i = 0; i < n_items; ++i)
-        for (int k = 0; k < 3; ++k) items[4 * i + k] += base;
-    u64* td = (u64*)(batch.data() + o_td);
-    for (u32 q = 0; q < n_pairs; ++q) td[q] += base;
-    const u32* rows = (const u32*)(batch.data() + o_rows);
-    const float* wts = (const float*)(batch.data() + o_wts);
-    const u32* ts = (const u32*)(batch.data() + o_ts);
-    const u32* tp = (const u32*)(batch.data() + o_tp);
     GateUpFn gu[] = {gate_up_f32, gate_up_f16, gate_up_bf16, gate_up_q8_0, gate_up_q4_k, gate_up_q5_k, gate_up_q6_k};
     DownFn dn[] = {down_f32, down_f16, down_bf16, down_q8_0, down_q4_k, down_q5_k, down_q6_k};
 #define FUSED_ROW(n) {gate_up_fused_##n##_bf16, gate_up_fused_##n##_q8_0, gate_up_fused_##n##_q8_k}
