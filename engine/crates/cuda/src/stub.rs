@@ -118,10 +118,6 @@ impl GpuExperts {
     ) -> Result<()> {
         match self.never {}
     }
-    /// Whether device-side routing is on.
-    pub fn routing_enabled(&self) -> bool {
-        match self.never {}
-    }
     /// Launches a decode layer's routed pass.
     pub fn launch_routed(
         &mut self,

@@ -25,8 +25,8 @@ use super::{compile, context, drv, info, is_oom, DeviceBuf, Pinned, ASSUME_FREE_
 use crate::api::{DenseOnDevice, DeviceAddend, DeviceInput};
 use crate::attend_tiled::{use_tiled, ATTEND_TILE_STAGES};
 use crate::dense_model::{
-    attention_plan, grid_split_count, grown_capacity, heads_per_warp, positions, validate_spans,
-    DenseMatrix, DenseSeq, DenseShape, DenseWeights, SeqRegistry, SeqSpan, ATTEND_HEADS_PER_WARP,
+    attention_plan, grid_split_count, grown_capacity, positions, validate_spans, DenseMatrix,
+    DenseSeq, DenseShape, DenseWeights, SeqRegistry, SeqSpan, ATTEND_HEADS_PER_WARP,
     ATTEND_HPW_ENV, ATTEND_MAX_CHUNK, ATTEND_MIN_CHUNK, ATTEND_MIN_CHUNK_ENV,
 };
 use crate::device::{no_panic, DeviceInfo};
@@ -164,7 +164,8 @@ pub struct GpuDense {
     graphs: GraphCache,
     /// Fewest positions per attention split ([`ATTEND_MIN_CHUNK_ENV`]).
     attend_min_chunk: usize,
-    /// Most query heads per split-attention warp ([`attention_plan`], [`ATTEND_HPW_ENV`]).
+    /// Most query heads per split-attention warp ([`ATTEND_HPW_ENV`]; `attention_plan`
+    /// picks each call's from it and the head grouping).
     attend_hpw: usize,
     /// The last call's normed hidden state on the device (None after a failed call).
     last_hn: Option<DeviceInput>,
@@ -324,14 +325,10 @@ impl GpuDense {
                 .and_then(|v| v.trim().parse::<usize>().ok())
                 .filter(|&c| (1..=ATTEND_MAX_CHUNK).contains(&c))
                 .unwrap_or(ATTEND_MIN_CHUNK),
-            attend_hpw: heads_per_warp(
-                shape.n_heads,
-                shape.n_kv_heads,
-                std::env::var(ATTEND_HPW_ENV)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .unwrap_or(ATTEND_HEADS_PER_WARP),
-            ),
+            attend_hpw: std::env::var(ATTEND_HPW_ENV)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(ATTEND_HEADS_PER_WARP),
             stream,
             ctx,
         })

@@ -184,11 +184,6 @@ impl GpuExperts {
         Ok(())
     }
 
-    /// Whether device-side routing is on.
-    pub fn routing_enabled(&self) -> bool {
-        self.routed.is_some()
-    }
-
     /// Launches the routed pass of decode layer `layer` (one token; experts laid out as
     /// `layout`) on the compute stream after `after` (a raw `CUevent` recorded behind the
     /// dense call that wrote the router `logits` and the normed state `hn`, both on the
