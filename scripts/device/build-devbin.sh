@@ -57,5 +57,8 @@ strip .devbin/hmoe-cuda-check .devbin/cpu-bench
 ls -la .devbin/
 # The device call carries at most 64 MiB with the working tree: send one xz archive
 # (run(..., carry=[".devbin/pack.tar.xz"]); session.sh unpacks it).
-(cd .devbin && tar cJf pack.tar.xz --exclude pack.tar.xz --exclude out hmoe-cuda-check hmoe-kernels.ptx hmoe-engine-tests cpu-bench hmoe-quant-tests hmoe-cpu-tests $( [ -f hmoe ] && echo hmoe ))
+# A baseline CLI for same-machine A/B (session.sh's abold stage) goes along when
+# HMOE_OLD_CLI names one.
+[ -n "${HMOE_OLD_CLI:-}" ] && cp "$HMOE_OLD_CLI" .devbin/hmoe-old
+(cd .devbin && tar cJf pack.tar.xz --exclude pack.tar.xz --exclude out hmoe-cuda-check hmoe-kernels.ptx hmoe-engine-tests cpu-bench hmoe-quant-tests hmoe-cpu-tests $( [ -f hmoe ] && echo hmoe ) $( [ -n "${HMOE_OLD_CLI:-}" ] && echo hmoe-old ))
 ls -la .devbin/pack.tar.xz

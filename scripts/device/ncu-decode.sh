@@ -2,11 +2,12 @@
 # Per-kernel GPU times of decode layers under Nsight Compute (ncu serialises kernels, so
 # each time is the kernel alone: what a decode layer's graph costs kernel by kernel).
 #   ncu-decode.sh HMOE WORK OUT [SKIP] [COUNT]
-# Q4_K_M, 16 GiB `value`, a 64-token prompt then decode; SKIP kernels (prefill, warm-up)
+# Q4_K_M, 16 GiB `value`, a 1024-token prompt then decode (the attention at the
+# benchmark's context); SKIP kernels (prefill, warm-up)
 # are let through unprofiled, the next COUNT are timed. Rows go to $OUT/ncu-decode.csv and
 # a per-kernel summary (median µs, count) to stdout.
 set -uo pipefail
-hmoe=$1; work=$2; out=$3; skip=${4:-6000}; count=${5:-400}
+hmoe=$1; work=$2; out=$3; skip=${4:-9000}; count=${5:-400}
 export HMOE_CUDA_HOST=${HMOE_CUDA_HOST:-registered}
 m=$work/qwen3-30b-a3b-q4_k_m.gguf
 if [ ! -f "$m" ]; then
@@ -18,7 +19,7 @@ ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/
 "$ncu" --clock-control none --cache-control none --metrics gpu__time_duration.sum \
   --csv --page raw --print-units base --launch-skip "$skip" --launch-count "$count" \
   "$hmoe" bench -m "$m" --device cuda --threads 16 --vram-budget 70GiB --sweep --routing model \
-  --budgets 16GiB --policies value --gen 24 --prompt-len 64 --warmup 4 \
+  --budgets 16GiB --policies value --gen 32 --prompt-len 1024 --warmup 4 \
   > "$out/ncu-decode.csv" 2> "$out/ncu-decode.err"
 echo "ncu rc=$?"
 python3 - "$out/ncu-decode.csv" <<'PY'
@@ -34,7 +35,7 @@ by = {}
 seq = []
 for r in rows[hdr + 1:]:
     if len(r) <= ti: continue
-    try: t = float(r[ti]) / 1000.0
+    try: t = float(r[ti].replace(",", "")) / 1000.0
     except ValueError: continue
     key = (r[ki].split("(")[0], r[gi] if gi is not None else "", r[bi] if bi is not None else "")
     by.setdefault(key, []).append(t); seq.append((key, t))

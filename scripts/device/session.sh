@@ -82,6 +82,10 @@ for s in $stages; do
     serve-cpu) stage serve-cpu 120 bash scripts/device/serve-bench.sh "$hmoe" "$work" "$OUT" "$work/qwen3-30b-a3b-q4_k_m-l4.gguf" --device cpu --threads 16 ;;
     # ab:VAR=VALUE: Q4_K_M value at 8 and 16 GiB (prefetch off and on) with one setting changed.
     ab:*) kv=${s#ab:}; stage "ab-${kv//=/-}" 70 env "$kv" bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/ab" q4_k_m model 64 1024 8GiB,16GiB value 32 ;;
+    # abnew / abold: the same rows with this build and with the baseline CLI .devbin/hmoe-old
+    # (build-devbin.sh with HMOE_OLD_CLI); interleave them for a same-machine A/B.
+    abnew) stage abnew 70 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/ab" q4_k_m model 64 1024 8GiB,16GiB value 32 ;;
+    abold) stage abold 70 bash scripts/device/cuda-bench.sh "$root/.devbin/hmoe-old" "$work" "$OUT/ab" q4_k_m model 64 1024 8GiB,16GiB value 32 ;;
     *) echo "unknown stage $s" ;;
   esac
 done

@@ -335,8 +335,33 @@ pub struct GpuExperts {
 unsafe impl Send for GpuExperts {}
 unsafe impl Sync for GpuExperts {}
 
+/// Environment variable: extra `NAME=VALUE` defines (comma or space separated) for the
+/// engine's NVRTC compile of the kernels, to time a compile-time setting (e.g.
+/// `U_LIN=8`) end to end without a rebuild. Not applied to a prebuilt PTX file.
+pub const DEFINES_ENV: &str = "HMOE_CUDA_DEFINES";
+
+/// The defines of [`DEFINES_ENV`]; a malformed one (its name not letters, digits and
+/// `_`) is an error that names it.
+fn env_defines() -> Result<Vec<String>> {
+    let Ok(v) = std::env::var(DEFINES_ENV) else {
+        return Ok(Vec::new());
+    };
+    v.split([',', ' '])
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            let name = d.split('=').next().unwrap_or("");
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(CudaError::Compile(format!(
+                    "{DEFINES_ENV}: `{d}` is not NAME=VALUE"
+                )));
+            }
+            Ok(d.to_string())
+        })
+        .collect()
+}
+
 /// Compiles the kernels with NVRTC for compute capability `cc` (needs only libnvrtc,
-/// no GPU). Returns the PTX text.
+/// no GPU), with the defines of [`DEFINES_ENV`]. Returns the PTX text.
 pub fn compile_kernels(cc: (i32, i32)) -> Result<String> {
     // SAFETY: only probes dlopen.
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
@@ -349,8 +374,10 @@ pub fn compile_kernels(cc: (i32, i32)) -> Result<String> {
     if let Some(ptx) = cache.lock().ok().and_then(|c| c.get(&cc).cloned()) {
         return Ok(ptx);
     }
+    let mut options = vec![format!("--gpu-architecture=compute_{}{}", cc.0, cc.1)];
+    options.extend(env_defines()?.into_iter().map(|d| format!("-D{d}")));
     let opts = cudarc::nvrtc::CompileOptions {
-        options: vec![format!("--gpu-architecture=compute_{}{}", cc.0, cc.1)],
+        options,
         name: Some("hmoe_kernels.cu".into()),
         ..Default::default()
     };

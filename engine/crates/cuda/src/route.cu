@@ -27,6 +27,13 @@
 // host memory): res[1] hits, res[2] bit r set when rank r was a hit, res[3 + r] the expert
 // of rank r, res[3 + k + r] its weight's bits; res[0] is written last, = the launch count
 // kept at seq[0] (device memory), which the host polls for.
+//
+// Latency is all that matters here (one warp on the layer's critical path; ncu timed the
+// first version at ~10 us on an H100). So the map, which lives in host memory across PCIe,
+// is read by every lane at once with the logits, before the top-k (one round trip, not
+// one per chosen expert); each rank's expert, slot and weight stay in registers (the
+// rank loop has a constant bound, so it unrolls: no local-memory arrays); and lane r
+// writes rank r's results, so the host-memory stores leave in parallel.
 KERNEL void route_resident(const float* logits, u32 n_experts, u32 top_k, u32 renorm,
                            const volatile u32* map, u64 slot_base, u64 slot_bytes,
                            u64 gate_bytes, unsigned char* meta, u32 off_rows, u32 off_weights,
@@ -34,13 +41,17 @@ KERNEL void route_resident(const float* logits, u32 n_experts, u32 top_k, u32 re
                            volatile u32* res, u32* seq) {
     u32 lane = threadIdx.x & 31;
     const float ninf = AS_FLOAT(0xff800000u);
+    const u32 none = 0xffffffffu;
     float v[ROUTE_MAX_PER_LANE];
-    float mx = ninf;
+    u32 slot[ROUTE_MAX_PER_LANE];
     for (int j = 0; j < ROUTE_MAX_PER_LANE; ++j) {
         u32 e = lane + 32 * j;
         v[j] = e < n_experts ? logits[e] : ninf;
-        if (v[j] > mx) mx = v[j];
+        slot[j] = e < n_experts ? map[e] : 0;
     }
+    float mx = ninf;
+    for (int j = 0; j < ROUTE_MAX_PER_LANE; ++j)
+        if (v[j] > mx) mx = v[j];
     for (int o = 16; o > 0; o >>= 1) {
         float other = SHFL_XOR(mx, o);
         if (other > mx) mx = other;
@@ -50,65 +61,69 @@ KERNEL void route_resident(const float* logits, u32 n_experts, u32 top_k, u32 re
         if (lane + 32 * j < n_experts) sum += expf(v[j] - mx);
     sum = warp_sum(sum);
     u32 k = top_k < ROUTE_MAX_K ? top_k : ROUTE_MAX_K;
-    u32 ids[ROUTE_MAX_K];
-    float probs[ROUTE_MAX_K], chosen = 0.0f;
-    for (u32 r = 0; r < k; ++r) {
+    // This lane's rank (lane < k): its expert, slot + 1, probability and index among the
+    // hits; and over all ranks the hit count, hit mask and chosen probability mass.
+    u32 my_id = 0, my_slot = 0, my_hit = 0, hits = 0, mask = 0;
+    float my_p = 0.0f, chosen = 0.0f;
+    for (u32 r = 0; r < ROUTE_MAX_K; ++r) {
+        if (r >= k) continue;  // uniform over the warp; a constant-bound loop unrolls
         // The lane's best remaining logit, then the warp's (ties to the lower index).
         float bv = ninf;
-        u32 bi = 0xffffffffu;
+        u32 bi = none, bs = 0;
         for (int j = 0; j < ROUTE_MAX_PER_LANE; ++j) {
             u32 e = lane + 32 * j;
-            if (e < n_experts && (v[j] > bv || bi == 0xffffffffu)) bv = v[j], bi = e;
+            if (e < n_experts && (v[j] > bv || bi == none)) bv = v[j], bi = e, bs = slot[j];
         }
         for (int o = 16; o > 0; o >>= 1) {
             float ov = SHFL_XOR(bv, o);
             u32 oi = AS_UINT(SHFL_XOR(AS_FLOAT(bi), o));  // the bits, moved exactly
-            if (ov > bv || (ov == bv && oi < bi)) bv = ov, bi = oi;
+            u32 os = AS_UINT(SHFL_XOR(AS_FLOAT(bs), o));
+            if (ov > bv || (ov == bv && oi < bi)) bv = ov, bi = oi, bs = os;
         }
         // Taken: -inf never wins against a remaining logit (n_experts >= top_k).
-        if (bi % 32 == lane) v[bi / 32] = ninf;
-        ids[r] = bi;
-        probs[r] = expf(bv - mx) / sum;
-        chosen += probs[r];
+        for (int j = 0; j < ROUTE_MAX_PER_LANE; ++j)
+            if (lane + 32 * j == bi) v[j] = ninf;
+        float p = expf(bv - mx) / sum;
+        chosen += p;
+        if (lane == r) my_id = bi, my_slot = bs, my_p = p, my_hit = hits;
+        if (bs != 0) mask |= 1u << r, ++hits;
     }
-    if (lane != 0) return;
     u64* items = (u64*)meta;
     u32* rows = (u32*)(meta + off_rows);
     float* wts = (float*)(meta + off_weights);
-    u32* tok_start = (u32*)(meta + off_tok_start);
-    u32* tok_pairs = (u32*)(meta + off_tok_pairs);
-    u64* tok_down = (u64*)(meta + off_tok_down);
-    u32 hits = 0, mask = 0, slot1[ROUTE_MAX_K];
-    for (u32 r = 0; r < k; ++r) slot1[r] = map[ids[r]];
-    for (u32 r = 0; r < k; ++r) {
-        float w = renorm ? probs[r] / chosen : probs[r];
-        res[3 + r] = ids[r];
-        res[3 + k + r] = AS_UINT(w);
-        if (slot1[r] == 0) continue;
-        u64 base = slot_base + (u64)(slot1[r] - 1) * slot_bytes;
-        u64* it = items + 4 * hits;
-        it[0] = base;
-        it[1] = base + gate_bytes;
-        it[2] = base + 2 * gate_bytes;
-        it[3] = (u64)hits | ((u64)1 << 32);
-        rows[hits] = 0;
-        wts[hits] = w;
-        tok_pairs[hits] = hits;
-        tok_down[hits] = base + 2 * gate_bytes;
-        mask |= 1u << r;
-        ++hits;
+    if (lane < k) {
+        float w = renorm ? my_p / chosen : my_p;
+        res[3 + lane] = my_id;
+        res[3 + k + lane] = AS_UINT(w);
+        if (my_slot != 0) {
+            u64 base = slot_base + (u64)(my_slot - 1) * slot_bytes;
+            u64* it = items + 4 * my_hit;
+            it[0] = base;
+            it[1] = base + gate_bytes;
+            it[2] = base + 2 * gate_bytes;
+            it[3] = (u64)my_hit | ((u64)1 << 32);
+            rows[my_hit] = 0;
+            wts[my_hit] = w;
+            ((u32*)(meta + off_tok_pairs))[my_hit] = my_hit;
+            ((u64*)(meta + off_tok_down))[my_hit] = base + 2 * gate_bytes;
+        }
+        if (lane >= hits) {  // the items after the hits: the misses, with no pairs
+            u64* it = items + 4 * lane;
+            it[0] = it[1] = it[2] = slot_base;  // never read: no pairs
+            it[3] = (u64)hits;
+        }
     }
-    for (u32 h = hits; h < k; ++h) {
-        u64* it = items + 4 * h;
-        it[0] = it[1] = it[2] = slot_base;  // never read: no pairs
-        it[3] = (u64)hits;
+    if (lane == 0) {
+        u32* tok_start = (u32*)(meta + off_tok_start);
+        tok_start[0] = 0;
+        tok_start[1] = hits;
+        res[1] = hits;
+        res[2] = mask;
     }
-    tok_start[0] = 0;
-    tok_start[1] = hits;
-    res[1] = hits;
-    res[2] = mask;
+    FENCE_SYSTEM();  // each lane's results before the sequence number the host polls
+    SYNCWARP();
+    if (lane != 0) return;
     u32 s = seq[0] + 1;
-    seq[0] = s;
-    FENCE_SYSTEM();  // the results before the sequence number the host polls
+    seq[0] = s;  // device memory, read by the next launch (stream order)
     res[0] = s;
 }

@@ -99,3 +99,22 @@ fn linear_async_variant_in_the_emulator() {
         check_linear(&exe, dir.path(), t, 7, cols[1], 3);
     }
 }
+
+/// `U_LIN=8` (the decode row walk with a whole 2048-column row in flight, which
+/// HMOE_CUDA_DEFINES can select at run time): rows of 1, 3, 8, 9 and 17 steps cover its
+/// groups and every tail size.
+#[test]
+fn linear_u_lin_8_variant_in_the_emulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile_harness_with(dir.path(), "dense_harness", &["U_LIN=8"]);
+    for t in [
+        KernelType::Q4K,
+        KernelType::Q6K,
+        KernelType::Q8_0,
+        KernelType::F32,
+    ] {
+        for steps in [1usize, 3, 8, 9, 17] {
+            check_linear(&exe, dir.path(), t, 5, 256 * steps, 1);
+        }
+    }
+}

@@ -7,9 +7,8 @@ use super::gemm::launch_linear_on;
 use super::{drv, DeviceBuf, GpuExperts};
 use crate::dtype::KernelType;
 use crate::error::{CudaError, Result};
-use crate::WARPS_PER_BLOCK;
 use cudarc::driver::result as cu;
-use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, PushKernelArg};
 use std::collections::HashMap;
 
 /// The dense kernels of the module.
@@ -134,11 +133,7 @@ impl GpuExperts {
         let (xd, wd) = (upload(x, "norm input")?, upload(w, "norm weight")?);
         let yd = DeviceBuf::new(x.len() * 4, "norm output")?;
         let rows = (x.len() / cols) as u32;
-        let cfg = LaunchConfig {
-            grid_dim: (rows.div_ceil(WARPS_PER_BLOCK), 1, 1),
-            block_dim: (32 * WARPS_PER_BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = super::resident::norm_config(rows);
         let c = cols as u32;
         // SAFETY: matches rms_norm(const float*, const float*, float*, u32, u32, float).
         unsafe {

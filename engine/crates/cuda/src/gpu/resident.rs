@@ -49,6 +49,9 @@ const ROW_TOKENS: u32 = 8;
 
 /// Threads per block of `add_to`.
 const ADD_THREADS: u32 = 256;
+/// Threads per block (one block a row) of `rms_norm` and `add_rms_norm` (`NORM_THREADS`
+/// in dense.cu).
+pub(super) const NORM_THREADS: u32 = 256;
 /// Token rows the buffers are sized for at start-up (grown once for larger calls).
 const START_TOKENS: usize = 64;
 
@@ -123,6 +126,9 @@ struct Fns {
     linear: HashMap<KernelType, CudaFunction>,
     /// `linear_multi_*`: up to three same-type matrices on one input in one launch.
     linear_multi: HashMap<KernelType, CudaFunction>,
+    /// `linear_mix_<a>_<b>`: two matrices of type a and a third of type b in one launch
+    /// (the pairs dense.cu instantiates).
+    linear_mix: HashMap<(KernelType, KernelType), CudaFunction>,
     /// The tiled `gemm_linear_*` (gemm.cu) for calls of many tokens.
     tiled_linear: HashMap<KernelType, CudaFunction>,
     rms_norm: CudaFunction,
@@ -257,14 +263,23 @@ impl GpuDense {
         };
         let (mut linear, mut tiled_linear) = (HashMap::new(), HashMap::new());
         let mut linear_multi = HashMap::new();
+        let mut linear_mix = HashMap::new();
         for t in KernelType::ALL {
             linear.insert(t, f(&format!("linear_{}", t.suffix()))?);
             linear_multi.insert(t, f(&format!("linear_multi_{}", t.suffix()))?);
             tiled_linear.insert(t, f(&format!("gemm_linear_{}", t.suffix()))?);
+            for b in KernelType::ALL {
+                // Only the instantiated pairs exist; the others take two launches.
+                let name = format!("linear_mix_{}_{}", t.suffix(), b.suffix());
+                if let Ok(func) = module.load_function(&name) {
+                    linear_mix.insert((t, b), func);
+                }
+            }
         }
         let fns = Fns {
             linear,
             linear_multi,
+            linear_mix,
             tiled_linear,
             rms_norm: f("rms_norm")?,
             add_rms_norm: f("add_rms_norm")?,
@@ -769,9 +784,6 @@ impl GpuDense {
         let v = k + 4 * nn * kvd;
         let attn = v + 4 * nn * kvd;
         let (n32, h32) = (n as u32, s.hidden as u32);
-        if let Some(a) = addend.filter(|_| graphed) {
-            self.add_to(x, a, nn * s.hidden as u64)?;
-        }
         // Profiled calls launch every matrix apart (the profile times each).
         let apart = prof.is_some();
         let mut m = |name: &'static str| match prof.as_mut() {
@@ -779,7 +791,11 @@ impl GpuDense {
             None => Ok(()),
         };
         m("upload")?;
-        self.rms_norm(x, l.attn_norm.ptr, hn, n32, h32)?;
+        match addend.filter(|_| graphed) {
+            // A graph adds the experts' output in front of the norm (one kernel, not two).
+            Some(a) => self.add_rms_norm(x, a, l.attn_norm.ptr, hn, n32, h32)?,
+            None => self.rms_norm(x, l.attn_norm.ptr, hn, n32, h32)?,
+        }
         m("attn_norm")?;
         if apart {
             self.linear(&l.wq, hn, q, n32)?;
@@ -906,9 +922,11 @@ impl GpuDense {
         launch_linear_on(&self.stream, &fns, m.buf.ptr, x, y, m.rows, m.cols, n)
     }
 
-    /// `y = W · x` for matrices that share the input `x` (and their column count): runs
-    /// of consecutive same-type matrices go in one `linear_multi` launch when the calls
-    /// take the row kernels (few tokens: decode), the rest one `linear` each.
+    /// `y = W · x` for matrices that share the input `x` (and their column count). When
+    /// the calls take the row kernels (few tokens: decode), runs of consecutive same-type
+    /// matrices go in one `linear_multi` launch, and a run of one or two followed by a
+    /// matrix of another type in one `linear_mix` launch where dense.cu has the pair (a
+    /// layer's wq, wk in Q4_K and wv in Q6_K); the rest one `linear` each.
     fn linears(&self, mats: &[(&Mat, u64)], x: u64, n: u32) -> Result<()> {
         let rows_path = (n as usize) < GemmShape::DEFAULT.linear_min_tokens;
         let mut i = 0;
@@ -919,37 +937,45 @@ impl GpuDense {
                 .take(MULTI_MATRICES)
                 .take_while(|(m, _)| m.t == m0.t && m.cols == m0.cols)
                 .count();
-            if !rows_path || run == 1 {
+            let mix = mats
+                .get(i + run)
+                .filter(|(m, _)| run < MULTI_MATRICES && m.cols == m0.cols)
+                .and_then(|&(m, y)| Some((self.fns.linear_mix.get(&(m0.t, m.t))?, m, y)));
+            if !rows_path || (run == 1 && mix.is_none()) {
                 self.linear(m0, x, y0, n)?;
                 i += 1;
                 continue;
             }
-            let f = self
-                .fns
-                .linear_multi
-                .get(&m0.t)
-                .ok_or(CudaError::UnsupportedType(m0.t.ggml()))?;
-            let group = &mats[i..i + run];
+            let none = (0u64, 0u64, 0u32);
             let pick = |k: usize| {
-                group
+                mats[i..i + run]
                     .get(k)
-                    .map_or((0u64, 0u64, 0u32), |(m, y)| (m.buf.ptr, *y, m.rows))
+                    .map_or(none, |(m, y)| (m.buf.ptr, *y, m.rows))
             };
-            let ((w0, y0, r0), (w1, y1, r1), (w2, y2, r2)) = (pick(0), pick(1), pick(2));
-            let blocks: u32 = group
-                .iter()
-                .map(|(m, _)| m.rows.div_ceil(WARPS_PER_BLOCK))
-                .sum();
+            let (f, slots, taken) = match mix {
+                // The third slot takes the other type's matrix.
+                Some((f, m, y)) => (f, [pick(0), pick(1), (m.buf.ptr, y, m.rows)], run + 1),
+                None => {
+                    let f = self
+                        .fns
+                        .linear_multi
+                        .get(&m0.t)
+                        .ok_or(CudaError::UnsupportedType(m0.t.ggml()))?;
+                    (f, [pick(0), pick(1), pick(2)], run)
+                }
+            };
+            let blocks: u32 = slots.iter().map(|s| s.2.div_ceil(WARPS_PER_BLOCK)).sum();
             let cfg = LaunchConfig {
                 grid_dim: (blocks, n.div_ceil(ROW_TOKENS), 1),
                 block_dim: (32 * WARPS_PER_BLOCK, 1, 1),
                 shared_mem_bytes: 0,
             };
+            let [(w0, y0, r0), (w1, y1, r1), (w2, y2, r2)] = slots;
             let cols = m0.cols;
-            // SAFETY: matches linear_multi_* in dense.cu (w0, w1, w2, y0, y1, y2, r0, r1,
-            // r2, x, cols, n); each matrix holds rows × cols weights of its type, x n ×
-            // cols floats and each y n × rows (the layer's buffers); unused slots have 0
-            // rows and no blocks.
+            // SAFETY: matches linear_multi_* and linear_mix_* in dense.cu (w0, w1, w2, y0,
+            // y1, y2, r0, r1, r2, x, cols, n); each matrix holds rows × cols weights of its
+            // slot's type, x n × cols floats and each y n × rows (the layer's buffers);
+            // unused slots have 0 rows and no blocks.
             unsafe {
                 self.stream
                     .launch_builder(f)
@@ -967,8 +993,8 @@ impl GpuDense {
                     .arg(&n)
                     .launch(cfg)
             }
-            .map_err(drv(format!("launch linear_multi ({} matrices)", run)))?;
-            i += run;
+            .map_err(drv(format!("launch linear_multi ({taken} matrices)")))?;
+            i += taken;
         }
         Ok(())
     }
@@ -981,14 +1007,10 @@ impl GpuDense {
                 "RMSNorm of rows of {cols} values at {x:#x}/{y:#x}: needs 16-byte rows"
             )));
         }
-        let cfg = LaunchConfig {
-            grid_dim: (rows.div_ceil(WARPS_PER_BLOCK), 1, 1),
-            block_dim: (32 * WARPS_PER_BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = norm_config(rows);
         let eps = self.shape.rms_eps;
         // SAFETY: matches rms_norm(const float*, const float*, float*, u32, u32, float);
-        // in place (x == y) is safe: each lane rewrites only elements it read.
+        // in place (x == y) is safe: each thread rewrites only elements it read.
         unsafe {
             self.stream
                 .launch_builder(&self.fns.rms_norm)
@@ -1012,11 +1034,7 @@ impl GpuDense {
                 "residual add and RMSNorm of rows of {cols} values: needs 16-byte rows"
             )));
         }
-        let cfg = LaunchConfig {
-            grid_dim: (rows.div_ceil(WARPS_PER_BLOCK), 1, 1),
-            block_dim: (32 * WARPS_PER_BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = norm_config(rows);
         let eps = self.shape.rms_eps;
         // SAFETY: matches add_rms_norm(float*, const float*, const float*, float*, u32, u32,
         // float); x, y and out hold rows × cols floats.
@@ -1131,6 +1149,15 @@ impl GpuDense {
 
 /// `add_to` (dense.cu) on `stream`: `x[i] += y[i]` for `len` floats at device addresses
 /// `x` and `y` (the caller's buffers hold them). Also the routed expert pass's (routed.rs).
+/// One block of [`NORM_THREADS`] per row (`rms_norm`, `add_rms_norm`).
+pub(super) fn norm_config(rows: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows, 1, 1),
+        block_dim: (NORM_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
 pub(super) fn launch_add_to(
     stream: &CudaStream,
     f: &CudaFunction,
@@ -1185,6 +1212,10 @@ mod tests {
     #[test]
     fn launch_constants_follow_the_kernel_source() {
         assert_eq!(crate::kernel_define("TT"), Some(ROW_TOKENS as usize));
+        assert_eq!(
+            crate::kernel_define("NORM_THREADS"),
+            Some(NORM_THREADS as usize)
+        );
         // linear_multi takes w0, w1, w2.
         assert!(crate::KERNEL_SOURCE.contains("const u8* w0, const u8* w1, const u8* w2"));
     }

@@ -66,10 +66,10 @@ int main(int argc, char** argv) {
         auto x = rdv<float>((size_t)n_rows * cols);
         auto w = rdv<float>(cols);
         out.assign(x.size(), -7.0f);
-        emu_launch(EmuDim{(n_rows + WARPS - 1) / WARPS, 1, 1}, EmuDim{32 * WARPS, 1, 1},
+        emu_launch(EmuDim{n_rows, 1, 1}, EmuDim{NORM_THREADS, 1, 1},
                    [&] { rms_norm(x.data(), w.data(), out.data(), n_rows, cols, eps); });
         // In place, as the dense path runs the per-head norms.
-        emu_launch(EmuDim{(n_rows + WARPS - 1) / WARPS, 1, 1}, EmuDim{32 * WARPS, 1, 1},
+        emu_launch(EmuDim{n_rows, 1, 1}, EmuDim{NORM_THREADS, 1, 1},
                    [&] { rms_norm(x.data(), w.data(), x.data(), n_rows, cols, eps); });
         out.insert(out.end(), x.begin(), x.end());
         break;

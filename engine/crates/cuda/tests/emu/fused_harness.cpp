@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
         auto x = rdv<float>((size_t)rows * cols), y = rdv<float>((size_t)rows * cols);
         auto w = rdv<float>(cols);
         std::vector<float> o(x.size(), -7.0f);
-        emu_launch(warps_grid(rows), block,
+        emu_launch(EmuDim{rows, 1, 1}, EmuDim{NORM_THREADS, 1, 1},
                    [&] { add_rms_norm(x.data(), y.data(), w.data(), o.data(), rows, cols, eps); });
         put(out, x), put(out, o);
         break;
