@@ -16,6 +16,19 @@ fi
 ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
 [ -n "$ncu" ] || { echo "FAIL ncu not found"; exit 2; }
 "$ncu" --version | tail -1
+if [ "${NCU_DETAIL:-0}" = 1 ]; then
+  # NCU_DETAIL=1: the full section set (stall reasons, memory, occupancy) of one decode
+  # launch of each latency-critical kernel.
+  "$ncu" --clock-control none --set full --print-details all \
+    -k regex:'route_resident|attend_split|attend_combine|qk_norm_rope_kv|linear_mix' \
+    --launch-skip 2000 --launch-count 5 \
+    "$hmoe" bench -m "$m" --device cuda --threads 16 --vram-budget 70GiB --sweep --routing model \
+    --budgets 16GiB --policies value --gen 16 --prompt-len 1024 --warmup 4 \
+    > "$out/ncu-detail.txt" 2> "$out/ncu-detail.err"
+  echo "ncu rc=$?"
+  grep -E "^  [a-z_]+.*\(|Duration|Warp Cycles Per|Achieved Occupancy|Registers Per|stalled|Stall|Memory Throughput|DRAM Throughput|Estimated Speedup|L2 Hit|Theoretical Occ|Block Limit Reg" "$out/ncu-detail.txt" | head -150
+  exit 0
+fi
 "$ncu" --clock-control none --cache-control none --metrics gpu__time_duration.sum \
   --csv --page raw --print-units base --launch-skip "$skip" --launch-count "$count" \
   "$hmoe" bench -m "$m" --device cuda --threads 16 --vram-budget 70GiB --sweep --routing model \

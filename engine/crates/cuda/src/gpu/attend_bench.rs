@@ -491,11 +491,8 @@ impl AttentionBench {
         );
         let od = DeviceBuf::new(4 * x.len(), "bench normed")?;
         let (rows, c) = ((x.len() / cols) as u32, cols as u32);
-        let cfg = LaunchConfig {
-            grid_dim: (rows.div_ceil(WARPS_PER_BLOCK), 1, 1),
-            block_dim: (32 * WARPS_PER_BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        // The engine's launch shape (one block a row).
+        let cfg = super::resident::norm_config(rows);
         // SAFETY: matches add_rms_norm(float*, const float*, const float*, float*, u32, u32,
         // float); x, y and out hold rows × cols floats, w cols.
         unsafe {
