@@ -110,12 +110,12 @@ DEV void attend_split_heads(const float* q, const u64* kc, const u64* vc, const 
     }
 }
 
+// Grouped heads (hpw 2, 4 or 8) of one head size.
 template <int PER>
-DEV void attend_split_hpw(const float* q, const u64* kc, const u64* vc, const u32* pos,
-                          float* part, u32 n_heads, u32 n_kv, float scale, const u32* plan,
-                          u32 grid_splits, u32 hpw) {
+DEV void attend_split_grouped(const float* q, const u64* kc, const u64* vc, const u32* pos,
+                              float* part, u32 n_heads, u32 n_kv, float scale, const u32* plan,
+                              u32 grid_splits, u32 hpw) {
     switch (hpw) {
-    case 1: attend_split_heads<PER, 1>(q, kc, vc, pos, part, n_heads, n_kv, scale, plan, grid_splits); break;
     case 2: attend_split_heads<PER, 2>(q, kc, vc, pos, part, n_heads, n_kv, scale, plan, grid_splits); break;
     case 4: attend_split_heads<PER, 4>(q, kc, vc, pos, part, n_heads, n_kv, scale, plan, grid_splits); break;
     case 8: attend_split_heads<PER, 8>(q, kc, vc, pos, part, n_heads, n_kv, scale, plan, grid_splits); break;
@@ -126,19 +126,52 @@ DEV void attend_split_hpw(const float* q, const u64* kc, const u64* vc, const u3
 // Grid ((n_heads / hpw) * ceil(grid_splits / ATT_WARPS), n_rows), block 32 * ATT_WARPS,
 // with grid_splits >= n_splits. Warp w of block (bx, i) is split
 // (bx % groups) * ATT_WARPS + w of heads (bx / groups) * hpw .. + hpw - 1 of row i; it
-// covers [split * chunk, min((split + 1) * chunk, pos[i] + 1)). head_dim is 32, 64, 128 or
-// 256; hpw is 1, 2, 4 or 8 and divides n_heads / n_kv (gpu/attend.rs picks it).
-KERNEL void attend_split(const float* q, const u64* kc, const u64* vc, const u32* pos, float* part,
-                         u32 n_heads, u32 n_kv, u32 head_dim, float scale, const u32* plan,
-                         u32 grid_splits, u32 hpw) {
-    switch (head_dim) {
-    case 32: attend_split_hpw<1>(q, kc, vc, pos, part, n_heads, n_kv, scale, plan, grid_splits, hpw); break;
-    case 64: attend_split_hpw<2>(q, kc, vc, pos, part, n_heads, n_kv, scale, plan, grid_splits, hpw); break;
-    case 128: attend_split_hpw<4>(q, kc, vc, pos, part, n_heads, n_kv, scale, plan, grid_splits, hpw); break;
-    case 256: attend_split_hpw<8>(q, kc, vc, pos, part, n_heads, n_kv, scale, plan, grid_splits, hpw); break;
+// covers [split * chunk, min((split + 1) * chunk, pos[i] + 1)).
+//
+// One entry point per head size, and the grouped forms (hpw 2, 4, 8: gpu/attend.rs picks
+// hpw, which divides n_heads / n_kv) apart from one head a warp: a kernel gets the
+// registers of its largest instance, and one entry for every form took 198 registers a
+// thread (2 blocks an SM, two waves for a decode row: 17 us on an H100, ncu, session 8)
+// where the single-head instance needs far fewer. `head_dim` must be the entry's.
+#define ATTEND_SPLIT_ENTRY(PER, HD)                                                            \
+    KERNEL void attend_split_##HD(const float* q, const u64* kc, const u64* vc, const u32* pos,  \
+                                  float* part, u32 n_heads, u32 n_kv, u32 head_dim, float scale, \
+                                  const u32* plan, u32 grid_splits, u32 hpw) {                  \
+        if (hpw == 1 && head_dim == HD)                                                         \
+            attend_split_heads<PER, 1>(q, kc, vc, pos, part, n_heads, n_kv, scale, plan,        \
+                                       grid_splits);                                            \
+    }                                                                                           \
+    KERNEL void attend_split_##HD##_g(const float* q, const u64* kc, const u64* vc,             \
+                                      const u32* pos, float* part, u32 n_heads, u32 n_kv,       \
+                                      u32 head_dim, float scale, const u32* plan,               \
+                                      u32 grid_splits, u32 hpw) {                               \
+        if (head_dim == HD)                                                                     \
+            attend_split_grouped<PER>(q, kc, vc, pos, part, n_heads, n_kv, scale, plan,         \
+                                      grid_splits, hpw);                                        \
+    }
+ATTEND_SPLIT_ENTRY(1, 32)
+ATTEND_SPLIT_ENTRY(2, 64)
+ATTEND_SPLIT_ENTRY(4, 128)
+ATTEND_SPLIT_ENTRY(8, 256)
+
+#ifdef HMOE_EMU
+// Every form behind one call, for the emulator's harness (the device launches the entries).
+DEV void attend_split(const float* q, const u64* kc, const u64* vc, const u32* pos, float* part,
+                      u32 n_heads, u32 n_kv, u32 head_dim, float scale, const u32* plan,
+                      u32 grid_splits, u32 hpw) {
+    switch (head_dim * 16 + (hpw > 1)) {
+    case 32 * 16: attend_split_32(q, kc, vc, pos, part, n_heads, n_kv, head_dim, scale, plan, grid_splits, hpw); break;
+    case 32 * 16 + 1: attend_split_32_g(q, kc, vc, pos, part, n_heads, n_kv, head_dim, scale, plan, grid_splits, hpw); break;
+    case 64 * 16: attend_split_64(q, kc, vc, pos, part, n_heads, n_kv, head_dim, scale, plan, grid_splits, hpw); break;
+    case 64 * 16 + 1: attend_split_64_g(q, kc, vc, pos, part, n_heads, n_kv, head_dim, scale, plan, grid_splits, hpw); break;
+    case 128 * 16: attend_split_128(q, kc, vc, pos, part, n_heads, n_kv, head_dim, scale, plan, grid_splits, hpw); break;
+    case 128 * 16 + 1: attend_split_128_g(q, kc, vc, pos, part, n_heads, n_kv, head_dim, scale, plan, grid_splits, hpw); break;
+    case 256 * 16: attend_split_256(q, kc, vc, pos, part, n_heads, n_kv, head_dim, scale, plan, grid_splits, hpw); break;
+    case 256 * 16 + 1: attend_split_256_g(q, kc, vc, pos, part, n_heads, n_kv, head_dim, scale, plan, grid_splits, hpw); break;
     default: break;
     }
 }
+#endif
 
 // Merges row i's valid partials of head h. The lanes find the largest partial max
 // together, then every lane walks the splits ATT_UNROLL at a time with all their loads

@@ -1590,7 +1590,8 @@ mod tests {
                     "rms_norm",
                     "add_rms_norm",
                     "qk_norm_rope_kv",
-                    "attend_split",
+                    "attend_split_128",
+                    "attend_split_128_g",
                     "attend_combine",
                     "add_to",
                 ] {

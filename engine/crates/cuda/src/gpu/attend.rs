@@ -5,7 +5,7 @@
 
 use super::drv;
 use crate::attend_tiled::{tiled_grid, tiled_smem_floats_for, ATTEND_TILE_THREADS};
-use crate::error::Result;
+use crate::error::{CudaError, Result};
 use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 
@@ -87,19 +87,60 @@ impl AttendCall {
     }
 }
 
+/// Head sizes `attend_split` has an entry point for (`attend_split_<hd>`, and
+/// `attend_split_<hd>_g` for grouped heads).
+const SPLIT_HEAD_DIMS: [u32; 4] = [32, 64, 128, 256];
+
+/// The split-attention entry points of a module: one head a warp, and grouped heads, per
+/// head size (attend.cu says why they are apart).
+pub(super) struct SplitFns {
+    one: Vec<CudaFunction>,
+    grouped: Vec<CudaFunction>,
+}
+
+impl SplitFns {
+    pub(super) fn load(f: &dyn Fn(&str) -> Result<CudaFunction>) -> Result<Self> {
+        let mut one = Vec::new();
+        let mut grouped = Vec::new();
+        for hd in SPLIT_HEAD_DIMS {
+            one.push(f(&format!("attend_split_{hd}"))?);
+            grouped.push(f(&format!("attend_split_{hd}_g"))?);
+        }
+        Ok(Self { one, grouped })
+    }
+
+    /// The entry for `head_dim` and `hpw` query heads a warp.
+    fn pick(&self, head_dim: u32, hpw: u32) -> Result<&CudaFunction> {
+        let i = SPLIT_HEAD_DIMS
+            .iter()
+            .position(|&h| h == head_dim)
+            .ok_or_else(|| {
+                CudaError::InvalidBatch(format!(
+                    "split attention: no kernel for head size {head_dim}"
+                ))
+            })?;
+        Ok(if hpw > 1 {
+            &self.grouped[i]
+        } else {
+            &self.one[i]
+        })
+    }
+}
+
 /// Split-context attention of every row (`split`: `attend_split`), then one merge of each
 /// row's partials (`combine`: `attend_combine`); `plan` points at `(chunk, n_splits)` in device memory
 /// (`dense_model::attention_split`), the grid has room for `grid_splits`, and `part`
 /// holds `n × n_heads × grid_splits × (head_dim + 2)` floats.
 pub(super) fn launch_split(
     stream: &CudaStream,
-    (split, combine): (&CudaFunction, &CudaFunction),
+    (split, combine): (&SplitFns, &CudaFunction),
     c: &AttendCall,
     part: u64,
     plan: u64,
     grid_splits: u32,
 ) -> Result<()> {
     let scale = c.scale();
+    let split = split.pick(c.head_dim, c.hpw)?;
     let cfg = LaunchConfig {
         grid_dim: (
             (c.n_heads / c.hpw.max(1)) * grid_splits.div_ceil(ATT_WARPS),
@@ -109,7 +150,7 @@ pub(super) fn launch_split(
         block_dim: (32 * ATT_WARPS, 1, 1),
         shared_mem_bytes: 0,
     };
-    // SAFETY: matches attend_split(const float*, const u64*, const u64*, const u32*,
+    // SAFETY: matches attend_split_<hd>[_g](const float*, const u64*, const u64*, const u32*,
     // float*, u32, u32, u32, float, const u32*, u32, u32); `part` holds n * nh *
     // grid_splits * (hd + 2) floats, the plan's n_splits ≤ grid_splits and chunk * n_splits
     // covers every row's context; hpw divides nh / n_kv (the kernel does nothing for an hpw

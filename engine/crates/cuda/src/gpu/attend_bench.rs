@@ -6,7 +6,7 @@
 //! build, `attend_tiled` can be timed as built with other `ATT_STAGES` (the kernel source
 //! compiled again by NVRTC with `-DATT_STAGES=n`, once per process and stage count).
 
-use super::attend::{launch_split, launch_tiled, AttendCall, TiledFn};
+use super::attend::{launch_split, launch_tiled, AttendCall, SplitFns, TiledFn};
 use super::{compile, context, drv, info, DeviceBuf};
 use crate::attend_tiled::{tiled_supported, ATTEND_TILE_STAGES};
 use crate::dense_model::{
@@ -81,7 +81,7 @@ pub struct AttendBench {
 
 /// The attention and fused per-head kernels of a module (as `GpuDense` loads them).
 struct AttendFns {
-    split: CudaFunction,
+    split: SplitFns,
     combine: CudaFunction,
     tiled: Option<TiledFn>,
     qk_rope_kv: CudaFunction,
@@ -176,7 +176,7 @@ impl AttentionBench {
         let fns = {
             let f = loader(&module);
             AttendFns {
-                split: f("attend_split")?,
+                split: SplitFns::load(&f)?,
                 combine: f("attend_combine")?,
                 tiled: TiledFn::load(&f, ATTEND_TILE_STAGES)?,
                 qk_rope_kv: f("qk_norm_rope_kv")?,

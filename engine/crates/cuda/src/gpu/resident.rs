@@ -17,7 +17,7 @@
 //! engine drops the sequence's [`DenseSeq`]. Writes go by position, so the host may
 //! truncate a sequence without telling the device.
 
-use super::attend::{launch_split, launch_tiled, AttendCall, TiledFn};
+use super::attend::{launch_split, launch_tiled, AttendCall, SplitFns, TiledFn};
 use super::dense_graphs::{GraphCache, GraphKey};
 use super::dense_profile::DenseProfile;
 use super::gemm::{launch_linear_on, GemmShape, LinearFns};
@@ -134,7 +134,7 @@ struct Fns {
     rms_norm: CudaFunction,
     add_rms_norm: CudaFunction,
     qk_rope_kv: CudaFunction,
-    attend_split: CudaFunction,
+    attend_split: SplitFns,
     attend_combine: CudaFunction,
     add_to: CudaFunction,
     copy_out: CudaFunction,
@@ -284,7 +284,7 @@ impl GpuDense {
             rms_norm: f("rms_norm")?,
             add_rms_norm: f("add_rms_norm")?,
             qk_rope_kv: f("qk_norm_rope_kv")?,
-            attend_split: f("attend_split")?,
+            attend_split: SplitFns::load(&f)?,
             attend_combine: f("attend_combine")?,
             add_to: f("add_to")?,
             copy_out: f("copy_out")?,
