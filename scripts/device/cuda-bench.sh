@@ -14,7 +14,10 @@ export HMOE_CUDA_HOST=${HMOE_CUDA_HOST:-registered}
 mkdir -p "$out" "$work"
 # The device call returns only a few files: the table goes to stdout (the stage log),
 # the JSON rows and the engine log stay next to the model unless OUT_FILES=1.
-side=$out; [ "${OUT_FILES:-0}" = 1 ] || side=$work
+# Named after OUT too: the ab stages (OUT/ab) must not overwrite a final stage's table
+# (session 8 lost one that way; the stage logs keep the rows either way).
+side=$out; [ "${OUT_FILES:-0}" = 1 ] || side=$work/$(basename "$out")
+mkdir -p "$side"
 m=$work/qwen3-30b-a3b-$dtype.gguf
 if [ ! -f "$m" ]; then
   s=$(date +%s)
