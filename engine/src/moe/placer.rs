@@ -2,6 +2,8 @@
 //! layer of every step, learns from measured times, records the routing trace and
 //! publishes per-step telemetry.
 
+#[cfg(test)]
+mod host_time;
 mod record;
 
 use super::dispatch::{LayerMeasure, LayerPlacement, Placer};
