@@ -471,7 +471,8 @@ mod tests {
     /// ridge toward the H100 prior keeps a bias; the prior is ~100x off here).
     const REFIT_TOL: f64 = 0.5;
 
-    fn item(expert: u16) -> WorkItem {
+    /// A one-token item of `expert` (also used by `host_time`).
+    pub(super) fn item(expert: u16) -> WorkItem {
         WorkItem {
             expert,
             rows: vec![0],

@@ -1,17 +1,10 @@
 //! The placer's host time per decode layer, warm and with cold CPU caches (a timing tool,
 //! ignored by default; docs/BENCHMARKS.md has its numbers).
 
+use super::tests::item;
 use super::*;
 use crate::moe::WorkItem;
 use hmoe_cuda::LayerTimings;
-
-fn item(expert: u16) -> WorkItem {
-    WorkItem {
-        expert,
-        rows: vec![0],
-        weights: vec![0.5],
-    }
-}
 
 /// The placer's host time per decode layer on the Qwen3-30B-A3B shape (`value`, 16 GiB
 /// of experts on a GPU, uniform top-8 routing): a timing, not a check. Run with
