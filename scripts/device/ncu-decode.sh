@@ -17,11 +17,12 @@ ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/
 [ -n "$ncu" ] || { echo "FAIL ncu not found"; exit 2; }
 "$ncu" --version | tail -1
 if [ "${NCU_DETAIL:-0}" = 1 ]; then
-  # NCU_DETAIL=1: the full section set (stall reasons, memory, occupancy) of one decode
-  # launch of each latency-critical kernel.
+  # NCU_DETAIL=1: the full section set (stall reasons, memory, occupancy) of NCU_COUNT
+  # decode launches of the kernels NCU_KERNELS names (each takes ~40 replay passes with
+  # memory save and restore: session 8's five kernels did not fit 200 s).
   "$ncu" --clock-control none --set full --print-details all \
-    -k regex:'route_resident|attend_split|attend_combine|qk_norm_rope_kv|linear_mix' \
-    --launch-skip 2000 --launch-count 5 \
+    -k regex:"${NCU_KERNELS:-route_resident|attend_split}" \
+    --launch-skip 2000 --launch-count "${NCU_COUNT:-2}" \
     "$hmoe" bench -m "$m" --device cuda --threads 16 --vram-budget 70GiB --sweep --routing model \
     --budgets 16GiB --policies value --gen 16 --prompt-len 1024 --warmup 4 \
     > "$out/ncu-detail.txt" 2> "$out/ncu-detail.err"
