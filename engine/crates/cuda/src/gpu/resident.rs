@@ -51,7 +51,7 @@ const ROW_TOKENS: u32 = 8;
 const ADD_THREADS: u32 = 256;
 /// Threads per block (one block a row) of `rms_norm` and `add_rms_norm` (`NORM_THREADS`
 /// in dense.cu).
-pub(super) const NORM_THREADS: u32 = 256;
+const NORM_THREADS: u32 = 256;
 /// Token rows the buffers are sized for at start-up (grown once for larger calls).
 const START_TOKENS: usize = 64;
 
@@ -1147,8 +1147,6 @@ impl GpuDense {
     }
 }
 
-/// `add_to` (dense.cu) on `stream`: `x[i] += y[i]` for `len` floats at device addresses
-/// `x` and `y` (the caller's buffers hold them). Also the routed expert pass's (routed.rs).
 /// One block of [`NORM_THREADS`] per row (`rms_norm`, `add_rms_norm`).
 pub(super) fn norm_config(rows: u32) -> LaunchConfig {
     LaunchConfig {
@@ -1158,6 +1156,8 @@ pub(super) fn norm_config(rows: u32) -> LaunchConfig {
     }
 }
 
+/// `add_to` (dense.cu) on `stream`: `x[i] += y[i]` for `len` floats at device addresses
+/// `x` and `y` (the caller's buffers hold them). Also the routed expert pass's (routed.rs).
 pub(super) fn launch_add_to(
     stream: &CudaStream,
     f: &CudaFunction,
