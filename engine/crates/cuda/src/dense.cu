@@ -72,16 +72,9 @@ DEV void linear_multi(const u8* w0, const u8* w1, const u8* w2, float* y0, float
 template <int A, int B>
 DEV void linear_mix(const u8* w0, const u8* w1, const u8* w2, float* y0, float* y1, float* y2,
                     u32 r0, u32 r1, u32 r2, const float* x, u32 cols, u32 n) {
-    u32 b0 = (r0 + WARPS - 1) / WARPS, b1 = (r1 + WARPS - 1) / WARPS, bx = blockIdx.x;
-    if (bx >= b0 + b1) {
-        linear_block<B>(w2, x, y2, r2, cols, n, bx - b0 - b1);
-        return;
-    }
-    const u8* w = w0;
-    float* y = y0;
-    u32 rows = r0;
-    if (bx >= b0) w = w1, y = y1, rows = r1, bx -= b0;
-    linear_block<A>(w, x, y, rows, cols, n, bx);
+    u32 b01 = (r0 + WARPS - 1) / WARPS + (r1 + WARPS - 1) / WARPS;
+    if (blockIdx.x >= b01) linear_block<B>(w2, x, y2, r2, cols, n, blockIdx.x - b01);
+    else linear_multi<A>(w0, w1, w2, y0, y1, y2, r0, r1, 0, x, cols, n);  // its blocks of w0, w1
 }
 
 // The (A, B) pairs of llama.cpp's K-quant mixes (gpu/resident.rs loads those it finds).

@@ -24,13 +24,6 @@ int main(int argc, char** argv) {
     read_pass_input(argv[1], p);
     u32 tgu = p.tgu, tdn = p.tdn, hidden = p.hidden, ffn = p.ffn, n_tokens = p.n_tokens;
     u32 split = p.split, n_items = p.n_items, n_pairs = p.n_pairs;
-    std::vector<float>& x = p.x;
-    u64* items = p.items;
-    u64* td = p.td;
-    const u32* rows = p.rows;
-    const float* wts = p.wts;
-    const u32* ts = p.ts;
-    const u32* tp = p.tp;
     if (tgu > 6 || tdn > 6 || split > n_items) { fprintf(stderr, "bad type or split\n"); return 2; }
     GateUpFn gu[] = {gate_up_f32, gate_up_f16, gate_up_bf16, gate_up_q8_0, gate_up_q4_k, gate_up_q5_k, gate_up_q6_k};
     DownFn dn[] = {down_f32, down_f16, down_bf16, down_q8_0, down_q4_k, down_q5_k, down_q6_k};
@@ -41,7 +34,7 @@ int main(int argc, char** argv) {
     const u32 fmt[] = {0, 0, 1, 2, 3, 3, 3}, blk[] = {1, 1, 32, 32, 256, 256, 256};
     if (fmt[tgu])
         emu_launch(EmuDim{hidden / blk[tgu], n_tokens, 1}, EmuDim{32, 1, 1},
-                   [&] { act_round(x.data(), hidden, fmt[tgu]); });
+                   [&] { act_round(p.x.data(), hidden, fmt[tgu]); });
     const u32 gu_rows = WARPS * RPW_GU, dn_rows = WARPS * RPW_DN;  // per block, as src/gpu.rs
     const u32 gu_grid = (ffn + gu_rows - 1) / gu_rows;
     const float nan = std::numeric_limits<float>::quiet_NaN();
@@ -49,14 +42,14 @@ int main(int argc, char** argv) {
     // Unfused.
     std::vector<float> act(n_act + 1, nan), y((size_t)n_pairs * hidden + 1, nan), out(n_out, -7.0f);
     emu_launch(EmuDim{gu_grid, n_items, 1}, EmuDim{32 * WARPS, 1, 1},
-               [&] { gu[tgu](items, rows, x.data(), act.data(), hidden, ffn); });
+               [&] { gu[tgu](p.items, p.rows, p.x.data(), act.data(), hidden, ffn); });
     if (fmt[tdn])
         emu_launch(EmuDim{ffn / blk[tdn], n_pairs, 1}, EmuDim{32, 1, 1},
                    [&] { act_round(act.data(), ffn, fmt[tdn]); });
     emu_launch(EmuDim{(hidden + dn_rows - 1) / dn_rows, n_items, 1}, EmuDim{32 * WARPS, 1, 1},
-               [&] { dn[tdn](items, wts, act.data(), y.data(), hidden, ffn); });
+               [&] { dn[tdn](p.items, p.wts, act.data(), y.data(), hidden, ffn); });
     emu_launch(EmuDim{(hidden + 127) / 128, n_tokens, 1}, EmuDim{128, 1, 1},
-               [&] { combine(ts, tp, y.data(), out.data(), hidden); });
+               [&] { combine(p.ts, p.tp, y.data(), out.data(), hidden); });
     // Fused, twice; the counters start zeroed once (as the backend allocates them).
     std::vector<u32> cnt((size_t)n_items * (ffn / 32) + 1, 0);
     std::vector<float> outs[2], act_f;
@@ -66,12 +59,12 @@ int main(int argc, char** argv) {
             if (lo == hi) continue;
             emu_launch(EmuDim{gu_grid, hi - lo, 1}, EmuDim{32 * WARPS, 1, 1}, [&] {
                 // Products of f32/f16 down weights are not rounded: the plain gate_up.
-                if (fmt[tdn]) guf[tgu][fmt[tdn] - 1](items + 4 * lo, rows, x.data(), a.data(), hidden, ffn, cnt.data());
-                else gu[tgu](items + 4 * lo, rows, x.data(), a.data(), hidden, ffn);
+                if (fmt[tdn]) guf[tgu][fmt[tdn] - 1](p.items + 4 * lo, p.rows, p.x.data(), a.data(), hidden, ffn, cnt.data());
+                else gu[tgu](p.items + 4 * lo, p.rows, p.x.data(), a.data(), hidden, ffn);
             });
         }
         emu_launch(EmuDim{hidden, n_tokens, 1}, EmuDim{32 * WARPS, 1, 1},
-                   [&] { dc[tdn](td, ts, tp, wts, a.data(), o.data(), hidden, ffn); });
+                   [&] { dc[tdn](p.td, p.ts, p.tp, p.wts, a.data(), o.data(), hidden, ffn); });
         outs[pass] = o;
         if (pass == 0) act_f = a;
     }

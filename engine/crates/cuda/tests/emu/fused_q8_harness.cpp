@@ -25,13 +25,6 @@ int main(int argc, char** argv) {
     read_pass_input(argv[1], p);
     u32 tgu = p.tgu, tdn = p.tdn, hidden = p.hidden, ffn = p.ffn, n_tokens = p.n_tokens;
     u32 split = p.split, n_items = p.n_items, n_pairs = p.n_pairs;
-    std::vector<float>& x = p.x;
-    u64* items = p.items;
-    u64* td = p.td;
-    const u32* rows = p.rows;
-    const float* wts = p.wts;
-    const u32* ts = p.ts;
-    const u32* tp = p.tp;
     // The int8 kernels exist for Q8_0, Q4_K, Q5_K, Q6_K (type codes 3 ..= 6).
     if (tgu < 3 || tgu > 6 || tdn < 3 || tdn > 6 || split > n_items || hidden > Q8_MAX_HIDDEN) { fprintf(stderr, "bad type, split or hidden\n"); return 2; }
 #define FUSED_ROW(n) {gate_up_fused_##n##_q8_0, gate_up_fused_##n##_q8_k}
@@ -45,7 +38,7 @@ int main(int argc, char** argv) {
     auto fmt = [](u32 t) { return t == 3 ? 2u : 3u; };
     auto blk = [](u32 t) { return t == 3 ? 32u : 256u; };
     u32 g = tgu - 3, d = tdn - 3, col = fmt(tdn) - 2;
-    std::vector<float> x_rounded = x;
+    std::vector<float> x_rounded = p.x;
     emu_launch(EmuDim{hidden / blk(tgu), n_tokens, 1}, EmuDim{32, 1, 1},
                [&] { act_round(x_rounded.data(), hidden, fmt(tgu)); });
     const u32 gu_fused_grid = (ffn + WARPS * RPW_GU - 1) / (WARPS * RPW_GU);
@@ -59,25 +52,25 @@ int main(int argc, char** argv) {
     for (auto [lo, hi] : splits) {
         if (lo == hi) continue;
         emu_launch(EmuDim{gu_fused_grid, hi - lo, 1}, EmuDim{32 * WARPS, 1, 1}, [&] {
-            guf[g][col](items + 4 * lo, rows, x_rounded.data(), act_f.data(), hidden, ffn, cnt.data());
+            guf[g][col](p.items + 4 * lo, p.rows, x_rounded.data(), act_f.data(), hidden, ffn, cnt.data());
         });
     }
     emu_launch(EmuDim{hidden, n_tokens, 1}, EmuDim{32 * WARPS, 1, 1},
-               [&] { dc[d](td, ts, tp, wts, act_f.data(), out_f.data(), hidden, ffn); });
+               [&] { dc[d](p.td, p.ts, p.tp, p.wts, act_f.data(), out_f.data(), hidden, ffn); });
     // The int8 pass, twice on the same counters.
     std::vector<float> outs[2], act_q;
-    const std::vector<float>* xs[2] = {&x, &x_rounded};
+    const std::vector<float>* xs[2] = {&p.x, &x_rounded};
     for (int pass = 0; pass < 2; ++pass) {
         std::vector<float> a(n_act + 1, nan), o(n_out, -7.0f), ad((size_t)n_pairs * (ffn / 32) + 1, nan);
         std::vector<i8> aq(n_act + 4, 0x55);
         for (auto [lo, hi] : splits) {
             if (lo == hi) continue;
             emu_launch(EmuDim{gu_q8_grid, hi - lo, 1}, EmuDim{32 * WARPS, 1, 1}, [&] {
-                guq[g][col](items + 4 * lo, rows, xs[pass]->data(), a.data(), aq.data(), ad.data(), hidden, ffn, cnt.data());
+                guq[g][col](p.items + 4 * lo, p.rows, xs[pass]->data(), a.data(), aq.data(), ad.data(), hidden, ffn, cnt.data());
             });
         }
         emu_launch(EmuDim{(hidden + Q8_DN_ROWS - 1) / Q8_DN_ROWS, n_tokens, 1}, EmuDim{32 * WARPS, 1, 1},
-                   [&] { dcq[d](td, ts, tp, wts, aq.data(), ad.data(), o.data(), hidden, ffn); });
+                   [&] { dcq[d](p.td, p.ts, p.tp, p.wts, aq.data(), ad.data(), o.data(), hidden, ffn); });
         outs[pass] = o;
         if (pass == 0) act_q = a;
     }
