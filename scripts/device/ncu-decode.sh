@@ -30,13 +30,17 @@ if [ "${NCU_DETAIL:-0}" = 1 ]; then
   grep -E "^  [a-z_]+.*\(|Duration|Warp Cycles Per|Achieved Occupancy|Registers Per|stalled|Stall|Memory Throughput|DRAM Throughput|Estimated Speedup|L2 Hit|Theoretical Occ|Block Limit Reg" "$out/ncu-detail.txt" | head -150
   exit 0
 fi
+# NCU_PREFILL=1: the first prompt's kernels instead (skip 0): where a 512-row prefill
+# chunk's time goes.
+gen=32; warm=4; name=ncu-decode
+if [ "${NCU_PREFILL:-0}" = 1 ]; then gen=1; warm=0; name=ncu-prefill; fi
 "$ncu" --clock-control none --cache-control none --metrics gpu__time_duration.sum \
   --csv --page raw --print-units base --launch-skip "$skip" --launch-count "$count" \
   "$hmoe" bench -m "$m" --device cuda --threads 16 --vram-budget 70GiB --sweep --routing model \
-  --budgets 16GiB --policies value --gen 32 --prompt-len 1024 --warmup 4 \
-  > "$out/ncu-decode.csv" 2> "$out/ncu-decode.err"
+  --budgets 16GiB --policies value --gen $gen --prompt-len 1024 --warmup $warm \
+  > "$out/$name.csv" 2> "$out/$name.err"
 echo "ncu rc=$?"
-python3 - "$out/ncu-decode.csv" <<'PY'
+python3 - "$out/$name.csv" <<'PY'
 import csv, sys, statistics as st
 rows = list(csv.reader(open(sys.argv[1], errors="replace")))
 hdr = next((i for i, r in enumerate(rows) if "Kernel Name" in r), None)
@@ -53,9 +57,11 @@ for r in rows[hdr + 1:]:
     except ValueError: continue
     key = (r[ki].split("(")[0], r[gi] if gi is not None else "", r[bi] if bi is not None else "")
     by.setdefault(key, []).append(t); seq.append((key, t))
-print(f"{'kernel':34} {'grid':>16} {'block':>12} {'n':>5} {'median us':>10} {'min us':>8}")
+tot = sum(t for _, t in seq)
+print(f"{len(seq)} kernels, {tot:.1f} us in all")
+print(f"{'kernel':34} {'grid':>16} {'block':>12} {'n':>5} {'median us':>10} {'min us':>8} {'total us':>10} {'share':>6}")
 for k, v in sorted(by.items(), key=lambda kv: -st.median(kv[1]) * len(kv[1])):
-    print(f"{k[0][:34]:34} {k[1]:>16} {k[2]:>12} {len(v):5d} {st.median(v):10.2f} {min(v):8.2f}")
+    print(f"{k[0][:34]:34} {k[1]:>16} {k[2]:>12} {len(v):5d} {st.median(v):10.2f} {min(v):8.2f} {sum(v):10.1f} {100*sum(v)/max(tot,1e-9):5.1f}%")
 print("sequence (first 40):")
-for k, t in seq[:40]: print(f"  {k[0][:40]:40} {k[1]:>16} {t:8.2f}")
+for k, t in seq[:int(__import__("os").environ.get("NCU_SEQ", "40"))]: print(f"  {k[0][:40]:40} {k[1]:>16} {t:8.2f}")
 PY

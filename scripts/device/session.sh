@@ -71,6 +71,7 @@ for s in $stages; do
     cpu-ab) stage cpu-ab 160 env HMOE_CUDA_DENSE=0 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/cpu-ab" q4_k_m model 64 1024 16GiB cpu-only,value 32 ;;
     amx) stage amx 200 bash -c '.devbin/hmoe-quant-tests amx --nocapture --test-threads 1; echo "rc=$?"; .devbin/hmoe-cpu-tests amx --nocapture; echo "rc=$?"; HMOE_AMX=0 .devbin/hmoe-quant-tests amx_device --nocapture; .devbin/hmoe-quant-tests -q; echo "quant suite rc=$?"; .devbin/hmoe-cpu-tests -q; echo "cpu suite rc=$?"; .devbin/cpu-bench --amx --threads 1,16' ;;
     ncu-decode) stage ncu-decode 240 bash scripts/device/ncu-decode.sh "$hmoe" "$work" "$OUT" ;;
+    ncu-prefill) stage ncu-prefill 240 env NCU_PREFILL=1 NCU_SEQ=80 bash scripts/device/ncu-decode.sh "$hmoe" "$work" "$OUT" 0 1400 ;;
     ncu-detail) stage ncu-detail 300 env NCU_DETAIL=1 bash scripts/device/ncu-decode.sh "$hmoe" "$work" "$OUT" ;;
     dense-test) stage dense-test 120 env HMOE_CUDA_DEVICE_TESTS=1 .devbin/hmoe-engine-tests gpu_dense --nocapture --test-threads 1 ;;
     cpu4) stage cpu4 90 bash scripts/device/cpu4-bench.sh "$hmoe" "$work" ;;
