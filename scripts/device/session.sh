@@ -61,6 +61,10 @@ for s in $stages; do
     registered) stage registered 150 env HMOE_CUDA_HOST=registered bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/registered" q4_k_m model 64 512 16GiB value ;;
     correctness-cpudense) stage correctness-cpudense 240 env HMOE_CUDA_DENSE=0 bash scripts/device/cuda-correctness.sh "$hmoe" "$work" "$OUT/correctness-cpudense" ;;
     profile-kernels) stage profile-kernels 160 env HMOE_DENSE_PROFILE=1 HMOE_MOE_PROFILE=1 HMOE_CUDA_GRAPHS=0 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/profile-kernels" q4_k_m model 64 1024 16GiB value 32 ;;
+    # Host and stream profiles of prefill (and decode): everything on the GPU (static, all)
+    # and the hybrid case (value, 16 GiB); few decode tokens.
+    pp-static) stage pp-static 90 env HMOE_DENSE_PROFILE=1 HMOE_MOE_PROFILE=1 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/pp-static" q4_k_m model 8 1024 all static 4 ;;
+    pp-value) stage pp-value 90 env HMOE_DENSE_PROFILE=1 HMOE_MOE_PROFILE=1 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/pp-value" q4_k_m model 8 1024 16GiB value 4 ;;
     profile) stage profile 160 env HMOE_DENSE_PROFILE=1 HMOE_MOE_PROFILE=1 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/profile" q4_k_m model 64 1024 16GiB value 32 ;;
     correctness-dense) stage correctness-dense 200 env HMOE_CUDA_DENSE=1 bash scripts/device/cuda-correctness.sh "$hmoe" "$work" "$OUT/correctness-dense" ;;
     spec-dense) stage spec-dense 240 env HMOE_CUDA_DENSE=1 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/spec-dense" q4_k_m model 256 1024 16GiB cpu-only,static,value 64 ;;

@@ -1,9 +1,9 @@
 //! Opt-in host-time profile of [`super::MoeDispatch::run_layer`] (`HMOE_MOE_PROFILE=1`):
 //! in decode the GPU waits while the host routes, plans and submits a layer's experts, so
 //! every microsecond of this path is on the token's critical path. The report splits a
-//! layer's host time by phase; it is printed when the dispatcher is dropped. Only decode
-//! layers are timed (at most [`DECODE_MAX_ROWS`] token rows): a prefill layer's share of
-//! milliseconds would swamp the averages.
+//! layer's host time by phase; it is printed when the dispatcher is dropped. Decode layers
+//! (at most [`DECODE_MAX_ROWS`] token rows) and prefill layers are averaged apart: a
+//! prefill layer's milliseconds would swamp decode's microseconds.
 
 use std::time::Instant;
 
@@ -45,12 +45,21 @@ const PHASES: [Phase; 8] = [
     Phase::Record,
 ];
 
-/// Accumulated nanoseconds per phase (nothing is timed when off).
+/// Accumulated nanoseconds per phase of one kind of layer.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    ns: [u64; PHASES.len()],
+    layers: u64,
+}
+
+/// Host time per phase, summed over decode layers and prefill layers apart.
 #[derive(Debug)]
 pub struct HostProfile {
     enabled: bool,
-    ns: [u64; PHASES.len()],
-    layers: u64,
+    /// `[decode, prefill]`.
+    tallies: [Tally; 2],
+    /// The tally the current layer charges.
+    current: usize,
     last: Option<Instant>,
 }
 
@@ -60,21 +69,22 @@ impl HostProfile {
         Self::new(std::env::var(MOE_PROFILE_ENV).is_ok_and(|v| v.trim() == "1"))
     }
 
-    /// A profile that records (`enabled`) or does nothing.
+    /// A profile that records only when `enabled`.
     pub fn new(enabled: bool) -> Self {
         Self {
             enabled,
-            ns: [0; PHASES.len()],
-            layers: 0,
+            tallies: [Tally::default(); 2],
+            current: 0,
             last: None,
         }
     }
 
-    /// Starts the clock of a layer of `rows` token rows (prefill layers are not timed).
+    /// Starts a layer of `rows` token rows.
     pub fn begin(&mut self, rows: usize) {
         self.last = None;
-        if self.enabled && rows <= DECODE_MAX_ROWS {
-            self.layers += 1;
+        if self.enabled {
+            self.current = usize::from(rows > DECODE_MAX_ROWS);
+            self.tallies[self.current].layers += 1;
             self.last = Some(Instant::now());
         }
     }
@@ -86,26 +96,33 @@ impl HostProfile {
         };
         let now = Instant::now();
         let i = PHASES.iter().position(|&p| p == phase).unwrap_or(0);
-        self.ns[i] += (now - t).as_nanos() as u64;
+        self.tallies[self.current].ns[i] += (now - t).as_nanos() as u64;
         self.last = Some(now);
     }
 
-    /// One line per phase: mean microseconds per layer; None when off or empty.
+    /// The per-layer means of each kind of layer that ran; None when off or empty.
     pub fn report(&self) -> Option<String> {
-        if !self.enabled || self.layers == 0 {
+        if !self.enabled {
             return None;
         }
-        let per = |ns: u64| ns as f64 / 1e3 / self.layers as f64;
-        let total: u64 = self.ns.iter().sum();
-        let mut s = format!(
-            "MoE layer host profile (decode): {} layers, {:.1} us a layer",
-            self.layers,
-            per(total)
-        );
-        for (p, &ns) in PHASES.iter().zip(&self.ns) {
-            s.push_str(&format!("\n  {:<10} {:>7.2} us", format!("{p:?}"), per(ns)));
+        let mut out = Vec::new();
+        for (kind, t) in ["decode", "prefill"].iter().zip(&self.tallies) {
+            if t.layers == 0 {
+                continue;
+            }
+            let per = |ns: u64| ns as f64 / 1e3 / t.layers as f64;
+            let total: u64 = t.ns.iter().sum();
+            let mut s = format!(
+                "MoE layer host profile ({kind}): {} layers, {:.1} us a layer",
+                t.layers,
+                per(total)
+            );
+            for (p, &ns) in PHASES.iter().zip(&t.ns) {
+                s.push_str(&format!("\n  {:<10} {:>9.2} us", format!("{p:?}"), per(ns)));
+            }
+            out.push(s);
         }
-        Some(s)
+        (!out.is_empty()).then(|| out.join("\n"))
     }
 }
 
@@ -120,10 +137,6 @@ mod tests {
         off.lap(Phase::Place);
         assert!(off.report().is_none());
         let mut on = HostProfile::new(true);
-        // A prefill layer is not timed.
-        on.begin(DECODE_MAX_ROWS + 1);
-        on.lap(Phase::Cpu);
-        assert!(on.report().is_none());
         on.begin(1);
         std::thread::sleep(std::time::Duration::from_millis(2));
         on.lap(Phase::Cpu);
@@ -133,5 +146,25 @@ mod tests {
         let cpu_line = r.lines().find(|l| l.contains("Cpu")).expect("Cpu line");
         let us: f64 = cpu_line.split_whitespace().nth(1).unwrap().parse().unwrap();
         assert!(us >= 1000.0, "{r}");
+        assert!(!r.contains("prefill"), "{r}");
+    }
+
+    #[test]
+    fn prefill_layers_are_averaged_apart_from_decode_layers() {
+        let mut p = HostProfile::new(true);
+        p.begin(1);
+        p.lap(Phase::Place);
+        p.begin(DECODE_MAX_ROWS + 1);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        p.lap(Phase::Cpu);
+        let r = p.report().expect("a report");
+        let (decode, prefill) = r.split_once("(prefill)").expect("a prefill part");
+        assert!(decode.contains("(decode): 1 layers"), "{r}");
+        assert!(prefill.contains(": 1 layers"), "{r}");
+        let cpu = |part: &str| -> f64 {
+            let l = part.lines().find(|l| l.contains("Cpu")).expect("Cpu line");
+            l.split_whitespace().nth(1).unwrap().parse().unwrap()
+        };
+        assert!(cpu(decode) < 1000.0 && cpu(prefill) >= 1000.0, "{r}");
     }
 }

@@ -1,23 +1,32 @@
-//! Opt-in host time of a decode layer's submission by step (`HMOE_MOE_PROFILE=1`, the
-//! engine's MoE profile switch): between the router logits and the GPU's work the host
-//! plans and issues the expert pass, and the GPU waits for it.
+//! Opt-in host time of a layer's submission by step (`HMOE_MOE_PROFILE=1`, the engine's
+//! MoE profile switch): between the router logits and the GPU's work the host plans and
+//! issues the expert pass, and the GPU waits for it. Decode and prefill submissions are
+//! averaged apart.
 
 use std::time::Instant;
 
 /// Environment variable shared with the engine's MoE host profile.
 const PROFILE_ENV: &str = "HMOE_MOE_PROFILE";
-/// Submissions of at most this many token rows are timed (decode).
+/// Submissions of at most this many token rows count as decode.
 const DECODE_MAX_ROWS: usize = 8;
 
 /// The steps of `submit`, in order.
 pub(crate) const STEPS: [&str; 6] = ["check", "plan", "pack", "t0", "launch", "finish"];
 
-/// Accumulated nanoseconds per step.
+/// Accumulated nanoseconds per step of one kind of submission.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    ns: [u64; STEPS.len()],
+    calls: u64,
+}
+
+/// Host time per step, decode and prefill submissions apart.
 #[derive(Debug, Default)]
 pub(crate) struct SubmitProfile {
     on: bool,
-    ns: [u64; STEPS.len()],
-    calls: u64,
+    /// `[decode, prefill]`.
+    tallies: [Tally; 2],
+    current: usize,
     last: Option<Instant>,
 }
 
@@ -30,11 +39,12 @@ impl SubmitProfile {
         }
     }
 
-    /// Starts timing a submission of `rows` token rows (not timed beyond decode).
+    /// Starts timing a submission of `rows` token rows.
     pub(crate) fn begin(&mut self, rows: usize) {
         self.last = None;
-        if self.on && rows <= DECODE_MAX_ROWS {
-            self.calls += 1;
+        if self.on {
+            self.current = usize::from(rows > DECODE_MAX_ROWS);
+            self.tallies[self.current].calls += 1;
             self.last = Some(Instant::now());
         }
     }
@@ -43,28 +53,36 @@ impl SubmitProfile {
     pub(crate) fn lap(&mut self, i: usize) {
         if let Some(t) = self.last {
             let now = Instant::now();
-            if let Some(n) = self.ns.get_mut(i) {
+            if let Some(n) = self.tallies[self.current].ns.get_mut(i) {
                 *n += (now - t).as_nanos() as u64;
             }
             self.last = Some(now);
         }
     }
 
-    /// Mean microseconds per submission and step; None when off or empty.
+    /// Mean microseconds per submission and step of each kind that ran; None when off
+    /// or empty.
     pub(crate) fn report(&self) -> Option<String> {
-        if !self.on || self.calls == 0 {
+        if !self.on {
             return None;
         }
-        let per = |ns: u64| ns as f64 / 1e3 / self.calls as f64;
-        let mut s = format!(
-            "GPU submit host profile (decode): {} submissions, {:.1} us each",
-            self.calls,
-            per(self.ns.iter().sum())
-        );
-        for (name, &ns) in STEPS.iter().zip(&self.ns) {
-            s.push_str(&format!("\n  {name:<8} {:>7.2} us", per(ns)));
+        let mut out = Vec::new();
+        for (kind, t) in ["decode", "prefill"].iter().zip(&self.tallies) {
+            if t.calls == 0 {
+                continue;
+            }
+            let per = |ns: u64| ns as f64 / 1e3 / t.calls as f64;
+            let mut s = format!(
+                "GPU submit host profile ({kind}): {} submissions, {:.1} us each",
+                t.calls,
+                per(t.ns.iter().sum())
+            );
+            for (name, &ns) in STEPS.iter().zip(&t.ns) {
+                s.push_str(&format!("\n  {name:<8} {:>9.2} us", per(ns)));
+            }
+            out.push(s);
         }
-        Some(s)
+        (!out.is_empty()).then(|| out.join("\n"))
     }
 }
 
@@ -73,7 +91,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_an_enabled_profile_of_decode_submissions_reports() {
+    fn only_an_enabled_profile_reports_and_prefill_is_apart() {
         let mut p = SubmitProfile::default();
         p.begin(1);
         p.lap(0);
@@ -82,9 +100,6 @@ mod tests {
             on: true,
             ..SubmitProfile::default()
         };
-        p.begin(DECODE_MAX_ROWS + 1);
-        p.lap(0);
-        assert!(p.report().is_none(), "a prefill submission is not timed");
         p.begin(1);
         std::thread::sleep(std::time::Duration::from_millis(1));
         p.lap(4);
@@ -95,5 +110,10 @@ mod tests {
             .expect("launch line");
         let us: f64 = launch.split_whitespace().nth(1).unwrap().parse().unwrap();
         assert!(us >= 1000.0, "{r}");
+        assert!(!r.contains("prefill"), "{r}");
+        p.begin(DECODE_MAX_ROWS + 1);
+        p.lap(0);
+        let r = p.report().expect("a report");
+        assert!(r.contains("(prefill): 1 submissions"), "{r}");
     }
 }
