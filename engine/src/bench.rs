@@ -66,26 +66,31 @@ pub fn memory_read_bandwidth() -> f64 {
     best
 }
 
-/// Prompt chunk per prefill step in the benchmarks (the engine's default chunk).
-pub(crate) const BENCH_CHUNK: usize = 512;
-
 /// A deterministic pseudo-random prompt over the ordinary-token range of `vocab_size`.
 pub(crate) fn bench_prompt(len: usize, vocab_size: usize) -> Vec<u32> {
+    bench_prompt_from(len, vocab_size, 0)
+}
+
+/// [`bench_prompt`]'s sequence from its `start`-th token on: another prompt of the same
+/// kind.
+pub(crate) fn bench_prompt_from(len: usize, vocab_size: usize, start: u64) -> Vec<u32> {
     let vocab = (vocab_size as u64).min(150_000);
-    (0..len as u64)
+    (start..start + len as u64)
         .map(|i| ((i * 2_654_435_761) % vocab) as u32)
         .collect()
 }
 
-/// Prefills `prompt` into `cache` in [`BENCH_CHUNK`] steps; returns the last logits.
+/// Prefills `prompt` into `cache` in steps of `chunk` tokens (the engine's
+/// [`Engine::prefill_chunk`], as its generation worker does); returns the last logits.
 pub(crate) fn prefill(
     model: &Qwen3Moe,
     moe: &mut MoeDispatch,
     cache: &mut KvCache,
     prompt: &[u32],
+    chunk: usize,
 ) -> Result<Vec<f32>> {
     let mut last = Vec::new();
-    for part in prompt.chunks(BENCH_CHUNK) {
+    for part in prompt.chunks(chunk.max(1)) {
         let mut s = [SeqStep {
             cache: &mut *cache,
             tokens: part,
@@ -120,12 +125,13 @@ pub(crate) fn decode_greedy(
 pub fn measure(engine: &Engine, prompt_len: usize, gen: usize) -> Result<BenchReport> {
     let info = engine.info().clone();
     let cfg = info.config.clone();
+    let chunk = engine.prefill_chunk();
     let r = engine.with_model(move |model, moe| -> Result<(f64, f64, f64, f64, usize)> {
         let prompt = bench_prompt(prompt_len, cfg.vocab_size);
         let mut cache = model.new_cache(prompt_len + gen + 1);
         let t0 = Instant::now();
         let c0 = hmoe_cpu::topology::process_cpu_seconds();
-        let last = prefill(model, moe, &mut cache, &prompt)?;
+        let last = prefill(model, moe, &mut cache, &prompt, chunk)?;
         let prefill_s = t0.elapsed().as_secs_f64();
         let prefill_cpu_s = hmoe_cpu::topology::process_cpu_seconds() - c0;
         let cpu_before = moe.summary().cpu_seconds;

@@ -3,7 +3,7 @@
 //! from a synthetic trace), switching settings between runs without reloading.
 
 use crate::api::RuntimeOptions;
-use crate::bench::{bench_prompt, decode_greedy, prefill};
+use crate::bench::{bench_prompt, bench_prompt_from, decode_greedy, prefill};
 use crate::error::Result;
 use crate::generate::sampler::argmax;
 use crate::service::Engine;
@@ -17,6 +17,9 @@ use std::time::Instant;
 const REPLAY_STEPS: usize = 2048;
 /// Prompt tokens before a replayed decode run.
 const REPLAY_PROMPT: usize = 16;
+/// Token offset of the untimed cold prompt (any offset gives other tokens than the
+/// timed prompt's).
+const COLD_PROMPT_OFFSET: u64 = 7_919;
 /// Seed of the replayed trace (fixed: every setting sees the same routing).
 const REPLAY_SEED: u64 = 42;
 
@@ -55,8 +58,13 @@ pub struct SweepRow {
     pub cache_slots: u32,
     /// Next-layer prefetch.
     pub prefetch: bool,
-    /// Prefill tokens per second (model routing only; 0 if not measured).
+    /// Prefill tokens per second with the cache as a conversation leaves it: after an
+    /// untimed prefill of another prompt of the same length (as llama-bench warms up).
+    /// Model routing only; 0 if not measured.
     pub prefill_tok_s: f64,
+    /// Prefill tokens per second of that first prompt, right after the setting changed:
+    /// the VRAM cache starts empty and fills while it runs (model routing only).
+    pub cold_prefill_tok_s: f64,
     /// Decode tokens per second.
     pub decode_tok_s: f64,
     /// Prefill seconds in MoE layers, and of those the CPU and GPU shares' times
@@ -101,6 +109,8 @@ pub struct SweepRow {
 /// What a sweep row's job on the engine thread measured (seconds).
 struct EngineTimes {
     prefill_s: f64,
+    /// The first, cold prefill (0 when not run).
+    cold_prefill_s: f64,
     decode_s: f64,
     /// Scheduler time in the timed decode steps, and of it the placement alone.
     sched_s: f64,
@@ -111,6 +121,12 @@ struct EngineTimes {
     prefill_split: [f64; 3],
     /// Share of the timed decode steps' MoE layers routed on the device.
     routed_share: f64,
+}
+
+/// The steps of the timed prompt among a row's many-token steps: its chunks come last.
+fn timed_prompt_steps<T>(many: &[T], prompt_len: usize, chunk: usize) -> &[T] {
+    let chunks = prompt_len.div_ceil(chunk.max(1));
+    &many[many.len().saturating_sub(chunks)..]
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -201,8 +217,19 @@ fn run_one(
     };
     let gen = opts.gen.max(1);
     let warmup = opts.warmup;
+    let chunk = engine.prefill_chunk();
     let mut rx = engine.subscribe_telemetry();
     let m = engine.with_model(move |model, moe| -> Result<EngineTimes> {
+        // The cold prompt: other tokens than the timed one (a new message in a chat).
+        let cold_prefill_s = if replaying {
+            0.0
+        } else {
+            let cold = bench_prompt_from(prompt_len, vocab_size, COLD_PROMPT_OFFSET);
+            let mut cache = model.new_cache(prompt_len);
+            let t = Instant::now();
+            prefill(model, moe, &mut cache, &cold, chunk)?;
+            t.elapsed().as_secs_f64()
+        };
         let prompt = bench_prompt(prompt_len, vocab_size);
         let mut cache = model.new_cache(prompt_len + warmup + gen + 1);
         let (dense0, block0, sched0) = (
@@ -211,7 +238,7 @@ fn run_one(
             moe.summary().sched_seconds,
         );
         let t0 = Instant::now();
-        let last = prefill(model, moe, &mut cache, &prompt)?;
+        let last = prefill(model, moe, &mut cache, &prompt, chunk)?;
         let prefill_s = t0.elapsed().as_secs_f64();
         let prefill_split = [
             model.device_dense_seconds() - dense0,
@@ -229,6 +256,7 @@ fn run_one(
         let routed = (after.routed_layers - before.routed_layers) as f64;
         let times = EngineTimes {
             prefill_s,
+            cold_prefill_s,
             decode_s,
             sched_s: after.sched_seconds - before.sched_seconds,
             place_s: after.place_seconds - before.place_seconds,
@@ -241,6 +269,7 @@ fn run_one(
     })??;
     let EngineTimes {
         prefill_s,
+        cold_prefill_s,
         decode_s,
         sched_s,
         place_s,
@@ -259,9 +288,15 @@ fn run_one(
         .map(|s| &**s)
         .collect();
     let decode = &ones[ones.len().saturating_sub(gen)..];
-    // Prefill: the many-token steps (the prompt's chunks), MoE wall and its CPU/GPU shares.
+    // Prefill: the timed prompt's chunks (the last many-token steps: the cold prompt's
+    // come first), MoE wall and its CPU/GPU shares.
+    let many: Vec<&StepTelemetry> = steps
+        .iter()
+        .filter(|s| s.n_tokens > 1)
+        .map(|s| &**s)
+        .collect();
     let mut prefill_moe = [0.0f64; 3];
-    for s in steps.iter().filter(|s| s.n_tokens > 1) {
+    for s in timed_prompt_steps(&many, prompt_len, chunk) {
         for l in &s.layers {
             prefill_moe[0] += l.measured_s.unwrap_or(0.0);
             prefill_moe[1] += l.measured_cpu_s.unwrap_or(0.0);
@@ -305,6 +340,11 @@ fn run_one(
         } else {
             prompt_len as f64 / prefill_s
         },
+        cold_prefill_tok_s: if cold_prefill_s > 0.0 {
+            prompt_len as f64 / cold_prefill_s
+        } else {
+            0.0
+        },
         decode_tok_s: gen as f64 / decode_s,
         prefill_moe_s: if replaying { [0.0; 3] } else { prefill_moe },
         prefill_dense_block_sched_s: if replaying { [0.0; 3] } else { prefill_split },
@@ -327,9 +367,9 @@ fn run_one(
 
 /// Prints rows as a Markdown table.
 pub fn print_table(rows: &[SweepRow]) {
-    println!("| routing | policy | budget | slots | prefetch | prefill tok/s | prefill MoE s (CPU/GPU) | prefill dense/MoE-block/sched s | decode tok/s | hit rate | GPU share | PCIe GB/s | layer err | step err | MoE ms/tok | MoE CPU ms | MoE GPU ms | dense ms/tok | dense GPU calls ms | sched us/token | sched share | place share | device-routed |");
+    println!("| routing | policy | budget | slots | prefetch | prefill tok/s | cold prefill tok/s | prefill MoE s (CPU/GPU) | prefill dense/MoE-block/sched s | decode tok/s | hit rate | GPU share | PCIe GB/s | layer err | step err | MoE ms/tok | MoE CPU ms | MoE GPU ms | dense ms/tok | dense GPU calls ms | sched us/token | sched share | place share | device-routed |");
     println!(
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for r in rows {
         println!("{}", row_line(r));
@@ -339,7 +379,7 @@ pub fn print_table(rows: &[SweepRow]) {
 /// One row of [`print_table`].
 pub fn row_line(r: &SweepRow) -> String {
     format!(
-        "| {} | {} | {} | {} | {} | {:.1} | {:.2} ({:.2}/{:.2}) | {:.2}/{:.2}/{:.2} | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.2}% | {:.2}% | {:.0}% |",
+        "| {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.2} ({:.2}/{:.2}) | {:.2}/{:.2}/{:.2} | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.2}% | {:.2}% | {:.0}% |",
         r.routing,
         r.policy,
         r.budget_bytes.map_or("all".into(), |b| if b >= 1 << 30 {
@@ -350,6 +390,7 @@ pub fn row_line(r: &SweepRow) -> String {
         r.cache_slots,
         if r.prefetch { "on" } else { "off" },
         r.prefill_tok_s,
+        r.cold_prefill_tok_s,
         r.prefill_moe_s[0],
         r.prefill_moe_s[1],
         r.prefill_moe_s[2],
@@ -372,4 +413,24 @@ pub fn row_line(r: &SweepRow) -> String {
         r.place_share * 100.0,
         r.device_routed * 100.0
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_timed_prompts_chunks_count_as_its_prefill() {
+        // A cold 1024-token prompt in 512-token chunks, then the timed one.
+        let steps = ["cold 1", "cold 2", "timed 1", "timed 2"];
+        assert_eq!(
+            timed_prompt_steps(&steps, 1024, 512),
+            ["timed 1", "timed 2"]
+        );
+        // A last partial chunk is a step too.
+        assert_eq!(timed_prompt_steps(&steps, 1000, 384), &steps[1..]);
+        // Fewer steps than chunks (replayed rows run no cold prompt): all of them.
+        assert_eq!(timed_prompt_steps(&steps[..1], 1024, 512), &steps[..1]);
+        assert!(timed_prompt_steps::<u8>(&[], 20, 0).is_empty());
+    }
 }

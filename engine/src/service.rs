@@ -73,6 +73,8 @@ struct Inner {
     commands: SyncSender<Command>,
     runtime: Mutex<RuntimeOptions>,
     context: usize,
+    /// Prompt tokens per prefill step.
+    prefill_chunk: usize,
     exact_math: bool,
     shape: ModelShape,
     hub: TelemetryHub,
@@ -288,6 +290,7 @@ impl Engine {
                 commands: tx,
                 runtime: Mutex::new(opts.runtime),
                 context,
+                prefill_chunk: opts.prefill_chunk.max(1),
                 exact_math: opts.exact_math,
                 shape,
                 hub,
@@ -304,6 +307,11 @@ impl Engine {
     /// The model file this engine was loaded from.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Prompt tokens per prefill step (the generation worker's and the benchmarks').
+    pub fn prefill_chunk(&self) -> usize {
+        self.inner.prefill_chunk
     }
 
     /// Context window per sequence.

@@ -51,8 +51,20 @@ fn sweep_measures_every_setting_and_replays_the_trace() {
             "{r:?}"
         );
         match r.routing {
-            "model" => assert!(r.prefill_tok_s > 0.0, "{r:?}"),
-            "replay" => assert_eq!(r.prefill_tok_s, 0.0, "{r:?}"),
+            "model" => {
+                assert!(r.prefill_tok_s > 0.0 && r.cold_prefill_tok_s > 0.0, "{r:?}");
+                // The MoE layers' time is the timed prompt's alone (the cold prompt's
+                // steps come first and are left out): within that prompt's wall time.
+                let prefill_s = sweep_opts.prompt_len as f64 / r.prefill_tok_s;
+                assert!(
+                    r.prefill_moe_s[0] > 0.0 && r.prefill_moe_s[0] <= prefill_s,
+                    "{r:?}"
+                );
+            }
+            "replay" => {
+                assert_eq!(r.prefill_tok_s, 0.0, "{r:?}");
+                assert_eq!(r.cold_prefill_tok_s, 0.0, "{r:?}");
+            }
             other => panic!("routing {other}"),
         }
     }

@@ -4,6 +4,7 @@
 # --sweep switches settings between runs). Usage:
 #   cuda-bench.sh HMOE WORK OUT DTYPE ROUTING [GEN] [PROMPT] [BUDGETS] [POLICIES]
 # ROUTING: model (the random-weight router: near-uniform) or replay (calibrated trace).
+# BENCH_EXTRA: more `hmoe` flags (e.g. "--prefill-chunk 1024").
 set -uo pipefail
 hmoe=$1; work=$2; out=$3; dtype=${4:-q4_k_m}; routing=${5:-model}
 gen=${6:-128}; prompt=${7:-1024}; budgets=${8:-8GiB,16GiB,24GiB,all}
@@ -25,10 +26,10 @@ if [ ! -f "$m" ]; then
   echo "synth took $(($(date +%s) - s)) s"
 fi
 "$hmoe" info "$m" | head -8
-echo "| routing | policy | budget | slots | prefetch | prefill tok/s | prefill MoE s (CPU/GPU) | prefill dense/MoE-block/sched s | decode tok/s | hit rate | GPU share | PCIe GB/s | layer err | step err | MoE ms/tok | MoE CPU ms | MoE GPU ms | dense ms/tok | dense GPU calls ms | sched us/token | sched share | place share | device-routed |"
+echo "| routing | policy | budget | slots | prefetch | prefill tok/s | cold prefill tok/s | prefill MoE s (CPU/GPU) | prefill dense/MoE-block/sched s | decode tok/s | hit rate | GPU share | PCIe GB/s | layer err | step err | MoE ms/tok | MoE CPU ms | MoE GPU ms | dense ms/tok | dense GPU calls ms | sched us/token | sched share | place share | device-routed |"
 HMOE_LOG=${HMOE_LOG:-info} "$hmoe" bench -m "$m" --device cuda --threads 16 --vram-budget 70GiB \
   --sweep --routing "$routing" --budgets "$budgets" --policies "$policies" \
-  --gen "$gen" --prompt-len "$prompt" --warmup "$warmup" --jsonl "$side/sweep-$dtype-$routing.jsonl" 2>&1 >/dev/null \
+  --gen "$gen" --prompt-len "$prompt" --warmup "$warmup" ${BENCH_EXTRA:-} --jsonl "$side/sweep-$dtype-$routing.jsonl" 2>&1 >/dev/null \
   | tee "$side/sweep-$dtype-$routing.err" | grep --line-buffered '^| '
 rc=${PIPESTATUS[0]}
 # (rows are printed as they are measured: a run cut by its timeout keeps what it did)

@@ -93,7 +93,9 @@ for s in $stages; do
     ab:*) kv=${s#ab:}; stage "ab-${kv//=/-}" 70 env "$kv" bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/ab" q4_k_m model 64 1024 8GiB,16GiB value 32 ;;
     # abnew / abold: the same rows with this build and with the baseline CLI .devbin/hmoe-old
     # (build-devbin.sh with HMOE_OLD_CLI); interleave them for a same-machine A/B.
-    abnew) stage abnew 70 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/ab" q4_k_m model 64 1024 8GiB,16GiB value 32 ;;
+    abnew) stage abnew 80 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/ab" q4_k_m model 64 1024 8GiB,16GiB value 32 ;;
+    # abchunk: abnew's rows with 1024-token prefill steps instead of 512.
+    abchunk) stage abchunk 80 env BENCH_EXTRA="--prefill-chunk 1024" bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/ab" q4_k_m model 64 1024 8GiB,16GiB value 32 ;;
     abold) stage abold 70 bash scripts/device/cuda-bench.sh "$root/.devbin/hmoe-old" "$work" "$OUT/ab" q4_k_m model 64 1024 8GiB,16GiB value 32 ;;
     *) echo "unknown stage $s" ;;
   esac

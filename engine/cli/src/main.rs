@@ -57,6 +57,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if !matches!(cli.cmd, Cmd::Serve(_) | Cmd::BenchServe(_)) {
+        quiet_broken_pipe();
+    }
     let r: Result<()> = match cli.cmd {
         Cmd::Info(a) => run::info(a),
         Cmd::Generate(a) => run::generate(a),
@@ -75,6 +78,19 @@ fn main() -> ExitCode {
             eprintln!("error: {}", describe(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `hmoe info m.gguf | head` closes stdout early: end quietly on SIGPIPE, as other
+/// command-line tools do, instead of panicking in `println!` (Rust ignores SIGPIPE, so
+/// the write fails and the print macros panic). Not for the servers: a client that
+/// hangs up must not end them (their sockets never raise it anyway).
+fn quiet_broken_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default disposition at start-up, before any other
+    // thread exists; no handler runs Rust code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -297,3 +297,22 @@ fn text_prompt_without_tokenizer_is_explained() {
         "no tokenizer",
     );
 }
+
+/// Regression: `hmoe info model.gguf | head -8` panicked ("failed printing to stdout:
+/// Broken pipe") when the reader closed the pipe before the output ended.
+#[cfg(unix)]
+#[test]
+fn a_reader_that_closes_the_pipe_early_is_no_panic() {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hmoe"))
+        .args(["info", source().to_str().expect("utf-8 path")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run hmoe");
+    // Close the read end at once: every write of the listing meets a closed pipe.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait for hmoe");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "hmoe panicked: {err}");
+}

@@ -41,6 +41,7 @@ mod dense_graphs;
 mod dense_profile;
 mod fused;
 mod gemm;
+mod host_copy;
 mod kernel_bench;
 mod resident;
 mod routed;

@@ -21,6 +21,7 @@ use super::attend::{launch_split, launch_tiled, AttendCall, SplitFns, TiledFn};
 use super::dense_graphs::{GraphCache, GraphKey};
 use super::dense_profile::DenseProfile;
 use super::gemm::{launch_linear_on, GemmShape, LinearFns};
+use super::host_copy::{floats_from, par_copy};
 use super::{compile, context, drv, info, is_oom, DeviceBuf, Pinned, ASSUME_FREE_ENV};
 use crate::api::{DenseOnDevice, DeviceAddend, DeviceInput};
 use crate::attend_tiled::{use_tiled, ATTEND_TILE_STAGES};
@@ -578,7 +579,7 @@ impl GpuDense {
         host[io.plan..io.plan + 8].copy_from_slice(bytes_of(&[chunk as u32, n_splits as u32]));
         host[io.kc..io.vc].copy_from_slice(bytes_of(&kc));
         host[io.vc..io.vc + 8 * n].copy_from_slice(bytes_of(&vc));
-        host[io.x..io.hn].copy_from_slice(bytes_of(x));
+        par_copy(&mut host[io.x..io.hn], bytes_of(x));
         let t1 = Instant::now();
         let mut prof = self.profile.take();
         let graphed = self.graphs.wants(n);
@@ -1196,13 +1197,6 @@ impl Drop for GpuDense {
 fn bytes_of<T: Copy>(v: &[T]) -> &[u8] {
     // SAFETY: u32/u64/f32 have no padding and any alignment ≥ u8's.
     unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
-}
-
-/// Fills `out` from little-endian f32 bytes.
-fn floats_from(b: &[u8], out: &mut [f32]) {
-    for (o, c) in out.iter_mut().zip(b.chunks_exact(4)) {
-        *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-    }
 }
 
 #[cfg(test)]
