@@ -84,6 +84,11 @@ pub struct SweepRow {
     pub layer_pred_err_median: f64,
     /// Median |predicted − measured| / measured of whole decode steps.
     pub step_pred_err_median: f64,
+    /// The timed prefill's MoE layers (model routing only; NaN otherwise): median
+    /// |predicted − measured| / measured of the layer time, and the median
+    /// predicted ÷ measured of the CPU and of the GPU share (where the share ran): below 1
+    /// the cost model thinks that side faster than it is.
+    pub prefill_pred: [f64; 3],
     /// MoE milliseconds per decoded token (layers issued to both outputs, measured).
     pub moe_ms_per_token: f64,
     /// Of `moe_ms_per_token`: the CPU shares' time (host clock), summed over layers.
@@ -296,8 +301,24 @@ fn run_one(
         .map(|s| &**s)
         .collect();
     let mut prefill_moe = [0.0f64; 3];
+    let (mut p_err, mut p_cpu, mut p_gpu) = (Vec::new(), Vec::new(), Vec::new());
     for s in timed_prompt_steps(&many, prompt_len, chunk) {
         for l in &s.layers {
+            if let Some(e) = l.measured_s.and_then(|m| rel(l.predicted.finish_s, m)) {
+                p_err.push(e);
+            }
+            if let Some(m) = l
+                .measured_cpu_s
+                .filter(|&m| m > 0.0 && l.predicted.cpu_s > 0.0)
+            {
+                p_cpu.push(l.predicted.cpu_s / m);
+            }
+            if let Some(m) = l
+                .measured_gpu_s
+                .filter(|&m| m > 0.0 && l.predicted.gpu_s > 0.0)
+            {
+                p_gpu.push(l.predicted.gpu_s / m);
+            }
             prefill_moe[0] += l.measured_s.unwrap_or(0.0);
             prefill_moe[1] += l.measured_cpu_s.unwrap_or(0.0);
             prefill_moe[2] += l.measured_gpu_s.unwrap_or(0.0);
@@ -353,6 +374,7 @@ fn run_one(
         pcie_gb_s: bytes as f64 / decode_s / 1e9,
         layer_pred_err_median: median(layer_err),
         step_pred_err_median: median(step_err),
+        prefill_pred: [median(p_err), median(p_cpu), median(p_gpu)],
         moe_ms_per_token: moe_s / gen as f64 * 1e3,
         moe_cpu_ms_per_token: cpu_s / gen as f64 * 1e3,
         moe_gpu_ms_per_token: gpu_s / gen as f64 * 1e3,
@@ -367,9 +389,9 @@ fn run_one(
 
 /// Prints rows as a Markdown table.
 pub fn print_table(rows: &[SweepRow]) {
-    println!("| routing | policy | budget | slots | prefetch | prefill tok/s | cold prefill tok/s | prefill MoE s (CPU/GPU) | prefill dense/MoE-block/sched s | decode tok/s | hit rate | GPU share | PCIe GB/s | layer err | step err | MoE ms/tok | MoE CPU ms | MoE GPU ms | dense ms/tok | dense GPU calls ms | sched us/token | sched share | place share | device-routed |");
+    println!("| routing | policy | budget | slots | prefetch | prefill tok/s | cold prefill tok/s | prefill MoE s (CPU/GPU) | prefill dense/MoE-block/sched s | prefill layer err (pred/meas CPU, GPU) | decode tok/s | hit rate | GPU share | PCIe GB/s | layer err | step err | MoE ms/tok | MoE CPU ms | MoE GPU ms | dense ms/tok | dense GPU calls ms | sched us/token | sched share | place share | device-routed |");
     println!(
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for r in rows {
         println!("{}", row_line(r));
@@ -379,7 +401,7 @@ pub fn print_table(rows: &[SweepRow]) {
 /// One row of [`print_table`].
 pub fn row_line(r: &SweepRow) -> String {
     format!(
-        "| {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.2} ({:.2}/{:.2}) | {:.2}/{:.2}/{:.2} | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.2}% | {:.2}% | {:.0}% |",
+        "| {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.2} ({:.2}/{:.2}) | {:.2}/{:.2}/{:.2} | {:.1}% ({:.2}, {:.2}) | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.2}% | {:.2}% | {:.0}% |",
         r.routing,
         r.policy,
         r.budget_bytes.map_or("all".into(), |b| if b >= 1 << 30 {
@@ -397,6 +419,9 @@ pub fn row_line(r: &SweepRow) -> String {
         r.prefill_dense_block_sched_s[0],
         r.prefill_dense_block_sched_s[1],
         r.prefill_dense_block_sched_s[2],
+        r.prefill_pred[0] * 100.0,
+        r.prefill_pred[1],
+        r.prefill_pred[2],
         r.decode_tok_s,
         r.hit_rate * 100.0,
         r.gpu_share * 100.0,

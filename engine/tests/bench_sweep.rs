@@ -60,6 +60,16 @@ fn sweep_measures_every_setting_and_replays_the_trace() {
                     r.prefill_moe_s[0] > 0.0 && r.prefill_moe_s[0] <= prefill_s,
                     "{r:?}"
                 );
+                // Every expert ran on the CPU: its prediction is paired with a measurement
+                // (no GPU share to pair).
+                assert!(
+                    r.prefill_pred[0].is_finite() && r.prefill_pred[0] >= 0.0,
+                    "{r:?}"
+                );
+                assert!(
+                    r.prefill_pred[1] > 0.0 && r.prefill_pred[2].is_nan(),
+                    "{r:?}"
+                );
             }
             "replay" => {
                 assert_eq!(r.prefill_tok_s, 0.0, "{r:?}");

@@ -33,6 +33,10 @@ struct Calls {
     enqueue: Duration,
     /// Host: waiting in the final synchronisation.
     wait: Duration,
+    /// Host: of `prep`, copying the residual into the pinned buffer.
+    stage_in: Duration,
+    /// Host: after `wait`, copying the outputs out of the pinned buffer.
+    stage_out: Duration,
     calls: u64,
     rows: u64,
 }
@@ -123,6 +127,13 @@ impl DenseProfile {
         Ok(())
     }
 
+    /// Charges the current call's host copies into and out of the pinned buffer.
+    pub(crate) fn staging(&mut self, stage_in: Duration, stage_out: Duration) {
+        let c = self.calls_mut();
+        c.stage_in += stage_in;
+        c.stage_out += stage_out;
+    }
+
     /// Tables of the profile (decode calls, then prefill calls).
     pub(crate) fn report(&self) -> String {
         format!(
@@ -139,12 +150,14 @@ impl Calls {
         let calls = self.calls.max(1) as f64;
         let total: f64 = self.buckets.iter().map(|b| b.ms).sum();
         let mut s = format!(
-            "{} calls, {:.1} rows a call; host per call: prepare {:.1} us, enqueue {:.1} us, wait {:.1} us; stream {:.1} us a call\n",
+            "{} calls, {:.1} rows a call; host per call: prepare {:.1} us (staging copy {:.1} us), enqueue {:.1} us, wait {:.1} us, copy-out {:.1} us; stream {:.1} us a call\n",
             self.calls,
             self.rows as f64 / calls,
             self.prep.as_secs_f64() * 1e6 / calls,
+            self.stage_in.as_secs_f64() * 1e6 / calls,
             self.enqueue.as_secs_f64() * 1e6 / calls,
             self.wait.as_secs_f64() * 1e6 / calls,
+            self.stage_out.as_secs_f64() * 1e6 / calls,
             total * 1e3 / calls
         );
         let mut b = self.buckets.clone();

@@ -579,6 +579,7 @@ impl GpuDense {
         host[io.plan..io.plan + 8].copy_from_slice(bytes_of(&[chunk as u32, n_splits as u32]));
         host[io.kc..io.vc].copy_from_slice(bytes_of(&kc));
         host[io.vc..io.vc + 8 * n].copy_from_slice(bytes_of(&vc));
+        let t_in = Instant::now();
         par_copy(&mut host[io.x..io.hn], bytes_of(x));
         let t1 = Instant::now();
         let mut prof = self.profile.take();
@@ -641,12 +642,16 @@ impl GpuDense {
         if let Some(p) = self.profile.as_mut() {
             p.end(t1 - t0, t2 - t1, t2.elapsed())?;
         }
+        let t_out = Instant::now();
         let host = self.io_host.bytes();
         floats_from(&host[io.x..io.hn], x);
         floats_from(&host[io.hn..io.router], hn_out);
         floats_from(&host[io.router..io.next], router_out);
         if next {
             floats_from(&host[io.next..io.end], next_router_out);
+        }
+        if let Some(p) = self.profile.as_mut() {
+            p.staging(t1 - t_in, t_out.elapsed());
         }
         self.last_hn = Some(DeviceInput {
             ptr: self.io.ptr + io.hn as u64,
