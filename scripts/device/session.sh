@@ -96,6 +96,9 @@ for s in $stages; do
     abnew) stage abnew 80 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/ab" q4_k_m model 64 1024 8GiB,16GiB value 32 ;;
     # abchunk: abnew's rows with 1024-token prefill steps instead of 512.
     abchunk) stage abchunk 80 env BENCH_EXTRA="--prefill-chunk 1024" bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/ab" q4_k_m model 64 1024 8GiB,16GiB value 32 ;;
+    # abold1024: the baseline CLI with 1024-token prefill steps (isolates other changes
+    # from the step size).
+    abold1024) stage abold1024 80 env BENCH_EXTRA="--prefill-chunk 1024" bash scripts/device/cuda-bench.sh "$root/.devbin/hmoe-old" "$work" "$OUT/ab" q4_k_m model 64 1024 8GiB,16GiB value 32 ;;
     abold) stage abold 70 bash scripts/device/cuda-bench.sh "$root/.devbin/hmoe-old" "$work" "$OUT/ab" q4_k_m model 64 1024 8GiB,16GiB value 32 ;;
     *) echo "unknown stage $s" ;;
   esac

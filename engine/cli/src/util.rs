@@ -41,7 +41,7 @@ pub struct EngineArgs {
     #[arg(long)]
     pub ctx: Option<usize>,
     /// Prompt tokens per prefill chunk.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = hmoe_engine::api::DEFAULT_PREFILL_CHUNK)]
     pub prefill_chunk: usize,
     /// Compute in f32 on dequantised weights (slow; matches the reference to rounding).
     #[arg(long)]

@@ -12,6 +12,7 @@ use super::qwen3moe::{output_rows, Qwen3Moe, SeqStep};
 use crate::error::{EngineError, Result};
 use crate::moe::DeviceLink;
 use crate::moe::MoeDispatch;
+use hmoe_cpu::CpuPool;
 use hmoe_cuda::{DenseOnDevice, DenseSeq, DeviceAddend, DeviceInput, SeqSpan};
 use std::sync::Arc;
 
@@ -64,6 +65,11 @@ pub trait DenseDevice: Send + Sync {
     }
     /// Final norm and output head of the rows `x`.
     fn head(&self, x: &[f32]) -> Result<Vec<f32>>;
+    /// The model's CPU pool, idle while a dense call runs: a device may use its threads
+    /// for large host copies. The model hands it over whenever its pool changes.
+    fn set_host_pool(&self, pool: Arc<CpuPool>) {
+        let _ = pool;
+    }
 }
 
 /// Where the dense path runs.

@@ -99,6 +99,9 @@ impl Qwen3Moe {
     /// Where the dense path runs (the service sets it at load, before any cache exists:
     /// caches made earlier have no device sequence and fail on a device).
     pub fn set_dense(&mut self, dense: DenseExec) {
+        if let Some(d) = dense.device() {
+            d.set_host_pool(self.pool.clone());
+        }
         self.dense = dense;
     }
 
@@ -115,6 +118,9 @@ impl Qwen3Moe {
     /// Moves the dense products onto another pool (thread-count change between
     /// generations; the CPU expert executor must be given the same pool).
     pub fn set_pool(&mut self, pool: Arc<CpuPool>) {
+        if let Some(d) = self.dense.device() {
+            d.set_host_pool(pool.clone());
+        }
         self.pool = pool;
     }
 

@@ -97,4 +97,8 @@ impl GpuDense {
     pub fn head(&mut self, _x: &[f32]) -> Result<Vec<f32>> {
         match self.never {}
     }
+    /// Lends a CPU pool for large host copies.
+    pub fn set_host_pool(&mut self, _pool: Option<std::sync::Arc<hmoe_cpu::CpuPool>>) {
+        match self.never {}
+    }
 }

@@ -8,6 +8,7 @@ use crate::error::{EngineError, Result};
 use crate::model::dense_exec::{DenseDevice, DenseOutputs};
 use crate::model::weights::dequantize_all;
 use crate::model::{Qwen3Moe, Qwen3MoeConfig};
+use hmoe_cpu::CpuPool;
 use hmoe_cuda::{
     CudaError, DenseLayer, DenseMatrix, DenseOnDevice, DenseSeq, DenseShape, DenseWeights,
     DeviceAddend, DeviceInput, GpuDense, KernelType, SeqSpan,
@@ -249,6 +250,14 @@ impl DenseDevice for GpuDenseExecutor {
 
     fn head(&self, x: &[f32]) -> Result<Vec<f32>> {
         self.lock()?.head(x).map_err(cuda_err("head".into()))
+    }
+
+    fn set_host_pool(&self, pool: Arc<CpuPool>) {
+        // A poisoned lock still takes the pool (it holds no GPU state).
+        match self.gpu.lock() {
+            Ok(mut g) => g.set_host_pool(Some(pool)),
+            Err(p) => p.into_inner().set_host_pool(Some(pool)),
+        }
     }
 }
 

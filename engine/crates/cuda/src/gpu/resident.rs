@@ -39,6 +39,7 @@ use cudarc::driver::sys;
 use cudarc::driver::{
     CudaContext, CudaEvent, CudaFunction, CudaStream, LaunchConfig, PushKernelArg,
 };
+use hmoe_cpu::CpuPool;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -167,6 +168,8 @@ pub struct GpuDense {
     warnings: Vec<String>,
     /// Per-kernel stream times (`HMOE_DENSE_PROFILE=1`).
     profile: Option<DenseProfile>,
+    /// Threads for the large staging copies of prefill calls (the engine's CPU pool).
+    host_pool: Option<Arc<CpuPool>>,
     /// Captured decode calls.
     graphs: GraphCache,
     /// Fewest positions per attention split ([`ATTEND_MIN_CHUNK_ENV`]).
@@ -330,6 +333,7 @@ impl GpuDense {
             logits_host: Pinned::new(4 * shape.vocab, "logits")?,
             warnings,
             profile: DenseProfile::from_env(&ctx),
+            host_pool: None,
             graphs: GraphCache::from_env(),
             last_hn: None,
             lent_rows: None,
@@ -580,7 +584,11 @@ impl GpuDense {
         host[io.kc..io.vc].copy_from_slice(bytes_of(&kc));
         host[io.vc..io.vc + 8 * n].copy_from_slice(bytes_of(&vc));
         let t_in = Instant::now();
-        par_copy(&mut host[io.x..io.hn], bytes_of(x));
+        par_copy(
+            self.host_pool.as_deref(),
+            &mut host[io.x..io.hn],
+            bytes_of(x),
+        );
         let t1 = Instant::now();
         let mut prof = self.profile.take();
         let graphed = self.graphs.wants(n);
@@ -643,12 +651,14 @@ impl GpuDense {
             p.end(t1 - t0, t2 - t1, t2.elapsed())?;
         }
         let t_out = Instant::now();
+        let pool = self.host_pool.clone();
+        let pool = pool.as_deref();
         let host = self.io_host.bytes();
-        floats_from(&host[io.x..io.hn], x);
-        floats_from(&host[io.hn..io.router], hn_out);
-        floats_from(&host[io.router..io.next], router_out);
+        floats_from(pool, &host[io.x..io.hn], x);
+        floats_from(pool, &host[io.hn..io.router], hn_out);
+        floats_from(pool, &host[io.router..io.next], router_out);
         if next {
-            floats_from(&host[io.next..io.end], next_router_out);
+            floats_from(pool, &host[io.next..io.end], next_router_out);
         }
         if let Some(p) = self.profile.as_mut() {
             p.staging(t1 - t_in, t_out.elapsed());
@@ -658,6 +668,12 @@ impl GpuDense {
             values: n * h,
         });
         Ok(())
+    }
+
+    /// Lends the engine's CPU pool for the large host copies of prefill calls (idle while
+    /// a dense call runs); None copies on the calling thread and scoped threads.
+    pub fn set_host_pool(&mut self, pool: Option<Arc<CpuPool>>) {
+        self.host_pool = pool;
     }
 
     /// The last call's normed hidden state (`hn_out`) on the device, for a reader on
