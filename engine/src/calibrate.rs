@@ -219,7 +219,7 @@ pub fn calibrate_gpu(
                 &mut out[..tokens * hidden],
             )?;
             if t.fetches == 0 && t.gpu_ms > 0.0 {
-                cost.observe_gpu_expert(&work, tokens as u32, t.gpu_ms as f64 / 1e3 / n as f64);
+                cost.observe_gpu_expert(&work, tokens as f64, t.gpu_ms as f64 / 1e3 / n as f64);
             }
         }
     }

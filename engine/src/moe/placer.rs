@@ -282,6 +282,11 @@ impl SchedPlacer {
     }
 }
 
+/// Mean token rows of a non-empty share's items.
+fn mean_tokens(items: &[WorkItem]) -> f64 {
+    items.iter().map(|it| it.rows.len()).sum::<usize>() as f64 / items.len().max(1) as f64
+}
+
 impl Placer for SchedPlacer {
     fn begin_step(&mut self, n_tokens: usize) {
         // A step cut short (cancelled) leaves no telemetry, but its samples count.
@@ -375,20 +380,24 @@ impl Placer for SchedPlacer {
                 split: !m.cpu_items.is_empty(),
             });
         }
-        // Decode layers give clean per-expert samples: every expert serves one token.
-        if !m.cpu_items.is_empty() && m.cpu_items.iter().all(|it| it.rows.len() == 1) {
-            self.record
-                .sample(Sample::CpuExpert(m.cpu_s / m.cpu_items.len() as f64));
+        // Each share gives its mean expert: the model is linear in the token count, so
+        // the share's time over its size is the cost of an expert at the mean count
+        // (decode: one token each; prefill: mixed counts, the only samples of the
+        // per-token cost at prefill sizes: without them a prefill plan leant on the
+        // start-up calibration; on the H100 machine that predicted a prefill layer's GPU
+        // share at 1.1-1.6x its measured time and gave the CPU too much).
+        if !m.cpu_items.is_empty() {
+            self.record.sample(Sample::CpuExpert {
+                tokens: mean_tokens(m.cpu_items),
+                seconds: m.cpu_s / m.cpu_items.len() as f64,
+            });
         }
         if let Some(t) = m.gpu {
             let n = m.gpu_items.len();
-            let tokens = m.gpu_items.first().map_or(0, |it| it.rows.len());
-            // Compute samples only when no copy was waited for, and when every item had
-            // the same token count (the per-expert time is then the mean).
-            let uniform = m.gpu_items.iter().all(|it| it.rows.len() == tokens);
-            if t.fetches == 0 && n > 0 && uniform && t.gpu_ms > 0.0 {
+            // Compute samples only when no copy was waited for.
+            if t.fetches == 0 && n > 0 && t.gpu_ms > 0.0 {
                 self.record.sample(Sample::GpuExpert {
-                    tokens: tokens as u32,
+                    tokens: mean_tokens(m.gpu_items),
                     seconds: t.gpu_ms as f64 / 1e3 / n as f64,
                 });
             }

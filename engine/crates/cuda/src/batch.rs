@@ -66,9 +66,14 @@ fn align(x: usize) -> usize {
     x.div_ceil(ALIGN) * ALIGN
 }
 
-fn put<T: Copy>(buf: &mut [u8], off: usize, i: usize, v: T, to_bytes: impl Fn(T) -> Vec<u8>) {
-    let b = to_bytes(v);
-    buf[off + i * b.len()..off + (i + 1) * b.len()].copy_from_slice(&b);
+/// Writes `v` as the `i`-th little-endian u32 of the table at `off`.
+fn put32(buf: &mut [u8], off: usize, i: usize, v: u32) {
+    buf[off + 4 * i..off + 4 * i + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Writes `v` as the `i`-th little-endian u64 of the table at `off`.
+fn put64(buf: &mut [u8], off: usize, i: usize, v: u64) {
+    buf[off + 8 * i..off + 8 * i + 8].copy_from_slice(&v.to_le_bytes());
 }
 
 /// Packs `items` for a layer input of `n_tokens` rows into `buf` (cleared and reused).
@@ -121,8 +126,6 @@ pub fn pack(items: &[BatchItem<'_>], n_tokens: usize, buf: &mut Vec<u8>) -> Resu
     l.max_item_rows = items.iter().map(|it| it.rows.len()).max().unwrap_or(0);
     buf.clear();
     buf.resize(l.bytes, 0);
-    let le64 = |v: u64| v.to_le_bytes().to_vec();
-    let le32 = |v: u32| v.to_le_bytes().to_vec();
     let mut fill = per_token.clone();
     let mut pair_rank = vec![0u32; n_pairs];
     let mut pair_down = vec![0u64; n_pairs];
@@ -130,19 +133,18 @@ pub fn pack(items: &[BatchItem<'_>], n_tokens: usize, buf: &mut Vec<u8>) -> Resu
     let mut pair = 0usize;
     for (i, it) in items.iter().enumerate() {
         let w = i * ITEM_WORDS;
-        put(buf, l.items, w, it.gate, le64);
-        put(buf, l.items, w + 1, it.up, le64);
-        put(buf, l.items, w + 2, it.down, le64);
-        put(
+        put64(buf, l.items, w, it.gate);
+        put64(buf, l.items, w + 1, it.up);
+        put64(buf, l.items, w + 2, it.down);
+        put64(
             buf,
             l.items,
             w + 3,
             pair as u64 | (it.rows.len() as u64) << 32,
-            le64,
         );
         for (&r, &wt) in it.rows.iter().zip(it.weights) {
-            put(buf, l.rows, pair, r, le32);
-            put(buf, l.weights, pair, wt.to_bits(), le32);
+            put32(buf, l.rows, pair, r);
+            put32(buf, l.weights, pair, wt.to_bits());
             let slot = &mut fill[r as usize];
             tok_pairs[*slot as usize] = pair as u32;
             pair_rank[pair] = it.rank;
@@ -156,11 +158,11 @@ pub fn pack(items: &[BatchItem<'_>], n_tokens: usize, buf: &mut Vec<u8>) -> Resu
         seg.sort_by_key(|&p| (pair_rank[p as usize], p));
     }
     for (i, &p) in tok_pairs.iter().enumerate() {
-        put(buf, l.tok_pairs, i, p, le32);
-        put(buf, l.tok_down, i, pair_down[p as usize], le64);
+        put32(buf, l.tok_pairs, i, p);
+        put64(buf, l.tok_down, i, pair_down[p as usize]);
     }
     for (t, &s) in per_token.iter().enumerate() {
-        put(buf, l.tok_start, t, s, le32);
+        put32(buf, l.tok_start, t, s);
     }
     Ok(l)
 }

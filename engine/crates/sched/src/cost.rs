@@ -184,15 +184,16 @@ fn device_from_params(p: &[f64]) -> DeviceCosts {
 const DEVICE_PARAMS: usize = 1 + 2 * QuantType::ALL.len();
 
 /// Features of one expert (or matrix) run: `[1, mb_d…, mb_d·n…]` (on the stack: the
-/// engine observes every layer).
-fn device_features(work: &[(QuantType, u64)], n_tokens: u32, fixed: f64) -> [f64; DEVICE_PARAMS] {
+/// engine observes every layer). `n_tokens` may be a mean: the model is linear in the
+/// token count, so the mean run of a group of experts has the group's mean features.
+fn device_features(work: &[(QuantType, u64)], n_tokens: f64, fixed: f64) -> [f64; DEVICE_PARAMS] {
     let k = QuantType::ALL.len();
     let mut x = [0.0; DEVICE_PARAMS];
     x[0] = fixed;
     for &(q, bytes) in work {
         let mb = bytes as f64 / 1e6;
         x[1 + q.index()] += mb;
-        x[1 + k + q.index()] += mb * n_tokens as f64;
+        x[1 + k + q.index()] += mb * n_tokens;
     }
     x
 }
@@ -375,13 +376,17 @@ impl CostModel {
     /// A measured CPU run of one matrix of type `dtype` and `bytes` bytes (a
     /// micro-benchmark sample; no per-expert fixed cost).
     pub fn observe_cpu(&mut self, dtype: QuantType, bytes: u64, n_tokens: u32, seconds: f64) {
-        self.cpu_fit
-            .observe(&device_features(&[(dtype, bytes)], n_tokens, 0.0), seconds);
+        self.cpu_fit.observe(
+            &device_features(&[(dtype, bytes)], n_tokens as f64, 0.0),
+            seconds,
+        );
         self.dirty = true;
     }
 
-    /// A measured CPU run of a whole expert.
-    pub fn observe_cpu_expert(&mut self, work: &ExpertWork, n_tokens: u32, seconds: f64) {
+    /// A measured CPU run of a whole expert serving `n_tokens` tokens, or the mean run of
+    /// a group of experts (`n_tokens` their mean token count, `seconds` the group's time
+    /// over its size).
+    pub fn observe_cpu_expert(&mut self, work: &ExpertWork, n_tokens: f64, seconds: f64) {
         self.cpu_fit
             .observe(&device_features(&work.parts, n_tokens, 1.0), seconds);
         self.dirty = true;
@@ -390,13 +395,17 @@ impl CostModel {
     /// A measured GPU run of one matrix (ignored without a GPU).
     pub fn observe_gpu(&mut self, dtype: QuantType, bytes: u64, n_tokens: u32, seconds: f64) {
         if let Some(f) = &mut self.gpu_fit {
-            f.observe(&device_features(&[(dtype, bytes)], n_tokens, 0.0), seconds);
+            f.observe(
+                &device_features(&[(dtype, bytes)], n_tokens as f64, 0.0),
+                seconds,
+            );
             self.dirty = true;
         }
     }
 
-    /// A measured GPU run of a whole expert (ignored without a GPU).
-    pub fn observe_gpu_expert(&mut self, work: &ExpertWork, n_tokens: u32, seconds: f64) {
+    /// A measured GPU run of a whole expert, or the mean run of a group (as
+    /// [`CostModel::observe_cpu_expert`]); ignored without a GPU.
+    pub fn observe_gpu_expert(&mut self, work: &ExpertWork, n_tokens: f64, seconds: f64) {
         if let Some(f) = &mut self.gpu_fit {
             f.observe(&device_features(&work.parts, n_tokens, 1.0), seconds);
             self.dirty = true;
@@ -457,11 +466,44 @@ mod tests {
             }
         }
         for n in [1u32, 512] {
-            m.observe_cpu_expert(&work, n, t.t_cpu(&work, n));
+            m.observe_cpu_expert(&work, n as f64, t.t_cpu(&work, n));
         }
         m.refit();
         for n in [1u32, 16, 512] {
             let (got, want) = (m.t_cpu(&work, n), t.t_cpu(&work, n));
+            assert!(
+                ((got - want) / want).abs() < CALIB_TOL,
+                "n={n}: {got} vs {want}"
+            );
+        }
+    }
+
+    /// Prefill layers give no single-expert samples: the engine observes a share's time
+    /// over its size at the share's mean token count. Such samples of mixed groups must
+    /// teach the per-token term that decode's one-token samples cannot.
+    #[test]
+    fn mean_samples_of_mixed_groups_teach_the_per_token_cost() {
+        let shape = ModelShape::preset("qwen3-30b-a3b:q4_k_m").unwrap();
+        let work = shape.expert_work();
+        let truth = CostModel::new(MachineProfile::h100_box());
+        let mut prior = MachineProfile::h100_box();
+        // The prior's GPU thinks every token costs three times what it does.
+        let g = prior.gpu.as_mut().expect("a GPU box");
+        for (_, c) in g.coeffs.iter_mut() {
+            c.per_mb_token_s *= 3.0;
+        }
+        let mut m = CostModel::new(prior);
+        let groups: [&[u32]; 3] = [&[1, 1, 1, 1, 1, 1, 1, 1], &[3, 40, 90, 7], &[200, 17, 64]];
+        for _ in 0..200 {
+            for g in groups {
+                let total: f64 = g.iter().map(|&n| truth.t_gpu(&work, n)).sum();
+                let mean = g.iter().map(|&n| n as f64).sum::<f64>() / g.len() as f64;
+                m.observe_gpu_expert(&work, mean, total / g.len() as f64);
+            }
+        }
+        m.refit();
+        for n in [1u32, 32, 256] {
+            let (got, want) = (m.t_gpu(&work, n), truth.t_gpu(&work, n));
             assert!(
                 ((got - want) / want).abs() < CALIB_TOL,
                 "n={n}: {got} vs {want}"

@@ -34,10 +34,11 @@ pub(super) enum Sample {
     Layer { predicted_s: f64, measured_s: f64 },
     /// [`CostModel::observe_sync`].
     Sync { residual_s: f64, split: bool },
-    /// [`CostModel::observe_cpu_expert`] of a one-token expert.
-    CpuExpert(f64),
-    /// [`CostModel::observe_gpu_expert`].
-    GpuExpert { tokens: u32, seconds: f64 },
+    /// [`CostModel::observe_cpu_expert`]: the CPU share's mean expert (its mean token
+    /// count, its time over its size).
+    CpuExpert { tokens: f64, seconds: f64 },
+    /// [`CostModel::observe_gpu_expert`]: the GPU share's mean expert.
+    GpuExpert { tokens: f64, seconds: f64 },
     /// [`CostModel::observe_pcie`].
     Pcie { bytes: u64, seconds: f64 },
 }
@@ -50,7 +51,7 @@ impl Sample {
                 measured_s,
             } => cost.observe_layer(predicted_s, measured_s),
             Sample::Sync { residual_s, split } => cost.observe_sync(residual_s, split),
-            Sample::CpuExpert(s) => cost.observe_cpu_expert(work, 1, s),
+            Sample::CpuExpert { tokens, seconds } => cost.observe_cpu_expert(work, tokens, seconds),
             Sample::GpuExpert { tokens, seconds } => cost.observe_gpu_expert(work, tokens, seconds),
             Sample::Pcie { bytes, seconds } => cost.observe_pcie(bytes, seconds),
         }
@@ -237,12 +238,15 @@ mod tests {
             let busy = m.cpu_s.max(t.gpu_ms as f64 / 1e3);
             c.observe_sync(m.wall_s - busy, !m.cpu_items.is_empty());
         }
-        if !m.cpu_items.is_empty() && m.cpu_items.iter().all(|it| it.rows.len() == 1) {
-            c.observe_cpu_expert(work, 1, m.cpu_s / m.cpu_items.len() as f64);
+        let mean = |items: &[WorkItem]| {
+            items.iter().map(|it| it.rows.len()).sum::<usize>() as f64 / items.len() as f64
+        };
+        if !m.cpu_items.is_empty() {
+            let k = m.cpu_items.len() as f64;
+            c.observe_cpu_expert(work, mean(m.cpu_items), m.cpu_s / k);
         }
         if let Some(t) = m.gpu.filter(|_| !m.gpu_items.is_empty()) {
-            // The test's items of a layer all serve the same tokens.
-            let tokens = m.gpu_items[0].rows.len() as u32;
+            let tokens = mean(m.gpu_items);
             if t.fetches == 0 && t.gpu_ms > 0.0 {
                 let per = t.gpu_ms as f64 / 1e3 / m.gpu_items.len() as f64;
                 c.observe_gpu_expert(work, tokens, per);
@@ -281,12 +285,18 @@ mod tests {
             p.begin_step(tokens);
             let (mut want_tel, mut want_trace) = (Vec::new(), Vec::new());
             for (l, tl) in step.layers.iter().enumerate().take(if cut { 2 } else { 4 }) {
+                // A chunk's experts serve different token counts (its shares' samples
+                // are of their mean expert).
                 let items: Vec<WorkItem> = tl
                     .routed()
-                    .map(|r| WorkItem {
-                        expert: r.expert,
-                        rows: (0..tokens as u32).collect(),
-                        weights: vec![r.weight; tokens],
+                    .enumerate()
+                    .map(|(i, r)| {
+                        let n = if tokens > 1 { tokens - (i % 3) * 8 } else { 1 };
+                        WorkItem {
+                            expert: r.expert,
+                            rows: (0..n as u32).collect(),
+                            weights: vec![r.weight; n],
+                        }
                     })
                     .collect();
                 p.place(l, &items, &tl.pred, true, &mut out);
@@ -319,7 +329,7 @@ mod tests {
                 want_tel.push(t);
                 want_trace.push(TraceLayer {
                     e: items.iter().map(|it| it.expert).collect(),
-                    n: vec![tokens as u32; items.len()],
+                    n: items.iter().map(|it| it.rows.len() as u32).collect(),
                     w: items.iter().map(|it| it.weights.iter().sum()).collect(),
                     pred: tl.pred.clone(),
                 });
