@@ -123,13 +123,13 @@ pub enum DeviceChoice {
     Cuda,
 }
 
-/// Prompt tokens per prefill step unless set. 1024 rather than llama.cpp's 512: each
-/// step pays the host's staging copies, the plan and the expert pass's fixed costs once,
-/// and a fetched expert serves twice the tokens. Measured on the H100 machine (Q4_K_M,
-/// `value`, 1024-token prompt, docs/BENCHMARKS.md session 9): 8 GiB 1143 → 1229 and
-/// 1140 → 1329 tok/s, 16 GiB 1322 → 1575. The cost: a prefill step holds up the decode
-/// steps of other sequences about twice as long.
-pub const DEFAULT_PREFILL_CHUNK: usize = 1024;
+/// Prompt tokens per prefill step unless set (`--prefill-chunk`). Measured on the H100
+/// machine (Q4_K_M, `value`, 1024-token prompts, docs/BENCHMARKS.md session 9), 1024
+/// instead of 512 prefilled faster in 7 of 8 pairs, by 7-20% (each step pays the staging
+/// copies, the plan and the expert pass's fixed costs once, and a fetched expert serves
+/// twice the tokens), but the decode that followed at 8 GiB was 9-19% slower in 3 of 4
+/// pairs, and decode is what a chat waits on: 512 stays the default.
+pub const DEFAULT_PREFILL_CHUNK: usize = 512;
 
 /// Options fixed when a model is loaded (some can change later, see [`RuntimeOptions`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
