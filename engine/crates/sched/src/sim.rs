@@ -595,8 +595,7 @@ mod prefill_step_tests {
                     warmup_steps: chunks,
                     ..SimOptions::default()
                 };
-                let sched = opts.sched.clone();
-                let t = run_policy(&trace, &shape, &profile, policy, slots, &opts, sched)
+                let t = run_policy(&trace, &shape, &profile, policy, slots, &opts, opts.sched)
                     .unwrap()
                     .totals;
                 assert_eq!(t.steps, 60, "{policy}: decode steps only");
