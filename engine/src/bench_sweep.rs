@@ -6,12 +6,14 @@ use crate::api::RuntimeOptions;
 use crate::bench::{bench_prompt, bench_prompt_from, decode_greedy, prefill};
 use crate::error::Result;
 use crate::generate::sampler::argmax;
+use crate::moe::placer::TELEMETRY_BUFFER;
 use crate::service::Engine;
 use hmoe_sched::synth::{generate as synth_trace, SynthParams};
 use hmoe_sched::StepTelemetry;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::broadcast::error::TryRecvError;
 
 /// Trace steps generated for replay (longer than any decode run, so nothing repeats).
 const REPLAY_STEPS: usize = 2048;
@@ -283,8 +285,21 @@ fn run_one(
         routed_share: routed_layers,
     } = m;
     let mut steps: Vec<Arc<StepTelemetry>> = Vec::new();
-    while let Ok(s) = rx.try_recv() {
-        steps.push(s);
+    let mut skipped = 0u64;
+    loop {
+        match rx.try_recv() {
+            Ok(s) => steps.push(s),
+            // A row of more steps than the channel keeps: its first ones are gone, the
+            // rest still come (the decode columns use the last steps).
+            Err(TryRecvError::Lagged(n)) => skipped += n,
+            Err(_) => break,
+        }
+    }
+    if skipped > 0 {
+        tracing::warn!(
+            "{skipped} early steps of the {policy} row fell out of the telemetry buffer \
+             ({TELEMETRY_BUFFER} steps): its prefill columns may miss them"
+        );
     }
     // The timed decode steps are the last `gen` one-token steps (warm-up comes first).
     let ones: Vec<&StepTelemetry> = steps

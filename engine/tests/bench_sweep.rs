@@ -84,3 +84,39 @@ fn sweep_measures_every_setting_and_replays_the_trace() {
         EngineOptions::default().runtime.policy
     );
 }
+
+/// Regression: a row of more steps than the telemetry channel keeps
+/// (`TELEMETRY_BUFFER`) read nothing (the first receive reported the lag and ended the
+/// loop), so its decode columns were empty.
+#[test]
+fn a_row_longer_than_the_telemetry_buffer_still_has_decode_columns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tiny.gguf");
+    let opts = SynthOptions {
+        preset: preset("tiny").expect("preset"),
+        recipe: Recipe::Q8_0,
+        seed: 9,
+        layers: Some(1),
+    };
+    write_synthetic(&opts, &path, |_, _| {}).expect("synth");
+    let engine = common::load(&path, EngineOptions::default());
+    let gen = hmoe_engine::moe::placer::TELEMETRY_BUFFER + 40;
+    let sweep_opts = SweepOptions {
+        policies: vec!["cpu-only".into()],
+        budgets: vec![None],
+        prefetch: vec![false],
+        replay: vec![false],
+        prompt_len: 4,
+        gen,
+        threads: 1,
+        warmup: 0,
+    };
+    let rows = sweep(&engine, &sweep_opts, |_| {}).expect("sweep");
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert!(r.moe_ms_per_token > 0.0, "{r:?}");
+    assert!(
+        r.sched_share > 0.0 && r.layer_pred_err_median.is_finite(),
+        "{r:?}"
+    );
+}
