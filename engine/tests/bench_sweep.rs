@@ -5,20 +5,27 @@ mod common;
 
 use hmoe_engine::bench_sweep::{sweep, SweepOptions};
 use hmoe_engine::synth::{preset, write_synthetic, Recipe, SynthOptions};
-use hmoe_engine::EngineOptions;
+use hmoe_engine::{Engine, EngineOptions};
 
-#[test]
-fn sweep_measures_every_setting_and_replays_the_trace() {
+/// The tiny synthetic Q8_0 model of `layers` layers, loaded (its directory lives as long
+/// as the returned guard).
+fn tiny_engine(layers: usize) -> (tempfile::TempDir, Engine) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("tiny.gguf");
     let opts = SynthOptions {
         preset: preset("tiny").expect("preset"),
         recipe: Recipe::Q8_0,
         seed: 9,
-        layers: Some(2),
+        layers: Some(layers),
     };
     write_synthetic(&opts, &path, |_, _| {}).expect("synth");
     let engine = common::load(&path, EngineOptions::default());
+    (dir, engine)
+}
+
+#[test]
+fn sweep_measures_every_setting_and_replays_the_trace() {
+    let (_dir, engine) = tiny_engine(2);
     let sweep_opts = SweepOptions {
         policies: vec!["cpu-only".into(), "lru".into()],
         budgets: vec![Some(1 << 20), None],
@@ -90,16 +97,7 @@ fn sweep_measures_every_setting_and_replays_the_trace() {
 /// loop), so its decode columns were empty.
 #[test]
 fn a_row_longer_than_the_telemetry_buffer_still_has_decode_columns() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("tiny.gguf");
-    let opts = SynthOptions {
-        preset: preset("tiny").expect("preset"),
-        recipe: Recipe::Q8_0,
-        seed: 9,
-        layers: Some(1),
-    };
-    write_synthetic(&opts, &path, |_, _| {}).expect("synth");
-    let engine = common::load(&path, EngineOptions::default());
+    let (_dir, engine) = tiny_engine(1);
     let gen = hmoe_engine::moe::placer::TELEMETRY_BUFFER + 40;
     let sweep_opts = SweepOptions {
         policies: vec!["cpu-only".into()],
