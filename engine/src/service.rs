@@ -414,7 +414,8 @@ impl Engine {
         self.inner.hub.prediction_error.lock().ok().and_then(|e| *e)
     }
 
-    /// Writes the routing trace recorded so far (see docs/notes/trace-format.md).
+    /// Writes the routing trace kept so far (the newest steps, see
+    /// [`crate::moe::placer::TRACE_KEEP_STEPS`]; format in docs/notes/trace-format.md).
     pub fn save_trace(&self, path: &Path) -> Result<()> {
         let trace = self
             .inner
@@ -481,7 +482,8 @@ impl Engine {
         &self.inner.shape
     }
 
-    /// The routing trace recorded since the model was loaded (a copy).
+    /// The routing trace kept so far, the newest steps (a copy; see
+    /// [`crate::moe::placer::TRACE_KEEP_STEPS`]).
     pub fn trace(&self) -> Result<Trace> {
         self.inner
             .hub

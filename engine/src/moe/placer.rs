@@ -28,6 +28,10 @@ pub const TELEMETRY_BUFFER: usize = 512;
 /// Steps between re-reads of the refined cost model into the scheduler: measured layers
 /// refit the model every step, plans follow them this often (a refit is a small solve).
 const COST_REFRESH_STEPS: u64 = 16;
+/// Steps of routing trace kept for export and the what-if replay: between this many and
+/// twice as many, the newest. A decode step of Qwen3-30B-A3B takes ~14 KB (48 layers of
+/// routed and predicted experts): an unbounded trace grew ~10 GB an hour at 200 tok/s.
+pub const TRACE_KEEP_STEPS: usize = 4096;
 
 /// The scheduler's name for a weight type the kernels compute with.
 pub fn quant_type(t: GgmlDType) -> Option<QuantType> {
@@ -76,7 +80,7 @@ pub struct TelemetryHub {
     pub sender: broadcast::Sender<Arc<StepTelemetry>>,
     /// Running totals.
     pub totals: Arc<Mutex<TelemetryTotals>>,
-    /// The routing trace recorded so far.
+    /// The routing trace, its newest [`TRACE_KEEP_STEPS`] to twice as many steps.
     pub trace: Arc<Mutex<Trace>>,
     /// The cost model's median relative error of predicted vs measured layer time.
     pub prediction_error: Arc<Mutex<Option<f64>>>,
@@ -282,6 +286,17 @@ impl SchedPlacer {
     }
 }
 
+/// Appends `step`; past `2 × keep` steps, drops all but the newest `keep` (one move per
+/// `keep` steps, not one per step).
+fn push_bounded(trace: &mut Trace, step: TraceStep, keep: usize) {
+    trace.steps.push(step);
+    let keep = keep.max(1);
+    if trace.steps.len() > 2 * keep {
+        let drop = trace.steps.len() - keep;
+        trace.steps.drain(..drop);
+    }
+}
+
 /// Mean token rows of a non-empty share's items.
 fn mean_tokens(items: &[WorkItem]) -> f64 {
     items.iter().map(|it| it.rows.len()).sum::<usize>() as f64 / items.len().max(1) as f64
@@ -446,7 +461,7 @@ impl Placer for SchedPlacer {
             *e = error;
         }
         if let Ok(mut tr) = self.hub.trace.lock() {
-            tr.steps.push(trace);
+            push_bounded(&mut tr, trace, TRACE_KEEP_STEPS);
         }
         if (self.step + 1).is_multiple_of(COST_REFRESH_STEPS) {
             self.sched.update_costs(&mut self.cost);
@@ -486,6 +501,31 @@ mod tests {
             expert,
             rows: vec![0],
             weights: vec![0.5],
+        }
+    }
+
+    /// Regression: the routing trace kept every step since the model was loaded.
+    #[test]
+    fn the_kept_trace_is_bounded_and_holds_the_newest_steps() {
+        let shape = ModelShape::preset("qwen3-30b-a3b:q4_k_m").expect("shape");
+        let mut trace = Trace {
+            header: TraceHeader::new(shape, "test".to_string()),
+            steps: Vec::new(),
+        };
+        let keep = 5;
+        for i in 0..100u64 {
+            let step = TraceStep {
+                step: i,
+                tokens: 1,
+                layers: Vec::new(),
+            };
+            push_bounded(&mut trace, step, keep);
+            let n = trace.steps.len();
+            assert!(n <= 2 * keep, "{n} steps kept after {}", i + 1);
+            assert!(n >= keep.min(i as usize + 1));
+            assert_eq!(trace.steps.last().map(|s| s.step), Some(i));
+            // In order, without gaps: the newest n.
+            assert!(trace.steps.windows(2).all(|w| w[1].step == w[0].step + 1));
         }
     }
 

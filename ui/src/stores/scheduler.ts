@@ -143,7 +143,7 @@ export class SchedulerStore extends Store<SchedulerState> {
     this.set({ whatIfBusy: true, error: null });
     try {
       const whatIf = await schedApi.whatIf(from);
-      const scope = from != null ? `this conversation (from step ${from})` : "every reply since the model was loaded";
+      const scope = from != null ? `this conversation (from step ${from})` : "the replies kept since the model was loaded (the newest 4096+ steps)";
       this.set({ whatIf, whatIfScope: scope });
     } catch (e) {
       this.set({ error: errorMessage(e) });

@@ -16,7 +16,8 @@ pub trait SchedSource: Send + Sync {
     fn subscribe(&self) -> broadcast::Receiver<Arc<StepTelemetry>>;
     /// Cache map and per-expert statistics (blocking: waits for the current step).
     fn snapshot(&self) -> Result<SchedSnapshot, String>;
-    /// The routing trace since the model was loaded.
+    /// The routing trace kept since the model was loaded (the engine keeps its newest
+    /// 4096-8192 steps).
     fn trace(&self) -> Result<Trace, String>;
     /// The scheduler's view of the model.
     fn shape(&self) -> ModelShape;
