@@ -148,6 +148,11 @@ fn rel(pred: f64, meas: f64) -> Option<f64> {
     (meas > 0.0 && pred.is_finite()).then(|| (pred - meas).abs() / meas)
 }
 
+/// Predicted ÷ measured, where the share ran (both times positive).
+fn ratio(pred: f64, meas: Option<f64>) -> Option<f64> {
+    meas.filter(|&m| m > 0.0 && pred > 0.0).map(|m| pred / m)
+}
+
 /// Runs every setting of `opts` on `engine` and returns one row per setting.
 pub fn sweep(
     engine: &Engine,
@@ -322,18 +327,8 @@ fn run_one(
             if let Some(e) = l.measured_s.and_then(|m| rel(l.predicted.finish_s, m)) {
                 p_err.push(e);
             }
-            if let Some(m) = l
-                .measured_cpu_s
-                .filter(|&m| m > 0.0 && l.predicted.cpu_s > 0.0)
-            {
-                p_cpu.push(l.predicted.cpu_s / m);
-            }
-            if let Some(m) = l
-                .measured_gpu_s
-                .filter(|&m| m > 0.0 && l.predicted.gpu_s > 0.0)
-            {
-                p_gpu.push(l.predicted.gpu_s / m);
-            }
+            p_cpu.extend(ratio(l.predicted.cpu_s, l.measured_cpu_s));
+            p_gpu.extend(ratio(l.predicted.gpu_s, l.measured_gpu_s));
             prefill_moe[0] += l.measured_s.unwrap_or(0.0);
             prefill_moe[1] += l.measured_cpu_s.unwrap_or(0.0);
             prefill_moe[2] += l.measured_gpu_s.unwrap_or(0.0);

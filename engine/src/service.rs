@@ -267,9 +267,10 @@ impl Engine {
             .map(|t| t.eos_ids().to_vec())
             .unwrap_or_default();
         let (tx, rx) = mpsc::sync_channel(COMMAND_QUEUE);
+        let prefill_chunk = opts.prefill_chunk.max(1);
         let cfg = WorkerConfig {
             max_batch: DEFAULT_MAX_BATCH,
-            prefill_chunk: opts.prefill_chunk.max(1),
+            prefill_chunk,
             context,
         };
         let tok = tokenizer.clone();
@@ -290,7 +291,7 @@ impl Engine {
                 commands: tx,
                 runtime: Mutex::new(opts.runtime),
                 context,
-                prefill_chunk: opts.prefill_chunk.max(1),
+                prefill_chunk,
                 exact_math: opts.exact_math,
                 shape,
                 hub,

@@ -651,8 +651,7 @@ impl GpuDense {
             p.end(t1 - t0, t2 - t1, t2.elapsed())?;
         }
         let t_out = Instant::now();
-        let pool = self.host_pool.clone();
-        let pool = pool.as_deref();
+        let pool = self.host_pool.as_deref();
         let host = self.io_host.bytes();
         floats_from(pool, &host[io.x..io.hn], x);
         floats_from(pool, &host[io.hn..io.router], hn_out);
