@@ -71,6 +71,10 @@ for s in $stages; do
     # Host and stream profiles of prefill (and decode): everything on the GPU (static, all)
     # and the hybrid case (value, 16 GiB); few decode tokens.
     pp-static) stage pp-static 90 env HMOE_DENSE_PROFILE=1 HMOE_MOE_PROFILE=1 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/pp-static" q4_k_m model 8 1024 all static 4 ;;
+    # The 8 GiB hybrid case (about half the experts streamed or on the CPU per step) at
+    # 512- and 1024-token steps.
+    pp-value8) stage pp-value8 90 env HMOE_DENSE_PROFILE=1 HMOE_MOE_PROFILE=1 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/pp-value8" q4_k_m model 8 1024 8GiB value 4 ;;
+    pp-value8c) stage pp-value8c 90 env HMOE_DENSE_PROFILE=1 HMOE_MOE_PROFILE=1 BENCH_EXTRA="--prefill-chunk 1024" bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/pp-value8c" q4_k_m model 8 1024 8GiB value 4 ;;
     pp-value) stage pp-value 90 env HMOE_DENSE_PROFILE=1 HMOE_MOE_PROFILE=1 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/pp-value" q4_k_m model 8 1024 16GiB value 4 ;;
     profile) stage profile 160 env HMOE_DENSE_PROFILE=1 HMOE_MOE_PROFILE=1 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/profile" q4_k_m model 64 1024 16GiB value 32 ;;
     correctness-dense) stage correctness-dense 200 env HMOE_CUDA_DENSE=1 bash scripts/device/cuda-correctness.sh "$hmoe" "$work" "$OUT/correctness-dense" ;;

@@ -804,6 +804,85 @@ mod device_tests {
         }
     }
 
+    /// A prefill layer streamed through a few staging slots, as the scheduler plans one
+    /// whose cache slots are all pinned: the misses name the same slots round-robin, so
+    /// each refill must wait for the launch group that read the slot before it. Wrong
+    /// ordering computes with another expert's weights: an O(1) error.
+    #[test]
+    fn a_layer_streamed_through_reused_staging_slots_matches_the_cpu() {
+        if !enabled() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tiny-q4_k_m.gguf");
+        let opts = SynthOptions {
+            preset: preset("tiny").expect("preset"),
+            recipe: Recipe::parse("q4_k_m").expect("recipe"),
+            seed: 7,
+            layers: Some(1),
+        };
+        write_synthetic(&opts, &path, |_, _| {}).expect("synth");
+        let file = Arc::new(GgufFile::open(&path).expect("open"));
+        let pool = CpuExecutor::pool(1).expect("pool");
+        let cpu = CpuExecutor::new(pool.clone());
+        let model = Qwen3Moe::load(file.clone(), false, pool, |_, _| {}).expect("load");
+        let (slot, hidden, ffn) = largest_expert(&file).expect("experts");
+        let cfg = GpuConfig {
+            ordinal: 0,
+            budget_bytes: (64 * slot.div_ceil(256) * 256) as u64,
+            slot_bytes: slot,
+            min_slots: 1,
+            hidden,
+            ffn,
+            max_tokens: 16,
+            top_k: 4,
+            host: HostSource::Staged,
+            staging_buffers: 2,
+        };
+        let gpu = GpuExpertExecutor::new(&cfg).expect("GPU backend");
+        let experts = model.layer_experts(0);
+        // One token (the fused decode pass, which must not take a batch that reuses
+        // slots) and 16 (the prefill pass).
+        for n_tokens in [1usize, 16] {
+            let x: Vec<f32> = (0..n_tokens * hidden)
+                .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+                .collect();
+            let it = items(n_tokens, experts.n_experts(), 4);
+            let mut want = vec![0f32; x.len()];
+            cpu.execute(&experts, &x, hidden, &it, &mut want)
+                .expect("CPU experts");
+            // Staging rings of 1 to 4 slots at the top of a 10-slot cache, then a pass
+            // that finds the last ring's final experts resident.
+            for (ring, reset) in [(1u32, true), (2, true), (3, true), (4, true), (4, false)] {
+                if reset {
+                    gpu.forget_experts(Some(10)).expect("limit");
+                }
+                gpu.hints().publish(
+                    0,
+                    it.iter()
+                        .enumerate()
+                        .map(|(k, w)| (w.expert, 10 - ring + k as u32 % ring)),
+                );
+                let mut got = vec![0f32; x.len()];
+                gpu.execute(&experts, &x, hidden, &it, &mut got)
+                    .expect("gpu");
+                let c = compare(&got, &want);
+                println!(
+                    "tokens {n_tokens}, ring {ring} (reset {reset}), {} items: rel_l2 {:.2e} max_rel {:.2e}",
+                    it.len(),
+                    c.rel_l2,
+                    c.max_rel
+                );
+                assert!(
+                    c.rel_l2 <= PLACEMENT_REL_L2_TOL
+                        && c.max_rel <= PLACEMENT_MAX_REL_TOL
+                        && got.iter().all(|v| v.is_finite()),
+                    "tokens {n_tokens}, ring {ring}: {c:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn gpu_executor_matches_the_reference_on_synthetic_models() {
         if !enabled() {

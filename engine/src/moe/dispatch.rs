@@ -77,6 +77,11 @@ pub trait Placer: Send {
     fn runs_gpu_experts(&self) -> bool {
         false
     }
+    /// The VRAM slots its plans name, `0..n`: the GPU must use no others (None: it names
+    /// none, the GPU manages the whole arena).
+    fn gpu_slots(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Every expert on the CPU (KTransformers' default placement).
@@ -217,11 +222,23 @@ impl MoeDispatch {
     pub fn set_cuda(&mut self, cuda: Arc<GpuExpertExecutor>) {
         self.gpu = Some(cuda.clone());
         self.cuda = Some(cuda);
+        self.reset_gpu_slots();
     }
 
     /// Replaces the placer (policy change between generations).
     pub fn set_placer(&mut self, placer: Box<dyn Placer>) {
         self.placer = placer;
+        self.reset_gpu_slots();
+    }
+
+    /// Empties the GPU's slot table and confines it to the placer's slots: a budget below
+    /// the arena must not compute from slots outside it (the routed pass runs whatever the
+    /// table holds; a plan's fetch found resident would skip its copy).
+    fn reset_gpu_slots(&self) {
+        let limit = self.placer.gpu_slots();
+        if let Some(Err(e)) = self.cuda.as_ref().map(|c| c.forget_experts(limit)) {
+            tracing::warn!("the GPU's expert slots could not be reset: {e}");
+        }
     }
 
     /// Replaces the CPU executor (thread-count change between generations).
@@ -240,14 +257,11 @@ impl MoeDispatch {
     }
 
     /// Changes the placer's policy, budget or prefetch (between generations). Its expert
-    /// cache starts over empty, and so does the GPU's slot table: a smaller budget must
-    /// not keep computing from slots outside it (the routed pass runs whatever the table
-    /// holds; a plan's fetch found resident would skip its copy).
+    /// cache starts over empty, and so does the GPU's slot table, confined to the new
+    /// budget's slots.
     pub fn reconfigure(&mut self, options: &PlacerOptions) -> Result<()> {
         self.placer.reconfigure(options)?;
-        if let Some(Err(e)) = self.cuda.as_ref().map(|c| c.forget_experts()) {
-            tracing::warn!("the GPU's expert slots could not be reset: {e}");
-        }
+        self.reset_gpu_slots();
         Ok(())
     }
 

@@ -481,6 +481,10 @@ impl Placer for SchedPlacer {
         self.gpu_arena.is_some() && self.cache.n_slots() > 0 && self.options.policy != "cpu-only"
     }
 
+    fn gpu_slots(&self) -> Option<usize> {
+        self.gpu_arena.as_ref().map(|_| self.cache.n_slots())
+    }
+
     fn snapshot(&self, threads: usize) -> Option<SchedSnapshot> {
         Some(SchedPlacer::snapshot(self, threads))
     }

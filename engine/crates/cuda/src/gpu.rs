@@ -17,7 +17,7 @@ use crate::batch::{pack, BatchItem, BatchLayout, ITEM_WORDS};
 use crate::device::{no_panic, DeviceInfo};
 use crate::dtype::{ExpertLayout, KernelType};
 use crate::error::{CudaError, Result};
-use crate::slots::{SlotAction, SlotTable};
+use crate::slots::{stream_groups, SlotAction, SlotTable};
 use crate::{COMBINE_THREADS, KERNEL_SOURCE, WARPS_PER_BLOCK};
 use cudarc::driver::result::{self as cu, DriverError};
 use cudarc::driver::sys::{self, CUdevice_attribute, CUevent_flags};
@@ -287,6 +287,9 @@ pub struct GpuExperts {
     release_next: usize,
     /// Per slot: the ring index of the release event of the last layer that read it.
     slot_release: Vec<Option<u16>>,
+    /// Per launch group of a batch that reuses slots ([`stream_groups`]): recorded after
+    /// the group's kernels, waited for by the copy into a slot it read.
+    group_done: Vec<CudaEvent>,
     staging: Vec<(Pinned, CudaEvent)>,
     staging_next: usize,
     registered: Vec<Registered>,
@@ -562,6 +565,7 @@ impl GpuExperts {
             release_ring,
             release_next: 0,
             slot_release: vec![None; n_slots],
+            group_done: Vec::new(),
             staging,
             staging_next: 0,
             registered: Vec::new(),
@@ -930,14 +934,18 @@ impl GpuExperts {
         order.extend((0..items.len()).filter(|&i| actions[i].copy));
         timings.hits = n_hits as u32;
         timings.fetches = (items.len() - n_hits) as u32;
+        let slots: Vec<u32> = order.iter().map(|&i| actions[i].slot).collect();
+        let stream = stream_groups(&slots, n_hits);
         if n_hits < items.len() {
             self.t[2].record(&self.copy).map_err(drv("cuEventRecord"))?;
-            for &i in &order[n_hits..] {
-                let it = &items[i];
-                timings.copied_bytes +=
-                    self.copy_into(actions[i].slot, [it.gate, it.up, it.down])?;
+            // Copies into slots no earlier group of the batch reads go first; the others
+            // are issued in the launch loop, after the group they wait for.
+            for p in n_hits..order.len() {
+                if stream.wait[p].is_none() {
+                    let it = &items[order[p]];
+                    timings.copied_bytes += self.copy_into(slots[p], [it.gate, it.up, it.down])?;
+                }
             }
-            self.t[3].record(&self.copy).map_err(drv("cuEventRecord"))?;
         }
         self.submit_profile.lap(1);
         let g = layout.gate_bytes() as u64;
@@ -956,8 +964,9 @@ impl GpuExperts {
             })
             .collect();
         let bl = pack(&batch, n_tokens, &mut self.packed)?;
-        // Decode batches take the fused pass (gpu/fused.rs); prefill the unfused one.
-        let fused = self.fused.takes(&bl);
+        // Decode batches take the fused pass (gpu/fused.rs); prefill the unfused one. The
+        // fused pass reads every item's weights in its last kernel: not with reused slots.
+        let fused = self.fused.takes(&bl) && !stream.reuses_slots();
         if fused {
             self.fused.ensure_counters(bl.n_items, ffn)?;
         }
@@ -1031,19 +1040,38 @@ impl GpuExperts {
             m + bl.rows as u64,
             m + bl.weights as u64,
         );
-        for (lo, hi) in [(0, n_hits), (n_hits, items.len())] {
-            if lo == hi {
-                continue;
+        if stream.reuses_slots() {
+            while self.group_done.len() < stream.groups.len() {
+                let e = self
+                    .ctx
+                    .new_event(None)
+                    .map_err(drv("cuEventCreate(group)"))?;
+                self.group_done.push(e);
             }
-            for &i in &order[lo..hi] {
-                let s = actions[i].slot as usize;
-                if self.landed[s] {
+        }
+        for (g, &(lo, hi)) in stream.groups.iter().enumerate() {
+            for p in lo..hi {
+                let Some(w) = stream.wait[p] else { continue };
+                // After the kernels of group w, which read this slot's previous weights.
+                self.copy
+                    .wait(&self.group_done[w])
+                    .map_err(drv("cuStreamWaitEvent(group done)"))?;
+                let it = &items[order[p]];
+                timings.copied_bytes += self.copy_into(slots[p], [it.gate, it.up, it.down])?;
+            }
+            for p in lo..hi {
+                let (i, s) = (order[p], slots[p] as usize);
+                // A slot that a later item of the batch refills holds this item's weights
+                // only for now: wait for its copy, never publish it.
+                let owns = self.table.owner(slots[p]) == Some((layer, items[i].expert));
+                if owns && self.landed[s] {
                     continue;
                 }
                 // A copy seen complete needs no wait, now or in later layers.
-                if self.ready[s]
-                    .try_is_complete()
-                    .map_err(drv("cuEventQuery(slot ready)"))?
+                if owns
+                    && self.ready[s]
+                        .try_is_complete()
+                        .map_err(drv("cuEventQuery(slot ready)"))?
                 {
                     self.landed[s] = true;
                     self.publish_slot(s);
@@ -1057,19 +1085,27 @@ impl GpuExperts {
             if fused {
                 let fns = self.fused_fns(layout)?;
                 self.launch_gate_up_fused(layout, &fns, (group_items, rows_p, (hi - lo) as u32))?;
-                continue;
+            } else {
+                let first_pair: usize = order[..lo].iter().map(|&i| items[i].rows.len()).sum();
+                let n_pairs: usize = order[lo..hi].iter().map(|&i| items[i].rows.len()).sum();
+                let max_tokens = order[lo..hi].iter().map(|&i| items[i].rows.len()).max();
+                self.launch_experts(
+                    layout,
+                    group_items,
+                    rows_p,
+                    wts_p,
+                    ((hi - lo) as u32, max_tokens.unwrap_or(0)),
+                    (first_pair, n_pairs),
+                )?;
             }
-            let first_pair: usize = order[..lo].iter().map(|&i| items[i].rows.len()).sum();
-            let n_pairs: usize = order[lo..hi].iter().map(|&i| items[i].rows.len()).sum();
-            let max_tokens = order[lo..hi].iter().map(|&i| items[i].rows.len()).max();
-            self.launch_experts(
-                layout,
-                group_items,
-                rows_p,
-                wts_p,
-                ((hi - lo) as u32, max_tokens.unwrap_or(0)),
-                (first_pair, n_pairs),
-            )?;
+            if stream.wait.contains(&Some(g)) {
+                self.group_done[g]
+                    .record(&self.compute)
+                    .map_err(drv("cuEventRecord(group done)"))?;
+            }
+        }
+        if n_hits < items.len() {
+            self.t[3].record(&self.copy).map_err(drv("cuEventRecord"))?;
         }
         if fused {
             // down and combine of every item at once: it reads the slots, so before the

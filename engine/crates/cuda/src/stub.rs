@@ -129,7 +129,7 @@ impl GpuExperts {
         match self.never {}
     }
     /// Forgets which expert each slot holds.
-    pub fn forget_experts(&mut self) -> Result<()> {
+    pub fn forget_experts(&mut self, _limit: Option<usize>) -> Result<()> {
         match self.never {}
     }
     /// The number of the last routed pass launched.

@@ -154,12 +154,21 @@ impl ExpertCache {
             0
         };
         let total = shape.total_experts();
-        // top_k staging slots stream experts that get no cache slot (every slot pinned, as
-        // in prefill where a layer uses nearly all its experts; a static policy; a refused
-        // admission). Reused round-robin within a layer. Only when the cache holds several
-        // layers' worth of experts.
+        // Staging slots stream experts that get no cache slot (every slot pinned, as in
+        // prefill where a layer uses nearly all its experts; a static policy; a refused
+        // admission). Reused round-robin within a layer: the GPU copies into a reused slot
+        // after the launch group that read it, and with 2 × top_k slots it launches groups
+        // of top_k, so the copies of one group overlap the compute of the one before
+        // (double buffering; with top_k slots each group's copies would wait for the
+        // previous group's kernels). Only when the cache holds several layers' worth.
         let top_k = shape.top_k as usize;
-        let n_staging = if n_slots >= 4 * top_k { top_k } else { 0 };
+        let n_staging = if n_slots >= 8 * top_k {
+            2 * top_k
+        } else if n_slots >= 4 * top_k {
+            top_k
+        } else {
+            0
+        };
         let n_main = n_slots - n_staging;
         let mut c = Self {
             n_experts: shape.n_experts as usize,
@@ -690,6 +699,45 @@ mod tests {
         let k = ExpertKey::new(1, 0);
         c.access(k, 0.5, 9.0);
         assert_eq!(c.load(k).unwrap().evicted, None);
+    }
+
+    #[test]
+    fn a_large_cache_keeps_two_groups_of_staging_slots() {
+        let s = ModelShape::tiny(4, 64, 2);
+        let pol = |n| {
+            ExpertCache::with_partition(
+                &s,
+                n,
+                make_policy("lru", &s, None, ValueParams::default(), &[]).unwrap(),
+                true,
+            )
+        };
+        assert_eq!(pol(7).n_staging(), 0);
+        assert_eq!(pol(8).n_staging(), 2);
+        assert_eq!(pol(16).n_staging(), 4);
+        // Round-robin within a layer: the fifth stream reuses the first staging slot.
+        let mut c = pol(16);
+        let first = c.n_slots() - c.n_staging();
+        for e in 0..12 {
+            let k = ExpertKey::new(0, e);
+            c.access(k, 0.1, 0.0);
+            c.load(k);
+            c.pin(k);
+        }
+        let streamed: Vec<u32> = (12..17)
+            .map(|e| {
+                let k = ExpertKey::new(0, e);
+                c.access(k, 0.1, 0.0);
+                c.load(k).unwrap().slot
+            })
+            .collect();
+        assert!(
+            streamed.iter().all(|&s| s as usize >= first),
+            "{streamed:?}"
+        );
+        assert_eq!(streamed[4], streamed[0]);
+        c.unpin_all();
+        c.check_invariants().unwrap();
     }
 
     #[test]

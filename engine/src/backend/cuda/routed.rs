@@ -55,9 +55,10 @@ impl GpuExpertExecutor {
     }
 
     /// Forgets which expert each VRAM slot holds (the scheduler's cache was rebuilt empty:
-    /// the device must not keep using experts outside its new plan).
-    pub fn forget_experts(&self) -> Result<()> {
-        self.lock()?.forget_experts().map_err(err("reset"))
+    /// the device must not keep using experts outside its new plan) and uses only slots
+    /// `0..limit` from now on (the scheduler's cache; `None`: the whole arena).
+    pub fn forget_experts(&self, limit: Option<usize>) -> Result<()> {
+        self.lock()?.forget_experts(limit).map_err(err("reset"))
     }
 
     /// The last routed pass's choice (None when none is pending).

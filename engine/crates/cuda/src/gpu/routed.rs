@@ -543,14 +543,16 @@ impl GpuExperts {
 
     /// Forgets which expert each slot holds (the scheduler's cache starts over: a new
     /// policy or budget), so that no slot outside the new plan is used again, by the
-    /// routed pass or a plan's hit. Waits for a pending routed pass first.
-    pub fn forget_experts(&mut self) -> Result<()> {
+    /// routed pass or a plan's hit, and uses only slots `0..limit` from now on (the
+    /// scheduler's cache; `None`: the whole arena). Waits for a pending routed pass first.
+    pub fn forget_experts(&mut self, limit: Option<usize>) -> Result<()> {
         self.ctx.bind_to_thread().map_err(drv("bind context"))?;
         self.settle_routed()?;
         if let Some(r) = self.routed.as_mut() {
             r.ready = None;
         }
         self.forget_all_slots();
+        self.table.reset(limit);
         Ok(())
     }
 
