@@ -88,6 +88,8 @@ for s in $stages; do
     ncu-decode) stage ncu-decode 240 bash scripts/device/ncu-decode.sh "$hmoe" "$work" "$OUT" ;;
     ncu-prefill) stage ncu-prefill 240 env NCU_PREFILL=1 NCU_SEQ=80 bash scripts/device/ncu-decode.sh "$hmoe" "$work" "$OUT" 0 1400 ;;
     ncu-detail) stage ncu-detail 300 env NCU_DETAIL=1 bash scripts/device/ncu-decode.sh "$hmoe" "$work" "$OUT" ;;
+    # The engine's GPU executor tests (reference executor, reused staging slots, dense path).
+    engine-gpu) stage engine-gpu 150 env HMOE_CUDA_DEVICE_TESTS=1 .devbin/hmoe-engine-tests backend::cuda --nocapture --test-threads 1 ;;
     dense-test) stage dense-test 120 env HMOE_CUDA_DEVICE_TESTS=1 .devbin/hmoe-engine-tests gpu_dense --nocapture --test-threads 1 ;;
     cpu4) stage cpu4 90 bash scripts/device/cpu4-bench.sh "$hmoe" "$work" ;;
     mma-q4) stage mma-q4 100 env HMOE_CUDA_MMA=1 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/mma" q4_k_m model 64 1024 8GiB,16GiB static,value 32 ;;
@@ -110,6 +112,9 @@ for s in $stages; do
     # abold1024: the baseline CLI with 1024-token prefill steps (isolates other changes
     # from the step size).
     abold1024) stage abold1024 80 env BENCH_EXTRA="--prefill-chunk 1024" bash scripts/device/cuda-bench.sh "$root/.devbin/hmoe-old" "$work" "$OUT/ab" q4_k_m model 64 1024 8GiB,16GiB value 32 ;;
+    # ab8new / ab8old: static, lru and value at 8 GiB (prefetch off and on), new and baseline.
+    ab8new) stage ab8new 110 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/ab" q4_k_m model 64 1024 8GiB static,lru,value 32 ;;
+    ab8old) stage ab8old 110 bash scripts/device/cuda-bench.sh "$root/.devbin/hmoe-old" "$work" "$OUT/ab" q4_k_m model 64 1024 8GiB static,lru,value 32 ;;
     abold) stage abold 70 bash scripts/device/cuda-bench.sh "$root/.devbin/hmoe-old" "$work" "$OUT/ab" q4_k_m model 64 1024 8GiB,16GiB value 32 ;;
     *) echo "unknown stage $s" ;;
   esac
