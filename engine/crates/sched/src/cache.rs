@@ -102,9 +102,6 @@ pub struct ExpertCache {
     staging_base: u32,
     n_staging: u32,
     staging_next: u32,
-    /// Experts of the next layer copied ahead into staging slots (prefill lookahead), and
-    /// of the layer being planned once it starts: `(expert's flat index, slot)`.
-    ahead: Vec<(u32, u32)>,
     heaps: Vec<BinaryHeap<Entry>>,
     skipped: Vec<Entry>,
     /// Scratch of the victim scan (a layer's evictable residents).
@@ -159,20 +156,13 @@ impl ExpertCache {
         let total = shape.total_experts();
         // Staging slots stream experts that get no cache slot (every slot pinned, as in
         // prefill where a layer uses nearly all its experts; a static policy; a refused
-        // admission), and hold the next prefill layer's uncached experts copied ahead
-        // ([`ExpertCache::stage_ahead`]). Reused round-robin: the GPU copies into a reused
-        // slot after the kernels that read it. A whole layer's worth when the cache holds
-        // a third of the model or more (prefill then streams a layer's misses behind the
-        // dense part before it: 4.6% of an 8 GiB Qwen3-30B-A3B cache); else two launch
-        // groups of top_k (the copies of one group overlap the compute of the one before),
-        // or one. None when every expert fits: nothing streams.
+        // admission). Reused round-robin within a layer: the GPU copies into a reused slot
+        // after the launch group that read it, and with 2 × top_k slots it launches groups
+        // of top_k, so the copies of one group overlap the compute of the one before
+        // (double buffering; with top_k slots each group's copies would wait for the
+        // previous group's kernels). Only when the cache holds several layers' worth.
         let top_k = shape.top_k as usize;
-        let n_exp = shape.n_experts as usize;
-        let n_staging = if n_slots >= total {
-            0
-        } else if n_slots >= 16 * n_exp {
-            n_exp
-        } else if n_slots >= 8 * top_k {
+        let n_staging = if n_slots >= 8 * top_k {
             2 * top_k
         } else if n_slots >= 4 * top_k {
             top_k
@@ -191,7 +181,6 @@ impl ExpertCache {
             staging_base: n_main as u32,
             n_staging: n_staging as u32,
             staging_next: 0,
-            ahead: Vec::new(),
             heaps: (0..shape.n_layers).map(|_| BinaryHeap::new()).collect(),
             skipped: Vec::new(),
             scan_buf: Vec::with_capacity(shape.n_experts as usize),
@@ -333,51 +322,6 @@ impl ExpertCache {
     /// Staging slots (bypass buffers).
     pub fn n_staging(&self) -> usize {
         self.n_staging as usize
-    }
-
-    /// Copies `key` (an uncached expert of the next layer) ahead into a staging slot, for
-    /// that layer only: its plan finds it there ([`ExpertCache::staged_slot`]) and the
-    /// layer after drops it. None without a free staging slot, or if `key` is resident or
-    /// already staged.
-    pub fn stage_ahead(&mut self, key: ExpertKey) -> Option<SlotLoad> {
-        let f = self.flat(key) as u32;
-        let n = self.n_experts as u32;
-        // Numbered per layer from the first staging slot: the layer being planned holds
-        // the same slots, and the GPU copies into them after its kernels that read them.
-        let staged = self.ahead.iter().filter(|&&(a, _)| a / n == f / n).count();
-        if self.ex[f as usize].slot != NONE
-            || staged >= self.n_staging as usize
-            || self.ahead.iter().any(|&(a, _)| a == f)
-        {
-            return None;
-        }
-        let slot = self.staging_base + staged as u32;
-        self.ahead.push((f, slot));
-        self.counters.loads += 1;
-        Some(SlotLoad {
-            key,
-            slot,
-            evicted: None,
-        })
-    }
-
-    /// The staging slot `key` was copied ahead into, if it was (for its layer's plan).
-    pub fn staged_slot(&self, key: ExpertKey) -> Option<u32> {
-        if self.ahead.is_empty() {
-            return None;
-        }
-        let f = self.flat(key) as u32;
-        self.ahead.iter().find(|&&(a, _)| a == f).map(|&(_, s)| s)
-    }
-
-    /// A layer's plan begins: experts staged for other layers are gone (their slots are
-    /// being reused), and the layer's demand streams take the staging slots after the ones
-    /// its experts were staged in.
-    pub fn begin_layer(&mut self, layer: u16) {
-        let n = self.n_experts;
-        self.ahead
-            .retain(|&(f, _)| (f as usize / n) as u16 == layer);
-        self.staging_next = self.ahead.len() as u32;
     }
 
     /// Protects `key` from eviction until [`ExpertCache::clear_protection`] (predicted use).

@@ -135,11 +135,6 @@ impl Default for SchedConfig {
     }
 }
 
-/// Token rows from which a step counts as prefill for the lookahead: with 32 rows × top-8
-/// of 128 experts, an expert is left out of the next layer with probability
-/// (1 - 8/128)^32 ≈ 13%, so nearly every copy ahead is used.
-pub const LOOKAHEAD_MIN_ROWS: u32 = 32;
-
 /// The scheduler: holds the per-expert costs and reusable buffers.
 #[derive(Debug, Clone)]
 pub struct Scheduler {
@@ -156,9 +151,6 @@ pub struct Scheduler {
     carried: Vec<ExpertKey>,
     cand: Vec<(f64, ExpertKey)>,
     slots: Vec<Option<u32>>,
-    /// Per routed expert of the layer being planned: the staging slot it was copied
-    /// ahead into ([`ExpertCache::stage_ahead`]).
-    staged: Vec<Option<u32>>,
     sol: Solution,
 }
 
@@ -181,7 +173,6 @@ impl Scheduler {
             carried: Vec::new(),
             cand: Vec::new(),
             slots: Vec::new(),
-            staged: Vec::new(),
             sol: Solution::default(),
         }
     }
@@ -255,7 +246,6 @@ impl Scheduler {
         let c = self.costs;
 
         cache.clear_protection();
-        cache.begin_layer(layer);
         for k in self.carried.drain(..) {
             cache.protect(k);
         }
@@ -271,36 +261,24 @@ impl Scheduler {
 
         self.jobs.clear();
         self.keys.clear();
-        self.staged.clear();
         let mut prefetch_hits = 0;
         let mut hits = 0;
         for r in routed {
             let key = ExpertKey::new(layer, r.expert);
             let resident = cache.is_resident(key);
-            // Copied ahead into a staging slot (prefill lookahead): on the GPU like a
-            // resident for this layer, not a cache resident (nothing to pin).
-            let staged = if resident {
-                None
-            } else {
-                cache.staged_slot(key)
-            };
             if resident {
                 hits += 1;
                 cache.pin(key);
                 if cache.take_background_flag(key) {
                     prefetch_hits += 1;
                 }
-            } else if staged.is_some() {
-                hits += 1;
-                prefetch_hits += 1;
             }
             self.keys.push(key);
-            self.staged.push(staged);
             self.jobs.push(Job {
                 cpu_s: c.cpu(r.n_tokens),
                 gpu_s: c.gpu(r.n_tokens),
                 fetch_s: c.fetch_s,
-                resident: resident || staged.is_some(),
+                resident,
             });
         }
         let cap = if has_gpu {
@@ -370,7 +348,7 @@ impl Scheduler {
         }
         for (i, r) in routed.iter().enumerate() {
             let key = self.keys[i];
-            if !sol.on_gpu[i] && self.jobs[i].resident && self.staged[i].is_none() {
+            if !sol.on_gpu[i] && self.jobs[i].resident {
                 cache.unpin(key);
             }
             let placed = |slot| PlacedExpert {
@@ -382,8 +360,7 @@ impl Scheduler {
             if !sol.on_gpu[i] {
                 plan.cpu.push(placed(None));
             } else if self.jobs[i].resident {
-                plan.gpu_hit
-                    .push(placed(cache.slot_of(key).or(self.staged[i]).or(slots[i])));
+                plan.gpu_hit.push(placed(cache.slot_of(key).or(slots[i])));
             }
         }
         for &i in &sol.fetch_order {
@@ -403,7 +380,6 @@ impl Scheduler {
             let idle = (plan.predicted.finish_s - link_ready_s - plan.predicted.pcie_s).max(0.0)
                 + self.dense_time(n_tok);
             self.background_loads(layer, next_pred, cache, idle, plan);
-            self.stage_next_layer(layer, routed, next_pred, cache, plan);
         }
         self.slots = slots;
         self.sol = sol;
@@ -457,39 +433,6 @@ impl Scheduler {
                     self.carried.push(key);
                     cache.protect(key);
                 }
-            }
-        }
-    }
-
-    /// Prefill lookahead: a layer of many token rows uses nearly every expert of the
-    /// next one, so that layer's uncached experts are copied now into staging slots,
-    /// most tokens first. The copies run while the GPU finishes this layer and computes
-    /// the next dense part (idle link time in prefill); the next plan finds them there.
-    fn stage_next_layer(
-        &mut self,
-        layer: u16,
-        routed: &[RoutedExpert],
-        next_pred: &[PredictedExpert],
-        cache: &mut ExpertCache,
-        plan: &mut LayerPlan,
-    ) {
-        let pairs: u32 = routed.iter().map(|r| r.n_tokens).sum();
-        let rows = pairs / self.shape.top_k.max(1) as u32;
-        if rows < LOOKAHEAD_MIN_ROWS || layer + 1 >= self.shape.n_layers || cache.n_staging() == 0 {
-            return;
-        }
-        self.cand.clear();
-        for p in next_pred {
-            let key = ExpertKey::new(layer + 1, p.expert);
-            if !cache.is_resident(key) {
-                self.cand.push((p.prob as f64, key));
-            }
-        }
-        self.cand.sort_by(|a, b| b.0.total_cmp(&a.0));
-        for i in 0..self.cand.len() {
-            match cache.stage_ahead(self.cand[i].1) {
-                Some(l) => plan.prefetch.push(l),
-                None => break,
             }
         }
     }
@@ -602,79 +545,6 @@ mod tests {
         assert!(plan.evict.is_empty());
         s.finish_layer(&mut c);
         assert!(!c.is_resident(ExpertKey::new(0, 2)), "streamed, not cached");
-        c.check_invariants().unwrap();
-    }
-
-    /// Prefill lookahead: a 512-row layer copies the next layer's uncached experts ahead
-    /// into staging slots; that layer's plan runs them as GPU hits from there, the layer
-    /// after drops them, and a decode step stages nothing.
-    #[test]
-    fn a_prefill_layer_stages_the_next_layers_experts_ahead() {
-        let shape = ModelShape::preset("qwen3-30b-a3b:q4_k_m").unwrap();
-        let mut cost = CostModel::new(MachineProfile::h100_box());
-        let mut s = Scheduler::new(&shape, &mut cost, SchedConfig::default());
-        let mut c = ExpertCache::with_partition(
-            &shape,
-            2807,
-            Box::new(Lru::new(shape.total_experts())),
-            true,
-        );
-        assert_eq!(c.n_staging(), 128);
-        let first_staging = (c.n_slots() - c.n_staging()) as u32;
-        let all: Vec<u16> = (0..128).collect();
-        let pred: Vec<PredictedExpert> = all
-            .iter()
-            .map(|&expert| PredictedExpert {
-                expert,
-                prob: 0.0625,
-            })
-            .collect();
-        // 512 rows x top-8 over 128 experts: 32 tokens each.
-        let plan0 = s.plan_layer(0, 0, &routed(&all, 32), &pred, &mut c, 0.0);
-        let staged: Vec<ExpertKey> = plan0
-            .prefetch
-            .iter()
-            .filter(|l| l.key.layer == 1)
-            .map(|l| l.key)
-            .collect();
-        assert!(!staged.is_empty());
-        assert!(plan0
-            .prefetch
-            .iter()
-            .filter(|l| l.key.layer == 1)
-            .all(|l| l.slot >= first_staging && l.evicted.is_none()));
-        assert!(staged.iter().all(|&k| !c.is_resident(k)));
-        s.finish_layer(&mut c);
-        let plan1 = s.plan_layer(0, 1, &routed(&all, 32), &pred, &mut c, 0.0);
-        // Staged experts are hits (the solver may still give some to the CPU to balance
-        // a loaded GPU), never fetched again.
-        let mut gpu_hits = 0;
-        for k in &staged {
-            let slot = c.staged_slot(*k).expect("still staged for its layer");
-            assert_ne!(plan1.placement_of(k.expert), Some(Placement::GpuFetch));
-            if let Some(hit) = plan1.gpu_hit.iter().find(|p| p.expert == k.expert) {
-                assert_eq!(hit.slot, Some(slot));
-                gpu_hits += 1;
-            }
-        }
-        assert!(
-            gpu_hits * 2 > staged.len(),
-            "{gpu_hits} of {}",
-            staged.len()
-        );
-        // The layer's own streams take staging slots after the staged ones.
-        assert!(plan1
-            .gpu_fetch
-            .iter()
-            .filter_map(|p| p.slot)
-            .filter(|&sl| sl >= first_staging)
-            .all(|sl| sl >= first_staging + staged.len() as u32 || staged.len() == 128));
-        s.finish_layer(&mut c);
-        s.plan_layer(0, 2, &routed(&all[..8], 1), &pred, &mut c, 0.0);
-        assert!(staged.iter().all(|&k| c.staged_slot(k).is_none()));
-        // Decode: one token, nothing staged for the next layer.
-        let plan = s.plan_layer(1, 3, &routed(&all[..8], 1), &pred, &mut c, 0.0);
-        assert!(plan.prefetch.iter().all(|l| l.key.layer != 4));
         c.check_invariants().unwrap();
     }
 
