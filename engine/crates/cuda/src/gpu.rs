@@ -194,10 +194,19 @@ impl DeviceBuf {
         Ok(Self { ptr, len })
     }
     /// Grows to at least `len` bytes (a synchronous free + alloc: only when a call is
-    /// larger than any before; sized at start-up for `max_tokens`).
+    /// larger than any before; sized at start-up for `max_tokens`). Grows by half again
+    /// at least: a prefill layer's GPU share varies in pairs from layer to layer, and
+    /// growing to each new largest exactly stalled the device once per new record.
     fn ensure(&mut self, len: usize, what: &str) -> Result<()> {
         if len > self.len {
-            *self = DeviceBuf::new(len, what)?;
+            let grown = len.max(self.len + self.len / 2);
+            // The old buffer goes first (the device may have room for one, not both).
+            *self = DeviceBuf { ptr: 0, len: 0 };
+            *self = match DeviceBuf::new(grown, what) {
+                Ok(b) => b,
+                Err(_) if grown > len => DeviceBuf::new(len, what)?,
+                Err(e) => return Err(e),
+            };
         }
         Ok(())
     }
@@ -205,6 +214,9 @@ impl DeviceBuf {
 
 impl Drop for DeviceBuf {
     fn drop(&mut self) {
+        if self.ptr == 0 {
+            return; // emptied by `ensure` before a failed allocation
+        }
         // SAFETY: allocated by cuMemAlloc; cuMemFree waits for work using it.
         let _ = unsafe { cu::free_sync(self.ptr) };
     }
