@@ -249,7 +249,6 @@ impl Driver {
                     copy_ms,
                     gpu_ms,
                     wall_ms: gpu_ms + 0.01,
-                    ..Default::default()
                 }
             });
             let wall_s = cpu_s.max(gpu.map_or(0.0, |t| t.gpu_ms as f64 / 1e3)) + 20e-6;

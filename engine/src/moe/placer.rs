@@ -409,19 +409,11 @@ impl Placer for SchedPlacer {
         }
         if let Some(t) = m.gpu {
             let n = m.gpu_items.len();
-            // Compute samples only when no copy was waited for: the whole share, or (a
-            // prefill layer that also fetched) its hits' launch group. Without the latter
-            // an 8 GiB prefill, which fetches in every layer, taught the model nothing of
-            // its GPU costs, and its plans put 1.3-1.4x the predicted work on the GPU.
+            // Compute samples only when no copy was waited for.
             if t.fetches == 0 && n > 0 && t.gpu_ms > 0.0 {
                 self.record.sample(Sample::GpuExpert {
                     tokens: mean_tokens(m.gpu_items),
                     seconds: t.gpu_ms as f64 / 1e3 / n as f64,
-                });
-            } else if t.hits > 0 && t.hit_rows > 0 && t.hits_ms > 0.0 {
-                self.record.sample(Sample::GpuExpert {
-                    tokens: t.hit_rows as f64 / t.hits as f64,
-                    seconds: t.hits_ms as f64 / 1e3 / t.hits as f64,
                 });
             }
             if t.fetches > 0 && t.copied_bytes > 0 && t.copy_ms > 0.0 {
@@ -658,68 +650,5 @@ mod tests {
         // The join cost learned from wall minus busy time (0.1 ms per layer).
         let sync = p.cost.profile().sync_s;
         assert!((sync - 1e-4).abs() < 3e-5, "join {sync}");
-    }
-
-    /// Regression test: a prefill layer that fetched gave no GPU compute sample, so an
-    /// 8 GiB prefill (fetches in every layer) never learnt its GPU costs. The hits' launch
-    /// group's time is such a sample.
-    #[test]
-    fn the_hits_group_of_a_layer_that_fetched_teaches_the_gpu_cost() {
-        let shape = ModelShape::tiny(2, 8, 2);
-        let work = shape.expert_work();
-        let prefill_item = |e: u16| WorkItem {
-            expert: e,
-            rows: (0..40).collect(),
-            weights: vec![0.5; 40],
-        };
-        let items = [prefill_item(0), prefill_item(1), prefill_item(2)];
-        let run = |with_hits_group: bool| {
-            let mut p = SchedPlacer::new(
-                shape.clone(),
-                "value",
-                0,
-                true,
-                MachineProfile::h100_box(),
-                SchedPlacer::hub(&shape),
-            )
-            .expect("placer");
-            p.set_gpu(
-                "test GPU".into(),
-                shape.expert_bytes() * 16,
-                Arc::new(SlotHints::default()),
-            )
-            .expect("gpu");
-            let mut out = LayerPlacement::default();
-            for _ in 0..200 {
-                p.begin_step(40);
-                p.place(0, &items, &[], true, &mut out);
-                // Two hits took 4 ms (2 ms an expert at 40 tokens), then a fetch.
-                let t = LayerTimings {
-                    hits: 2,
-                    fetches: 1,
-                    copied_bytes: work.bytes(),
-                    copy_ms: 0.1,
-                    gpu_ms: 6.0,
-                    wall_ms: 6.1,
-                    hits_ms: if with_hits_group { 4.0 } else { 0.0 },
-                    hit_rows: if with_hits_group { 80 } else { 0 },
-                };
-                p.observe(
-                    0,
-                    &LayerMeasure {
-                        cpu_items: &[],
-                        cpu_s: 0.0,
-                        gpu_items: &items,
-                        gpu: Some(t),
-                        wall_s: 6.1e-3,
-                    },
-                );
-                p.end_step(7e-3);
-            }
-            p.cost.t_gpu(&work, 40)
-        };
-        let (without, with) = (run(false), run(true));
-        assert!((with - 2e-3).abs() / 2e-3 < REFIT_TOL, "learnt {with}");
-        assert!(without < 1e-3, "no sample, yet learnt {without}");
     }
 }

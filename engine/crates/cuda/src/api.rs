@@ -85,12 +85,6 @@ pub struct LayerTimings {
     pub copy_ms: f32,
     /// Compute stream time from the input upload to the output download (ms, events).
     pub gpu_ms: f32,
-    /// Compute stream time from the input upload to the end of the hits' launch group, in
-    /// an unfused (prefill) pass that also fetched (ms, events; 0 otherwise): compute
-    /// that waited for no copy, the cost model's only clean sample of such a layer.
-    pub hits_ms: f32,
-    /// Token rows of the hits' group (with `hits_ms`).
-    pub hit_rows: u32,
     /// Host time of the whole call (ms).
     pub wall_ms: f32,
 }

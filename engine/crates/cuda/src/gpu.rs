@@ -248,18 +248,13 @@ impl PendingLayer {
 
 /// Waits for a layer's end event in `set` and reads its compute-stream time (`gpu_ms`)
 /// and, if it copied experts, its copy-stream time (`copy_ms`).
-fn read_times(set: &[CudaEvent; 5], t: &mut LayerTimings) -> Result<()> {
+fn read_times(set: &[CudaEvent; 4], t: &mut LayerTimings) -> Result<()> {
     set[1]
         .synchronize()
         .map_err(drv("cuEventSynchronize(layer end)"))?;
     t.gpu_ms = set[0]
         .elapsed_ms(&set[1])
         .map_err(drv("cuEventElapsedTime"))?;
-    if t.hit_rows > 0 {
-        t.hits_ms = set[0]
-            .elapsed_ms(&set[4])
-            .map_err(drv("cuEventElapsedTime(hits)"))?;
-    }
     if t.fetches > 0 {
         // The copy stream's end event follows the last `ready` the compute stream waited
         // for, but may not be marked complete yet: wait for it (≈ free).
@@ -339,12 +334,12 @@ pub struct GpuExperts {
     /// Its timings, read when the next layer was submitted (events are reused).
     harvested: Option<LayerTimings>,
     /// A layer's timing events: compute start, end (also a deferred layer's ready event),
-    /// copy start, copy end, end of the hits' launch group (`LayerTimings::hits_ms`).
-    t: [CudaEvent; 5],
+    /// copy start, copy end.
+    t: [CudaEvent; 4],
     /// The other set: each submission swaps them, so a deferred layer's events stay
     /// untouched while the next layer is issued and are read after its launch, off the
     /// path between the router and the GPU's work.
-    t_alt: [CudaEvent; 5],
+    t_alt: [CudaEvent; 4],
     warnings: Vec<String>,
     copy: Arc<CudaStream>,
     compute: Arc<CudaStream>,
@@ -559,8 +554,8 @@ impl GpuExperts {
             ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
                 .map_err(drv("cuEventCreate(timing)"))
         };
-        let t = [timing()?, timing()?, timing()?, timing()?, timing()?];
-        let t_alt = [timing()?, timing()?, timing()?, timing()?, timing()?];
+        let t = [timing()?, timing()?, timing()?, timing()?];
+        let t_alt = [timing()?, timing()?, timing()?, timing()?];
         Ok(Self {
             info,
             cfg: GpuConfig {
@@ -1119,18 +1114,6 @@ impl GpuExperts {
                 self.group_done[g]
                     .record(&self.compute)
                     .map_err(drv("cuEventRecord(group done)"))?;
-            }
-            // The hits' group of an unfused pass with fetches after it: its end gives
-            // the cost model a compute sample no copy waited in (the fused pass's last
-            // kernel serves every item, so its first group's end would not).
-            if g == 0 && n_hits > 0 && n_hits < items.len() && !fused {
-                self.t[4]
-                    .record(&self.compute)
-                    .map_err(drv("cuEventRecord(hits end)"))?;
-                timings.hit_rows = order[..n_hits]
-                    .iter()
-                    .map(|&i| items[i].rows.len() as u32)
-                    .sum();
             }
         }
         if n_hits < items.len() {

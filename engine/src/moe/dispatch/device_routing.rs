@@ -128,8 +128,6 @@ impl MoeDispatch {
         let mut t = rest.unwrap_or_default();
         t.gpu_ms += ms;
         t.hits += n_ran as u32;
-        // The hits' group sample describes the rest's hits, not these.
-        (t.hits_ms, t.hit_rows) = (0.0, 0);
         t.wall_ms = t.wall_ms.max(t.gpu_ms);
         Some(t)
     }

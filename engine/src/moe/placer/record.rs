@@ -310,7 +310,7 @@ mod tests {
                     copied_bytes: fetches as u64 * shape.expert_bytes(),
                     copy_ms: 0.07 * fetches as f32,
                     gpu_ms: (0.012 * gpu.len() as f64 * x) as f32,
-                    ..Default::default()
+                    wall_ms: 0.0,
                 };
                 let m = LayerMeasure {
                     cpu_items: &cpu,
