@@ -243,11 +243,17 @@ impl StreamPlan {
 /// buffering). No group holds a slot twice.
 pub fn stream_groups(slots: &[u32], n_hits: usize) -> StreamPlan {
     let n_hits = n_hits.min(slots.len());
-    let mut last_at: std::collections::HashMap<u32, usize> = Default::default();
+    // Distinct slots (every decode layer): no map needed.
+    let mut sorted = slots.to_vec();
+    sorted.sort_unstable();
+    let reuses = sorted.windows(2).any(|w| w[0] == w[1]);
     let mut min_gap = usize::MAX;
-    for (p, &s) in slots.iter().enumerate() {
-        if let Some(q) = last_at.insert(s, p) {
-            min_gap = min_gap.min(p - q);
+    if reuses {
+        let mut last_at: std::collections::HashMap<u32, usize> = Default::default();
+        for (p, &s) in slots.iter().enumerate() {
+            if let Some(q) = last_at.insert(s, p) {
+                min_gap = min_gap.min(p - q);
+            }
         }
     }
     let size = if min_gap == usize::MAX {
@@ -266,6 +272,9 @@ pub fn stream_groups(slots: &[u32], n_hits: usize) -> StreamPlan {
         lo = hi;
     }
     let mut wait = vec![None; slots.len()];
+    if !reuses {
+        return StreamPlan { groups, wait };
+    }
     let mut last_group: std::collections::HashMap<u32, usize> = Default::default();
     for (g, &(lo, hi)) in groups.iter().enumerate() {
         for p in lo..hi {
