@@ -804,6 +804,52 @@ mod device_tests {
         }
     }
 
+    /// The tiny synthetic model of `recipe` with `layers` layers, written into `dir`: a
+    /// one-thread CPU executor, the loaded model and its largest expert (slot bytes,
+    /// hidden, ffn).
+    fn tiny_synthetic(
+        dir: &std::path::Path,
+        recipe: &str,
+        layers: usize,
+    ) -> (CpuExecutor, Qwen3Moe, (usize, usize, usize)) {
+        let path = dir.join(format!("tiny-{recipe}.gguf"));
+        let opts = SynthOptions {
+            preset: preset("tiny").expect("preset"),
+            recipe: Recipe::parse(recipe).expect("recipe"),
+            seed: 7,
+            layers: Some(layers),
+        };
+        write_synthetic(&opts, &path, |_, _| {}).expect("synth");
+        let file = Arc::new(GgufFile::open(&path).expect("open"));
+        let pool = CpuExecutor::pool(1).expect("pool");
+        let cpu = CpuExecutor::new(pool.clone());
+        let model = Qwen3Moe::load(file.clone(), false, pool, |_, _| {}).expect("load");
+        let largest = largest_expert(&file).expect("experts");
+        (cpu, model, largest)
+    }
+
+    /// A GPU backend of `slots` slots of `slot` bytes, fed through pinned staging.
+    fn staged_config(
+        slots: usize,
+        slot: usize,
+        hidden: usize,
+        ffn: usize,
+        max_tokens: usize,
+    ) -> GpuConfig {
+        GpuConfig {
+            ordinal: 0,
+            budget_bytes: (slots * slot.div_ceil(256) * 256) as u64,
+            slot_bytes: slot,
+            min_slots: 1,
+            hidden,
+            ffn,
+            max_tokens,
+            top_k: 4,
+            host: HostSource::Staged,
+            staging_buffers: 2,
+        }
+    }
+
     /// A prefill layer streamed through a few staging slots, as the scheduler plans one
     /// whose cache slots are all pinned: the misses name the same slots round-robin, so
     /// each refill must wait for the launch group that read the slot before it. Wrong
@@ -814,31 +860,8 @@ mod device_tests {
             return;
         }
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("tiny-q4_k_m.gguf");
-        let opts = SynthOptions {
-            preset: preset("tiny").expect("preset"),
-            recipe: Recipe::parse("q4_k_m").expect("recipe"),
-            seed: 7,
-            layers: Some(1),
-        };
-        write_synthetic(&opts, &path, |_, _| {}).expect("synth");
-        let file = Arc::new(GgufFile::open(&path).expect("open"));
-        let pool = CpuExecutor::pool(1).expect("pool");
-        let cpu = CpuExecutor::new(pool.clone());
-        let model = Qwen3Moe::load(file.clone(), false, pool, |_, _| {}).expect("load");
-        let (slot, hidden, ffn) = largest_expert(&file).expect("experts");
-        let cfg = GpuConfig {
-            ordinal: 0,
-            budget_bytes: (64 * slot.div_ceil(256) * 256) as u64,
-            slot_bytes: slot,
-            min_slots: 1,
-            hidden,
-            ffn,
-            max_tokens: 16,
-            top_k: 4,
-            host: HostSource::Staged,
-            staging_buffers: 2,
-        };
+        let (cpu, model, (slot, hidden, ffn)) = tiny_synthetic(dir.path(), "q4_k_m", 1);
+        let cfg = staged_config(64, slot, hidden, ffn, 16);
         let gpu = GpuExpertExecutor::new(&cfg).expect("GPU backend");
         let experts = model.layer_experts(0);
         // One token (the fused decode pass, which must not take a batch that reuses
@@ -890,33 +913,10 @@ mod device_tests {
         }
         let dir = tempfile::tempdir().expect("tempdir");
         for recipe in ["q8_0", "q4_k_m", "q6_k"] {
-            let path = dir.path().join(format!("tiny-{recipe}.gguf"));
-            let opts = SynthOptions {
-                preset: preset("tiny").expect("preset"),
-                recipe: Recipe::parse(recipe).expect("recipe"),
-                seed: 7,
-                layers: Some(2),
-            };
-            write_synthetic(&opts, &path, |_, _| {}).expect("synth");
-            let file = Arc::new(GgufFile::open(&path).expect("open"));
-            let pool = CpuExecutor::pool(1).expect("pool");
-            let cpu = CpuExecutor::new(pool.clone());
-            let model = Qwen3Moe::load(file.clone(), false, pool, |_, _| {}).expect("load");
-            let (slot, hidden, ffn) = largest_expert(&file).expect("experts");
+            let (cpu, model, (slot, hidden, ffn)) = tiny_synthetic(dir.path(), recipe, 2);
             // Fewer slots than a layer's items: exercises eviction and chunking.
             for slots in [64usize, 6] {
-                let cfg = GpuConfig {
-                    ordinal: 0,
-                    budget_bytes: (slots * slot.div_ceil(256) * 256) as u64,
-                    slot_bytes: slot,
-                    min_slots: 1,
-                    hidden,
-                    ffn,
-                    max_tokens: 8,
-                    top_k: 4,
-                    host: HostSource::Staged,
-                    staging_buffers: 2,
-                };
+                let cfg = staged_config(slots, slot, hidden, ffn, 8);
                 let gpu = GpuExpertExecutor::new(&cfg).expect("GPU backend");
                 for layer in 0..2 {
                     let experts = model.layer_experts(layer);
