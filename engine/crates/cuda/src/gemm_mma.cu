@@ -118,13 +118,17 @@ template <int T, class XRow>
 DEV void mma_load_x(MmaSmem& sm, XRow xrow, u32 nt, u32 cols, u32 k0) {
     const u32 tid = threadIdx.x, t = tid >> 2, j = tid & 3, k = k0 + 64 * j;
     const float* p = t < nt ? xrow(t) + k : nullptr;
-    float v[64], am[2];
+    // Two passes over the thread's 64 values: the largest magnitudes, then (from L1) the
+    // quantised values. Holding all 64 between the two took 64 registers, and the weight
+    // words in flight across this call (mma_tile's pipeline) then spilled.
+    bool ok[2];
+    float am[2];
     for (u32 h = 0; h < 2; ++h) {
-        bool ok = p && k + 32 * h + 32 <= cols;
+        ok[h] = p && k + 32 * h + 32 <= cols;
         am[h] = 0.0f;
         for (u32 i = 0; i < 8; ++i) {
-            float* o = v + 32 * h + 4 * i;
-            if (ok) ldf4(p + 32 * h + 4 * i, o);
+            float o[4];
+            if (ok[h]) ldf4(p + 32 * h + 4 * i, o);
             else zero4(o);
             for (u32 e = 0; e < 4; ++e) am[h] = fmaxf(am[h], fabsf(o[e]));
         }
@@ -140,9 +144,12 @@ DEV void mma_load_x(MmaSmem& sm, XRow xrow, u32 nt, u32 cols, u32 k0) {
         float d = am[h] / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
         u32 bsum = 0;  // sum of the biased patterns: 32 MMA_MAGIC + sum q (mod 2^32)
         for (u32 i = 0; i < 8; ++i) {
+            float o[4];
+            if (ok[h]) ldf4(p + 32 * h + 4 * i, o);
+            else zero4(o);
             u32 u[4];
             for (u32 e = 0; e < 4; ++e) {
-                u[e] = AS_UINT(fmaf(v[32 * h + 4 * i + e], id, MMA_MAGIC_F));
+                u[e] = AS_UINT(fmaf(o[e], id, MMA_MAGIC_F));
                 if (T == T_Q4K) bsum += u[e];
             }
             sm.xq[t][16 * j + 8 * h + mma_pw(i)] = pack_s8(u);
@@ -152,15 +159,148 @@ DEV void mma_load_x(MmaSmem& sm, XRow xrow, u32 nt, u32 cols, u32 k0) {
     }
 }
 
-// Weight values 128 hh .. 128 hh + 127 of step s of the tile's 128 rows into sm.wq / wd / wm.
+// Weight values 128 hh .. 128 hh + 127 of step s of the tile's 128 rows into sm.wq / wd / wm,
+// in two parts: `fetch` issues every global load of the half step into registers
+// (`Regs`), `put` converts them and stores them in shared memory. For Q4_K, mma_tile
+// fetches the next half step before it multiplies the current one, so the loads' latency
+// hides behind the mma (12 registers of raw words in flight per thread).
+// `MMA_PIPELINE=0` (HMOE_CUDA_DEFINES) puts right after fetching for Q4_K too (the loads of one half step
+// still in flight together); `MMA_SERIAL_LOADS=1` compiles the loop of before, which
+// loaded, converted and stored one row after the other (a lane-dependent branch in the row
+// loop kept every row's load behind the previous row's stores): both for A/B on the device.
+#ifndef MMA_SERIAL_LOADS
+#define MMA_SERIAL_LOADS 0
+#endif
+#ifndef MMA_PIPELINE
+#define MMA_PIPELINE (!MMA_SERIAL_LOADS)
+#endif
 template <int T, class WRow> struct MmaW;
 
 // Four 6-bit values (bytes 0..63) minus 32 each, as int8 bytes: with bit 7 set no byte
 // borrows from the next, and flipping it back gives b - 32 mod 256.
 DEV u32 q6_s8(u32 v) { return ((v | 0x80808080u) - 0x20202020u) ^ 0x80808080u; }
 
-// Q8_0: lane 8 c + m of warp w loads word m of block 8 s + 4 hh + c of rows 16 w .. +15.
+// Q8_0: lane 8 c + m of warp w loads word m of block 8 s + 4 hh + c of rows 16 w .. +15,
+// in two batches of 8 rows (16 words, two per 2-byte aligned word: 32 in flight spilled);
+// its scales: lane l takes (row 16 w + 8 b + l / 4, block l % 4) of batch b.
 template <class WRow> struct MmaW<T_Q8_0, WRow> {
+    static constexpr u32 BATCHES = 2;
+    struct Regs {
+        u32 lo[8], hi[8], dh;
+    };
+    static DEV void fetch(Regs& g, WRow wrow, u32 cols, u32 s, u32 hh, u32 b) {
+        const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5, c = lane >> 3, m = lane & 7;
+        const u32 bi = 8 * s + 4 * hh + c, sbi = 8 * s + 4 * hh + (lane & 3);
+        const bool ok = 32 * (bi + 1) <= cols;
+        for (u32 k = 0; k < 8; ++k) {
+            const u8* qp = wrow(16 * warp + 8 * b + k) + (u64)bi * 34 + 2 + 4 * m;
+            g.lo[k] = g.hi[k] = 0;
+            if (ok) ld32_a2(qp, (u32)(u64)qp & 2u, &g.lo[k], &g.hi[k]);
+        }
+        g.dh = 0xffffffffu;  // no block: scale 0 (a real one is 16 bits)
+        if (32 * (sbi + 1) <= cols)
+            g.dh = ld16(wrow(16 * warp + 8 * b + (lane >> 2)) + (u64)sbi * 34);
+    }
+    static DEV void put(MmaSmem& sm, const Regs& g, WRow wrow, u32, u32 s, u32 hh, u32 b) {
+        const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5, c = lane >> 3, m = lane & 7;
+        const u32 bi = 8 * s + 4 * hh + c;
+        for (u32 k = 0; k < 8; ++k) {
+            const u32 r = 16 * warp + 8 * b + k;
+            const u32 mis = (u32)(u64)(wrow(r) + (u64)bi * 34 + 2 + 4 * m) & 2u;
+            sm.wq[r][8 * c + mma_pw(m)] = FSHR(g.lo[k], g.hi[k], 8 * mis);
+        }
+        sm.wd[16 * warp + 8 * b + (lane >> 2)][lane & 3] =
+            g.dh == 0xffffffffu ? 0.0f : h2f(g.dh);
+    }
+};
+
+// Q4_K: lane 16 rr + m of warp w loads word m of the half's 64 quant bytes (group
+// 2 hh + m / 8) of row 16 it + 2 w + rr: its low nibbles are values 64 (m / 8) + 4 (m % 8)
+// .. +3 of the half, its high nibbles the same + 32. Thread tid decodes the scales and
+// mins of group 2 hh + tid / 128 of row tid % 128.
+template <class WRow> struct MmaW<T_Q4K, WRow> {
+    static constexpr u32 BATCHES = 1;
+    struct Regs {
+        u32 q[8], dm, s0, s1, s2;
+    };
+    static DEV void fetch(Regs& g, WRow wrow, u32, u32 s, u32 hh, u32) {
+        const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5, m = lane & 15;
+        const u32 gq = 2 * hh + (m >> 3);
+        for (u32 it = 0; it < 8; ++it)
+            g.q[it] = ld32(wrow(16 * it + 2 * warp + (lane >> 4)) + (u64)s * 144 + 16 + 32 * gq +
+                           4 * (m & 7));
+        const u8* sb = wrow(threadIdx.x & 127) + (u64)s * 144;
+        g.dm = ld32(sb), g.s0 = ld32(sb + 4), g.s1 = ld32(sb + 8), g.s2 = ld32(sb + 12);
+    }
+    static DEV void put(MmaSmem& sm, const Regs& g, WRow, u32, u32, u32 hh, u32) {
+        const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5, m = lane & 15;
+        const u32 gl = m >> 3;
+        for (u32 it = 0; it < 8; ++it) {
+            u32 r = 16 * it + 2 * warp + (lane >> 4);
+            sm.wq[r][16 * gl + mma_pw(m & 7)] = g.q[it] & 0x0f0f0f0fu;
+            sm.wq[r][16 * gl + 8 + mma_pw(m & 7)] = (g.q[it] >> 4) & 0x0f0f0f0fu;
+        }
+        const u32 sr = threadIdx.x & 127, sg = threadIdx.x >> 7;
+        float da, ma, db, mb;
+        kscales(g.dm, g.s0, g.s1, g.s2, 2 * hh + sg, &da, &ma, &db, &mb);
+        sm.wd[sr][2 * sg] = da, sm.wd[sr][2 * sg + 1] = db;
+        sm.wm[sr][2 * sg] = ma, sm.wm[sr][2 * sg + 1] = mb;
+    }
+};
+
+// Q6_K (210-byte blocks, 2-byte aligned): half hh is ggml's 128-value half n: value
+// 32 qq + l comes from ql[64 hh + 32 (qq % 2) + l] (nibble qq / 2) and bits 2 qq of
+// qh[32 hh + l], scale sc[8 hh + 2 qq + l / 16]. Lane 16 rr + w of warp w' loads ql word w
+// (l = 4 (w % 8) .., blocks qq = w / 8 and w / 8 + 2) of row 16 it + 2 w' + rr. Thread tid
+// converts scales 8 hh + 4 (tid / 128) .. +3 of row tid % 128: the scale of a block's first
+// 16 values goes to wd, of its last 16 to wm (mma_half then splits the block's dot in two).
+template <class WRow> struct MmaW<T_Q6K, WRow> {
+    static constexpr u32 BATCHES = 1;
+    struct Regs {
+        u32 ql[8][2], qh[8][2], dh, sc01, sc23;
+    };
+    static DEV void fetch(Regs& g, WRow wrow, u32, u32 s, u32 hh, u32) {
+        const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5, w = lane & 15;
+        for (u32 it = 0; it < 8; ++it) {
+            const u8* blk = wrow(16 * it + 2 * warp + (lane >> 4)) + (u64)s * 210;
+            const u32 mis = (u32)(u64)blk & 2u;
+            ld32_a2(blk + 64 * hh + 4 * w, mis, &g.ql[it][0], &g.ql[it][1]);
+            ld32_a2(blk + 128 + 32 * hh + 4 * (w & 7), mis, &g.qh[it][0], &g.qh[it][1]);
+        }
+        const u8* sb = wrow(threadIdx.x & 127) + (u64)s * 210;
+        const u32 sp = threadIdx.x >> 7;
+        g.dh = ld16(sb + 208);
+        g.sc01 = ld16(sb + 192 + 8 * hh + 4 * sp);  // 2-byte aligned: two 16-bit loads
+        g.sc23 = ld16(sb + 192 + 8 * hh + 4 * sp + 2);
+    }
+    static DEV void put(MmaSmem& sm, const Regs& g, WRow wrow, u32, u32 s, u32, u32) {
+        const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5, w = lane & 15;
+        const u32 q0 = w >> 3;
+        for (u32 it = 0; it < 8; ++it) {
+            u32 r = 16 * it + 2 * warp + (lane >> 4);
+            const u32 mis = 8 * ((u32)(u64)(wrow(r) + (u64)s * 210) & 2u);
+            u32 ql = FSHR(g.ql[it][0], g.ql[it][1], mis);
+            u32 qh = FSHR(g.qh[it][0], g.qh[it][1], mis);
+            u32 va = (ql & 0x0f0f0f0fu) | (((qh >> (2 * q0)) & 0x03030303u) << 4);
+            u32 vb = ((ql >> 4) & 0x0f0f0f0fu) | (((qh >> (2 * q0 + 4)) & 0x03030303u) << 4);
+            sm.wq[r][8 * q0 + mma_pw(w & 7)] = q6_s8(va);
+            sm.wq[r][8 * (q0 + 2) + mma_pw(w & 7)] = q6_s8(vb);
+        }
+        const u32 sr = threadIdx.x & 127, sp = threadIdx.x >> 7;
+        const float d = h2f(g.dh);
+        const u32 sc = g.sc01 | (g.sc23 << 16);  // scales 4 sp .. 4 sp + 3 of the half
+        for (u32 e = 0; e < 4; ++e) {
+            float f = d * (float)(int)(signed char)(u8)(sc >> (8 * e));
+            if (e & 1) sm.wm[sr][2 * sp + (e >> 1)] = f;
+            else sm.wd[sr][2 * sp + (e >> 1)] = f;
+        }
+    }
+};
+
+#if MMA_SERIAL_LOADS
+// The loaders of before (A/B only): load, convert and store one row after the other.
+template <int T, class WRow> struct MmaSerial;
+template <class WRow> struct MmaSerial<T_Q8_0, WRow> {
     static DEV void load(MmaSmem& sm, WRow wrow, u32 cols, u32 s, u32 hh) {
         const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5, c = lane >> 3, m = lane & 7;
         const u32 bi = 8 * s + 4 * hh + c;
@@ -181,12 +321,7 @@ template <class WRow> struct MmaW<T_Q8_0, WRow> {
         }
     }
 };
-
-// Q4_K: lane 16 rr + m of warp w loads word m of the half's 64 quant bytes (group
-// 2 hh + m / 8) of row 16 it + 2 w + rr: its low nibbles are values 64 (m / 8) + 4 (m % 8)
-// .. +3 of the half, its high nibbles the same + 32; lanes m % 8 == 0 decode the group's
-// two sub-block scales and mins.
-template <class WRow> struct MmaW<T_Q4K, WRow> {
+template <class WRow> struct MmaSerial<T_Q4K, WRow> {
     static DEV void load(MmaSmem& sm, WRow wrow, u32, u32 s, u32 hh) {
         const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5, m = lane & 15;
         const u32 gl = m >> 3, g = 2 * hh + gl;
@@ -206,14 +341,7 @@ template <class WRow> struct MmaW<T_Q4K, WRow> {
         }
     }
 };
-
-// Q6_K (210-byte blocks, 2-byte aligned): half hh is ggml's 128-value half n: value
-// 32 qq + l comes from ql[64 hh + 32 (qq % 2) + l] (nibble qq / 2) and bits 2 qq of
-// qh[32 hh + l], scale sc[8 hh + 2 qq + l / 16]. Lane 16 rr + w of warp w' loads ql word w
-// (l = 4 (w % 8) .., blocks qq = w / 8 and w / 8 + 2) of row 16 it + 2 w' + rr; lanes
-// w < 8 convert scale 8 hh + w: the scale of a block's first 16 values goes to wd, of its
-// last 16 to wm (mma_half then splits the block's dot in two).
-template <class WRow> struct MmaW<T_Q6K, WRow> {
+template <class WRow> struct MmaSerial<T_Q6K, WRow> {
     static DEV void load(MmaSmem& sm, WRow wrow, u32, u32 s, u32 hh) {
         const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5, w = lane & 15;
         const u32 q0 = w >> 3, l4 = 4 * (w & 7);
@@ -237,6 +365,7 @@ template <class WRow> struct MmaW<T_Q6K, WRow> {
         }
     }
 };
+#endif
 
 // acc[mi][nj][i] += the half step's products of tile row 64 mi + 16 (w % 4) + g + 8 (i / 2)
 // and token 32 (w / 4) + 8 nj + 2 t + i % 2 (mma_row / mma_tok), blocks below `nb`.
@@ -309,6 +438,12 @@ DEV void mma_tile(WRow wrow, XRow xrow, u32 cols, u32 nt, float (&acc)[2][4][4])
         for (u32 nj = 0; nj < 4; ++nj)
             for (u32 i = 0; i < 4; ++i) acc[mi][nj][i] = 0.0f;
     const u32 steps = (cols + 255) / 256;
+    using W = MmaW<T, WRow>;
+    typename W::Regs g;
+    // Q4_K only: the other types' words in flight (34-36 registers, two per misaligned
+    // word) spilled 180-620 bytes (ptxas -v, sm_90).
+    constexpr bool pipe = MMA_PIPELINE && T == T_Q4K && W::BATCHES == 1;
+    if (pipe) W::fetch(g, wrow, cols, 0, 0, 0);
     for (u32 s = 0; s < steps; ++s) {
         const u32 k0 = 256 * s;
         mma_load_x<T>(sm, xrow, nt, cols, k0);
@@ -316,8 +451,18 @@ DEV void mma_tile(WRow wrow, XRow xrow, u32 cols, u32 nt, float (&acc)[2][4][4])
             const u32 kh = k0 + 128 * hh;
             if (kh >= cols) break;  // a Q8_0 row's partial last step (block-uniform)
             const u32 nb = cols - kh >= 128 ? 4 : (cols - kh) / 32;
-            MmaW<T, WRow>::load(sm, wrow, cols, s, hh);
+#if MMA_SERIAL_LOADS
+            MmaSerial<T, WRow>::load(sm, wrow, cols, s, hh);
+#else
+            for (u32 b = 0; b < W::BATCHES; ++b) {
+                if (!pipe) W::fetch(g, wrow, cols, s, hh, b);
+                W::put(sm, g, wrow, cols, s, hh, b);
+            }
+#endif
             SYNCTHREADS();
+            // The next half step's loads fly while this one multiplies.
+            const u32 ns = s + hh, nh = hh ^ 1u;
+            if (pipe && 256 * ns + 128 * nh < cols) W::fetch(g, wrow, cols, ns, nh, 0);
             mma_half<T>(sm, hh, nb, nt, acc);
             SYNCTHREADS();  // read: the next half or step may overwrite it
         }
