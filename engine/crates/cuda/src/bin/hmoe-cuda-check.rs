@@ -611,6 +611,9 @@ enum Mode {
     Variants,
     /// `decode`: the int8 (dp4a) decode pass against the f32 fused pass.
     Decode,
+    /// `mma`: the int8 mma kernels against the f32 tiled ones, and against the row kernel
+    /// on matrices of few rows (no knob sweep: seconds, for A/B of `HMOE_CUDA_DEFINES`).
+    Mma,
 }
 
 /// Runs one part of the check and records its wall time (`section <name>: <s> s`, and
@@ -665,8 +668,9 @@ fn main() -> Result<()> {
             "gemm" => mode = Mode::Gemm,
             "variants" => mode = Mode::Variants,
             "decode" => mode = Mode::Decode,
+            "mma" => mode = Mode::Mma,
             o => bail!(
-                "unknown argument `{o}` (--out DIR, --scratch DIR, --quick, ptx FILE, gemm, attention, variants, decode)"
+                "unknown argument `{o}` (--out DIR, --scratch DIR, --quick, ptx FILE, gemm, mma, attention, variants, decode)"
             ),
         }
     }
@@ -697,7 +701,7 @@ fn main() -> Result<()> {
             }
             Mode::Gemm => sets.extend([GEMM_ROWS_ONLY, GEMM_ALL_TILED]),
             Mode::Variants => sets.extend(VARIANTS.iter().map(|v| v.1).filter(|d| !d.is_empty())),
-            Mode::Attention | Mode::Decode => {}
+            Mode::Attention | Mode::Decode | Mode::Mma => {}
         }
         GpuExperts::prebuild_variants(info.compute_capability, &sets);
     }
@@ -727,6 +731,10 @@ fn main() -> Result<()> {
         }
         Mode::Gemm => gemm_section(&cfg, &mut rep, &mut summary),
         Mode::Decode => decode::decode_section(&cfg, &mut rep, &mut summary),
+        Mode::Mma => section(&mut rep, &mut summary, "mma_timings", |rep| {
+            let mut g = GpuExperts::new(&cfg)?;
+            gemm::mma_only(&mut g, rep).map(Some)
+        }),
         Mode::Variants => section(&mut rep, &mut summary, "kernel_variants", |rep| {
             let mut g = GpuExperts::new(&cfg)?;
             variant_timings(&mut g, rep).map(Some)

@@ -44,8 +44,18 @@ const MMA_MIN_ARCH: i32 = 80;
 pub const GEMM_MIN_TOKENS: usize = 32;
 /// Tokens from which a linear call may take the tiled kernel (see the module docs).
 pub const LINEAR_MIN_TOKENS: u32 = 96;
-/// Weight rows from which a linear call may take the tiled kernel (see the module docs).
+/// Weight rows from which a linear call may take the f32 tiled kernel (see the module docs).
 pub const LINEAR_MIN_ROWS: u32 = 1024;
+/// Weight rows from which the GPU dense path's linear calls take the int8 mma kernel when
+/// [`DENSE_MMA_ENV`] is 1: a grid of fewer row tiles than the f32 kernel needs still
+/// beats the row kernel, which reads the weights once per 8 tokens (the prefill layer's
+/// 512-row wk / wv; `hmoe-cuda-check mma` times both at 1024 tokens).
+pub const MMA_LINEAR_MIN_ROWS: u32 = 512;
+/// Environment variable: `1` runs the GPU dense path's prefill projections (`GpuDense`)
+/// on the int8 mma kernels (`mma_linear_*`, which quantise their f32 inputs to 8 bits per
+/// block as the CPU's dense products do) instead of the f32 tiled ones. Off by default
+/// until its numerics are part of the dense references (docs/notes/cuda-mma.md).
+pub const DENSE_MMA_ENV: &str = "HMOE_CUDA_DENSE_MMA";
 /// Weight rows per tile (`GEMM_BM` in gemm.cu); a gate_up tile covers half as many outputs
 /// (gate and up rows of each).
 const TILE_ROWS: u32 = 128;
@@ -116,8 +126,18 @@ pub(super) struct GemmKernels {
     mma: HashMap<KernelType, Trio>,
 }
 
+/// Whether [`MMA_ENV`] leaves the int8 mma kernels on (the default).
+pub(super) fn mma_wanted() -> bool {
+    !std::env::var(MMA_ENV).is_ok_and(|v| v.trim() == "0")
+}
+
+/// Whether [`DENSE_MMA_ENV`] asks for the mma kernels on the GPU dense path.
+pub(super) fn dense_mma_wanted() -> bool {
+    mma_wanted() && std::env::var(DENSE_MMA_ENV).is_ok_and(|v| v.trim() == "1")
+}
+
 /// Whether `f` was compiled for an architecture with the s8 `mma.sync` shape.
-fn mma_capable(f: &CudaFunction) -> bool {
+pub(super) fn mma_capable(f: &CudaFunction) -> bool {
     // SAFETY: `f` is a loaded function of a live module.
     let v = unsafe {
         cu::function::get_function_attribute(
@@ -170,7 +190,7 @@ impl GemmKernels {
         // kernels took 8 q4_k_m experts x 256 tokens from 716 to 445 us and a q4_k linear
         // 4096x2048 x 512 from 282 to 143 us, within 1e-3 of the f32 tiled kernels (the
         // SwiGLU products' 8-bit rounding can land one step away; 1e-6 for linear).
-        k.set_mma(!std::env::var(MMA_ENV).is_ok_and(|v| v.trim() == "0"));
+        k.set_mma(mma_wanted());
         Ok(k)
     }
 
@@ -220,6 +240,7 @@ impl GemmKernels {
                 .get(&t)
                 .ok_or(CudaError::UnsupportedType(t.ggml()))?,
             shape: GemmShape::DEFAULT,
+            min_rows: LINEAR_MIN_ROWS,
         })
     }
 }
@@ -333,11 +354,13 @@ impl GpuExperts {
     }
 }
 
-/// A linear call's two kernels (row walk, tiled) and the tiled one's shape.
+/// A linear call's two kernels (row walk, tiled), the tiled one's shape and the weight
+/// rows from which it is taken ([`linear_min_rows`]).
 pub(super) struct LinearFns<'a> {
     pub(super) rows: &'a CudaFunction,
     pub(super) tiled: &'a CudaFunction,
     pub(super) shape: GemmShape,
+    pub(super) min_rows: u32,
 }
 
 /// `y[t] = W · x[t]` (`rows × cols` weights at `w`, `n` tokens) on `stream`: the tiled
@@ -354,7 +377,7 @@ pub(super) fn launch_linear_on(
     cols: u32,
     n: u32,
 ) -> Result<()> {
-    let tiled = n as usize >= f.shape.linear_min_tokens && rows >= LINEAR_MIN_ROWS;
+    let tiled = n as usize >= f.shape.linear_min_tokens && rows >= f.min_rows;
     let (func, cfg) = if tiled {
         let grid = (rows.div_ceil(TILE_ROWS), n.div_ceil(f.shape.tile_tokens), 1);
         (f.tiled, (grid, GEMM_THREADS))

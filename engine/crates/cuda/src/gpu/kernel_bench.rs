@@ -10,7 +10,7 @@
 //! tuning choices. Variant modules are compiled once per context and define set.
 
 use super::fused::{fits, FusedFns};
-use super::gemm::{launch_linear_on, GemmPass, GemmShape, LinearFns};
+use super::gemm::{launch_linear_on, GemmPass, GemmShape, LinearFns, LINEAR_MIN_ROWS};
 use super::{drv, DeviceBuf, GpuExperts};
 use crate::api::{GpuItem, KernelTiming};
 use crate::batch::{pack, BatchItem};
@@ -472,8 +472,23 @@ impl GpuExperts {
         x: &[f32],
         reps: usize,
     ) -> Result<(Vec<f32>, f32)> {
+        self.time_dense_linear_from(variant, t, (w, rows, cols), x, reps, None)
+    }
+
+    /// [`GpuExperts::time_dense_linear`] with the tiled kernel taken from `min_rows` weight
+    /// rows (`None`: the engine's threshold), so the device check can time both kernels of
+    /// a shape the engine gives to one.
+    pub fn time_dense_linear_from(
+        &mut self,
+        variant: &[&str],
+        t: KernelType,
+        (w, rows, cols): (&[u8], usize, usize),
+        x: &[f32],
+        reps: usize,
+        min_rows: Option<u32>,
+    ) -> Result<(Vec<f32>, f32)> {
         let (wd, xd, yd, n) = self.linear_buffers(t, w, rows, cols, x)?;
-        let (f, tiled, shape) = match variant {
+        let (f, tiled, shape, engine_rows) = match variant {
             [] => (
                 self.dense_fns
                     .linear
@@ -486,6 +501,7 @@ impl GpuExperts {
                     .ok_or(CudaError::UnsupportedType(t.ggml()))?
                     .clone(),
                 GemmShape::DEFAULT,
+                LINEAR_MIN_ROWS,
             ),
             v => {
                 let m = self.variant_module(v)?;
@@ -494,6 +510,7 @@ impl GpuExperts {
                     load(format!("linear_{}", t.suffix()))?,
                     load(format!("gemm_linear_{}", t.suffix()))?,
                     GemmShape::of(v),
+                    LINEAR_MIN_ROWS,
                 )
             }
         };
@@ -501,6 +518,7 @@ impl GpuExperts {
             rows: &f,
             tiled: &tiled,
             shape,
+            min_rows: min_rows.unwrap_or(engine_rows),
         };
         let (r32, c32, n32) = (rows as u32, cols as u32, n as u32);
         // Copies of the matrix used in turn (see L2_DEFEAT_BYTES); the first is `wd`.

@@ -20,7 +20,10 @@
 use super::attend::{launch_split, launch_tiled, AttendCall, SplitFns, TiledFn};
 use super::dense_graphs::{GraphCache, GraphKey};
 use super::dense_profile::DenseProfile;
-use super::gemm::{launch_linear_on, GemmShape, LinearFns};
+use super::gemm::{
+    dense_mma_wanted, launch_linear_on, mma_capable, GemmShape, LinearFns, LINEAR_MIN_ROWS,
+    MMA_LINEAR_MIN_ROWS, MMA_TYPES,
+};
 use super::host_copy::{floats_from, par_copy};
 use super::{compile, context, drv, info, is_oom, DeviceBuf, Pinned, ASSUME_FREE_ENV};
 use crate::api::{DenseOnDevice, DeviceAddend, DeviceInput};
@@ -131,8 +134,10 @@ struct Fns {
     /// `linear_mix_<a>_<b>`: two matrices of type a and a third of type b in one launch
     /// (the pairs dense.cu instantiates).
     linear_mix: HashMap<(KernelType, KernelType), CudaFunction>,
-    /// The tiled `gemm_linear_*` (gemm.cu) for calls of many tokens.
-    tiled_linear: HashMap<KernelType, CudaFunction>,
+    /// The tiled kernel for calls of many tokens and the weight rows from which it is
+    /// taken: `mma_linear_*` (gemm_mma.cu, int8 tensor cores) for the mma types where the
+    /// device has them and `HMOE_CUDA_DENSE_MMA=1`, else the f32 `gemm_linear_*` (gemm.cu).
+    tiled_linear: HashMap<KernelType, (CudaFunction, u32)>,
     rms_norm: CudaFunction,
     add_rms_norm: CudaFunction,
     qk_rope_kv: CudaFunction,
@@ -268,10 +273,21 @@ impl GpuDense {
         let (mut linear, mut tiled_linear) = (HashMap::new(), HashMap::new());
         let mut linear_multi = HashMap::new();
         let mut linear_mix = HashMap::new();
+        let dense_mma = dense_mma_wanted();
         for t in KernelType::ALL {
             linear.insert(t, f(&format!("linear_{}", t.suffix()))?);
             linear_multi.insert(t, f(&format!("linear_multi_{}", t.suffix()))?);
-            tiled_linear.insert(t, f(&format!("gemm_linear_{}", t.suffix()))?);
+            // The mma kernel quantises its f32 inputs to 8 bits per block (32 values for
+            // Q8_0, 256 for k-quants), as the CPU's dense products do (ActBuf).
+            let mma = (dense_mma && MMA_TYPES.contains(&t))
+                .then(|| module.load_function(&format!("mma_linear_{}", t.suffix())).ok())
+                .flatten()
+                .filter(mma_capable);
+            let tiled = match mma {
+                Some(m) => (m, MMA_LINEAR_MIN_ROWS),
+                None => (f(&format!("gemm_linear_{}", t.suffix()))?, LINEAR_MIN_ROWS),
+            };
+            tiled_linear.insert(t, tiled);
             for b in KernelType::ALL {
                 // Only the instantiated pairs exist; the others take two launches.
                 let name = format!("linear_mix_{}_{}", t.suffix(), b.suffix());
@@ -934,10 +950,12 @@ impl GpuDense {
 
     fn linear(&self, m: &Mat, x: u64, y: u64, n: u32) -> Result<()> {
         let missing = || CudaError::UnsupportedType(m.t.ggml());
+        let (tiled, min_rows) = self.fns.tiled_linear.get(&m.t).ok_or_else(missing)?;
         let fns = LinearFns {
             rows: self.fns.linear.get(&m.t).ok_or_else(missing)?,
-            tiled: self.fns.tiled_linear.get(&m.t).ok_or_else(missing)?,
+            tiled,
             shape: GemmShape::DEFAULT,
+            min_rows: *min_rows,
         };
         // x holds n × cols floats, y n × rows (the layer's buffers).
         launch_linear_on(&self.stream, &fns, m.buf.ptr, x, y, m.rows, m.cols, n)

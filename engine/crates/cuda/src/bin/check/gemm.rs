@@ -301,6 +301,59 @@ fn act_rounded(t: KernelType, x: &[f32]) -> Vec<f32> {
     out
 }
 
+/// Matrices of few rows (the prefill layer's wk / wv and router) timed on the row kernel and
+/// on the int8 mma kernel at [`FEW_ROWS_TOKENS`] tokens: where `MMA_LINEAR_MIN_ROWS` lies.
+const FEW_ROWS_SHAPES: [(usize, usize); 3] = [(512, 2048), (256, 2048), (128, 2048)];
+/// Tokens of the few-rows table: a 1024-token prefill step.
+const FEW_ROWS_TOKENS: usize = 1024;
+
+/// `hmoe-cuda-check mma`: the mma table of [`gemm_timings`] and the few-rows table.
+pub fn mma_only(g: &mut GpuExperts, rep: &mut Report) -> Result<Value> {
+    let mut rows = mma_timings(g, rep)?;
+    rows.extend(few_rows(g)?);
+    Ok(json!(rows))
+}
+
+/// The row kernel against the mma kernel on [`FEW_ROWS_SHAPES`] (unrounded inputs, as the
+/// dense path gives them: the mma kernel quantises them, so the two differ by ~1e-3).
+#[cfg(feature = "cuda")]
+fn few_rows(g: &mut GpuExperts) -> Result<Vec<Value>> {
+    let mut rows = Vec::new();
+    if !g.set_gemm_mma(true) {
+        return Ok(rows);
+    }
+    println!("row kernel vs int8 mma on few rows (kernel-only, mean of {TIMING_REPS} passes, {FEW_ROWS_TOKENS} tokens):");
+    for t in [KernelType::Q4K, KernelType::Q6K, KernelType::Q8_0] {
+        for (r, c) in FEW_ROWS_SHAPES {
+            let wq = quantized(t, r, c)?;
+            let x = vals(FEW_ROWS_TOKENS * c, 46);
+            let shape = (wq.as_slice(), r, c);
+            let (y_rows, ms_rows) =
+                g.time_dense_linear_from(&[], t, shape, &x, TIMING_REPS, Some(u32::MAX))?;
+            let (y_mma, ms_mma) = g.time_dense_linear_from(&[], t, shape, &x, TIMING_REPS, Some(0))?;
+            let d = compare(&y_mma, &y_rows);
+            println!(
+                "  linear {:>6} {r:>4}x{c} x {FEW_ROWS_TOKENS} tok: rows {:8.1} us | mma {:8.1} us | x{:.2} | rel_l2 {:.1e}",
+                t.suffix(),
+                ms_rows * 1e3,
+                ms_mma * 1e3,
+                ms_rows / ms_mma,
+                d.rel_l2
+            );
+            rows.push(json!({"kernel": "few_rows", "type": t.suffix(), "rows": r, "cols": c,
+                "tokens": FEW_ROWS_TOKENS, "rows_us": ms_rows * 1e3, "mma_us": ms_mma * 1e3,
+                "rel_l2": d.rel_l2}));
+        }
+    }
+    g.set_gemm_mma(std::env::var("HMOE_CUDA_MMA").is_ok_and(|v| v == "1"));
+    Ok(rows)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn few_rows(_: &mut GpuExperts) -> Result<Vec<Value>> {
+    Ok(Vec::new())
+}
+
 /// The int8 tensor-core kernels (gemm_mma.cu) against the f32 tiled kernels, kernel-only,
 /// on the same inputs: 8 experts × 256 and × 64 tokens of each of [`MMA_LAYOUTS`], Q4_K, Q8_0 and
 /// Q6_K linear 2048×4096 and 4096×2048 at 512 tokens. PASS/FAIL per case (relative error
