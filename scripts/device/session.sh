@@ -92,6 +92,7 @@ for s in $stages; do
     ncu-prefill) stage ncu-prefill 240 env NCU_PREFILL=1 NCU_SEQ=80 bash scripts/device/ncu-decode.sh "$hmoe" "$work" "$OUT" 0 1400 ;;
     ncu-detail) stage ncu-detail 300 env NCU_DETAIL=1 bash scripts/device/ncu-decode.sh "$hmoe" "$work" "$OUT" ;;
     # The engine's GPU executor tests (reference executor, reused staging slots, dense path).
+    engine-gpu:*) kv=${s#engine-gpu:}; stage "engine-gpu-${kv//=/-}" 150 env "HMOE_CUDA_DEFINES=$kv" HMOE_CUDA_DEVICE_TESTS=1 .devbin/hmoe-engine-tests backend::cuda --nocapture --test-threads 1 ;;
     engine-gpu) stage engine-gpu 150 env HMOE_CUDA_DEVICE_TESTS=1 .devbin/hmoe-engine-tests backend::cuda --nocapture --test-threads 1 ;;
     dense-test) stage dense-test 120 env HMOE_CUDA_DEVICE_TESTS=1 .devbin/hmoe-engine-tests gpu_dense --nocapture --test-threads 1 ;;
     cpu4) stage cpu4 90 bash scripts/device/cpu4-bench.sh "$hmoe" "$work" ;;

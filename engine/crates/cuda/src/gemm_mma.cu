@@ -119,8 +119,7 @@ DEV void mma_load_x(MmaSmem& sm, XRow xrow, u32 nt, u32 cols, u32 k0) {
     const u32 tid = threadIdx.x, t = tid >> 2, j = tid & 3, k = k0 + 64 * j;
     const float* p = t < nt ? xrow(t) + k : nullptr;
     // Two passes over the thread's 64 values: the largest magnitudes, then (from L1) the
-    // quantised values. Holding all 64 between the two took 64 registers, and the weight
-    // words in flight across this call (mma_tile's pipeline) then spilled.
+    // quantised values. Holding all 64 between the two took 64 registers.
     bool ok[2];
     float am[2];
     for (u32 h = 0; h < 2; ++h) {
@@ -160,20 +159,14 @@ DEV void mma_load_x(MmaSmem& sm, XRow xrow, u32 nt, u32 cols, u32 k0) {
 }
 
 // Weight values 128 hh .. 128 hh + 127 of step s of the tile's 128 rows into sm.wq / wd / wm,
-// in two parts: `fetch` issues every global load of the half step into registers
-// (`Regs`), `put` converts them and stores them in shared memory. For Q4_K, mma_tile
-// fetches the next half step before it multiplies the current one, so the loads' latency
-// hides behind the mma (12 registers of raw words in flight per thread).
-// `MMA_PIPELINE=0` (HMOE_CUDA_DEFINES) puts right after fetching for Q4_K too (the loads of one half step
-// still in flight together); `MMA_SERIAL_LOADS=1` compiles the loop of before, which
-// loaded, converted and stored one row after the other (a lane-dependent branch in the row
-// loop kept every row's load behind the previous row's stores): both for A/B on the device.
-#ifndef MMA_SERIAL_LOADS
-#define MMA_SERIAL_LOADS 0
-#endif
-#ifndef MMA_PIPELINE
-#define MMA_PIPELINE (!MMA_SERIAL_LOADS)
-#endif
+// in two parts: `fetch` issues every global load of the half step (or of a batch of its
+// rows) into registers (`Regs`), `put` converts them and stores them in shared memory.
+// So a thread waits for memory once per half step (twice for Q8_0's two batches), where
+// the loop of before (load, convert and store one row after the other, with a
+// lane-dependent branch for the scales in it) waited once per row: on an H200, 8 q4_k_m
+// experts x 64 tokens took 225 us that way and 154 us this way (docs/notes/cuda-mma.md
+// "Session 11"). Fetching the next half step during the mma as well (registers carried
+// across the multiply) measured the same and spilled, so it is not done.
 template <int T, class WRow> struct MmaW;
 
 // Four 6-bit values (bytes 0..63) minus 32 each, as int8 bytes: with bit 7 set no byte
@@ -297,75 +290,6 @@ template <class WRow> struct MmaW<T_Q6K, WRow> {
     }
 };
 
-#if MMA_SERIAL_LOADS
-// The loaders of before (A/B only): load, convert and store one row after the other.
-template <int T, class WRow> struct MmaSerial;
-template <class WRow> struct MmaSerial<T_Q8_0, WRow> {
-    static DEV void load(MmaSmem& sm, WRow wrow, u32 cols, u32 s, u32 hh) {
-        const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5, c = lane >> 3, m = lane & 7;
-        const u32 bi = 8 * s + 4 * hh + c;
-        const bool ok = 32 * (bi + 1) <= cols;
-        for (u32 it = 0; it < 16; ++it) {
-            u32 r = 16 * warp + it, q = 0;
-            float d = 0.0f;
-            if (ok) {
-                const u8* blk = wrow(r) + (u64)bi * 34;
-                const u8* qp = blk + 2 + 4 * m;
-                u32 mis = (u32)(u64)qp & 2u, lo, hi;
-                ld32_a2(qp, mis, &lo, &hi);
-                q = FSHR(lo, hi, 8 * mis);
-                if (m == 0) d = h2f(ld16(blk));
-            }
-            sm.wq[r][8 * c + mma_pw(m)] = q;
-            if (m == 0) sm.wd[r][c] = d;
-        }
-    }
-};
-template <class WRow> struct MmaSerial<T_Q4K, WRow> {
-    static DEV void load(MmaSmem& sm, WRow wrow, u32, u32 s, u32 hh) {
-        const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5, m = lane & 15;
-        const u32 gl = m >> 3, g = 2 * hh + gl;
-        for (u32 it = 0; it < 8; ++it) {
-            u32 r = 16 * it + 2 * warp + (lane >> 4);
-            const u8* blk = wrow(r) + (u64)s * 144;
-            u32 q = ld32(blk + 16 + 32 * g + 4 * (m & 7));
-            sm.wq[r][16 * gl + mma_pw(m & 7)] = q & 0x0f0f0f0fu;
-            sm.wq[r][16 * gl + 8 + mma_pw(m & 7)] = (q >> 4) & 0x0f0f0f0fu;
-            if ((m & 7) == 0) {
-                float da, ma, db, mb;
-                kscales(ld32(blk), ld32(blk + 4), ld32(blk + 8), ld32(blk + 12), g, &da, &ma,
-                        &db, &mb);
-                sm.wd[r][2 * gl] = da, sm.wd[r][2 * gl + 1] = db;
-                sm.wm[r][2 * gl] = ma, sm.wm[r][2 * gl + 1] = mb;
-            }
-        }
-    }
-};
-template <class WRow> struct MmaSerial<T_Q6K, WRow> {
-    static DEV void load(MmaSmem& sm, WRow wrow, u32, u32 s, u32 hh) {
-        const u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5, w = lane & 15;
-        const u32 q0 = w >> 3, l4 = 4 * (w & 7);
-        for (u32 it = 0; it < 8; ++it) {
-            u32 r = 16 * it + 2 * warp + (lane >> 4);
-            const u8* blk = wrow(r) + (u64)s * 210;
-            u32 mis = (u32)(u64)blk & 2u, lo, hi;
-            ld32_a2(blk + 64 * hh + 4 * w, mis, &lo, &hi);
-            u32 ql = FSHR(lo, hi, 8 * mis);
-            ld32_a2(blk + 128 + 32 * hh + l4, mis, &lo, &hi);
-            u32 qh = FSHR(lo, hi, 8 * mis);
-            u32 va = (ql & 0x0f0f0f0fu) | (((qh >> (2 * q0)) & 0x03030303u) << 4);
-            u32 vb = ((ql >> 4) & 0x0f0f0f0fu) | (((qh >> (2 * q0 + 4)) & 0x03030303u) << 4);
-            sm.wq[r][8 * q0 + mma_pw(w & 7)] = q6_s8(va);
-            sm.wq[r][8 * (q0 + 2) + mma_pw(w & 7)] = q6_s8(vb);
-            if (w < 8) {
-                float f = h2f(ld16(blk + 208)) * (float)(int)(signed char)blk[192 + 8 * hh + w];
-                if (w & 1) sm.wm[r][w >> 1] = f;
-                else sm.wd[r][w >> 1] = f;
-            }
-        }
-    }
-};
-#endif
 
 // acc[mi][nj][i] += the half step's products of tile row 64 mi + 16 (w % 4) + g + 8 (i / 2)
 // and token 32 (w / 4) + 8 nj + 2 t + i % 2 (mma_row / mma_tok), blocks below `nb`.
@@ -440,10 +364,6 @@ DEV void mma_tile(WRow wrow, XRow xrow, u32 cols, u32 nt, float (&acc)[2][4][4])
     const u32 steps = (cols + 255) / 256;
     using W = MmaW<T, WRow>;
     typename W::Regs g;
-    // Q4_K only: the other types' words in flight (34-36 registers, two per misaligned
-    // word) spilled 180-620 bytes (ptxas -v, sm_90).
-    constexpr bool pipe = MMA_PIPELINE && T == T_Q4K && W::BATCHES == 1;
-    if (pipe) W::fetch(g, wrow, cols, 0, 0, 0);
     for (u32 s = 0; s < steps; ++s) {
         const u32 k0 = 256 * s;
         mma_load_x<T>(sm, xrow, nt, cols, k0);
@@ -451,18 +371,11 @@ DEV void mma_tile(WRow wrow, XRow xrow, u32 cols, u32 nt, float (&acc)[2][4][4])
             const u32 kh = k0 + 128 * hh;
             if (kh >= cols) break;  // a Q8_0 row's partial last step (block-uniform)
             const u32 nb = cols - kh >= 128 ? 4 : (cols - kh) / 32;
-#if MMA_SERIAL_LOADS
-            MmaSerial<T, WRow>::load(sm, wrow, cols, s, hh);
-#else
             for (u32 b = 0; b < W::BATCHES; ++b) {
-                if (!pipe) W::fetch(g, wrow, cols, s, hh, b);
+                W::fetch(g, wrow, cols, s, hh, b);
                 W::put(sm, g, wrow, cols, s, hh, b);
             }
-#endif
             SYNCTHREADS();
-            // The next half step's loads fly while this one multiplies.
-            const u32 ns = s + hh, nh = hh ^ 1u;
-            if (pipe && 256 * ns + 128 * nh < cols) W::fetch(g, wrow, cols, ns, nh, 0);
             mma_half<T>(sm, hh, nb, nt, acc);
             SYNCTHREADS();  // read: the next half or step may overwrite it
         }

@@ -48,9 +48,10 @@ pub const LINEAR_MIN_TOKENS: u32 = 96;
 pub const LINEAR_MIN_ROWS: u32 = 1024;
 /// Weight rows from which the GPU dense path's linear calls take the int8 mma kernel when
 /// [`DENSE_MMA_ENV`] is 1: a grid of fewer row tiles than the f32 kernel needs still
-/// beats the row kernel, which reads the weights once per 8 tokens (the prefill layer's
-/// 512-row wk / wv; `hmoe-cuda-check mma` times both at 1024 tokens).
-pub const MMA_LINEAR_MIN_ROWS: u32 = 512;
+/// beats the row kernel, which reads the weights once per 8 tokens. `hmoe-cuda-check mma`
+/// on an H200, 2048 columns × 1024 tokens, row kernel against mma: 512 rows (the prefill
+/// layer's wk / wv) 269 / 87 µs, 256 rows 138 / 88, 128 rows (the router) 72 / 87.
+pub const MMA_LINEAR_MIN_ROWS: u32 = 256;
 /// Environment variable: `1` runs the GPU dense path's prefill projections (`GpuDense`)
 /// on the int8 mma kernels (`mma_linear_*`, which quantise their f32 inputs to 8 bits per
 /// block as the CPU's dense products do) instead of the f32 tiled ones. Off by default
@@ -86,6 +87,19 @@ impl GemmShape {
         linear_min_tokens: LINEAR_MIN_TOKENS as usize,
         tile_tokens: 16 * TOKENS_PER_THREAD,
     };
+
+    /// The expert shape of the engine's module: the default, or the item threshold and
+    /// tile width of the defines of [`super::DEFINES_ENV`] (which the module was compiled
+    /// with, so the launches follow them; an A/B knob). Linear calls keep the default
+    /// threshold.
+    pub(crate) fn engine() -> Self {
+        let defines = super::env_defines().unwrap_or_default();
+        let d: Vec<&str> = defines.iter().map(String::as_str).collect();
+        Self {
+            linear_min_tokens: Self::DEFAULT.linear_min_tokens,
+            ..Self::of(&d)
+        }
+    }
 
     /// The shape of a module compiled with `-D<define>` for each of `defines`.
     pub(crate) fn of(defines: &[&str]) -> Self {
@@ -124,6 +138,8 @@ pub(super) struct GemmKernels {
     /// The mma kernels of the [`MMA_TYPES`]; empty on a device below sm_80 or a module
     /// without them.
     mma: HashMap<KernelType, Trio>,
+    /// The expert passes' shape ([`GemmShape::engine`]).
+    pub(super) shape: GemmShape,
 }
 
 /// Whether [`MMA_ENV`] leaves the int8 mma kernels on (the default).
@@ -185,6 +201,7 @@ impl GemmKernels {
             linear,
             f32_tiled,
             mma,
+            shape: GemmShape::engine(),
         };
         // On unless switched off: on an H100 (hmoe-cuda-check gemm, 2026-11-27) the mma
         // kernels took 8 q4_k_m experts x 256 tokens from 716 to 445 us and a q4_k linear
@@ -220,11 +237,7 @@ impl GemmKernels {
             .down
             .get(&l.down)
             .ok_or(CudaError::UnsupportedType(l.down.ggml()))?;
-        Ok(GemmPass::new(
-            (gate_up, down),
-            GemmShape::DEFAULT,
-            max_tokens,
-        ))
+        Ok(GemmPass::new((gate_up, down), self.shape, max_tokens))
     }
 
     /// The module's linear functions for weights of type `t`.

@@ -279,7 +279,7 @@ impl GpuExperts {
                         g(&self.gemm.gate_up, layout.gate_up)?,
                         g(&self.gemm.down, layout.down)?,
                     ),
-                    shape: GemmShape::DEFAULT,
+                    shape: self.gemm.shape,
                     fused_gate_up: f.gate_up.clone(),
                     down_combine: f.down_combine.clone(),
                 }
