@@ -49,6 +49,7 @@ for s in $stages; do
   case $s in
     check) stage check 150 bash scripts/device/cuda-check.sh --quick ;;
     gemm) stage gemm 150 env HMOE_SKIP_ENGINE_TESTS=1 bash scripts/device/cuda-check.sh gemm ;;
+    dense) stage dense 90 env HMOE_SKIP_ENGINE_TESTS=1 bash scripts/device/cuda-check.sh dense ;;
     # The int8 mma tables alone; mma:NAME=V compiles the kernels with -DNAME=V (A/B).
     mma) stage mma 90 env HMOE_SKIP_ENGINE_TESTS=1 bash scripts/device/cuda-check.sh mma ;;
     mma:*) kv=${s#mma:}; stage "mma-${kv//=/-}" 90 env "HMOE_CUDA_DEFINES=$kv" HMOE_SKIP_ENGINE_TESTS=1 bash scripts/device/cuda-check.sh mma ;;

@@ -24,6 +24,56 @@ pub fn linear(t: KernelType, w: &[u8], rows: usize, cols: usize, x: &[f32]) -> R
         .collect())
 }
 
+/// When the GPU dense path takes the int8 mma kernels (`HMOE_CUDA_DENSE_MMA`): a linear
+/// call of at least `min_tokens` tokens on a matrix of at least `min_rows` rows of a type
+/// with such a kernel (Q8_0, Q4_K, Q6_K) quantises its f32 inputs to 8 bits first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Int8Linear {
+    /// Tokens from which a call takes the tiled kernel.
+    pub min_tokens: usize,
+    /// Weight rows from which a call takes the mma kernel.
+    pub min_rows: usize,
+}
+
+/// `x` (rows of `cols`) as the mma kernels quantise it for weights of type `t`: per block
+/// of 32 values (Q8_0) or 256 (k-quants), d = amax / 127 and each value rint(v / d) * d
+/// (gemm_mma.cu `mma_load_x`). `None` for a type without an mma kernel.
+pub fn int8_rounded(t: KernelType, x: &[f32], cols: usize) -> Option<Vec<f32>> {
+    let block = match t {
+        KernelType::Q8_0 => 32,
+        KernelType::Q4K | KernelType::Q6K => 256,
+        _ => return None,
+    };
+    let mut out = x.to_vec();
+    for row in out.chunks_mut(cols.max(1)) {
+        for b in row.chunks_mut(block) {
+            let am = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = am / 127.0;
+            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+            // The kernel rounds v * id with one fmaf: exact in f64, then ties to even.
+            b.iter_mut()
+                .for_each(|v| *v = (*v as f64 * id as f64).round_ties_even() as f32 * d);
+        }
+    }
+    Some(out)
+}
+
+/// [`linear`] as the GPU dense path runs it under `int8` (see [`Int8Linear`]).
+pub fn linear_as(
+    int8: Option<Int8Linear>,
+    t: KernelType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+) -> Result<Vec<f32>> {
+    let n = x.len() / cols.max(1);
+    let q = int8
+        .filter(|r| n >= r.min_tokens && rows >= r.min_rows)
+        .and_then(|_| int8_rounded(t, x, cols));
+    linear(t, w, rows, cols, q.as_deref().unwrap_or(x))
+}
+
 /// RMSNorm of each `w.len()`-wide row.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let c = w.len().max(1);
@@ -125,8 +175,11 @@ pub struct BlockOut {
 /// What [`crate::GpuDense::attention_block`] computes, from the references above: norm,
 /// Q/K/V, per-head Q/K norm, NeoX RoPE at each row's position, K/V written at the
 /// positions of its sequence (`caches[i]` belongs to `spans[i]`), causal attention, output
-/// projection and residual add into `x`, then the pre-MoE norm and the router(s).
+/// projection and residual add into `x`, then the pre-MoE norm and the router(s); the
+/// projections as [`linear_as`] under `int8`.
+#[allow(clippy::too_many_arguments)]
 pub fn attention_block(
+    int8: Option<Int8Linear>,
     shape: &DenseShape,
     w: &DenseLayer<'_>,
     next_router: Option<&DenseMatrix<'_>>,
@@ -144,7 +197,7 @@ pub fn attention_block(
             spans.len()
         )));
     }
-    let lin = |m: &DenseMatrix<'_>, a: &[f32]| linear(m.t, m.data, m.rows, m.cols, a);
+    let lin = |m: &DenseMatrix<'_>, a: &[f32]| linear_as(int8, m.t, m.data, m.rows, m.cols, a);
     let hn0 = rms_norm(x, w.attn_norm, shape.rms_eps);
     let (q, k, v) = (lin(&w.wq, &hn0)?, lin(&w.wk, &hn0)?, lin(&w.wv, &hn0)?);
     let (q, k) = (
@@ -190,15 +243,93 @@ pub fn attention_block(
     })
 }
 
-/// What [`crate::GpuDense::head`] computes: final norm, then the output head.
-pub fn head(norm: &[f32], output: &DenseMatrix<'_>, x: &[f32], eps: f32) -> Result<Vec<f32>> {
+/// What [`crate::GpuDense::head`] computes: final norm, then the output head (as
+/// [`linear_as`] under `int8`).
+pub fn head(
+    int8: Option<Int8Linear>,
+    norm: &[f32],
+    output: &DenseMatrix<'_>,
+    x: &[f32],
+    eps: f32,
+) -> Result<Vec<f32>> {
     let hn = rms_norm(x, norm, eps);
-    linear(output.t, output.data, output.rows, output.cols, &hn)
+    linear_as(int8, output.t, output.data, output.rows, output.cols, &hn)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 8-bit rounding per block: the block's largest magnitude maps to ±127 d exactly,
+    /// every value lands within d / 2 of itself on the grid of d, a zero block stays zero,
+    /// and Q8_0 blocks (32 values) take their own scales where k-quant blocks (256) share.
+    #[test]
+    fn int8_rounding_follows_the_mma_blocks() {
+        let mut x: Vec<f32> = (0..512)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        x[3] = 20.0; // the first 256-block's largest magnitude
+        x[300..332].iter_mut().for_each(|v| *v = 0.0);
+        for (t, block) in [(KernelType::Q4K, 256), (KernelType::Q8_0, 32)] {
+            let q = int8_rounded(t, &x, 512).expect("an mma type");
+            for (xb, qb) in x.chunks(block).zip(q.chunks(block)) {
+                let d = xb.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+                for (&v, &r) in xb.iter().zip(qb) {
+                    assert!((v - r).abs() <= d * 0.5 + 1e-6, "{t:?}: {v} -> {r} (d {d})");
+                    let steps = r / d.max(f32::MIN_POSITIVE);
+                    assert!((steps - steps.round()).abs() < 1e-3 && steps.abs() <= 127.001);
+                }
+            }
+            assert_eq!(q[3], 20.0, "{t:?}: the largest value keeps its magnitude");
+            assert!(q[300..332].iter().all(|&v| v == 0.0));
+        }
+        assert!(int8_rounded(KernelType::Bf16, &x, 512).is_none());
+    }
+
+    /// `linear_as` rounds the inputs only for calls the mma kernel takes: enough tokens, a
+    /// matrix of enough rows, a type with such a kernel.
+    #[test]
+    fn linear_as_rounds_only_the_calls_the_mma_kernel_takes() {
+        let (rows, cols) = (4usize, 256usize);
+        let wf: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i % 13) as f32 - 6.0) / 9.0)
+            .collect();
+        let enc = |t: KernelType| {
+            let mut w = vec![0u8; hmoe_quant::row_bytes(t.ggml(), rows * cols).expect("size")];
+            hmoe_quant::quantize(t.ggml(), &wf, &mut w).expect("quantize");
+            w
+        };
+        let (f16, q8) = (enc(KernelType::F16), enc(KernelType::Q8_0));
+        let x: Vec<f32> = (0..3 * cols)
+            .map(|i| ((i * 29 % 61) as f32 - 30.0) / 11.0)
+            .collect();
+        let rule = Some(Int8Linear {
+            min_tokens: 3,
+            min_rows: 4,
+        });
+        // F16 has no mma kernel: unchanged under the rule.
+        let f16_out = linear(KernelType::F16, &f16, rows, cols, &x).expect("f16");
+        let got = linear_as(rule, KernelType::F16, &f16, rows, cols, &x).expect("f16");
+        assert_eq!(got, f16_out);
+        let plain = linear(KernelType::Q8_0, &q8, rows, cols, &x).expect("q8_0");
+        let xq = int8_rounded(KernelType::Q8_0, &x, cols).expect("q8_0");
+        let rounded = linear(KernelType::Q8_0, &q8, rows, cols, &xq).expect("q8_0");
+        assert_ne!(plain, rounded, "the rounding must show in the products");
+        let got = linear_as(rule, KernelType::Q8_0, &q8, rows, cols, &x).expect("q8_0");
+        assert_eq!(got, rounded);
+        let fewer_tokens = Int8Linear {
+            min_tokens: 4,
+            min_rows: 4,
+        };
+        let more_rows = Int8Linear {
+            min_tokens: 3,
+            min_rows: 5,
+        };
+        for r in [Some(fewer_tokens), Some(more_rows), None] {
+            let got = linear_as(r, KernelType::Q8_0, &q8, rows, cols, &x).expect("q8_0");
+            assert_eq!(got, plain, "{r:?}");
+        }
+    }
 
     /// One visible position gives its value row; two positions with equal keys give the
     /// mean of their values; with a key aligned to the query, that position's value

@@ -31,6 +31,10 @@ impl GpuDense {
     pub fn weight_bytes(&self) -> usize {
         match self.never {}
     }
+    /// How prefill projections run on int8 kernels (unreachable here).
+    pub fn int8_linear(&self) -> Option<crate::dense_ref::Int8Linear> {
+        match self.never {}
+    }
     /// Device bytes of the KV caches allocated now.
     pub fn kv_bytes(&self) -> usize {
         match self.never {}

@@ -7,7 +7,7 @@ use crate::dense_model::{
     DenseLayer, DenseMatrix, DenseSeq, DenseShape, DenseWeights, SeqRegistry, SeqSpan,
     KV_MIN_TOKENS,
 };
-use crate::dense_ref::{attention_block, head, RefKv};
+use crate::dense_ref::{attention_block, head, Int8Linear, RefKv};
 use crate::dtype::KernelType;
 use crate::error::{CudaError, Result};
 use crate::GpuDense;
@@ -58,6 +58,7 @@ pub struct RefDense {
     weights: OwnedDense,
     seqs: SeqRegistry,
     caches: HashMap<u64, Vec<RefKv>>,
+    int8: Option<Int8Linear>,
 }
 
 impl RefDense {
@@ -69,7 +70,15 @@ impl RefDense {
             weights,
             seqs: SeqRegistry::default(),
             caches: HashMap::new(),
+            int8: None,
         })
+    }
+
+    /// The projections as the GPU instance multiplies them: `GpuDense::int8_linear`
+    /// (`None`, the default: f32 inputs throughout).
+    pub fn with_int8_linear(mut self, int8: Option<Int8Linear>) -> Self {
+        self.int8 = int8;
+        self
     }
 
     /// Sequences holding a cache now.
@@ -117,7 +126,7 @@ impl DenseRunner for RefDense {
             .collect();
         let out = {
             let mut refs: Vec<&mut RefKv> = taken.iter_mut().map(|c| &mut c[layer]).collect();
-            attention_block(&self.shape, w, next, &mut refs, seqs, x)
+            attention_block(self.int8, &self.shape, w, next, &mut refs, seqs, x)
         };
         for (s, c) in seqs.iter().zip(taken) {
             self.caches.insert(s.seq, c);
@@ -145,7 +154,7 @@ impl DenseRunner for RefDense {
 
     fn head(&mut self, x: &[f32]) -> Result<Vec<f32>> {
         let w = self.weights.weights();
-        head(w.output_norm, &w.output, x, self.shape.rms_eps)
+        head(self.int8, w.output_norm, &w.output, x, self.shape.rms_eps)
     }
 }
 

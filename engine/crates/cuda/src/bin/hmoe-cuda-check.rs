@@ -614,6 +614,9 @@ enum Mode {
     /// `mma`: the int8 mma kernels against the f32 tiled ones, and against the row kernel
     /// on matrices of few rows (no knob sweep: seconds, for A/B of `HMOE_CUDA_DEFINES`).
     Mma,
+    /// `dense`: the dense-path kernels and the device-resident dense path (`GpuDense`)
+    /// against their references.
+    Dense,
 }
 
 /// Runs one part of the check and records its wall time (`section <name>: <s> s`, and
@@ -669,8 +672,9 @@ fn main() -> Result<()> {
             "variants" => mode = Mode::Variants,
             "decode" => mode = Mode::Decode,
             "mma" => mode = Mode::Mma,
+            "dense" => mode = Mode::Dense,
             o => bail!(
-                "unknown argument `{o}` (--out DIR, --scratch DIR, --quick, ptx FILE, gemm, mma, attention, variants, decode)"
+                "unknown argument `{o}` (--out DIR, --scratch DIR, --quick, ptx FILE, gemm, mma, dense, attention, variants, decode)"
             ),
         }
     }
@@ -701,7 +705,7 @@ fn main() -> Result<()> {
             }
             Mode::Gemm => sets.extend([GEMM_ROWS_ONLY, GEMM_ALL_TILED]),
             Mode::Variants => sets.extend(VARIANTS.iter().map(|v| v.1).filter(|d| !d.is_empty())),
-            Mode::Attention | Mode::Decode | Mode::Mma => {}
+            Mode::Attention | Mode::Decode | Mode::Mma | Mode::Dense => {}
         }
         GpuExperts::prebuild_variants(info.compute_capability, &sets);
     }
@@ -731,6 +735,15 @@ fn main() -> Result<()> {
         }
         Mode::Gemm => gemm_section(&cfg, &mut rep, &mut summary),
         Mode::Decode => decode::decode_section(&cfg, &mut rep, &mut summary),
+        Mode::Dense => {
+            section(&mut rep, &mut summary, "dense", |rep| {
+                let mut g = GpuExperts::new(&cfg)?;
+                dense::dense_checks(&mut g, rep).map(|_| None)
+            });
+            section(&mut rep, &mut summary, "gpu_dense", |rep| {
+                dense::resident_checks(rep).map(|_| None)
+            });
+        }
         Mode::Mma => section(&mut rep, &mut summary, "mma_timings", |rep| {
             let mut g = GpuExperts::new(&cfg)?;
             gemm::mma_only(&mut g, rep).map(Some)

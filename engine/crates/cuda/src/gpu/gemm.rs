@@ -46,16 +46,17 @@ pub const GEMM_MIN_TOKENS: usize = 32;
 pub const LINEAR_MIN_TOKENS: u32 = 96;
 /// Weight rows from which a linear call may take the f32 tiled kernel (see the module docs).
 pub const LINEAR_MIN_ROWS: u32 = 1024;
-/// Weight rows from which the GPU dense path's linear calls take the int8 mma kernel when
-/// [`DENSE_MMA_ENV`] is 1: a grid of fewer row tiles than the f32 kernel needs still
+/// Weight rows from which the GPU dense path's linear calls take the int8 mma kernel
+/// (unless [`DENSE_MMA_ENV`] is 0): a grid of fewer row tiles than the f32 kernel needs still
 /// beats the row kernel, which reads the weights once per 8 tokens. `hmoe-cuda-check mma`
 /// on an H200, 2048 columns × 1024 tokens, row kernel against mma: 512 rows (the prefill
 /// layer's wk / wv) 269 / 87 µs, 256 rows 138 / 88, 128 rows (the router) 72 / 87.
 pub const MMA_LINEAR_MIN_ROWS: u32 = 256;
-/// Environment variable: `1` runs the GPU dense path's prefill projections (`GpuDense`)
-/// on the int8 mma kernels (`mma_linear_*`, which quantise their f32 inputs to 8 bits per
-/// block as the CPU's dense products do) instead of the f32 tiled ones. Off by default
-/// until its numerics are part of the dense references (docs/notes/cuda-mma.md).
+/// Environment variable: `0` keeps the GPU dense path's prefill projections (`GpuDense`)
+/// on the f32 tiled kernels instead of the int8 mma kernels (`mma_linear_*`, which
+/// quantise their f32 inputs to 8 bits per block as the CPU's dense products do: 32
+/// values for Q8_0, 256 for k-quants). On by default (with [`MMA_ENV`]): the prefill
+/// layer's dense time fell ~18% on an H200 (docs/notes/cuda-mma.md "Session 11").
 pub const DENSE_MMA_ENV: &str = "HMOE_CUDA_DENSE_MMA";
 /// Weight rows per tile (`GEMM_BM` in gemm.cu); a gate_up tile covers half as many outputs
 /// (gate and up rows of each).
@@ -147,9 +148,10 @@ pub(super) fn mma_wanted() -> bool {
     !std::env::var(MMA_ENV).is_ok_and(|v| v.trim() == "0")
 }
 
-/// Whether [`DENSE_MMA_ENV`] asks for the mma kernels on the GPU dense path.
+/// Whether [`DENSE_MMA_ENV`] (and [`MMA_ENV`]) leave the mma kernels on for the GPU dense
+/// path.
 pub(super) fn dense_mma_wanted() -> bool {
-    mma_wanted() && std::env::var(DENSE_MMA_ENV).is_ok_and(|v| v.trim() == "1")
+    mma_wanted() && !std::env::var(DENSE_MMA_ENV).is_ok_and(|v| v.trim() == "0")
 }
 
 /// Whether `f` was compiled for an architecture with the s8 `mma.sync` shape.

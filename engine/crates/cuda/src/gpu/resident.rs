@@ -33,6 +33,7 @@ use crate::dense_model::{
     DenseSeq, DenseShape, DenseWeights, SeqRegistry, SeqSpan, ATTEND_HEADS_PER_WARP,
     ATTEND_HPW_ENV, ATTEND_MAX_CHUNK, ATTEND_MIN_CHUNK, ATTEND_MIN_CHUNK_ENV,
 };
+use crate::dense_ref::Int8Linear;
 use crate::device::{no_panic, DeviceInfo};
 use crate::dtype::KernelType;
 use crate::error::{CudaError, Result};
@@ -138,6 +139,8 @@ struct Fns {
     /// taken: `mma_linear_*` (gemm_mma.cu, int8 tensor cores) for the mma types where the
     /// device has them and `HMOE_CUDA_DENSE_MMA=1`, else the f32 `gemm_linear_*` (gemm.cu).
     tiled_linear: HashMap<KernelType, (CudaFunction, u32)>,
+    /// Set when `tiled_linear` holds mma kernels.
+    int8: Option<Int8Linear>,
     rms_norm: CudaFunction,
     add_rms_norm: CudaFunction,
     qk_rope_kv: CudaFunction,
@@ -274,17 +277,28 @@ impl GpuDense {
         let mut linear_multi = HashMap::new();
         let mut linear_mix = HashMap::new();
         let dense_mma = dense_mma_wanted();
+        let mut int8 = None;
         for t in KernelType::ALL {
             linear.insert(t, f(&format!("linear_{}", t.suffix()))?);
             linear_multi.insert(t, f(&format!("linear_multi_{}", t.suffix()))?);
             // The mma kernel quantises its f32 inputs to 8 bits per block (32 values for
             // Q8_0, 256 for k-quants), as the CPU's dense products do (ActBuf).
             let mma = (dense_mma && MMA_TYPES.contains(&t))
-                .then(|| module.load_function(&format!("mma_linear_{}", t.suffix())).ok())
+                .then(|| {
+                    module
+                        .load_function(&format!("mma_linear_{}", t.suffix()))
+                        .ok()
+                })
                 .flatten()
                 .filter(mma_capable);
             let tiled = match mma {
-                Some(m) => (m, MMA_LINEAR_MIN_ROWS),
+                Some(m) => {
+                    int8 = Some(Int8Linear {
+                        min_tokens: GemmShape::DEFAULT.linear_min_tokens,
+                        min_rows: MMA_LINEAR_MIN_ROWS as usize,
+                    });
+                    (m, MMA_LINEAR_MIN_ROWS)
+                }
                 None => (f(&format!("gemm_linear_{}", t.suffix()))?, LINEAR_MIN_ROWS),
             };
             tiled_linear.insert(t, tiled);
@@ -301,6 +315,7 @@ impl GpuDense {
             linear_multi,
             linear_mix,
             tiled_linear,
+            int8,
             rms_norm: f("rms_norm")?,
             add_rms_norm: f("add_rms_norm")?,
             qk_rope_kv: f("qk_norm_rope_kv")?,
@@ -383,6 +398,12 @@ impl GpuDense {
     /// Device bytes of the weights.
     pub fn weight_bytes(&self) -> usize {
         self.weight_bytes
+    }
+
+    /// How this instance multiplies prefill projections on the int8 mma kernels (`None`:
+    /// the f32 kernels throughout), for [`crate::verify_dense::RefDense`].
+    pub fn int8_linear(&self) -> Option<Int8Linear> {
+        self.fns.int8
     }
 
     /// Device bytes of the KV caches allocated now.

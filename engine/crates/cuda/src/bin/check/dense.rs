@@ -118,12 +118,15 @@ pub fn resident_checks(rep: &mut Report) -> Result<()> {
     ] {
         let w = OwnedDense::random(&shape, t, 21)?;
         // The GPU instance lives only for its run (its VRAM is back before the next).
-        let (got, kv_bytes, weight_bytes) = {
+        let (got, kv_bytes, weight_bytes, int8) = {
             let mut gpu = GpuDense::new(0, &shape, &w.weights())?;
             let got = scenario(&mut gpu, &shape)?;
-            (got, gpu.kv_bytes(), gpu.weight_bytes())
+            (got, gpu.kv_bytes(), gpu.weight_bytes(), gpu.int8_linear())
         };
-        let want = scenario(&mut RefDense::new(&shape, w.clone())?, &shape)?;
+        // The reference multiplies as the GPU instance did (8-bit prefill inputs on the
+        // mma kernels, unless HMOE_CUDA_DENSE_MMA=0).
+        let mut reference = RefDense::new(&shape, w.clone())?.with_int8_linear(int8);
+        let want = scenario(&mut reference, &shape)?;
         if got.len() != want.len() {
             bail!(
                 "{} GPU outputs, {} reference outputs",

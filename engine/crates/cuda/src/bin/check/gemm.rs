@@ -330,7 +330,8 @@ fn few_rows(g: &mut GpuExperts) -> Result<Vec<Value>> {
             let shape = (wq.as_slice(), r, c);
             let (y_rows, ms_rows) =
                 g.time_dense_linear_from(&[], t, shape, &x, TIMING_REPS, Some(u32::MAX))?;
-            let (y_mma, ms_mma) = g.time_dense_linear_from(&[], t, shape, &x, TIMING_REPS, Some(0))?;
+            let (y_mma, ms_mma) =
+                g.time_dense_linear_from(&[], t, shape, &x, TIMING_REPS, Some(0))?;
             let d = compare(&y_mma, &y_rows);
             println!(
                 "  linear {:>6} {r:>4}x{c} x {FEW_ROWS_TOKENS} tok: rows {:8.1} us | mma {:8.1} us | x{:.2} | rel_l2 {:.1e}",
@@ -340,9 +341,11 @@ fn few_rows(g: &mut GpuExperts) -> Result<Vec<Value>> {
                 ms_rows / ms_mma,
                 d.rel_l2
             );
-            rows.push(json!({"kernel": "few_rows", "type": t.suffix(), "rows": r, "cols": c,
+            rows.push(
+                json!({"kernel": "few_rows", "type": t.suffix(), "rows": r, "cols": c,
                 "tokens": FEW_ROWS_TOKENS, "rows_us": ms_rows * 1e3, "mma_us": ms_mma * 1e3,
-                "rel_l2": d.rel_l2}));
+                "rel_l2": d.rel_l2}),
+            );
         }
     }
     g.set_gemm_mma(std::env::var("HMOE_CUDA_MMA").is_ok_and(|v| v == "1"));
