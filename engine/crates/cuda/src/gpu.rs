@@ -391,7 +391,14 @@ pub fn compile_kernels(cc: (i32, i32)) -> Result<String> {
         return Ok(ptx);
     }
     let mut options = vec![format!("--gpu-architecture=compute_{}{}", cc.0, cc.1)];
-    options.extend(env_defines()?.into_iter().map(|d| format!("-D{d}")));
+    let defines = env_defines()?;
+    // No int8 mma tiles below sm_80: the f32 tiled kernel's threshold (GemmShape::engine).
+    if cc.0 * 10 + cc.1 < gemm::MMA_MIN_ARCH
+        && !defines.iter().any(|d| d.starts_with("GEMM_MIN_TOKENS="))
+    {
+        options.push(format!("-DGEMM_MIN_TOKENS={}", gemm::F32_GEMM_MIN_TOKENS));
+    }
+    options.extend(defines.into_iter().map(|d| format!("-D{d}")));
     let opts = cudarc::nvrtc::CompileOptions {
         options,
         name: Some("hmoe_kernels.cu".into()),

@@ -473,9 +473,10 @@ NO_UNROLL
 
 // Items serving at least GEMM_MIN_TOKENS tokens go to the tiled kernels of gemm.cu, which
 // launch_pass (gpu.rs) launches beside these whenever a pass has such an item; gate_up and
-// down skip them. Rust's GEMM_MIN_TOKENS (gpu/gemm.rs) must match (tested).
+// down skip them. Rust's GEMM_MIN_TOKENS (gpu/gemm.rs) must match (tested). 16 suits the
+// int8 mma tiles; gpu.rs compiles 32 (F32_GEMM_MIN_TOKENS) for devices without them.
 #ifndef GEMM_MIN_TOKENS
-#define GEMM_MIN_TOKENS 32
+#define GEMM_MIN_TOKENS 16
 #endif
 
 // Warp sums of V values at once (V a power of two): each halving step exchanges half of

@@ -30,18 +30,27 @@ use std::collections::HashMap;
 
 /// Environment variable: `0` keeps the tiled expert items and linear calls on weights of
 /// [`MMA_TYPES`] on the f32 tiled kernels instead of the int8 tensor-core kernels
-/// (`gemm_mma.cu`, sm_80 and later, the default there).
+/// (`gemm_mma.cu`, sm_80 and later, the default there). An A/B knob: the item threshold
+/// stays the mma one ([`GEMM_MIN_TOKENS`]), where the f32 tile is slower than the row
+/// kernels for 16-31 tokens.
 pub const MMA_ENV: &str = "HMOE_CUDA_MMA";
 /// Weight types with int8 tensor-core kernels (`mma_gate_up_*`, `mma_down_*`,
 /// `mma_linear_*`); the others always take the f32 tiled kernels.
 pub const MMA_TYPES: [KernelType; 3] = [KernelType::Q8_0, KernelType::Q4K, KernelType::Q6K];
 /// Oldest binary architecture (major × 10 + minor) with `mma.sync ... m16n8k32 ... s8`:
 /// below it the kernels compile to a trap and are never selected.
-const MMA_MIN_ARCH: i32 = 80;
+pub(super) const MMA_MIN_ARCH: i32 = 80;
 
-/// Tokens from which an expert item or a linear call takes the tiled kernels: the default
-/// of `GEMM_MIN_TOKENS` in kernels.cu (tested below; see the module docs for the value).
-pub const GEMM_MIN_TOKENS: usize = 32;
+/// Tokens from which an expert item takes the tiled kernels: the default of
+/// `GEMM_MIN_TOKENS` in kernels.cu (tested below). With the int8 mma tile (session 11's
+/// loaders) 8 q4_k_m experts × 64 tokens take 154 µs on an H200, about what the row kernels
+/// take for 16 tokens (148.5 µs; they read the weights once per 8 tokens): 16 instead of
+/// 32 prefilled 3-9% faster at 8 and 16 GiB (docs/notes/cuda-mma.md "Session 11").
+pub const GEMM_MIN_TOKENS: usize = 16;
+/// The threshold of a device without the mma kernels (below sm_80), where the f32 tiled
+/// kernel takes the items: its crossover with the row kernels (module docs). `compile_kernels`
+/// compiles it in for such a device.
+pub const F32_GEMM_MIN_TOKENS: usize = 32;
 /// Tokens from which a linear call may take the tiled kernel (see the module docs).
 pub const LINEAR_MIN_TOKENS: u32 = 96;
 /// Weight rows from which a linear call may take the f32 tiled kernel (see the module docs).
@@ -93,9 +102,15 @@ impl GemmShape {
     /// tile width of the defines of [`super::DEFINES_ENV`] (which the module was compiled
     /// with, so the launches follow them; an A/B knob). Linear calls keep the default
     /// threshold.
-    pub(crate) fn engine() -> Self {
+    /// `mma`: the module has the mma kernels (else it was compiled with
+    /// [`F32_GEMM_MIN_TOKENS`], see `compile_kernels`).
+    pub(crate) fn engine(mma: bool) -> Self {
         let defines = super::env_defines().unwrap_or_default();
-        let d: Vec<&str> = defines.iter().map(String::as_str).collect();
+        let mut d: Vec<&str> = defines.iter().map(String::as_str).collect();
+        let f32_min = format!("GEMM_MIN_TOKENS={F32_GEMM_MIN_TOKENS}");
+        if !mma {
+            d.push(&f32_min); // after the environment's: `of` takes the first
+        }
         Self {
             linear_min_tokens: Self::DEFAULT.linear_min_tokens,
             ..Self::of(&d)
@@ -197,13 +212,14 @@ impl GemmKernels {
             };
             f32_tiled.insert(t, [get(&gate_up)?, get(&down)?, get(&linear)?]);
         }
+        let has_mma = !mma.is_empty();
         let mut k = Self {
             gate_up,
             down,
             linear,
             f32_tiled,
             mma,
-            shape: GemmShape::engine(),
+            shape: GemmShape::engine(has_mma),
         };
         // On unless switched off: on an H100 (hmoe-cuda-check gemm, 2026-11-27) the mma
         // kernels took 8 q4_k_m experts x 256 tokens from 716 to 445 us and a q4_k linear
@@ -430,6 +446,22 @@ pub(super) fn launch_linear_on(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The expert threshold follows the module: the mma one where the mma kernels exist,
+    /// the f32 tile's below sm_80 (what `compile_kernels` compiles in there).
+    #[test]
+    fn the_expert_threshold_follows_the_kernels_the_module_has() {
+        if std::env::var_os(super::super::DEFINES_ENV).is_some() {
+            return; // an A/B run's defines decide
+        }
+        assert_eq!(GemmShape::engine(true).min_tokens, GEMM_MIN_TOKENS);
+        assert_eq!(GemmShape::engine(false).min_tokens, F32_GEMM_MIN_TOKENS);
+        for mma in [true, false] {
+            let s = GemmShape::engine(mma);
+            assert_eq!(s.linear_min_tokens, LINEAR_MIN_TOKENS as usize);
+            assert_eq!(s.tile_tokens, GemmShape::DEFAULT.tile_tokens);
+        }
+    }
 
     #[test]
     fn launch_constants_follow_the_kernel_source() {

@@ -21,6 +21,14 @@ use serde_json::json;
 #[cfg(feature = "cuda")]
 const FUSED_TOL: f64 = 1e-5;
 
+/// The GPU dense path against its reference when both round the prefill projections'
+/// inputs to 8 bits (the mma kernels, `RefDense::with_int8_linear`): a value within f32
+/// noise of a rounding boundary rounds one step (amax / 127 of its block) apart in the two,
+/// and such flips grow over the scenario's two layers into the head. Measured on an H200:
+/// up to 1.8e-3 rel_l2 and 2.7e-3 max_rel (the head); wrong buffers, positions or scales
+/// give O(0.1-1). The f32 path keeps the kernels' 1e-3.
+const INT8_DENSE_TOL: f64 = 5e-3;
+
 /// Whether `got` is within [`FUSED_TOL`] of `want` (and finite): the check's detail.
 #[cfg(feature = "cuda")]
 fn fused_compare(got: &[f32], want: &[f32]) -> (bool, serde_json::Value) {
@@ -142,14 +150,22 @@ pub fn resident_checks(rep: &mut Report) -> Result<()> {
                     continue;
                 }
                 let c = compare(g, r);
-                pass &= c.pass;
+                pass &= match int8 {
+                    None => c.pass,
+                    Some(_) => {
+                        g.iter().all(|v| v.is_finite())
+                            && c.rel_l2 <= INT8_DENSE_TOL
+                            && c.max_rel <= INT8_DENSE_TOL
+                    }
+                };
                 if c.rel_l2 >= worst.1 {
                     worst = (name.clone(), c.rel_l2, c.max_rel);
                 }
             }
             let what = if head { "head" } else { "attention_block" };
             let mut detail = json!({"worst": worst.0, "rel_l2": worst.1, "max_rel": worst.2,
-                   "weight_bytes": weight_bytes, "kv_bytes_after": kv_bytes});
+                   "weight_bytes": weight_bytes, "kv_bytes_after": kv_bytes,
+                   "int8_prefill": int8.is_some()});
             if !head {
                 detail["attention_steps"] = json!(steps);
             }
