@@ -29,11 +29,15 @@ for spec in "tiny q4_k_m" "tiny q8_0" "qwen3-30b-a3b q4_k_m 2"; do
   models+=("$m")
 done
 toks="151644,872,198,9707,11,1246,525,498,30,151645,198,151644,77091,198,785,3974,13876,38835,34208,916,279,15678,5562,13,576,6722,374,220,16,17,18,19"
+# The same 32 tokens five times: 160 rows in one prefill step, past the 96 rows from which
+# the GPU dense path's projections run on the int8 mma kernels (8-bit inputs, as the CPU's).
+long=$toks,$toks,$toks,$toks,$toks
 for m in "${models[@]}"; do
-  n=$(basename "$m" .gguf)
-  "$hmoe" logits -m "$m" --device cpu --tokens "$toks" --out "$npy/$n-cpu.npy" 2>>"$out/logits.log" || fail "$n logits cpu"
-  "$hmoe" logits -m "$m" --device cpu --exact --tokens "$toks" --out "$npy/$n-exact.npy" 2>>"$out/logits.log" || fail "$n logits exact"
-  "$hmoe" logits -m "$m" --device cuda --vram-budget 64GiB --tokens "$toks" --out "$npy/$n-cuda.npy" 2>>"$out/logits.log" || fail "$n logits cuda"
+ for case in short long; do
+  if [ "$case" = short ]; then t=$toks; n=$(basename "$m" .gguf); else t=$long; n=$(basename "$m" .gguf)-160; fi
+  "$hmoe" logits -m "$m" --device cpu --tokens "$t" --out "$npy/$n-cpu.npy" 2>>"$out/logits.log" || fail "$n logits cpu"
+  "$hmoe" logits -m "$m" --device cpu --exact --tokens "$t" --out "$npy/$n-exact.npy" 2>>"$out/logits.log" || fail "$n logits exact"
+  "$hmoe" logits -m "$m" --device cuda --vram-budget 64GiB --tokens "$t" --out "$npy/$n-cuda.npy" 2>>"$out/logits.log" || fail "$n logits cuda"
   python3 - "$npy/$n" "$TOL_FACTOR" <<'PY' && pass "$n logits cuda vs cpu" || fail "$n logits cuda vs cpu"
 import sys, numpy as np
 p, f = sys.argv[1], float(sys.argv[2])
@@ -46,16 +50,18 @@ argmax_same = float((cuda.argmax(-1) == cpu.argmax(-1)).mean())
 print(f"  rel err: cpu-vs-exact {e_cpu:.2e}  cuda-vs-cpu {e_cuda_cpu:.2e}  cuda-vs-exact {e_cuda_exact:.2e}  argmax agreement {argmax_same:.3f}")
 sys.exit(0 if e_cuda_exact <= f * max(e_cpu, 1e-6) and np.isfinite(cuda).all() else 1)
 PY
+ done
 done
-# Greedy tokens under every placement.
-for m in "${models[@]}"; do
+# Greedy tokens under every placement (CORRECTNESS_LOGITS_ONLY=1 skips them).
+[ "${CORRECTNESS_LOGITS_ONLY:-0}" = 1 ] && models_greedy=() || models_greedy=("${models[@]}")
+for m in "${models_greedy[@]}"; do
   n=$(basename "$m" .gguf)
   size=$(stat -c %s "$m")
   gen() { "$hmoe" generate -m "$m" --temperature 0 -n 24 --seed 1 -p "The quick brown fox" "$@" 2>>"$out/greedy.log"; }
   # The reference is the same device configuration with every expert on the CPU: with
   # the GPU dense path (the default; HMOE_CUDA_DENSE=0 turns it off) the dense part runs
-  # on f32 activations and legitimately differs from the CPU dense path (its logits are
-  # checked above).
+  # on f32 activations in decode (8-bit ones in prefill steps of 96+ rows) and legitimately
+  # differs from the CPU dense path (its logits are checked above).
   if [ "${HMOE_CUDA_DENSE:-1}" != 0 ]; then
     ref=$(gen --device cuda --policy cpu-only) || { fail "$n greedy cuda cpu-only"; continue; }
     cpu=$(gen --device cpu) || { fail "$n greedy cpu"; continue; }

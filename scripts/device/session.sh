@@ -55,6 +55,7 @@ for s in $stages; do
     mma:*) kv=${s#mma:}; stage "mma-${kv//=/-}" 90 env "HMOE_CUDA_DEFINES=$kv" HMOE_SKIP_ENGINE_TESTS=1 bash scripts/device/cuda-check.sh mma ;;
     decode) stage decode 120 env HMOE_SKIP_ENGINE_TESTS=1 bash scripts/device/cuda-check.sh decode ;;
     attention) stage attention 120 env HMOE_SKIP_ENGINE_TESTS=1 bash scripts/device/cuda-check.sh attention ;;
+    logits) stage logits 120 env CORRECTNESS_LOGITS_ONLY=1 bash scripts/device/cuda-correctness.sh "$hmoe" "$work" "$OUT/logits" ;;
     correctness) stage correctness 240 bash scripts/device/cuda-correctness.sh "$hmoe" "$work" "$OUT/correctness" ;;
     bench) stage bench 150 bash scripts/device/quick-bench.sh "$hmoe" "$work" "$OUT/bench" ;;
     cpu) stage cpu 90 .devbin/cpu-bench --threads 1,2,4,8,12,16 ;;
