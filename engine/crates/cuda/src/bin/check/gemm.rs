@@ -303,8 +303,10 @@ fn act_rounded(t: KernelType, x: &[f32]) -> Vec<f32> {
 
 /// Matrices of few rows (the prefill layer's wk / wv and router) timed on the row kernel and
 /// on the int8 mma kernel at [`FEW_ROWS_TOKENS`] tokens: where `MMA_LINEAR_MIN_ROWS` lies.
+#[cfg(feature = "cuda")]
 const FEW_ROWS_SHAPES: [(usize, usize); 3] = [(512, 2048), (256, 2048), (128, 2048)];
 /// Tokens of the few-rows table: a 1024-token prefill step.
+#[cfg(feature = "cuda")]
 const FEW_ROWS_TOKENS: usize = 1024;
 
 /// `hmoe-cuda-check mma`: the mma table of [`gemm_timings`] and the few-rows table.
