@@ -174,7 +174,7 @@ template <int T, class WRow> struct MmaW;
 DEV u32 q6_s8(u32 v) { return ((v | 0x80808080u) - 0x20202020u) ^ 0x80808080u; }
 
 // Q8_0: lane 8 c + m of warp w loads word m of block 8 s + 4 hh + c of rows 16 w .. +15,
-// in two batches of 8 rows (16 words, two per 2-byte aligned word: 32 in flight spilled);
+// in two batches of 8 rows (each word takes two aligned loads: all 16 rows in flight spilled);
 // its scales: lane l takes (row 16 w + 8 b + l / 4, block l % 4) of batch b.
 template <class WRow> struct MmaW<T_Q8_0, WRow> {
     static constexpr u32 BATCHES = 2;
