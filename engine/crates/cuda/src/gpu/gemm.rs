@@ -386,7 +386,8 @@ impl GpuExperts {
 }
 
 /// A linear call's two kernels (row walk, tiled), the tiled one's shape and the weight
-/// rows from which it is taken ([`linear_min_rows`]).
+/// rows from which it is taken ([`LINEAR_MIN_ROWS`], or [`MMA_LINEAR_MIN_ROWS`] for the
+/// GPU dense path's mma kernels).
 pub(super) struct LinearFns<'a> {
     pub(super) rows: &'a CudaFunction,
     pub(super) tiled: &'a CudaFunction,

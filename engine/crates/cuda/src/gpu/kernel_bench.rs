@@ -488,7 +488,7 @@ impl GpuExperts {
         min_rows: Option<u32>,
     ) -> Result<(Vec<f32>, f32)> {
         let (wd, xd, yd, n) = self.linear_buffers(t, w, rows, cols, x)?;
-        let (f, tiled, shape, engine_rows) = match variant {
+        let (f, tiled, shape) = match variant {
             [] => (
                 self.dense_fns
                     .linear
@@ -501,7 +501,6 @@ impl GpuExperts {
                     .ok_or(CudaError::UnsupportedType(t.ggml()))?
                     .clone(),
                 GemmShape::DEFAULT,
-                LINEAR_MIN_ROWS,
             ),
             v => {
                 let m = self.variant_module(v)?;
@@ -510,7 +509,6 @@ impl GpuExperts {
                     load(format!("linear_{}", t.suffix()))?,
                     load(format!("gemm_linear_{}", t.suffix()))?,
                     GemmShape::of(v),
-                    LINEAR_MIN_ROWS,
                 )
             }
         };
@@ -518,7 +516,7 @@ impl GpuExperts {
             rows: &f,
             tiled: &tiled,
             shape,
-            min_rows: min_rows.unwrap_or(engine_rows),
+            min_rows: min_rows.unwrap_or(LINEAR_MIN_ROWS),
         };
         let (r32, c32, n32) = (rows as u32, cols as u32, n as u32);
         // Copies of the matrix used in turn (see L2_DEFEAT_BYTES); the first is `wd`.

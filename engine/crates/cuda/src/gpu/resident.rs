@@ -137,7 +137,8 @@ struct Fns {
     linear_mix: HashMap<(KernelType, KernelType), CudaFunction>,
     /// The tiled kernel for calls of many tokens and the weight rows from which it is
     /// taken: `mma_linear_*` (gemm_mma.cu, int8 tensor cores) for the mma types where the
-    /// device has them and `HMOE_CUDA_DENSE_MMA=1`, else the f32 `gemm_linear_*` (gemm.cu).
+    /// device has them (unless `HMOE_CUDA_DENSE_MMA=0`), else the f32 `gemm_linear_*`
+    /// (gemm.cu).
     tiled_linear: HashMap<KernelType, (CudaFunction, u32)>,
     /// Set when `tiled_linear` holds mma kernels.
     int8: Option<Int8Linear>,

@@ -301,6 +301,13 @@ fn act_rounded(t: KernelType, x: &[f32]) -> Vec<f32> {
     out
 }
 
+/// Back to the kernels the tables after the mma ones time: mma only with
+/// `HMOE_CUDA_MMA=1` (the f32 tiled tables of `gemm_timings` follow).
+#[cfg(feature = "cuda")]
+fn restore_mma_choice(g: &mut GpuExperts) {
+    g.set_gemm_mma(std::env::var("HMOE_CUDA_MMA").is_ok_and(|v| v == "1"));
+}
+
 /// Matrices of few rows (the prefill layer's wk / wv and router) timed on the row kernel and
 /// on the int8 mma kernel at [`FEW_ROWS_TOKENS`] tokens: where `MMA_LINEAR_MIN_ROWS` lies.
 #[cfg(feature = "cuda")]
@@ -350,7 +357,7 @@ fn few_rows(g: &mut GpuExperts) -> Result<Vec<Value>> {
             );
         }
     }
-    g.set_gemm_mma(std::env::var("HMOE_CUDA_MMA").is_ok_and(|v| v == "1"));
+    restore_mma_choice(g);
     Ok(rows)
 }
 
@@ -375,8 +382,7 @@ fn mma_timings(g: &mut GpuExperts, rep: &mut Report) -> Result<Vec<Value>> {
         return Ok(rows);
     }
     let result = mma_cases(g, rep, &mut rows);
-    // Back to the start-up choice (HMOE_CUDA_MMA) for the tables after this one.
-    g.set_gemm_mma(std::env::var("HMOE_CUDA_MMA").is_ok_and(|v| v == "1"));
+    restore_mma_choice(g);
     result?;
     Ok(rows)
 }
