@@ -14,6 +14,10 @@ use hmoe_sched::Trace;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Layers of at least this many token rows issue their GPU share beside the CPU share
+/// (prefill); fewer rows issue it first (decode). See `MoeDispatch::run_layer`.
+pub const SUBMIT_BESIDE_MIN_ROWS: usize = super::host_profile::DECODE_MAX_ROWS + 1;
+
 /// Where each work item of a layer runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LayerPlacement {
@@ -183,6 +187,8 @@ pub struct MoeDispatch {
     profile: HostProfile,
     /// Decode layers routed on the device (`device_routing.rs`).
     routing: device_routing::DeviceRouting,
+    /// The current step's token rows and its `begin_step` seconds, for the profile.
+    step_bookkeeping: (usize, f64),
 }
 
 impl Drop for MoeDispatch {
@@ -215,6 +221,7 @@ impl MoeDispatch {
             pending: None,
             profile: HostProfile::from_env(),
             routing: Default::default(),
+            step_bookkeeping: (0, 0.0),
         }
     }
 
@@ -315,7 +322,9 @@ impl MoeDispatch {
         }
         let t = Instant::now();
         self.placer.begin_step(n_tokens);
-        self.summary.sched_seconds += t.elapsed().as_secs_f64();
+        let begin_s = t.elapsed().as_secs_f64();
+        self.summary.sched_seconds += begin_s;
+        self.step_bookkeeping = (n_tokens, begin_s);
     }
 
     /// Marks the end of a forward step.
@@ -334,7 +343,10 @@ impl MoeDispatch {
         }
         let t = Instant::now();
         self.placer.end_step(s);
-        self.summary.sched_seconds += t.elapsed().as_secs_f64();
+        let end_s = t.elapsed().as_secs_f64();
+        self.summary.sched_seconds += end_s;
+        let (rows, begin_s) = std::mem::take(&mut self.step_bookkeeping);
+        self.profile.step(rows, begin_s, end_s);
     }
 
     /// Executes one layer: `out += Σ experts`, placed by the plan. `next_layer`: the
@@ -392,33 +404,60 @@ impl MoeDispatch {
         });
         self.profile.lap(Phase::Split);
         let start = Instant::now();
-        // The CUDA share is issued first and completed after the CPU share: both run at
-        // once, and the host waits only for the GPU's output.
+        // The CUDA share is issued before the CPU share, or beside it: both run at once,
+        // and the host waits only for the GPU's output.
         let defer = link.defer && self.cuda.is_some() && !gpu_items.is_empty();
-        let ticket = match (&self.cuda, gpu_items.is_empty()) {
-            (Some(cuda), false) if defer => {
-                Some(cuda.submit_on_device(experts, x, link.input, hidden, &gpu_items)?)
+        // A prefill layer's submission (packing, uploads, launches: ~1.3 ms at 1024 rows on
+        // the GPU machine) and its background loads run on this thread while the pool
+        // starts the CPU share. A decode layer's (a few µs) would outlast its small CPU
+        // share's first phase and count in the CPU time the cost model fits: it goes first.
+        let beside = x.len() / hidden.max(1) >= SUBMIT_BESIDE_MIN_ROWS && !cpu_items.is_empty();
+        // A clone of the handle: the closure lives while `flush_pending` borrows `self`.
+        let cuda = self.cuda.clone();
+        let (mut ticket, mut submit_s, mut loads) = (None, 0.0, (0, 0));
+        let mut submit = || {
+            let t = Instant::now();
+            let share = cuda.as_deref().filter(|_| !gpu_items.is_empty());
+            ticket = share.map(|cuda| match defer {
+                true => cuda.submit_on_device(experts, x, link.input, hidden, &gpu_items),
+                false => cuda.submit(experts, x, hidden, &gpu_items),
+            });
+            if beside {
+                loads = issue_loads(cuda.as_deref(), &plan.loads, experts, next_layer);
             }
-            (Some(cuda), false) => Some(cuda.submit(experts, x, hidden, &gpu_items)?),
-            _ => None,
+            submit_s = t.elapsed().as_secs_f64();
         };
+        if !beside {
+            submit();
+        }
         self.profile.lap(Phase::Submit);
-        // The previous deferred layer's feedback, off the critical path: its events are
-        // read now, after this layer was issued (the backend alternates two sets of
-        // timing events), and this layer's plan used the cost model one layer staler.
-        self.flush_pending()?;
+        if !beside {
+            // The previous deferred layer's feedback, off the critical path: its events
+            // are read after this layer was issued (the backend alternates two sets of
+            // timing events), and this layer's plan used the cost model one layer staler.
+            self.flush_pending()?;
+        }
         self.profile.lap(Phase::Feedback);
         if let (None, Some(gpu), false) = (&self.cuda, &self.gpu, gpu_items.is_empty()) {
             gpu.execute(experts, x, hidden, &gpu_items, out)?;
         }
         let t0 = Instant::now();
-        // An empty share skips the executor (its task list and scratch lock cost ~3 us a
-        // decode layer on the GPU machine, HMOE_MOE_PROFILE=1).
-        if !cpu_items.is_empty() {
+        if beside {
+            self.cpu
+                .execute_beside(experts, x, hidden, &cpu_items, out, &mut submit)?;
+        } else if !cpu_items.is_empty() {
+            // An empty share skips the executor (its task list and scratch lock cost ~3 us
+            // a decode layer on the GPU machine, HMOE_MOE_PROFILE=1).
             self.cpu.execute(experts, x, hidden, &cpu_items, out)?;
         }
         let cpu_s = t0.elapsed().as_secs_f64();
         self.profile.lap(Phase::Cpu);
+        if beside {
+            self.profile.beside(Phase::Submit, submit_s);
+            self.flush_pending()?;
+            self.profile.lap(Phase::Feedback);
+        }
+        let ticket = ticket.transpose()?;
         let (mut gpu, mut addend) = (None, None);
         if let (Some(cuda), Some(t)) = (&self.cuda, ticket) {
             if defer {
@@ -435,21 +474,11 @@ impl MoeDispatch {
         self.profile.lap(Phase::Finish);
         // Background loads go on the copy stream after this layer's demand copies and
         // overlap the next layer's dense work; the next layer's kernels wait for them.
-        if let Some(cuda) = &self.cuda {
-            for &(layer, expert, slot) in &plan.loads {
-                let src = if layer as usize == experts.layer {
-                    Some(experts)
-                } else {
-                    next_layer.filter(|n| n.layer == layer as usize)
-                };
-                let Some(src) = src else { continue };
-                self.summary.loads_issued += 1;
-                if let Err(e) = cuda.prefetch(src, expert, Some(slot)) {
-                    self.summary.loads_failed += 1;
-                    tracing::debug!("background load of expert {expert} (layer {layer}): {e}");
-                }
-            }
+        if !beside {
+            loads = issue_loads(self.cuda.as_deref(), &plan.loads, experts, next_layer);
         }
+        self.summary.loads_issued += loads.0;
+        self.summary.loads_failed += loads.1;
         self.profile.lap(Phase::Loads);
         self.placement = plan;
         let done = PendingObserve {
@@ -516,6 +545,33 @@ impl MoeDispatch {
     }
 }
 
+/// Issues a plan's background loads (`(layer, expert, slot)`, of this layer or the next)
+/// on the copy stream; returns `(issued, failed)`. A failed load is logged: the layer
+/// that needs the expert copies it then.
+fn issue_loads(
+    cuda: Option<&GpuExpertExecutor>,
+    loads: &[(u16, u16, u32)],
+    experts: &LayerExperts<'_>,
+    next_layer: Option<&LayerExperts<'_>>,
+) -> (u64, u64) {
+    let Some(cuda) = cuda else { return (0, 0) };
+    let (mut issued, mut failed) = (0, 0);
+    for &(layer, expert, slot) in loads {
+        let src = if layer as usize == experts.layer {
+            Some(experts)
+        } else {
+            next_layer.filter(|n| n.layer == layer as usize)
+        };
+        let Some(src) = src else { continue };
+        issued += 1;
+        if let Err(e) = cuda.prefetch(src, expert, Some(slot)) {
+            failed += 1;
+            tracing::debug!("background load of expert {expert} (layer {layer}): {e}");
+        }
+    }
+    (issued, failed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,6 +614,77 @@ mod tests {
             }
             Ok(())
         }
+    }
+
+    /// Records which entry point ran each share: `true` for `execute_beside`.
+    struct Entry(Mutex<Vec<bool>>);
+
+    impl ExpertExecutor for Entry {
+        fn name(&self) -> &'static str {
+            "entry"
+        }
+        fn execute(
+            &self,
+            _: &LayerExperts<'_>,
+            _: &[f32],
+            _: usize,
+            _: &[WorkItem],
+            _: &mut [f32],
+        ) -> Result<()> {
+            self.0.lock().expect("lock").push(false);
+            Ok(())
+        }
+        fn execute_beside(
+            &self,
+            _: &LayerExperts<'_>,
+            _: &[f32],
+            _: usize,
+            _: &[WorkItem],
+            _: &mut [f32],
+            beside: &mut dyn FnMut(),
+        ) -> Result<()> {
+            beside();
+            self.0.lock().expect("lock").push(true);
+            Ok(())
+        }
+    }
+
+    /// A prefill layer issues its GPU share beside the CPU share; a decode layer issues
+    /// it first (its µs submission would count in the CPU time the cost model fits).
+    #[test]
+    fn prefill_layers_run_the_cpu_share_beside_the_submission_and_decode_layers_do_not() {
+        use crate::model::dense_exec::testing::tiny_model;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let model = tiny_model(dir.path(), "q8_0");
+        let entry = Arc::new(Entry(Mutex::new(Vec::new())));
+        let mut d = MoeDispatch::new(entry.clone(), None, Box::new(CpuOnly));
+        let h = model.cfg.hidden;
+        let experts = model.layer_experts(0);
+        for rows in [1, SUBMIT_BESIDE_MIN_ROWS - 1, SUBMIT_BESIDE_MIN_ROWS, 64] {
+            let items = [WorkItem {
+                expert: 1,
+                rows: (0..rows as u32).collect(),
+                weights: vec![0.5; rows],
+            }];
+            let (x, mut out) = (vec![0.5f32; rows * h], vec![0f32; rows * h]);
+            d.begin_step(rows);
+            d.run_layer(
+                &experts,
+                None,
+                &x,
+                h,
+                &items,
+                &[],
+                DeviceLink::default(),
+                &mut out,
+            )
+            .expect("layer");
+            d.end_step();
+        }
+        assert_eq!(
+            *entry.0.lock().expect("lock"),
+            vec![false, false, true, true]
+        );
     }
 
     /// Per layer fed back: the experts measured on the CPU and on the GPU.

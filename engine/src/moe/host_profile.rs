@@ -20,7 +20,8 @@ pub enum Phase {
     Place,
     /// Copying the plan's items into the CPU and GPU shares.
     Split,
-    /// Issuing the GPU share (uploads, launches, events).
+    /// Issuing the GPU share (uploads, launches, events). In prefill layers it runs
+    /// beside the CPU share, with the background loads, and is reported apart.
     Submit,
     /// Feeding the previous deferred layer back to the placer.
     Feedback,
@@ -49,6 +50,11 @@ const PHASES: [Phase; 8] = [
 #[derive(Debug, Default, Clone, Copy)]
 struct Tally {
     ns: [u64; PHASES.len()],
+    /// Time of phases run beside another one (see [`HostProfile::beside`]).
+    beside_ns: [u64; PHASES.len()],
+    /// Steps, and the placer's per-step bookkeeping in them (`begin_step`, `end_step`).
+    steps: u64,
+    step_ns: [u64; 2],
     layers: u64,
 }
 
@@ -89,6 +95,26 @@ impl HostProfile {
         }
     }
 
+    /// Records `seconds` of `phase` that ran beside the current phase (on the same
+    /// thread, inside the pool's job): reported apart, not in the layer's total.
+    pub fn beside(&mut self, phase: Phase, seconds: f64) {
+        if self.enabled {
+            let i = PHASES.iter().position(|&p| p == phase).unwrap_or(0);
+            self.tallies[self.current].beside_ns[i] += (seconds * 1e9) as u64;
+        }
+    }
+
+    /// Records a step of `rows` token rows whose placer bookkeeping took `begin_s` (at
+    /// its start) and `end_s` (at its end: telemetry, feedback, refits).
+    pub fn step(&mut self, rows: usize, begin_s: f64, end_s: f64) {
+        if self.enabled {
+            let t = &mut self.tallies[usize::from(rows > DECODE_MAX_ROWS)];
+            t.steps += 1;
+            t.step_ns[0] += (begin_s * 1e9) as u64;
+            t.step_ns[1] += (end_s * 1e9) as u64;
+        }
+    }
+
     /// Charges the time since the last mark to `phase`.
     pub fn lap(&mut self, phase: Phase) {
         let Some(t) = self.last.filter(|_| self.enabled) else {
@@ -117,8 +143,20 @@ impl HostProfile {
                 t.layers,
                 per(total)
             );
-            for (p, &ns) in PHASES.iter().zip(&t.ns) {
+            for ((p, &ns), &beside) in PHASES.iter().zip(&t.ns).zip(&t.beside_ns) {
                 s.push_str(&format!("\n  {:<10} {:>9.2} us", format!("{p:?}"), per(ns)));
+                if beside > 0 {
+                    s.push_str(&format!(" (+{:.2} us beside the CPU share)", per(beside)));
+                }
+            }
+            if t.steps > 0 {
+                let per_step = |ns: u64| ns as f64 / 1e3 / t.steps as f64;
+                s.push_str(&format!(
+                    "\n  placer per step ({} steps): begin_step {:.2} us, end_step {:.2} us",
+                    t.steps,
+                    per_step(t.step_ns[0]),
+                    per_step(t.step_ns[1])
+                ));
             }
             out.push(s);
         }
@@ -147,6 +185,27 @@ mod tests {
         let us: f64 = cpu_line.split_whitespace().nth(1).unwrap().parse().unwrap();
         assert!(us >= 1000.0, "{r}");
         assert!(!r.contains("prefill"), "{r}");
+    }
+
+    #[test]
+    fn time_beside_another_phase_is_reported_apart_from_the_total() {
+        let mut p = HostProfile::new(true);
+        p.begin(DECODE_MAX_ROWS + 1);
+        p.beside(Phase::Submit, 5e-3);
+        p.lap(Phase::Cpu);
+        let r = p.report().expect("a report");
+        let head: f64 = r
+            .split("layers, ")
+            .nth(1)
+            .and_then(|t| t.split(" us").next())
+            .and_then(|v| v.trim().parse().ok())
+            .expect("a total");
+        assert!(head < 5000.0, "{r}");
+        let submit = r
+            .lines()
+            .find(|l| l.contains("Submit"))
+            .expect("Submit line");
+        assert!(submit.contains("+5000.00 us beside"), "{r}");
     }
 
     #[test]

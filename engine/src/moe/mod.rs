@@ -139,4 +139,21 @@ pub trait ExpertExecutor: Send + Sync {
         items: &[WorkItem],
         out: &mut [f32],
     ) -> Result<()>;
+
+    /// As [`Self::execute`], and runs `beside` once on the calling thread, overlapped
+    /// with the work where the executor can (the fused CPU executor's pool starts
+    /// without its caller). The dispatcher issues the layer's GPU share there. Default:
+    /// `beside` first, then the work.
+    fn execute_beside(
+        &self,
+        experts: &LayerExperts<'_>,
+        x: &[f32],
+        hidden: usize,
+        items: &[WorkItem],
+        out: &mut [f32],
+        beside: &mut dyn FnMut(),
+    ) -> Result<()> {
+        beside();
+        self.execute(experts, x, hidden, items, out)
+    }
 }

@@ -381,8 +381,25 @@ pub fn run_experts(
     out: &mut [f32],
     scratch: &mut ExpertScratch,
 ) -> Result<(), CpuError> {
+    run_experts_beside(pool, x, hidden, tasks, out, scratch, &mut || {})
+}
+
+/// As [`run_experts`], and the calling thread runs `beside` exactly once (unless the
+/// arguments are invalid): while the other pool threads start the gate/up products,
+/// which hand out their row tiles dynamically, so the caller joins them when `beside`
+/// returns. The engine issues a layer's GPU share there, beside its CPU share.
+pub fn run_experts_beside(
+    pool: &CpuPool,
+    x: &[f32],
+    hidden: usize,
+    tasks: &[ExpertTask<'_>],
+    out: &mut [f32],
+    scratch: &mut ExpertScratch,
+    beside: &mut dyn FnMut(),
+) -> Result<(), CpuError> {
     let ffn = validate(x, hidden, tasks, out.len())?;
     if tasks.is_empty() || ffn == 0 {
+        beside();
         return Ok(());
     }
     let isa = scratch.isa;
@@ -418,6 +435,7 @@ pub fn run_experts(
         scratch.plans.push(p);
     }
     if inter_rows == 0 {
+        beside();
         return Ok(());
     }
 
@@ -445,7 +463,7 @@ pub fn run_experts(
         let x_q = &scratch.x_q;
         let next = AtomicUsize::new(0);
         let n_items = items;
-        pool.broadcast(|_, _| loop {
+        pool.broadcast_beside(beside, |_, _| loop {
             let item = next.fetch_add(1, Ordering::Relaxed);
             if item >= n_items {
                 break;

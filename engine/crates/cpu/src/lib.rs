@@ -19,7 +19,8 @@ pub mod topology;
 pub use calib::{calibrate_cpu, random_expert, CpuTiming, RandomExpert};
 pub use error::CpuError;
 pub use experts::{
-    gemm_min_tokens, run_experts, ExpertScratch, ExpertTask, MatView, GEMM_MIN_TOKENS,
+    gemm_min_tokens, run_experts, run_experts_beside, ExpertScratch, ExpertTask, MatView,
+    GEMM_MIN_TOKENS,
 };
 pub use hmoe_quant::Isa;
 pub use pool::{CpuPool, PoolConfig};

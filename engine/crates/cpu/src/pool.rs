@@ -160,6 +160,19 @@ impl CpuPool {
     /// Runs `f(thread_index, n_threads)` on every pool thread (the caller is index
     /// 0) and waits for all. Calls from several threads are serialised.
     pub fn broadcast<F: Fn(usize, usize) + Sync>(&self, f: F) -> Result<(), CpuError> {
+        self.broadcast_beside(&mut || {}, f)
+    }
+
+    /// As [`Self::broadcast`], but the caller first runs `beside` (once, on its own
+    /// thread, after the workers were woken) and only then its share of `f`: other
+    /// host work (issuing a GPU share) overlaps the job instead of delaying it. `f`
+    /// should hand out work dynamically, or the caller's late share is on the critical
+    /// path. `beside` must not use this pool (it would get [`CpuError::Reentrant`]).
+    pub fn broadcast_beside<F: Fn(usize, usize) + Sync>(
+        &self,
+        beside: &mut dyn FnMut(),
+        f: F,
+    ) -> Result<(), CpuError> {
         // A job that broadcasts again would wait on itself forever.
         if IN_JOB.with(|c| c.get()) {
             return Err(CpuError::Reentrant);
@@ -168,8 +181,13 @@ impl CpuPool {
         let s = &*self.shared;
         let n = s.n_threads;
         if n == 1 {
-            return catch_unwind(AssertUnwindSafe(|| in_job(|| f(0, 1))))
-                .map_err(|_| CpuError::WorkerPanicked);
+            return catch_unwind(AssertUnwindSafe(|| {
+                in_job(|| {
+                    beside();
+                    f(0, 1)
+                })
+            }))
+            .map_err(|_| CpuError::WorkerPanicked);
         }
         let f_ref: &(dyn Fn(usize, usize) + Sync) = &f;
         // SAFETY: erasing the lifetime is sound because this function does not
@@ -185,7 +203,12 @@ impl CpuPool {
             s.generation.fetch_add(1, Ordering::Release);
         }
         s.start.notify_all();
-        let mine = catch_unwind(AssertUnwindSafe(|| in_job(|| f(0, n))));
+        let mine = catch_unwind(AssertUnwindSafe(|| {
+            in_job(|| {
+                beside();
+                f(0, n)
+            })
+        }));
         // Wait for the workers: spin briefly, then sleep.
         spin_while(s.spin, || s.pending.load(Ordering::Acquire) != 0);
         if s.pending.load(Ordering::Acquire) != 0 {
@@ -340,6 +363,43 @@ mod tests {
             .unwrap();
             assert_eq!(errors.load(Ordering::Relaxed), threads);
             pool.broadcast(|_, _| {}).unwrap();
+        }
+    }
+
+    #[test]
+    fn beside_runs_once_on_the_caller_while_the_workers_work() {
+        const ITEMS: usize = 64;
+        for threads in [1usize, 2, 4] {
+            let pool = CpuPool::with_threads(threads).unwrap();
+            let caller = std::thread::current().id();
+            let (next, done) = (AtomicUsize::new(0), AtomicUsize::new(0));
+            let mut calls = 0;
+            let mut seen_by_beside = 0;
+            let mut beside = || {
+                calls += 1;
+                assert_eq!(std::thread::current().id(), caller);
+                assert!(matches!(
+                    pool.broadcast(|_, _| {}),
+                    Err(CpuError::Reentrant)
+                ));
+                // With workers, the whole job can finish before the caller takes part.
+                let start = std::time::Instant::now();
+                while threads > 1 && done.load(Ordering::Acquire) < ITEMS {
+                    assert!(start.elapsed().as_secs() < 10, "workers did not run beside");
+                    std::hint::spin_loop();
+                }
+                seen_by_beside = done.load(Ordering::Acquire);
+            };
+            pool.broadcast_beside(&mut beside, |_, _| {
+                while next.fetch_add(1, Ordering::Relaxed) < ITEMS {
+                    done.fetch_add(1, Ordering::AcqRel);
+                }
+            })
+            .unwrap();
+            assert_eq!(calls, 1);
+            assert_eq!(done.load(Ordering::Relaxed), ITEMS);
+            let expect_seen = if threads > 1 { ITEMS } else { 0 };
+            assert_eq!(seen_by_beside, expect_seen, "{threads} threads");
         }
     }
 
