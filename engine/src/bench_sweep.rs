@@ -131,6 +131,68 @@ struct EngineTimes {
 }
 
 /// The steps of the timed prompt among a row's many-token steps: its chunks come last.
+/// What a prefill layer placed where, summed over the timed prompt's layers: the data
+/// behind the cost model's prefill error (which side it mispredicts, at what share size).
+#[derive(Debug, Default)]
+struct PrefillMix {
+    layers: u64,
+    /// Experts and their tokens: `[cpu, gpu hit, gpu fetch]`.
+    experts: [u64; 3],
+    tokens: [u64; 3],
+    /// Predicted and measured seconds: `[cpu, gpu]`.
+    predicted: [f64; 2],
+    measured: [f64; 2],
+    copy_s: f64,
+}
+
+impl PrefillMix {
+    fn add(&mut self, l: &hmoe_sched::LayerTelemetry) {
+        use hmoe_sched::Placement;
+        self.layers += 1;
+        for e in &l.experts {
+            let i = match e.placement {
+                Placement::Cpu => 0,
+                Placement::GpuHit => 1,
+                Placement::GpuFetch => 2,
+            };
+            self.experts[i] += 1;
+            self.tokens[i] += e.n_tokens as u64;
+        }
+        self.predicted[0] += l.predicted.cpu_s;
+        self.predicted[1] += l.predicted.gpu_s;
+        self.measured[0] += l.measured_cpu_s.unwrap_or(0.0);
+        self.measured[1] += l.measured_gpu_s.unwrap_or(0.0);
+        self.copy_s += l.measured_copy_s.unwrap_or(0.0);
+    }
+
+    /// Per-layer means, one line.
+    fn report(&self) -> String {
+        let n = self.layers.max(1) as f64;
+        let per = |i: usize| {
+            let e = self.experts[i] as f64;
+            format!(
+                "{:.1} ({:.1} tok)",
+                e / n,
+                self.tokens[i] as f64 / e.max(1.0)
+            )
+        };
+        format!(
+            "prefill mix a layer ({} layers): CPU {} experts, predicted {:.3} ms, measured \
+             {:.3} ms; GPU {} hits + {} fetched, predicted {:.3} ms, measured {:.3} ms, copy \
+             {:.3} ms",
+            self.layers,
+            per(0),
+            self.predicted[0] / n * 1e3,
+            self.measured[0] / n * 1e3,
+            per(1),
+            per(2),
+            self.predicted[1] / n * 1e3,
+            self.measured[1] / n * 1e3,
+            self.copy_s / n * 1e3,
+        )
+    }
+}
+
 fn timed_prompt_steps<T>(many: &[T], prompt_len: usize, chunk: usize) -> &[T] {
     let chunks = prompt_len.div_ceil(chunk.max(1));
     &many[many.len().saturating_sub(chunks)..]
@@ -322,8 +384,10 @@ fn run_one(
         .collect();
     let mut prefill_moe = [0.0f64; 3];
     let (mut p_err, mut p_cpu, mut p_gpu) = (Vec::new(), Vec::new(), Vec::new());
+    let mut mix = PrefillMix::default();
     for s in timed_prompt_steps(&many, prompt_len, chunk) {
         for l in &s.layers {
+            mix.add(l);
             if let Some(e) = l.measured_s.and_then(|m| rel(l.predicted.finish_s, m)) {
                 p_err.push(e);
             }
@@ -333,6 +397,12 @@ fn run_one(
             prefill_moe[1] += l.measured_cpu_s.unwrap_or(0.0);
             prefill_moe[2] += l.measured_gpu_s.unwrap_or(0.0);
         }
+    }
+    if !replaying {
+        tracing::info!(
+            "{policy} budget {budget:?} prefetch {prefetch}: {}",
+            mix.report()
+        );
     }
     let (mut moe_s, mut cpu_s, mut gpu_s) = (0.0, 0.0, 0.0);
     let (mut routed, mut hits, mut on_gpu, mut bytes) = (0u64, 0u64, 0u64, 0u64);
@@ -467,5 +537,51 @@ mod tests {
         // Fewer steps than chunks (replayed rows run no cold prompt): all of them.
         assert_eq!(timed_prompt_steps(&steps[..1], 1024, 512), &steps[..1]);
         assert!(timed_prompt_steps::<u8>(&[], 20, 0).is_empty());
+    }
+
+    #[test]
+    fn the_prefill_mix_counts_each_placement_and_means_per_layer() {
+        use hmoe_sched::{telemetry::ExpertEvent, LayerTelemetry, Placement, PlanTiming};
+        let e = |expert, placement, n_tokens| ExpertEvent {
+            expert,
+            placement,
+            n_tokens,
+        };
+        let layer = LayerTelemetry {
+            layer: 0,
+            experts: vec![
+                e(0, Placement::Cpu, 10),
+                e(1, Placement::Cpu, 30),
+                e(2, Placement::GpuHit, 40),
+                e(3, Placement::GpuFetch, 8),
+            ],
+            predicted: PlanTiming {
+                cpu_s: 2e-3,
+                gpu_s: 1e-3,
+                pcie_s: 0.0,
+                finish_s: 2e-3,
+            },
+            measured_s: Some(2e-3),
+            measured_cpu_s: Some(1e-3),
+            measured_gpu_s: Some(3e-3),
+            measured_copy_s: Some(0.5e-3),
+            bytes_fetched: 0,
+            bytes_prefetched: 0,
+            evictions: 0,
+            prefetches: 0,
+            hits: 1,
+            prefetch_hits: 0,
+            evicted: vec![],
+            loaded: vec![],
+        };
+        let mut mix = PrefillMix::default();
+        mix.add(&layer);
+        mix.add(&layer);
+        assert_eq!(
+            mix.report(),
+            "prefill mix a layer (2 layers): CPU 2.0 (20.0 tok) experts, predicted 2.000 ms, \
+             measured 1.000 ms; GPU 1.0 (40.0 tok) hits + 1.0 (8.0 tok) fetched, predicted \
+             1.000 ms, measured 3.000 ms, copy 0.500 ms"
+        );
     }
 }
