@@ -34,6 +34,7 @@ HMOE_LOG=${HMOE_LOG:-info} "$hmoe" bench -m "$m" --device cuda --threads 16 --vr
 rc=${PIPESTATUS[0]}
 # (rows are printed as they are measured: a run cut by its timeout keeps what it did)
 grep -E "calibration|CUDA on|dense path|warn|error" "$side/sweep-$dtype-$routing.err" | head -20
+grep "prefill mix" "$side/sweep-$dtype-$routing.err" | sed 's/\x1b\[[0-9;]*m//g; s/.*bench_sweep: //' | head -20
 # HMOE_DENSE_PROFILE=1: the GPU dense path's per-kernel profile (logged when the engine ends).
 grep -A40 "dense path profile" "$side/sweep-$dtype-$routing.err" | sed "s/\x1b\[[0-9;]*m//g" | head -80
 grep -A8 -E "MoE layer host profile|GPU submit host profile" "$side/sweep-$dtype-$routing.err" | sed 's/\x1b\[[0-9;]*m//g' | head -60

@@ -58,6 +58,7 @@ for m in "${models_greedy[@]}"; do
   n=$(basename "$m" .gguf)
   size=$(stat -c %s "$m")
   gen() { "$hmoe" generate -m "$m" --temperature 0 -n 24 --seed 1 -p "The quick brown fox" "$@" 2>>"$out/greedy.log"; }
+  t_model=$(date +%s)
   # The reference is the same device configuration with every expert on the CPU: with
   # the GPU dense path (the default; HMOE_CUDA_DENSE=0 turns it off) the dense part runs
   # on f32 activations in decode (8-bit ones in prefill steps of 96+ rows) and legitimately
@@ -80,6 +81,7 @@ for m in "${models_greedy[@]}"; do
       done
     done
   done
+  echo "  $n greedy sweep took $(($(date +%s) - t_model)) s"
   [ $ok = 1 ] && pass "$n greedy tokens identical to the all-CPU-experts run under 5 policies x 3 budgets x prefetch on/off" \
     || fail "$n greedy tokens differ (see greedy.txt)"
 done

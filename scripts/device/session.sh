@@ -32,7 +32,7 @@ stage() { # name timeout command...
   local s=$(date +%s)
   timeout "$t" "$@" > "$OUT/$name.log" 2>&1
   local rc=$?
-  grep -E '^(PASS|FAIL|SKIP)|rel err|differs|GPU dense path|^\| (model|replay) \| (cpu-only|value)|AMX|rc=|test result' "$OUT/$name.log" | head -40
+  grep -E '^(PASS|FAIL|SKIP)|rel err|differs|GPU dense path|sweep took|gen took|prefill mix|^\| (model|replay) \| (cpu-only|value)|AMX|rc=|test result' "$OUT/$name.log" | head -40
   echo "=== $name rc=$rc in $(($(date +%s) - s))s"
 }
 { nvidia-smi; lscpu | head -20; free -g; } > "$work/machine.txt" 2>&1
@@ -56,7 +56,7 @@ for s in $stages; do
     decode) stage decode 120 env HMOE_SKIP_ENGINE_TESTS=1 bash scripts/device/cuda-check.sh decode ;;
     attention) stage attention 120 env HMOE_SKIP_ENGINE_TESTS=1 bash scripts/device/cuda-check.sh attention ;;
     logits) stage logits 120 env CORRECTNESS_LOGITS_ONLY=1 bash scripts/device/cuda-correctness.sh "$hmoe" "$work" "$OUT/logits" ;;
-    correctness) stage correctness 240 bash scripts/device/cuda-correctness.sh "$hmoe" "$work" "$OUT/correctness" ;;
+    correctness) stage correctness 420 bash scripts/device/cuda-correctness.sh "$hmoe" "$work" "$OUT/correctness" ;;
     bench) stage bench 150 bash scripts/device/quick-bench.sh "$hmoe" "$work" "$OUT/bench" ;;
     cpu) stage cpu 90 .devbin/cpu-bench --threads 1,2,4,8,12,16 ;;
     serve) stage serve 150 bash scripts/device/serve-bench.sh "$hmoe" "$work" "$OUT/serve" ;;
@@ -112,6 +112,8 @@ for s in $stages; do
     ab:*) kv=${s#ab:}; stage "ab-${kv//=/-}" 70 env "$kv" bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/ab" q4_k_m model 64 1024 8GiB,16GiB value 32 ;;
     # abnew / abold: the same rows with this build and with the baseline CLI .devbin/hmoe-old
     # (build-devbin.sh with HMOE_OLD_CLI); interleave them for a same-machine A/B.
+    # One greedy generation's wall time, new and old binary interleaved (3 each).
+    gentime) stage gentime 120 bash -c 'for i in 1 2 3; do for b in "$0" .devbin/hmoe-old; do s=$(date +%s%N); "$b" generate -m "$1/qwen3-30b-a3b-q4_k_m-l2.gguf" --device cuda --policy value --vram-budget 77713624 --temperature 0 -n 24 --seed 1 -p "The quick brown fox" > /dev/null 2>&1; echo "$b gen took $((($(date +%s%N) - s) / 1000000)) ms"; done; done' "$hmoe" "$work" ;;
     abnew) stage abnew 80 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/ab" q4_k_m model 64 1024 8GiB,16GiB value 32 ;;
     # abchunk: abnew's rows with 1024-token prefill steps instead of 512.
     abchunk) stage abchunk 80 env BENCH_EXTRA="--prefill-chunk 1024" bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/ab" q4_k_m model 64 1024 8GiB,16GiB value 32 ;;
