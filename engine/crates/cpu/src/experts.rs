@@ -355,7 +355,8 @@ fn quantize_rows(
             failed.store(true, Ordering::Relaxed);
         }
     };
-    if rows < PARALLEL_QUANT_MIN_ROWS || pool.threads() == 1 {
+    let n_used = rows_used.map_or(rows, |u| u.iter().filter(|&&b| b).count());
+    if n_used < PARALLEL_QUANT_MIN_ROWS || pool.threads() == 1 {
         (0..rows).for_each(do_row);
     } else {
         pool.broadcast(|t, n| (t * rows / n..(t + 1) * rows / n).for_each(do_row))?;
@@ -439,10 +440,24 @@ pub fn run_experts_beside(
         return Ok(());
     }
 
-    // Phase 1: quantise x once per needed format.
+    // Phase 1: quantise x once per needed format, only the rows some task reads: a
+    // prefill layer whose plan gives the GPU most experts leaves the CPU a few experts'
+    // tokens (on the GPU machine at 16 GiB ~60 of 512 rows), and quantising every row
+    // was a fixed cost of each CPU share.
+    let n_rows = x.len() / hidden;
+    scratch.used.clear();
+    scratch.used.resize(n_rows, false);
+    for t in tasks {
+        for &r in t.token_rows {
+            if let Some(u) = scratch.used.get_mut(r as usize) {
+                *u = true;
+            }
+        }
+    }
+    let x_used = scratch.used.contains(&false).then_some(&scratch.used[..]);
     for f in FORMATS {
         if need_x[fidx(f)] {
-            quantize_rows(pool, &mut scratch.x_q[fidx(f)], x, hidden, None)?;
+            quantize_rows(pool, &mut scratch.x_q[fidx(f)], x, hidden, x_used)?;
         }
     }
 

@@ -366,3 +366,44 @@ fn gemm_path_matches_reference_for_many_tokens() {
         }
     }
 }
+
+#[test]
+fn a_share_of_a_few_experts_quantises_and_reads_only_its_rows() {
+    // A CPU share of 2 of 8 experts (top-2 routing): most rows of x belong to no task
+    // and are not quantised. One scratch serves two calls with other inputs and other
+    // shares, so a row left stale by the first call would show in the second.
+    for (dtype, n_tokens, threads) in [
+        (GgmlDType::Q8_0, 40usize, 1usize),
+        (GgmlDType::Q4K, 96, 3),
+        (GgmlDType::Q6K, 200, 4),
+    ] {
+        let experts = experts_of(dtype, 8, 256, 256);
+        let pool = CpuPool::with_threads(threads).unwrap();
+        let mut scratch = ExpertScratch::new();
+        for (seed, share) in [(3u64, [0usize, 5]), (4, [2, 7])] {
+            let case = Case::new(experts.clone(), n_tokens, 2, seed);
+            let tasks: Vec<ExpertTask<'_>> = case
+                .tasks()
+                .into_iter()
+                .enumerate()
+                .filter(|(e, _)| share.contains(e))
+                .map(|(_, t)| t)
+                .collect();
+            let used: usize = tasks.iter().map(|t| t.token_rows.len()).sum();
+            assert!(used < n_tokens, "the share must leave rows unused");
+            let mut want = case.base_out();
+            reference_experts(
+                &case.x,
+                case.hidden,
+                &tasks,
+                &mut want,
+                RefActivations::AsKernels,
+            )
+            .unwrap();
+            let mut got = case.base_out();
+            run_experts(&pool, &case.x, case.hidden, &tasks, &mut got, &mut scratch).unwrap();
+            let e = case.worst_rel(&got, &want);
+            assert!(e <= SAME_ACTS_REL, "{dtype} seed {seed}: {e}");
+        }
+    }
+}
