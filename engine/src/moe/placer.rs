@@ -28,10 +28,6 @@ pub const TELEMETRY_BUFFER: usize = 512;
 /// Steps between re-reads of the refined cost model into the scheduler: measured layers
 /// refit the model every step, plans follow them this often (a refit is a small solve).
 const COST_REFRESH_STEPS: u64 = 16;
-/// Environment variable: `0` keeps prefill plans on the per-expert costs alone (no
-/// [`hmoe_sched::ShareScales`]; an A/B switch).
-pub const SHARE_SCALES_ENV: &str = "HMOE_SHARE_SCALES";
-
 /// Steps of routing trace kept for export and the what-if replay: between this many and
 /// twice as many, the newest. A decode step of Qwen3-30B-A3B takes ~14 KB (48 layers of
 /// routed and predicted experts): an unbounded trace grew ~10 GB an hour at 200 tok/s.
@@ -129,8 +125,6 @@ pub struct SchedPlacer {
     expert_bytes: u64,
     /// Scratch of the per-step prediction-error median.
     err_scratch: Vec<f64>,
-    /// Prefill plans carry the learned share scales (unless [`SHARE_SCALES_ENV`] is `0`).
-    share_scales_on: bool,
 }
 
 impl SchedPlacer {
@@ -175,7 +169,6 @@ impl SchedPlacer {
             work,
             expert_bytes,
             err_scratch: Vec::new(),
-            share_scales_on: std::env::var(SHARE_SCALES_ENV).map_or(true, |v| v.trim() != "0"),
         })
     }
 
@@ -386,24 +379,11 @@ impl Placer for SchedPlacer {
             gpu_s: m.gpu.map(|t| t.gpu_ms as f64 / 1e3),
             copy_s: m.gpu.map(|t| t.copy_ms as f64 / 1e3),
         };
-        let plan = self.record.measure(layer as u16, measured);
-        let predicted = plan.map_or(0.0, |p| p.finish_s);
+        let predicted = self.record.measure(layer as u16, measured).unwrap_or(0.0);
         if predicted > 0.0 && m.wall_s > 0.0 {
             self.record.sample(Sample::Layer {
                 predicted_s: predicted,
                 measured_s: m.wall_s,
-            });
-        }
-        // A multi-token layer's shares against their plan: the cost model's factors on
-        // prefill shares (`ShareScales`), which a decode layer's samples cannot teach.
-        let multi = |items: &[WorkItem]| items.iter().any(|it| it.rows.len() > 1);
-        if let Some(p) = plan.filter(|_| multi(m.cpu_items) || multi(m.gpu_items)) {
-            self.record.sample(Sample::Shares {
-                cpu: (!m.cpu_items.is_empty()).then_some((p.cpu_s, m.cpu_s)),
-                gpu: m
-                    .gpu
-                    .filter(|_| !m.gpu_items.is_empty())
-                    .map(|t| (p.gpu_s, t.gpu_ms as f64 / 1e3)),
             });
         }
         // Layers with GPU work: what the wall time exceeds the busier side by is the
@@ -449,9 +429,6 @@ impl Placer for SchedPlacer {
 
     fn end_step(&mut self, measured_s: f64) {
         self.apply_samples();
-        if self.share_scales_on {
-            self.sched.set_share_scales(self.cost.share_scales());
-        }
         let predicted_s = self.record.predicted_s() + self.cost.dense_step_s(self.step_tokens);
         // What the step took outside its measured MoE layers refits the dense term.
         if let Some(moe) = self.record.measured_s().filter(|_| measured_s > 0.0) {
@@ -673,69 +650,5 @@ mod tests {
         // The join cost learned from wall minus busy time (0.1 ms per layer).
         let sync = p.cost.profile().sync_s;
         assert!((sync - 1e-4).abs() < 3e-5, "join {sync}");
-    }
-
-    /// A prefill layer's CPU share measured at twice its plan teaches the cost model a
-    /// CPU share scale above one, and the next step's plans carry it; decode layers give
-    /// no such sample.
-    #[test]
-    fn measured_prefill_shares_scale_the_next_prefill_plans() {
-        // A real expert size: a tiny one's share is too short to give a scale sample.
-        let shape = ModelShape::preset("qwen3-30b-a3b:q4_k_m").expect("preset");
-        let hub = SchedPlacer::hub(&shape);
-        let mut p = SchedPlacer::new(
-            shape.clone(),
-            "value",
-            0,
-            true,
-            MachineProfile::h100_box(),
-            hub,
-        )
-        .expect("placer");
-        let many = |e: u16| WorkItem {
-            expert: e,
-            rows: (0..64).collect(),
-            weights: vec![0.5; 64],
-        };
-        let mut out = LayerPlacement::default();
-        let run_step = |p: &mut SchedPlacer, items: &[WorkItem], factor: f64| {
-            let mut out = LayerPlacement::default();
-            p.begin_step(items[0].rows.len());
-            p.place(0, items, &[], false, &mut out);
-            let predicted = p.plan.predicted.cpu_s;
-            p.observe(
-                0,
-                &LayerMeasure {
-                    cpu_items: items,
-                    cpu_s: predicted * factor,
-                    gpu_items: &[],
-                    gpu: None,
-                    wall_s: predicted * factor,
-                },
-            );
-            p.end_step(predicted * factor + 1e-3);
-            predicted
-        };
-        // Decode layers measured at twice their plan: no share scale.
-        for _ in 0..20 {
-            run_step(&mut p, &[item(0)], 2.0);
-        }
-        assert_eq!(p.cost.share_scales(), hmoe_sched::ShareScales::default());
-        let first = run_step(&mut p, &[many(1)], 2.0);
-        for _ in 0..100 {
-            run_step(&mut p, &[many(1)], 2.0);
-        }
-        let scale = p.cost.share_scales().cpu;
-        assert!(scale > 1.5, "CPU share scale {scale}");
-        p.begin_step(64);
-        p.place(0, &[many(1)], &[], false, &mut out);
-        let later = p.plan.predicted.cpu_s;
-        assert!(later > 1.5 * first, "{first} -> {later}");
-        // The plan is the per-expert cost times the learned scale.
-        let unscaled = p.sched.costs().cpu(64);
-        assert!(
-            (later / unscaled - scale).abs() < 1e-9,
-            "{later} / {unscaled} vs {scale}"
-        );
     }
 }

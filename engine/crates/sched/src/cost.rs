@@ -15,49 +15,12 @@ use crate::shape::{ExpertWork, QuantType};
 const FIT_DECAY: f64 = 0.9995;
 /// The prior weighs a tenth of a sample: a handful of measurements override it.
 const FIT_RIDGE: f64 = 0.1;
+/// Layer-error samples kept for the median.
 /// Weight of a new sample in the join-cost average (~50 layers of memory).
 const SYNC_EWMA: f64 = 0.02;
 /// A join cost above this is an outlier (a stall), not the join.
 const SYNC_MAX_S: f64 = 5e-3;
-/// Layer-error samples kept for the median.
 const ERROR_WINDOW: usize = 4096;
-/// Weight of a multi-token layer in the share scales' moving average (of their logs): a
-/// prefill chunk of Qwen3-30B-A3B gives 48 layers, so a chunk mostly replaces the scale.
-const SHARE_SCALE_EWMA: f64 = 0.1;
-/// Bounds of a share scale, and of one layer's measured ÷ predicted ratio: a ratio beyond
-/// them is a stall or a share too small to time, not a trend.
-const SHARE_SCALE_RANGE: (f64, f64) = (0.5, 3.0);
-/// Shares predicted shorter than this give no scale sample (launch jitter dominates).
-const SHARE_SCALE_MIN_S: f64 = 100e-6;
-
-/// Factors on the per-expert costs of multi-token (prefill) layers, learned from their
-/// measured shares. The per-expert fits are dominated by decode's one-token samples, and
-/// a prefill share also pays what no per-expert term holds: on the GPU machine a prefill
-/// layer's GPU share (copies competing with the dense path's transfers) took ~1.5x its
-/// prediction at 8 GiB and the CPU share 0.8-1.2x (docs/notes/cuda.md, session 12).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct ShareScales {
-    /// CPU share: multiplies each expert's CPU time.
-    pub cpu: f64,
-    /// GPU share: multiplies each expert's GPU compute and copy times.
-    pub gpu: f64,
-}
-
-impl Default for ShareScales {
-    fn default() -> Self {
-        Self { cpu: 1.0, gpu: 1.0 }
-    }
-}
-
-/// Moves `scale` toward making `predicted` (made with `scale`) equal `measured`.
-fn rescale(scale: &mut f64, predicted_s: f64, measured_s: f64) {
-    if !(predicted_s >= SHARE_SCALE_MIN_S && measured_s > 0.0 && measured_s.is_finite()) {
-        return;
-    }
-    let (lo, hi) = SHARE_SCALE_RANGE;
-    let ratio = (measured_s / predicted_s).clamp(lo, hi);
-    *scale = (*scale * ratio.powf(SHARE_SCALE_EWMA)).clamp(lo, hi);
-}
 
 /// Cost of one expert (of a given model) as a linear function of its token count.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -186,8 +149,6 @@ pub struct CostModel {
     /// Moving average of split (CPU and GPU) layers' overhead; minus `profile.sync_s`
     /// (GPU-only layers') it is `profile.split_s`.
     split_sync_s: f64,
-    /// Factors of multi-token layers' shares ([`ShareScales`]).
-    share_scales: ShareScales,
 }
 
 /// Parameter vector of a device: `[fixed, s_d for d in ALL, c_d for d in ALL]`.
@@ -275,24 +236,7 @@ impl CostModel {
             step_err: ErrorTracker::default(),
             dirty: false,
             split_sync_s,
-            share_scales: ShareScales::default(),
         }
-    }
-
-    /// A multi-token layer's shares, predicted with [`CostModel::share_scales`] and
-    /// measured; `None` for a side the layer did not use.
-    pub fn observe_multi_token_shares(&mut self, cpu: Option<(f64, f64)>, gpu: Option<(f64, f64)>) {
-        if let Some((predicted_s, measured_s)) = cpu {
-            rescale(&mut self.share_scales.cpu, predicted_s, measured_s);
-        }
-        if let Some((predicted_s, measured_s)) = gpu {
-            rescale(&mut self.share_scales.gpu, predicted_s, measured_s);
-        }
-    }
-
-    /// The factors on multi-token layers' per-expert costs learned so far.
-    pub fn share_scales(&self) -> ShareScales {
-        self.share_scales
     }
 
     /// Sets the layer count the profile's dense terms are per (0 until set: the step
@@ -653,38 +597,6 @@ mod tests {
         c.observe_sync(1.0, false);
         let after = c.profile().sync_s;
         assert!(after - s <= SYNC_EWMA * SYNC_MAX_S + 1e-12);
-    }
-
-    #[test]
-    fn share_scales_learn_the_measured_ratio_and_ignore_tiny_or_wild_shares() {
-        let mut c = CostModel::new(MachineProfile::h100_box());
-        assert_eq!(c.share_scales(), ShareScales::default());
-        // The per-expert model predicts 1 ms for a share that takes 1.5 ms on the GPU and
-        // 0.8 ms on the CPU; each layer's prediction uses the scale learned so far.
-        for _ in 0..200 {
-            let s = c.share_scales();
-            c.observe_multi_token_shares(
-                Some((1e-3 * s.cpu, 0.8e-3)),
-                Some((1e-3 * s.gpu, 1.5e-3)),
-            );
-        }
-        let s = c.share_scales();
-        assert!(
-            (s.cpu - 0.8).abs() < 1e-3 && (s.gpu - 1.5).abs() < 1e-3,
-            "{s:?}"
-        );
-        // A share too small to time, and a side the layer did not use, change nothing.
-        c.observe_multi_token_shares(Some((50e-6, 1e-3)), None);
-        assert_eq!(c.share_scales(), s);
-        // A stall moves the scale by at most the bounded ratio's share, and never past
-        // the bounds.
-        c.observe_multi_token_shares(None, Some((1e-3 * s.gpu, 1.0)));
-        let g = c.share_scales().gpu;
-        assert!(g > s.gpu && g <= s.gpu * SHARE_SCALE_RANGE.1.powf(SHARE_SCALE_EWMA) + 1e-12);
-        for _ in 0..500 {
-            c.observe_multi_token_shares(None, Some((1e-3, 1.0)));
-        }
-        assert_eq!(c.share_scales().gpu, SHARE_SCALE_RANGE.1);
     }
 
     #[test]

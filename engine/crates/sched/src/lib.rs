@@ -26,7 +26,7 @@ pub mod trace;
 pub mod value;
 
 pub use cache::{ExpertCache, SlotLoad};
-pub use cost::{CostModel, ErrorReport, ExpertCosts, ShareScales};
+pub use cost::{CostModel, ErrorReport, ExpertCosts};
 pub use error::{Result, SchedError};
 pub use policy::{make_policy, CachePolicy, ValueParams, POLICY_NAMES};
 pub use profile::MachineProfile;

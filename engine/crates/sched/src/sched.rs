@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{ExpertCache, SlotLoad};
-use crate::cost::{CostModel, ExpertCosts, ShareScales};
+use crate::cost::{CostModel, ExpertCosts};
 use crate::profile::MachineProfile;
 use crate::shape::{ExpertKey, ModelShape};
 use crate::solve::{evaluate_split, solve_exact_split, Greedy, Job, PlanTiming, Solution};
@@ -152,8 +152,6 @@ pub struct Scheduler {
     cand: Vec<(f64, ExpertKey)>,
     slots: Vec<Option<u32>>,
     sol: Solution,
-    /// Factors on multi-token layers' job costs ([`ShareScales`]).
-    share_scales: ShareScales,
 }
 
 impl Scheduler {
@@ -176,14 +174,7 @@ impl Scheduler {
             cand: Vec::new(),
             slots: Vec::new(),
             sol: Solution::default(),
-            share_scales: cost.share_scales(),
         }
-    }
-
-    /// Sets the factors on multi-token layers' job costs (cheap: the engine passes the
-    /// cost model's after every step, so a prompt's later chunks use its first's).
-    pub fn set_share_scales(&mut self, scales: ShareScales) {
-        self.share_scales = scales;
     }
 
     /// Re-reads the costs after the model was refined.
@@ -272,13 +263,6 @@ impl Scheduler {
         self.keys.clear();
         let mut prefetch_hits = 0;
         let mut hits = 0;
-        // A multi-token (prefill) layer's shares carry the factors learned from measured
-        // prefill shares; a decode layer's costs are the per-expert fits as they are.
-        let scales = if routed.iter().any(|r| r.n_tokens > 1) {
-            self.share_scales
-        } else {
-            ShareScales::default()
-        };
         for r in routed {
             let key = ExpertKey::new(layer, r.expert);
             let resident = cache.is_resident(key);
@@ -291,9 +275,9 @@ impl Scheduler {
             }
             self.keys.push(key);
             self.jobs.push(Job {
-                cpu_s: c.cpu(r.n_tokens) * scales.cpu,
-                gpu_s: c.gpu(r.n_tokens) * scales.gpu,
-                fetch_s: c.fetch_s * scales.gpu,
+                cpu_s: c.cpu(r.n_tokens),
+                gpu_s: c.gpu(r.n_tokens),
+                fetch_s: c.fetch_s,
                 resident,
             });
         }
@@ -562,27 +546,6 @@ mod tests {
         s.finish_layer(&mut c);
         assert!(!c.is_resident(ExpertKey::new(0, 2)), "streamed, not cached");
         c.check_invariants().unwrap();
-    }
-
-    #[test]
-    fn multi_token_layers_carry_the_share_scales_and_decode_layers_do_not() {
-        let (_, mut s, mut c) = setup(MachineProfile::h100_box(), 100);
-        let (cpu_only, gpu_only) = (routed(&[0, 1, 2], 1), routed(&[3], 512));
-        let before_1 = s.plan_layer(0, 0, &cpu_only, &[], &mut c, 0.0).predicted;
-        s.finish_layer(&mut c);
-        let before_512 = s.plan_layer(0, 1, &gpu_only, &[], &mut c, 0.0).predicted;
-        s.finish_layer(&mut c);
-        s.set_share_scales(ShareScales { cpu: 2.0, gpu: 1.5 });
-        let after_1 = s.plan_layer(0, 2, &cpu_only, &[], &mut c, 0.0).predicted;
-        s.finish_layer(&mut c);
-        let after_512 = s.plan_layer(0, 3, &gpu_only, &[], &mut c, 0.0).predicted;
-        s.finish_layer(&mut c);
-        // One token each: the decode layer's plan is unchanged.
-        assert_eq!(after_1, before_1);
-        // 512 tokens on one fetched expert: its copy and compute take 1.5x.
-        assert!(before_512.gpu_s > 0.0 && before_512.cpu_s == 0.0);
-        let r = after_512.gpu_s / before_512.gpu_s;
-        assert!((r - 1.5).abs() < 1e-9, "{r}");
     }
 
     #[test]

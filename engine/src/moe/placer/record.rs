@@ -41,11 +41,6 @@ pub(super) enum Sample {
     GpuExpert { tokens: f64, seconds: f64 },
     /// [`CostModel::observe_pcie`].
     Pcie { bytes: u64, seconds: f64 },
-    /// [`CostModel::observe_multi_token_shares`]: `(predicted, measured)` per side.
-    Shares {
-        cpu: Option<(f64, f64)>,
-        gpu: Option<(f64, f64)>,
-    },
 }
 
 impl Sample {
@@ -59,7 +54,6 @@ impl Sample {
             Sample::CpuExpert { tokens, seconds } => cost.observe_cpu_expert(work, tokens, seconds),
             Sample::GpuExpert { tokens, seconds } => cost.observe_gpu_expert(work, tokens, seconds),
             Sample::Pcie { bytes, seconds } => cost.observe_pcie(bytes, seconds),
-            Sample::Shares { cpu, gpu } => cost.observe_multi_token_shares(cpu, gpu),
         }
     }
 }
@@ -149,10 +143,10 @@ impl StepRecord {
     /// Records the measurement of `layer` (the latest record of it: with the GPU dense
     /// path a layer is observed after the next one was planned) and returns its
     /// predicted MoE time (`None`: the layer was not planned in this step).
-    pub fn measure(&mut self, layer: u16, m: Measured) -> Option<PlanTiming> {
+    pub fn measure(&mut self, layer: u16, m: Measured) -> Option<f64> {
         let l = self.layers.iter_mut().rev().find(|l| l.layer == layer)?;
         l.measured = Some(m);
-        Some(l.predicted)
+        Some(l.predicted.finish_s)
     }
 
     /// Queues a cost-model sample.
