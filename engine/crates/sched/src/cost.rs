@@ -15,11 +15,11 @@ use crate::shape::{ExpertWork, QuantType};
 const FIT_DECAY: f64 = 0.9995;
 /// The prior weighs a tenth of a sample: a handful of measurements override it.
 const FIT_RIDGE: f64 = 0.1;
-/// Layer-error samples kept for the median.
 /// Weight of a new sample in the join-cost average (~50 layers of memory).
 const SYNC_EWMA: f64 = 0.02;
 /// A join cost above this is an outlier (a stall), not the join.
 const SYNC_MAX_S: f64 = 5e-3;
+/// Layer-error samples kept for the median.
 const ERROR_WINDOW: usize = 4096;
 
 /// Cost of one expert (of a given model) as a linear function of its token count.
