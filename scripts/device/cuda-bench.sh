@@ -37,5 +37,5 @@ grep -E "calibration|CUDA on|dense path|warn|error" "$side/sweep-$dtype-$routing
 grep "prefill mix" "$side/sweep-$dtype-$routing.err" | sed 's/\x1b\[[0-9;]*m//g; s/.*bench_sweep: //' | head -20
 # HMOE_DENSE_PROFILE=1: the GPU dense path's per-kernel profile (logged when the engine ends).
 grep -A40 "dense path profile" "$side/sweep-$dtype-$routing.err" | sed "s/\x1b\[[0-9;]*m//g" | head -80
-grep -A8 -E "MoE layer host profile|GPU submit host profile" "$side/sweep-$dtype-$routing.err" | sed 's/\x1b\[[0-9;]*m//g' | head -60
+grep -A10 -E "MoE layer host profile|GPU submit host profile" "$side/sweep-$dtype-$routing.err" | sed 's/\x1b\[[0-9;]*m//g' | head -60
 exit "$rc"
