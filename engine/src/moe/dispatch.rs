@@ -369,7 +369,8 @@ impl MoeDispatch {
         link: DeviceLink,
         out: &mut [f32],
     ) -> Result<Option<DeviceAddend>> {
-        self.profile.begin(x.len() / hidden.max(1));
+        let rows = x.len() / hidden.max(1);
+        self.profile.begin(rows);
         let mut plan = std::mem::take(&mut self.placement);
         let t_plan = Instant::now();
         self.placer
@@ -411,7 +412,7 @@ impl MoeDispatch {
         // the GPU machine) and its background loads run on this thread while the pool
         // starts the CPU share. A decode layer's (a few µs) would outlast its small CPU
         // share's first phase and count in the CPU time the cost model fits: it goes first.
-        let beside = x.len() / hidden.max(1) >= SUBMIT_BESIDE_MIN_ROWS && !cpu_items.is_empty();
+        let beside = rows >= SUBMIT_BESIDE_MIN_ROWS && !cpu_items.is_empty();
         // A clone of the handle: the closure lives while `flush_pending` borrows `self`.
         let cuda = self.cuda.clone();
         let (mut ticket, mut submit_s, mut loads) = (None, 0.0, (0, 0));

@@ -46,6 +46,16 @@ const PHASES: [Phase; 8] = [
     Phase::Record,
 ];
 
+/// The tally of a layer or step of `rows` token rows: 0 decode, 1 prefill.
+fn kind(rows: usize) -> usize {
+    usize::from(rows > DECODE_MAX_ROWS)
+}
+
+/// The position of `phase` in [`PHASES`] (execution order).
+fn index(phase: Phase) -> usize {
+    PHASES.iter().position(|&p| p == phase).unwrap_or(0)
+}
+
 /// Accumulated nanoseconds per phase of one kind of layer.
 #[derive(Debug, Default, Clone, Copy)]
 struct Tally {
@@ -89,7 +99,7 @@ impl HostProfile {
     pub fn begin(&mut self, rows: usize) {
         self.last = None;
         if self.enabled {
-            self.current = usize::from(rows > DECODE_MAX_ROWS);
+            self.current = kind(rows);
             self.tallies[self.current].layers += 1;
             self.last = Some(Instant::now());
         }
@@ -99,7 +109,7 @@ impl HostProfile {
     /// thread, inside the pool's job): reported apart, not in the layer's total.
     pub fn beside(&mut self, phase: Phase, seconds: f64) {
         if self.enabled {
-            let i = PHASES.iter().position(|&p| p == phase).unwrap_or(0);
+            let i = index(phase);
             self.tallies[self.current].beside_ns[i] += (seconds * 1e9) as u64;
         }
     }
@@ -108,7 +118,7 @@ impl HostProfile {
     /// its start) and `end_s` (at its end: telemetry, feedback, refits).
     pub fn step(&mut self, rows: usize, begin_s: f64, end_s: f64) {
         if self.enabled {
-            let t = &mut self.tallies[usize::from(rows > DECODE_MAX_ROWS)];
+            let t = &mut self.tallies[kind(rows)];
             t.steps += 1;
             t.step_ns[0] += (begin_s * 1e9) as u64;
             t.step_ns[1] += (end_s * 1e9) as u64;
@@ -121,7 +131,7 @@ impl HostProfile {
             return;
         };
         let now = Instant::now();
-        let i = PHASES.iter().position(|&p| p == phase).unwrap_or(0);
+        let i = index(phase);
         self.tallies[self.current].ns[i] += (now - t).as_nanos() as u64;
         self.last = Some(now);
     }
