@@ -109,6 +109,9 @@ pub struct SweepRow {
     /// Of `sched_share`: the placement alone (`Placer::place`, on the host's path from the
     /// router to the experts; the feedback runs while the GPU computes).
     pub place_share: f64,
+    /// Of `sched_share`: the part in the dense calls' hooks, after their kernels were
+    /// launched (the layers' feedback, the steps' telemetry), hidden while the GPU runs.
+    pub hooked_share: f64,
     /// Share of decode MoE layers routed on the device (`HMOE_DEVICE_ROUTING`).
     pub device_routed: f64,
 }
@@ -122,6 +125,7 @@ struct EngineTimes {
     /// Scheduler time in the timed decode steps, and of it the placement alone.
     sched_s: f64,
     place_s: f64,
+    hooked_s: f64,
     /// The dense device's calls in the timed decode steps.
     device_s: f64,
     /// Prefill: dense device calls, MoE blocks, scheduler.
@@ -334,11 +338,14 @@ fn run_one(
             decode_s,
             sched_s: after.sched_seconds - before.sched_seconds,
             place_s: after.place_seconds - before.place_seconds,
+            hooked_s: after.hooked_sched_seconds - before.hooked_sched_seconds,
             device_s: model.device_dense_seconds() - device0,
             prefill_split,
             routed_share: routed / (gen * model.cfg.n_layers).max(1) as f64,
         };
         moe.set_routing_replay(None);
+        // The last step's telemetry waits for a GPU wait that will not come: out now.
+        moe.publish_telemetry();
         Ok(times)
     })??;
     let EngineTimes {
@@ -347,6 +354,7 @@ fn run_one(
         decode_s,
         sched_s,
         place_s,
+        hooked_s,
         device_s,
         prefill_split,
         routed_share: routed_layers,
@@ -463,15 +471,16 @@ fn run_one(
         sched_s_per_token: sched_s / gen as f64,
         sched_share: sched_s / gen as f64 / per_token,
         place_share: place_s / gen as f64 / per_token,
+        hooked_share: hooked_s / gen as f64 / per_token,
         device_routed: routed_layers,
     })
 }
 
 /// Prints rows as a Markdown table.
 pub fn print_table(rows: &[SweepRow]) {
-    println!("| routing | policy | budget | slots | prefetch | prefill tok/s | cold prefill tok/s | prefill MoE s (CPU/GPU) | prefill dense/MoE-block/sched s | prefill layer err (pred/meas CPU, GPU) | decode tok/s | hit rate | GPU share | PCIe GB/s | layer err | step err | MoE ms/tok | MoE CPU ms | MoE GPU ms | dense ms/tok | dense GPU calls ms | sched us/token | sched share | place share | device-routed |");
+    println!("| routing | policy | budget | slots | prefetch | prefill tok/s | cold prefill tok/s | prefill MoE s (CPU/GPU) | prefill dense/MoE-block/sched s | prefill layer err (pred/meas CPU, GPU) | decode tok/s | hit rate | GPU share | PCIe GB/s | layer err | step err | MoE ms/tok | MoE CPU ms | MoE GPU ms | dense ms/tok | dense GPU calls ms | sched us/token | sched share | place share | hooked share | device-routed |");
     println!(
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for r in rows {
         println!("{}", row_line(r));
@@ -481,7 +490,7 @@ pub fn print_table(rows: &[SweepRow]) {
 /// One row of [`print_table`].
 pub fn row_line(r: &SweepRow) -> String {
     format!(
-        "| {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.2} ({:.2}/{:.2}) | {:.2}/{:.2}/{:.2} | {:.1}% ({:.2}, {:.2}) | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.2}% | {:.2}% | {:.0}% |",
+        "| {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.2} ({:.2}/{:.2}) | {:.2}/{:.2}/{:.2} | {:.1}% ({:.2}, {:.2}) | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.1}% | {:.1}% | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.2}% | {:.2}% | {:.2}% | {:.0}% |",
         r.routing,
         r.policy,
         r.budget_bytes.map_or("all".into(), |b| if b >= 1 << 30 {
@@ -516,6 +525,7 @@ pub fn row_line(r: &SweepRow) -> String {
         r.sched_s_per_token * 1e6,
         r.sched_share * 100.0,
         r.place_share * 100.0,
+        r.hooked_share * 100.0,
         r.device_routed * 100.0
     )
 }

@@ -36,6 +36,8 @@ struct Outcome {
     text: String,
     tokens: Vec<u32>,
     reason: FinishReason,
+    /// Sampled tokens (the Done event's count, an end-of-sequence token included).
+    sampled: usize,
 }
 
 fn run(engine: &Engine, prompt: Prompt, params: SamplingParams) -> Outcome {
@@ -58,11 +60,15 @@ fn run(engine: &Engine, prompt: Prompt, params: SamplingParams) -> Outcome {
                     tokens.extend(ids);
                 }
                 GenerationEvent::Error { message } => panic!("{message}"),
-                GenerationEvent::Done { finish_reason, .. } => {
+                GenerationEvent::Done {
+                    finish_reason,
+                    stats,
+                } => {
                     return Outcome {
                         text,
                         tokens,
                         reason: finish_reason,
+                        sampled: stats.completion_tokens,
                     }
                 }
             }
@@ -234,6 +240,16 @@ fn telemetry_reports_every_layer_on_the_cpu() {
     }
     let totals = e.telemetry_totals();
     assert!(totals.tokens > 0 && totals.cpu_runs > 0 && totals.hits == 0);
+    // Every step's telemetry is out before the Done event, the last one included: one
+    // decode step per sampled token but the first (the prompt's step sampled it).
+    let mut steps = vec![step];
+    while let Ok(s) = rx.try_recv() {
+        steps.push(s);
+    }
+    let decode_steps = steps.iter().filter(|s| s.n_tokens == 1).count();
+    assert_eq!(decode_steps, out.sampled - 1);
+    let tokens: u64 = steps.iter().map(|s| s.n_tokens as u64).sum();
+    assert_eq!(totals.tokens, tokens);
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("trace.jsonl");
     e.save_trace(&path).expect("trace");

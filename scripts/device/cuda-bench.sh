@@ -26,7 +26,7 @@ if [ ! -f "$m" ]; then
   echo "synth took $(($(date +%s) - s)) s"
 fi
 "$hmoe" info "$m" | head -8
-echo "| routing | policy | budget | slots | prefetch | prefill tok/s | cold prefill tok/s | prefill MoE s (CPU/GPU) | prefill dense/MoE-block/sched s | prefill layer err (pred/meas CPU, GPU) | decode tok/s | hit rate | GPU share | PCIe GB/s | layer err | step err | MoE ms/tok | MoE CPU ms | MoE GPU ms | dense ms/tok | dense GPU calls ms | sched us/token | sched share | place share | device-routed |"
+echo "| routing | policy | budget | slots | prefetch | prefill tok/s | cold prefill tok/s | prefill MoE s (CPU/GPU) | prefill dense/MoE-block/sched s | prefill layer err (pred/meas CPU, GPU) | decode tok/s | hit rate | GPU share | PCIe GB/s | layer err | step err | MoE ms/tok | MoE CPU ms | MoE GPU ms | dense ms/tok | dense GPU calls ms | sched us/token | sched share | place share | hooked share | device-routed |"
 HMOE_LOG=${HMOE_LOG:-info} "$hmoe" bench -m "$m" --device cuda --threads 16 --vram-budget 70GiB \
   --sweep --routing "$routing" --budgets "$budgets" --policies "$policies" \
   --gen "$gen" --prompt-len "$prompt" --warmup "$warmup" ${BENCH_EXTRA:-} --jsonl "$side/sweep-$dtype-$routing.jsonl" 2>&1 >/dev/null \

@@ -41,7 +41,7 @@ stages=${*:-check correctness bench cpu serve}
 # The Q4_K_M model takes ~15 s to synthesise on a fresh machine: do it before the stages
 # that read it, outside their timeouts (session 9's first A/B stage timed out on it).
 case " $stages " in
-  *" ab"*|*" final-q4"*|*" pp-"*|*" ncu-"*|*" profile"*|*" quick-q4"*|*" sweep-q4"*)
+  *" ab"*|*" delay:"*|*" final-q4"*|*" pp-"*|*" ncu-"*|*" profile"*|*" quick-q4"*|*" sweep-q4"*)
     m4=$work/qwen3-30b-a3b-q4_k_m.gguf
     [ -f "$m4" ] || { "$hmoe" synth --preset qwen3-30b-a3b --dtype q4_k_m --seed 7 -o "$m4" 2>&1 | tail -1; } ;;
 esac
@@ -114,6 +114,9 @@ for s in $stages; do
     # (build-devbin.sh with HMOE_OLD_CLI); interleave them for a same-machine A/B.
     # One greedy generation's wall time, new and old binary interleaved (3 each).
     gentime) stage gentime 120 bash -c 'for i in 1 2 3; do for b in "$0" .devbin/hmoe-old; do s=$(date +%s%N); "$b" generate -m "$1/qwen3-30b-a3b-q4_k_m-l2.gguf" --device cuda --policy value --vram-budget 77713624 --temperature 0 -n 24 --seed 1 -p "The quick brown fox" > /dev/null 2>&1; echo "$b gen took $((($(date +%s%N) - s) / 1000000)) ms"; done; done' "$hmoe" "$work" ;;
+    # delay:US: decode rows (value, 8 and 16 GiB, prefetch off and on) with US µs of busy
+    # host time after every plan (HMOE_PLACE_DELAY_US): is planning on the critical path?
+    delay:*) us=${s#delay:}; stage "delay-$us" 80 env "HMOE_PLACE_DELAY_US=$us" bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/delay" q4_k_m model 128 128 8GiB,16GiB value 32 ;;
     abnew) stage abnew 80 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/ab" q4_k_m model 64 1024 8GiB,16GiB value 32 ;;
     # abchunk: abnew's rows with 1024-token prefill steps instead of 512.
     abchunk) stage abchunk 80 env BENCH_EXTRA="--prefill-chunk 1024" bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/ab" q4_k_m model 64 1024 8GiB,16GiB value 32 ;;

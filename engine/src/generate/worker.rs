@@ -171,6 +171,8 @@ pub fn run(
                             job(&mut model, &mut moe);
                         }
                     }
+                    // A job reading the scheduler (a snapshot) sees every step so far.
+                    moe.publish_telemetry();
                     f(&model, &mut moe)
                 }
                 Ok(Command::Reconfigure(f)) => pending.push(f),
@@ -270,7 +272,14 @@ fn step(
     cfg: WorkerConfig,
     active: &mut Vec<Active<'_>>,
 ) -> Result<()> {
-    // Cancelled or abandoned sequences leave first.
+    // Cancelled or abandoned sequences leave first: the telemetry of every step they
+    // ran is out before their `Done` (a client reads the totals after it).
+    if active
+        .iter()
+        .any(|a| a.req.cancel.load(Ordering::Relaxed) || a.req.events.is_closed())
+    {
+        moe.publish_telemetry();
+    }
     active.retain_mut(|a| {
         let gone = a.req.cancel.load(Ordering::Relaxed) || a.req.events.is_closed();
         if gone {
@@ -316,6 +325,9 @@ fn step(
     let mut outs = model.forward(&mut steps, moe)?;
     drop(steps);
     let mut done = vec![false; active.len()];
+    // Sequences that end this step, and why: their `Done` goes out after the step's
+    // telemetry (below).
+    let mut ending: Vec<(usize, FinishReason)> = Vec::new();
     for (k, &i) in idx.iter().enumerate() {
         let a = &mut active[i];
         let mut logits = std::mem::take(&mut outs[k]);
@@ -329,7 +341,7 @@ fn step(
         a.generated += 1;
         a.history.push(t);
         if eos.contains(&t) {
-            a.finish(FinishReason::Stop);
+            ending.push((i, FinishReason::Stop));
             done[i] = true;
             continue;
         }
@@ -342,7 +354,7 @@ fn step(
                         tokens: vec![t],
                     });
                 }
-                a.finish(FinishReason::StopString);
+                ending.push((i, FinishReason::StopString));
                 done[i] = true;
                 continue;
             }
@@ -357,13 +369,19 @@ fn step(
             }
         }
         if a.generated >= a.req.params.max_tokens {
-            a.finish(FinishReason::Length);
+            ending.push((i, FinishReason::Length));
             done[i] = true;
         } else if a.cache.remaining() == 0 {
-            a.finish(FinishReason::ContextFull);
+            ending.push((i, FinishReason::ContextFull));
             done[i] = true;
         } else {
             a.next = Some(t);
+        }
+    }
+    if !ending.is_empty() {
+        moe.publish_telemetry();
+        for (i, reason) in ending {
+            active[i].finish(reason);
         }
     }
     let mut i = 0;

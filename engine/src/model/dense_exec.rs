@@ -148,10 +148,11 @@ impl Qwen3Moe {
             // dense call, launched from its hook before the host waits.
             if n == 1 && !last && moe.device_routing() {
                 let experts = self.layer_experts(li);
-                // The previous layer's feedback goes in the hook too: the GPU is busy.
+                // The previous layer's feedback and the last step's telemetry go in the
+                // hook too: the GPU is busy.
                 let mut hook = |d| {
                     moe.launch_routed(&experts, d);
-                    moe.feed_back_deferred();
+                    moe.while_gpu_busy();
                 };
                 let outs = (&mut x[..], &mut hn[..], &mut logits[..], next_out);
                 dev.attention_block_hooked(li, &spans, addend.take(), outs, &mut hook)?;

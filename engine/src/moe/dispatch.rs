@@ -12,11 +12,31 @@ use crate::error::{EngineError, Result};
 use hmoe_cuda::{DeviceAddend, DeviceInput, LayerTimings};
 use hmoe_sched::Trace;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Layers of at least this many token rows issue their GPU share beside the CPU share
 /// (prefill); fewer rows issue it first (decode). See `MoeDispatch::run_layer`.
 pub const SUBMIT_BESIDE_MIN_ROWS: usize = super::host_profile::DECODE_MAX_ROWS + 1;
+
+/// A diagnostic for the scheduler's real overhead (causal profiling): this many µs of
+/// busy host time after every layer's plan, as if planning took that much longer. A
+/// token slower by `layers × delay` means plans are on the critical path; unchanged,
+/// that they hide behind GPU work. Not counted as scheduler time.
+pub const PLACE_DELAY_ENV: &str = "HMOE_PLACE_DELAY_US";
+
+/// [`PLACE_DELAY_ENV`]'s value as a delay (None: unset, zero, or not a number of µs,
+/// which is logged).
+fn place_delay_from(value: Option<&str>) -> Option<Duration> {
+    let v = value?.trim();
+    match v.parse::<f64>() {
+        Ok(us) if us.is_finite() && us > 0.0 && us < 1e6 => Some(Duration::from_secs_f64(us / 1e6)),
+        Ok(us) if us == 0.0 => None,
+        _ => {
+            tracing::warn!("{PLACE_DELAY_ENV}={v} is not a delay in µs below one second: ignored");
+            None
+        }
+    }
+}
 
 /// Where each work item of a layer runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,8 +83,13 @@ pub trait Placer: Send {
     fn observe(&mut self, _layer: usize, _measure: &LayerMeasure<'_>) {}
     /// A forward step over `n_tokens` tokens begins.
     fn begin_step(&mut self, _n_tokens: usize) {}
-    /// The step ended after `measured_s` seconds.
+    /// The step ended after `measured_s` seconds. Its telemetry may wait for
+    /// [`Placer::publish`] (or the next `end_step`).
     fn end_step(&mut self, _measured_s: f64) {}
+    /// Publishes the ended step's telemetry, statistics and trace if they wait (the
+    /// dispatcher calls it while the host waits for the GPU, and before anyone reads
+    /// them: a snapshot, a generation's end).
+    fn publish(&mut self) {}
     /// Changes policy, budget or prefetch (between steps).
     fn reconfigure(&mut self, _options: &PlacerOptions) -> Result<()> {
         Err(EngineError::InvalidRequest(
@@ -141,6 +166,10 @@ pub struct PlacementSummary {
     /// Of `sched_seconds`: in `Placer::place`, on the host's path from a layer's router to
     /// its experts (the feedback runs while the GPU computes).
     pub place_seconds: f64,
+    /// Of `sched_seconds`: inside a dense call's hook, after the call's kernels were
+    /// launched and before the host waits for them (a layer's feedback, the last step's
+    /// telemetry): hidden while the GPU's work outlasts it.
+    pub hooked_sched_seconds: f64,
     /// Layers routed on the device (their resident experts ran in a routed pass).
     pub routed_layers: u64,
 }
@@ -189,6 +218,8 @@ pub struct MoeDispatch {
     routing: device_routing::DeviceRouting,
     /// The current step's token rows and its `begin_step` seconds, for the profile.
     step_bookkeeping: (usize, f64),
+    /// [`PLACE_DELAY_ENV`]: busy time added after every plan (a diagnostic).
+    place_delay: Option<Duration>,
 }
 
 impl Drop for MoeDispatch {
@@ -222,6 +253,7 @@ impl MoeDispatch {
             profile: HostProfile::from_env(),
             routing: Default::default(),
             step_bookkeeping: (0, 0.0),
+            place_delay: place_delay_from(std::env::var(PLACE_DELAY_ENV).ok().as_deref()),
         }
     }
 
@@ -327,6 +359,15 @@ impl MoeDispatch {
         self.step_bookkeeping = (n_tokens, begin_s);
     }
 
+    /// Publishes the ended step's telemetry, statistics and trace if they still wait
+    /// (see [`Placer::publish`]): before reading the hub or a snapshot, and at the end of
+    /// a generation.
+    pub fn publish_telemetry(&mut self) {
+        let t = Instant::now();
+        self.placer.publish();
+        self.summary.sched_seconds += t.elapsed().as_secs_f64();
+    }
+
     /// Marks the end of a forward step.
     pub fn end_step(&mut self) {
         // A step that failed after deferring a layer: feed it back now.
@@ -378,6 +419,11 @@ impl MoeDispatch {
         let plan_s = t_plan.elapsed().as_secs_f64();
         self.summary.sched_seconds += plan_s;
         self.summary.place_seconds += plan_s;
+        if let Some(d) = self.place_delay {
+            while t_plan.elapsed().as_secs_f64() < plan_s + d.as_secs_f64() {
+                std::hint::spin_loop();
+            }
+        }
         debug_assert_eq!(plan.cpu.len() + plan.gpu.len(), items.len());
         self.profile.lap(Phase::Place);
         // Items whose experts ran in the layer's routed pass (device routing) are done,
@@ -581,6 +627,19 @@ mod tests {
     use hmoe_sched::synth::{generate, SynthParams};
     use hmoe_sched::ModelShape;
     use std::sync::Mutex;
+
+    #[test]
+    fn the_place_delay_is_a_positive_number_of_microseconds_or_nothing() {
+        assert_eq!(place_delay_from(None), None);
+        assert_eq!(place_delay_from(Some("0")), None);
+        assert_eq!(
+            place_delay_from(Some(" 2.5 ")),
+            Some(Duration::from_nanos(2500))
+        );
+        for bad in ["", "-3", "abc", "NaN", "inf", "1e9"] {
+            assert_eq!(place_delay_from(Some(bad)), None, "{bad}");
+        }
+    }
 
     fn dispatch() -> MoeDispatch {
         let pool = CpuExecutor::pool(1).expect("pool");

@@ -122,6 +122,10 @@ pub struct SchedPlacer {
     step_tokens: u32,
     /// The step in progress: plans, routing, measurements and cost samples.
     record: StepRecord,
+    /// The last ended step, its telemetry and trace not yet built (see [`Placer::publish`]).
+    unpublished: Option<Unpublished>,
+    /// An emptied record, swapped in when a step ends (no allocation once warm).
+    spare: StepRecord,
     telemetry: Telemetry,
     hub: TelemetryHub,
     routed: Vec<RoutedExpert>,
@@ -168,6 +172,8 @@ impl SchedPlacer {
             step: 0,
             step_tokens: 0,
             record: StepRecord::default(),
+            unpublished: None,
+            spare: StepRecord::default(),
             telemetry: Telemetry::default(),
             hub,
             routed: Vec::new(),
@@ -213,8 +219,10 @@ impl SchedPlacer {
     /// history for what is resident). Without a GPU the budget is recorded but the cache
     /// has no slots.
     pub fn reconfigure(&mut self, options: PlacerOptions) -> Result<()> {
-        // The new scheduler starts from the model with every measurement so far.
+        // The new scheduler starts from the model with every measurement so far; the last
+        // step's telemetry goes out under the settings it ran with.
         self.apply_samples();
+        self.publish_step();
         let vram = match (&self.gpu, &self.gpu_arena) {
             (Some(_), Some((arena, _))) => options.vram_budget_bytes.unwrap_or(*arena).min(*arena),
             (Some(_), None) => options.vram_budget_bytes.unwrap_or(0),
@@ -241,7 +249,8 @@ impl SchedPlacer {
         &self.options
     }
 
-    /// The cache map and per-expert statistics now (`threads`: the CPU pool's size).
+    /// The cache map and per-expert statistics now (`threads`: the CPU pool's size). The
+    /// statistics count the published steps: call [`Placer::publish`] first for all.
     pub fn snapshot(&self, threads: usize) -> SchedSnapshot {
         let last = self.last_step.as_ref().map_or(&[][..], |s| &s.layers[..]);
         let used = self.cache.resident_count() as u64 * self.shape.expert_bytes();
@@ -290,6 +299,53 @@ impl SchedPlacer {
     fn apply_samples(&mut self) {
         self.record.apply_samples(&mut self.cost, &self.work);
     }
+
+    /// Builds and sends the ended step's telemetry, statistics and trace, if one waits.
+    fn publish_step(&mut self) {
+        let Some(u) = self.unpublished.take() else {
+            return;
+        };
+        let mut record = u.record;
+        let step = StepTelemetry {
+            step: u.step,
+            n_tokens: u.n_tokens,
+            layers: record.telemetry(self.expert_bytes),
+            predicted_s: u.predicted_s,
+            measured_s: Some(u.measured_s),
+        };
+        self.telemetry.record(&step);
+        for l in &step.layers {
+            self.stats.record(&self.shape, step.step, l);
+        }
+        let trace = TraceStep {
+            step: u.step,
+            tokens: u.n_tokens,
+            layers: record.trace(),
+        };
+        // Its samples were applied when the step ended: only the buffers are kept.
+        record.clear_layers();
+        self.spare = record;
+        if let Ok(mut t) = self.hub.totals.lock() {
+            *t = *self.telemetry.totals();
+        }
+        if let Ok(mut tr) = self.hub.trace.lock() {
+            push_bounded(&mut tr, trace, TRACE_KEEP_STEPS);
+        }
+        let step = Arc::new(step);
+        self.last_step = Some(step.clone());
+        // No subscriber is fine: telemetry is always produced, cheaply.
+        let _ = self.hub.sender.send(step);
+    }
+}
+
+/// An ended step whose telemetry is not built yet.
+#[derive(Debug)]
+struct Unpublished {
+    step: u64,
+    n_tokens: u32,
+    predicted_s: f64,
+    measured_s: f64,
+    record: StepRecord,
 }
 
 /// Appends `step`; past `2 × keep` steps, drops all but the newest `keep` (one move per
@@ -434,6 +490,9 @@ impl Placer for SchedPlacer {
     }
 
     fn end_step(&mut self, measured_s: f64) {
+        // The cost model learns now (the next plans read it); the telemetry, statistics
+        // and trace of the step are built later, by `publish`, while the host waits for
+        // the GPU (~45 µs a decode step on the GPU machine, on the token's path here).
         self.apply_samples();
         let predicted_s = self.record.predicted_s() + self.cost.dense_step_s(self.step_tokens);
         // What the step took outside its measured MoE layers refits the dense term.
@@ -442,43 +501,30 @@ impl Placer for SchedPlacer {
             self.cost
                 .observe_dense_step(self.step_tokens, measured_s - moe);
         }
-        let step = StepTelemetry {
-            step: self.step,
-            n_tokens: self.step_tokens,
-            layers: self.record.telemetry(self.expert_bytes),
-            predicted_s,
-            measured_s: Some(measured_s),
-        };
-        self.telemetry.record(&step);
-        for l in &step.layers {
-            self.stats.record(&self.shape, step.step, l);
-        }
-        let trace = TraceStep {
-            step: self.step,
-            tokens: self.step_tokens,
-            layers: self.record.trace(),
-        };
-        self.record.clear_layers();
-        if let Ok(mut t) = self.hub.totals.lock() {
-            *t = *self.telemetry.totals();
-        }
         if self.step.is_multiple_of(ERROR_PUBLISH_STEPS) {
             let error = self.cost.layer_error_median(&mut self.err_scratch);
             if let Ok(mut e) = self.hub.prediction_error.lock() {
                 *e = error;
             }
         }
-        if let Ok(mut tr) = self.hub.trace.lock() {
-            push_bounded(&mut tr, trace, TRACE_KEEP_STEPS);
-        }
         if (self.step + 1).is_multiple_of(COST_REFRESH_STEPS) {
             self.sched.update_costs(&mut self.cost);
         }
-        let step = Arc::new(step);
-        self.last_step = Some(step.clone());
-        // No subscriber is fine: telemetry is always produced, cheaply.
-        let _ = self.hub.sender.send(step);
+        // At most one step waits: an older one (no GPU wait came between) goes out now.
+        self.publish_step();
+        let record = std::mem::replace(&mut self.record, std::mem::take(&mut self.spare));
+        self.unpublished = Some(Unpublished {
+            step: self.step,
+            n_tokens: self.step_tokens,
+            predicted_s,
+            measured_s,
+            record,
+        });
         self.step += 1;
+    }
+
+    fn publish(&mut self) {
+        self.publish_step();
     }
 
     fn reconfigure(&mut self, options: &PlacerOptions) -> Result<()> {
@@ -542,6 +588,57 @@ mod tests {
     }
 
     #[test]
+    fn an_ended_steps_telemetry_waits_for_publish_or_the_next_step_end() {
+        let shape = ModelShape::tiny(2, 8, 2);
+        let hub = SchedPlacer::hub(&shape);
+        let mut rx = hub.sender.subscribe();
+        let mut p = SchedPlacer::new(
+            shape.clone(),
+            "lru",
+            0,
+            false,
+            MachineProfile::h100_box(),
+            hub.clone(),
+        )
+        .expect("placer");
+        let mut out = LayerPlacement::default();
+        let mut run_step = |p: &mut SchedPlacer| {
+            p.begin_step(1);
+            for l in 0..2 {
+                p.place(l, &[item(l as u16)], &[], false, &mut out);
+            }
+            p.end_step(1e-3);
+        };
+        let steps = |hub: &TelemetryHub| hub.trace.lock().expect("trace").steps.len();
+        run_step(&mut p);
+        // Ended, not published: nothing sent, counted or traced yet.
+        assert!(rx.try_recv().is_err());
+        assert!(p.last_step.is_none());
+        assert_eq!(steps(&hub), 0);
+        assert_eq!(p.snapshot(1).stats.uses.iter().sum::<u32>(), 0);
+        // The next step's end sends the waiting one (no GPU wait came between).
+        run_step(&mut p);
+        assert_eq!(rx.try_recv().expect("step 0").step, 0);
+        assert_eq!(steps(&hub), 1);
+        p.publish();
+        assert_eq!(rx.try_recv().expect("step 1").step, 1);
+        assert_eq!(steps(&hub), 2);
+        assert_eq!(p.snapshot(1).stats.uses.iter().sum::<u32>(), 4);
+        // Nothing waits: publishing again sends nothing.
+        p.publish();
+        assert!(rx.try_recv().is_err());
+        // A reconfiguration publishes first (the step ran under the old settings).
+        run_step(&mut p);
+        p.reconfigure(PlacerOptions {
+            policy: "value".into(),
+            vram_budget_bytes: Some(0),
+            prefetch: false,
+        })
+        .expect("reconfigure");
+        assert_eq!(rx.try_recv().expect("step 2").step, 2);
+    }
+
+    #[test]
     fn a_deferred_layer_is_measured_against_its_own_plan() {
         // The GPU dense path observes layer l after planning layer l + 1: the
         // measurement and the prediction error must pair with layer l's plan.
@@ -575,6 +672,7 @@ mod tests {
         p.observe(0, &measure(1e-4));
         p.observe(1, &measure(3e-4));
         p.end_step(5e-3);
+        p.publish();
         let last = p.last_step.as_ref().expect("telemetry");
         assert_eq!(last.layers[0].measured_s, Some(1e-4));
         assert_eq!(last.layers[1].measured_s, Some(3e-4));

@@ -1,5 +1,6 @@
 //! The placer's host time per decode layer, warm and with cold CPU caches (a timing tool,
-//! ignored by default; docs/BENCHMARKS.md has its numbers).
+//! ignored by default; docs/BENCHMARKS.md has its numbers). `HMOE_HOST_TIME=value,warm`
+//! runs only the runs whose name (`value warm`, `lru cold`, ...) has every word.
 
 use super::tests::item;
 use super::*;
@@ -22,12 +23,18 @@ fn placer_host_time() {
     // Between layers the engine's kernels and copies sweep the CPU caches: "cold" runs
     // write a 64 MiB buffer before each call, as the real host path does.
     let mut sweep = vec![0u8; 64 << 20];
-    let runs = [
+    let all = [
         ("lru", false),
         ("value", false),
         ("lru", true),
         ("value", true),
     ];
+    // HMOE_HOST_TIME=value (or lru, cold, warm): only the runs whose name has it.
+    let only = std::env::var("HMOE_HOST_TIME").unwrap_or_default();
+    let runs = all.into_iter().filter(|(policy, cold)| {
+        let name = format!("{policy} {}", if *cold { "cold" } else { "warm" });
+        only.split(',').all(|w| name.contains(w.trim()))
+    });
     for (policy, cold) in runs {
         let mut flush = |on: bool| {
             if on {
@@ -58,8 +65,11 @@ fn placer_host_time() {
             (rng % n as u64) as u16
         };
         let mut out = LayerPlacement::default();
-        let (mut place, mut observe, mut end) = (0.0f64, 0.0f64, 0.0f64);
-        let steps = if cold { 120 } else { 300 };
+        // Per timed step: seconds in place, observe and end_step. Medians over steps:
+        // the build machine's other work lands in a few steps and moves means by 50%.
+        let (mut place, mut observe, mut end, mut publish) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let steps = if cold { 120 } else { 1000 };
         let mut routing = Vec::new();
         for step in 0..steps {
             routing.clear();
@@ -74,6 +84,7 @@ fn placer_host_time() {
                 routing.push(chosen);
             }
             p.begin_step(1);
+            let (mut step_place, mut step_observe) = (0.0f64, 0.0f64);
             for l in 0..layers {
                 let items: Vec<WorkItem> = routing[l].iter().map(|&e| item(e)).collect();
                 let next: Vec<(u16, f32)> = routing
@@ -105,25 +116,35 @@ fn placer_host_time() {
                     },
                 );
                 let observed = t.elapsed().as_secs_f64();
-                if step >= 50 {
-                    place += placed;
-                    observe += observed;
-                }
+                step_place += placed;
+                step_observe += observed;
             }
             flush(cold);
             let t = Instant::now();
             p.end_step(5e-3);
+            let ended = t.elapsed().as_secs_f64();
+            // In the engine: inside the next step's first dense call, while the GPU runs.
+            flush(cold);
+            let t = Instant::now();
+            p.publish();
             if step >= 50 {
-                end += t.elapsed().as_secs_f64();
+                publish.push(t.elapsed().as_secs_f64());
+                end.push(ended);
+                place.push(step_place);
+                observe.push(step_observe);
             }
         }
-        let per_layer = |s: f64| s / ((steps - 50) * layers) as f64 * 1e9;
+        let per_layer = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2] / layers as f64 * 1e9
+        };
         println!(
-            "{policy}{}: ns per decode layer: place {:.0}, observe {:.0}, end_step {:.0} (per layer share)",
+            "{policy}{}: ns per decode layer (median step): place {:.0}, observe {:.0}, end_step {:.0}, publish {:.0} (per layer share)",
             if cold { " (cold caches)" } else { "" },
             per_layer(place),
             per_layer(observe),
-            per_layer(end)
+            per_layer(end),
+            per_layer(publish)
         );
     }
 }

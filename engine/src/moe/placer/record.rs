@@ -349,7 +349,12 @@ mod tests {
             reference.observe_dense_step(tokens as u32, measured - moe);
             let publishes = p.step.is_multiple_of(ERROR_PUBLISH_STEPS);
             let published = *hub.prediction_error.lock().expect("error");
+            let kept = hub.trace.lock().expect("trace").steps.len();
             p.end_step(measured);
+            // The telemetry and trace wait for `publish` (in the engine: the next dense
+            // call's hook, while the GPU runs).
+            assert_eq!(hub.trace.lock().expect("trace").steps.len(), kept);
+            Placer::publish(&mut p);
             let last = p.last_step.as_ref().expect("telemetry");
             assert_eq!(last.layers, want_tel, "step {s}");
             assert_eq!(last.predicted_s, pred, "step {s}");
