@@ -148,9 +148,14 @@ impl Qwen3Moe {
             // dense call, launched from its hook before the host waits.
             if n == 1 && !last && moe.device_routing() {
                 let experts = self.layer_experts(li);
-                // The previous layer's feedback and the last step's telemetry go in the
-                // hook too: the GPU is busy.
+                let prev = li.checked_sub(1).map(|p| self.layer_experts(p));
+                // The previous layer's background loads, its feedback and the last step's
+                // telemetry go in the hook too: the GPU is busy. The loads go before the
+                // routed pass, as they did when the previous layer issued them.
                 let mut hook = |d| {
+                    if let Some(prev) = &prev {
+                        moe.background_loads(prev, &experts);
+                    }
                     moe.launch_routed(&experts, d);
                     moe.while_gpu_busy();
                 };
@@ -173,6 +178,8 @@ impl Qwen3Moe {
             let link = DeviceLink {
                 defer: !last,
                 input: dev.hn_on_device(),
+                // The next call has a hook (a one-row layer that is not the last).
+                background_later: n == 1 && li + 2 < cfg.n_layers && moe.device_routing(),
             };
             addend = self.moe_block(li, moe, &hn, &logits, next, link, &mut x)?;
         }

@@ -30,7 +30,7 @@ fn place_delay_from(value: Option<&str>) -> Option<Duration> {
     let v = value?.trim();
     match v.parse::<f64>() {
         Ok(us) if us.is_finite() && us > 0.0 && us < 1e6 => Some(Duration::from_secs_f64(us / 1e6)),
-        Ok(us) if us == 0.0 => None,
+        Ok(0.0) => None,
         _ => {
             tracing::warn!("{PLACE_DELAY_ENV}={v} is not a delay in µs below one second: ignored");
             None
@@ -79,6 +79,24 @@ pub trait Placer: Send {
         gpu_available: bool,
         out: &mut LayerPlacement,
     );
+    /// [`Placer::place`] whose background loads may wait for
+    /// [`Placer::place_background`] (`out.loads` then lacks them): the dispatcher asks for
+    /// them while the GPU runs the next layer's dense part, off the host's path. The
+    /// default plans everything at once.
+    fn place_demand(
+        &mut self,
+        layer: usize,
+        items: &[WorkItem],
+        next: &[(u16, f32)],
+        gpu_available: bool,
+        out: &mut LayerPlacement,
+    ) {
+        self.place(layer, items, next, gpu_available, out);
+    }
+    /// Appends to `loads` the background loads of the layer [`Placer::place_demand`] left
+    /// them for. Only before the placer's next call: a layer not asked for by then plans
+    /// none.
+    fn place_background(&mut self, _loads: &mut Vec<(u16, u16, u32)>) {}
     /// Feeds back what the layer's execution measured.
     fn observe(&mut self, _layer: usize, _measure: &LayerMeasure<'_>) {}
     /// A forward step over `n_tokens` tokens begins.
@@ -142,6 +160,9 @@ pub struct DeviceLink {
     /// The layer's input already on the device (the dense path's `hn`): a deferred GPU
     /// share reads it there instead of uploading the host's copy.
     pub input: Option<DeviceInput>,
+    /// The next dense call's hook calls [`MoeDispatch::background_loads`]: the layer's
+    /// background loads are planned and issued there, while the GPU runs that call.
+    pub background_later: bool,
 }
 
 /// Running totals of placements, for telemetry and tests.
@@ -222,6 +243,8 @@ pub struct MoeDispatch {
     place_delay: Option<Duration>,
     /// Item lists of fed-back layers, for the next layers' shares.
     item_lists: Vec<Vec<WorkItem>>,
+    /// The layer whose background loads wait for the next dense call's hook.
+    background_due: Option<usize>,
 }
 
 impl Drop for MoeDispatch {
@@ -257,6 +280,7 @@ impl MoeDispatch {
             step_bookkeeping: (0, 0.0),
             place_delay: place_delay_from(std::env::var(PLACE_DELAY_ENV).ok().as_deref()),
             item_lists: Vec::new(),
+            background_due: None,
         }
     }
 
@@ -348,6 +372,7 @@ impl MoeDispatch {
 
     /// Marks the start of a forward step.
     pub fn begin_step(&mut self, n_tokens: usize) {
+        self.background_due = None;
         // A step that failed between a routed pass's launch and its layer leaves its
         // choice behind: it must not be taken for this step's first layer.
         self.discard_routed();
@@ -360,6 +385,29 @@ impl MoeDispatch {
         let begin_s = t.elapsed().as_secs_f64();
         self.summary.sched_seconds += begin_s;
         self.step_bookkeeping = (n_tokens, begin_s);
+    }
+
+    /// Plans and issues the background loads (prefetches, admissions) of the layer
+    /// `prev` run with [`DeviceLink::background_later`]: called from the next dense call's
+    /// hook (layer `next`), before its routed pass is launched, so the copies and the
+    /// routed pass keep the order they had when the loads were issued by `run_layer`. Its
+    /// time counts as `hooked_sched_seconds`.
+    pub fn background_loads(&mut self, prev: &LayerExperts<'_>, next: &LayerExperts<'_>) {
+        if self.background_due != Some(prev.layer) {
+            return;
+        }
+        self.background_due = None;
+        let t = Instant::now();
+        let mut loads = std::mem::take(&mut self.placement.loads);
+        loads.clear();
+        self.placer.place_background(&mut loads);
+        let s = t.elapsed().as_secs_f64();
+        self.summary.sched_seconds += s;
+        self.summary.hooked_sched_seconds += s;
+        let (issued, failed) = issue_loads(self.cuda.as_deref(), &loads, prev, Some(next));
+        self.summary.loads_issued += issued;
+        self.summary.loads_failed += failed;
+        self.placement.loads = loads;
     }
 
     /// Publishes the ended step's telemetry, statistics and trace if they still wait
@@ -415,10 +463,19 @@ impl MoeDispatch {
     ) -> Result<Option<DeviceAddend>> {
         let rows = x.len() / hidden.max(1);
         self.profile.begin(rows);
+        // A hook that did not come (a failed call): the placer planned no background loads.
+        self.background_due = None;
         let mut plan = std::mem::take(&mut self.placement);
         let t_plan = Instant::now();
-        self.placer
-            .place(experts.layer, items, next, self.gpu.is_some(), &mut plan);
+        let gpu_available = self.gpu.is_some();
+        if link.background_later {
+            self.placer
+                .place_demand(experts.layer, items, next, gpu_available, &mut plan);
+            self.background_due = Some(experts.layer);
+        } else {
+            self.placer
+                .place(experts.layer, items, next, gpu_available, &mut plan);
+        }
         let plan_s = t_plan.elapsed().as_secs_f64();
         self.summary.sched_seconds += plan_s;
         self.summary.place_seconds += plan_s;
@@ -837,6 +894,86 @@ mod tests {
                 o.push((ids(m.cpu_items), ids(m.gpu_items)));
             }
         }
+    }
+
+    /// Records which placer calls a layer made: `place`, `demand`, `background`.
+    struct Calls(Arc<Mutex<Vec<&'static str>>>);
+
+    impl Placer for Calls {
+        fn place(
+            &mut self,
+            l: usize,
+            items: &[WorkItem],
+            n: &[(u16, f32)],
+            g: bool,
+            out: &mut LayerPlacement,
+        ) {
+            self.0.lock().expect("lock").push("place");
+            CpuOnly.place(l, items, n, g, out);
+        }
+        fn place_demand(
+            &mut self,
+            l: usize,
+            items: &[WorkItem],
+            n: &[(u16, f32)],
+            g: bool,
+            out: &mut LayerPlacement,
+        ) {
+            self.0.lock().expect("lock").push("demand");
+            CpuOnly.place(l, items, n, g, out);
+        }
+        fn place_background(&mut self, _loads: &mut Vec<(u16, u16, u32)>) {
+            self.0.lock().expect("lock").push("background");
+        }
+    }
+
+    #[test]
+    fn a_layer_run_before_a_hooked_call_plans_its_background_loads_in_the_hook_once() {
+        use crate::model::dense_exec::testing::tiny_model;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let model = tiny_model(dir.path(), "q8_0");
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let mut d = dispatch();
+        d.set_placer(Box::new(Calls(calls.clone())));
+        let items = [WorkItem {
+            expert: 1,
+            rows: vec![0],
+            weights: vec![0.5],
+        }];
+        let h = model.cfg.hidden;
+        let (x, mut out) = (vec![0.5f32; h], vec![0f32; h]);
+        let (l0, l1) = (model.layer_experts(0), model.layer_experts(1));
+        let later = DeviceLink {
+            background_later: true,
+            ..DeviceLink::default()
+        };
+        d.begin_step(1);
+        d.run_layer(&l0, None, &x, h, &items, &[], later, &mut out)
+            .expect("layer");
+        // The hook of another layer's call, then this one's: once, for its own layer.
+        d.background_loads(&l1, &l0);
+        d.background_loads(&l0, &l1);
+        d.background_loads(&l0, &l1);
+        // A hook that never came: the next layer plans whole, nothing is asked late.
+        d.run_layer(&l0, None, &x, h, &items, &[], later, &mut out)
+            .expect("layer");
+        d.run_layer(
+            &l1,
+            None,
+            &x,
+            h,
+            &items,
+            &[],
+            DeviceLink::default(),
+            &mut out,
+        )
+        .expect("layer");
+        d.background_loads(&l0, &l1);
+        d.end_step();
+        assert_eq!(
+            *calls.lock().expect("lock"),
+            ["demand", "background", "demand", "place"]
+        );
     }
 
     /// Regression test of device routing: the experts the routed pass already ran are

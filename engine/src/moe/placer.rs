@@ -126,6 +126,10 @@ pub struct SchedPlacer {
     unpublished: Option<Unpublished>,
     /// An emptied record, swapped in when a step ends (no allocation once warm).
     spare: StepRecord,
+    /// A layer planned by `place_demand` whose background loads are not planned yet, and
+    /// its next-layer prediction as given.
+    background: Option<u16>,
+    next_given: Vec<(u16, f32)>,
     telemetry: Telemetry,
     hub: TelemetryHub,
     routed: Vec<RoutedExpert>,
@@ -174,6 +178,8 @@ impl SchedPlacer {
             record: StepRecord::default(),
             unpublished: None,
             spare: StepRecord::default(),
+            background: None,
+            next_given: Vec::new(),
             telemetry: Telemetry::default(),
             hub,
             routed: Vec::new(),
@@ -219,6 +225,7 @@ impl SchedPlacer {
     /// history for what is resident). Without a GPU the budget is recorded but the cache
     /// has no slots.
     pub fn reconfigure(&mut self, options: PlacerOptions) -> Result<()> {
+        self.settle_background();
         // The new scheduler starts from the model with every measurement so far; the last
         // step's telemetry goes out under the settings it ran with.
         self.apply_samples();
@@ -295,6 +302,66 @@ impl SchedPlacer {
         self.cost.error_report().map(|r| r.median_rel)
     }
 
+    /// The demand part of a layer's plan into `out`'s CPU and GPU lists (see
+    /// [`Placer::place_demand`]); its background part waits in `self.plan`.
+    fn plan_demand(
+        &mut self,
+        layer: usize,
+        items: &[WorkItem],
+        next: &[(u16, f32)],
+        out: &mut LayerPlacement,
+    ) {
+        self.settle_background();
+        self.routed.clear();
+        self.routed.extend(items.iter().map(|it| RoutedExpert {
+            expert: it.expert,
+            n_tokens: it.rows.len() as u32,
+            weight: it.weights.iter().sum(),
+        }));
+        self.next.clear();
+        self.next.extend(
+            next.iter()
+                .map(|&(expert, prob)| PredictedExpert { expert, prob }),
+        );
+        self.sched.plan_demand_into(
+            self.step,
+            layer as u16,
+            &self.routed,
+            &self.next,
+            &mut self.cache,
+            0.0,
+            &mut self.plan,
+        );
+        if let Some((_, hints)) = &self.gpu_arena {
+            let planned = self.plan.gpu_hit.iter().chain(&self.plan.gpu_fetch);
+            hints.publish(
+                layer as u16,
+                planned.filter_map(|p| Some((p.expert, p.slot?))),
+            );
+        }
+        let index_of = |e: u16| items.iter().position(|it| it.expert == e);
+        out.gpu.clear();
+        out.gpu.extend(
+            self.plan
+                .gpu_hit
+                .iter()
+                .chain(&self.plan.gpu_fetch)
+                .filter_map(|p| index_of(p.expert)),
+        );
+        out.cpu.clear();
+        out.cpu
+            .extend(self.plan.cpu.iter().filter_map(|p| index_of(p.expert)));
+    }
+
+    /// A layer whose background loads were not asked for before another call plans none:
+    /// its record goes in as it stands.
+    fn settle_background(&mut self) {
+        if self.background.take().is_some() {
+            self.record
+                .push_layer(&self.plan, &self.routed, &self.next_given);
+        }
+    }
+
     /// Applies the cost-model samples of the layers run so far.
     fn apply_samples(&mut self) {
         self.record.apply_samples(&mut self.cost, &self.work);
@@ -366,6 +433,7 @@ fn mean_tokens(items: &[WorkItem]) -> f64 {
 
 impl Placer for SchedPlacer {
     fn begin_step(&mut self, n_tokens: usize) {
+        self.settle_background();
         // A step cut short (cancelled) leaves no telemetry, but its samples count.
         self.apply_samples();
         self.step_tokens = n_tokens as u32;
@@ -377,61 +445,48 @@ impl Placer for SchedPlacer {
         layer: usize,
         items: &[WorkItem],
         next: &[(u16, f32)],
+        gpu: bool,
+        out: &mut LayerPlacement,
+    ) {
+        self.place_demand(layer, items, next, gpu, out);
+        self.place_background(&mut out.loads);
+    }
+
+    fn place_demand(
+        &mut self,
+        layer: usize,
+        items: &[WorkItem],
+        next: &[(u16, f32)],
         _gpu: bool,
         out: &mut LayerPlacement,
     ) {
-        self.routed.clear();
-        self.routed.extend(items.iter().map(|it| RoutedExpert {
-            expert: it.expert,
-            n_tokens: it.rows.len() as u32,
-            weight: it.weights.iter().sum(),
-        }));
-        self.next.clear();
-        self.next.extend(
-            next.iter()
-                .map(|&(expert, prob)| PredictedExpert { expert, prob }),
-        );
-        self.sched.plan_layer_into(
-            self.step,
-            layer as u16,
-            &self.routed,
-            &self.next,
-            &mut self.cache,
-            0.0,
-            &mut self.plan,
-        );
-        if let Some((_, hints)) = &self.gpu_arena {
-            let planned = self.plan.gpu_hit.iter().chain(&self.plan.gpu_fetch);
-            hints.publish(
-                layer as u16,
-                planned.filter_map(|p| Some((p.expert, p.slot?))),
-            );
-        }
-        let index_of = |e: u16| items.iter().position(|it| it.expert == e);
-        out.gpu.clear();
-        out.gpu.extend(
-            self.plan
-                .gpu_hit
-                .iter()
-                .chain(&self.plan.gpu_fetch)
-                .filter_map(|p| index_of(p.expert)),
-        );
-        out.cpu.clear();
-        out.cpu
-            .extend(self.plan.cpu.iter().filter_map(|p| index_of(p.expert)));
+        self.plan_demand(layer, items, next, out);
         out.loads.clear();
+        self.background = Some(layer as u16);
+        self.next_given.clear();
+        self.next_given.extend_from_slice(next);
+    }
+
+    fn place_background(&mut self, loads: &mut Vec<(u16, u16, u32)>) {
+        if self.background.take().is_none() {
+            return;
+        }
+        self.sched
+            .plan_background_into(&self.next, &mut self.cache, 0.0, &mut self.plan);
         if self.gpu_arena.is_some() {
-            out.loads.extend(
+            loads.extend(
                 self.plan
                     .prefetch
                     .iter()
                     .map(|l| (l.key.layer, l.key.expert, l.slot)),
             );
         }
-        self.record.push_layer(&self.plan, &self.routed, next);
+        self.record
+            .push_layer(&self.plan, &self.routed, &self.next_given);
     }
 
     fn observe(&mut self, layer: usize, m: &LayerMeasure<'_>) {
+        self.settle_background();
         // Samples only here; the cost model takes them at the end of the step. The
         // layer's own record: the deferred GPU layer is observed after the next layer
         // was planned (its prediction and measurement must not pair with that one's).
@@ -490,6 +545,7 @@ impl Placer for SchedPlacer {
     }
 
     fn end_step(&mut self, measured_s: f64) {
+        self.settle_background();
         // The cost model learns now (the next plans read it); the telemetry, statistics
         // and trace of the step are built later, by `publish`, while the host waits for
         // the GPU (~45 µs a decode step on the GPU machine, on the token's path here).
@@ -548,6 +604,7 @@ impl Placer for SchedPlacer {
 mod tests {
     use super::*;
     use hmoe_cuda::LayerTimings;
+    use hmoe_sched::synth::{generate, SynthParams};
 
     /// The refit must land within this share of the measured per-expert times (the
     /// ridge toward the H100 prior keeps a bias; the prior is ~100x off here).
@@ -636,6 +693,85 @@ mod tests {
         })
         .expect("reconfigure");
         assert_eq!(rx.try_recv().expect("step 2").step, 2);
+    }
+
+    #[test]
+    fn background_loads_planned_later_equal_the_ones_planned_at_once() {
+        // Two placers on the same routing: one plans each layer whole, the other its
+        // demand part first and its background loads before the next call (the engine's
+        // decode with device routing). Plans, loads, cache and trace must not differ.
+        let shape = ModelShape::preset("qwen3-30b-a3b:q4_k_m").expect("shape");
+        let arena = shape.expert_bytes() * 300;
+        let make = || {
+            let mut p = SchedPlacer::new(
+                shape.clone(),
+                "value",
+                arena,
+                true,
+                MachineProfile::h100_box(),
+                SchedPlacer::hub(&shape),
+            )
+            .expect("placer");
+            p.set_gpu("test GPU".into(), arena, Arc::new(SlotHints::default()))
+                .expect("gpu");
+            p
+        };
+        let (mut whole, mut split) = (make(), make());
+        let trace = generate(&shape, &SynthParams::qwen3_calibrated(), 12, 3);
+        let (mut a, mut b) = (LayerPlacement::default(), LayerPlacement::default());
+        let mut loads = 0;
+        for step in &trace.steps {
+            whole.begin_step(1);
+            split.begin_step(1);
+            for (l, tl) in step.layers.iter().enumerate() {
+                let items: Vec<WorkItem> = tl.routed().map(|r| item(r.expert)).collect();
+                whole.place(l, &items, &tl.pred, true, &mut a);
+                split.place_demand(l, &items, &tl.pred, true, &mut b);
+                assert!(b.loads.is_empty());
+                split.place_background(&mut b.loads);
+                assert_eq!(
+                    (&a.cpu, &a.gpu, &a.loads),
+                    (&b.cpu, &b.gpu, &b.loads),
+                    "layer {l}"
+                );
+                assert_eq!(whole.plan, split.plan, "layer {l}");
+                loads += a.loads.len();
+            }
+            whole.end_step(1e-3);
+            split.end_step(1e-3);
+        }
+        assert!(loads > 0, "the run planned background loads");
+        whole.publish();
+        split.publish();
+        let (ta, tb) = (
+            whole.hub.trace.lock().expect("a"),
+            split.hub.trace.lock().expect("b"),
+        );
+        assert_eq!(ta.steps, tb.steps);
+        drop((ta, tb));
+        assert_eq!(
+            whole.snapshot(1).residency,
+            split.snapshot(1).residency,
+            "the same experts are resident"
+        );
+        // Not asked for before the next call: the layer plans no background loads, and
+        // its record still goes in (the trace keeps every layer).
+        split.begin_step(1);
+        let tl = &trace.steps[0].layers;
+        let items: Vec<WorkItem> = tl[0].routed().map(|r| item(r.expert)).collect();
+        split.place_demand(0, &items, &tl[0].pred, true, &mut b);
+        let evicted = split.plan.evict.len();
+        let items1: Vec<WorkItem> = tl[1].routed().map(|r| item(r.expert)).collect();
+        split.place(1, &items1, &tl[1].pred, true, &mut b);
+        let mut late = Vec::new();
+        split.place_background(&mut late);
+        assert!(late.is_empty(), "a background plan asked for too late");
+        split.end_step(1e-3);
+        split.publish();
+        let last = split.last_step.as_ref().expect("telemetry");
+        assert_eq!(last.layers.len(), 2);
+        assert_eq!(last.layers[0].evicted.len(), evicted);
+        assert_eq!(last.layers[0].prefetches, 0);
     }
 
     #[test]

@@ -229,9 +229,29 @@ impl Scheduler {
     }
 
     /// [`Scheduler::plan_layer`] into a reused plan (no allocation once warm): the
-    /// engine's hot path.
+    /// engine's hot path. [`Scheduler::plan_demand_into`], then
+    /// [`Scheduler::plan_background_into`].
     #[allow(clippy::too_many_arguments)]
     pub fn plan_layer_into(
+        &mut self,
+        step: u64,
+        layer: u16,
+        routed: &[RoutedExpert],
+        next_pred: &[PredictedExpert],
+        cache: &mut ExpertCache,
+        link_ready_s: f64,
+        plan: &mut LayerPlan,
+    ) {
+        self.plan_demand_into(step, layer, routed, next_pred, cache, link_ready_s, plan);
+        self.plan_background_into(next_pred, cache, link_ready_s, plan);
+    }
+
+    /// The part of a layer's plan its experts need: where each runs, the demand fetches
+    /// and their evictions (`plan.prefetch` empty). The background loads may follow later
+    /// ([`Scheduler::plan_background_into`]), before the cache's next change: the engine
+    /// plans them while the GPU runs the next layer's dense part, off the host's path.
+    #[allow(clippy::too_many_arguments)]
+    pub fn plan_demand_into(
         &mut self,
         step: u64,
         layer: u16,
@@ -374,15 +394,34 @@ impl Scheduler {
         }
         plan.predicted = sol.timing;
         plan.predicted.finish_s += self.sync_s;
-
-        if has_gpu {
-            let n_tok = routed.iter().map(|r| r.n_tokens).max().unwrap_or(1);
-            let idle = (plan.predicted.finish_s - link_ready_s - plan.predicted.pcie_s).max(0.0)
-                + self.dense_time(n_tok);
-            self.background_loads(layer, next_pred, cache, idle, plan);
-        }
         self.slots = slots;
         self.sol = sol;
+    }
+
+    /// The background loads of the layer `plan` was planned for by
+    /// [`Scheduler::plan_demand_into`] (with the same `next_pred` and `link_ready_s`, and
+    /// no cache change between): appended to `plan.prefetch` and `plan.evict`.
+    pub fn plan_background_into(
+        &mut self,
+        next_pred: &[PredictedExpert],
+        cache: &mut ExpertCache,
+        link_ready_s: f64,
+        plan: &mut LayerPlan,
+    ) {
+        if !(self.costs.has_gpu() && cache.n_slots() > 0) {
+            return;
+        }
+        let n_tok = plan
+            .gpu_hit
+            .iter()
+            .chain(&plan.gpu_fetch)
+            .chain(&plan.cpu)
+            .map(|r| r.n_tokens)
+            .max()
+            .unwrap_or(1);
+        let idle = (plan.predicted.finish_s - link_ready_s - plan.predicted.pcie_s).max(0.0)
+            + self.dense_time(n_tok);
+        self.background_loads(plan.layer, next_pred, cache, idle, plan);
     }
 
     /// Fills the idle link window with the loads of highest expected saving; each must

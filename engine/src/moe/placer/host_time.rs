@@ -67,8 +67,8 @@ fn placer_host_time() {
         let mut out = LayerPlacement::default();
         // Per timed step: seconds in place, observe and end_step. Medians over steps:
         // the build machine's other work lands in a few steps and moves means by 50%.
-        let (mut place, mut observe, mut end, mut publish) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut place, mut observe, mut end, mut publish, mut bg) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let steps = if cold { 120 } else { 1000 };
         let mut routing = Vec::new();
         for step in 0..steps {
@@ -84,17 +84,22 @@ fn placer_host_time() {
                 routing.push(chosen);
             }
             p.begin_step(1);
-            let (mut step_place, mut step_observe) = (0.0f64, 0.0f64);
+            let (mut step_place, mut step_observe, mut step_background) = (0.0f64, 0.0f64, 0.0f64);
             for l in 0..layers {
                 let items: Vec<WorkItem> = routing[l].iter().map(|&e| item(e)).collect();
                 let next: Vec<(u16, f32)> = routing
                     .get(l + 1)
                     .map(|r| r.iter().map(|&e| (e, 0.125)).collect())
                     .unwrap_or_default();
+                // As the engine's decode: the demand part on the path, the background
+                // loads in the next dense call's hook.
                 flush(cold);
                 let t = Instant::now();
-                p.place(l, &items, &next, true, &mut out);
+                p.place_demand(l, &items, &next, true, &mut out);
                 let placed = t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                p.place_background(&mut out.loads);
+                let background = t.elapsed().as_secs_f64();
                 let timings = LayerTimings {
                     hits: out.gpu.len() as u32,
                     gpu_ms: 0.03,
@@ -117,6 +122,7 @@ fn placer_host_time() {
                 );
                 let observed = t.elapsed().as_secs_f64();
                 step_place += placed;
+                step_background += background;
                 step_observe += observed;
             }
             flush(cold);
@@ -131,6 +137,7 @@ fn placer_host_time() {
                 publish.push(t.elapsed().as_secs_f64());
                 end.push(ended);
                 place.push(step_place);
+                bg.push(step_background);
                 observe.push(step_observe);
             }
         }
@@ -139,9 +146,10 @@ fn placer_host_time() {
             v[v.len() / 2] / layers as f64 * 1e9
         };
         println!(
-            "{policy}{}: ns per decode layer (median step): place {:.0}, observe {:.0}, end_step {:.0}, publish {:.0} (per layer share)",
+            "{policy}{}: ns per decode layer (median step): place_demand {:.0}, place_background {:.0}, observe {:.0}, end_step {:.0}, publish {:.0} (per layer share)",
             if cold { " (cold caches)" } else { "" },
             per_layer(place),
+            per_layer(bg),
             per_layer(observe),
             per_layer(end),
             per_layer(publish)
