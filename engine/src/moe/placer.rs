@@ -228,8 +228,8 @@ impl SchedPlacer {
         self.settle_background();
         // The new scheduler starts from the model with every measurement so far; the last
         // step's telemetry goes out under the settings it ran with.
-        self.apply_samples();
         self.publish_step();
+        self.apply_samples();
         let vram = match (&self.gpu, &self.gpu_arena) {
             (Some(_), Some((arena, _))) => options.vram_budget_bytes.unwrap_or(*arena).min(*arena),
             (Some(_), None) => options.vram_budget_bytes.unwrap_or(0),
@@ -373,11 +373,29 @@ impl SchedPlacer {
             return;
         };
         let mut record = u.record;
+        // The cost model learns from the step (the next plans see it after
+        // `update_costs`, below).
+        record.apply_samples(&mut self.cost, &self.work);
+        let predicted_s = record.predicted_s() + self.cost.dense_step_s(u.n_tokens);
+        // What the step took outside its measured MoE layers refits the dense term.
+        if let Some(moe) = record.measured_s().filter(|_| u.measured_s > 0.0) {
+            self.cost.observe_step(predicted_s, u.measured_s);
+            self.cost.observe_dense_step(u.n_tokens, u.measured_s - moe);
+        }
+        if u.step.is_multiple_of(ERROR_PUBLISH_STEPS) {
+            let error = self.cost.layer_error_median(&mut self.err_scratch);
+            if let Ok(mut e) = self.hub.prediction_error.lock() {
+                *e = error;
+            }
+        }
+        if (u.step + 1).is_multiple_of(COST_REFRESH_STEPS) {
+            self.sched.update_costs(&mut self.cost);
+        }
         let step = StepTelemetry {
             step: u.step,
             n_tokens: u.n_tokens,
             layers: record.telemetry(self.expert_bytes),
-            predicted_s: u.predicted_s,
+            predicted_s,
             measured_s: Some(u.measured_s),
         };
         self.telemetry.record(&step);
@@ -410,7 +428,6 @@ impl SchedPlacer {
 struct Unpublished {
     step: u64,
     n_tokens: u32,
-    predicted_s: f64,
     measured_s: f64,
     record: StepRecord,
 }
@@ -434,8 +451,12 @@ fn mean_tokens(items: &[WorkItem]) -> f64 {
 impl Placer for SchedPlacer {
     fn begin_step(&mut self, n_tokens: usize) {
         self.settle_background();
-        // A step cut short (cancelled) leaves no telemetry, but its samples count.
-        self.apply_samples();
+        // A step cut short (cancelled) leaves no telemetry, but its samples count, after
+        // those of the step before it.
+        if self.record.has_samples() {
+            self.publish_step();
+            self.apply_samples();
+        }
         self.step_tokens = n_tokens as u32;
         self.record.clear_layers();
     }
@@ -546,33 +567,16 @@ impl Placer for SchedPlacer {
 
     fn end_step(&mut self, measured_s: f64) {
         self.settle_background();
-        // The cost model learns now (the next plans read it); the telemetry, statistics
-        // and trace of the step are built later, by `publish`, while the host waits for
-        // the GPU (~45 µs a decode step on the GPU machine, on the token's path here).
-        self.apply_samples();
-        let predicted_s = self.record.predicted_s() + self.cost.dense_step_s(self.step_tokens);
-        // What the step took outside its measured MoE layers refits the dense term.
-        if let Some(moe) = self.record.measured_s().filter(|_| measured_s > 0.0) {
-            self.cost.observe_step(predicted_s, measured_s);
-            self.cost
-                .observe_dense_step(self.step_tokens, measured_s - moe);
-        }
-        if self.step.is_multiple_of(ERROR_PUBLISH_STEPS) {
-            let error = self.cost.layer_error_median(&mut self.err_scratch);
-            if let Ok(mut e) = self.hub.prediction_error.lock() {
-                *e = error;
-            }
-        }
-        if (self.step + 1).is_multiple_of(COST_REFRESH_STEPS) {
-            self.sched.update_costs(&mut self.cost);
-        }
+        // Everything else waits for `publish`, in the order it had here: in the engine,
+        // the next step's first dense call's hook, while the GPU runs (~45 µs a decode
+        // step on the GPU machine, on the token's path here). No plan reads the cost
+        // model before then: the scheduler takes it in `update_costs`, done there too.
         // At most one step waits: an older one (no GPU wait came between) goes out now.
         self.publish_step();
         let record = std::mem::replace(&mut self.record, std::mem::take(&mut self.spare));
         self.unpublished = Some(Unpublished {
             step: self.step,
             n_tokens: self.step_tokens,
-            predicted_s,
             measured_s,
             record,
         });

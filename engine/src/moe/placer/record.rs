@@ -154,6 +154,11 @@ impl StepRecord {
         self.samples.push(s);
     }
 
+    /// Whether cost-model samples are queued.
+    pub fn has_samples(&self) -> bool {
+        !self.samples.is_empty()
+    }
+
     /// Applies the queued samples to `cost`, oldest first, and drops them.
     pub fn apply_samples(&mut self, cost: &mut CostModel, work: &ExpertWork) {
         for s in self.samples.drain(..) {
