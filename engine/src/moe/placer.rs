@@ -357,6 +357,7 @@ impl SchedPlacer {
     /// its record goes in as it stands.
     fn settle_background(&mut self) {
         if self.background.take().is_some() {
+            self.sched.finish_accesses(&mut self.cache);
             self.record
                 .push_layer(&self.plan, &self.routed, &self.next_given);
         }

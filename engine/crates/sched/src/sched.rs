@@ -148,6 +148,10 @@ pub struct Scheduler {
     greedy: Greedy,
     jobs: Vec<Job>,
     keys: Vec<ExpertKey>,
+    /// A layer's accesses the policy has not learned yet (its tick, and the routed
+    /// experts' weights in `keys` order): see [`Scheduler::plan_demand_into`].
+    access_due: Option<f64>,
+    access_weights: Vec<f32>,
     carried: Vec<ExpertKey>,
     cand: Vec<(f64, ExpertKey)>,
     slots: Vec<Option<u32>>,
@@ -170,6 +174,8 @@ impl Scheduler {
             greedy: Greedy::default(),
             jobs: Vec::new(),
             keys: Vec::new(),
+            access_due: None,
+            access_weights: Vec::new(),
             carried: Vec::new(),
             cand: Vec::new(),
             slots: Vec::new(),
@@ -324,9 +330,14 @@ impl Scheduler {
             }
         }
 
-        // The policy learns of every access before loads, so admission sees it.
-        for (i, r) in routed.iter().enumerate() {
-            cache.access(self.keys[i], r.weight, tick);
+        // The policy learns of every access before loads, so admission sees it. A layer
+        // without demand fetches lets it wait for `finish_accesses` (nothing reads the
+        // policy before its background loads): off the host's path in the engine.
+        self.access_weights.clear();
+        self.access_weights.extend(routed.iter().map(|r| r.weight));
+        self.access_due = Some(tick);
+        if !sol.fetch_order.is_empty() {
+            self.finish_accesses(cache);
         }
         plan.layer = layer;
         plan.hits = hits;
@@ -408,6 +419,7 @@ impl Scheduler {
         link_ready_s: f64,
         plan: &mut LayerPlan,
     ) {
+        self.finish_accesses(cache);
         if !(self.costs.has_gpu() && cache.n_slots() > 0) {
             return;
         }
@@ -472,6 +484,17 @@ impl Scheduler {
                     self.carried.push(key);
                     cache.protect(key);
                 }
+            }
+        }
+    }
+
+    /// Tells the policy of the last planned layer's accesses if
+    /// [`Scheduler::plan_demand_into`] left them waiting (before any other use of `cache`:
+    /// [`Scheduler::plan_background_into`] does it first).
+    pub fn finish_accesses(&mut self, cache: &mut ExpertCache) {
+        if let Some(tick) = self.access_due.take() {
+            for (&key, &w) in self.keys.iter().zip(&self.access_weights) {
+                cache.access(key, w, tick);
             }
         }
     }
