@@ -41,7 +41,7 @@ stages=${*:-check correctness bench cpu serve}
 # The Q4_K_M model takes ~15 s to synthesise on a fresh machine: do it before the stages
 # that read it, outside their timeouts (session 9's first A/B stage timed out on it).
 case " $stages " in
-  *" ab"*|*" delay:"*|*" final-q4"*|*" pp-"*|*" ncu-"*|*" profile"*|*" quick-q4"*|*" sweep-q4"*)
+  *" ab"*|*" delay:"*|*" hookdelay:"*|*" final-q4"*|*" pp-"*|*" ncu-"*|*" profile"*|*" quick-q4"*|*" sweep-q4"*)
     m4=$work/qwen3-30b-a3b-q4_k_m.gguf
     [ -f "$m4" ] || { "$hmoe" synth --preset qwen3-30b-a3b --dtype q4_k_m --seed 7 -o "$m4" 2>&1 | tail -1; } ;;
 esac
@@ -117,6 +117,9 @@ for s in $stages; do
     # delay:US: decode rows (value, 8 and 16 GiB, prefetch off and on) with US µs of busy
     # host time after every plan (HMOE_PLACE_DELAY_US): is planning on the critical path?
     delay:*) us=${s#delay:}; stage "delay-$us" 80 env "HMOE_PLACE_DELAY_US=$us" bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/delay" q4_k_m model 128 128 8GiB,16GiB value 32 ;;
+    # hookdelay:US: the same rows with US µs more busy host time in every dense call's
+    # hook (HMOE_HOOK_DELAY_US): does the scheduler's work there hide behind the GPU?
+    hookdelay:*) us=${s#hookdelay:}; stage "hookdelay-$us" 80 env "HMOE_HOOK_DELAY_US=$us" bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/delay" q4_k_m model 128 128 8GiB,16GiB value 32 ;;
     abnew) stage abnew 80 bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/ab" q4_k_m model 64 1024 8GiB,16GiB value 32 ;;
     # abchunk: abnew's rows with 1024-token prefill steps instead of 512.
     abchunk) stage abchunk 80 env BENCH_EXTRA="--prefill-chunk 1024" bash scripts/device/cuda-bench.sh "$hmoe" "$work" "$OUT/ab" q4_k_m model 64 1024 8GiB,16GiB value 32 ;;

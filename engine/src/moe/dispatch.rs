@@ -24,17 +24,29 @@ pub const SUBMIT_BESIDE_MIN_ROWS: usize = super::host_profile::DECODE_MAX_ROWS +
 /// that they hide behind GPU work. Not counted as scheduler time.
 pub const PLACE_DELAY_ENV: &str = "HMOE_PLACE_DELAY_US";
 
-/// [`PLACE_DELAY_ENV`]'s value as a delay (None: unset, zero, or not a number of µs,
-/// which is logged).
-fn place_delay_from(value: Option<&str>) -> Option<Duration> {
+/// The same diagnostic for the scheduler's work in the dense calls' hooks
+/// ([`MoeDispatch::while_gpu_busy`]): this many µs of busy host time more there. A token
+/// no slower means that work hides behind the GPU's.
+pub const HOOK_DELAY_ENV: &str = "HMOE_HOOK_DELAY_US";
+
+/// A delay variable's value (`name`'s) as a delay (None: unset, zero, or not a number of
+/// µs, which is logged).
+fn delay_from(name: &str, value: Option<&str>) -> Option<Duration> {
     let v = value?.trim();
     match v.parse::<f64>() {
         Ok(us) if us.is_finite() && us > 0.0 && us < 1e6 => Some(Duration::from_secs_f64(us / 1e6)),
         Ok(0.0) => None,
         _ => {
-            tracing::warn!("{PLACE_DELAY_ENV}={v} is not a delay in µs below one second: ignored");
+            tracing::warn!("{name}={v} is not a delay in µs below one second: ignored");
             None
         }
+    }
+}
+
+/// Busy-waits until `d` after `start` (a diagnostic delay: the thread keeps its core).
+fn spin_until(start: Instant, d: Duration) {
+    while start.elapsed() < d {
+        std::hint::spin_loop();
     }
 }
 
@@ -239,8 +251,10 @@ pub struct MoeDispatch {
     routing: device_routing::DeviceRouting,
     /// The current step's token rows and its `begin_step` seconds, for the profile.
     step_bookkeeping: (usize, f64),
-    /// [`PLACE_DELAY_ENV`]: busy time added after every plan (a diagnostic).
+    /// [`PLACE_DELAY_ENV`], [`HOOK_DELAY_ENV`]: busy time added after every plan and in
+    /// every hook (diagnostics).
     place_delay: Option<Duration>,
+    hook_delay: Option<Duration>,
     /// Item lists of fed-back layers, for the next layers' shares.
     item_lists: Vec<Vec<WorkItem>>,
     /// The layer whose background loads wait for the next dense call's hook.
@@ -278,7 +292,14 @@ impl MoeDispatch {
             profile: HostProfile::from_env(),
             routing: Default::default(),
             step_bookkeeping: (0, 0.0),
-            place_delay: place_delay_from(std::env::var(PLACE_DELAY_ENV).ok().as_deref()),
+            place_delay: delay_from(
+                PLACE_DELAY_ENV,
+                std::env::var(PLACE_DELAY_ENV).ok().as_deref(),
+            ),
+            hook_delay: delay_from(
+                HOOK_DELAY_ENV,
+                std::env::var(HOOK_DELAY_ENV).ok().as_deref(),
+            ),
             item_lists: Vec::new(),
             background_due: None,
         }
@@ -480,9 +501,7 @@ impl MoeDispatch {
         self.summary.sched_seconds += plan_s;
         self.summary.place_seconds += plan_s;
         if let Some(d) = self.place_delay {
-            while t_plan.elapsed().as_secs_f64() < plan_s + d.as_secs_f64() {
-                std::hint::spin_loop();
-            }
+            spin_until(t_plan, Duration::from_secs_f64(plan_s) + d);
         }
         debug_assert_eq!(plan.cpu.len() + plan.gpu.len(), items.len());
         self.profile.lap(Phase::Place);
@@ -754,14 +773,12 @@ mod tests {
 
     #[test]
     fn the_place_delay_is_a_positive_number_of_microseconds_or_nothing() {
-        assert_eq!(place_delay_from(None), None);
-        assert_eq!(place_delay_from(Some("0")), None);
-        assert_eq!(
-            place_delay_from(Some(" 2.5 ")),
-            Some(Duration::from_nanos(2500))
-        );
+        let parse = |v| delay_from(PLACE_DELAY_ENV, v);
+        assert_eq!(parse(None), None);
+        assert_eq!(parse(Some("0")), None);
+        assert_eq!(parse(Some(" 2.5 ")), Some(Duration::from_nanos(2500)));
         for bad in ["", "-3", "abc", "NaN", "inf", "1e9"] {
-            assert_eq!(place_delay_from(Some(bad)), None, "{bad}");
+            assert_eq!(parse(Some(bad)), None, "{bad}");
         }
     }
 

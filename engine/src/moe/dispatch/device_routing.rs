@@ -81,6 +81,9 @@ impl MoeDispatch {
         self.feed_back_deferred();
         self.publish_telemetry();
         self.summary.hooked_sched_seconds += self.summary.sched_seconds - before;
+        if let Some(d) = self.hook_delay {
+            super::spin_until(std::time::Instant::now(), d);
+        }
     }
 
     /// The choice of the routed pass launched for this layer (None when none was): the
