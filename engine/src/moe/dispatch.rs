@@ -259,6 +259,8 @@ pub struct MoeDispatch {
     item_lists: Vec<Vec<WorkItem>>,
     /// The layer whose background loads wait for the next dense call's hook.
     background_due: Option<usize>,
+    /// A dense call's hook ran in this step (`while_gpu_busy`).
+    hooked_step: bool,
 }
 
 impl Drop for MoeDispatch {
@@ -302,6 +304,7 @@ impl MoeDispatch {
             ),
             item_lists: Vec::new(),
             background_due: None,
+            hooked_step: false,
         }
     }
 
@@ -394,6 +397,7 @@ impl MoeDispatch {
     /// Marks the start of a forward step.
     pub fn begin_step(&mut self, n_tokens: usize) {
         self.background_due = None;
+        self.hooked_step = false;
         // A step that failed between a routed pass's launch and its layer leaves its
         // choice behind: it must not be taken for this step's first layer.
         self.discard_routed();
@@ -402,6 +406,11 @@ impl MoeDispatch {
             r.active = n_tokens == 1;
         }
         let t = Instant::now();
+        // A step whose dense calls have no hooks (prefill, host routing) publishes a waiting
+        // step now: its plans must see the cost model that step refreshed.
+        if n_tokens != 1 || !self.device_routing() {
+            self.placer.publish();
+        }
         self.placer.begin_step(n_tokens);
         let begin_s = t.elapsed().as_secs_f64();
         self.summary.sched_seconds += begin_s;
@@ -456,6 +465,12 @@ impl MoeDispatch {
         }
         let t = Instant::now();
         self.placer.end_step(s);
+        // Only a step that ran hooks leaves its publication for the next step's first one
+        // (the next step is then decode too, or its `begin_step` publishes); any other
+        // publishes at once, as the cost model's refresh must not lag a step behind.
+        if !std::mem::take(&mut self.hooked_step) {
+            self.placer.publish();
+        }
         let end_s = t.elapsed().as_secs_f64();
         self.summary.sched_seconds += end_s;
         let (rows, begin_s) = std::mem::take(&mut self.step_bookkeeping);

@@ -77,6 +77,7 @@ impl MoeDispatch {
     /// the GPU machine, built here instead of at the step's end, where the GPU idles).
     /// Called from the dense call's hook; its time counts as `hooked_sched_seconds`.
     pub fn while_gpu_busy(&mut self) {
+        self.hooked_step = true;
         let before = self.summary.sched_seconds;
         self.feed_back_deferred();
         self.publish_telemetry();

@@ -199,6 +199,59 @@ impl Placer for Calls {
     fn place_background(&mut self, _loads: &mut Vec<(u16, u16, u32)>) {
         self.0.lock().expect("lock").push("background");
     }
+    fn publish(&mut self) {
+        self.0.lock().expect("lock").push("publish");
+    }
+}
+
+#[test]
+fn only_a_step_that_ran_hooks_leaves_its_publication_for_later() {
+    use crate::model::dense_exec::testing::tiny_model;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = tiny_model(dir.path(), "q8_0");
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let mut d = dispatch();
+    d.set_placer(Box::new(Calls(calls.clone())));
+    let h = model.cfg.hidden;
+    let l0 = model.layer_experts(0);
+    let mut step = |d: &mut MoeDispatch, rows: usize, hooked: bool| {
+        let items = [WorkItem {
+            expert: 1,
+            rows: (0..rows as u32).collect(),
+            weights: vec![0.5; rows],
+        }];
+        let (x, mut out) = (vec![0.5f32; rows * h], vec![0f32; rows * h]);
+        d.begin_step(rows);
+        if hooked {
+            d.while_gpu_busy();
+        }
+        d.run_layer(
+            &l0,
+            None,
+            &x,
+            h,
+            &items,
+            &[],
+            DeviceLink::default(),
+            &mut out,
+        )
+        .expect("layer");
+        d.end_step();
+    };
+    // A prompt chunk: published when it starts (what waits) and when it ends.
+    step(&mut d, 4, false);
+    assert_eq!(
+        *calls.lock().expect("lock"),
+        ["publish", "place", "publish"]
+    );
+    calls.lock().expect("lock").clear();
+    // A decode step whose dense call ran a hook (here without device routing, so its
+    // start publishes too): the hook publishes, its end leaves itself for later.
+    step(&mut d, 1, true);
+    assert_eq!(
+        *calls.lock().expect("lock"),
+        ["publish", "publish", "place"]
+    );
 }
 
 #[test]
@@ -246,7 +299,14 @@ fn a_layer_run_before_a_hooked_call_plans_its_background_loads_in_the_hook_once(
     d.end_step();
     assert_eq!(
         *calls.lock().expect("lock"),
-        ["demand", "background", "demand", "place"]
+        [
+            "publish",
+            "demand",
+            "background",
+            "demand",
+            "place",
+            "publish"
+        ]
     );
 }
 
