@@ -214,7 +214,7 @@ fn only_a_step_that_ran_hooks_leaves_its_publication_for_later() {
     d.set_placer(Box::new(Calls(calls.clone())));
     let h = model.cfg.hidden;
     let l0 = model.layer_experts(0);
-    let mut step = |d: &mut MoeDispatch, rows: usize, hooked: bool| {
+    let step = |d: &mut MoeDispatch, rows: usize, hooked: bool| {
         let items = [WorkItem {
             expert: 1,
             rows: (0..rows as u32).collect(),
