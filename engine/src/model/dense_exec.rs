@@ -135,6 +135,10 @@ impl Qwen3Moe {
         // The GPU experts' output of the previous layer, left on the device: the next
         // dense call adds it, so the host never waits for the GPU share of a layer.
         let mut addend = None;
+        // Whether layer `l`'s dense call runs a hook: a one-row layer routed on the device,
+        // not the last (its output is wanted on the host).
+        let has_hook =
+            |l: usize, moe: &MoeDispatch| n == 1 && l + 1 < cfg.n_layers && moe.device_routing();
         for li in 0..cfg.n_layers {
             let last = li + 1 == cfg.n_layers;
             let next_out = if last {
@@ -146,7 +150,7 @@ impl Qwen3Moe {
             // A one-row decode layer (not the last: its output is wanted on the host) may
             // be routed on the device: its resident experts then run right behind the
             // dense call, launched from its hook before the host waits.
-            if n == 1 && !last && moe.device_routing() {
+            if has_hook(li, moe) {
                 let experts = self.layer_experts(li);
                 let prev = li.checked_sub(1).map(|p| self.layer_experts(p));
                 // The previous layer's background loads, its feedback and the last step's
@@ -178,8 +182,8 @@ impl Qwen3Moe {
             let link = DeviceLink {
                 defer: !last,
                 input: dev.hn_on_device(),
-                // The next call has a hook (a one-row layer that is not the last).
-                background_later: n == 1 && li + 2 < cfg.n_layers && moe.device_routing(),
+                // The next call has a hook: this layer's background loads wait for it.
+                background_later: has_hook(li + 1, moe),
             };
             addend = self.moe_block(li, moe, &hn, &logits, next, link, &mut x)?;
         }

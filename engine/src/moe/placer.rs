@@ -27,8 +27,9 @@ use tokio::sync::broadcast;
 pub const TELEMETRY_BUFFER: usize = 512;
 /// Steps between refreshes of the published prediction error (`TelemetryHub`). Its
 /// median over the last 4096 layers took ~15 µs of a decode step's ~50 µs of bookkeeping
-/// on the build machine (placer_host_time, session 12), on the token's critical path; a
-/// live panel needs it a few times a second, not at every token.
+/// on the build machine (placer_host_time, session 12), then on the token's critical path
+/// (now in `publish`, mostly inside a dense call's hook); a live panel needs it a few times
+/// a second, not at every token.
 pub const ERROR_PUBLISH_STEPS: u64 = 8;
 /// Steps between re-reads of the refined cost model into the scheduler: measured layers
 /// refit the model every step, plans follow them this often (a refit is a small solve).
@@ -127,10 +128,8 @@ pub struct SchedPlacer {
     unpublished: Option<Unpublished>,
     /// An emptied record, swapped in when a step ends (no allocation once warm).
     spare: StepRecord,
-    /// A layer planned by `place_demand` whose background loads are not planned yet, and
-    /// its next-layer prediction as given.
+    /// A layer planned by `place_demand` whose background loads are not planned yet.
     background: Option<u16>,
-    next_given: Vec<(u16, f32)>,
     telemetry: Telemetry,
     hub: TelemetryHub,
     routed: Vec<RoutedExpert>,
@@ -180,7 +179,6 @@ impl SchedPlacer {
             unpublished: None,
             spare: StepRecord::default(),
             background: None,
-            next_given: Vec::new(),
             telemetry: Telemetry::default(),
             hub,
             routed: Vec::new(),
@@ -359,8 +357,7 @@ impl SchedPlacer {
     fn settle_background(&mut self) {
         if self.background.take().is_some() {
             self.sched.finish_accesses(&mut self.cache);
-            self.record
-                .push_layer(&self.plan, &self.routed, &self.next_given);
+            self.record.push_layer(&self.plan, &self.routed, &self.next);
         }
     }
 
@@ -486,8 +483,6 @@ impl Placer for SchedPlacer {
         self.plan_demand(layer, items, next, out);
         out.loads.clear();
         self.background = Some(layer as u16);
-        self.next_given.clear();
-        self.next_given.extend_from_slice(next);
     }
 
     fn place_background(&mut self, loads: &mut Vec<(u16, u16, u32)>) {
@@ -504,8 +499,7 @@ impl Placer for SchedPlacer {
                     .map(|l| (l.key.layer, l.key.expert, l.slot)),
             );
         }
-        self.record
-            .push_layer(&self.plan, &self.routed, &self.next_given);
+        self.record.push_layer(&self.plan, &self.routed, &self.next);
     }
 
     fn observe(&mut self, layer: usize, m: &LayerMeasure<'_>) {

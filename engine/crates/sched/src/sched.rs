@@ -268,7 +268,7 @@ impl Scheduler {
         plan: &mut LayerPlan,
     ) {
         let tick = step as f64 + layer as f64 / self.shape.n_layers.max(1) as f64;
-        let has_gpu = self.costs.has_gpu() && cache.n_slots() > 0;
+        let has_gpu = self.gpu_usable(cache);
         let c = self.costs;
 
         cache.clear_protection();
@@ -420,7 +420,7 @@ impl Scheduler {
         plan: &mut LayerPlan,
     ) {
         self.finish_accesses(cache);
-        if !(self.costs.has_gpu() && cache.n_slots() > 0) {
+        if !self.gpu_usable(cache) {
             return;
         }
         let n_tok = plan
@@ -486,6 +486,11 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// Whether plans may put experts on the GPU: a GPU in the cost model and slots for it.
+    fn gpu_usable(&self, cache: &ExpertCache) -> bool {
+        self.costs.has_gpu() && cache.n_slots() > 0
     }
 
     /// Tells the policy of the last planned layer's accesses if

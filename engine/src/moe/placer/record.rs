@@ -8,8 +8,8 @@
 use hmoe_sched::shape::ExpertWork;
 use hmoe_sched::telemetry::ExpertEvent;
 use hmoe_sched::{
-    CostModel, ExpertKey, LayerPlan, LayerTelemetry, Placement, PlanTiming, RoutedExpert,
-    TraceLayer,
+    CostModel, ExpertKey, LayerPlan, LayerTelemetry, Placement, PlanTiming, PredictedExpert,
+    RoutedExpert, TraceLayer,
 };
 use std::ops::Range;
 
@@ -106,7 +106,12 @@ impl StepRecord {
     }
 
     /// Records a layer's plan, its routed experts and the next-layer prediction.
-    pub fn push_layer(&mut self, plan: &LayerPlan, routed: &[RoutedExpert], pred: &[(u16, f32)]) {
+    pub fn push_layer(
+        &mut self,
+        plan: &LayerPlan,
+        routed: &[RoutedExpert],
+        pred: &[PredictedExpert],
+    ) {
         // Telemetry order: hits, fetches (copy order), CPU (as `LayerTelemetry::from_plan`).
         let events = append(
             &mut self.events,
@@ -134,7 +139,7 @@ impl StepRecord {
             evicted: append(&mut self.evicted, plan.evict.iter().copied()),
             loaded: append(&mut self.loaded, plan.prefetch.iter().map(|l| l.key)),
             routed: append(&mut self.routed, routed.iter().copied()),
-            pred: append(&mut self.pred, pred.iter().copied()),
+            pred: append(&mut self.pred, pred.iter().map(|p| (p.expert, p.prob))),
             measured: None,
         };
         self.layers.push(rec);
